@@ -1,0 +1,1 @@
+"""The ``spooler`` command line (installed as the ``spooler_cli`` package)."""

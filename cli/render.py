@@ -1,0 +1,69 @@
+"""Plain-text tables for the terminal: status and dead-letter listings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spooler.dlq import iso_utc
+from spooler.spool import SpoolStatus
+from spooler.store import Counts, DeadEvent
+
+__all__ = ["dead_table", "human_age", "status_table", "table"]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned text columns, two spaces apart."""
+    cells = [
+        [str(h) for h in headers],
+        *[[("-" if c is None else str(c)) for c in r] for r in rows],
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def human_age(seconds: float | None) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: the largest unit that fits."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def status_table(status: SpoolStatus) -> str:
+    """The human form of ``spooler status``."""
+
+    def row(name: str, c: Counts) -> list[object]:
+        age = None if c.oldest_queued_at is None else status.now - c.oldest_queued_at
+        return [name, c.queued, c.due, c.leased, c.retrying, c.dead, human_age(age)]
+
+    rows = [row(name, c) for name, c in sorted(status.destinations.items())]
+    rows.append(row("(all)", status.total))
+    headers = ["destination", "queued", "due", "leased", "retrying", "dead", "oldest"]
+    return table(headers, rows)
+
+
+def dead_table(dead: Sequence[DeadEvent]) -> str:
+    """The human form of ``spooler dlq inspect``."""
+    rows = [
+        [
+            d.event_id,
+            d.destination,
+            d.reason,
+            d.status,
+            d.attempts,
+            iso_utc(d.dead_at),
+            _one_line(d.error or "", 70),
+        ]
+        for d in dead
+    ]
+    return table(["id", "destination", "reason", "status", "attempts", "dead_at", "error"], rows)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,311 @@
+"""Configuration: a TOML file, ``${ENV}`` interpolation and command-line flags, merged.
+
+Flags win over the file, the file wins over the defaults. Every bad value raises a
+``ConfigError`` that names the key, e.g. ``destinations.amp.batch_size``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from .errors import ConfigError
+from .retry import RetryPolicy
+from .spool import DEFAULT_DESTINATION, check_destination_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "DestinationConfig",
+    "DrainConfig",
+    "build_drain_config",
+    "config_db_path",
+    "load_config_file",
+    "parse_duration",
+    "spool_options",
+]
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object, *, key: str = "duration") -> float:
+    """Seconds from ``90s``, ``15m``, ``12h``, ``3d`` or plain seconds (str or number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    else:
+        raise ConfigError(f"{key}: expected a duration like 90s, 15m, 12h, 3d, got {value!r}")
+    if seconds < 0:
+        raise ConfigError(f"{key}: a duration cannot be negative, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """Where and how one destination's events are delivered.
+
+    Usage::
+
+        DestinationConfig(name="default", url="https://collector.example/v1/batch",
+                          batch_size=100, api_key="sk_live_...")
+    """
+
+    name: str
+    url: str
+    type: str = "http"
+    batch_size: int = 500
+    concurrency: int = 4
+    timeout: float = 10.0
+    api_key: str | None = field(default=None, repr=False)
+    auth_header: str = "Authorization"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    batch_key: str | None = None
+    id_field: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class DrainConfig:
+    """Everything a drain needs: its destinations and the worker's own timings."""
+
+    destinations: Mapping[str, DestinationConfig]
+    lease: float = 60.0
+    poll_interval: float = 1.0
+    summary_interval: float = 60.0
+
+
+# -- value checkers: each takes (value, key) and returns the converted value -------------
+
+Checker = Callable[[Any, str], Any]
+
+
+def _int(low: int, high: int | None = None) -> Checker:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{key}: must be {bound}, got {value}")
+        return value
+
+    return check
+
+
+def _seconds(value: Any, key: str) -> float:
+    seconds = parse_duration(value, key=key)
+    if seconds <= 0:
+        raise ConfigError(f"{key}: must be more than zero, got {value!r}")
+    return seconds
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(*options: str) -> Checker:
+    def check(value: Any, key: str) -> str:
+        if value not in options:
+            raise ConfigError(f"{key}: must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    return check
+
+
+def _headers(value: Any, key: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of header names to values")
+    return {name: _string(text, f"{key}.{name}") for name, text in value.items()}
+
+
+_RETRY_KEYS: dict[str, Checker] = {
+    "max_attempts": _int(1),
+    "max_age": _seconds,
+    "backoff_base": _seconds,
+    "backoff_cap": _seconds,
+}
+_DESTINATION_KEYS: dict[str, Checker] = {
+    "type": _choice("http", "file"),
+    "url": _string,
+    "batch_size": _int(1, 10_000),
+    "concurrency": _int(1, 64),
+    "timeout": _seconds,
+    "api_key": _string,
+    "auth_header": _string,
+    "headers": _headers,
+    "batch_key": _string,
+    "id_field": _string,
+    **_RETRY_KEYS,
+}
+_DRAIN_KEYS: dict[str, Checker] = {
+    "lease": _seconds,
+    "poll_interval": _seconds,
+    "summary_interval": _seconds,
+}
+_SPOOL_KEYS: dict[str, Checker] = {
+    "durability": _choice("full", "normal"),
+    "max_events": _int(1),
+    "max_bytes": _int(1),
+    "max_event_bytes": _int(1),
+}
+_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations"}
+# Strings where ${VAR} is replaced from the environment, so secrets stay out of the file.
+_INTERPOLATED = {"url", "api_key", "auth_header", "headers"}
+
+
+def _unknown_key(key: str, known: set[str] | Mapping[str, Any], where: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(f"{where}{key}: unknown key{suggestion}")
+
+
+def _check_table(table: Any, spec: Mapping[str, Checker], where: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where.rstrip('.')}: expected a table")
+    checked = {}
+    for key, value in table.items():
+        if key not in spec:
+            raise _unknown_key(key, spec, where)
+        checked[key] = spec[key](value, f"{where}{key}")
+    return checked
+
+
+def _interpolate(value: Any, key: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, Mapping):
+        return {name: _interpolate(text, f"{key}.{name}", env) for name, text in value.items()}
+    try:
+        return Template(value).substitute(env)
+    except KeyError as exc:
+        raise ConfigError(f"{key}: environment variable {exc.args[0]} is not set") from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}: bad ${{VAR}} reference ({exc})") from None
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and parse a TOML config file; the top level is checked, sections later."""
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise _unknown_key(key, _TOP_KEYS, "")
+    if "db" in raw:
+        _string(raw["db"], "db")
+    return raw
+
+
+def spool_options(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``Spool`` from the config file's ``[spool]`` table."""
+    return _check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.")
+
+
+def _infer_type(url: str) -> str:
+    return "file" if url == "-" or url.startswith("file://") else "http"
+
+
+def _check_url(dest: DestinationConfig, where: str) -> None:
+    if dest.type == "http" and not dest.url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{where}url: an http destination needs an http:// or https:// URL, got {dest.url!r}"
+        )
+    if dest.type == "file" and not (dest.url == "-" or dest.url.startswith("file://")):
+        raise ConfigError(
+            f"{where}url: a file destination needs '-' (stdout) or file://PATH, got {dest.url!r}"
+        )
+
+
+def build_drain_config(
+    raw: Mapping[str, Any],
+    *,
+    destination_flags: Mapping[str, Any] | None = None,
+    retry_flags: Mapping[str, Any] | None = None,
+    drain_flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DrainConfig:
+    """Merge a parsed config file with flags into a checked ``DrainConfig``.
+
+    ``destination_flags`` (url, type, api_key, batch_size, ...) describe destination
+    ``default``; ``retry_flags`` apply to every destination. ``None`` values mean "not
+    given" and leave the file's value in place.
+    """
+    env = os.environ if env is None else env
+
+    def given(flags: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (flags or {}).items() if v is not None}
+
+    base_retry = _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.")
+    drain = _check_table(raw.get("drain", {}), _DRAIN_KEYS, "drain.")
+    drain.update(_check_table(given(drain_flags), _DRAIN_KEYS, "option "))
+    retry_overrides = _check_table(given(retry_flags), _RETRY_KEYS, "option ")
+
+    tables = raw.get("destinations", {})
+    if not isinstance(tables, Mapping):
+        raise ConfigError("destinations: expected a table of [destinations.NAME] tables")
+    tables = dict(tables)
+    flags = given(destination_flags)
+    if flags:
+        if DEFAULT_DESTINATION not in tables and "url" not in flags:
+            raise ConfigError(
+                "destination flags need --url (or [destinations.default] in the config)"
+            )
+        tables[DEFAULT_DESTINATION] = {**tables.get(DEFAULT_DESTINATION, {}), **flags}
+    if not tables:
+        raise ConfigError(
+            "no destination to drain: give --url, or --config with [destinations.NAME]"
+        )
+
+    destinations = {}
+    for name, table in tables.items():
+        where = f"destinations.{name}."
+        try:
+            check_destination_name(name)
+        except ConfigError as exc:
+            raise ConfigError(f"destinations.{name}: {exc}") from None
+        values = _check_table(table, _DESTINATION_KEYS, where)
+        if "url" not in values:
+            raise ConfigError(f"{where}url: missing (where should events go?)")
+        for key in _INTERPOLATED & values.keys():
+            values[key] = _interpolate(values[key], where + key, env)
+        retry = {k: values.pop(k) for k in _RETRY_KEYS if k in values}
+        policy = RetryPolicy(**{**base_retry, **retry, **retry_overrides})
+        if policy.backoff_cap < policy.backoff_base:
+            raise ConfigError(f"{where}backoff_cap: must not be below backoff_base")
+        values.setdefault("type", _infer_type(values["url"]))
+        dest = DestinationConfig(name=name, retry=policy, **values)
+        _check_url(dest, where)
+        if dest.type == "file":
+            dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order
+        destinations[name] = dest
+
+    config = DrainConfig(destinations=destinations, **drain)
+    for dest in destinations.values():
+        if dest.timeout >= config.lease:
+            raise ConfigError(
+                f"destinations.{dest.name}.timeout: {dest.timeout:g}s must be shorter than "
+                f"the lease ({config.lease:g}s), or another drain could take over in-flight events"
+            )
+    return config
+
+
+def config_db_path(raw: Mapping[str, Any]) -> Path | None:
+    """The ``db`` key of a config file, if any."""
+    return Path(raw["db"]) if "db" in raw else None

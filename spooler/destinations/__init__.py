@@ -1,0 +1,94 @@
+"""Destinations: build a request from a batch of stored events, and judge the answer.
+
+Each destination type is one module with a class that has ``send(events) -> Verdict``
+and ``close()``. The drain owns everything else (leases, retries, bisection), so a new
+API is a small module, and httpx is imported only when a drain actually starts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from ..store import ClaimedEvent, Failure
+
+if TYPE_CHECKING:
+    from ..config import DestinationConfig
+
+__all__ = ["Destination", "Verdict", "build_destination", "event_text"]
+
+MAX_ERROR_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the answer to one request means for every event that request carried.
+
+    ``delivered``: done. ``retry``: try again later (not before ``retry_after`` seconds
+    when the receiver said so). ``reject``: the receiver refused the request for good;
+    the drain bisects a batch to find the events at fault, and dead-letters a single
+    rejected event with ``reason``.
+    """
+
+    outcome: Literal["delivered", "retry", "reject"]
+    status: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+    reason: str = "rejected"
+
+    @property
+    def failure(self) -> Failure:
+        """The status and error text to record with the events."""
+        return Failure(self.status, self.error)
+
+
+class Destination(Protocol):
+    """The interface every destination type implements."""
+
+    config: DestinationConfig
+
+    def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
+        """Deliver ``events`` in one request and judge the answer. Never raises for I/O."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+def event_text(event: ClaimedEvent, id_field: str | None) -> str:
+    """The stored JSON text, with the event id spliced in as ``id_field`` if asked.
+
+    Splicing text keeps the drain from parsing and re-serialising every event.
+    """
+    if id_field is None:
+        return event.body
+    head = "{" + json.dumps(id_field) + ":" + json.dumps(event.event_id)
+    return head + ("}" if event.body == "{}" else "," + event.body[1:])
+
+
+def excerpt(text: str, secrets: Sequence[str]) -> str:
+    """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, with secrets masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    data = text.encode("utf-8")
+    if len(data) <= MAX_ERROR_BYTES:
+        return text
+    return data[: MAX_ERROR_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def build_destination(
+    config: DestinationConfig, *, clock: Callable[[], float] = time.time
+) -> Destination:
+    """Create the destination object that ``config.type`` names."""
+    if config.type == "file":
+        from .file import FileDestination
+
+        return FileDestination(config)
+    from .http import HttpDestination
+
+    return HttpDestination(config, clock=clock)

@@ -1,0 +1,99 @@
+"""The ``http`` destination: a generic JSON webhook or collector, batched or one by one."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .. import __version__
+from ..retry import parse_retry_after
+from ..store import ClaimedEvent
+from . import Verdict, event_text, excerpt
+
+if TYPE_CHECKING:
+    from ..config import DestinationConfig
+
+__all__ = ["HttpDestination", "judge_response"]
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[str] = ()) -> Verdict:
+    """Classify an HTTP answer per the delivery rules (2xx, retryable, 413, other 4xx)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return Verdict("delivered", status)
+    text = excerpt(f"HTTP {status}: {response.content[:4096].decode('utf-8', 'replace')}", secrets)
+    if status in RETRYABLE_STATUSES or status >= 500:
+        wait = parse_retry_after(response.headers.get("retry-after"), now=now)
+        return Verdict("retry", status, text, retry_after=wait)
+    if status == 413:
+        return Verdict("reject", status, text, reason="too_large")
+    if 400 <= status < 500:
+        return Verdict("reject", status, text, reason="rejected")
+    # Redirects are not followed: httpx would turn a 301/302 POST into a GET. Keeping
+    # the events queued (and saying why) is safer than guessing.
+    where = response.headers.get("location", "?")
+    return Verdict(
+        "retry", status, f"HTTP {status} (redirect to {where} not followed; fix the URL)"
+    )
+
+
+class HttpDestination:
+    """Posts batches as a JSON array, an object ``{batch_key: [...]}``, or one event per request.
+
+    With ``batch_size = 1`` and no ``batch_key`` each request body is the event object
+    itself (webhook style) and carries the event id in an ``Idempotency-Key`` header.
+    """
+
+    def __init__(
+        self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        headers = {"Content-Type": "application/json", "User-Agent": f"spooler/{__version__}"}
+        headers.update(config.headers)
+        if config.api_key:
+            is_bearer = config.auth_header.lower() == "authorization"
+            headers[config.auth_header] = (
+                f"Bearer {config.api_key}" if is_bearer else config.api_key
+            )
+        self._secrets = [v for v in (config.api_key, *config.headers.values()) if v and len(v) >= 6]
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout),
+            limits=httpx.Limits(
+                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+            ),
+            follow_redirects=False,
+        )
+
+    def body(self, events: Sequence[ClaimedEvent]) -> str:
+        """The request body, built by joining the stored JSON texts."""
+        texts = [event_text(event, self.config.id_field) for event in events]
+        if self.config.batch_key is not None:
+            return "{" + json.dumps(self.config.batch_key) + ":[" + ",".join(texts) + "]}"
+        if self.config.batch_size == 1:
+            return texts[0]
+        return "[" + ",".join(texts) + "]"
+
+    def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
+        """POST the batch and judge the answer; network failures are retryable."""
+        headers = {"Idempotency-Key": events[0].event_id} if len(events) == 1 else None
+        try:
+            response = self._client.post(
+                self.config.url, content=self.body(events).encode("utf-8"), headers=headers
+            )
+        except httpx.TimeoutException:
+            return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
+        except httpx.HTTPError as exc:
+            return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self._secrets))
+        return judge_response(response, now=self._clock(), secrets=self._secrets)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()

@@ -1,0 +1,94 @@
+"""Dead-letter operations: see why events died, send them back, or delete them."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import UnknownEventError
+from .store import DeadEvent, DeadSelection, Store
+
+__all__ = ["DeadLetters", "dead_event_to_dict", "iso_utc"]
+
+
+def iso_utc(timestamp: float) -> str:
+    """Format a Unix time as ISO 8601 UTC with millisecond precision."""
+    return (
+        datetime.fromtimestamp(timestamp, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def dead_event_to_dict(dead: DeadEvent) -> dict[str, Any]:
+    """The JSON form of a dead event, as ``spooler dlq inspect --json`` prints it."""
+    return {
+        "id": dead.event_id,
+        "destination": dead.destination,
+        "reason": dead.reason,
+        "status": dead.status,
+        "error": dead.error,
+        "attempts": dead.attempts,
+        "enqueued_at": iso_utc(dead.created_at),
+        "dead_at": iso_utc(dead.dead_at),
+        "event": json.loads(dead.body),
+    }
+
+
+class DeadLetters:
+    """The dead-letter table of one spool (``Spool.dead_letters``)."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def inspect(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        destination: str | None = None,
+        reason: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadEvent]:
+        """Dead events, oldest first; no criteria means all of them.
+
+        Named ids must all be dead letters (``UnknownEventError`` otherwise).
+        """
+        selection = DeadSelection(tuple(ids), destination, reason, everything=True)
+        found = self._store.dead_events(selection, limit=limit)
+        missing = set(ids) - {dead.event_id for dead in found}
+        if missing and limit is None:
+            raise UnknownEventError(f"not in the dead-letter table: {', '.join(sorted(missing))}")
+        return found
+
+    def replay(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        everything: bool = False,
+        destination: str | None = None,
+        reason: str | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Move dead events back to the queue in one transaction; returns how many.
+
+        Named ids must all be dead letters, or nothing moves (``UnknownEventError``).
+        """
+        selection = DeadSelection(tuple(ids), destination, reason, everything=everything)
+        return self._store.replay(selection, now=self._clock(), dry_run=dry_run)
+
+    def purge(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        everything: bool = False,
+        older_than: float | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete dead events for good (``older_than`` in seconds since they died)."""
+        dead_before = None if older_than is None else self._clock() - older_than
+        selection = DeadSelection(tuple(ids), dead_before=dead_before, everything=everything)
+        return self._store.purge(selection, dry_run=dry_run)

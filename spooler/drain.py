@@ -1,0 +1,353 @@
+"""The drain worker: claim due events under a lease, deliver them, settle each outcome.
+
+Each destination gets ``concurrency`` worker threads; each one loops claim → send →
+settle, so one batch is being claimed or settled while others are in flight. Every
+settle is one transaction, and only touches rows the worker still leases.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .config import DrainConfig
+from .destinations import Destination, Verdict, build_destination
+from .store import ClaimedEvent, Failure, Store
+
+__all__ = ["CRASH_ENV", "Drain", "DrainReport", "Mode"]
+
+log = logging.getLogger("spooler.drain")
+
+# Test-only: the reliability tests name a point here and the drain SIGKILLs itself
+# there, so "crash after the receiver answered, before the ack" is exact, not lucky.
+CRASH_ENV = "SPOOLER_CRASH_AT"
+CRASH_POINTS = ("after_claim", "after_response")
+
+
+class Mode(enum.Enum):
+    """How long a drain runs."""
+
+    DAEMON = "daemon"  # until stopped
+    ONCE = "once"  # one pass over what is due when it starts
+    UNTIL_EMPTY = "until_empty"  # until no event is queued, waiting through backoff
+
+
+@dataclass
+class DrainReport:
+    """What a drain run did, and why it stopped."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    requests: int = 0
+    stopped_by: str = ""
+    remaining: int = 0
+    error: str | None = None
+
+
+class Drain:
+    """Delivers the queued events of the configured destinations.
+
+    Usage::
+
+        drain = Drain(store, build_drain_config({}, destination_flags={"url": url}))
+        report = drain.run(Mode.UNTIL_EMPTY, max_time=60)
+
+    ``stop()`` (safe from a signal handler) makes the workers stop claiming; in-flight
+    requests finish, and leases still held after ``shutdown_grace`` are released.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: DrainConfig,
+        *,
+        destinations: Mapping[str, Destination] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._destinations = (
+            dict(destinations)
+            if destinations is not None
+            else {
+                name: build_destination(dest, clock=clock)
+                for name, dest in config.destinations.items()
+            }
+        )
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._crash_at = os.environ.get(CRASH_ENV)
+        self._stop = threading.Event()
+        self._hurry = threading.Event()
+        self._lock = threading.Lock()
+        self._report = DrainReport()
+        self._running = 0
+        self._all_done = threading.Event()
+
+    def stop(self, reason: str = "signal") -> None:
+        """Stop claiming; a second call also abandons in-flight requests at once."""
+        if self._stop.is_set():
+            self._hurry.set()
+            return
+        with self._lock:
+            self._report.stopped_by = self._report.stopped_by or reason
+        self._stop.set()
+
+    def run(
+        self,
+        mode: Mode = Mode.DAEMON,
+        *,
+        max_time: float | None = None,
+        shutdown_grace: float | None = None,
+    ) -> DrainReport:
+        """Run the workers until ``mode`` says they are done, ``max_time`` passes or ``stop()``."""
+        started = self._clock()
+        started_mono = time.monotonic()
+        deadline = math.inf if max_time is None else started_mono + max_time
+        grace = (
+            shutdown_grace
+            if shutdown_grace is not None
+            else max((d.timeout for d in self._config.destinations.values()), default=10.0) + 1.0
+        )
+        workers = [
+            threading.Thread(
+                target=self._work, args=(dest, mode, started), daemon=True, name=f"drain-{name}-{n}"
+            )
+            for name, dest in self._destinations.items()
+            for n in range(dest.config.concurrency)
+        ]
+        self._running = len(workers)
+        log.info(
+            "drain %s started (%s) for %s", self.owner, mode.value, ", ".join(self._destinations)
+        )
+        for worker in workers:
+            worker.start()
+        next_summary = started_mono + self._config.summary_interval
+        give_up_at = math.inf
+        while not self._all_done.wait(timeout=0.1):
+            now_mono = time.monotonic()
+            if now_mono >= deadline:
+                self.stop("max_time")
+            if self._stop.is_set():
+                give_up_at = min(give_up_at, now_mono + grace)
+                if self._hurry.is_set() or now_mono >= give_up_at:
+                    log.warning("in-flight requests did not finish in time; releasing their events")
+                    break
+            if now_mono >= next_summary:
+                self._log_summary(now_mono - started_mono)
+                next_summary += self._config.summary_interval
+        return self._finish(workers, mode, time.monotonic() - started_mono)
+
+    def _finish(
+        self, workers: Sequence[threading.Thread], mode: Mode, elapsed: float
+    ) -> DrainReport:
+        released = self._store.release(self.owner, now=self._clock())
+        if released:
+            log.info("released %d leased events for another drain to deliver", released)
+        if not any(worker.is_alive() for worker in workers):
+            for destination in self._destinations.values():
+                destination.close()
+        report = self._report
+        report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
+        counts = self._store.counts(now=self._clock())
+        report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
+        self._log_summary(elapsed)
+        return report
+
+    # -- the worker loop ----------------------------------------------------------------
+
+    def _work(self, destination: Destination, mode: Mode, started: float) -> None:
+        name = destination.config.name
+        try:
+            while not self._stop.is_set():
+                now = self._clock()
+                batch = self._store.claim(
+                    name,
+                    destination.config.batch_size,
+                    self.owner,
+                    due_by=started if mode is Mode.ONCE else now,
+                    lease_until=now + self._config.lease,
+                )
+                if batch:
+                    self._crash_point("after_claim")
+                    self._deliver(destination, batch, now + self._config.lease)
+                    continue
+                if mode is Mode.ONCE:
+                    return
+                next_due = self._store.next_due_at(name)
+                if next_due is None and mode is Mode.UNTIL_EMPTY:
+                    return
+                wait = self._config.poll_interval
+                if next_due is not None:
+                    wait = min(wait, max(next_due - self._clock(), 0.005))
+                self._stop.wait(wait)
+        except Exception as exc:
+            # A store error (disk gone, file corrupted) stops the whole drain: looping
+            # on it would only fill the logs. The events stay queued.
+            log.error("%s: drain stopped: %s", name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            with self._lock:
+                self._report.error = self._report.error or f"{name}: {exc}"
+            self.stop("error")
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._all_done.set()
+
+    def _deliver(
+        self, destination: Destination, batch: list[ClaimedEvent], lease_until: float
+    ) -> None:
+        """Send a batch; bisect it while the receiver rejects it, to isolate bad events."""
+        pending = [batch]
+        while pending:
+            if self._stop.is_set() and len(pending[-1]) < len(batch):
+                return  # mid-bisection: the rest is released when the drain exits
+            events = pending.pop()
+            lease_until = self._keep_lease(destination, events, lease_until)
+            sent_at = time.monotonic()
+            verdict = destination.send(events)
+            self._crash_point("after_response")
+            with self._lock:
+                self._report.requests += 1
+            elapsed = time.monotonic() - sent_at
+            if verdict.outcome == "reject" and len(events) > 1:
+                half = len(events) // 2
+                log.info(
+                    "%s: %s for a batch of %d; splitting it to find the events at fault",
+                    destination.config.name,
+                    _short(verdict),
+                    len(events),
+                )
+                pending += [events[half:], events[:half]]
+            else:
+                self._settle(destination, events, verdict, elapsed)
+
+    def _keep_lease(
+        self, destination: Destination, events: Sequence[ClaimedEvent], lease_until: float
+    ) -> float:
+        # Bisection can take many requests: never let the lease run out mid-request,
+        # or a second drain could deliver the same events at the same time.
+        now = self._clock()
+        if lease_until - now > 2 * destination.config.timeout + 1:
+            return lease_until
+        lease_until = now + self._config.lease
+        self._store.extend_lease(self.owner, [e.rowid for e in events], lease_until)
+        return lease_until
+
+    def _settle(
+        self,
+        destination: Destination,
+        events: Sequence[ClaimedEvent],
+        verdict: Verdict,
+        elapsed: float,
+    ) -> None:
+        name = destination.config.name
+        now = self._clock()
+        if verdict.outcome == "delivered":
+            self._store.settle(self.owner, now=now, delivered=[e.rowid for e in events])
+            self._count(delivered=len(events))
+            log.info(
+                "%s: delivered %s (%s) in %.2fs",
+                name,
+                _events(len(events)),
+                f"HTTP {verdict.status}" if verdict.status else "ok",
+                elapsed,
+            )
+            return
+        if verdict.outcome == "reject":
+            event = events[0]
+            self._store.settle(
+                self.owner, now=now, dead=[(event.rowid, verdict.reason, verdict.failure)]
+            )
+            self._count(dead=1)
+            log.warning(
+                "%s: dead-lettered event %s (%s): %s",
+                name,
+                event.event_id,
+                verdict.reason,
+                _short(verdict),
+            )
+            return
+        policy = destination.config.retry
+        # One wait for the whole batch keeps it together for the next claim; full jitter
+        # still spreads the batches of a crowd apart.
+        attempts = max(event.attempts for event in events)
+        due_at = now + policy.delay(attempts, retry_after=verdict.retry_after, rng=self._rng)
+        retry: list[tuple[int, float, Failure]] = []
+        dead: list[tuple[int, str, Failure]] = []
+        for event in events:
+            reason = policy.give_up_reason(
+                attempts=event.attempts, queued_at=event.queued_at, now=now
+            )
+            if reason:
+                dead.append((event.rowid, reason, verdict.failure))
+            else:
+                retry.append((event.rowid, due_at, verdict.failure))
+        self._store.settle(self.owner, now=now, retry=retry, dead=dead)
+        self._count(retried=len(retry), dead=len(dead))
+        if retry:
+            log.warning(
+                "%s: %s will be retried in %.1fs (attempt %d of %d): %s",
+                name,
+                _events(len(retry)),
+                due_at - now,
+                attempts,
+                policy.max_attempts,
+                _short(verdict),
+            )
+        if dead:
+            log.warning(
+                "%s: dead-lettered %s (%s): %s",
+                name,
+                _events(len(dead)),
+                dead[0][1],
+                _short(verdict),
+            )
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _count(self, *, delivered: int = 0, retried: int = 0, dead: int = 0) -> None:
+        with self._lock:
+            self._report.delivered += delivered
+            self._report.retried += retried
+            self._report.dead += dead
+
+    def _log_summary(self, elapsed: float) -> None:
+        counts = self._store.counts(now=self._clock())
+        backlog = sum(counts[name].queued for name in self._destinations if name in counts)
+        report = self._report
+        rate = report.delivered / elapsed if elapsed > 0 else 0.0
+        log.info(
+            "summary: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s",
+            report.delivered,
+            report.retried,
+            report.dead,
+            backlog,
+            rate,
+        )
+
+    def _crash_point(self, name: str) -> None:
+        if self._crash_at == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _short(verdict: Verdict) -> str:
+    text = verdict.error or (f"HTTP {verdict.status}" if verdict.status else verdict.outcome)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _events(count: int) -> str:
+    return f"{count} event" if count == 1 else f"{count} events"

@@ -1,0 +1,52 @@
+"""Turning caller-supplied events into the JSON text the spool stores."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import InvalidEventError
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "encode_event", "parse_event"]
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+def encode_event(event: Any, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str:
+    """Return ``event`` as compact JSON text, or raise ``InvalidEventError``.
+
+    The text is what gets stored and, later, sent verbatim: the drain builds request
+    bodies by joining these texts instead of parsing and re-serialising each event.
+    """
+    if not isinstance(event, dict):
+        raise InvalidEventError(
+            f"an event must be a dict (a JSON object), not {type(event).__name__}"
+        )
+    try:
+        text = json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidEventError(f"event is not JSON-serialisable: {exc}") from None
+    if size > max_bytes:
+        raise InvalidEventError(
+            f"event is {size} bytes serialised, over the {max_bytes}-byte limit"
+        )
+    return text
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_event(text: str) -> dict[str, Any]:
+    """Parse one JSON object from text (a command-line argument or a JSON Lines line).
+
+    Raises ``InvalidEventError`` for malformed JSON, NaN/Infinity, or a non-object.
+    """
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidEventError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidEventError(f"expected a JSON object, got {type(value).__name__}")
+    return value

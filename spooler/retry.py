@@ -1,0 +1,66 @@
+"""The retry policy: when to try again, and when to give up. Pure functions of their inputs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+__all__ = ["RetryPolicy", "compute_backoff", "parse_retry_after"]
+
+
+def compute_backoff(attempts: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter backoff: uniform in ``[0, min(cap, base * 2**(attempts-1))]`` seconds.
+
+    Full jitter spreads a crowd of events that failed together across the whole window,
+    so a recovering receiver is not hit by every one of them at the same instant.
+    """
+    exponent = min(max(attempts - 1, 0), 64)  # 2**64 * base already exceeds any sane cap
+    return rng.uniform(0.0, min(cap, base * 2.0**exponent))
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT by definition
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a destination keeps trying an event.
+
+    Usage::
+
+        policy = RetryPolicy(max_attempts=5, max_age=3600, backoff_base=0.5)
+        wait = policy.delay(attempts=3, retry_after=None, rng=random.Random())
+    """
+
+    max_attempts: int = 20
+    max_age: float = 3 * 86400.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+
+    def delay(self, attempts: int, *, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds until the next attempt; ``Retry-After`` is honoured as the minimum."""
+        wait = compute_backoff(attempts, base=self.backoff_base, cap=self.backoff_cap, rng=rng)
+        return wait if retry_after is None else max(wait, retry_after)
+
+    def give_up_reason(self, *, attempts: int, queued_at: float, now: float) -> str | None:
+        """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried."""
+        if attempts >= self.max_attempts:
+            return "max_attempts"
+        if now - queued_at >= self.max_age:
+            return "max_age"
+        return None

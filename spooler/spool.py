@@ -1,0 +1,154 @@
+"""The public ``Spool``: enqueue events durably, and read the spool's status."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+from .dlq import DeadLetters
+from .errors import ConfigError, InvalidEventError
+from .events import DEFAULT_MAX_EVENT_BYTES, encode_event
+from .store import DURABILITY_PRAGMAS, Counts, Store
+
+__all__ = ["DEFAULT_DESTINATION", "Spool", "SpoolStatus", "check_destination_name"]
+
+DEFAULT_DESTINATION = "default"
+_DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_destination_name(name: str) -> str:
+    """Return ``name`` if it is a valid destination name, else raise ``ConfigError``."""
+    if not isinstance(name, str) or not _DESTINATION_NAME.fullmatch(name):
+        raise ConfigError(
+            f"bad destination name {name!r}: use letters, digits, '_', '.', '-' (at most 128)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    """Counts overall and per destination at one instant."""
+
+    total: Counts
+    destinations: dict[str, Counts]
+    now: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``spooler status --json`` document."""
+
+        def render(counts: Counts) -> dict[str, Any]:
+            data = asdict(counts)
+            oldest = data.pop("oldest_queued_at")
+            data["oldest_queued_age_s"] = None if oldest is None else round(self.now - oldest, 3)
+            return data
+
+        return {
+            **render(self.total),
+            "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
+        }
+
+
+class Spool:
+    """A spool file, opened for enqueueing events and for operator queries.
+
+    Usage::
+
+        with Spool("/var/spool/app/spool.db") as spool:
+            event_id = spool.enqueue({"event": "signup", "userId": "u_123"})
+
+    ``durability="full"`` (the default) makes every enqueue survive power loss;
+    ``"normal"`` survives a crash of the process but may lose the last commits on
+    power loss, and is several times faster. ``max_events`` / ``max_bytes`` bound the
+    spool (queue plus dead letters): past them ``enqueue`` raises ``SpoolFullError``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "full",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if durability not in DURABILITY_PRAGMAS:
+            raise ConfigError(f"durability must be 'full' or 'normal', not {durability!r}")
+        for name, value in (
+            ("max_event_bytes", max_event_bytes),
+            ("max_events", max_events),
+            ("max_bytes", max_bytes),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        self.path = os.fspath(path)
+        self.max_event_bytes = max_event_bytes
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self.store = Store(path, durability=durability)
+        self.dead_letters = DeadLetters(self.store, clock=clock)
+
+    def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
+        """Commit one event to the spool and return its event id."""
+        body = encode_event(event, max_bytes=self.max_event_bytes)
+        return self._commit([body], destination)[0]
+
+    def enqueue_many(
+        self, events: Iterable[dict[str, Any]], *, destination: str = DEFAULT_DESTINATION
+    ) -> list[str]:
+        """Commit events in one transaction and return their ids; on error, commit none."""
+        bodies = []
+        for index, event in enumerate(events):
+            try:
+                bodies.append(encode_event(event, max_bytes=self.max_event_bytes))
+            except InvalidEventError as exc:
+                raise InvalidEventError(f"event {index}: {exc}", index=index) from None
+        return self._commit(bodies, destination)
+
+    def _commit(self, bodies: list[str], destination: str) -> list[str]:
+        check_destination_name(destination)
+        rows = [(str(uuid.uuid4()), destination, body) for body in bodies]
+        if rows:
+            self.store.insert(
+                rows, now=self._clock(), max_events=self.max_events, max_bytes=self.max_bytes
+            )
+        return [event_id for event_id, _, _ in rows]
+
+    def status(self) -> SpoolStatus:
+        """Counts of queued, due, leased, retrying and dead events."""
+        now = self._clock()
+        per_destination = self.store.counts(now=now)
+        total = Counts()
+        for counts in per_destination.values():
+            total.queued += counts.queued
+            total.due += counts.due
+            total.leased += counts.leased
+            total.retrying += counts.retrying
+            total.dead += counts.dead
+            if counts.oldest_queued_at is not None:
+                total.oldest_queued_at = min(
+                    total.oldest_queued_at or counts.oldest_queued_at, counts.oldest_queued_at
+                )
+        return SpoolStatus(total, per_destination, now)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.store.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

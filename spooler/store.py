@@ -1,0 +1,518 @@
+"""The SQLite spool file: schema, open checks, and every SQL statement spooler runs.
+
+One file holds three tables: ``queue`` (events waiting or in flight), ``dead`` (the
+dead-letter table) and ``meta`` (application name and schema version), plus a
+one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check.
+
+Every state change is one ``BEGIN IMMEDIATE`` transaction: taking the write lock up
+front means a transaction never has to upgrade from reader to writer half-way, which
+is the case where SQLite gives up with "database is locked" without waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SpoolFullError, StoreError, UnknownEventError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ClaimedEvent",
+    "Counts",
+    "DeadEvent",
+    "DeadSelection",
+    "Failure",
+    "Store",
+]
+
+SCHEMA_VERSION = 1
+APPLICATION = "spooler"
+MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
+DURABILITY_PRAGMAS = {"full": "FULL", "normal": "NORMAL"}
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 0),
+                     events INTEGER NOT NULL, bytes INTEGER NOT NULL);
+INSERT INTO totals VALUES (0, 0, 0);
+CREATE TABLE queue (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    destination TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    queued_at   REAL NOT NULL,
+    due_at      REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    last_status INTEGER,
+    last_error  TEXT
+);
+CREATE INDEX queue_due ON queue (destination, due_at);
+CREATE TABLE dead (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    destination TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    attempts    INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    status      INTEGER,
+    error       TEXT,
+    dead_at     REAL NOT NULL
+);
+CREATE INDEX dead_by_time ON dead (dead_at);
+"""
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """An event taken under lease by a drain; ``attempts`` counts this attempt."""
+
+    rowid: int
+    event_id: str
+    destination: str
+    body: str
+    attempts: int
+    created_at: float
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a delivery attempt of one event failed: HTTP status (or None) and short text."""
+
+    status: int | None
+    error: str
+
+
+@dataclass(frozen=True)
+class DeadEvent:
+    """One row of the dead-letter table."""
+
+    event_id: str
+    destination: str
+    body: str
+    created_at: float
+    attempts: int
+    reason: str
+    status: int | None
+    error: str | None
+    dead_at: float
+
+
+@dataclass
+class Counts:
+    """Queue and dead-letter counts, overall or for one destination."""
+
+    queued: int = 0
+    due: int = 0
+    leased: int = 0
+    retrying: int = 0
+    dead: int = 0
+    oldest_queued_at: float | None = None
+
+
+@dataclass(frozen=True)
+class DeadSelection:
+    """Which dead events an operation applies to; the given criteria are combined with AND."""
+
+    ids: tuple[str, ...] = ()
+    destination: str | None = None
+    reason: str | None = None
+    dead_before: float | None = None
+    everything: bool = False
+
+    def where(self) -> tuple[str, list[object]]:
+        """Return the SQL condition and its parameters; refuse an empty selection."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.ids:
+            clauses.append("event_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(self.ids)))
+        if self.destination is not None:
+            clauses.append("destination = ?")
+            params.append(self.destination)
+        if self.reason is not None:
+            clauses.append("reason = ?")
+            params.append(self.reason)
+        if self.dead_before is not None:
+            clauses.append("dead_at < ?")
+            params.append(self.dead_before)
+        if not clauses:
+            if not self.everything:
+                raise ValueError("an empty DeadSelection must say everything=True")
+            return "1", params
+        return " AND ".join(clauses), params
+
+
+@dataclass
+class _Connection:
+    """A connection and the lock that serialises its use across threads of one process."""
+
+    conn: sqlite3.Connection
+    pid: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Store:
+    """The spool file. Thread-safe; reopens itself in a child after ``fork()``."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: str = "full", busy_timeout: float = 60.0
+    ) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old: spooler needs 3.35 or newer"
+            )
+        self.path = Path(path)
+        self._synchronous = DURABILITY_PRAGMAS[durability]
+        self._busy_timeout = busy_timeout
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
+        self._current = self._open()
+
+    # -- connection management ------------------------------------------------------
+
+    def _open(self) -> _Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        try:
+            with self._translated():
+                self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return _Connection(conn, os.getpid())
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            # auto_vacuum only takes effect before the first table exists; INCREMENTAL lets
+            # a drained backlog give its pages back without a full VACUUM.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        if not tables:
+            self._create_schema(conn)
+        else:
+            self._check_schema(conn, tables)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created the schema while we waited for the lock.
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                conn.execute("COMMIT")
+                self._check_schema(conn, {"meta"})
+                return
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
+        meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("application") != APPLICATION:
+            raise StoreError(
+                f"{self.path} is a SQLite database but not a spooler spool; refusing to touch it"
+            )
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this spooler "
+                f"understands ({SCHEMA_VERSION}); upgrade spooler"
+            )
+        if version < SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has unknown schema version {version}")
+
+    def _connection(self) -> _Connection:
+        # A connection must never be used on both sides of a fork(): the child opens its own.
+        if self._current.pid != os.getpid():
+            self._current = self._open()
+        return self._current
+
+    def close(self) -> None:
+        """Close the connection (only in the process that opened it)."""
+        if self._current.pid == os.getpid():
+            self._current.conn.close()
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "full" in text:
+                raise StoreError(f"{self.path}: the disk or database is full ({text})") from None
+            if "locked" in text or "busy" in text:
+                raise StoreError(
+                    f"{self.path}: still locked after {self._busy_timeout:g}s ({text})"
+                ) from None
+            raise StoreError(f"{self.path}: {text}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc} (corrupt, or not a spooler spool?)") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        current = self._connection()
+        with current.lock, self._translated():
+            conn = current.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        current = self._connection()
+        with current.lock, self._translated():
+            conn = current.conn
+            conn.execute("BEGIN")  # one snapshot for all the reads of an operation
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    # -- producers ------------------------------------------------------------------
+
+    def insert(
+        self,
+        rows: Sequence[tuple[str, str, str]],
+        *,
+        now: float,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
+        added_bytes = sum(len(body.encode("utf-8")) for _, _, body in rows)
+        with self._write() as conn:
+            events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+            if max_events is not None and events + len(rows) > max_events:
+                raise SpoolFullError(
+                    f"spool holds {events} events; {len(rows)} more would pass "
+                    f"max_events={max_events}"
+                )
+            if max_bytes is not None and size + added_bytes > max_bytes:
+                raise SpoolFullError(
+                    f"spool holds {size} bytes; {added_bytes} more would pass max_bytes={max_bytes}"
+                )
+            conn.executemany(
+                "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(eid, dest, body, now, now, now) for eid, dest, body in rows],
+            )
+            _add_totals(conn, len(rows), added_bytes)
+
+    # -- drains ---------------------------------------------------------------------
+
+    def claim(
+        self, destination: str, limit: int, owner: str, *, due_by: float, lease_until: float
+    ) -> list[ClaimedEvent]:
+        """Lease up to ``limit`` events of ``destination`` that are due at ``due_by``.
+
+        A lease is just ``due_at`` moved to the lease's end: a holder that dies leaves
+        the event due again when the lease runs out, with no sweeper process needed.
+        """
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE queue SET due_at = ?, lease_owner = ?, attempts = attempts + 1"
+                " WHERE id IN (SELECT id FROM queue WHERE destination = ? AND due_at <= ?"
+                "              ORDER BY due_at LIMIT ?)"
+                " RETURNING id, event_id, destination, body, attempts, created_at, queued_at",
+                (lease_until, owner, destination, due_by, limit),
+            ).fetchall()
+        return sorted((ClaimedEvent(*row) for row in rows), key=lambda event: event.rowid)
+
+    def extend_lease(self, owner: str, rowids: Sequence[int], lease_until: float) -> None:
+        """Push the lease of events still held by ``owner`` out to ``lease_until``."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE queue SET due_at = ? WHERE lease_owner = ?"
+                " AND id IN (SELECT value FROM json_each(?))",
+                (lease_until, owner, json.dumps(list(rowids))),
+            )
+
+    def settle(
+        self,
+        owner: str,
+        *,
+        now: float,
+        delivered: Sequence[int] = (),
+        retry: Sequence[tuple[int, float, Failure]] = (),
+        dead: Sequence[tuple[int, str, Failure]] = (),
+    ) -> int:
+        """Record one delivery outcome in one transaction; returns the rows changed.
+
+        ``delivered`` rows are deleted; ``retry`` rows ``(rowid, due_at, failure)`` go
+        back to the queue; ``dead`` rows ``(rowid, reason, failure)`` move to the
+        dead-letter table. Only rows still leased by ``owner`` are touched: if the lease
+        was lost to another drain, that drain owns the outcome now.
+        """
+        changed = 0
+        with self._write() as conn:
+            if delivered:
+                sizes = conn.execute(
+                    "DELETE FROM queue WHERE lease_owner = ?"
+                    " AND id IN (SELECT value FROM json_each(?))"
+                    " RETURNING length(CAST(body AS BLOB))",
+                    (owner, json.dumps(list(delivered))),
+                ).fetchall()
+                _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
+                changed += len(sizes)
+            for rowid, due_at, failure in retry:
+                changed += conn.execute(
+                    "UPDATE queue SET due_at = ?, lease_owner = NULL, last_status = ?,"
+                    " last_error = ? WHERE id = ? AND lease_owner = ?",
+                    (due_at, failure.status, failure.error, rowid, owner),
+                ).rowcount
+            for rowid, reason, failure in dead:
+                moved = conn.execute(
+                    "INSERT INTO dead (event_id, destination, body, created_at, attempts,"
+                    " reason, status, error, dead_at)"
+                    " SELECT event_id, destination, body, created_at, attempts, ?, ?, ?, ?"
+                    " FROM queue WHERE id = ? AND lease_owner = ?",
+                    (reason, failure.status, failure.error, now, rowid, owner),
+                ).rowcount
+                if moved:
+                    conn.execute("DELETE FROM queue WHERE id = ?", (rowid,))
+                changed += moved
+        return changed
+
+    def release(self, owner: str, *, now: float) -> int:
+        """Give back every lease ``owner`` holds, making those events due at once."""
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE queue SET due_at = ?, lease_owner = NULL WHERE lease_owner = ?"
+                " AND due_at > ?",
+                (now, owner, now),
+            ).rowcount
+
+    def next_due_at(self, destination: str) -> float | None:
+        """When the earliest event of ``destination`` falls due (None: nothing queued)."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT min(due_at) FROM queue WHERE destination = ?", (destination,)
+            ).fetchone()[0]
+
+    # -- operators ------------------------------------------------------------------
+
+    def counts(self, *, now: float) -> dict[str, Counts]:
+        """Counts per destination (every destination with a queued or dead event)."""
+        by_destination: dict[str, Counts] = {}
+        with self._read() as conn:
+            for dest, queued, due, leased, retrying, oldest in conn.execute(
+                "SELECT destination, count(*), total(due_at <= :now),"
+                " total(lease_owner IS NOT NULL AND due_at > :now),"
+                " total(attempts > (lease_owner IS NOT NULL AND due_at > :now)),"
+                " min(queued_at) FROM queue GROUP BY destination",
+                {"now": now},
+            ):
+                by_destination[dest] = Counts(
+                    queued, int(due), int(leased), int(retrying), 0, oldest
+                )
+            for dest, dead in conn.execute("SELECT destination, count(*) FROM dead GROUP BY 1"):
+                by_destination.setdefault(dest, Counts()).dead = dead
+        return by_destination
+
+    def dead_events(self, selection: DeadSelection, *, limit: int | None = None) -> list[DeadEvent]:
+        """Dead events matching ``selection``, oldest first."""
+        where, params = selection.where()
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT event_id, destination, body, created_at, attempts, reason, status,"
+                f" error, dead_at FROM dead WHERE {where} ORDER BY id LIMIT ?",
+                [*params, -1 if limit is None else limit],
+            ).fetchall()
+        return [DeadEvent(*row) for row in rows]
+
+    def replay(self, selection: DeadSelection, *, now: float, dry_run: bool = False) -> int:
+        """Move matching dead events back to the queue (attempts reset, same event id)."""
+        where, params = selection.where()
+        with self._write() as conn:
+            self._require_ids(conn, selection)
+            if dry_run:
+                return conn.execute(f"SELECT count(*) FROM dead WHERE {where}", params).fetchone()[
+                    0
+                ]
+            moved = conn.execute(
+                "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
+                f" SELECT event_id, destination, body, created_at, ?, ? FROM dead WHERE {where}"
+                " ORDER BY id",
+                [now, now, *params],
+            ).rowcount
+            conn.execute(f"DELETE FROM dead WHERE {where}", params)
+            return moved
+
+    def purge(self, selection: DeadSelection, *, dry_run: bool = False) -> int:
+        """Delete matching dead events for good."""
+        where, params = selection.where()
+        with self._write() as conn:
+            self._require_ids(conn, selection)
+            if dry_run:
+                return conn.execute(f"SELECT count(*) FROM dead WHERE {where}", params).fetchone()[
+                    0
+                ]
+            sizes = conn.execute(
+                f"DELETE FROM dead WHERE {where} RETURNING length(CAST(body AS BLOB))", params
+            ).fetchall()
+            _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
+            return len(sizes)
+
+    @staticmethod
+    def _require_ids(conn: sqlite3.Connection, selection: DeadSelection) -> None:
+        """Refuse an operation naming ids that are not in the dead-letter table."""
+        if not selection.ids:
+            return
+        found = {
+            row[0]
+            for row in conn.execute(
+                "SELECT event_id FROM dead WHERE event_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(selection.ids)),),
+            )
+        }
+        missing = [eid for eid in selection.ids if eid not in found]
+        if missing:
+            raise UnknownEventError(
+                f"not in the dead-letter table: {', '.join(missing[:5])}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
+
+    def integrity_check(self) -> str:
+        """Run ``PRAGMA integrity_check``; ``"ok"`` when the file is sound."""
+        with self._read() as conn:
+            return "\n".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+
+
+def _add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:
+    conn.execute("UPDATE totals SET events = events + ?, bytes = bytes + ?", (events, size))
