@@ -149,17 +149,12 @@ class Drain:
             if now_mono >= next_summary:
                 self._log_summary(now_mono - started_mono)
                 next_summary += self._config.summary_interval
-        return self._finish(workers, mode, time.monotonic() - started_mono)
+        return self._finish(mode, time.monotonic() - started_mono)
 
-    def _finish(
-        self, workers: Sequence[threading.Thread], mode: Mode, elapsed: float
-    ) -> DrainReport:
+    def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
         released = self._store.release(self.owner, now=self._clock())
         if released:
             log.info("released %d leased events for another drain to deliver", released)
-        if not any(worker.is_alive() for worker in workers):
-            for destination in self._destinations.values():
-                destination.close()
         report = self._report
         report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         counts = self._store.counts(now=self._clock())
@@ -204,8 +199,13 @@ class Drain:
         finally:
             with self._lock:
                 self._running -= 1
-                if self._running == 0:
-                    self._all_done.set()
+                last = self._running == 0
+            if last:
+                # The last worker out closes: a worker abandoned on a hung request
+                # still holds a connection until that request ends.
+                for each in self._destinations.values():
+                    each.close()
+                self._all_done.set()
 
     def _deliver(
         self, destination: Destination, batch: list[ClaimedEvent], lease_until: float

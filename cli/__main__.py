@@ -1,0 +1,5 @@
+"""``python -m spooler_cli``: the same as the ``spooler`` command."""
+
+from .main import cli
+
+cli(prog_name="spooler")

@@ -1,0 +1,82 @@
+"""Shared fixtures: a spool path, a live receiver on 127.0.0.1, and drain helpers."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spooler import Spool
+from spooler.config import build_drain_config
+from spooler.drain import Drain, DrainReport, Mode
+from spooler.receiver import Receiver
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A path for a fresh spool file."""
+    return tmp_path / "spool.db"
+
+
+@pytest.fixture
+def spool(db: Path) -> Iterator[Spool]:
+    """An open spool on a fresh file."""
+    with Spool(db) as opened:
+        yield opened
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A recording HTTP receiver on 127.0.0.1."""
+    with Receiver() as live:
+        yield live
+
+
+FAST_RETRY = {"backoff_base": 0.01, "backoff_cap": 0.05}
+
+
+def drain_once(spool: Spool, url: str, *, mode: Mode = Mode.UNTIL_EMPTY, max_time: float = 30,
+               retry: dict[str, Any] | None = None, **destination: Any) -> DrainReport:
+    """Drain ``spool`` to ``url`` with fast retries; extra keywords configure the destination."""
+    config = build_drain_config(
+        {},
+        destination_flags={"url": url, **destination},
+        retry_flags={**FAST_RETRY, **(retry or {})},
+        drain_flags={"poll_interval": 0.05},
+    )
+    return Drain(spool.store, config).run(mode, max_time=max_time)
+
+
+def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run a read-only query on a spool file with plain sqlite3 (what an operator would do)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``spooler`` command line as a real subprocess."""
+    env = {**os.environ, **kwargs.pop("env", {})}
+    return subprocess.run(
+        [sys.executable, "-m", "spooler_cli", *args],
+        capture_output=True, text=True, env=env, timeout=kwargs.pop("timeout", 60), **kwargs,
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -1,0 +1,104 @@
+"""Config: TOML file, ${ENV} interpolation, flags over file, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spooler import ConfigError
+from spooler.config import build_drain_config, load_config_file, parse_duration
+
+CONFIG = """
+db = "/tmp/x.db"
+[retry]
+max_attempts = 5
+max_age = "12h"
+[drain]
+lease = "2m"
+[destinations.collector]
+url = "https://collector.example/v1/batch"
+batch_size = 100
+batch_key = "batch"
+api_key = "${COLLECTOR_KEY}"
+headers = { "X-Team" = "core-${TEAM}" }
+backoff_cap = 60
+[destinations.archive]
+url = "file:///var/log/events.jsonl"
+"""
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("12h", 43200),
+                                               ("3d", 259200), ("45", 45), (2.5, 2.5), ("1.5m", 90)])
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "3w", "m", "-5", True, None, "1h30m"])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration(bad)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spooler.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_config_file(tmp_path: Path) -> None:
+    raw = load_config_file(write(tmp_path, CONFIG))
+    config = build_drain_config(raw, env={"COLLECTOR_KEY": "sk_secret", "TEAM": "data"})
+    collector = config.destinations["collector"]
+    assert collector.type == "http" and collector.batch_size == 100
+    assert collector.api_key == "sk_secret" and collector.headers == {"X-Team": "core-data"}
+    assert collector.retry.max_attempts == 5 and collector.retry.max_age == 43200
+    assert collector.retry.backoff_cap == 60
+    assert config.destinations["archive"].type == "file"
+    assert config.destinations["archive"].retry.backoff_cap == 300  # the default
+    assert config.lease == 120
+    assert "sk_secret" not in repr(collector)
+
+
+def test_flags_win_over_the_file(tmp_path: Path) -> None:
+    raw = load_config_file(write(tmp_path, CONFIG))
+    config = build_drain_config(
+        raw,
+        env={"COLLECTOR_KEY": "k", "TEAM": "t"},
+        destination_flags={"url": "http://127.0.0.1:9/x", "batch_size": 7, "timeout": None},
+        retry_flags={"max_attempts": 9, "max_age": None},
+    )
+    assert config.destinations["default"].batch_size == 7
+    assert all(d.retry.max_attempts == 9 for d in config.destinations.values())
+    assert config.destinations["collector"].retry.max_age == 43200
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[destinations.a]\nurl = 'http://h'\nbatch_sise = 5", r"destinations\.a\.batch_sise: "
+         r"unknown key \(did you mean 'batch_size'\?\)"),
+        ("[destinations.a]\nurl = 'http://h'\nbatch_size = 'ten'", r"destinations\.a\.batch_size: "
+         "expected an integer"),
+        ("[destinations.a]\nurl = 'http://h'\nbatch_size = 0", r"batch_size: must be between 1"),
+        ("[destinations.a]\nbatch_size = 5", r"destinations\.a\.url: missing"),
+        ("[destinations.a]\nurl = 'ftp://h'", r"destinations\.a\.url: an http destination"),
+        ("[destinations.a]\nurl = 'http://h'\napi_key = '${NOPE}'", r"api_key: environment "
+         "variable NOPE is not set"),
+        ("[retry]\nmax_age = 'forever'\n[destinations.a]\nurl = 'http://h'", r"retry\.max_age"),
+        ("[destinations.a]\nurl = 'http://h'\ntimeout = 90", r"timeout: 90s must be shorter"),
+        ("[destinations.'bad name']\nurl = 'http://h'", "bad destination name"),
+        ("[destinashuns.a]\nurl = 'http://h'", r"unknown key \(did you mean 'destinations'\?\)"),
+        ("", "no destination to drain"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_drain_config(load_config_file(write(tmp_path, text)), env={})
+
+
+def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config_file(write(tmp_path, "[destinations\nurl="))

@@ -1,0 +1,226 @@
+"""The drain against a real HTTP receiver on 127.0.0.1: every delivery rule of the contract."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from conftest import drain_once, rows, wait_until
+from spooler import Spool
+from spooler.config import build_drain_config
+from spooler.drain import Drain, Mode
+from spooler.receiver import Receiver
+
+
+def events(n: int, **extra: object) -> list[dict[str, object]]:
+    return [{"event": "e", "n": i, **extra} for i in range(n)]
+
+
+def test_delivers_in_batches_and_empties_the_queue(spool: Spool, receiver: Receiver,
+                                                   db: Path) -> None:
+    ids = spool.enqueue_many(events(10))
+    report = drain_once(spool, receiver.url, batch_size=4)
+    assert [e["n"] for e in receiver.delivered] == list(range(10))
+    assert [len(r.events) for r in receiver.requests] == [4, 4, 2]
+    assert report.delivered == 10 and report.dead == 0 and report.stopped_by == "empty"
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert len(ids) == len(set(ids)) == 10
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
+def test_retryable_statuses_are_retried_until_delivered(spool: Spool, receiver: Receiver,
+                                                        status: int) -> None:
+    spool.enqueue_many(events(3))
+    receiver.fail_next(status, status)
+    report = drain_once(spool, receiver.url)
+    assert [r.status for r in receiver.requests] == [status, status, 200]
+    assert len(receiver.delivered) == 3 and report.retried == 6 and report.dead == 0
+
+
+@pytest.mark.parametrize("header", ["30", "http-date"])
+def test_retry_after_is_honoured(spool: Spool, receiver: Receiver, db: Path, header: str) -> None:
+    spool.enqueue({"e": 1})
+    value = formatdate(time.time() + 31, usegmt=True) if header == "http-date" else header
+    receiver.fail_next(429, headers={"Retry-After": value})
+    before = time.time()
+    drain_once(spool, receiver.url, mode=Mode.ONCE)
+    [(due_at, status)] = rows(db, "SELECT due_at, last_status FROM queue")
+    assert status == 429 and due_at >= before + 29
+
+
+def test_timeouts_are_retried(spool: Spool, receiver: Receiver, db: Path) -> None:
+    spool.enqueue({"e": 1})
+    receiver.hold()
+    drain_once(spool, receiver.url, mode=Mode.ONCE, timeout=0.3)
+    assert rows(db, "SELECT attempts, last_status, last_error FROM queue") == [
+        (1, None, "timed out after 0.3s")]
+    receiver.release()
+    drain_once(spool, receiver.url)
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_an_unreachable_endpoint_keeps_events_queued(spool: Spool, db: Path) -> None:
+    spool.enqueue_many(events(2))
+    report = drain_once(spool, "http://127.0.0.1:1/ingest", mode=Mode.ONCE)
+    assert report.retried == 2 and report.delivered == 0
+    [(count, error)] = rows(db, "SELECT count(*), max(last_error) FROM queue")
+    assert count == 2 and "ConnectError" in error
+
+
+def test_redirects_are_not_followed_and_events_stay_queued(spool: Spool, receiver: Receiver,
+                                                           db: Path) -> None:
+    spool.enqueue({"e": 1})
+    receiver.fail_next(302, headers={"Location": "/elsewhere"})
+    drain_once(spool, receiver.url, mode=Mode.ONCE)
+    assert rows(db, "SELECT last_status, last_error FROM queue") == [
+        (302, "HTTP 302 (redirect to /elsewhere not followed; fix the URL)")]
+
+
+@pytest.mark.parametrize("poison", [(0,), (4,), (7,), (2, 5)])
+def test_a_rejected_batch_is_bisected_so_only_poison_events_die(
+    spool: Spool, receiver: Receiver, db: Path, poison: tuple[int, ...]
+) -> None:
+    ids = spool.enqueue_many([{"n": i, "bad": i in poison} for i in range(8)])
+    receiver.reject = lambda event: event["bad"]
+    report = drain_once(spool, receiver.url, batch_size=8)
+    assert sorted(e["n"] for e in receiver.delivered) == [i for i in range(8) if i not in poison]
+    dead = rows(db, "SELECT event_id, reason, status, error FROM dead ORDER BY id")
+    assert [(d[0], d[1], d[2]) for d in dead] == [(ids[i], "rejected", 400) for i in poison]
+    assert all(d[3].startswith("HTTP 400: ") for d in dead)
+    assert report.dead == len(poison) and rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_413_splits_the_batch_and_a_lone_oversized_event_dies(spool: Spool, receiver: Receiver,
+                                                              db: Path) -> None:
+    spool.enqueue_many(events(8))
+    receiver.max_batch = 3
+    drain_once(spool, receiver.url, batch_size=8)
+    assert sorted(e["n"] for e in receiver.delivered) == list(range(8))
+    assert max(len(r.events) for r in receiver.requests if r.status == 200) <= 3
+
+    spool.enqueue({"huge": True})
+    receiver.max_batch = 0
+    drain_once(spool, receiver.url)
+    assert rows(db, "SELECT reason, status FROM dead") == [("too_large", 413)]
+
+
+def test_max_attempts_dead_letters_with_the_last_error(spool: Spool, receiver: Receiver,
+                                                       db: Path) -> None:
+    spool.enqueue({"e": 1})
+    receiver.fail_next(*[503] * 10)
+    drain_once(spool, receiver.url, retry={"max_attempts": 3})
+    assert len(receiver.requests) == 3
+    assert rows(db, "SELECT reason, status, attempts, error FROM dead") == [
+        ("max_attempts", 503, 3, 'HTTP 503: {"error":"scripted failure"}')]
+
+
+def test_max_age_dead_letters_old_events_that_fail(db: Path, receiver: Receiver) -> None:
+    with Spool(db, clock=lambda: time.time() - 7200) as old:
+        old.enqueue({"e": "old"})
+    with Spool(db) as spool:
+        spool.enqueue({"e": "new"})
+        receiver.fail_next(503)
+        drain_once(spool, receiver.url, retry={"max_age": 3600}, batch_size=1)
+    assert rows(db, "SELECT reason, json_extract(body, '$.e') FROM dead") == [("max_age", "old")]
+    assert [e["e"] for e in receiver.delivered] == ["new"]
+
+
+def test_body_shapes_ids_and_headers(spool: Spool, receiver: Receiver) -> None:
+    [first] = spool.enqueue_many([{}])
+    second = spool.enqueue({"a": 1})
+    drain_once(spool, receiver.url + "/in", batch_key="batch", id_field="event_id",
+               api_key="sk_live_abcdef", headers={"X-Team": "core"})
+    [request] = receiver.requests
+    assert request.path == "/in"
+    assert json.loads(request.body) == {"batch": [{"event_id": first},
+                                                  {"event_id": second, "a": 1}]}
+    assert request.headers["Authorization"] == "Bearer sk_live_abcdef"
+    assert request.headers["X-Team"] == "core"
+    assert request.headers["Content-Type"] == "application/json"
+
+
+def test_batch_size_one_sends_bare_objects_with_an_idempotency_key(spool: Spool,
+                                                                   receiver: Receiver) -> None:
+    ids = spool.enqueue_many(events(2))
+    drain_once(spool, receiver.url, batch_size=1, auth_header="X-Api-Key", api_key="k123456")
+    assert [json.loads(r.body) for r in receiver.requests] == events(2)
+    assert [r.headers["Idempotency-Key"] for r in receiver.requests] == ids
+    assert receiver.requests[0].headers["X-Api-Key"] == "k123456"
+
+
+def test_the_api_key_never_reaches_the_spool_or_the_logs(
+    spool: Spool, receiver: Receiver, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk_live_TOPSECRET"
+    spool.enqueue({"e": 1})
+    receiver.fail_next(400)
+    receiver.reject = None
+    caplog.set_level(logging.DEBUG)
+    drain_once(spool, receiver.url, api_key=secret)
+    assert secret not in caplog.text
+    for path in db.parent.iterdir():
+        assert secret.encode() not in path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["http", "file"])
+def test_destination_contract_every_event_arrives_once_with_its_id(
+    spool: Spool, receiver: Receiver, tmp_path: Path, kind: str
+) -> None:
+    # Given events for one destination
+    ids = spool.enqueue_many(events(7))
+    out = tmp_path / "out.jsonl"
+    url = receiver.url if kind == "http" else f"file://{out}"
+    # When a drain delivers them
+    report = drain_once(spool, url, batch_size=3, id_field="id")
+    # Then the sink holds each event once, with its id (in any order: batches are
+    # delivered concurrently)
+    if kind == "http":
+        got = receiver.delivered
+    else:
+        got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((e["n"], e["id"]) for e in got) == list(enumerate(ids))
+    assert report.delivered == 7
+
+
+def test_stop_while_the_receiver_hangs_releases_the_batch(spool: Spool, receiver: Receiver,
+                                                          db: Path) -> None:
+    spool.enqueue_many(events(3))
+    receiver.hold()
+    config = build_drain_config({}, destination_flags={"url": receiver.url, "timeout": 20})
+    drain = Drain(spool.store, config)
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(
+        drain.run(Mode.DAEMON, shutdown_grace=0.5)))
+    thread.start()
+    assert wait_until(lambda: _in_flight(db))
+    drain.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and result
+    assert rows(db, "SELECT count(*), count(lease_owner) FROM queue") == [(3, 0)]
+    receiver.release()
+    assert drain._all_done.wait(timeout=10)  # the abandoned worker ends and closes up
+
+
+def _in_flight(db: Path) -> bool:
+    return rows(db, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL")[0][0] > 0
+
+
+def test_two_drains_share_a_spool_without_delivering_twice(spool: Spool, receiver: Receiver,
+                                                           db: Path) -> None:
+    ids = spool.enqueue_many(events(400))
+    config = build_drain_config({}, destination_flags={"url": receiver.url, "batch_size": 10},
+                                drain_flags={"poll_interval": 0.05})
+    threads = [threading.Thread(target=Drain(spool.store, config).run, args=(Mode.UNTIL_EMPTY,))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    delivered = [e["n"] for e in receiver.delivered]
+    assert sorted(delivered) == list(range(400)) and len(ids) == 400

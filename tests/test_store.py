@@ -1,0 +1,189 @@
+"""The store: schema checks, claims under lease, settling, limits, dead-letter moves."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import rows
+from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, UnknownEventError
+from spooler.store import DeadSelection, Failure, Store
+
+NOW = 1_000_000.0
+
+
+def enqueue(store: Store, *bodies: str, destination: str = "default") -> list[str]:
+    ids = [f"id-{destination}-{n}-{body}" for n, body in enumerate(bodies)]
+    store.insert([(i, destination, b) for i, b in zip(ids, bodies, strict=True)], now=NOW)
+    return ids
+
+
+def test_new_spool_has_wal_meta_and_the_claim_index(db: Path) -> None:
+    Spool(db).close()
+    assert rows(db, "PRAGMA journal_mode") == [("wal",)]
+    assert dict(rows(db, "SELECT key, value FROM meta")) == {
+        "application": "spooler", "schema_version": "1"}
+    plan = " ".join(r[-1] for r in rows(
+        db, "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE destination = 'd' AND due_at <= 1 "
+        "ORDER BY due_at LIMIT 5"))
+    assert "INDEX queue_due (destination=? AND due_at<?)" in plan and "TEMP B-TREE" not in plan
+
+
+def test_creates_parent_directories(tmp_path: Path) -> None:
+    with Spool(tmp_path / "a" / "b" / "spool.db") as spool:
+        spool.enqueue({"x": 1})
+    assert (tmp_path / "a" / "b" / "spool.db").exists()
+
+
+def test_refuses_a_foreign_database_and_leaves_it_alone(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.execute("INSERT INTO users VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a spooler spool"):
+        Spool(db)
+    assert rows(db, "SELECT name FROM sqlite_master") == [("users",)]
+
+
+def test_refuses_a_file_that_is_not_sqlite(db: Path) -> None:
+    db.write_bytes(b"this is a text file, not a database\n" * 100)
+    with pytest.raises(StoreError, match="not a database"):
+        Spool(db)
+    assert db.read_bytes().startswith(b"this is a text file")
+
+
+def test_refuses_a_newer_schema(db: Path) -> None:
+    Spool(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99, newer"):
+        Spool(db)
+
+
+def test_unwritable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the directory"):
+        Spool(tmp_path / "file" / "sub" / "spool.db")
+
+
+def test_enqueue_many_is_all_or_nothing(spool: Spool, db: Path) -> None:
+    with pytest.raises(InvalidEventError, match="event 2: ") as info:
+        spool.enqueue_many([{"a": 1}, {"b": 2}, {"c": float("nan")}])
+    assert info.value.index == 2
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_limits_raise_spool_full_and_keep_earlier_events(db: Path) -> None:
+    with Spool(db, max_events=3, max_bytes=10_000) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}])
+        with pytest.raises(SpoolFullError, match="max_events=3"):
+            spool.enqueue_many([{"n": 3}, {"n": 4}])
+        spool.enqueue({"n": 3})
+        with pytest.raises(SpoolFullError):
+            spool.enqueue({"n": 4})
+    assert rows(db, "SELECT body FROM queue ORDER BY id") == [('{"n":1}',), ('{"n":2}',),
+                                                              ('{"n":3}',)]
+    with Spool(db, max_bytes=30) as spool, pytest.raises(SpoolFullError, match="max_bytes=30"):
+        spool.enqueue({"pad": "x" * 20})
+
+
+def test_totals_follow_deliveries_and_purges(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, '{"a":1}', '{"b":22}')
+    claimed = store.claim("default", 10, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, delivered=[claimed[0].rowid],
+                 dead=[(claimed[1].rowid, "rejected", Failure(400, "no"))])
+    assert rows(db, "SELECT events, bytes FROM totals") == [(1, 8)]
+    store.purge(DeadSelection(everything=True))
+    assert rows(db, "SELECT events, bytes FROM totals") == [(0, 0)]
+
+
+def test_claim_takes_due_events_in_order_under_a_lease(db: Path) -> None:
+    store = Store(db)
+    ids = enqueue(store, "{}", "{}", "{}")
+    enqueue(store, "{}", destination="other")
+    first = store.claim("default", 2, "a", due_by=NOW, lease_until=NOW + 60)
+    assert [e.event_id for e in first] == ids[:2] and all(e.attempts == 1 for e in first)
+    second = store.claim("default", 5, "b", due_by=NOW, lease_until=NOW + 90)
+    assert [e.event_id for e in second] == ids[2:]
+    assert store.claim("default", 5, "c", due_by=NOW + 59, lease_until=NOW + 120) == []
+    # The lease of "a" runs out: its events are due again, for anyone.
+    again = store.claim("default", 5, "c", due_by=NOW + 60, lease_until=NOW + 120)
+    assert [e.event_id for e in again] == ids[:2] and all(e.attempts == 2 for e in again)
+
+
+def test_settle_only_touches_rows_the_owner_still_leases(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, "{}")
+    [event] = store.claim("default", 1, "old", due_by=NOW, lease_until=NOW + 1)
+    store.claim("default", 1, "new", due_by=NOW + 2, lease_until=NOW + 60)
+    assert store.settle("old", now=NOW + 3, delivered=[event.rowid]) == 0
+    assert store.settle("old", now=NOW + 3, dead=[(event.rowid, "x", Failure(None, ""))]) == 0
+    assert rows(db, "SELECT lease_owner FROM queue") == [("new",)]
+    assert store.settle("new", now=NOW + 3, delivered=[event.rowid]) == 1
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_retry_reschedules_and_records_the_failure(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, "{}")
+    [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, retry=[(event.rowid, NOW + 30, Failure(503, "HTTP 503: busy"))])
+    assert rows(db, "SELECT due_at, lease_owner, attempts, last_status, last_error FROM queue") \
+        == [(NOW + 30, None, 1, 503, "HTTP 503: busy")]
+    assert store.next_due_at("default") == NOW + 30
+    counts = store.counts(now=NOW)["default"]
+    assert (counts.queued, counts.due, counts.leased, counts.retrying) == (1, 0, 0, 1)
+
+
+def test_release_makes_leased_events_due_now(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, "{}", "{}")
+    store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    assert store.release("me", now=NOW + 1) == 1
+    assert len(store.claim("default", 5, "you", due_by=NOW + 1, lease_until=NOW + 60)) == 2
+
+
+def test_dead_letter_replay_and_purge_keep_the_event_id(db: Path) -> None:
+    store = Store(db)
+    ids = enqueue(store, '{"a":1}', '{"b":2}', '{"c":3}')
+    claimed = store.claim("default", 3, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, dead=[(e.rowid, "rejected", Failure(400, "bad")) for e in claimed])
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    dead = store.dead_events(DeadSelection(everything=True))
+    assert [(d.event_id, d.reason, d.status, d.attempts) for d in dead] == [
+        (i, "rejected", 400, 1) for i in ids]
+
+    with pytest.raises(UnknownEventError, match="nope"):
+        store.replay(DeadSelection(ids=(ids[0], "nope")), now=NOW)
+    assert rows(db, "SELECT count(*) FROM dead") == [(3,)]  # all or nothing
+
+    assert store.replay(DeadSelection(ids=(ids[0],)), now=NOW, dry_run=True) == 1
+    assert store.replay(DeadSelection(ids=(ids[0],)), now=NOW + 5) == 1
+    assert rows(db, "SELECT event_id, attempts, due_at FROM queue") == [(ids[0], 0, NOW + 5)]
+    assert store.purge(DeadSelection(dead_before=NOW + 1)) == 2
+    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+
+
+def test_an_empty_selection_is_refused() -> None:
+    with pytest.raises(ValueError, match="everything=True"):
+        DeadSelection().where()
+
+
+def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"keep": 1})
+        page_count = rows(db, "PRAGMA page_count")[0][0]
+        # Cap the file at its current size, as a full disk would.
+        spool.store._connection().conn.execute(f"PRAGMA max_page_count = {page_count}")
+        with pytest.raises(StoreError, match="full"):
+            spool.enqueue_many([{"pad": "x" * 5000}] * 50)
+        assert rows(db, "SELECT body FROM queue") == [('{"keep":1}',)]
+        spool.store._connection().conn.execute("PRAGMA max_page_count = 1073741823")
+        spool.enqueue({"after": 1})
+    assert rows(db, "SELECT count(*) FROM queue") == [(2,)]
