@@ -170,7 +170,8 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
             ids = spool.enqueue_many(parsed, destination=destination)
         except InvalidEventError as exc:
             where = numbered[exc.index][0] if exc.index is not None else "input"
-            raise InvalidEventError(f"{where}: {exc}; nothing was enqueued") from None
+            detail = str(exc).removeprefix(f"event {exc.index}: ")
+            raise InvalidEventError(f"{where}: {detail}; nothing was enqueued") from None
     for event_id in ids:
         click.echo(event_id)
     if not ids:

@@ -42,8 +42,15 @@ def receiver() -> Iterator[Receiver]:
 FAST_RETRY = {"backoff_base": 0.01, "backoff_cap": 0.05}
 
 
-def drain_once(spool: Spool, url: str, *, mode: Mode = Mode.UNTIL_EMPTY, max_time: float = 30,
-               retry: dict[str, Any] | None = None, **destination: Any) -> DrainReport:
+def drain_once(
+    spool: Spool,
+    url: str,
+    *,
+    mode: Mode = Mode.UNTIL_EMPTY,
+    max_time: float = 30,
+    retry: dict[str, Any] | None = None,
+    **destination: Any,
+) -> DrainReport:
     """Drain ``spool`` to ``url`` with fast retries; extra keywords configure the destination."""
     config = build_drain_config(
         {},
@@ -68,7 +75,11 @@ def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **kwargs.pop("env", {})}
     return subprocess.run(
         [sys.executable, "-m", "spooler_cli", *args],
-        capture_output=True, text=True, env=env, timeout=kwargs.pop("timeout", 60), **kwargs,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=kwargs.pop("timeout", 60),
+        **kwargs,
     )
 
 

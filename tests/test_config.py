@@ -28,8 +28,18 @@ url = "file:///var/log/events.jsonl"
 """
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("12h", 43200),
-                                               ("3d", 259200), ("45", 45), (2.5, 2.5), ("1.5m", 90)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("12h", 43200),
+        ("3d", 259200),
+        ("45", 45),
+        (2.5, 2.5),
+        ("1.5m", 90),
+    ],
+)
 def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -76,15 +86,24 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[destinations.a]\nurl = 'http://h'\nbatch_sise = 5", r"destinations\.a\.batch_sise: "
-         r"unknown key \(did you mean 'batch_size'\?\)"),
-        ("[destinations.a]\nurl = 'http://h'\nbatch_size = 'ten'", r"destinations\.a\.batch_size: "
-         "expected an integer"),
+        (
+            "[destinations.a]\nurl = 'http://h'\nbatch_sise = 5",
+            r"destinations\.a\.batch_sise: "
+            r"unknown key \(did you mean 'batch_size'\?\)",
+        ),
+        (
+            "[destinations.a]\nurl = 'http://h'\nbatch_size = 'ten'",
+            r"destinations\.a\.batch_size: "
+            "expected an integer",
+        ),
         ("[destinations.a]\nurl = 'http://h'\nbatch_size = 0", r"batch_size: must be between 1"),
         ("[destinations.a]\nbatch_size = 5", r"destinations\.a\.url: missing"),
         ("[destinations.a]\nurl = 'ftp://h'", r"destinations\.a\.url: an http destination"),
-        ("[destinations.a]\nurl = 'http://h'\napi_key = '${NOPE}'", r"api_key: environment "
-         "variable NOPE is not set"),
+        (
+            "[destinations.a]\nurl = 'http://h'\napi_key = '${NOPE}'",
+            r"api_key: environment "
+            "variable NOPE is not set",
+        ),
         ("[retry]\nmax_age = 'forever'\n[destinations.a]\nurl = 'http://h'", r"retry\.max_age"),
         ("[destinations.a]\nurl = 'http://h'\ntimeout = 90", r"timeout: 90s must be shorter"),
         ("[destinations.'bad name']\nurl = 'http://h'", "bad destination name"),

@@ -22,10 +22,11 @@ def events(n: int, **extra: object) -> list[dict[str, object]]:
     return [{"event": "e", "n": i, **extra} for i in range(n)]
 
 
-def test_delivers_in_batches_and_empties_the_queue(spool: Spool, receiver: Receiver,
-                                                   db: Path) -> None:
+def test_delivers_in_batches_and_empties_the_queue(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
     ids = spool.enqueue_many(events(10))
-    report = drain_once(spool, receiver.url, batch_size=4)
+    report = drain_once(spool, receiver.url, batch_size=4, concurrency=1)  # 1 keeps order
     assert [e["n"] for e in receiver.delivered] == list(range(10))
     assert [len(r.events) for r in receiver.requests] == [4, 4, 2]
     assert report.delivered == 10 and report.dead == 0 and report.stopped_by == "empty"
@@ -34,8 +35,9 @@ def test_delivers_in_batches_and_empties_the_queue(spool: Spool, receiver: Recei
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
-def test_retryable_statuses_are_retried_until_delivered(spool: Spool, receiver: Receiver,
-                                                        status: int) -> None:
+def test_retryable_statuses_are_retried_until_delivered(
+    spool: Spool, receiver: Receiver, status: int
+) -> None:
     spool.enqueue_many(events(3))
     receiver.fail_next(status, status)
     report = drain_once(spool, receiver.url)
@@ -59,7 +61,8 @@ def test_timeouts_are_retried(spool: Spool, receiver: Receiver, db: Path) -> Non
     receiver.hold()
     drain_once(spool, receiver.url, mode=Mode.ONCE, timeout=0.3)
     assert rows(db, "SELECT attempts, last_status, last_error FROM queue") == [
-        (1, None, "timed out after 0.3s")]
+        (1, None, "timed out after 0.3s")
+    ]
     receiver.release()
     drain_once(spool, receiver.url)
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
@@ -73,13 +76,15 @@ def test_an_unreachable_endpoint_keeps_events_queued(spool: Spool, db: Path) -> 
     assert count == 2 and "ConnectError" in error
 
 
-def test_redirects_are_not_followed_and_events_stay_queued(spool: Spool, receiver: Receiver,
-                                                           db: Path) -> None:
+def test_redirects_are_not_followed_and_events_stay_queued(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
     spool.enqueue({"e": 1})
     receiver.fail_next(302, headers={"Location": "/elsewhere"})
     drain_once(spool, receiver.url, mode=Mode.ONCE)
     assert rows(db, "SELECT last_status, last_error FROM queue") == [
-        (302, "HTTP 302 (redirect to /elsewhere not followed; fix the URL)")]
+        (302, "HTTP 302 (redirect to /elsewhere not followed; fix the URL)")
+    ]
 
 
 @pytest.mark.parametrize("poison", [(0,), (4,), (7,), (2, 5)])
@@ -96,8 +101,9 @@ def test_a_rejected_batch_is_bisected_so_only_poison_events_die(
     assert report.dead == len(poison) and rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
-def test_413_splits_the_batch_and_a_lone_oversized_event_dies(spool: Spool, receiver: Receiver,
-                                                              db: Path) -> None:
+def test_413_splits_the_batch_and_a_lone_oversized_event_dies(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
     spool.enqueue_many(events(8))
     receiver.max_batch = 3
     drain_once(spool, receiver.url, batch_size=8)
@@ -110,14 +116,16 @@ def test_413_splits_the_batch_and_a_lone_oversized_event_dies(spool: Spool, rece
     assert rows(db, "SELECT reason, status FROM dead") == [("too_large", 413)]
 
 
-def test_max_attempts_dead_letters_with_the_last_error(spool: Spool, receiver: Receiver,
-                                                       db: Path) -> None:
+def test_max_attempts_dead_letters_with_the_last_error(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
     spool.enqueue({"e": 1})
     receiver.fail_next(*[503] * 10)
     drain_once(spool, receiver.url, retry={"max_attempts": 3})
     assert len(receiver.requests) == 3
     assert rows(db, "SELECT reason, status, attempts, error FROM dead") == [
-        ("max_attempts", 503, 3, 'HTTP 503: {"error":"scripted failure"}')]
+        ("max_attempts", 503, 3, 'HTTP 503: {"error":"scripted failure"}')
+    ]
 
 
 def test_max_age_dead_letters_old_events_that_fail(db: Path, receiver: Receiver) -> None:
@@ -134,19 +142,27 @@ def test_max_age_dead_letters_old_events_that_fail(db: Path, receiver: Receiver)
 def test_body_shapes_ids_and_headers(spool: Spool, receiver: Receiver) -> None:
     [first] = spool.enqueue_many([{}])
     second = spool.enqueue({"a": 1})
-    drain_once(spool, receiver.url + "/in", batch_key="batch", id_field="event_id",
-               api_key="sk_live_abcdef", headers={"X-Team": "core"})
+    drain_once(
+        spool,
+        receiver.url + "/in",
+        batch_key="batch",
+        id_field="event_id",
+        api_key="sk_live_abcdef",
+        headers={"X-Team": "core"},
+    )
     [request] = receiver.requests
     assert request.path == "/in"
-    assert json.loads(request.body) == {"batch": [{"event_id": first},
-                                                  {"event_id": second, "a": 1}]}
+    assert json.loads(request.body) == {
+        "batch": [{"event_id": first}, {"event_id": second, "a": 1}]
+    }
     assert request.headers["Authorization"] == "Bearer sk_live_abcdef"
     assert request.headers["X-Team"] == "core"
     assert request.headers["Content-Type"] == "application/json"
 
 
-def test_batch_size_one_sends_bare_objects_with_an_idempotency_key(spool: Spool,
-                                                                   receiver: Receiver) -> None:
+def test_batch_size_one_sends_bare_objects_with_an_idempotency_key(
+    spool: Spool, receiver: Receiver
+) -> None:
     ids = spool.enqueue_many(events(2))
     drain_once(spool, receiver.url, batch_size=1, auth_header="X-Api-Key", api_key="k123456")
     assert [json.loads(r.body) for r in receiver.requests] == events(2)
@@ -188,15 +204,17 @@ def test_destination_contract_every_event_arrives_once_with_its_id(
     assert report.delivered == 7
 
 
-def test_stop_while_the_receiver_hangs_releases_the_batch(spool: Spool, receiver: Receiver,
-                                                          db: Path) -> None:
+def test_stop_while_the_receiver_hangs_releases_the_batch(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
     spool.enqueue_many(events(3))
     receiver.hold()
     config = build_drain_config({}, destination_flags={"url": receiver.url, "timeout": 20})
     drain = Drain(spool.store, config)
     result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(
-        drain.run(Mode.DAEMON, shutdown_grace=0.5)))
+    thread = threading.Thread(
+        target=lambda: result.append(drain.run(Mode.DAEMON, shutdown_grace=0.5))
+    )
     thread.start()
     assert wait_until(lambda: _in_flight(db))
     drain.stop()
@@ -211,13 +229,19 @@ def _in_flight(db: Path) -> bool:
     return rows(db, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL")[0][0] > 0
 
 
-def test_two_drains_share_a_spool_without_delivering_twice(spool: Spool, receiver: Receiver,
-                                                           db: Path) -> None:
+def test_two_drains_share_a_spool_without_delivering_twice(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
     ids = spool.enqueue_many(events(400))
-    config = build_drain_config({}, destination_flags={"url": receiver.url, "batch_size": 10},
-                                drain_flags={"poll_interval": 0.05})
-    threads = [threading.Thread(target=Drain(spool.store, config).run, args=(Mode.UNTIL_EMPTY,))
-               for _ in range(2)]
+    config = build_drain_config(
+        {},
+        destination_flags={"url": receiver.url, "batch_size": 10},
+        drain_flags={"poll_interval": 0.05},
+    )
+    threads = [
+        threading.Thread(target=Drain(spool.store, config).run, args=(Mode.UNTIL_EMPTY,))
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -43,7 +43,11 @@ def test_encode_enforces_the_size_limit_in_bytes() -> None:
 
 def test_parse_event_accepts_objects_only() -> None:
     assert parse_event('{"a": 1}') == {"a": 1}
-    for text, message in [("[1]", "expected a JSON object"), ("{", "not valid JSON"),
-                          ('{"a": NaN}', "not valid JSON"), ('{"a": Infinity}', "not valid JSON")]:
+    for text, message in [
+        ("[1]", "expected a JSON object"),
+        ("{", "not valid JSON"),
+        ('{"a": NaN}', "not valid JSON"),
+        ('{"a": Infinity}', "not valid JSON"),
+    ]:
         with pytest.raises(InvalidEventError, match=message):
             parse_event(text)

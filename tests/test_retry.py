@@ -11,8 +11,9 @@ import pytest
 from spooler.retry import RetryPolicy, compute_backoff, parse_retry_after
 
 
-@pytest.mark.parametrize(("attempts", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0),
-                                                   (10, 300.0), (500, 300.0)])
+@pytest.mark.parametrize(
+    ("attempts", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0), (10, 300.0), (500, 300.0)]
+)
 def test_backoff_is_full_jitter_under_the_capped_exponential(attempts: int, ceiling: float) -> None:
     rng = random.Random(7)
     waits = [compute_backoff(attempts, base=1.0, cap=300.0, rng=rng) for _ in range(2000)]

@@ -24,10 +24,17 @@ def test_new_spool_has_wal_meta_and_the_claim_index(db: Path) -> None:
     Spool(db).close()
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
     assert dict(rows(db, "SELECT key, value FROM meta")) == {
-        "application": "spooler", "schema_version": "1"}
-    plan = " ".join(r[-1] for r in rows(
-        db, "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE destination = 'd' AND due_at <= 1 "
-        "ORDER BY due_at LIMIT 5"))
+        "application": "spooler",
+        "schema_version": "1",
+    }
+    plan = " ".join(
+        r[-1]
+        for r in rows(
+            db,
+            "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE destination = 'd' AND due_at <= 1 "
+            "ORDER BY due_at LIMIT 5",
+        )
+    )
     assert "INDEX queue_due (destination=? AND due_at<?)" in plan and "TEMP B-TREE" not in plan
 
 
@@ -86,8 +93,11 @@ def test_limits_raise_spool_full_and_keep_earlier_events(db: Path) -> None:
         spool.enqueue({"n": 3})
         with pytest.raises(SpoolFullError):
             spool.enqueue({"n": 4})
-    assert rows(db, "SELECT body FROM queue ORDER BY id") == [('{"n":1}',), ('{"n":2}',),
-                                                              ('{"n":3}',)]
+    assert rows(db, "SELECT body FROM queue ORDER BY id") == [
+        ('{"n":1}',),
+        ('{"n":2}',),
+        ('{"n":3}',),
+    ]
     with Spool(db, max_bytes=30) as spool, pytest.raises(SpoolFullError, match="max_bytes=30"):
         spool.enqueue({"pad": "x" * 20})
 
@@ -96,8 +106,12 @@ def test_totals_follow_deliveries_and_purges(db: Path) -> None:
     store = Store(db)
     enqueue(store, '{"a":1}', '{"b":22}')
     claimed = store.claim("default", 10, "me", due_by=NOW, lease_until=NOW + 60)
-    store.settle("me", now=NOW, delivered=[claimed[0].rowid],
-                 dead=[(claimed[1].rowid, "rejected", Failure(400, "no"))])
+    store.settle(
+        "me",
+        now=NOW,
+        delivered=[claimed[0].rowid],
+        dead=[(claimed[1].rowid, "rejected", Failure(400, "no"))],
+    )
     assert rows(db, "SELECT events, bytes FROM totals") == [(1, 8)]
     store.purge(DeadSelection(everything=True))
     assert rows(db, "SELECT events, bytes FROM totals") == [(0, 0)]
@@ -134,8 +148,9 @@ def test_retry_reschedules_and_records_the_failure(db: Path) -> None:
     enqueue(store, "{}")
     [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
     store.settle("me", now=NOW, retry=[(event.rowid, NOW + 30, Failure(503, "HTTP 503: busy"))])
-    assert rows(db, "SELECT due_at, lease_owner, attempts, last_status, last_error FROM queue") \
-        == [(NOW + 30, None, 1, 503, "HTTP 503: busy")]
+    assert rows(db, "SELECT due_at, lease_owner, attempts, last_status, last_error FROM queue") == [
+        (NOW + 30, None, 1, 503, "HTTP 503: busy")
+    ]
     assert store.next_due_at("default") == NOW + 30
     counts = store.counts(now=NOW)["default"]
     assert (counts.queued, counts.due, counts.leased, counts.retrying) == (1, 0, 0, 1)
@@ -157,7 +172,8 @@ def test_dead_letter_replay_and_purge_keep_the_event_id(db: Path) -> None:
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
     dead = store.dead_events(DeadSelection(everything=True))
     assert [(d.event_id, d.reason, d.status, d.attempts) for d in dead] == [
-        (i, "rejected", 400, 1) for i in ids]
+        (i, "rejected", 400, 1) for i in ids
+    ]
 
     with pytest.raises(UnknownEventError, match="nope"):
         store.replay(DeadSelection(ids=(ids[0], "nope")), now=NOW)

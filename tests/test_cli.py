@@ -1,0 +1,302 @@
+"""Every command through click's CliRunner, and the important paths as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import rows, spooler_cmd
+from spooler import Spool
+from spooler.receiver import Receiver
+from spooler_cli.main import cli
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, env=env)
+
+
+def queued_bodies(db: Path) -> list[str]:
+    return [body for (body,) in rows(db, "SELECT body FROM queue ORDER BY id")]
+
+
+def test_enqueue_arguments_prints_ids(db: Path) -> None:
+    result = run("enqueue", "--db", str(db), '{"a": 1}', '{"b": 2}')
+    assert result.exit_code == 0, result.output
+    ids = result.stdout.split()
+    assert len(ids) == 2
+    assert rows(db, "SELECT event_id, body FROM queue ORDER BY id") == [
+        (ids[0], '{"a":1}'),
+        (ids[1], '{"b":2}'),
+    ]
+
+
+def test_enqueue_json_lines_from_stdin_skips_blank_lines(db: Path) -> None:
+    result = run("enqueue", "--db", str(db), "-d", "amp", input='{"a":1}\n\n{"b":2}\n')
+    assert result.exit_code == 0, result.output
+    assert rows(db, "SELECT destination, count(*) FROM queue GROUP BY 1") == [("amp", 2)]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (['{"ok":1}', "[1,2]"], None, "argument 2: expected a JSON object"),
+        ([], '{"ok":1}\n{"ok":2}\nnot json\n', "line 3: not valid JSON"),
+        ([], '{"a":NaN}\n', "line 1: not valid JSON"),
+    ],
+)
+def test_enqueue_is_all_or_nothing_and_names_the_bad_input(
+    db: Path, args: list[str], stdin: str | None, message: str
+) -> None:
+    Spool(db).close()
+    result = run("enqueue", "--db", str(db), *args, input=stdin)
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == f"spooler: error: {message}" + result.stderr.split(message, 1)[1].strip()
+        and "nothing was enqueued" in result.stderr
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert queued_bodies(db) == []
+
+
+def test_enqueue_oversized_event_names_the_line(tmp_path: Path, db: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[spool]\nmax_event_bytes = 100\n")
+    big = json.dumps({"pad": "x" * 200})
+    result = run("enqueue", "--db", str(db), "--config", str(config), input='{"a":1}\n' + big)
+    assert result.exit_code == 1
+    assert (
+        "line 2: event is 210 bytes serialised, over the 100-byte limit; nothing was"
+        in result.stderr
+    )
+    assert queued_bodies(db) == []
+
+
+def test_enqueue_to_a_full_spool_fails_and_keeps_the_spool(tmp_path: Path, db: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[spool]\nmax_events = 2\n")
+    assert run("enqueue", "--db", str(db), "--config", str(config), "{}", "{}").exit_code == 0
+    result = run("enqueue", "--db", str(db), "--config", str(config), '{"late":1}')
+    assert result.exit_code == 1 and "max_events=2" in result.stderr
+    assert queued_bodies(db) == ["{}", "{}"]
+
+
+def test_unknown_destination_with_a_config(tmp_path: Path, db: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[destinations.amp]\nurl = 'http://127.0.0.1:9'\n")
+    result = run("enqueue", "--db", str(db), "--config", str(config), "-d", "nope", "{}")
+    assert result.exit_code == 2
+    assert "unknown destination 'nope'" in result.stderr and "amp" in result.stderr
+    result = run("drain", "--db", str(db), "--config", str(config), "-d", "nope", "--once")
+    assert result.exit_code == 2 and "unknown destination nope" in result.stderr
+
+
+def test_db_from_environment_variable(db: Path) -> None:
+    assert run("enqueue", "{}", env={"SPOOLER_DB": str(db)}).exit_code == 0
+    assert queued_bodies(db) == ["{}"]
+
+
+def test_corrupt_database_is_a_clear_error_without_traceback(db: Path) -> None:
+    db.write_bytes(b"\x00garbage" * 1000)
+    for args in (["enqueue", "{}"], ["status"], ["dlq", "inspect"]):
+        result = run(*args, "--db", str(db))
+        assert result.exit_code == 1
+        assert result.stderr.startswith("spooler: error: ") and "not a database" in result.stderr
+        assert "Traceback" not in result.output
+    assert db.read_bytes() == b"\x00garbage" * 1000
+
+
+def test_bad_config_is_a_usage_error_naming_the_key(tmp_path: Path, db: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[destinations.a]\nurl = 'http://h'\nconcurrency = 0\n")
+    result = run("drain", "--db", str(db), "--config", str(config), "--once")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "spooler: error: destinations.a.concurrency: must be between 1 and 64, got 0"
+    )
+
+
+def test_usage_errors_exit_2(db: Path) -> None:
+    assert run("drain", "--db", str(db), "--max-age", "soon").exit_code == 2
+    assert run("dlq", "replay", "--db", str(db)).exit_code == 2
+    assert run("dlq", "purge", "--db", str(db), "--all", "some-id").exit_code == 2
+    assert run("nonsense").exit_code == 2
+
+
+def test_drain_to_a_file_then_status(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    assert run("enqueue", "--db", str(db), '{"a":1}', '{"b":2}').exit_code == 0
+    result = run("drain", "--db", str(db), "--url", f"file://{out}", "--until-empty")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [{"a": 1}, {"b": 2}]
+    status = json.loads(run("status", "--db", str(db), "--json").stdout)
+    assert status["queued"] == 0 and status["dead"] == 0 and status["destinations"] == {}
+
+
+def test_status_counts_per_destination(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue_many([{}, {}], destination="amp")
+        spool.enqueue({})
+    status = json.loads(run("status", "--db", str(db), "--json").stdout)
+    assert status["queued"] == 3 and status["due"] == 3 and status["leased"] == 0
+    assert status["oldest_queued_age_s"] >= 0
+    assert status["destinations"]["amp"]["queued"] == 2
+    assert status["destinations"]["default"]["queued"] == 1
+    table = run("status", "--db", str(db)).stdout
+    assert table.splitlines()[0].split() == [
+        "destination",
+        "queued",
+        "due",
+        "leased",
+        "retrying",
+        "dead",
+        "oldest",
+    ]
+    assert table.splitlines()[1].split()[:3] == ["amp", "2", "2"]
+
+
+@pytest.fixture
+def dead_spool(db: Path, receiver: Receiver) -> list[str]:
+    """A spool whose events 1 and 3 were rejected by the receiver (ids in order)."""
+    ids = run(
+        "enqueue", "--db", str(db), *[json.dumps({"n": n, "bad": n % 2 == 1}) for n in range(4)]
+    ).stdout.split()
+    receiver.reject = lambda event: event["bad"]
+    result = run(
+        "drain",
+        "--db",
+        str(db),
+        "--url",
+        receiver.url,
+        "--until-empty",
+        "--backoff-base",
+        "0.01",
+        "--poll-interval",
+        "0.05",
+    )
+    assert result.exit_code == 0, result.output
+    return ids
+
+
+def test_dlq_inspect_table_and_json(db: Path, dead_spool: list[str]) -> None:
+    lines = run("dlq", "inspect", "--db", str(db), "--json").stdout.splitlines()
+    dead = [json.loads(line) for line in lines]
+    assert [d["id"] for d in dead] == [dead_spool[1], dead_spool[3]]
+    first = dead[0]
+    assert {k: first[k] for k in ("destination", "reason", "status", "attempts")} == {
+        "destination": "default",
+        "reason": "rejected",
+        "status": 400,
+        "attempts": 1,
+    }
+    assert first["event"] == {"n": 1, "bad": True}
+    assert first["error"].startswith("HTTP 400: ")
+    assert first["dead_at"].endswith("Z") and first["enqueued_at"] <= first["dead_at"]
+    table = run("dlq", "inspect", "--db", str(db), dead_spool[3]).stdout.splitlines()
+    assert len(table) == 2 and table[1].startswith(dead_spool[3])
+    assert run("dlq", "inspect", "--db", str(db), "--reason", "max_age", "--json").stdout == ""
+    missing = run("dlq", "inspect", "--db", str(db), "no-such-id")
+    assert missing.exit_code == 1 and "not in the dead-letter table: no-such-id" in missing.stderr
+
+
+def test_dlq_replay_then_drain_delivers_with_the_same_id(
+    db: Path, dead_spool: list[str], receiver: Receiver
+) -> None:
+    assert run("dlq", "replay", "--db", str(db), "--all", "--dry-run").stdout == (
+        "would replay 2 events\n"
+    )
+    assert rows(db, "SELECT count(*) FROM dead") == [(2,)]
+    result = run("dlq", "replay", "--db", str(db), "--reason", "rejected")
+    assert result.exit_code == 0 and result.stdout == "replayed 2 events\n"
+    assert rows(db, "SELECT event_id, attempts FROM queue ORDER BY id") == [
+        (dead_spool[1], 0),
+        (dead_spool[3], 0),
+    ]
+    receiver.reject = None
+    assert (
+        run(
+            "drain",
+            "--db",
+            str(db),
+            "--url",
+            receiver.url + "/",
+            "--id-field",
+            "id",
+            "--until-empty",
+        ).exit_code
+        == 0
+    )
+    assert [e["id"] for e in receiver.delivered[-2:]] == [dead_spool[1], dead_spool[3]]
+
+
+def test_dlq_replay_unknown_id_changes_nothing(db: Path, dead_spool: list[str]) -> None:
+    result = run("dlq", "replay", "--db", str(db), dead_spool[1], "nope")
+    assert result.exit_code == 1 and "nope" in result.stderr
+    assert rows(db, "SELECT count(*) FROM dead") == [(2,)]
+
+
+def test_dlq_purge(db: Path, dead_spool: list[str]) -> None:
+    assert run("dlq", "purge", "--db", str(db), "--older-than", "1h", "--yes").stdout == (
+        "purged 0 events\n"
+    )
+    assert run("dlq", "purge", "--db", str(db), dead_spool[1], "--yes").stdout == (
+        "purged 1 events\n"
+    )
+    assert rows(db, "SELECT event_id FROM dead") == [(dead_spool[3],)]
+    assert run("dlq", "purge", "--db", str(db), "--all").stdout == "purged 1 events\n"
+    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+
+
+def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> None:
+    ok = spooler_cmd("enqueue", "--db", str(db), '{"a":1}')
+    assert ok.returncode == 0 and len(ok.stdout.split()) == 1
+    bad = spooler_cmd("enqueue", "--db", str(db), "nope")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    debug = spooler_cmd("enqueue", "--db", str(db), "--debug", "nope")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    usage = spooler_cmd("drain", "--db", str(db), "--batch-size", "x")
+    assert usage.returncode == 2
+    assert spooler_cmd("--version").stdout.startswith("spooler, version ")
+
+
+def test_import_spooler_loads_neither_httpx_nor_click() -> None:
+    code = (
+        "import sys, spooler; s = spooler.Spool(sys.argv[1]); s.enqueue({'a': 1});"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx','click')))"
+    )
+    result = spooler_cmd.__globals__["subprocess"].run(
+        [sys.executable, "-c", code, "/tmp/spooler-import-test.db"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_demo_tells_the_whole_story() -> None:
+    result = spooler_cmd("demo", timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for needle in (
+        "will be retried",
+        "splitting it to find the events at fault",
+        "dead-lettered event",
+        "rejected",
+        "replayed 1 events",
+        "The receiver got 8 events",
+    ):
+        assert needle in out, needle
+
+
+def test_db_in_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    target = tmp_path / "from-config.db"
+    config.write_text(f"db = '{target}'\n")
+    assert run("enqueue", "--config", str(config), "{}").exit_code == 0
+    assert queued_bodies(target) == ["{}"]
+    assert sqlite3.connect(target).execute("PRAGMA integrity_check").fetchone() == ("ok",)
