@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-
 from conftest import rows, spooler_cmd
+from spooler_cli.main import cli
+
 from spooler import Spool
 from spooler.receiver import Receiver
-from spooler_cli.main import cli
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:

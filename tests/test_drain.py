@@ -10,8 +10,8 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-
 from conftest import drain_once, rows, wait_until
+
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode

@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import rows
+
 from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, UnknownEventError
 from spooler.store import DeadSelection, Failure, Store
 
