@@ -40,11 +40,13 @@ def raw_sqlite(path: Path, *, per_call: bool) -> float:
     conn.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, eid TEXT, body TEXT)")
     body = spooler.events.encode_event(EVENT)
     if per_call:
+
         def work() -> None:
             for _ in range(SINGLE):
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO q (eid, body) VALUES (?, ?)", (str(uuid.uuid4()), body))
                 conn.execute("COMMIT")
+
         return rate(SINGLE, work)
     rows = [(str(uuid.uuid4()), body) for _ in range(BULK)]
 
@@ -52,6 +54,7 @@ def raw_sqlite(path: Path, *, per_call: bool) -> float:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT INTO q (eid, body) VALUES (?, ?)", rows)
         conn.execute("COMMIT")
+
     return rate(BULK, bulk)
 
 
@@ -62,26 +65,29 @@ def persist_queue_put(path: Path) -> tuple[float, float]:
     def get_ack() -> None:
         for _ in range(SINGLE):
             queue.ack(queue.get(block=False))
+
     return put, rate(SINGLE, get_ack)
 
 
 def spooler_rates(workdir: Path) -> dict[str, float]:
     result = {}
     with spooler.Spool(workdir / "one.db") as spool:
-        result["enqueue (full)"] = rate(SINGLE, lambda: [spool.enqueue(EVENT)
-                                                         for _ in range(SINGLE)])
+        result["enqueue (full)"] = rate(
+            SINGLE, lambda: [spool.enqueue(EVENT) for _ in range(SINGLE)]
+        )
     with spooler.Spool(workdir / "normal.db", durability="normal") as spool:
-        result["enqueue (normal)"] = rate(SINGLE, lambda: [spool.enqueue(EVENT)
-                                                           for _ in range(SINGLE)])
+        result["enqueue (normal)"] = rate(
+            SINGLE, lambda: [spool.enqueue(EVENT) for _ in range(SINGLE)]
+        )
     with spooler.Spool(workdir / "bulk.db") as spool:
         result["enqueue_many"] = rate(BULK, lambda: spool.enqueue_many([EVENT] * BULK))
         store: Store = spool.store
 
         def claim_ack() -> None:
             now = time.time()
-            while batch := store.claim("default", 500, "bench", due_by=now,
-                                       lease_until=now + 60):
+            while batch := store.claim("default", 500, "bench", due_by=now, lease_until=now + 60):
                 store.settle("bench", now=now, delivered=[e.rowid for e in batch])
+
         result["claim+ack, batches of 500"] = rate(BULK, claim_ack)
     return result
 
@@ -89,9 +95,13 @@ def spooler_rates(workdir: Path) -> dict[str, float]:
 def in_memory_sdk() -> float:
     client = segment_analytics.Client("write-key", send=False, max_queue_size=BULK + 1)
     try:
-        return rate(BULK, lambda: [client.track(user_id="u_12345", event="page_view",
-                                                properties=EVENT["properties"])
-                                   for _ in range(BULK)])
+        return rate(
+            BULK,
+            lambda: [
+                client.track(user_id="u_12345", event="page_view", properties=EVENT["properties"])
+                for _ in range(BULK)
+            ],
+        )
     finally:
         client.shutdown()
 
@@ -104,22 +114,35 @@ def main() -> None:
         pq_put, pq_get_ack = persist_queue_put(workdir / "pq")
         ours = spooler_rates(workdir)
     memory = in_memory_sdk()
-    print(f"# spooler {spooler.__version__}, SQLite {sqlite3.sqlite_version}, "
-          f"Python {platform.python_version()}, {platform.machine()}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# spooler {spooler.__version__}, SQLite {sqlite3.sqlite_version}, "
+        f"Python {platform.python_version()}, {platform.machine()}, {time.strftime('%Y-%m-%d')}"
+    )
     print()
     print("| operation | spooler (ops/s) | baseline | baseline (ops/s) | ratio |")
     print("|---|---:|---|---:|---:|")
     table = [
-        ("enqueue, one per call, durable", ours["enqueue (full)"],
-         "persist-queue put", pq_put),
-        ("enqueue, one per call, durable", ours["enqueue (full)"],
-         "raw sqlite3 insert+commit", raw_single),
-        ("enqueue, one per call, durability=normal", ours["enqueue (normal)"],
-         "persist-queue put", pq_put),
+        ("enqueue, one per call, durable", ours["enqueue (full)"], "persist-queue put", pq_put),
+        (
+            "enqueue, one per call, durable",
+            ours["enqueue (full)"],
+            "raw sqlite3 insert+commit",
+            raw_single,
+        ),
+        (
+            "enqueue, one per call, durability=normal",
+            ours["enqueue (normal)"],
+            "persist-queue put",
+            pq_put,
+        ),
         ("enqueue_many of 50k", ours["enqueue_many"], "raw sqlite3 executemany", raw_bulk),
         ("enqueue_many of 50k", ours["enqueue_many"], "analytics-python track (memory)", memory),
-        ("claim+ack, batches of 500", ours["claim+ack, batches of 500"],
-         "persist-queue get+ack", pq_get_ack),
+        (
+            "claim+ack, batches of 500",
+            ours["claim+ack, batches of 500"],
+            "persist-queue get+ack",
+            pq_get_ack,
+        ),
     ]
     for name, value, baseline, base in table:
         print(f"| {name} | {value:,.0f} | {baseline} | {base:,.0f} | {value / base:.2f}x |")
