@@ -64,9 +64,13 @@ class Options:
         """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db."""
         return self.db or str(config_db_path(self.raw_config) or DEFAULT_DB)
 
-    def open_spool(self) -> Spool:
-        """Open the spool with the config file's [spool] settings."""
-        return Spool(self.db_path(), **spool_options(self.raw_config))
+    def open_spool(self, *, create: bool = True) -> Spool:
+        """Open the spool with the config file's [spool] settings.
+
+        Operator commands pass ``create=False``: a mistyped --db must not look like
+        an empty, healthy spool.
+        """
+        return Spool(self.db_path(), create=create, **spool_options(self.raw_config))
 
 
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -305,7 +309,7 @@ def drain(
 @common_options
 def status(opts: Options, as_json: bool) -> None:
     """Counts of queued, due, leased, retrying and dead events, per destination."""
-    with opts.open_spool() as spool:
+    with opts.open_spool(create=False) as spool:
         current = spool.status()
     click.echo(json.dumps(current.to_dict()) if as_json else status_table(current))
 
@@ -334,7 +338,7 @@ def inspect(
     as_json: bool,
 ) -> None:
     """Show dead events and why they died."""
-    with opts.open_spool() as spool:
+    with opts.open_spool(create=False) as spool:
         dead = spool.dead_letters.inspect(ids, destination=destination, reason=reason, limit=limit)
     if as_json:
         for event in dead:
@@ -371,7 +375,7 @@ def replay(
 ) -> None:
     """Move dead events back to the queue (same event ids, attempts reset), atomically."""
     _require_selection(ids, everything, destination=destination, reason=reason)
-    with opts.open_spool() as spool:
+    with opts.open_spool(create=False) as spool:
         count = spool.dead_letters.replay(
             ids, everything=everything, destination=destination, reason=reason, dry_run=dry_run
         )
@@ -395,7 +399,7 @@ def purge(
 ) -> None:
     """Delete dead events for good (asks first on a terminal, unless --yes)."""
     _require_selection(ids, everything, older_than=older_than)
-    with opts.open_spool() as spool:
+    with opts.open_spool(create=False) as spool:
         dead_letters = spool.dead_letters
         count = dead_letters.purge(ids, everything=everything, older_than=older_than, dry_run=True)
         if dry_run:

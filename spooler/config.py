@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .retry import RetryPolicy
@@ -223,7 +224,9 @@ def _infer_type(url: str) -> str:
 
 
 def _check_url(dest: DestinationConfig, where: str) -> None:
-    if dest.type == "http" and not dest.url.startswith(("http://", "https://")):
+    if dest.type == "http" and (
+        not dest.url.startswith(("http://", "https://")) or not urlsplit(dest.url).hostname
+    ):
         raise ConfigError(
             f"{where}url: an http destination needs an http:// or https:// URL, got {dest.url!r}"
         )

@@ -66,6 +66,7 @@ class Spool:
     ``"normal"`` survives a crash of the process but may lose the last commits on
     power loss, and is several times faster. ``max_events`` / ``max_bytes`` bound the
     spool (queue plus dead letters): past them ``enqueue`` raises ``SpoolFullError``.
+    ``create=False`` refuses to create a missing file (for read-mostly tools).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class Spool:
         max_events: int | None = None,
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
+        create: bool = True,
     ) -> None:
         if durability not in DURABILITY_PRAGMAS:
             raise ConfigError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -92,7 +94,7 @@ class Spool:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store = Store(path, durability=durability)
+        self.store = Store(path, durability=durability, create=create)
         self.dead_letters = DeadLetters(self.store, clock=clock)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:

@@ -166,7 +166,12 @@ class Store:
     """The spool file. Thread-safe; reopens itself in a child after ``fork()``."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durability: str = "full", busy_timeout: float = 60.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "full",
+        busy_timeout: float = 60.0,
+        create: bool = True,
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StoreError(
@@ -175,6 +180,8 @@ class Store:
         self.path = Path(path)
         self._synchronous = DURABILITY_PRAGMAS[durability]
         self._busy_timeout = busy_timeout
+        if not create and not self.path.exists():
+            raise StoreError(f"no spool at {self.path} (check --db / SPOOLER_DB)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -300,3 +300,29 @@ def test_db_in_config_file(tmp_path: Path) -> None:
     assert run("enqueue", "--config", str(config), "{}").exit_code == 0
     assert queued_bodies(target) == ["{}"]
     assert sqlite3.connect(target).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_operator_commands_refuse_a_missing_spool(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for args in (
+        ["status"],
+        ["dlq", "inspect"],
+        ["dlq", "replay", "--all"],
+        ["dlq", "purge", "--all", "--yes"],
+    ):
+        result = run(*args, "--db", str(missing))
+        assert result.exit_code == 1 and f"no spool at {missing}" in result.stderr
+    assert not missing.exists()
+
+
+def test_drain_flags_from_environment_variables(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    assert run("enqueue", "--db", str(db), '{"a":1}').exit_code == 0
+    env = {
+        "SPOOLER_DB": str(db),
+        "SPOOLER_DRAIN_URL": f"file://{out}",
+        "SPOOLER_DRAIN_ID_FIELD": "id",
+    }
+    assert run("drain", "--until-empty", env=env).exit_code == 0
+    [line] = out.read_text().splitlines()
+    assert json.loads(line)["a"] == 1 and len(json.loads(line)["id"]) == 36

@@ -99,6 +99,9 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
         ("[destinations.a]\nurl = 'http://h'\nbatch_size = 0", r"batch_size: must be between 1"),
         ("[destinations.a]\nbatch_size = 5", r"destinations\.a\.url: missing"),
         ("[destinations.a]\nurl = 'ftp://h'", r"destinations\.a\.url: an http destination"),
+        ("[destinations.a]\nurl = 'http://'", r"destinations\.a\.url: an http destination"),
+        ("[destinations.a]\nurl = 'events.jsonl'", r"destinations\.a\.url: an http destination"),
+        ("[destinations.a]\ntype = 'file'\nurl = '/x'", r"url: a file destination needs"),
         (
             "[destinations.a]\nurl = 'http://h'\napi_key = '${NOPE}'",
             r"api_key: environment "
