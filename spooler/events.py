@@ -43,8 +43,14 @@ def parse_event(text: str) -> dict[str, Any]:
 
     Raises ``InvalidEventError`` for malformed JSON, NaN/Infinity, or a non-object.
     """
+    text = text.strip()
     try:
         value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        where = (
+            f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
+        )
+        raise InvalidEventError(f"not valid JSON: {exc.msg} at {where}") from None
     except ValueError as exc:
         raise InvalidEventError(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):

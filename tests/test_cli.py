@@ -45,7 +45,12 @@ def test_enqueue_json_lines_from_stdin_skips_blank_lines(db: Path) -> None:
     ("args", "stdin", "message"),
     [
         (['{"ok":1}', "[1,2]"], None, "argument 2: expected a JSON object"),
-        ([], '{"ok":1}\n{"ok":2}\nnot json\n', "line 3: not valid JSON"),
+        (
+            [],
+            '{"ok":1}\n{"ok":2}\nnot json\n',
+            "line 3: not valid JSON: Expecting value at column 1",
+        ),
+        ([], '{"ok":1}\n{"b":\n', "line 2: not valid JSON: Expecting value at column 6"),
         ([], '{"a":NaN}\n', "line 1: not valid JSON"),
     ],
 )
