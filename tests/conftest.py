@@ -70,17 +70,26 @@ def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
         conn.close()
 
 
+SPOOLER = [sys.executable, "-m", "spooler_cli"]
+
+
 def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``spooler`` command line as a real subprocess."""
+    """Run the ``spooler`` command line as a real subprocess and wait for it."""
     env = {**os.environ, **kwargs.pop("env", {})}
     return subprocess.run(
-        [sys.executable, "-m", "spooler_cli", *args],
+        [*SPOOLER, *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=kwargs.pop("timeout", 60),
         **kwargs,
     )
+
+
+def start_drain(db: Path, url: str, *extra: str, **popen: Any) -> subprocess.Popen[str]:
+    """Start ``spooler drain`` as a real process delivering to ``url`` with ids in ``id``."""
+    command = [*SPOOLER, "drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
+    return subprocess.Popen(command, text=True, **popen)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

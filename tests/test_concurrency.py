@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import rows
+from conftest import rows, start_drain
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -31,25 +31,14 @@ def test_producers_and_drains_at_once_lose_nothing_and_never_lock(
     # Given a spool that exists, and three drains already running as daemons
     Spool(db).close()
     drains = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "spooler_cli",
-                "drain",
-                "--db",
-                str(db),
-                "--url",
-                receiver.url,
-                "--id-field",
-                "id",
-                "--batch-size",
-                "25",
-                "--poll-interval",
-                "0.05",
-            ],
+        start_drain(
+            db,
+            receiver.url,
+            "--batch-size",
+            "25",
+            "--poll-interval",
+            "0.05",
             stderr=subprocess.PIPE,
-            text=True,
         )
         for _ in range(3)
     ]

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import rows, spooler_cmd, wait_until
+from conftest import rows, spooler_cmd, start_drain, wait_until
 
 from spooler.drain import CRASH_ENV
 from spooler.receiver import Receiver
@@ -147,26 +147,16 @@ def test_drain_killed_at_random_mid_batch_loses_nothing(
     rng = random.Random(seed)
     ids = enqueue(db, 300)
     receiver.reject = lambda event: event["n"] % 50 == 7  # a few poison events too
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "spooler_cli",
-            "drain",
-            "--db",
-            str(db),
-            "--url",
-            receiver.url,
-            "--id-field",
-            "id",
-            "--batch-size",
-            "20",
-            "--timeout",
-            "0.5",
-            "--lease",
-            "1",
-            "--until-empty",
-        ],
+    proc = start_drain(
+        db,
+        receiver.url,
+        "--batch-size",
+        "20",
+        "--timeout",
+        "0.5",
+        "--lease",
+        "1",
+        "--until-empty",
         stderr=subprocess.DEVNULL,
     )
     target = rng.randint(1, 8)
