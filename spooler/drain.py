@@ -142,7 +142,14 @@ class Drain:
             if now_mono >= deadline:
                 self.stop("max_time")
             if self._stop.is_set():
-                give_up_at = min(give_up_at, now_mono + grace)
+                if give_up_at == math.inf:
+                    give_up_at = now_mono + grace
+                    log.info(
+                        "stopping (%s): no new claims; waiting up to %.0fs for requests in "
+                        "flight (signal again to abandon them)",
+                        self._report.stopped_by,
+                        grace,
+                    )
                 if self._hurry.is_set() or now_mono >= give_up_at:
                     log.warning("in-flight requests did not finish in time; releasing their events")
                     break

@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,14 @@ def _events_in(body: bytes) -> list[dict[str, Any]]:
     return lists[0] if len(lists) == 1 else [value]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gave up on a held request is expected here, not worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Receiver:
     """A recording, scriptable HTTP receiver on 127.0.0.1 (an ephemeral port by default)."""
 
@@ -57,7 +66,7 @@ class Receiver:
         self._open.set()
         self._script: list[tuple[int, dict[str, str]]] = []
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True

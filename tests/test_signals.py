@@ -1,0 +1,83 @@
+"""SIGTERM and SIGINT on a real drain process: stop claiming, finish or release, exit 0."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import rows, spooler_cmd, start_drain, wait_until
+
+from spooler.receiver import Receiver
+
+
+def in_flight(db: Path) -> bool:
+    return rows(db, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL")[0][0] > 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_lets_the_in_flight_batch_finish(
+    db: Path, receiver: Receiver, signum: int
+) -> None:
+    assert spooler_cmd("enqueue", "--db", str(db), "{}", "{}").returncode == 0
+    receiver.hold()
+    drain = start_drain(db, receiver.url, "--timeout", "5", stderr=subprocess.PIPE)
+    assert wait_until(lambda: in_flight(db))
+    drain.send_signal(signum)
+    receiver.release()  # the receiver answers: the drain acks, then exits
+    _, err = drain.communicate(timeout=30)
+    assert drain.returncode == 0, err
+    assert len(receiver.delivered) == 2
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_sigterm_while_the_receiver_hangs_exits_in_time(db: Path, receiver: Receiver) -> None:
+    assert spooler_cmd("enqueue", "--db", str(db), "{}", "{}", "{}").returncode == 0
+    receiver.hold()
+    drain = start_drain(db, receiver.url, "--timeout", "1", "--lease", "30", stderr=subprocess.PIPE)
+    assert wait_until(lambda: in_flight(db))
+    sent = time.monotonic()
+    drain.send_signal(signal.SIGTERM)
+    _, err = drain.communicate(timeout=30)
+    # The hung request times out (1 s) within the grace period: the batch is finished
+    # as a failed attempt and rescheduled, and the drain exits without waiting out
+    # the 30 s lease.
+    assert drain.returncode == 0, err
+    assert time.monotonic() - sent < 10
+    assert rows(db, "SELECT count(*), count(lease_owner), max(last_error) FROM queue") == [
+        (3, 0, "timed out after 1s")
+    ]
+    receiver.release()
+    assert (
+        spooler_cmd("drain", "--db", str(db), "--url", receiver.url, "--until-empty").returncode
+        == 0
+    )
+    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_a_second_signal_abandons_the_request_and_releases_its_events(
+    db: Path, receiver: Receiver
+) -> None:
+    assert spooler_cmd("enqueue", "--db", str(db), "{}", "{}").returncode == 0
+    receiver.hold()
+    drain = start_drain(
+        db, receiver.url, "--timeout", "20", "--lease", "60", stderr=subprocess.PIPE
+    )
+    assert wait_until(lambda: in_flight(db))
+    sent = time.monotonic()
+    drain.send_signal(signal.SIGTERM)
+    assert drain.stderr is not None
+    for line in drain.stderr:  # signals do not queue: send the second after the first
+        if "stopping (signal)" in line:
+            break
+    drain.send_signal(signal.SIGTERM)
+    err = drain.communicate(timeout=30)[1]
+    assert drain.returncode == 0, err
+    assert time.monotonic() - sent < 10  # far less than the 20 s request timeout
+    assert "releasing their events" in err
+    # Released, not failed: due now, no owner, no error recorded.
+    assert rows(db, "SELECT count(*), count(lease_owner), count(last_error) FROM queue") == [
+        (2, 0, 0)
+    ]
