@@ -12,6 +12,7 @@ import click
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
+from spooler.events import events_phrase
 from spooler.receiver import Receiver
 
 from .render import dead_table, status_table
@@ -89,7 +90,8 @@ def run_demo(db: str | None) -> None:
                 "and drain again"
             )
             receiver.reject = None
-            click.echo(f"   replayed {spool.dead_letters.replay(everything=True)} events")
+            replayed = spool.dead_letters.replay(everything=True)
+            click.echo(f"   replayed {events_phrase(replayed)}")
             Drain(spool.store, config).run(Mode.UNTIL_EMPTY, max_time=60)
 
             _step("Final status (spooler status)")

@@ -26,7 +26,7 @@ from spooler.config import (
     spool_options,
 )
 from spooler.dlq import dead_event_to_dict
-from spooler.events import parse_event
+from spooler.events import events_phrase, parse_event
 
 from .render import dead_table, status_table
 
@@ -379,7 +379,7 @@ def replay(
         count = spool.dead_letters.replay(
             ids, everything=everything, destination=destination, reason=reason, dry_run=dry_run
         )
-    click.echo(f"{'would replay' if dry_run else 'replayed'} {count} events")
+    click.echo(f"{'would replay' if dry_run else 'replayed'} {events_phrase(count)}")
 
 
 @dlq.command()
@@ -403,12 +403,12 @@ def purge(
         dead_letters = spool.dead_letters
         count = dead_letters.purge(ids, everything=everything, older_than=older_than, dry_run=True)
         if dry_run:
-            click.echo(f"would purge {count} events")
+            click.echo(f"would purge {events_phrase(count)}")
             return
         if count and not yes and sys.stdin.isatty():
             click.confirm(f"Delete {count} dead events for good?", abort=True)
         count = dead_letters.purge(ids, everything=everything, older_than=older_than)
-    click.echo(f"purged {count} events")
+    click.echo(f"purged {events_phrase(count)}")
 
 
 # -- demo ---------------------------------------------------------------------------------

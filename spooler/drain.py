@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
+from .events import events_phrase
 from .store import ClaimedEvent, Failure, Store
 
 __all__ = ["CRASH_ENV", "Drain", "DrainReport", "Mode"]
@@ -269,7 +270,7 @@ class Drain:
             log.info(
                 "%s: delivered %s (%s) in %.2fs",
                 name,
-                _events(len(events)),
+                events_phrase(len(events)),
                 f"HTTP {verdict.status}" if verdict.status else "ok",
                 elapsed,
             )
@@ -307,9 +308,9 @@ class Drain:
         self._count(retried=len(retry), dead=len(dead))
         if retry:
             log.warning(
-                "%s: %s will be retried in %.1fs (attempt %d of %d): %s",
+                "%s: %s will be retried in %.2fs (attempt %d of %d): %s",
                 name,
-                _events(len(retry)),
+                events_phrase(len(retry)),
                 due_at - now,
                 attempts,
                 policy.max_attempts,
@@ -319,7 +320,7 @@ class Drain:
             log.warning(
                 "%s: dead-lettered %s (%s): %s",
                 name,
-                _events(len(dead)),
+                events_phrase(len(dead)),
                 dead[0][1],
                 _short(verdict),
             )
@@ -354,7 +355,3 @@ class Drain:
 def _short(verdict: Verdict) -> str:
     text = verdict.error or (f"HTTP {verdict.status}" if verdict.status else verdict.outcome)
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _events(count: int) -> str:
-    return f"{count} event" if count == 1 else f"{count} events"

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import InvalidEventError
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "encode_event", "parse_event"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "encode_event", "events_phrase", "parse_event"]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
@@ -56,3 +56,8 @@ def parse_event(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidEventError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def events_phrase(count: int) -> str:
+    """``"1 event"``, ``"3 events"``: for messages that count events."""
+    return f"{count} event" if count == 1 else f"{count} events"

@@ -247,10 +247,10 @@ def test_dlq_purge(db: Path, dead_spool: list[str]) -> None:
         "purged 0 events\n"
     )
     assert run("dlq", "purge", "--db", str(db), dead_spool[1], "--yes").stdout == (
-        "purged 1 events\n"
+        "purged 1 event\n"
     )
     assert rows(db, "SELECT event_id FROM dead") == [(dead_spool[3],)]
-    assert run("dlq", "purge", "--db", str(db), "--all").stdout == "purged 1 events\n"
+    assert run("dlq", "purge", "--db", str(db), "--all").stdout == "purged 1 event\n"
     assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
 
 
@@ -289,7 +289,7 @@ def test_demo_tells_the_whole_story() -> None:
         "splitting it to find the events at fault",
         "dead-lettered event",
         "rejected",
-        "replayed 1 events",
+        "replayed 1 event\n",
         "The receiver got 8 events",
     ):
         assert needle in out, needle
