@@ -213,8 +213,14 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     metavar="'NAME: VALUE'",
     help="Extra request header (repeatable).",
 )
-@click.option("--batch-size", type=int, help="Events per request [default 500].")
-@click.option("--concurrency", type=int, help="Requests in flight per destination [default 4].")
+@click.option(
+    "--batch-size", type=click.IntRange(1, 10_000), help="Events per request [default 500]."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Requests in flight per destination [default 4].",
+)
 @click.option("--timeout", callback=_duration, help="Request timeout [default 10s].")
 @click.option("--batch-key", help="Send {KEY: [...]} instead of a bare JSON array.")
 @click.option("--id-field", help="Write the event id into each event under this key.")
@@ -233,7 +239,11 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     help="Run until the queue is empty, waiting through backoff.",
 )
 @click.option("--max-time", callback=_duration, help="Stop after this long (any mode).")
-@click.option("--max-attempts", type=int, help="Attempts before dead-lettering [default 20].")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts before dead-lettering [default 20].",
+)
 @click.option("--max-age", callback=_duration, help="Age before dead-lettering [default 3d].")
 @click.option("--backoff-base", callback=_duration, help="First retry window [default 1s].")
 @click.option("--backoff-cap", callback=_duration, help="Largest retry window [default 300s].")

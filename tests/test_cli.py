@@ -128,6 +128,8 @@ def test_usage_errors_exit_2(db: Path) -> None:
     assert run("dlq", "replay", "--db", str(db)).exit_code == 2
     assert run("dlq", "purge", "--db", str(db), "--all", "some-id").exit_code == 2
     assert run("nonsense").exit_code == 2
+    zero = run("drain", "--db", str(db), "--url", "http://127.0.0.1:9", "--batch-size", "0")
+    assert zero.exit_code == 2 and "'--batch-size': 0 is not in the range" in zero.stderr
 
 
 def test_drain_to_a_file_then_status(db: Path, tmp_path: Path) -> None:
