@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -268,16 +269,13 @@ def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> 
     assert spooler_cmd("--version").stdout.startswith("spooler, version ")
 
 
-def test_import_spooler_loads_neither_httpx_nor_click() -> None:
+def test_import_spooler_loads_neither_httpx_nor_click(db: Path) -> None:
     code = (
         "import sys, spooler; s = spooler.Spool(sys.argv[1]); s.enqueue({'a': 1});"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx','click')))"
     )
-    result = spooler_cmd.__globals__["subprocess"].run(
-        [sys.executable, "-c", code, "/tmp/spooler-import-test.db"],
-        capture_output=True,
-        text=True,
-        check=True,
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
 
