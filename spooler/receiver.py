@@ -36,6 +36,8 @@ class RecordedRequest:
     body: bytes
     status: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    received_at: float = 0.0  # time.monotonic() when the body was read
+    answered_at: float = 0.0  # ... and when the answer was written
 
 
 def _events_in(body: bytes) -> list[dict[str, Any]]:
@@ -134,6 +136,7 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received_at = time.monotonic()
                 receiver._open.wait()
                 try:
                     events = _events_in(body)
@@ -150,7 +153,15 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer)
                 receiver._record(
-                    RecordedRequest(self.path, dict(self.headers), body, status, events)
+                    RecordedRequest(
+                        self.path,
+                        dict(self.headers),
+                        body,
+                        status,
+                        events,
+                        received_at,
+                        time.monotonic(),
+                    )
                 )
 
             def log_message(self, format: str, *args: Any) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +103,57 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+# -- the reliability campaign -------------------------------------------------------------
+
+REPORT_ENV = "SPOOLER_RELIABILITY_REPORT"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/reliability/ carries the ``reliability`` marker."""
+    for item in items:
+        if "reliability" in item.path.parts:
+            item.add_marker(pytest.mark.reliability)
+
+
+@dataclass
+class Scenario:
+    """One row of the table in docs/reliability.md, filled in by the test that runs it."""
+
+    number: str
+    fault: str
+    injection: str
+    test: str = ""
+    at_risk: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    recover_s: float | None = None
+
+    def tally(
+        self, acknowledged: Iterable[str], arrived: Iterable[str], dead: Iterable[str] = ()
+    ) -> None:
+        """Count lost and duplicated events: acknowledged ids against what arrived or died."""
+        acknowledged = set(acknowledged)
+        arrivals = Counter(arrived)
+        self.at_risk = len(acknowledged)
+        self.lost = len(acknowledged - set(arrivals) - set(dead))
+        self.duplicated = sum(n - 1 for n in arrivals.values() if n > 1)
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str, str], Scenario]]:
+    """Start a report row; it is appended to $SPOOLER_RELIABILITY_REPORT when that is set."""
+    started: list[Scenario] = []
+
+    def start(number: str, fault: str, injection: str) -> Scenario:
+        row = Scenario(number, fault, injection, test=request.node.name)
+        started.append(row)
+        return row
+
+    yield start
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as report:
+            for row in started:
+                report.write(json.dumps(asdict(row)) + "\n")

@@ -1,7 +1,8 @@
-"""Crashes for real: SIGKILL producers mid-enqueue and drains mid-batch, then count events.
+"""Scenarios 1-2: SIGKILL producers mid-enqueue and drains at exact points mid-batch.
 
 After every crash: each event whose enqueue returned is delivered or dead-lettered,
-none is missing, and ``PRAGMA integrity_check`` is ok.
+none is missing, duplicates stay within the documented bound (the batches in flight),
+and ``PRAGMA integrity_check`` is ok.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections import Counter
+import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,6 @@ from conftest import rows, spooler_cmd, start_drain, wait_until
 
 from spooler.drain import CRASH_ENV
 from spooler.receiver import Receiver
-
-pytestmark = pytest.mark.crash
 
 PRODUCER = """
 import sys
@@ -78,17 +77,30 @@ def drain_cli(
     )
 
 
-def test_killed_producers_lose_nothing_that_enqueue_returned(db: Path, receiver: Receiver) -> None:
+def dead_ids(db: Path) -> set[str]:
+    return {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
+
+
+def test_killed_producers_lose_nothing_that_enqueue_returned(
+    db: Path, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "1",
+        "producer SIGKILLed mid-enqueue (20 times; enqueue and enqueue_many)",
+        "kill -9 at a random point of a tight enqueue loop",
+    )
     # Given producers killed with SIGKILL at random points of a tight enqueue loop
-    returned = acknowledged_ids(db, kills=12, rng=random.Random(3))
-    assert len(returned) >= 12
+    returned = acknowledged_ids(db, kills=20, rng=random.Random(3))
+    assert len(returned) >= 20
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
     # When a drain delivers the spool
+    started = time.monotonic()
     assert drain_cli(db, receiver.url).returncode == 0
+    row.recover_s = time.monotonic() - started
     # Then every event whose enqueue returned arrived (the spool may hold a few more:
     # committed just before the kill, their ids never printed)
-    delivered = {e["id"] for e in receiver.delivered}
-    assert returned <= delivered
+    row.tally(returned, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0 and row.duplicated == 0
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
@@ -99,11 +111,16 @@ def enqueue(db: Path, count: int) -> list[str]:
     return result.stdout.split()
 
 
-def test_drain_killed_after_the_receiver_answered_redelivers_that_batch(
-    db: Path, receiver: Receiver
+@pytest.mark.parametrize(("point", "duplicates"), [("after_claim", 0), ("after_response", 10)])
+def test_drain_killed_at_a_named_point(
+    db: Path, receiver: Receiver, scenario, point: str, duplicates: int
 ) -> None:
+    row = scenario(
+        f"2 ({point})",
+        f"drain SIGKILLed {point.replace('_', ' ')}",
+        f"{CRASH_ENV}={point}: the drain kills itself there",
+    )
     ids = enqueue(db, 50)
-    # The drain dies after its first request was answered, before the ack commits.
     crashed = drain_cli(
         db,
         receiver.url,
@@ -115,35 +132,54 @@ def test_drain_killed_after_the_receiver_answered_redelivers_that_batch(
         "0.5",
         "--lease",
         "1",
-        env={CRASH_ENV: "after_response"},
+        env={CRASH_ENV: point},
     )
     assert crashed.returncode == -signal.SIGKILL
-    assert len(receiver.delivered) == 10
+    assert len(receiver.delivered) == duplicates  # the request was answered, or never sent
+    started = time.monotonic()
     assert drain_cli(db, receiver.url, "--batch-size", "10").returncode == 0
-    seen = Counter(e["id"] for e in receiver.delivered)
-    assert set(seen) == set(ids)
-    # Exactly the batch in flight at the crash came twice, with the same event ids.
-    assert sorted(seen.values()) == [1] * 40 + [2] * 10
+    row.recover_s = time.monotonic() - started  # includes waiting out the 1 s lease
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    # Only the batch whose answer came back before the crash is delivered twice,
+    # with the same event ids.
+    assert row.lost == 0 and row.duplicated == duplicates
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_drain_killed_after_claiming_delivers_once_the_lease_expires(
-    db: Path, receiver: Receiver
+def test_drain_killed_while_the_request_is_in_flight(
+    db: Path, receiver: Receiver, scenario
 ) -> None:
-    ids = enqueue(db, 30)
-    crashed = drain_cli(
-        db, receiver.url, "--timeout", "0.5", "--lease", "1", env={CRASH_ENV: "after_claim"}
+    row = scenario(
+        "2 (in flight)",
+        "drain SIGKILLed while its request is in flight",
+        "receiver holds the request; kill -9 the drain",
     )
-    assert crashed.returncode == -signal.SIGKILL and receiver.requests == []
-    assert rows(db, "SELECT count(*), count(lease_owner) FROM queue") == [(30, 30)]
+    ids = enqueue(db, 20)
+    receiver.hold()
+    proc = start_drain(
+        db, receiver.url, "--timeout", "5", "--lease", "6", stderr=subprocess.DEVNULL
+    )
+    assert wait_until(lambda: rows(db, "SELECT count(lease_owner) FROM queue")[0][0] == 20)
+    proc.kill()
+    proc.wait()
+    receiver.release()  # the receiver finishes processing the orphaned request
+    started = time.monotonic()
     assert drain_cli(db, receiver.url).returncode == 0
-    assert sorted(e["id"] for e in receiver.delivered) == sorted(ids)
+    row.recover_s = time.monotonic() - started
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    # The receiver stored the orphaned batch and got it again: at most that batch twice.
+    assert row.lost == 0 and row.duplicated <= 20
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_drain_killed_at_random_mid_batch_loses_nothing(
-    db: Path, receiver: Receiver, seed: int
+    db: Path, receiver: Receiver, scenario, seed: int
 ) -> None:
+    row = scenario(
+        f"2 (random {seed})",
+        "drain SIGKILLed at a random moment, poison events in the spool",
+        "kill -9 after a random number of requests",
+    )
     rng = random.Random(seed)
     ids = enqueue(db, 300)
     receiver.reject = lambda event: event["n"] % 50 == 7  # a few poison events too
@@ -163,10 +199,13 @@ def test_drain_killed_at_random_mid_batch_loses_nothing(
     assert wait_until(lambda: len(receiver.requests) >= target, timeout=30)
     proc.kill()
     proc.wait()
+    started = time.monotonic()
     assert drain_cli(db, receiver.url).returncode == 0
-    delivered = {e["id"] for e in receiver.delivered}
-    dead = {eid for (eid,) in rows(db, "SELECT event_id FROM dead")}
-    assert delivered | dead == set(ids) and not delivered & dead
-    assert len(dead) == 6
+    row.recover_s = time.monotonic() - started
+    dead = dead_ids(db)
+    row.tally(ids, [e["id"] for e in receiver.delivered], dead)
+    # At most one batch per worker in flight at the kill: 4 workers x 20 events.
+    assert row.lost == 0 and row.duplicated <= 4 * 20
+    assert len(dead) == 6 and not {e["id"] for e in receiver.delivered} & dead
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]

@@ -19,22 +19,38 @@ def in_flight(db: Path) -> bool:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_lets_the_in_flight_batch_finish(
-    db: Path, receiver: Receiver, signum: int
+    db: Path, receiver: Receiver, scenario, signum: int
 ) -> None:
-    assert spooler_cmd("enqueue", "--db", str(db), "{}", "{}").returncode == 0
+    name = signal.Signals(signum).name
+    row = scenario(
+        f"4 ({name})",
+        f"{name} while a batch is in flight",
+        "signal the drain while the receiver holds its request, then answer",
+    )
+    ids = spooler_cmd("enqueue", "--db", str(db), "{}", "{}").stdout.split()
     receiver.hold()
     drain = start_drain(db, receiver.url, "--timeout", "5", stderr=subprocess.PIPE)
     assert wait_until(lambda: in_flight(db))
+    sent = time.monotonic()
     drain.send_signal(signum)
     receiver.release()  # the receiver answers: the drain acks, then exits
     _, err = drain.communicate(timeout=30)
+    row.recover_s = time.monotonic() - sent
     assert drain.returncode == 0, err
-    assert len(receiver.delivered) == 2
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0 and row.duplicated == 0
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
-def test_sigterm_while_the_receiver_hangs_exits_in_time(db: Path, receiver: Receiver) -> None:
-    assert spooler_cmd("enqueue", "--db", str(db), "{}", "{}", "{}").returncode == 0
+def test_sigterm_while_the_receiver_hangs_exits_in_time(
+    db: Path, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "4 (hung receiver)",
+        "SIGTERM while the receiver hangs",
+        "receiver never answers; SIGTERM the drain (timeout 1 s)",
+    )
+    ids = spooler_cmd("enqueue", "--db", str(db), "{}", "{}", "{}").stdout.split()
     receiver.hold()
     drain = start_drain(db, receiver.url, "--timeout", "1", "--lease", "30", stderr=subprocess.PIPE)
     assert wait_until(lambda: in_flight(db))
@@ -45,15 +61,18 @@ def test_sigterm_while_the_receiver_hangs_exits_in_time(db: Path, receiver: Rece
     # as a failed attempt and rescheduled, and the drain exits without waiting out
     # the 30 s lease.
     assert drain.returncode == 0, err
-    assert time.monotonic() - sent < 10
+    row.recover_s = time.monotonic() - sent
+    assert row.recover_s < 10
     assert rows(db, "SELECT count(*), count(lease_owner), max(last_error) FROM queue") == [
         (3, 0, "timed out after 1s")
     ]
     receiver.release()
-    assert (
-        spooler_cmd("drain", "--db", str(db), "--url", receiver.url, "--until-empty").returncode
-        == 0
+    final = spooler_cmd(
+        "drain", "--db", str(db), "--url", receiver.url, "--id-field", "id", "--until-empty"
     )
+    assert final.returncode == 0, final.stderr
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
