@@ -212,7 +212,10 @@ class Store:
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
-        if not tables:
+        if tables:
+            # Check before any PRAGMA that writes: a file that is not ours stays untouched.
+            self._check_schema(conn, tables)
+        else:
             # auto_vacuum only takes effect before the first table exists; INCREMENTAL lets
             # a drained backlog give its pages back without a full VACUUM.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -222,8 +225,6 @@ class Store:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         if not tables:
             self._create_schema(conn)
-        else:
-            self._check_schema(conn, tables)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
