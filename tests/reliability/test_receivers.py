@@ -1,0 +1,195 @@
+"""Scenarios 7 and 9: receivers that misbehave, and poison events in every position."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import drain_once, rows, start_drain, wait_until
+
+from spooler import Spool
+from spooler.receiver import Receiver
+
+
+class FaultyServer:
+    """A raw HTTP/1.1 server on 127.0.0.1: the first connections get a scripted fault,
+    later ones a 200. Records the events of every request it answered with 2xx."""
+
+    def __init__(self, faults: list[str]) -> None:
+        self.faults = list(faults)
+        self.delivered: list[dict[str, object]] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self._running = True
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join()
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        fault = self.faults.pop(0) if self.faults else "ok"
+        if fault == "reset":  # abort the connection: the client sees ECONNRESET
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        if fault == "half_read":  # take half the body, then hang up without answering
+            return
+        while len(body) < length:
+            body += conn.recv(65536)
+        if fault == "not_http":
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+            return
+        answer = b"\x00\xff<html>not json" if fault == "garbage_200" else b'{"ok":true}'
+        self.delivered += json.loads(body)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(answer)
+            + answer
+        )
+
+
+@pytest.mark.parametrize(
+    ("fault", "what"),
+    [
+        ("reset", "connection reset before any answer"),
+        ("half_read", "receiver hangs up after reading half the body"),
+        ("not_http", "answer that is not HTTP"),
+        ("garbage_200", "200 with a garbage body (accepted: 2xx means delivered)"),
+    ],
+)
+def test_misbehaving_receivers_lose_nothing(spool: Spool, scenario, fault: str, what: str) -> None:
+    row = scenario(f"7 ({fault})", what, "raw-socket server: two faulty answers, then 200s")
+    server = FaultyServer([fault, fault])
+    try:
+        ids = spool.enqueue_many([{"n": n} for n in range(5)])
+        started = time.monotonic()
+        report = drain_once(spool, server.url, id_field="id")
+        row.recover_s = time.monotonic() - started
+    finally:
+        server.close()
+    row.tally(ids, [e["id"] for e in server.delivered])
+    assert row.lost == 0 and report.dead == 0
+    # A 200 is trusted whatever its body; the other faults are retried (the receiver stored
+    # nothing), so nothing arrives twice either way.
+    assert row.duplicated == 0
+    assert report.retried == (0 if fault == "garbage_200" else 2 * 5)
+
+
+@pytest.mark.parametrize("retry_after", [None, "1", "http-date"])
+def test_429_with_and_without_retry_after(
+    spool: Spool, receiver: Receiver, db: Path, scenario, retry_after: str | None
+) -> None:
+    row = scenario(
+        f"7 (429, Retry-After {retry_after or 'absent'})",
+        f"429 Too Many Requests, Retry-After: {retry_after or 'absent'}",
+        "receiver answers 429 once",
+    )
+    ids = spool.enqueue_many([{"n": n} for n in range(3)])
+    headers = {}
+    if retry_after == "http-date":
+        headers["Retry-After"] = time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 2)
+        )
+    elif retry_after:
+        headers["Retry-After"] = retry_after
+    receiver.fail_next(429, headers=headers)
+    started = time.monotonic()
+    drain_once(spool, receiver.url, id_field="id")
+    row.recover_s = time.monotonic() - started
+    first, second = receiver.requests[0], receiver.requests[1]
+    waited = second.received_at - first.answered_at
+    if retry_after:
+        assert waited >= 0.9  # honoured (an HTTP date has one-second resolution)
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0 and row.duplicated == 0
+
+
+def test_a_receiver_down_longer_than_the_backoff_cap(db: Path, scenario) -> None:
+    row = scenario(
+        "7 (long outage)",
+        "receiver down for longer than the backoff cap",
+        "nothing listens on the port; a receiver starts there later",
+    )
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"n": n} for n in range(50)])
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free again once closed: nothing listens
+    drain = start_drain(
+        db,
+        f"http://127.0.0.1:{port}/",
+        "--backoff-base",
+        "0.05",
+        "--backoff-cap",
+        "0.3",
+        "--batch-size",
+        "10",
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Many attempts fail: far more time passes than the cap...
+        assert wait_until(lambda: rows(db, "SELECT min(attempts) FROM queue")[0][0] >= 5, 30)
+        with Receiver(port=port) as receiver:
+            started = time.monotonic()
+            # ...and when it comes back, the backlog goes within about one cap.
+            assert receiver.wait_for(lambda r: len(r.delivered) >= 50, timeout=30)
+            row.recover_s = time.monotonic() - started
+    finally:
+        drain.terminate()
+        _, err = drain.communicate(timeout=30)
+    assert drain.returncode == 0, err
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0 and row.duplicated == 0
+    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+
+
+def test_a_poison_event_in_every_position_of_a_batch(
+    spool: Spool, receiver: Receiver, db: Path, scenario
+) -> None:
+    row = scenario(
+        "9",
+        "one poison event in each position of a batch of 8",
+        "receiver rejects a batch holding an event marked bad (400)",
+    )
+    receiver.reject = lambda event: event["bad"]
+    ids: list[str] = []
+    poison: set[str] = set()
+    started = time.monotonic()
+    for position in range(8):
+        batch = spool.enqueue_many([{"p": position, "bad": n == position} for n in range(8)])
+        ids += batch
+        poison.add(batch[position])
+        drain_once(spool, receiver.url, batch_size=8, concurrency=1, id_field="id")
+    row.recover_s = time.monotonic() - started
+    dead = {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
+    row.tally(ids, [e["id"] for e in receiver.delivered], dead)
+    assert dead == poison  # only the poison events died, in every position
+    assert row.lost == 0 and row.duplicated == 0
