@@ -33,6 +33,7 @@ log = logging.getLogger("spooler.drain")
 # there, so "crash after the receiver answered, before the ack" is exact, not lucky.
 CRASH_ENV = "SPOOLER_CRASH_AT"
 CRASH_POINTS = ("after_claim", "after_response")
+CLOCK_JUMP_TOLERANCE = 2.0  # seconds of wall-clock drift against monotonic before we act
 
 
 class Mode(enum.Enum):
@@ -138,8 +139,10 @@ class Drain:
             worker.start()
         next_summary = started_mono + self._config.summary_interval
         give_up_at = math.inf
+        clock_offset = self._clock() - started_mono
         while not self._all_done.wait(timeout=0.1):
             now_mono = time.monotonic()
+            clock_offset = self._follow_clock(clock_offset, now_mono)
             if now_mono >= deadline:
                 self.stop("max_time")
             if self._stop.is_set():
@@ -158,6 +161,28 @@ class Drain:
                 self._log_summary(now_mono - started_mono)
                 next_summary += self._config.summary_interval
         return self._finish(mode, time.monotonic() - started_mono)
+
+    def _follow_clock(self, offset: float, now_mono: float) -> float:
+        """Notice wall-clock jumps against the monotonic clock; repair a backward one.
+
+        Returns the current offset between the two clocks.
+        """
+        now = self._clock()
+        current = now - now_mono
+        jump = current - offset
+        if jump < -CLOCK_JUMP_TOLERANCE:
+            moved = self._store.shift_schedule(-jump, now=now)
+            log.warning(
+                "the wall clock went back %.0fs; moved %s earlier by as much",
+                -jump,
+                events_phrase(moved),
+            )
+        elif jump > CLOCK_JUMP_TOLERANCE:
+            # Forward: scheduled events simply fall due sooner. Nothing to repair.
+            log.warning("the wall clock jumped forward %.0fs", jump)
+        else:
+            return offset
+        return current
 
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
         released = self._store.release(self.owner, now=self._clock())

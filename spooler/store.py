@@ -426,6 +426,18 @@ class Store:
                 (now, owner, now),
             ).rowcount
 
+    def shift_schedule(self, seconds: float, *, now: float) -> int:
+        """Move every event due after ``now`` earlier by ``seconds`` (never before ``now``).
+
+        After the wall clock jumps back, leases and retry times computed before the jump
+        lie that much too far in the future; this gives them their intended wait back.
+        """
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE queue SET due_at = max(?, due_at - ?) WHERE due_at > ?",
+                (now, seconds, now),
+            ).rowcount
+
     def next_due_at(self, destination: str) -> float | None:
         """When the earliest event of ``destination`` falls due (None: nothing queued)."""
         with self._read() as conn:

@@ -203,3 +203,16 @@ def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> 
         spool.store._connection().conn.execute("PRAGMA max_page_count = 1073741823")
         spool.enqueue({"after": 1})
     assert rows(db, "SELECT count(*) FROM queue") == [(2,)]
+
+
+def test_shift_schedule_moves_future_events_earlier_but_not_into_the_past(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, "{}", "{}")
+    [a, b] = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle(
+        "me",
+        now=NOW,
+        retry=[(a.rowid, NOW + 5000, Failure(503, "x")), (b.rowid, NOW + 100, Failure(503, "x"))],
+    )
+    assert store.shift_schedule(1000, now=NOW) == 2
+    assert rows(db, "SELECT due_at FROM queue ORDER BY id") == [(NOW + 4000,), (NOW,)]
