@@ -1,0 +1,86 @@
+"""Scenario 8: a long outage. 50k events wait while the receiver is down, some of them
+past max_age; the receiver comes back; everything is delivered or dead-lettered, and
+the drain's memory stays bounded."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from conftest import SPOOLER, rows
+
+from spooler import Spool
+from spooler.receiver import Receiver
+
+EVENTS = 50_000
+OLD = 1_000
+RSS_LIMIT_MB = 150  # Python, httpx and one batch of bodies; the backlog stays on disk
+
+
+def run_drain(db: Path, url: str, *extra: str) -> tuple[int, float]:
+    """Run ``spooler drain`` to completion; its exit code and peak RSS in MiB."""
+    pid = os.spawnv(
+        os.P_NOWAIT,
+        SPOOLER[0],
+        [
+            *SPOOLER,
+            "drain",
+            "--db",
+            str(db),
+            "--url",
+            url,
+            "--id-field",
+            "id",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+    )
+    _, status, usage = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024  # ru_maxrss is KiB
+
+
+def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
+    row = scenario(
+        "8",
+        f"receiver down while {EVENTS} events are enqueued, {OLD} of them older than max_age",
+        "no listener on the port, then a receiver starts",
+    )
+    with Spool(db, clock=lambda: time.time() - 7200) as old_spool:
+        old_ids = old_spool.enqueue_many([{"old": True, "n": n} for n in range(OLD)])
+    with Spool(db) as spool:
+        new_ids = spool.enqueue_many([{"n": n} for n in range(EVENTS - OLD)])
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    # During the outage every attempt fails; the old events die of max_age.
+    code, outage_rss = run_drain(
+        db,
+        url,
+        "--max-age",
+        "1h",
+        "--backoff-base",
+        "0.05",
+        "--backoff-cap",
+        "0.5",
+        "--max-time",
+        "4",
+    )
+    assert code == 0
+    assert rows(db, "SELECT reason, count(*) FROM dead GROUP BY 1") == [("max_age", OLD)]
+    # The receiver comes back: the backlog drains.
+    with Receiver(port=port) as receiver:
+        started = time.monotonic()
+        code, recovery_rss = run_drain(
+            db, url, "--max-age", "1h", "--until-empty", "--max-time", "120"
+        )
+        row.recover_s = time.monotonic() - started
+        delivered = [e["id"] for e in receiver.delivered]
+    assert code == 0
+    dead = {eid for (eid,) in rows(db, "SELECT event_id FROM dead")}
+    row.tally(old_ids + new_ids, delivered, dead)
+    assert row.lost == 0 and row.duplicated == 0 and dead == set(old_ids)
+    assert max(outage_rss, recovery_rss) < RSS_LIMIT_MB, (outage_rss, recovery_rss)
+    row.injection += f"; drain peak RSS {max(outage_rss, recovery_rss):.0f} MiB"
