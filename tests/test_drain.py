@@ -165,7 +165,9 @@ def test_batch_size_one_sends_bare_objects_with_an_idempotency_key(
     spool: Spool, receiver: Receiver
 ) -> None:
     ids = spool.enqueue_many(events(2))
-    drain_once(spool, receiver.url, batch_size=1, auth_header="X-Api-Key", api_key="k123456")
+    drain_once(
+        spool, receiver.url, batch_size=1, auth_header="X-Api-Key", api_key="k123456", concurrency=1
+    )
     assert [json.loads(r.body) for r in receiver.requests] == events(2)
     assert [r.headers["Idempotency-Key"] for r in receiver.requests] == ids
     assert receiver.requests[0].headers["X-Api-Key"] == "k123456"

@@ -91,17 +91,24 @@ def make_damaged_header(db: Path) -> None:
 @pytest.mark.parametrize(
     ("kind", "make", "message"),
     [
-        ("foreign database", make_foreign, "not a spooler spool"),
-        ("truncated spool", make_truncated, "malformed"),
+        ("another application's SQLite database", make_foreign, "not a spooler spool"),
+        ("a spool cut to half its size", make_truncated, "malformed"),
         ("random bytes", make_garbage, "not a database"),
-        ("damaged header", make_damaged_header, "not a database"),
-        ("newer schema", make_newer, "newer than this spooler"),
+        ("a spool whose header was overwritten", make_damaged_header, "not a database"),
+        ("a spool from a newer schema version", make_newer, "newer than this spooler"),
     ],
+    ids=["foreign", "truncated", "random", "header", "newer"],
 )
 def test_damaged_or_foreign_files_are_refused_never_reset(
-    db: Path, scenario, kind: str, make, message: str
+    db: Path, scenario, request: pytest.FixtureRequest, kind: str, make, message: str
 ) -> None:
-    row = scenario(f"6 ({kind})", f"spool file is a {kind}", "file written or cut by the test")
+    case = request.node.callspec.id
+    row = scenario(
+        f"6 ({case})",
+        f"--db is {kind}",
+        "file written or cut by the test; open and enqueue must refuse it, "
+        "and leave it byte for byte as it was",
+    )
     make(db)
     before = digest(db)
     for attempt in (lambda: Spool(db), lambda: Spool(db).enqueue({"x": 1})):
@@ -142,3 +149,16 @@ def test_fork_after_open_gives_the_child_its_own_connection(
     row.tally(parent_ids + child_ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and len(child_ids) == 20
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_an_unwritable_directory_is_a_clear_error(scenario) -> None:
+    row = scenario(
+        "6 (unwritable directory)",
+        "spool path in a directory nobody may write",
+        "a path under /proc (refused even to root, unlike chmod)",
+    )
+    with pytest.raises(StoreError, match="cannot create the directory of /proc/spooler"):
+        Spool("/proc/spooler/spool.db")
+    with pytest.raises(StoreError):
+        Spool("/proc/spool.db")
+    row.recover_s = None
