@@ -193,3 +193,36 @@ def test_a_poison_event_in_every_position_of_a_batch(
     row.tally(ids, [e["id"] for e in receiver.delivered], dead)
     assert dead == poison  # only the poison events died, in every position
     assert row.lost == 0 and row.duplicated == 0
+
+
+def test_a_receiver_slower_than_the_timeout(spool: Spool, receiver: Receiver, scenario) -> None:
+    row = scenario(
+        "7 (slow)",
+        "receiver answers after the request timeout",
+        "receiver holds the first request for 1.5 s; drain timeout 0.5 s",
+    )
+    ids = spool.enqueue_many([{"n": n} for n in range(5)])
+    receiver.hold()
+    threading.Timer(1.5, receiver.release).start()
+    started = time.monotonic()
+    report = drain_once(spool, receiver.url, id_field="id", timeout=0.5, concurrency=1)
+    row.recover_s = time.monotonic() - started
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0 and report.retried >= 5
+
+
+def test_a_redirect_is_not_followed_and_loses_nothing(
+    spool: Spool, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "7 (redirect)",
+        "receiver answers 302 Found",
+        "receiver redirects once; POST is not replayed as a GET elsewhere",
+    )
+    ids = spool.enqueue_many([{"n": n} for n in range(5)])
+    receiver.fail_next(302, headers={"Location": "http://127.0.0.1:1/elsewhere"})
+    started = time.monotonic()
+    report = drain_once(spool, receiver.url, id_field="id")
+    row.recover_s = time.monotonic() - started
+    row.tally(ids, [e["id"] for e in receiver.delivered])
+    assert row.lost == 0 and row.duplicated == 0 and report.retried == 5
