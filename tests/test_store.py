@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -42,34 +41,6 @@ def test_creates_parent_directories(tmp_path: Path) -> None:
     with Spool(tmp_path / "a" / "b" / "spool.db") as spool:
         spool.enqueue({"x": 1})
     assert (tmp_path / "a" / "b" / "spool.db").exists()
-
-
-def test_refuses_a_foreign_database_and_leaves_it_alone(db: Path) -> None:
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE users (name TEXT)")
-    conn.execute("INSERT INTO users VALUES ('ada')")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreError, match="not a spooler spool"):
-        Spool(db)
-    assert rows(db, "SELECT name FROM sqlite_master") == [("users",)]
-
-
-def test_refuses_a_file_that_is_not_sqlite(db: Path) -> None:
-    db.write_bytes(b"this is a text file, not a database\n" * 100)
-    with pytest.raises(StoreError, match="not a database"):
-        Spool(db)
-    assert db.read_bytes().startswith(b"this is a text file")
-
-
-def test_refuses_a_newer_schema(db: Path) -> None:
-    Spool(db).close()
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreError, match="schema version 99, newer"):
-        Spool(db)
 
 
 def test_unwritable_path_is_a_store_error(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import SPOOLER, rows
+from conftest import rows, start_drain
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -21,25 +21,10 @@ RSS_LIMIT_MB = 150  # Python, httpx and one batch of bodies; the backlog stays o
 
 def run_drain(db: Path, url: str, *extra: str) -> tuple[int, float]:
     """Run ``spooler drain`` to completion; its exit code and peak RSS in MiB."""
-    pid = os.spawnv(
-        os.P_NOWAIT,
-        SPOOLER[0],
-        [
-            *SPOOLER,
-            "drain",
-            "--db",
-            str(db),
-            "--url",
-            url,
-            "--id-field",
-            "id",
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-    )
-    _, status, usage = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024  # ru_maxrss is KiB
+    proc = start_drain(db, url, "--log-level", "warning", *extra)
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4, unlike wait, reports the child's RSS
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024  # ru_maxrss is KiB
 
 
 def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
