@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
+from .errors import ConfigError
 from .events import events_phrase
 from .store import ClaimedEvent, Failure, Store
 
@@ -92,6 +93,8 @@ class Drain:
         )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crash_at = os.environ.get(CRASH_ENV)
+        if self._crash_at not in (None, *CRASH_POINTS):
+            raise ConfigError(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
         self._stop = threading.Event()
         self._hurry = threading.Event()
         self._lock = threading.Lock()

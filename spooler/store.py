@@ -528,11 +528,6 @@ class Store:
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
 
-    def integrity_check(self) -> str:
-        """Run ``PRAGMA integrity_check``; ``"ok"`` when the file is sound."""
-        with self._read() as conn:
-            return "\n".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
-
 
 def _add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:
     conn.execute("UPDATE totals SET events = events + ?, bytes = bytes + ?", (events, size))

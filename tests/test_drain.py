@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import drain_once, rows, wait_until
 
-from spooler import Spool
+from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
-from spooler.drain import Drain, Mode
+from spooler.drain import CRASH_ENV, Drain, Mode
 from spooler.receiver import Receiver
 
 
@@ -251,3 +251,10 @@ def test_two_drains_share_a_spool_without_delivering_twice(
         thread.join(timeout=60)
     delivered = [e["n"] for e in receiver.delivered]
     assert sorted(delivered) == list(range(400)) and len(ids) == 400
+
+
+def test_a_mistyped_crash_point_is_refused(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CRASH_ENV, "after_clam")
+    config = build_drain_config({}, destination_flags={"url": "http://127.0.0.1:9"})
+    with pytest.raises(ConfigError, match="SPOOLER_CRASH_AT must be one of after_claim"):
+        Drain(spool.store, config)

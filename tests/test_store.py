@@ -187,3 +187,13 @@ def test_shift_schedule_moves_future_events_earlier_but_not_into_the_past(db: Pa
     )
     assert store.shift_schedule(1000, now=NOW) == 2
     assert rows(db, "SELECT due_at FROM queue ORDER BY id") == [(NOW + 4000,), (NOW,)]
+
+
+def test_extend_lease_only_for_the_holder(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, "{}")
+    [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 10)
+    store.extend_lease("someone-else", [event.rowid], NOW + 500)
+    assert rows(db, "SELECT due_at FROM queue") == [(NOW + 10,)]
+    store.extend_lease("me", [event.rowid], NOW + 500)
+    assert rows(db, "SELECT due_at FROM queue") == [(NOW + 500,)]
