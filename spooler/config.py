@@ -263,31 +263,34 @@ def build_drain_config(
     tables = raw.get("destinations", {})
     if not isinstance(tables, Mapping):
         raise ConfigError("destinations: expected a table of [destinations.NAME] tables")
-    tables = dict(tables)
     flags = given(destination_flags)
-    if flags:
-        if DEFAULT_DESTINATION not in tables and "url" not in flags:
+    names = list(tables)
+    if flags and DEFAULT_DESTINATION not in tables:
+        if "url" not in flags:
             raise ConfigError(
                 "destination flags need --url (or [destinations.default] in the config)"
             )
-        tables[DEFAULT_DESTINATION] = {**tables.get(DEFAULT_DESTINATION, {}), **flags}
-    if not tables:
+        names.append(DEFAULT_DESTINATION)
+    if not names:
         raise ConfigError(
             "no destination to drain: give --url, or --config with [destinations.NAME]"
         )
 
     destinations = {}
-    for name, table in tables.items():
+    for name in names:
         where = f"destinations.{name}."
         try:
             check_destination_name(name)
         except ConfigError as exc:
             raise ConfigError(f"destinations.{name}: {exc}") from None
-        values = _check_table(table, _DESTINATION_KEYS, where)
-        if "url" not in values:
-            raise ConfigError(f"{where}url: missing (where should events go?)")
+        values = _check_table(tables.get(name, {}), _DESTINATION_KEYS, where)
+        # Only the file is interpolated: a flag's value is taken as typed.
         for key in _INTERPOLATED & values.keys():
             values[key] = _interpolate(values[key], where + key, env)
+        if name == DEFAULT_DESTINATION:
+            values.update(_check_table(flags, _DESTINATION_KEYS, where))
+        if "url" not in values:
+            raise ConfigError(f"{where}url: missing (where should events go?)")
         retry = {k: values.pop(k) for k in _RETRY_KEYS if k in values}
         policy = RetryPolicy(**{**base_retry, **retry, **retry_overrides})
         if policy.backoff_cap < policy.backoff_base:

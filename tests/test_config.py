@@ -124,3 +124,15 @@ def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
         load_config_file(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config_file(write(tmp_path, "[destinations\nurl="))
+
+
+def test_flags_are_not_interpolated_but_the_file_is(tmp_path: Path) -> None:
+    raw = load_config_file(
+        write(tmp_path, "[destinations.default]\nurl = 'http://h'\nauth_header = 'X-$${HEADER}'\n")
+    )
+    config = build_drain_config(
+        raw, env={"HEADER": "nope"}, destination_flags={"api_key": "pa$$word${HOME}"}
+    )
+    default = config.destinations["default"]
+    assert default.api_key == "pa$$word${HOME}"  # as typed on the command line
+    assert default.auth_header == "X-${HEADER}"  # $$ is a literal $ in the file
