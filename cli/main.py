@@ -200,7 +200,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--type",
     "type_",
-    type=click.Choice(["http", "file"]),
+    type=click.Choice(["http", "file", "amplitude"]),
     help="Destination type [default: from the URL].",
 )
 @click.option("--api-key", help="Sent as 'Authorization: Bearer KEY' (see --auth-header).")

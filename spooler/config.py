@@ -74,6 +74,7 @@ class DestinationConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     batch_key: str | None = None
     id_field: str | None = None
+    min_id_length: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -139,7 +140,7 @@ _RETRY_KEYS: dict[str, Checker] = {
     "backoff_cap": _seconds,
 }
 _DESTINATION_KEYS: dict[str, Checker] = {
-    "type": _choice("http", "file"),
+    "type": _choice("http", "file", "amplitude"),
     "url": _string,
     "batch_size": _int(1, 10_000),
     "concurrency": _int(1, 64),
@@ -149,6 +150,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "headers": _headers,
     "batch_key": _string,
     "id_field": _string,
+    "min_id_length": _int(1),
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -223,12 +225,31 @@ def _infer_type(url: str) -> str:
     return "file" if url == "-" or url.startswith("file://") else "http"
 
 
+# Types whose API has a well-known endpoint, so `url` may be left out.
+_DEFAULT_URLS = {"amplitude": "https://api2.amplitude.com/2/httpapi"}
+_MAX_BATCH = {"amplitude": 2000}
+
+
+def _check_type_rules(dest: DestinationConfig, where: str) -> None:
+    if dest.type == "amplitude" and not dest.api_key:
+        raise ConfigError(f"{where}api_key: an amplitude destination needs the project's API key")
+    limit = _MAX_BATCH.get(dest.type)
+    if limit is not None and dest.batch_size > limit:
+        raise ConfigError(
+            f"{where}batch_size: {dest.type} accepts at most {limit} events "
+            f"per request, got {dest.batch_size}"
+        )
+    if dest.min_id_length is not None and dest.type != "amplitude":
+        raise ConfigError(f"{where}min_id_length: only for amplitude destinations")
+
+
 def _check_url(dest: DestinationConfig, where: str) -> None:
-    if dest.type == "http" and (
+    if dest.type != "file" and (
         not dest.url.startswith(("http://", "https://")) or not urlsplit(dest.url).hostname
     ):
         raise ConfigError(
-            f"{where}url: an http destination needs an http:// or https:// URL, got {dest.url!r}"
+            f"{where}url: an {dest.type} destination needs an http:// or https:// URL, "
+            f"got {dest.url!r}"
         )
     if dest.type == "file" and not (dest.url == "-" or dest.url.startswith("file://")):
         raise ConfigError(
@@ -266,7 +287,7 @@ def build_drain_config(
     flags = given(destination_flags)
     names = list(tables)
     if flags and DEFAULT_DESTINATION not in tables:
-        if "url" not in flags:
+        if "url" not in flags and flags.get("type") not in _DEFAULT_URLS:
             raise ConfigError(
                 "destination flags need --url (or [destinations.default] in the config)"
             )
@@ -289,6 +310,8 @@ def build_drain_config(
             values[key] = _interpolate(values[key], where + key, env)
         if name == DEFAULT_DESTINATION:
             values.update(_check_table(flags, _DESTINATION_KEYS, where))
+        if "url" not in values and values.get("type") in _DEFAULT_URLS:
+            values["url"] = _DEFAULT_URLS[values["type"]]
         if "url" not in values:
             raise ConfigError(f"{where}url: missing (where should events go?)")
         retry = {k: values.pop(k) for k in _RETRY_KEYS if k in values}
@@ -298,6 +321,7 @@ def build_drain_config(
         values.setdefault("type", _infer_type(values["url"]))
         dest = DestinationConfig(name=name, retry=policy, **values)
         _check_url(dest, where)
+        _check_type_rules(dest, where)
         if dest.type == "file":
             dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order
         destinations[name] = dest

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
@@ -259,6 +259,13 @@ class Drain:
             with self._lock:
                 self._report.requests += 1
             elapsed = time.monotonic() - sent_at
+            if verdict.outcome == "partial":
+                bad = {i: why for i, why in verdict.bad.items() if 0 <= i < len(events)}
+                if bad:
+                    pending += self._settle_partial(destination, events, verdict, bad)
+                    continue
+                # Named no event of this batch after all: find the culprits by bisection.
+                verdict = replace(verdict, outcome="reject")
             if verdict.outcome == "reject" and len(events) > 1:
                 half = len(events) // 2
                 log.info(
@@ -270,6 +277,30 @@ class Drain:
                 pending += [events[half:], events[:half]]
             else:
                 self._settle(destination, events, verdict, elapsed)
+
+    def _settle_partial(
+        self,
+        destination: Destination,
+        events: Sequence[ClaimedEvent],
+        verdict: Verdict,
+        bad: Mapping[int, str],
+    ) -> list[list[ClaimedEvent]]:
+        """Dead-letter the events the receiver named; return the rest, to send again."""
+        dead = [
+            (events[i].rowid, verdict.reason, Failure(verdict.status, why))
+            for i, why in sorted(bad.items())
+        ]
+        self._store.settle(self.owner, now=self._clock(), dead=dead)
+        self._count(dead=len(dead))
+        log.warning(
+            "%s: the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
+            destination.config.name,
+            events_phrase(len(dead)),
+            len(events),
+            verdict.reason,
+        )
+        rest = [event for i, event in enumerate(events) if i not in bad]
+        return [rest] if rest else []
 
     def _keep_lease(
         self, destination: Destination, events: Sequence[ClaimedEvent], lease_until: float

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import drain_once, rows, wait_until
+from fakes import amplitude
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
@@ -187,24 +188,32 @@ def test_the_api_key_never_reaches_the_spool_or_the_logs(
         assert secret.encode() not in path.read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["http", "file"])
+@pytest.mark.parametrize(
+    ("kind", "id_key"), [("http", "id"), ("file", "id"), ("amplitude", "insert_id")]
+)
 def test_destination_contract_every_event_arrives_once_with_its_id(
-    spool: Spool, receiver: Receiver, tmp_path: Path, kind: str
+    spool: Spool, receiver: Receiver, tmp_path: Path, kind: str, id_key: str
 ) -> None:
-    # Given events for one destination
-    ids = spool.enqueue_many(events(7))
+    # Given events for one destination (shaped so that every API accepts them)
+    ids = spool.enqueue_many([{"event_type": "e", "user_id": "user_1", "n": n} for n in range(7)])
     out = tmp_path / "out.jsonl"
-    url = receiver.url if kind == "http" else f"file://{out}"
-    # When a drain delivers them
-    report = drain_once(spool, url, batch_size=3, id_field="id")
+    options = {
+        "http": {"url": receiver.url, "id_field": "id"},
+        "file": {"url": f"file://{out}", "id_field": "id"},
+        "amplitude": {"url": receiver.url, "type": "amplitude", "api_key": "amp_key_123"},
+    }[kind]
+    receiver.respond = amplitude("amp_key_123") if kind == "amplitude" else None
+    # When a drain delivers them (over HTTP, through one 503 and its retry)
+    receiver.fail_next(503)
+    report = drain_once(spool, batch_size=3, **options)
     # Then the sink holds each event once, with its id (in any order: batches are
     # delivered concurrently)
-    if kind == "http":
-        got = receiver.delivered
-    else:
+    if kind == "file":
         got = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted((e["n"], e["id"]) for e in got) == list(enumerate(ids))
-    assert report.delivered == 7
+    else:
+        got = receiver.delivered
+    assert sorted((e["n"], e[id_key]) for e in got) == list(enumerate(ids))
+    assert report.delivered == 7 and report.dead == 0
 
 
 def test_stop_while_the_receiver_hangs_releases_the_batch(

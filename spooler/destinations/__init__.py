@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..store import ClaimedEvent, Failure
@@ -30,14 +30,17 @@ class Verdict:
     ``delivered``: done. ``retry``: try again later (not before ``retry_after`` seconds
     when the receiver said so). ``reject``: the receiver refused the request for good;
     the drain bisects a batch to find the events at fault, and dead-letters a single
-    rejected event with ``reason``.
+    rejected event with ``reason``. ``partial``: the receiver named the bad events
+    (``bad`` maps their positions in the batch to why); the drain dead-letters exactly
+    those with ``reason`` and sends the rest again.
     """
 
-    outcome: Literal["delivered", "retry", "reject"]
+    outcome: Literal["delivered", "retry", "reject", "partial"]
     status: int | None = None
     error: str = ""
     retry_after: float | None = None
     reason: str = "rejected"
+    bad: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def failure(self) -> Failure:
@@ -89,6 +92,10 @@ def build_destination(
         from .file import FileDestination
 
         return FileDestination(config)
+    if config.type == "amplitude":
+        from .amplitude import AmplitudeDestination
+
+        return AmplitudeDestination(config, clock=clock)
     from .http import HttpDestination
 
     return HttpDestination(config, clock=clock)

@@ -50,6 +50,9 @@ class HttpDestination:
     itself (webhook style) and carries the event id in an ``Idempotency-Key`` header.
     """
 
+    #: Largest request body the receiver accepts; larger batches are split before sending.
+    max_request_bytes: int | None = None
+
     def __init__(
         self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
     ) -> None:
@@ -57,11 +60,7 @@ class HttpDestination:
         self._clock = clock
         headers = {"Content-Type": "application/json", "User-Agent": f"spooler/{__version__}"}
         headers.update(config.headers)
-        if config.api_key:
-            is_bearer = config.auth_header.lower() == "authorization"
-            headers[config.auth_header] = (
-                f"Bearer {config.api_key}" if is_bearer else config.api_key
-            )
+        headers.update(self.auth_headers())
         self._secrets = [v for v in (config.api_key, *config.headers.values()) if v and len(v) >= 6]
         self._client = httpx.Client(
             headers=headers,
@@ -72,6 +71,14 @@ class HttpDestination:
             follow_redirects=False,
         )
 
+    def auth_headers(self) -> dict[str, str]:
+        """The API key as ``Authorization: Bearer KEY``, or as-is in ``auth_header``."""
+        if not self.config.api_key:
+            return {}
+        if self.config.auth_header.lower() == "authorization":
+            return {"Authorization": f"Bearer {self.config.api_key}"}
+        return {self.config.auth_header: self.config.api_key}
+
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """The request body, built by joining the stored JSON texts."""
         texts = [event_text(event, self.config.id_field) for event in events]
@@ -81,18 +88,29 @@ class HttpDestination:
             return texts[0]
         return "[" + ",".join(texts) + "]"
 
+    def judge(self, response: httpx.Response) -> Verdict:
+        """What the receiver's answer means for the batch."""
+        return judge_response(response, now=self._clock(), secrets=self._secrets)
+
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """POST the batch and judge the answer; network failures are retryable."""
+        content = self.body(events).encode("utf-8")
+        if self.max_request_bytes is not None and len(content) > self.max_request_bytes:
+            # Never sent: the drain splits the batch, and dead-letters a lone event.
+            return Verdict(
+                "reject",
+                error=f"request of {len(content)} bytes is over the "
+                f"{self.max_request_bytes}-byte limit",
+                reason="too_large",
+            )
         headers = {"Idempotency-Key": events[0].event_id} if len(events) == 1 else None
         try:
-            response = self._client.post(
-                self.config.url, content=self.body(events).encode("utf-8"), headers=headers
-            )
+            response = self._client.post(self.config.url, content=content, headers=headers)
         except httpx.TimeoutException:
             return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
         except httpx.HTTPError as exc:
             return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self._secrets))
-        return judge_response(response, now=self._clock(), secrets=self._secrets)
+        return self.judge(response)
 
     def close(self) -> None:
         """Close the connection pool."""
