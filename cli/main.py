@@ -19,6 +19,7 @@ import click
 
 from spooler import ConfigError, InvalidEventError, Spool, SpoolerError, __version__
 from spooler.config import (
+    DESTINATION_TYPES,
     build_drain_config,
     config_db_path,
     load_config_file,
@@ -200,7 +201,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--type",
     "type_",
-    type=click.Choice(["http", "file", "amplitude"]),
+    type=click.Choice(DESTINATION_TYPES),
     help="Destination type [default: from the URL].",
 )
 @click.option("--api-key", help="Sent as 'Authorization: Bearer KEY' (see --auth-header).")

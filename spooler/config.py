@@ -27,6 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "DESTINATION_TYPES",
     "DestinationConfig",
     "DrainConfig",
     "build_drain_config",
@@ -36,6 +37,7 @@ __all__ = [
     "spool_options",
 ]
 
+DESTINATION_TYPES = ("http", "file", "amplitude", "datalyr", "segment", "posthog")
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -75,6 +77,7 @@ class DestinationConfig:
     batch_key: str | None = None
     id_field: str | None = None
     min_id_length: int | None = None
+    historical_after: float = 86400.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -140,7 +143,7 @@ _RETRY_KEYS: dict[str, Checker] = {
     "backoff_cap": _seconds,
 }
 _DESTINATION_KEYS: dict[str, Checker] = {
-    "type": _choice("http", "file", "amplitude"),
+    "type": _choice(*DESTINATION_TYPES),
     "url": _string,
     "batch_size": _int(1, 10_000),
     "concurrency": _int(1, 64),
@@ -151,6 +154,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "batch_key": _string,
     "id_field": _string,
     "min_id_length": _int(1),
+    "historical_after": _seconds,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -226,21 +230,31 @@ def _infer_type(url: str) -> str:
 
 
 # Types whose API has a well-known endpoint, so `url` may be left out.
-_DEFAULT_URLS = {"amplitude": "https://api2.amplitude.com/2/httpapi"}
-_MAX_BATCH = {"amplitude": 2000}
+_DEFAULT_URLS = {
+    "amplitude": "https://api2.amplitude.com/2/httpapi",
+    "datalyr": "https://ingest.datalyr.com/track",
+    "segment": "https://api.segment.io/v1/batch",
+    "posthog": "https://us.i.posthog.com/batch/",
+}
+_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {"datalyr": {"batch_size": 1, "concurrency": 10}}
+_MAX_BATCH = {"amplitude": 2000, "datalyr": 1}
+_TYPE_ONLY_KEYS = {"min_id_length": "amplitude", "historical_after": "posthog"}
 
 
-def _check_type_rules(dest: DestinationConfig, where: str) -> None:
-    if dest.type == "amplitude" and not dest.api_key:
-        raise ConfigError(f"{where}api_key: an amplitude destination needs the project's API key")
+def _check_type_rules(dest: DestinationConfig, where: str, given: Mapping[str, Any]) -> None:
+    if dest.type in _DEFAULT_URLS and not dest.api_key:
+        raise ConfigError(f"{where}api_key: the {dest.type} destination needs its API key")
+    if dest.type == "datalyr" and not (dest.api_key or "").startswith("dk_"):
+        raise ConfigError(f"{where}api_key: a Datalyr API key starts with 'dk_'")
     limit = _MAX_BATCH.get(dest.type)
     if limit is not None and dest.batch_size > limit:
         raise ConfigError(
             f"{where}batch_size: {dest.type} accepts at most {limit} events "
             f"per request, got {dest.batch_size}"
         )
-    if dest.min_id_length is not None and dest.type != "amplitude":
-        raise ConfigError(f"{where}min_id_length: only for amplitude destinations")
+    for key, owner in _TYPE_ONLY_KEYS.items():
+        if key in given and dest.type != owner:
+            raise ConfigError(f"{where}{key}: only for {owner} destinations")
 
 
 def _check_url(dest: DestinationConfig, where: str) -> None:
@@ -319,9 +333,12 @@ def build_drain_config(
         if policy.backoff_cap < policy.backoff_base:
             raise ConfigError(f"{where}backoff_cap: must not be below backoff_base")
         values.setdefault("type", _infer_type(values["url"]))
+        given_keys = dict(values)
+        for key, value in _TYPE_DEFAULTS.get(values["type"], {}).items():
+            values.setdefault(key, value)
         dest = DestinationConfig(name=name, retry=policy, **values)
         _check_url(dest, where)
-        _check_type_rules(dest, where)
+        _check_type_rules(dest, where, given_keys)
         if dest.type == "file":
             dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order
         destinations[name] = dest

@@ -64,8 +64,11 @@ class Receiver:
         self.requests: list[RecordedRequest] = []
         self.reject: Callable[[dict[str, Any]], bool] | None = None
         self.max_batch: int | None = None
-        # Replaces the default answers (after fail_next): body -> (status, headers, body).
-        self.respond: Callable[[bytes], tuple[int, dict[str, str], bytes]] | None = None
+        # Replaces the default answers (after fail_next):
+        # (body, request headers) -> (status, answer headers, answer body).
+        self.respond: (
+            Callable[[bytes, dict[str, str]], tuple[int, dict[str, str], bytes]] | None
+        ) = None
         self._open = threading.Event()  # cleared by hold(): requests wait (a hung receiver)
         self._open.set()
         self._script: list[tuple[int, dict[str, str]]] = []
@@ -113,14 +116,14 @@ class Receiver:
         self._open.set()
 
     def _answer(
-        self, body: bytes, events: list[dict[str, Any]]
+        self, body: bytes, headers: dict[str, str], events: list[dict[str, Any]]
     ) -> tuple[int, dict[str, str], bytes]:
         with self._changed:
             if self._script:
                 status, headers = self._script.pop(0)
                 return status, headers, b'{"error":"scripted failure"}'
         if self.respond is not None:
-            return self.respond(body)
+            return self.respond(body, headers)
         if self.max_batch is not None and len(events) > self.max_batch:
             return 413, {}, b'{"error":"payload too large"}'
         bad = [i for i, event in enumerate(events) if self.reject and self.reject(event)]
@@ -150,7 +153,7 @@ class Receiver:
                     status, headers, answer = 400, {}, b'{"error":"body is not JSON"}'
                     events = []
                 else:
-                    status, headers, answer = receiver._answer(body, events)
+                    status, headers, answer = receiver._answer(body, dict(self.headers), events)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -139,7 +139,7 @@ def test_the_api_key_is_never_in_the_spool(spool: Spool, amp: Receiver, db: Path
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"type": "amplitude"}, "api_key: an amplitude destination needs"),
+        ({"type": "amplitude"}, "api_key: the amplitude destination needs its API key"),
         ({"type": "amplitude", "api_key": "k", "batch_size": 2001}, "at most 2000 events"),
         ({"url": "http://h", "min_id_length": 3}, "min_id_length: only for amplitude"),
     ],

@@ -9,9 +9,9 @@ import time
 from email.utils import formatdate
 from pathlib import Path
 
+import fakes
 import pytest
 from conftest import drain_once, rows, wait_until
-from fakes import amplitude
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
@@ -188,31 +188,56 @@ def test_the_api_key_never_reaches_the_spool_or_the_logs(
         assert secret.encode() not in path.read_bytes()
 
 
-@pytest.mark.parametrize(
-    ("kind", "id_key"), [("http", "id"), ("file", "id"), ("amplitude", "insert_id")]
-)
+# Each destination type: its options, a fake of its API, and where the event id lands.
+CONTRACT = {
+    "http": ({"id_field": "id"}, None, "id"),
+    "file": ({"id_field": "id"}, None, "id"),
+    "amplitude": ({"type": "amplitude", "api_key": "amp_key_123"}, fakes.amplitude, "insert_id"),
+    "datalyr": ({"type": "datalyr", "api_key": "dk_123"}, fakes.datalyr, "Idempotency-Key"),
+    "segment": ({"type": "segment", "api_key": "seg_123"}, fakes.segment, "messageId"),
+    "posthog": ({"type": "posthog", "api_key": "phc_123"}, fakes.posthog, "uuid"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONTRACT))
 def test_destination_contract_every_event_arrives_once_with_its_id(
-    spool: Spool, receiver: Receiver, tmp_path: Path, kind: str, id_key: str
+    spool: Spool, receiver: Receiver, tmp_path: Path, kind: str
 ) -> None:
-    # Given events for one destination (shaped so that every API accepts them)
-    ids = spool.enqueue_many([{"event_type": "e", "user_id": "user_1", "n": n} for n in range(7)])
+    options, fake, id_key = CONTRACT[kind]
+    # Given events for one destination, shaped so that every API accepts them
+    ids = spool.enqueue_many(
+        [
+            {
+                "event": "e",
+                "type": "track",
+                "event_type": "e",
+                "user_id": "user_1",
+                "userId": "user_1",
+                "distinct_id": "user_1",
+                "n": n,
+            }
+            for n in range(7)
+        ]
+    )
     out = tmp_path / "out.jsonl"
-    options = {
-        "http": {"url": receiver.url, "id_field": "id"},
-        "file": {"url": f"file://{out}", "id_field": "id"},
-        "amplitude": {"url": receiver.url, "type": "amplitude", "api_key": "amp_key_123"},
-    }[kind]
-    receiver.respond = amplitude("amp_key_123") if kind == "amplitude" else None
+    url = f"file://{out}" if kind == "file" else receiver.url
+    receiver.respond = fake(options["api_key"]) if fake else None
     # When a drain delivers them (over HTTP, through one 503 and its retry)
     receiver.fail_next(503)
-    report = drain_once(spool, batch_size=3, **options)
-    # Then the sink holds each event once, with its id (in any order: batches are
-    # delivered concurrently)
+    report = drain_once(spool, url, batch_size=1 if kind == "datalyr" else 3, **options)
+    # Then the sink holds each event once, with its id (in any order: requests run
+    # concurrently)
     if kind == "file":
-        got = [json.loads(line) for line in out.read_text().splitlines()]
+        got = [(e["n"], e[id_key]) for e in map(json.loads, out.read_text().splitlines())]
+    elif id_key == "Idempotency-Key":
+        got = [
+            (json.loads(r.body)["n"], r.headers[id_key])
+            for r in receiver.requests
+            if r.status == 200
+        ]
     else:
-        got = receiver.delivered
-    assert sorted((e["n"], e[id_key]) for e in got) == list(enumerate(ids))
+        got = [(e["n"], e[id_key]) for e in receiver.delivered]
+    assert sorted(got) == list(enumerate(ids))
     assert report.delivered == 7 and report.dead == 0
 
 

@@ -18,7 +18,7 @@ from ..store import ClaimedEvent, Failure
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
-__all__ = ["Destination", "Verdict", "build_destination", "event_text"]
+__all__ = ["Destination", "Verdict", "build_destination", "event_text", "event_text_with_id"]
 
 MAX_ERROR_BYTES = 2048
 
@@ -73,6 +73,16 @@ def event_text(event: ClaimedEvent, id_field: str | None) -> str:
     return head + ("}" if event.body == "{}" else "," + event.body[1:])
 
 
+def event_text_with_id(event: ClaimedEvent, key: str) -> str:
+    """The stored text with the event id as ``key``, unless the event already has ``key``.
+
+    Parses only when the text mentions the key: the common case stays a text splice.
+    """
+    if f'"{key}"' in event.body and key in json.loads(event.body):
+        return event.body
+    return event_text(event, key)
+
+
 def excerpt(text: str, secrets: Sequence[str]) -> str:
     """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, with secrets masked."""
     for secret in secrets:
@@ -96,6 +106,14 @@ def build_destination(
         from .amplitude import AmplitudeDestination
 
         return AmplitudeDestination(config, clock=clock)
+    if config.type == "segment":
+        from .segment import SegmentDestination
+
+        return SegmentDestination(config, clock=clock)
+    if config.type == "posthog":
+        from .posthog import PostHogDestination
+
+        return PostHogDestination(config, clock=clock)
     from .http import HttpDestination
 
     return HttpDestination(config, clock=clock)

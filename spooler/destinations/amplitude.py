@@ -17,7 +17,7 @@ import httpx
 
 from ..retry import parse_retry_after
 from ..store import ClaimedEvent
-from . import Verdict, event_text, excerpt
+from . import Verdict, event_text_with_id, excerpt
 from .http import HttpDestination
 
 __all__ = ["AmplitudeDestination", "bad_events"]
@@ -49,13 +49,6 @@ def bad_events(answer: object) -> dict[int, str]:
     return {i: "Amplitude 400: " + ", ".join(why) for i, why in reasons.items()}
 
 
-def _with_insert_id(event: ClaimedEvent) -> str:
-    # Parse only when the text mentions insert_id: the common case stays a text splice.
-    if '"insert_id"' in event.body and "insert_id" in json.loads(event.body):
-        return event.body
-    return event_text(event, "insert_id")
-
-
 class AmplitudeDestination(HttpDestination):
     """Delivers to Amplitude's HTTP V2 API; see the module docstring for the rules."""
 
@@ -70,7 +63,7 @@ class AmplitudeDestination(HttpDestination):
         options = ""
         if self.config.min_id_length is not None:
             options = f',"options":{{"min_id_length":{self.config.min_id_length}}}'
-        texts = ",".join(_with_insert_id(event) for event in events)
+        texts = ",".join(event_text_with_id(event, "insert_id") for event in events)
         return (
             '{"api_key":'
             + json.dumps(self.config.api_key)

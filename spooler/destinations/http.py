@@ -52,6 +52,8 @@ class HttpDestination:
 
     #: Largest request body the receiver accepts; larger batches are split before sending.
     max_request_bytes: int | None = None
+    #: Largest single event the receiver accepts; larger ones die ``too_large`` unsent.
+    max_event_bytes: int | None = None
 
     def __init__(
         self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
@@ -94,6 +96,15 @@ class HttpDestination:
 
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """POST the batch and judge the answer; network failures are retryable."""
+        if self.max_event_bytes is not None:
+            sizes = [len(event.body.encode("utf-8")) for event in events]
+            oversized = {
+                i: f"event is {size} bytes, over the {self.max_event_bytes}-byte limit"
+                for i, size in enumerate(sizes)
+                if size > self.max_event_bytes
+            }
+            if oversized:
+                return Verdict("partial", reason="too_large", bad=oversized)
         content = self.body(events).encode("utf-8")
         if self.max_request_bytes is not None and len(content) > self.max_request_bytes:
             # Never sent: the drain splits the batch, and dead-letters a lone event.

@@ -1,0 +1,167 @@
+"""datalyr, segment and posthog destinations against fakes of their APIs on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import drain_once, rows
+from fakes import datalyr, posthog, segment
+
+from spooler import ConfigError, Spool
+from spooler.config import build_drain_config
+from spooler.receiver import Receiver
+
+DATALYR_KEY = "dk_live_0123456789"
+SEGMENT_KEY = "seg_write_key_0123456789"
+POSTHOG_KEY = "phc_project_key_0123456789"
+
+
+def bodies(receiver: Receiver) -> list[dict]:
+    return [json.loads(r.body) for r in receiver.requests]
+
+
+# -- datalyr -------------------------------------------------------------------------------
+
+
+def test_datalyr_posts_each_event_alone_with_the_key_as_bearer(
+    spool: Spool, receiver: Receiver
+) -> None:
+    receiver.respond = datalyr(DATALYR_KEY)
+    events = [{"event": "signup", "userId": f"u{n}", "properties": {"n": n}} for n in range(3)]
+    ids = spool.enqueue_many(events)
+    report = drain_once(spool, receiver.url + "/track", type="datalyr", api_key=DATALYR_KEY)
+    assert sorted(bodies(receiver), key=lambda b: b["properties"]["n"]) == events
+    assert sorted(r.headers["Idempotency-Key"] for r in receiver.requests) == sorted(ids)
+    assert {r.headers["Authorization"] for r in receiver.requests} == {f"Bearer {DATALYR_KEY}"}
+    assert report.delivered == 3
+
+
+def test_datalyr_4xx_is_permanent_and_5xx_is_retried(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
+    receiver.respond = datalyr(DATALYR_KEY)
+    spool.enqueue_many([{"event": "ok"}, {"no_event_name": True}])
+    receiver.fail_next(502)
+    drain_once(spool, receiver.url, type="datalyr", api_key=DATALYR_KEY, concurrency=1)
+    assert [e["event"] for e in receiver.delivered] == ["ok"]
+    assert rows(db, "SELECT reason, status FROM dead") == [("rejected", 400)]
+
+
+def test_datalyr_config() -> None:
+    config = build_drain_config({}, destination_flags={"type": "datalyr", "api_key": "dk_x"})
+    datalyr_config = config.destinations["default"]
+    assert datalyr_config.url == "https://ingest.datalyr.com/track"
+    assert (datalyr_config.batch_size, datalyr_config.concurrency) == (1, 10)
+    with pytest.raises(ConfigError, match="api_key: a Datalyr API key starts with 'dk_'"):
+        build_drain_config({}, destination_flags={"type": "datalyr", "api_key": "sk_x"})
+    with pytest.raises(ConfigError, match="datalyr accepts at most 1 events"):
+        build_drain_config(
+            {}, destination_flags={"type": "datalyr", "api_key": "dk_x", "batch_size": 5}
+        )
+
+
+# -- segment -------------------------------------------------------------------------------
+
+
+def track(n: int, **extra: object) -> dict[str, object]:
+    return {"type": "track", "event": "Signed Up", "userId": f"user_{n}", "n": n, **extra}
+
+
+def test_segment_batch_shape_auth_and_message_id(spool: Spool, receiver: Receiver) -> None:
+    receiver.respond = segment(SEGMENT_KEY)
+    ids = spool.enqueue_many([track(0), track(1, messageId="own-id")])
+    drain_once(spool, receiver.url + "/v1/batch", type="segment", api_key=SEGMENT_KEY)
+    [request] = receiver.requests
+    body = json.loads(request.body)
+    assert body["batch"] == [{"messageId": ids[0], **track(0)}, track(1, messageId="own-id")]
+    assert body["sentAt"].endswith("Z") and request.path == "/v1/batch"
+    expected = base64.b64encode(f"{SEGMENT_KEY}:".encode()).decode()
+    assert request.headers["Authorization"] == f"Basic {expected}"
+
+
+def test_segment_sent_at_is_made_again_on_every_attempt(spool: Spool, receiver: Receiver) -> None:
+    receiver.respond = segment(SEGMENT_KEY)
+    spool.enqueue(track(0))
+    receiver.fail_next(503)
+    drain_once(
+        spool,
+        receiver.url,
+        type="segment",
+        api_key=SEGMENT_KEY,
+        retry={"backoff_base": 0.05, "backoff_cap": 0.05},
+    )
+    first, second = bodies(receiver)
+    assert first["batch"][0]["messageId"] == second["batch"][0]["messageId"]
+    assert first["sentAt"] < second["sentAt"]
+
+
+def test_segment_limits(spool: Spool, receiver: Receiver, db: Path) -> None:
+    receiver.respond = segment(SEGMENT_KEY)
+    ids = spool.enqueue_many(
+        [track(n, pad="x" * 30_000) for n in range(20)] + [track(99, pad="y" * 40_000)]
+    )
+    drain_once(spool, receiver.url, type="segment", api_key=SEGMENT_KEY)
+    assert all(len(r.body) <= 500 * 1024 for r in receiver.requests)
+    assert sorted(e["n"] for e in receiver.delivered) == list(range(20))
+    # The 40 KB message died without being sent: Segment takes at most 32 KB.
+    assert rows(db, "SELECT event_id, reason, status FROM dead") == [(ids[20], "too_large", None)]
+    assert all(b'"n":99' not in r.body for r in receiver.requests)
+
+
+# -- posthog -------------------------------------------------------------------------------
+
+
+def capture(n: int, **extra: object) -> dict[str, object]:
+    return {"event": "$pageview", "distinct_id": f"user_{n}", "properties": {"n": n}, **extra}
+
+
+def test_posthog_batch_shape_uuid_and_sent_at(spool: Spool, receiver: Receiver) -> None:
+    receiver.respond = posthog(POSTHOG_KEY)
+    ids = spool.enqueue_many([capture(0), capture(1)])
+    receiver.fail_next(500)
+    drain_once(
+        spool,
+        receiver.url + "/batch/",
+        type="posthog",
+        api_key=POSTHOG_KEY,
+        retry={"backoff_base": 0.05, "backoff_cap": 0.05},
+    )
+    first, second = bodies(receiver)
+    assert second["api_key"] == POSTHOG_KEY and "Authorization" not in receiver.requests[1].headers
+    assert second["batch"] == [{"uuid": ids[0], **capture(0)}, {"uuid": ids[1], **capture(1)}]
+    assert first["batch"] == second["batch"] and first["sent_at"] < second["sent_at"]
+    assert "historical_migration" not in second
+
+
+def test_posthog_marks_an_old_backlog_historical(db: Path, receiver: Receiver) -> None:
+    receiver.respond = posthog(POSTHOG_KEY)
+    with Spool(db, clock=lambda: time.time() - 7200) as old:
+        old.enqueue(capture(0))
+    with Spool(db) as spool:
+        drain_once(spool, receiver.url, type="posthog", api_key=POSTHOG_KEY, historical_after=3600)
+        spool.enqueue(capture(1))
+        drain_once(spool, receiver.url, type="posthog", api_key=POSTHOG_KEY, historical_after=3600)
+    assert [b.get("historical_migration") for b in bodies(receiver)] == [True, None]
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "fake"),
+    [
+        ("datalyr", DATALYR_KEY, datalyr),
+        ("segment", SEGMENT_KEY, segment),
+        ("posthog", POSTHOG_KEY, posthog),
+    ],
+)
+def test_keys_never_reach_the_spool(
+    spool: Spool, receiver: Receiver, db: Path, kind: str, key: str, fake
+) -> None:
+    receiver.respond = fake(key)
+    spool.enqueue_many([{"event": "x", "type": "track", "userId": "u", "distinct_id": "u"}] * 3)
+    receiver.fail_next(400)
+    drain_once(spool, receiver.url, type=kind, api_key=key)
+    for path in db.parent.glob("spool.db*"):
+        assert key.encode() not in path.read_bytes()
