@@ -78,6 +78,9 @@ class DestinationConfig:
     id_field: str | None = None
     min_id_length: int | None = None
     historical_after: float = 86400.0
+    gzip: bool = False
+    body_format: str = "json"
+    signing_secret: str | None = field(default=None, repr=False)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -121,6 +124,12 @@ def _string(value: Any, key: str) -> str:
     return value
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _choice(*options: str) -> Checker:
     def check(value: Any, key: str) -> str:
         if value not in options:
@@ -155,6 +164,9 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "id_field": _string,
     "min_id_length": _int(1),
     "historical_after": _seconds,
+    "gzip": _bool,
+    "body_format": _choice("json", "ndjson"),
+    "signing_secret": _string,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -170,7 +182,7 @@ _SPOOL_KEYS: dict[str, Checker] = {
 }
 _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file.
-_INTERPOLATED = {"url", "api_key", "auth_header", "headers"}
+_INTERPOLATED = {"url", "api_key", "auth_header", "headers", "signing_secret"}
 
 
 def _unknown_key(key: str, known: set[str] | Mapping[str, Any], where: str) -> ConfigError:
@@ -238,7 +250,13 @@ _DEFAULT_URLS = {
 }
 _TYPE_DEFAULTS: dict[str, dict[str, Any]] = {"datalyr": {"batch_size": 1, "concurrency": 10}}
 _MAX_BATCH = {"amplitude": 2000, "datalyr": 1}
-_TYPE_ONLY_KEYS = {"min_id_length": "amplitude", "historical_after": "posthog"}
+_TYPE_ONLY_KEYS = {
+    "min_id_length": "amplitude",
+    "historical_after": "posthog",
+    "gzip": "http",
+    "body_format": "http",
+    "signing_secret": "http",
+}
 
 
 def _check_type_rules(dest: DestinationConfig, where: str, given: Mapping[str, Any]) -> None:
@@ -252,6 +270,8 @@ def _check_type_rules(dest: DestinationConfig, where: str, given: Mapping[str, A
             f"{where}batch_size: {dest.type} accepts at most {limit} events "
             f"per request, got {dest.batch_size}"
         )
+    if dest.body_format == "ndjson" and dest.batch_key is not None:
+        raise ConfigError(f"{where}batch_key: NDJSON bodies have no enclosing object")
     for key, owner in _TYPE_ONLY_KEYS.items():
         if key in given and dest.type != owner:
             raise ConfigError(f"{where}{key}: only for {owner} destinations")

@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import threading
@@ -40,8 +41,11 @@ class RecordedRequest:
     answered_at: float = 0.0  # ... and when the answer was written
 
 
-def _events_in(body: bytes) -> list[dict[str, Any]]:
-    """The events of a request body: a JSON array, an object holding one, or one object."""
+def _events_in(body: bytes, content_type: str = "") -> list[dict[str, Any]]:
+    """The events of a request body: a JSON array, an object holding one, one object,
+    or JSON Lines (``application/x-ndjson``)."""
+    if "ndjson" in content_type:
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
     value = json.loads(body)
     if isinstance(value, list):
         return value
@@ -148,8 +152,11 @@ class Receiver:
                 received_at = time.monotonic()
                 receiver._open.wait()
                 try:
-                    events = _events_in(body)
-                except ValueError:
+                    plain = body
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        plain = gzip.decompress(body)
+                    events = _events_in(plain, self.headers.get("Content-Type", ""))
+                except (ValueError, OSError):  # OSError: a body that is not gzip
                     status, headers, answer = 400, {}, b'{"error":"body is not JSON"}'
                     events = []
                 else:

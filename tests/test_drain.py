@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -292,3 +295,44 @@ def test_a_mistyped_crash_point_is_refused(spool: Spool, monkeypatch: pytest.Mon
     config = build_drain_config({}, destination_flags={"url": "http://127.0.0.1:9"})
     with pytest.raises(ConfigError, match="SPOOLER_CRASH_AT must be one of after_claim"):
         Drain(spool.store, config)
+
+
+def test_gzip_ndjson_and_a_signature_the_receiver_can_verify(
+    spool: Spool, receiver: Receiver
+) -> None:
+    ids = spool.enqueue_many(events(3))
+    secret = "whsec_0123456789"
+    drain_once(
+        spool,
+        receiver.url,
+        gzip=True,
+        body_format="ndjson",
+        signing_secret=secret,
+        id_field="id",
+        concurrency=1,
+    )
+    [request] = receiver.requests
+    assert request.headers["Content-Encoding"] == "gzip"
+    assert request.headers["Content-Type"] == "application/x-ndjson"
+    lines = gzip.decompress(request.body).decode().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ids
+    # The receiver's check: HMAC-SHA256 over "<timestamp>." + the raw body as received.
+    timestamp = request.headers["X-Spooler-Timestamp"]
+    expected = hmac.new(
+        secret.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(request.headers["X-Spooler-Signature"], f"sha256={expected}")
+    assert abs(int(timestamp) - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"url": "http://h", "body_format": "ndjson", "batch_key": "b"}, "NDJSON bodies have no"),
+        ({"url": "http://h", "gzip": "yes"}, "gzip: expected true or false"),
+        ({"type": "segment", "api_key": "k", "gzip": True}, "gzip: only for http"),
+    ],
+)
+def test_http_option_errors(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_drain_config({}, destination_flags=flags)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +20,7 @@ from . import Verdict, event_text, excerpt
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
-__all__ = ["HttpDestination", "judge_response"]
+__all__ = ["HttpDestination", "judge_response", "signature_headers"]
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -43,6 +46,19 @@ def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[st
     )
 
 
+def signature_headers(secret: str, body: bytes, *, now: float) -> dict[str, str]:
+    """``X-Spooler-Timestamp`` and ``X-Spooler-Signature`` for a request body.
+
+    The signature is ``sha256=`` + hex HMAC-SHA256 with the secret over
+    ``b"<timestamp>." + body``, where ``body`` is the exact bytes sent (after gzip).
+    A receiver recomputes it over the raw body it read, compares with
+    ``hmac.compare_digest``, and refuses timestamps far from its own clock (replays).
+    """
+    timestamp = str(int(now))
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return {"X-Spooler-Timestamp": timestamp, "X-Spooler-Signature": f"sha256={mac.hexdigest()}"}
+
+
 class HttpDestination:
     """Posts batches as a JSON array, an object ``{batch_key: [...]}``, or one event per request.
 
@@ -60,10 +76,17 @@ class HttpDestination:
     ) -> None:
         self.config = config
         self._clock = clock
-        headers = {"Content-Type": "application/json", "User-Agent": f"spooler/{__version__}"}
+        content_type = (
+            "application/x-ndjson" if config.body_format == "ndjson" else ("application/json")
+        )
+        headers = {"Content-Type": content_type, "User-Agent": f"spooler/{__version__}"}
         headers.update(config.headers)
         headers.update(self.auth_headers())
-        self._secrets = [v for v in (config.api_key, *config.headers.values()) if v and len(v) >= 6]
+        self._secrets = [
+            v
+            for v in (config.api_key, config.signing_secret, *config.headers.values())
+            if v and len(v) >= 6
+        ]
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(config.timeout),
@@ -84,6 +107,8 @@ class HttpDestination:
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """The request body, built by joining the stored JSON texts."""
         texts = [event_text(event, self.config.id_field) for event in events]
+        if self.config.body_format == "ndjson":
+            return "".join(text + "\n" for text in texts)
         if self.config.batch_key is not None:
             return "{" + json.dumps(self.config.batch_key) + ":[" + ",".join(texts) + "]}"
         if self.config.batch_size == 1:
@@ -114,7 +139,14 @@ class HttpDestination:
                 f"{self.max_request_bytes}-byte limit",
                 reason="too_large",
             )
-        headers = {"Idempotency-Key": events[0].event_id} if len(events) == 1 else None
+        headers = {"Idempotency-Key": events[0].event_id} if len(events) == 1 else {}
+        if self.config.gzip:
+            content = gzip.compress(content)
+            headers["Content-Encoding"] = "gzip"
+        if self.config.signing_secret:
+            headers.update(
+                signature_headers(self.config.signing_secret, content, now=self._clock())
+            )
         try:
             response = self._client.post(self.config.url, content=content, headers=headers)
         except httpx.TimeoutException:
