@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .errors import UnknownEventError
-from .store import DeadEvent, DeadSelection, Store
+from .events import encode_event
+from .store import DeadEvent, DeadSelection, Failure, Store
 
 __all__ = ["DeadLetters", "dead_event_to_dict", "iso_utc"]
 
@@ -44,6 +46,22 @@ class DeadLetters:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
+
+    def add(self, event: dict[str, Any], *, destination: str, reason: str, error: str) -> str:
+        """Dead-letter an event that must not be sent (a client's own check failed).
+
+        It gets an event id like any other, and can be inspected and replayed.
+        """
+        event_id = str(uuid.uuid4())
+        self._store.insert_dead(
+            event_id,
+            destination,
+            encode_event(event),
+            now=self._clock(),
+            reason=reason,
+            failure=Failure(None, error),
+        )
+        return event_id
 
     def inspect(
         self,

@@ -342,6 +342,25 @@ class Store:
             )
             _add_totals(conn, len(rows), added_bytes)
 
+    def insert_dead(
+        self,
+        event_id: str,
+        destination: str,
+        body: str,
+        *,
+        now: float,
+        reason: str,
+        failure: Failure,
+    ) -> None:
+        """Put an event straight into the dead-letter table (a client's own rejection)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason,"
+                " status, error, dead_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                (event_id, destination, body, now, reason, failure.status, failure.error, now),
+            )
+            _add_totals(conn, 1, len(body.encode("utf-8")))
+
     # -- drains ---------------------------------------------------------------------
 
     def claim(

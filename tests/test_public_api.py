@@ -29,3 +29,9 @@ def test_every_error_is_a_spooler_error() -> None:
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), spooler.SpoolerError)
         assert name in (errors.__doc__ or "")
+
+
+def test_clients_exported_and_light() -> None:
+    import spooler.clients
+
+    assert sorted(spooler.clients.__all__) == ["Amplitude", "Datalyr", "PostHog", "Segment"]

@@ -1,0 +1,35 @@
+"""What every durable client shares: the spool, the destination name, the clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..dlq import iso_utc
+from ..spool import Spool
+
+__all__ = ["SpoolClient"]
+
+
+class SpoolClient:
+    """Enqueues payloads for one destination of a spool."""
+
+    def __init__(
+        self, spool: Spool, *, destination: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.spool = spool
+        self.destination = destination
+        self._clock = clock
+
+    def _enqueue(self, payload: dict[str, Any]) -> str:
+        return self.spool.enqueue(payload, destination=self.destination)
+
+    def _now_iso(self) -> str:
+        return iso_utc(self._clock())
+
+    def flush(self) -> None:
+        """Nothing to do: every call has already committed its event to the spool."""
+
+    def close(self) -> None:
+        """Nothing to do: events are durable, and the spool belongs to the caller."""

@@ -1,0 +1,261 @@
+"""The durable drop-in clients: each builds its SDK's payload and commits it to the spool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import segment.analytics as segment_sdk
+from conftest import drain_once, rows
+from fakes import amplitude as fake_amplitude
+from fakes import datalyr as fake_datalyr
+
+from spooler import InvalidEventError, Spool
+from spooler.clients import Amplitude, Datalyr, PostHog, Segment
+from spooler.receiver import Receiver
+
+NOW = 1_767_323_045.678  # 2026-01-02T03:04:05.678Z
+ANON = re.compile(r"anon_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def stored(db: Path) -> list[str]:
+    return [body for (body,) in rows(db, "SELECT body FROM queue ORDER BY id")]
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# -- Datalyr -------------------------------------------------------------------------------
+
+
+def test_datalyr_track_builds_the_sdks_payload_key_for_key(spool: Spool, db: Path) -> None:
+    datalyr = Datalyr(spool, clock=lambda: NOW)
+    datalyr.track("user_123", "Purchase Completed", {"amount": 99.99, "currency": "USD"})
+    [body] = stored(db)
+    payload = json.loads(body)
+    anonymous_id = payload["anonymousId"]
+    assert ANON.fullmatch(anonymous_id)
+    assert body == compact(
+        {
+            "event": "Purchase Completed",
+            "userId": "user_123",
+            "anonymousId": anonymous_id,
+            "properties": {"amount": 99.99, "currency": "USD", "anonymous_id": anonymous_id},
+            "context": {"library": "@datalyr/api", "version": "1.3.0", "source": "api"},
+            "timestamp": "2026-01-02T03:04:05.678Z",
+        }
+    )
+
+
+def test_datalyr_call_forms_and_special_events(spool: Spool, db: Path) -> None:
+    datalyr = Datalyr(spool, clock=lambda: NOW)
+    datalyr.track(
+        {
+            "event": "Signup",
+            "userId": "u1",
+            "anonymousId": "anon_browser",
+            "properties": {"plan": "pro"},
+        }
+    )
+    datalyr.track(None, "page_loaded", {"url": "/pricing"})
+    datalyr.identify("u1", {"email": "jane@example.com"})
+    datalyr.page("u1", "Pricing", {"url": "/pricing"})
+    datalyr.alias("new_456", "old_123")
+    datalyr.group("u1", "company_456", {"name": "Acme"})
+    payloads = [json.loads(b) for b in stored(db)]
+    assert payloads[0]["anonymousId"] == "anon_browser"
+    assert payloads[0]["properties"] == {"plan": "pro", "anonymous_id": "anon_browser"}
+    assert "userId" not in payloads[1]  # undefined in the SDK: not sent
+    assert [p["event"] for p in payloads[2:]] == ["$identify", "$pageview", "$alias", "$group"]
+    assert payloads[2]["properties"]["email"] == "jane@example.com"
+    assert payloads[3]["properties"]["name"] == "Pricing"
+    assert payloads[4]["userId"] == "new_456" and payloads[4]["properties"]["previousId"] == (
+        "old_123"
+    )
+    assert payloads[5]["properties"]["groupId"] == "company_456"
+
+
+def test_datalyr_anonymous_ids_and_the_one_time_warning(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    datalyr = Datalyr(spool)
+    first, second = datalyr.get_anonymous_id(), datalyr.get_anonymous_id()
+    assert ANON.fullmatch(first) and first != second
+    caplog.set_level(logging.WARNING, "spooler.clients.datalyr")
+    datalyr.track(None, "a")
+    datalyr.track(None, "b")
+    assert len([r for r in caplog.records if "anonymousId" in r.getMessage()]) == 1
+    datalyr.flush()
+    datalyr.close()
+
+
+def test_datalyr_needs_an_event_name(spool: Spool, db: Path) -> None:
+    with pytest.raises(InvalidEventError, match="event name"):
+        Datalyr(spool).track({"userId": "u1"})
+    assert stored(db) == []
+
+
+def test_datalyr_end_to_end_the_receiver_gets_the_payload_as_built(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
+    receiver.respond = fake_datalyr("dk_test_key")
+    Datalyr(spool, destination="default").track("user_123", "signup", {"plan": "pro"})
+    [built] = stored(db)
+    drain_once(spool, receiver.url, type="datalyr", api_key="dk_test_key")
+    assert [r.body.decode() for r in receiver.requests] == [built]
+
+
+# -- Amplitude -----------------------------------------------------------------------------
+
+
+def test_amplitude_track_and_log_event(spool: Spool, db: Path) -> None:
+    client = Amplitude(spool, clock=lambda: NOW)
+    client.track(
+        event_type="Song Played",
+        user_id="datamonster@gmail.com",
+        event_properties={"keyString": "valueString", "keyInt": 11},
+        ip="127.0.0.1",
+    )
+    client.log_event(
+        {"event_type": "Node.js Event", "device_id": "device-1234", "time": 1700000000000}
+    )
+    assert [json.loads(b) for b in stored(db)] == [
+        {
+            "event_type": "Song Played",
+            "user_id": "datamonster@gmail.com",
+            "event_properties": {"keyString": "valueString", "keyInt": 11},
+            "ip": "127.0.0.1",
+            "time": 1767323045678,
+        },
+        {"event_type": "Node.js Event", "device_id": "device-1234", "time": 1700000000000},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"user_id": "user_1234"}, "needs an event_type"),
+        ({"event_type": "x"}, "user_id or device_id of at least 5"),
+        ({"event_type": "x", "user_id": "abc"}, "at least 5"),
+    ],
+)
+def test_amplitude_validation_enqueues_nothing(
+    spool: Spool, db: Path, event: dict, message: str
+) -> None:
+    with pytest.raises(InvalidEventError, match=message):
+        Amplitude(spool).log_event(event)
+    assert stored(db) == []
+    assert Amplitude(spool, min_id_length=3).log_event({"event_type": "x", "user_id": "abc"})
+
+
+def test_amplitude_middleware_runs_in_order_and_can_drop(spool: Spool, db: Path) -> None:
+    client = Amplitude(spool)
+    seen: list[str] = []
+
+    def enrich(payload: dict, next_: Any) -> None:
+        seen.append(f"enrich:{payload['extra']}")
+        payload["event"]["event_properties"] = {"source": "cron"}
+        next_(payload)
+
+    def drop_tests(payload: dict, next_: Any) -> None:
+        seen.append("filter")
+        if payload["event"]["event_type"] != "test":
+            next_(payload)
+
+    client.add_middleware(enrich)
+    client.add_middleware(drop_tests)
+    kept = client.track(event_type="real", user_id="user_1234")
+    dropped = client.log_event({"event_type": "test", "user_id": "user_1234"}, extra="x")
+    assert kept and dropped is None
+    assert seen == ["enrich:None", "filter", "enrich:x", "filter"]
+    assert [json.loads(b)["event_properties"] for b in stored(db)] == [{"source": "cron"}]
+
+
+def test_amplitude_opt_out(spool: Spool, db: Path) -> None:
+    client = Amplitude(spool)
+    client.opt_out = True
+    assert client.track(event_type="x", user_id="user_1234") is None
+    assert stored(db) == []
+
+
+def test_amplitude_end_to_end_with_insert_id(spool: Spool, receiver: Receiver) -> None:
+    receiver.respond = fake_amplitude("amp_key")
+    event_id = Amplitude(spool, destination="default").track(
+        event_type="Song Played", user_id="user_1234"
+    )
+    drain_once(spool, receiver.url, type="amplitude", api_key="amp_key")
+    [event] = receiver.delivered
+    assert event["insert_id"] == event_id and event["event_type"] == "Song Played"
+
+
+# -- Segment -------------------------------------------------------------------------------
+
+TIMESTAMP = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+SEGMENT_CALLS = [
+    ("track", {"user_id": "u1", "event": "Signed Up", "properties": {"plan": "pro"}}),
+    ("identify", {"anonymous_id": "a1", "traits": {"email": "x@example.com"}}),
+    ("alias", {"previous_id": "a1", "user_id": "u1"}),
+    ("group", {"user_id": "u1", "group_id": "g1", "traits": {"n": 1}}),
+    ("page", {"user_id": "u1", "category": "Docs", "name": "Setup", "properties": {"u": "/"}}),
+    ("screen", {"user_id": "u1", "name": "Home", "context": {"app": {"name": "x"}}}),
+]
+
+
+@pytest.mark.parametrize(("call", "kwargs"), SEGMENT_CALLS, ids=[c for c, _ in SEGMENT_CALLS])
+def test_segment_messages_match_analytics_python(
+    spool: Spool, db: Path, call: str, kwargs: dict
+) -> None:
+    sdk = segment_sdk.Client("write-key", send=False)
+    try:
+        _, reference = getattr(sdk, call)(timestamp=TIMESTAMP, **json.loads(json.dumps(kwargs)))
+    finally:
+        sdk.shutdown()
+    del reference["messageId"]  # spooler sets it to the event id when it sends
+    getattr(Segment(spool), call)(timestamp=TIMESTAMP, **kwargs)
+    assert stored(db) == [compact(reference)]
+
+
+def test_segment_message_id_and_oversized_messages(spool: Spool, db: Path) -> None:
+    client = Segment(spool)
+    client.track(user_id="u1", event="e", message_id="own-id")
+    dead_id = client.track(user_id="u1", event="big", properties={"pad": "x" * 40_000})
+    assert json.loads(stored(db)[0])["messageId"] == "own-id"
+    assert rows(db, "SELECT event_id, destination, reason, attempts FROM dead") == [
+        (dead_id, "segment", "too_large", 0)
+    ]
+    with pytest.raises(InvalidEventError, match="user_id or an anonymous_id"):
+        client.track(event="e")
+
+
+# -- PostHog -------------------------------------------------------------------------------
+
+
+def test_posthog_capture_both_signatures(spool: Spool, db: Path) -> None:
+    client = PostHog(spool, clock=lambda: NOW)
+    client.capture("user_1", "$pageview", {"path": "/"})
+    client.capture("$pageview", distinct_id="user_1", properties={"path": "/"})
+    client.identify("user_1", {"email": "x@example.com"})
+    client.alias("anon_1", "user_1")
+    first, second, identify, alias = [json.loads(b) for b in stored(db)]
+    assert (
+        first
+        == second
+        == {
+            "event": "$pageview",
+            "distinct_id": "user_1",
+            "properties": {"path": "/", "$lib": "posthog-python", "$lib_version": "6.0.0"},
+            "timestamp": "2026-01-02T03:04:05.678000+00:00",
+        }
+    )
+    assert identify["event"] == "$identify" and identify["properties"]["$set"] == {
+        "email": "x@example.com"
+    }
+    assert alias["event"] == "$create_alias" and alias["properties"]["alias"] == "anon_1"
+    with pytest.raises(InvalidEventError, match="distinct_id"):
+        client.capture("$pageview")
