@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, rows
+from conftest import drain_once, rows, spooler_cmd
 from fakes import datalyr, posthog, segment
 
 from spooler import ConfigError, Spool
@@ -165,3 +165,30 @@ def test_keys_never_reach_the_spool(
     drain_once(spool, receiver.url, type=kind, api_key=key)
     for path in db.parent.glob("spool.db*"):
         assert key.encode() not in path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "fake", "event"),
+    [
+        ("datalyr", DATALYR_KEY, datalyr, {"event": "signup", "userId": "u1"}),
+        ("segment", SEGMENT_KEY, segment, track(1)),
+        ("posthog", POSTHOG_KEY, posthog, capture(1)),
+    ],
+)
+def test_through_the_command_line_as_documented(
+    db: Path, receiver: Receiver, tmp_path: Path, kind: str, key: str, fake, event: dict
+) -> None:
+    receiver.respond = fake(key)
+    variable = f"{kind.upper()}_KEY"
+    config = tmp_path / "spooler.toml"
+    config.write_text(
+        f'[destinations.{kind}]\ntype = "{kind}"\napi_key = "${{{variable}}}"\n'
+        f'url = "{receiver.url}/"\n'
+    )
+    env = {"SPOOLER_DB": str(db), "SPOOLER_CONFIG": str(config), variable: key}
+    enqueued = spooler_cmd("enqueue", "-d", kind, json.dumps(event), env=env)
+    assert enqueued.returncode == 0, enqueued.stderr
+    drained = spooler_cmd("drain", "--until-empty", env=env)
+    assert drained.returncode == 0, drained.stderr
+    assert [r.status for r in receiver.requests] == [200]
+    assert key not in drained.stderr

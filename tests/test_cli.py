@@ -271,7 +271,8 @@ def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> 
 
 def test_import_spooler_loads_neither_httpx_nor_click(db: Path) -> None:
     code = (
-        "import sys, spooler; s = spooler.Spool(sys.argv[1]); s.enqueue({'a': 1});"
+        "import sys, spooler, spooler.clients; s = spooler.Spool(sys.argv[1]);"
+        "spooler.clients.Datalyr(s).track('u', 'e');"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx','click')))"
     )
     result = subprocess.run(

@@ -31,7 +31,7 @@ def test_every_error_is_a_spooler_error() -> None:
         assert name in (errors.__doc__ or "")
 
 
-def test_clients_exported_and_light() -> None:
+def test_clients_exported() -> None:
     import spooler.clients
 
     assert sorted(spooler.clients.__all__) == ["Amplitude", "Datalyr", "PostHog", "Segment"]
