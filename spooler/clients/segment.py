@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from functools import partialmethod
 from typing import Any
 
 from ..errors import InvalidEventError
@@ -143,71 +144,20 @@ class Segment(SpoolClient):
             message_id,
         )
 
-    def page(
-        self,
-        user_id: Any = None,
-        category: str | None = None,
-        name: str | None = None,
-        properties: Mapping[str, Any] | None = None,
-        context: Mapping | None = None,
-        timestamp: datetime | None = None,
-        anonymous_id: Any = None,
-        integrations: Mapping | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """Record a page view."""
-        return self._view(
-            "page",
-            user_id,
-            category,
-            name,
-            properties,
-            context,
-            timestamp,
-            anonymous_id,
-            integrations,
-            message_id,
-        )
-
-    def screen(
-        self,
-        user_id: Any = None,
-        category: str | None = None,
-        name: str | None = None,
-        properties: Mapping[str, Any] | None = None,
-        context: Mapping | None = None,
-        timestamp: datetime | None = None,
-        anonymous_id: Any = None,
-        integrations: Mapping | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """Record a mobile screen view."""
-        return self._view(
-            "screen",
-            user_id,
-            category,
-            name,
-            properties,
-            context,
-            timestamp,
-            anonymous_id,
-            integrations,
-            message_id,
-        )
-
-    def _view(
+    def view(
         self,
         kind: str,
-        user_id: Any,
-        category: str | None,
-        name: str | None,
-        properties: Mapping[str, Any] | None,
-        context: Mapping | None,
-        timestamp: datetime | None,
-        anonymous_id: Any,
-        integrations: Mapping | None,
-        message_id: str | None,
+        user_id: Any = None,
+        category: str | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping | None = None,
+        timestamp: datetime | None = None,
+        anonymous_id: Any = None,
+        integrations: Mapping | None = None,
+        message_id: str | None = None,
     ) -> str:
+        """Record a ``page`` or ``screen`` view (``page()`` / ``screen()`` fix ``kind``)."""
         _require_id(user_id, anonymous_id)
         return self._send(
             {
@@ -223,6 +173,9 @@ class Segment(SpoolClient):
             },
             message_id,
         )
+
+    page = partialmethod(view, "page")
+    screen = partialmethod(view, "screen")
 
     def _send(
         self, message: dict[str, Any], message_id: str | None, *, anonymous_last: bool = False
