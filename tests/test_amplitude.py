@@ -177,3 +177,13 @@ def test_through_the_command_line_as_documented(db: Path, amp: Receiver, tmp_pat
         {"insert_id": enqueued.stdout.strip(), "event_type": "Song Played", "user_id": "user_1234"}
     ]
     assert KEY not in drained.stderr
+
+
+@pytest.mark.parametrize("answer", [b"{}", b"", b'{"code": "weird"}', b"<html>ok</html>"])
+def test_any_200_is_a_success_whatever_its_body(
+    spool: Spool, receiver: Receiver, db: Path, answer: bytes
+) -> None:
+    receiver.respond = lambda body, headers: (200, {}, answer)
+    spool.enqueue(track(0))
+    report = deliver(spool, receiver)
+    assert report.delivered == 1 and rows(db, "SELECT count(*) FROM queue") == [(0,)]
