@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import click
@@ -29,7 +29,7 @@ from spooler.config import (
 from spooler.dlq import dead_event_to_dict
 from spooler.events import events_phrase, parse_event
 
-from .render import dead_table, status_table
+from .render import dead_summary_table, dead_table, status_table
 
 __all__ = ["cli"]
 
@@ -356,6 +356,22 @@ def inspect(
             click.echo(json.dumps(dead_event_to_dict(event), ensure_ascii=False))
     elif dead:
         click.echo(dead_table(dead))
+    else:
+        click.echo("no dead events", err=True)
+
+
+@dlq.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one group per line.")
+@common_options
+def summary(opts: Options, as_json: bool) -> None:
+    """Dead events by destination, reason and status: counts, ages, the usual error."""
+    with opts.open_spool(create=False) as spool:
+        groups = spool.dead_letters.summary()
+    if as_json:
+        for group in groups:
+            click.echo(json.dumps(asdict(group), ensure_ascii=False))
+    elif groups:
+        click.echo(dead_summary_table(groups))
     else:
         click.echo("no dead events", err=True)
 

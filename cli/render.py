@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from spooler.dlq import iso_utc
 from spooler.spool import SpoolStatus
-from spooler.store import Counts, DeadEvent
+from spooler.store import DEAD_AGE_BUCKETS, Counts, DeadEvent, DeadGroup
 
-__all__ = ["dead_table", "human_age", "status_table", "table"]
+__all__ = ["dead_summary_table", "dead_table", "human_age", "status_table", "table"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -62,6 +62,23 @@ def dead_table(dead: Sequence[DeadEvent]) -> str:
         for d in dead
     ]
     return table(["id", "destination", "reason", "status", "attempts", "dead_at", "error"], rows)
+
+
+def dead_summary_table(groups: Sequence[DeadGroup]) -> str:
+    """The human form of ``spooler dlq summary`` (like Postfix's qshape)."""
+    rows = [
+        [
+            g.destination,
+            g.reason,
+            g.status,
+            g.count,
+            *(g.by_age[b] for b in DEAD_AGE_BUCKETS),
+            _one_line(g.top_error or "", 60),
+        ]
+        for g in groups
+    ]
+    headers = ["destination", "reason", "status", "count", *DEAD_AGE_BUCKETS, "most common error"]
+    return table(headers, rows)
 
 
 def _one_line(text: str, width: int) -> str:

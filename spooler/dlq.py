@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import UnknownEventError
 from .events import encode_event
-from .store import DeadEvent, DeadSelection, Failure, Store
+from .store import DeadEvent, DeadGroup, DeadSelection, Failure, Store
 
 __all__ = ["DeadLetters", "dead_event_to_dict", "iso_utc"]
 
@@ -62,6 +62,10 @@ class DeadLetters:
             failure=Failure(None, error),
         )
         return event_id
+
+    def summary(self) -> list[DeadGroup]:
+        """Dead events grouped by destination, reason and HTTP status, with ages and usual error."""
+        return self._store.dead_summary(now=self._clock())
 
     def inspect(
         self,

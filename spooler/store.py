@@ -23,10 +23,12 @@ from pathlib import Path
 from .errors import SpoolFullError, StoreError, UnknownEventError
 
 __all__ = [
+    "DEAD_AGE_BUCKETS",
     "SCHEMA_VERSION",
     "ClaimedEvent",
     "Counts",
     "DeadEvent",
+    "DeadGroup",
     "DeadSelection",
     "Failure",
     "Store",
@@ -118,6 +120,22 @@ class Counts:
     retrying: int = 0
     dead: int = 0
     oldest_queued_at: float | None = None
+
+
+@dataclass(frozen=True)
+class DeadGroup:
+    """Dead events of one destination, reason and status: how many, how old, the usual error."""
+
+    destination: str
+    reason: str
+    status: int | None
+    count: int
+    by_age: dict[str, int]
+    top_error: str | None
+
+
+#: The age buckets of ``dead_summary``, by time since the event died.
+DEAD_AGE_BUCKETS = ("<1h", "1h-1d", "1d-7d", ">7d")
 
 
 @dataclass(frozen=True)
@@ -483,6 +501,37 @@ class Store:
             for dest, dead in conn.execute("SELECT destination, count(*) FROM dead GROUP BY 1"):
                 by_destination.setdefault(dest, Counts()).dead = dead
         return by_destination
+
+    def dead_summary(self, *, now: float) -> list[DeadGroup]:
+        """Dead events grouped by destination, reason and status, the largest group first."""
+        cutoffs = {"hour": now - 3600, "day": now - 86400, "week": now - 7 * 86400}
+        with self._read() as conn:
+            groups = conn.execute(
+                "SELECT destination, reason, status, count(*),"
+                " total(dead_at > :hour),"
+                " total(dead_at <= :hour AND dead_at > :day),"
+                " total(dead_at <= :day AND dead_at > :week),"
+                " total(dead_at <= :week)"
+                " FROM dead GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2",
+                cutoffs,
+            ).fetchall()
+            errors: dict[tuple[object, ...], str] = {}
+            for dest, reason, status, error, _ in conn.execute(
+                "SELECT destination, reason, status, error, count(*) FROM dead"
+                " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC"
+            ):
+                errors.setdefault((dest, reason, status), error)
+        return [
+            DeadGroup(
+                dest,
+                reason,
+                status,
+                count,
+                dict(zip(DEAD_AGE_BUCKETS, map(int, ages), strict=True)),
+                errors.get((dest, reason, status)),
+            )
+            for dest, reason, status, count, *ages in groups
+        ]
 
     def dead_events(self, selection: DeadSelection, *, limit: int | None = None) -> list[DeadEvent]:
         """Dead events matching ``selection``, oldest first."""

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from spooler_cli.main import cli
 
 from spooler import Spool
 from spooler.receiver import Receiver
+from spooler.store import Failure
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -329,3 +331,52 @@ def test_drain_flags_from_environment_variables(db: Path, tmp_path: Path) -> Non
     assert run("drain", "--until-empty", env=env).exit_code == 0
     [line] = out.read_text().splitlines()
     assert json.loads(line)["a"] == 1 and len(json.loads(line)["id"]) == 36
+
+
+def test_dlq_summary_groups_counts_ages_and_the_usual_error(db: Path) -> None:
+    # Given dead events of two kinds, some of them old
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(5)])
+        claimed = spool.store.claim("default", 5, "me", due_by=2e9, lease_until=2e9)
+        now = time.time()
+        failures = [
+            (400, "HTTP 400: bad"),
+            (400, "HTTP 400: bad"),
+            (400, "HTTP 400: odd"),
+            (503, "HTTP 503: down"),
+            (503, "HTTP 503: down"),
+        ]
+        for age, event, (status, error) in zip(
+            [60, 60, 7200, 60, 9 * 86400], claimed, failures, strict=True
+        ):
+            reason = "rejected" if status == 400 else "max_attempts"
+            spool.store.settle(
+                "me", now=now - age, dead=[(event.rowid, reason, Failure(status, error))]
+            )
+    # When an operator asks for the summary
+    groups = [
+        json.loads(line)
+        for line in run("dlq", "summary", "--db", str(db), "--json").stdout.splitlines()
+    ]
+    # Then each destination x reason x status is one row, largest first
+    assert groups == [
+        {
+            "destination": "default",
+            "reason": "rejected",
+            "status": 400,
+            "count": 3,
+            "by_age": {"<1h": 2, "1h-1d": 1, "1d-7d": 0, ">7d": 0},
+            "top_error": "HTTP 400: bad",
+        },
+        {
+            "destination": "default",
+            "reason": "max_attempts",
+            "status": 503,
+            "count": 2,
+            "by_age": {"<1h": 1, "1h-1d": 0, "1d-7d": 0, ">7d": 1},
+            "top_error": "HTTP 503: down",
+        },
+    ]
+    table = run("dlq", "summary", "--db", str(db)).stdout.splitlines()
+    assert table[0].split()[:4] == ["destination", "reason", "status", "count"]
+    assert table[1].split()[:4] == ["default", "rejected", "400", "3"]
