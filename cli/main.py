@@ -24,6 +24,7 @@ from spooler.config import (
     config_db_path,
     load_config_file,
     parse_duration,
+    resolved_settings,
     spool_options,
 )
 from spooler.dlq import dead_event_to_dict
@@ -436,6 +437,28 @@ def purge(
             click.confirm(f"Delete {count} dead events for good?", abort=True)
         count = dead_letters.purge(ids, everything=everything, older_than=older_than)
     click.echo(f"purged {events_phrase(count)}")
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Check configuration files."""
+
+
+@config.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@common_options
+def check(opts: Options, file: str | None) -> None:
+    """Validate a config file (FILE, --config or SPOOLER_CONFIG) and print what it
+    resolves to, with secrets masked. Exit 2 and the key at fault when it is wrong."""
+    path = file or opts.config
+    if not path:
+        raise click.UsageError("say which file: spooler config check FILE")
+    settings = resolved_settings(load_config_file(path))
+    click.echo(json.dumps(settings, indent=2))
+    click.echo(f"{path}: ok", err=True)
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -33,7 +33,9 @@ __all__ = [
     "build_drain_config",
     "config_db_path",
     "load_config_file",
+    "mask",
     "parse_duration",
+    "resolved_settings",
     "spool_options",
 ]
 
@@ -376,3 +378,37 @@ def build_drain_config(
 def config_db_path(raw: Mapping[str, Any]) -> Path | None:
     """The ``db`` key of a config file, if any."""
     return Path(raw["db"]) if "db" in raw else None
+
+
+def mask(secret: str) -> str:
+    """A secret for display: its first three characters (a key's prefix) and ``***``."""
+    return secret[:3] + "***" if len(secret) > 8 else "***"
+
+
+def resolved_settings(
+    raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Everything a config file resolves to, defaults filled in, secrets masked.
+
+    Raises ``ConfigError`` for what ``spooler drain`` or ``spooler enqueue`` would refuse.
+    """
+    settings: dict[str, Any] = {"db": raw.get("db"), "spool": spool_options(raw)}
+    if not raw.get("destinations"):
+        settings["destinations"] = {}  # a producer-only file: nothing to drain
+        return settings
+    config = build_drain_config(raw, env=env)
+    settings["drain"] = {
+        "lease": config.lease,
+        "poll_interval": config.poll_interval,
+        "summary_interval": config.summary_interval,
+    }
+    settings["destinations"] = {}
+    for name, dest in config.destinations.items():
+        shown = asdict(dest)
+        del shown["name"]
+        for key in ("api_key", "signing_secret"):
+            if shown[key] is not None:
+                shown[key] = mask(shown[key])
+        shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
+        settings["destinations"][name] = shown
+    return settings

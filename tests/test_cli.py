@@ -380,3 +380,41 @@ def test_dlq_summary_groups_counts_ages_and_the_usual_error(db: Path) -> None:
     table = run("dlq", "summary", "--db", str(db)).stdout.splitlines()
     assert table[0].split()[:4] == ["destination", "reason", "status", "count"]
     assert table[1].split()[:4] == ["default", "rejected", "400", "3"]
+
+
+def test_config_check_prints_resolved_settings_with_secrets_masked(tmp_path: Path) -> None:
+    config = tmp_path / "spooler.toml"
+    config.write_text(
+        "[spool]\nmax_events = 1000\n"
+        "[retry]\nmax_age = '12h'\n"
+        "[destinations.amp]\ntype = 'amplitude'\napi_key = '${AMP_KEY}'\n"
+        "[destinations.hook]\nurl = 'https://hooks.example/in'\n"
+        "headers = { Authorization = 'Bearer ${HOOK_TOKEN}' }\n"
+    )
+    env = {"AMP_KEY": "amp_0123456789abcdef", "HOOK_TOKEN": "tok_0123456789"}
+    result = run("config", "check", str(config), env=env)
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.stdout)
+    assert settings["spool"] == {"max_events": 1000}
+    amp = settings["destinations"]["amp"]
+    assert amp["url"] == "https://api2.amplitude.com/2/httpapi"
+    assert amp["api_key"] == "amp***" and amp["retry"]["max_age"] == 43200
+    assert settings["destinations"]["hook"]["headers"] == {"Authorization": "Bea***"}
+    assert "0123456789" not in result.stdout and result.stderr.endswith(": ok\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[destinations.a]\nurl = 'http://h'\nbatchsize = 5\n",
+            "destinations.a.batchsize: unknown key (did you mean 'batch_size'?)",
+        ),
+        ("[spool]\ndurabilty = 'full'\n", "spool.durabilty: unknown key (did you mean"),
+    ],
+)
+def test_config_check_refuses_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "spooler.toml"
+    config.write_text(text)
+    result = run("config", "check", "--config", str(config))
+    assert result.exit_code == 2 and message in result.stderr
