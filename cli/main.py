@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -437,6 +438,24 @@ def purge(
             click.confirm(f"Delete {count} dead events for good?", abort=True)
         count = dead_letters.purge(ids, everything=everything, older_than=older_than)
     click.echo(f"purged {events_phrase(count)}")
+
+
+# -- doctor -------------------------------------------------------------------------------
+
+
+@cli.command()
+@common_options
+def doctor(opts: Options) -> None:
+    """Check the spool: integrity, schema, WAL size, stale leases, corrupt events (moved
+    to the dead-letter table), free disk. Exit 1 when something needs action."""
+    from spooler.doctor import diagnose
+
+    with opts.open_spool(create=False) as spool:
+        findings = diagnose(spool, now=time.time())
+    for finding in findings:
+        click.echo(f"{finding.level:<8} {finding.check:<10} {finding.detail}")
+    if any(finding.level == "problem" for finding in findings):
+        raise click.exceptions.Exit(1)
 
 
 # -- config -------------------------------------------------------------------------------

@@ -577,6 +577,43 @@ class Store:
             _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
             return len(sizes)
 
+    # -- health ---------------------------------------------------------------------
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else the problems."""
+        with self._read() as conn:
+            return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file."""
+        with self._read() as conn:
+            return int(
+                conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            )
+
+    def stale_leases(self, *, now: float) -> int:
+        """Events still marked as leased by a drain whose lease has run out."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND due_at <= ?",
+                (now,),
+            ).fetchone()[0]
+
+    def quarantine_corrupt(self, *, now: float) -> int:
+        """Move queued events whose body is not a JSON object to the dead-letter table
+        (reason ``corrupt``), so no drain sends them; returns how many."""
+        bad = "CASE WHEN json_valid(body) THEN json_type(body) <> 'object' ELSE 1 END"
+        with self._write() as conn:
+            moved = conn.execute(
+                "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason,"
+                " status, error, dead_at) SELECT event_id, destination, body, created_at,"
+                " attempts, 'corrupt', NULL, 'the stored body is not a JSON object', ?"
+                f" FROM queue WHERE {bad}",
+                (now,),
+            ).rowcount
+            conn.execute(f"DELETE FROM queue WHERE {bad}")
+            return moved
+
     @staticmethod
     def _require_ids(conn: sqlite3.Connection, selection: DeadSelection) -> None:
         """Refuse an operation naming ids that are not in the dead-letter table."""

@@ -1,0 +1,85 @@
+"""``spooler doctor``: check a spool's health, and quarantine what no drain should send."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from .events import events_phrase
+from .spool import Spool
+from .store import SCHEMA_VERSION
+
+__all__ = ["Finding", "diagnose"]
+
+WAL_WARNING_BYTES = 64 * 1024 * 1024  # SQLite checkpoints at ~4 MB: more means a stuck reader
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's result: ``ok``, ``warning`` (needs a look) or ``problem`` (needs action)."""
+
+    level: str
+    check: str
+    detail: str
+
+
+def diagnose(spool: Spool, *, now: float, min_free_bytes: int = 100 * 1024 * 1024) -> list[Finding]:
+    """Run every check on ``spool``. Corrupt events are moved to the dead-letter table."""
+    store = spool.store
+    findings = []
+    integrity = store.integrity_check()
+    findings.append(
+        Finding("ok", "integrity", "ok")
+        if integrity == ["ok"]
+        else Finding("problem", "integrity", "; ".join(integrity[:5]))
+    )
+    version = store.schema_version()
+    findings.append(
+        Finding("ok" if version == SCHEMA_VERSION else "problem", "schema", f"version {version}")
+    )
+    wal = f"{store.path}-wal"
+    wal_size = os.path.getsize(wal) if os.path.exists(wal) else 0
+    findings.append(
+        Finding(
+            "warning" if wal_size > WAL_WARNING_BYTES else "ok",
+            "wal",
+            f"{wal_size / 1024 / 1024:.1f} MiB"
+            + (
+                " (a long-running reader may be blocking checkpoints)"
+                if wal_size > WAL_WARNING_BYTES
+                else ""
+            ),
+        )
+    )
+    stale = store.stale_leases(now=now)
+    findings.append(
+        Finding(
+            "warning" if stale else "ok",
+            "leases",
+            f"{events_phrase(stale)} leased by drains that stopped; the next drain retries them"
+            if stale
+            else "no stale leases",
+        )
+    )
+    corrupt = store.quarantine_corrupt(now=now)
+    findings.append(
+        Finding(
+            "problem" if corrupt else "ok",
+            "bodies",
+            f"quarantined {events_phrase(corrupt)} whose body is not a JSON object; see "
+            "spooler dlq inspect --reason corrupt"
+            if corrupt
+            else "every queued body is JSON",
+        )
+    )
+    free = shutil.disk_usage(store.path.parent).free
+    findings.append(
+        Finding(
+            "problem" if free < min_free_bytes else "ok",
+            "disk",
+            f"{free / 1024 / 1024:.0f} MiB free"
+            + (f" (under {min_free_bytes / 1024 / 1024:.0f} MiB)" if free < min_free_bytes else ""),
+        )
+    )
+    return findings

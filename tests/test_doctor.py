@@ -1,0 +1,61 @@
+"""spooler doctor: health checks, and corrupt events quarantined instead of sent."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import rows
+from spooler_cli.main import cli
+
+from spooler import Spool
+from spooler.doctor import diagnose
+
+
+def test_a_healthy_spool(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"a": 1})
+    result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    levels = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines()}
+    assert levels == {
+        "integrity": "ok",
+        "schema": "ok",
+        "wal": "ok",
+        "leases": "ok",
+        "bodies": "ok",
+        "disk": "ok",
+    }
+
+
+def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> None:
+    # Given a spool where someone edited bodies by hand, and a drain died holding a lease
+    with Spool(db) as spool:
+        good, broken, not_object = spool.enqueue_many([{"ok": 1}, {"b": 2}, {"c": 3}])
+        spool.store.claim(
+            "default", 1, "dead-drain", due_by=time.time(), lease_until=time.time() - 1
+        )
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE queue SET body = '{\"b\": ' WHERE event_id = ?", (broken,))
+    conn.execute("UPDATE queue SET body = '[3]' WHERE event_id = ?", (not_object,))
+    conn.commit()
+    conn.close()
+    # When the operator runs the doctor
+    result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
+    # Then it exits 1, names what it found, and the corrupt events are dead letters
+    assert result.exit_code == 1
+    assert "problem  bodies     quarantined 2 events whose body is not a JSON object" in (
+        result.stdout
+    )
+    assert "warning  leases     1 event leased by drains that stopped" in result.stdout
+    assert rows(db, "SELECT event_id FROM queue") == [(good,)]
+    assert sorted(rows(db, "SELECT event_id, reason FROM dead")) == sorted(
+        [(broken, "corrupt"), (not_object, "corrupt")]
+    )
+
+
+def test_low_disk_space_is_a_problem(spool: Spool) -> None:
+    findings = {f.check: f for f in diagnose(spool, now=time.time(), min_free_bytes=2**62)}
+    assert findings["disk"].level == "problem" and "under" in findings["disk"].detail
