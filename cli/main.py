@@ -440,6 +440,44 @@ def purge(
     click.echo(f"purged {events_phrase(count)}")
 
 
+# -- queue controls -----------------------------------------------------------------------
+
+
+@cli.command("retry-now")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every waiting event.")
+@click.option("--destination", "-d")
+@common_options
+def retry_now(
+    opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None
+) -> None:
+    """Clear the backoff of waiting events, so the next drain pass sends them."""
+    _require_selection(ids, everything, destination=destination)
+    with opts.open_spool(create=False) as spool:
+        count = spool.retry_now(ids, destination=destination, everything=everything)
+    click.echo(f"{events_phrase(count)} due now")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every queued event.")
+@click.option("--destination", "-d")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+def expire(
+    opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None, yes: bool
+) -> None:
+    """Move queued events to the dead-letter table (reason manual); replayable later.
+    Events being delivered at this moment are left alone."""
+    _require_selection(ids, everything, destination=destination)
+    if not ids and not yes and sys.stdin.isatty():
+        which = f"of {destination}" if destination else "in the queue"
+        click.confirm(f"Move every event {which} to the dead-letter table?", abort=True)
+    with opts.open_spool(create=False) as spool:
+        count = spool.expire(ids, destination=destination, everything=everything)
+    click.echo(f"expired {events_phrase(count)}")
+
+
 # -- doctor -------------------------------------------------------------------------------
 
 

@@ -79,7 +79,9 @@ class DeadLetters:
 
         Named ids must all be dead letters (``UnknownEventError`` otherwise).
         """
-        selection = DeadSelection(tuple(ids), destination, reason, everything=True)
+        selection = DeadSelection(
+            ids=tuple(ids), destination=destination, reason=reason, everything=True
+        )
         found = self._store.dead_events(selection, limit=limit)
         missing = set(ids) - {dead.event_id for dead in found}
         if missing and limit is None:
@@ -99,7 +101,9 @@ class DeadLetters:
 
         Named ids must all be dead letters, or nothing moves (``UnknownEventError``).
         """
-        selection = DeadSelection(tuple(ids), destination, reason, everything=everything)
+        selection = DeadSelection(
+            ids=tuple(ids), destination=destination, reason=reason, everything=everything
+        )
         return self._store.replay(selection, now=self._clock(), dry_run=dry_run)
 
     def purge(
@@ -112,5 +116,5 @@ class DeadLetters:
     ) -> int:
         """Delete dead events for good (``older_than`` in seconds since they died)."""
         dead_before = None if older_than is None else self._clock() - older_than
-        selection = DeadSelection(tuple(ids), dead_before=dead_before, everything=everything)
+        selection = DeadSelection(ids=tuple(ids), dead_before=dead_before, everything=everything)
         return self._store.purge(selection, dry_run=dry_run)

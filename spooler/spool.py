@@ -6,7 +6,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 from .dlq import DeadLetters
 from .errors import ConfigError, InvalidEventError
 from .events import DEFAULT_MAX_EVENT_BYTES, encode_event
-from .store import DURABILITY_PRAGMAS, Counts, Store
+from .store import DURABILITY_PRAGMAS, Counts, QueueSelection, Store
 
 __all__ = ["DEFAULT_DESTINATION", "Spool", "SpoolStatus", "check_destination_name"]
 
@@ -122,6 +122,21 @@ class Spool:
                 rows, now=self._clock(), max_events=self.max_events, max_bytes=self.max_bytes
             )
         return [event_id for event_id, _, _ in rows]
+
+    def retry_now(
+        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+    ) -> int:
+        """Clear the backoff of waiting events so the next drain pass sends them."""
+        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        return self.store.retry_now(selection, now=self._clock())
+
+    def expire(
+        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+    ) -> int:
+        """Move queued events to the dead-letter table (reason ``manual``); events being
+        delivered at this moment are left alone. Named ids must all be queued."""
+        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        return self.store.expire(selection, now=self._clock(), error="expired by an operator")
 
     def status(self) -> SpoolStatus:
         """Counts of queued, due, leased, retrying and dead events."""

@@ -31,6 +31,7 @@ __all__ = [
     "DeadGroup",
     "DeadSelection",
     "Failure",
+    "QueueSelection",
     "Store",
 ]
 
@@ -138,18 +139,16 @@ class DeadGroup:
 DEAD_AGE_BUCKETS = ("<1h", "1h-1d", "1d-7d", ">7d")
 
 
-@dataclass(frozen=True)
-class DeadSelection:
-    """Which dead events an operation applies to; the given criteria are combined with AND."""
+@dataclass(frozen=True, kw_only=True)
+class QueueSelection:
+    """Which queued events an operation applies to; the given criteria are combined with AND."""
 
     ids: tuple[str, ...] = ()
     destination: str | None = None
-    reason: str | None = None
-    dead_before: float | None = None
     everything: bool = False
 
-    def where(self) -> tuple[str, list[object]]:
-        """Return the SQL condition and its parameters; refuse an empty selection."""
+    def clauses(self) -> tuple[list[str], list[object]]:
+        """The SQL conditions this selection sets, and their parameters."""
         clauses: list[str] = []
         params: list[object] = []
         if self.ids:
@@ -158,17 +157,35 @@ class DeadSelection:
         if self.destination is not None:
             clauses.append("destination = ?")
             params.append(self.destination)
+        return clauses, params
+
+    def where(self) -> tuple[str, list[object]]:
+        """Return the SQL condition and its parameters; refuse an empty selection."""
+        clauses, params = self.clauses()
+        if not clauses:
+            if not self.everything:
+                raise ValueError(f"an empty {type(self).__name__} must say everything=True")
+            return "1", params
+        return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadSelection(QueueSelection):
+    """Which dead events an operation applies to: also by reason and time of death."""
+
+    reason: str | None = None
+    dead_before: float | None = None
+
+    def clauses(self) -> tuple[list[str], list[object]]:
+        """The SQL conditions this selection sets, and their parameters."""
+        clauses, params = super().clauses()
         if self.reason is not None:
             clauses.append("reason = ?")
             params.append(self.reason)
         if self.dead_before is not None:
             clauses.append("dead_at < ?")
             params.append(self.dead_before)
-        if not clauses:
-            if not self.everything:
-                raise ValueError("an empty DeadSelection must say everything=True")
-            return "1", params
-        return " AND ".join(clauses), params
+        return clauses, params
 
 
 @dataclass
@@ -577,6 +594,33 @@ class Store:
             _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
             return len(sizes)
 
+    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
+        """Make waiting events due at once (their backoff is cleared); not those in flight."""
+        where, params = selection.where()
+        with self._write() as conn:
+            self._require_ids(conn, selection, "queue")
+            return conn.execute(
+                f"UPDATE queue SET due_at = ?, lease_owner = NULL WHERE {where}"
+                " AND due_at > ? AND lease_owner IS NULL",
+                [now, *params, now],
+            ).rowcount
+
+    def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:
+        """Move queued events to the dead-letter table (reason ``manual``), except those a
+        drain is delivering right now."""
+        where, params = selection.where()
+        idle = f"{where} AND NOT (lease_owner IS NOT NULL AND due_at > ?)"
+        with self._write() as conn:
+            self._require_ids(conn, selection, "queue")
+            moved = conn.execute(
+                "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason,"
+                " status, error, dead_at) SELECT event_id, destination, body, created_at,"
+                f" attempts, 'manual', NULL, ?, ? FROM queue WHERE {idle} ORDER BY id",
+                [error, now, *params, now],
+            ).rowcount
+            conn.execute(f"DELETE FROM queue WHERE {idle}", [*params, now])
+            return moved
+
     # -- health ---------------------------------------------------------------------
 
     def integrity_check(self) -> list[str]:
@@ -615,21 +659,24 @@ class Store:
             return moved
 
     @staticmethod
-    def _require_ids(conn: sqlite3.Connection, selection: DeadSelection) -> None:
-        """Refuse an operation naming ids that are not in the dead-letter table."""
+    def _require_ids(
+        conn: sqlite3.Connection, selection: QueueSelection, table: str = "dead"
+    ) -> None:
+        """Refuse an operation naming ids that are not in ``table``."""
         if not selection.ids:
             return
         found = {
             row[0]
             for row in conn.execute(
-                "SELECT event_id FROM dead WHERE event_id IN (SELECT value FROM json_each(?))",
+                f"SELECT event_id FROM {table} WHERE event_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(list(selection.ids)),),
             )
         }
         missing = [eid for eid in selection.ids if eid not in found]
         if missing:
+            where = "the dead-letter table" if table == "dead" else "the queue"
             raise UnknownEventError(
-                f"not in the dead-letter table: {', '.join(missing[:5])}"
+                f"not in {where}: {', '.join(missing[:5])}"
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
 

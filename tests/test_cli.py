@@ -418,3 +418,36 @@ def test_config_check_refuses_bad_files(tmp_path: Path, text: str, message: str)
     config.write_text(text)
     result = run("config", "check", "--config", str(config))
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_retry_now_clears_the_backoff_of_waiting_events(db: Path) -> None:
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"n": n} for n in range(3)])
+        events = spool.store.claim("default", 3, "me", due_by=time.time(), lease_until=2e9)
+        later = time.time() + 3600
+        spool.store.settle(
+            "me", now=time.time(), retry=[(e.rowid, later, Failure(503, "x")) for e in events[:2]]
+        )
+    # The third event is in flight (leased): retry-now leaves it alone.
+    result = run("retry-now", "--db", str(db), "--all")
+    assert result.exit_code == 0 and result.stdout == "2 events due now\n"
+    due = {eid: due_at for eid, due_at in rows(db, "SELECT event_id, due_at FROM queue")}
+    assert due[ids[0]] < later and due[ids[1]] < later and due[ids[2]] == 2e9
+    missing = run("retry-now", "--db", str(db), "nope")
+    assert missing.exit_code == 1 and "not in the queue: nope" in missing.stderr
+
+
+def test_expire_moves_events_to_the_dlq_as_manual(db: Path) -> None:
+    with Spool(db) as spool:
+        keep, gone = spool.enqueue_many([{"n": 1}, {"n": 2}])
+        spool.enqueue({"n": 3}, destination="other")
+    assert run("expire", "--db", str(db), gone).stdout == "expired 1 event\n"
+    assert run("expire", "--db", str(db), "-d", "other", "--yes").stdout == "expired 1 event\n"
+    assert rows(db, "SELECT event_id FROM queue") == [(keep,)]
+    dead = json.loads(run("dlq", "inspect", "--db", str(db), gone, "--json").stdout)
+    assert (dead["reason"], dead["error"]) == ("manual", "expired by an operator")
+    assert run("expire", "--db", str(db)).exit_code == 2  # says which events, or nothing
+    # and they can come back
+    assert run("dlq", "replay", "--db", str(db), "--reason", "manual").stdout == (
+        "replayed 2 events\n"
+    )
