@@ -378,11 +378,13 @@ def summary(opts: Options, as_json: bool) -> None:
         click.echo("no dead events", err=True)
 
 
-def _require_selection(ids: tuple[str, ...], everything: bool, **filters: Any) -> None:
+def _require_selection(
+    ids: tuple[str, ...], everything: bool, *, what: str = "dead events", **filters: Any
+) -> None:
     chosen = bool(ids) + everything + any(v is not None for v in filters.values())
     if not chosen:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in filters)
-        raise click.UsageError(f"say which dead events: IDs, --all, or {names}")
+        raise click.UsageError(f"say which {what}: IDs, --all, or {names}")
     if everything and (ids or any(v is not None for v in filters.values())):
         raise click.UsageError("--all cannot be combined with IDs or filters")
 
@@ -392,6 +394,11 @@ def _require_selection(ids: tuple[str, ...], everything: bool, **filters: Any) -
 @click.option("--all", "everything", is_flag=True, help="Every dead event.")
 @click.option("--destination", "-d")
 @click.option("--reason", "-r")
+@click.option("--older-than", callback=_duration, help="Dead for longer than this (e.g. 1h).")
+@click.option("--newer-than", callback=_duration, help="Dead for less than this (e.g. 1h).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
+@click.option("--to", "to", metavar="DEST", help="Send them to this destination instead.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (--all).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
 @common_options
 def replay(
@@ -400,13 +407,29 @@ def replay(
     everything: bool,
     destination: str | None,
     reason: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    limit: int | None,
+    to: str | None,
+    yes: bool,
     dry_run: bool,
 ) -> None:
-    """Move dead events back to the queue (same event ids, attempts reset), atomically."""
-    _require_selection(ids, everything, destination=destination, reason=reason)
+    """Move dead events back to the queue: same event ids, attempts reset, oldest first.
+    IDs may be given as - to read them from stdin, one per line."""
+    if ids == ("-",):
+        ids = tuple(line.strip() for line in sys.stdin if line.strip())
+    filters = {
+        "destination": destination,
+        "reason": reason,
+        "older_than": older_than,
+        "newer_than": newer_than,
+    }
+    _require_selection(ids, everything, **filters)
     with opts.open_spool(create=False) as spool:
+        if everything and not (yes or dry_run) and sys.stdin.isatty():
+            click.confirm("Replay every dead event?", abort=True)
         count = spool.dead_letters.replay(
-            ids, everything=everything, destination=destination, reason=reason, dry_run=dry_run
+            ids, everything=everything, limit=limit, to=to, dry_run=dry_run, **filters
         )
     click.echo(f"{'would replay' if dry_run else 'replayed'} {events_phrase(count)}")
 
@@ -452,7 +475,7 @@ def retry_now(
     opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None
 ) -> None:
     """Clear the backoff of waiting events, so the next drain pass sends them."""
-    _require_selection(ids, everything, destination=destination)
+    _require_selection(ids, everything, what="queued events", destination=destination)
     with opts.open_spool(create=False) as spool:
         count = spool.retry_now(ids, destination=destination, everything=everything)
     click.echo(f"{events_phrase(count)} due now")
@@ -469,7 +492,7 @@ def expire(
 ) -> None:
     """Move queued events to the dead-letter table (reason manual); replayable later.
     Events being delivered at this moment are left alone."""
-    _require_selection(ids, everything, destination=destination)
+    _require_selection(ids, everything, what="queued events", destination=destination)
     if not ids and not yes and sys.stdin.isatty():
         which = f"of {destination}" if destination else "in the queue"
         click.confirm(f"Move every event {which} to the dead-letter table?", abort=True)

@@ -18,8 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .events import check_destination_name
 from .retry import RetryPolicy
-from .spool import DEFAULT_DESTINATION, check_destination_name
+from .spool import DEFAULT_DESTINATION
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import UnknownEventError
-from .events import encode_event
+from .events import check_destination_name, encode_event
 from .store import DeadEvent, DeadGroup, DeadSelection, Failure, Store
 
 __all__ = ["DeadLetters", "dead_event_to_dict", "iso_utc"]
@@ -95,16 +95,30 @@ class DeadLetters:
         everything: bool = False,
         destination: str | None = None,
         reason: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
+        limit: int | None = None,
+        to: str | None = None,
         dry_run: bool = False,
     ) -> int:
-        """Move dead events back to the queue in one transaction; returns how many.
+        """Move dead events back to the queue, oldest first; returns how many.
 
-        Named ids must all be dead letters, or nothing moves (``UnknownEventError``).
+        ``older_than`` / ``newer_than`` are seconds since the event died; ``to`` sends
+        them to another destination. Named ids must all be dead letters, or nothing
+        moves (``UnknownEventError``).
         """
+        if to is not None:
+            check_destination_name(to)
+        now = self._clock()
         selection = DeadSelection(
-            ids=tuple(ids), destination=destination, reason=reason, everything=everything
+            ids=tuple(ids),
+            destination=destination,
+            reason=reason,
+            dead_before=None if older_than is None else now - older_than,
+            dead_after=None if newer_than is None else now - newer_than,
+            everything=everything,
         )
-        return self._store.replay(selection, now=self._clock(), dry_run=dry_run)
+        return self._store.replay(selection, now=now, dry_run=dry_run, to=to, limit=limit)
 
     def purge(
         self,

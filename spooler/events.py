@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from .errors import InvalidEventError
+from .errors import ConfigError, InvalidEventError
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "encode_event", "events_phrase", "parse_event"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "check_destination_name",
+    "encode_event",
+    "events_phrase",
+    "parse_event",
+]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
@@ -61,3 +68,15 @@ def parse_event(text: str) -> dict[str, Any]:
 def events_phrase(count: int) -> str:
     """``"1 event"``, ``"3 events"``: for messages that count events."""
     return f"{count} event" if count == 1 else f"{count} events"
+
+
+_DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_destination_name(name: str) -> str:
+    """Return ``name`` if it is a valid destination name, else raise ``ConfigError``."""
+    if not isinstance(name, str) or not _DESTINATION_NAME.fullmatch(name):
+        raise ConfigError(
+            f"bad destination name {name!r}: use letters, digits, '_', '.', '-' (at most 128)"
+        )
+    return name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -13,22 +12,12 @@ from typing import Any
 
 from .dlq import DeadLetters
 from .errors import ConfigError, InvalidEventError
-from .events import DEFAULT_MAX_EVENT_BYTES, encode_event
+from .events import DEFAULT_MAX_EVENT_BYTES, check_destination_name, encode_event
 from .store import DURABILITY_PRAGMAS, Counts, QueueSelection, Store
 
-__all__ = ["DEFAULT_DESTINATION", "Spool", "SpoolStatus", "check_destination_name"]
+__all__ = ["DEFAULT_DESTINATION", "Spool", "SpoolStatus"]
 
 DEFAULT_DESTINATION = "default"
-_DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def check_destination_name(name: str) -> str:
-    """Return ``name`` if it is a valid destination name, else raise ``ConfigError``."""
-    if not isinstance(name, str) or not _DESTINATION_NAME.fullmatch(name):
-        raise ConfigError(
-            f"bad destination name {name!r}: use letters, digits, '_', '.', '-' (at most 128)"
-        )
-    return name
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ SCHEMA_VERSION = 1
 APPLICATION = "spooler"
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITY_PRAGMAS = {"full": "FULL", "normal": "NORMAL"}
+REPLAY_CHUNK = 1000  # dead events moved back per transaction
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,10 +176,14 @@ class DeadSelection(QueueSelection):
 
     reason: str | None = None
     dead_before: float | None = None
+    dead_after: float | None = None
 
     def clauses(self) -> tuple[list[str], list[object]]:
         """The SQL conditions this selection sets, and their parameters."""
         clauses, params = super().clauses()
+        if self.dead_after is not None:
+            clauses.append("dead_at > ?")
+            params.append(self.dead_after)
         if self.reason is not None:
             clauses.append("reason = ?")
             params.append(self.reason)
@@ -561,23 +566,49 @@ class Store:
             ).fetchall()
         return [DeadEvent(*row) for row in rows]
 
-    def replay(self, selection: DeadSelection, *, now: float, dry_run: bool = False) -> int:
-        """Move matching dead events back to the queue (attempts reset, same event id)."""
+    def replay(
+        self,
+        selection: DeadSelection,
+        *,
+        now: float,
+        dry_run: bool = False,
+        to: str | None = None,
+        limit: int | None = None,
+        chunk: int = REPLAY_CHUNK,
+    ) -> int:
+        """Move matching dead events back to the queue (attempts reset, same event id),
+        oldest first, optionally to another destination (``to``).
+
+        Each chunk of ``chunk`` rows is one transaction: a replay of 100k rows never
+        holds the write lock for long, and a crash halfway leaves each row in exactly
+        one table. Named ids must all be dead letters, or nothing moves.
+        """
         where, params = selection.where()
-        with self._write() as conn:
+        with self._read() as conn:
             self._require_ids(conn, selection)
-            if dry_run:
-                return conn.execute(f"SELECT count(*) FROM dead WHERE {where}", params).fetchone()[
-                    0
-                ]
-            moved = conn.execute(
-                "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
-                f" SELECT event_id, destination, body, created_at, ?, ? FROM dead WHERE {where}"
-                " ORDER BY id",
-                [now, now, *params],
-            ).rowcount
-            conn.execute(f"DELETE FROM dead WHERE {where}", params)
-            return moved
+            rowids = [
+                rowid
+                for (rowid,) in conn.execute(
+                    f"SELECT id FROM dead WHERE {where} ORDER BY id LIMIT ?",
+                    [*params, -1 if limit is None else limit],
+                )
+            ]
+        if dry_run:
+            return len(rowids)
+        moved = 0
+        for start in range(0, len(rowids), chunk):
+            ids = json.dumps(rowids[start : start + chunk])
+            with self._write() as conn:
+                moved += conn.execute(
+                    "INSERT INTO queue (event_id, destination, body, created_at, queued_at,"
+                    " due_at) SELECT event_id, coalesce(?, destination), body, created_at, ?, ?"
+                    " FROM dead WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                    (to, now, now, ids),
+                ).rowcount
+                conn.execute(
+                    "DELETE FROM dead WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+                )
+        return moved
 
     def purge(self, selection: DeadSelection, *, dry_run: bool = False) -> int:
         """Delete matching dead events for good."""

@@ -16,7 +16,7 @@ from spooler_cli.main import cli
 
 from spooler import Spool
 from spooler.receiver import Receiver
-from spooler.store import Failure
+from spooler.store import DeadSelection, Failure
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -446,8 +446,70 @@ def test_expire_moves_events_to_the_dlq_as_manual(db: Path) -> None:
     assert rows(db, "SELECT event_id FROM queue") == [(keep,)]
     dead = json.loads(run("dlq", "inspect", "--db", str(db), gone, "--json").stdout)
     assert (dead["reason"], dead["error"]) == ("manual", "expired by an operator")
-    assert run("expire", "--db", str(db)).exit_code == 2  # says which events, or nothing
+    nothing = run("expire", "--db", str(db))
+    assert nothing.exit_code == 2 and "say which queued events" in nothing.stderr
     # and they can come back
     assert run("dlq", "replay", "--db", str(db), "--reason", "manual").stdout == (
         "replayed 2 events\n"
     )
+
+
+def dead_spool_of(db: Path, ages: list[float]) -> list[str]:
+    """A spool whose dead-letter table holds one event per age (seconds since death)."""
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"n": n} for n in range(len(ages))])
+        claimed = spool.store.claim("default", len(ages), "me", due_by=2e9, lease_until=2e9)
+        for age, event in zip(ages, claimed, strict=True):
+            spool.store.settle(
+                "me", now=time.time() - age, dead=[(event.rowid, "rejected", Failure(400, "no"))]
+            )
+    return ids
+
+
+def test_dlq_replay_by_age_limit_and_to_another_destination(db: Path) -> None:
+    ids = dead_spool_of(db, [10, 20, 7200, 9000])
+    assert (
+        run(
+            "dlq",
+            "replay",
+            "--db",
+            str(db),
+            "--older-than",
+            "1h",
+            "--limit",
+            "1",
+            "--to",
+            "archive",
+        ).stdout
+        == "replayed 1 event\n"
+    )
+    assert rows(db, "SELECT event_id, destination, attempts FROM queue") == [(ids[2], "archive", 0)]
+    assert run("dlq", "replay", "--db", str(db), "--newer-than", "1m").stdout == (
+        "replayed 2 events\n"
+    )
+    assert {eid for (eid,) in rows(db, "SELECT event_id FROM dead")} == {ids[3]}
+    bad = run("dlq", "replay", "--db", str(db), "--all", "--to", "no way")
+    assert bad.exit_code == 2 and "bad destination name" in bad.stderr
+
+
+def test_dlq_replay_ids_from_stdin(db: Path) -> None:
+    ids = dead_spool_of(db, [1, 2, 3])
+    result = run("dlq", "replay", "--db", str(db), "-", input=f"{ids[0]}\n\n{ids[2]}\n")
+    assert result.stdout == "replayed 2 events\n"
+    assert {eid for (eid,) in rows(db, "SELECT event_id FROM queue")} == {ids[0], ids[2]}
+
+
+def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
+    dead_spool_of(db, [1.0] * 25)
+    with Spool(db) as spool:
+        store = spool.store
+        selection = DeadSelection(everything=True)
+        assert store.replay(selection, now=time.time(), chunk=10, dry_run=True) == 25
+        commits = []
+        spool.store._connection().conn.set_trace_callback(
+            lambda sql: commits.append(sql) if sql == "COMMIT" else None
+        )
+        assert store.replay(selection, now=time.time(), chunk=10) == 25
+    assert len(commits) == 1 + 3  # the read that checks the selection, then 10 + 10 + 5
+    assert rows(db, "SELECT count(*) FROM queue") == [(25,)]
+    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
