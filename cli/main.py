@@ -319,12 +319,28 @@ def drain(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Print again every SECONDS, until Ctrl-C.",
+)
 @common_options
-def status(opts: Options, as_json: bool) -> None:
-    """Counts of queued, due, leased, retrying and dead events, per destination."""
+def status(opts: Options, as_json: bool, watch: float | None) -> None:
+    """Counts of queued, due, leased, retrying and dead events, per destination, with
+    each destination's last success and last error."""
     with opts.open_spool(create=False) as spool:
-        current = spool.status()
-    click.echo(json.dumps(current.to_dict()) if as_json else status_table(current))
+        try:
+            while True:
+                current = spool.status()
+                if watch and not as_json:
+                    click.clear()
+                click.echo(json.dumps(current.to_dict()) if as_json else status_table(current))
+                if not watch:
+                    return
+                time.sleep(watch)
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how --watch ends
 
 
 # -- dlq ----------------------------------------------------------------------------------

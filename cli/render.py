@@ -37,13 +37,38 @@ def human_age(seconds: float | None) -> str:
 def status_table(status: SpoolStatus) -> str:
     """The human form of ``spooler status``."""
 
+    def ago(when: float | None) -> str:
+        return "-" if when is None else human_age(status.now - when) + " ago"
+
     def row(name: str, c: Counts) -> list[object]:
         age = None if c.oldest_queued_at is None else status.now - c.oldest_queued_at
-        return [name, c.queued, c.due, c.leased, c.retrying, c.dead, human_age(age)]
+        return [
+            name,
+            c.queued,
+            c.due,
+            c.leased,
+            c.retrying,
+            c.dead,
+            human_age(age),
+            ago(c.last_success_at),
+            ago(c.last_error_at),
+            _one_line(c.last_error or "", 50),
+        ]
 
     rows = [row(name, c) for name, c in sorted(status.destinations.items())]
     rows.append(row("(all)", status.total))
-    headers = ["destination", "queued", "due", "leased", "retrying", "dead", "oldest"]
+    headers = [
+        "destination",
+        "queued",
+        "due",
+        "leased",
+        "retrying",
+        "dead",
+        "oldest",
+        "last_success",
+        "last_error",
+        "error",
+    ]
     return table(headers, rows)
 
 

@@ -290,7 +290,9 @@ class Drain:
             (events[i].rowid, verdict.reason, Failure(verdict.status, why))
             for i, why in sorted(bad.items())
         ]
-        self._store.settle(self.owner, now=self._clock(), dead=dead)
+        self._store.settle(
+            self.owner, destination=destination.config.name, now=self._clock(), dead=dead
+        )
         self._count(dead=len(dead))
         log.warning(
             "%s: the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
@@ -324,7 +326,12 @@ class Drain:
         name = destination.config.name
         now = self._clock()
         if verdict.outcome == "delivered":
-            self._store.settle(self.owner, now=now, delivered=[e.rowid for e in events])
+            self._store.settle(
+                self.owner,
+                destination=destination.config.name,
+                now=now,
+                delivered=[e.rowid for e in events],
+            )
             self._count(delivered=len(events))
             log.info(
                 "%s: delivered %s (%s) in %.2fs",
@@ -337,7 +344,10 @@ class Drain:
         if verdict.outcome == "reject":
             event = events[0]
             self._store.settle(
-                self.owner, now=now, dead=[(event.rowid, verdict.reason, verdict.failure)]
+                self.owner,
+                destination=destination.config.name,
+                now=now,
+                dead=[(event.rowid, verdict.reason, verdict.failure)],
             )
             self._count(dead=1)
             log.warning(
@@ -363,7 +373,9 @@ class Drain:
                 dead.append((event.rowid, reason, verdict.failure))
             else:
                 retry.append((event.rowid, due_at, verdict.failure))
-        self._store.settle(self.owner, now=now, retry=retry, dead=dead)
+        self._store.settle(
+            self.owner, destination=destination.config.name, now=now, retry=retry, dead=dead
+        )
         self._count(retried=len(retry), dead=len(dead))
         if retry:
             log.warning(

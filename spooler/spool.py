@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
-from .dlq import DeadLetters
+from .dlq import DeadLetters, iso_utc
 from .errors import ConfigError, InvalidEventError
 from .events import DEFAULT_MAX_EVENT_BYTES, check_destination_name, encode_event
 from .store import DURABILITY_PRAGMAS, Counts, QueueSelection, Store
@@ -35,6 +35,8 @@ class SpoolStatus:
             data = asdict(counts)
             oldest = data.pop("oldest_queued_at")
             data["oldest_queued_age_s"] = None if oldest is None else round(self.now - oldest, 3)
+            for key in ("last_success_at", "last_error_at"):
+                data[key] = None if data[key] is None else iso_utc(data[key])
             return data
 
         return {

@@ -73,6 +73,13 @@ CREATE TABLE dead (
     dead_at     REAL NOT NULL
 );
 CREATE INDEX dead_by_time ON dead (dead_at);
+CREATE TABLE destination_state (
+    destination     TEXT PRIMARY KEY,
+    last_success_at REAL,
+    last_error_at   REAL,
+    last_status     INTEGER,
+    last_error      TEXT
+);
 """
 
 
@@ -122,6 +129,9 @@ class Counts:
     retrying: int = 0
     dead: int = 0
     oldest_queued_at: float | None = None
+    last_success_at: float | None = None
+    last_error_at: float | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -438,16 +448,21 @@ class Store:
         delivered: Sequence[int] = (),
         retry: Sequence[tuple[int, float, Failure]] = (),
         dead: Sequence[tuple[int, str, Failure]] = (),
+        destination: str | None = None,
     ) -> int:
         """Record one delivery outcome in one transaction; returns the rows changed.
 
         ``delivered`` rows are deleted; ``retry`` rows ``(rowid, due_at, failure)`` go
         back to the queue; ``dead`` rows ``(rowid, reason, failure)`` move to the
         dead-letter table. Only rows still leased by ``owner`` are touched: if the lease
-        was lost to another drain, that drain owns the outcome now.
+        was lost to another drain, that drain owns the outcome now. With ``destination``,
+        its last success or last error is recorded too (for ``spooler status``).
         """
         changed = 0
         with self._write() as conn:
+            if destination is not None:
+                failure = next((f for *_, f in [*retry, *dead]), None)
+                _record_outcome(conn, destination, now, bool(delivered), failure)
             if delivered:
                 sizes = conn.execute(
                     "DELETE FROM queue WHERE lease_owner = ?"
@@ -522,6 +537,16 @@ class Store:
                 )
             for dest, dead in conn.execute("SELECT destination, count(*) FROM dead GROUP BY 1"):
                 by_destination.setdefault(dest, Counts()).dead = dead
+            for dest, success_at, error_at, error in conn.execute(
+                "SELECT destination, last_success_at, last_error_at, last_error"
+                " FROM destination_state"
+            ):
+                counts = by_destination.setdefault(dest, Counts())
+                counts.last_success_at, counts.last_error_at, counts.last_error = (
+                    success_at,
+                    error_at,
+                    error,
+                )
         return by_destination
 
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
@@ -710,6 +735,25 @@ class Store:
                 f"not in {where}: {', '.join(missing[:5])}"
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
+
+
+def _record_outcome(
+    conn: sqlite3.Connection, destination: str, now: float, success: bool, failure: Failure | None
+) -> None:
+    if success:
+        conn.execute(
+            "INSERT INTO destination_state (destination, last_success_at) VALUES (?, ?)"
+            " ON CONFLICT (destination) DO UPDATE SET last_success_at = excluded.last_success_at",
+            (destination, now),
+        )
+    if failure is not None:
+        conn.execute(
+            "INSERT INTO destination_state (destination, last_error_at, last_status, last_error)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+            " last_error_at = excluded.last_error_at, last_status = excluded.last_status,"
+            " last_error = excluded.last_error",
+            (destination, now, failure.status, failure.error),
+        )
 
 
 def _add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:

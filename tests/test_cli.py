@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import rows, spooler_cmd
+from conftest import SPOOLER, rows, spooler_cmd
 from spooler_cli.main import cli
 
 from spooler import Spool
@@ -142,7 +143,10 @@ def test_drain_to_a_file_then_status(db: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in out.read_text().splitlines()] == [{"a": 1}, {"b": 2}]
     status = json.loads(run("status", "--db", str(db), "--json").stdout)
-    assert status["queued"] == 0 and status["dead"] == 0 and status["destinations"] == {}
+    assert status["queued"] == 0 and status["dead"] == 0
+    default = status["destinations"]["default"]
+    assert default["queued"] == 0 and default["last_error"] is None
+    assert default["last_success_at"].endswith("Z")
 
 
 def test_status_counts_per_destination(db: Path) -> None:
@@ -163,6 +167,9 @@ def test_status_counts_per_destination(db: Path) -> None:
         "retrying",
         "dead",
         "oldest",
+        "last_success",
+        "last_error",
+        "error",
     ]
     assert table.splitlines()[1].split()[:3] == ["amp", "2", "2"]
 
@@ -513,3 +520,30 @@ def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
     assert len(commits) == 1 + 3  # the read that checks the selection, then 10 + 10 + 5
     assert rows(db, "SELECT count(*) FROM queue") == [(25,)]
     assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+
+
+def test_status_shows_each_destinations_last_error(db: Path, receiver: Receiver) -> None:
+    assert run("enqueue", "--db", str(db), "{}").exit_code == 0
+    receiver.fail_next(503)
+    assert run("drain", "--db", str(db), "--url", receiver.url, "--once").exit_code == 0
+    default = json.loads(run("status", "--db", str(db), "--json").stdout)["destinations"]["default"]
+    assert default["last_error"] == 'HTTP 503: {"error":"scripted failure"}'
+    assert default["last_error_at"].endswith("Z") and default["last_success_at"] is None
+    row = run("status", "--db", str(db)).stdout.splitlines()[1]
+    assert "ago" in row and "HTTP 503" in row
+
+
+def test_status_watch_refreshes_until_interrupted(db: Path) -> None:
+    Spool(db).close()
+    proc = subprocess.Popen(
+        [*SPOOLER, "status", "--db", str(db), "--watch", "0.1"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    headers = 0
+    for line in proc.stdout:  # synchronise on its output: two refreshes
+        headers += "destination" in line
+        if headers == 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert headers == 2 and proc.returncode == 0
