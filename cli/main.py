@@ -28,7 +28,7 @@ from spooler.config import (
     resolved_settings,
     spool_options,
 )
-from spooler.dlq import dead_event_to_dict
+from spooler.dlq import dead_event_to_dict, iso_utc
 from spooler.events import events_phrase, parse_event
 
 from .render import dead_summary_table, dead_table, status_table
@@ -36,6 +36,21 @@ from .render import dead_summary_table, dead_table, status_table
 __all__ = ["cli"]
 
 DEFAULT_DB = "./spooler.db"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: time (ISO 8601 UTC), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        return json.dumps(
+            {
+                "time": iso_utc(record.created),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
 
 
 class SpoolerGroup(click.Group):
@@ -254,6 +269,13 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--poll-interval", callback=_duration, help="Idle poll period [default 1s].")
 @click.option("--summary-interval", callback=_duration, help="Summary log period [default 60s].")
 @click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    help="json: one JSON object per line (for journald / log shippers).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -267,6 +289,7 @@ def drain(
     only: tuple[str, ...],
     mode: str | None,
     max_time: float | None,
+    log_format: str,
     log_level: str,
     **flags: Any,
 ) -> None:
@@ -297,11 +320,13 @@ def drain(
             )
         config = replace(config, destinations={n: config.destinations[n] for n in only})
     debug = click.get_current_context().meta.get("spooler.debug")
-    logging.basicConfig(
-        stream=sys.stderr,
-        level="DEBUG" if debug else log_level.upper(),
-        format="%(asctime)s %(levelname)s %(message)s",
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     )
+    logging.basicConfig(level="DEBUG" if debug else log_level.upper(), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines repeat ours
     with opts.open_spool() as spool:
         worker = Drain(spool.store, config)

@@ -547,3 +547,19 @@ def test_status_watch_refreshes_until_interrupted(db: Path) -> None:
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert headers == 2 and proc.returncode == 0
+
+
+def test_drain_logs_json_lines_when_asked(db: Path, receiver: Receiver) -> None:
+    assert spooler_cmd("enqueue", "--db", str(db), "{}", "{}").returncode == 0
+    result = spooler_cmd(
+        "drain", "--db", str(db), "--url", receiver.url, "--until-empty", "--log-format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {line["level"] for line in lines} == {"INFO"}
+    assert any(
+        line["message"]
+        == "default: delivered 2 events (HTTP 200) in " + (line["message"].rsplit(" ", 1)[-1])
+        for line in lines
+    )
+    assert all(line["time"].endswith("Z") and line["logger"] == "spooler.drain" for line in lines)
