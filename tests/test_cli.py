@@ -563,3 +563,12 @@ def test_drain_logs_json_lines_when_asked(db: Path, receiver: Receiver) -> None:
         for line in lines
     )
     assert all(line["time"].endswith("Z") and line["logger"] == "spooler.drain" for line in lines)
+
+
+def test_shell_completion_as_documented(tmp_path: Path) -> None:
+    script = spooler_cmd(env={"_SPOOLER_COMPLETE": "bash_source"})
+    assert script.returncode == 0 and "_spooler_completion()" in script.stdout
+    words = spooler_cmd(
+        env={"_SPOOLER_COMPLETE": "bash_complete", "COMP_WORDS": "spooler dl", "COMP_CWORD": "1"}
+    )
+    assert words.stdout.split() == ["plain,dlq"]
