@@ -526,6 +526,33 @@ def retry_now(
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every queued event.")
 @click.option("--destination", "-d")
+@common_options
+def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
+    """Park queued events: no drain sends them, and none expires them, until release.
+    Events being delivered at this moment are left alone."""
+    _require_selection(ids, everything, what="queued events", destination=destination)
+    with opts.open_spool(create=False) as spool:
+        count = spool.hold(ids, destination=destination, everything=everything)
+    click.echo(f"held {events_phrase(count)}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every held event.")
+@click.option("--destination", "-d")
+@common_options
+def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
+    """Let held events go: they are due at once."""
+    _require_selection(ids, everything, what="held events", destination=destination)
+    with opts.open_spool(create=False) as spool:
+        count = spool.release(ids, destination=destination, everything=everything)
+    click.echo(f"released {events_phrase(count)}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every queued event.")
+@click.option("--destination", "-d")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common_options
 def expire(

@@ -121,6 +121,21 @@ class Spool:
         selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
         return self.store.retry_now(selection, now=self._clock())
 
+    def hold(
+        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+    ) -> int:
+        """Park queued events: no drain sends them (and none expires them) until
+        ``release``. Events being delivered at this moment are left alone."""
+        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        return self.store.hold(selection, now=self._clock())
+
+    def release(
+        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+    ) -> int:
+        """Make held events due at once."""
+        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        return self.store.release_held(selection, now=self._clock())
+
     def expire(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
     ) -> int:
@@ -140,6 +155,7 @@ class Spool:
             total.leased += counts.leased
             total.retrying += counts.retrying
             total.dead += counts.dead
+            total.held += counts.held
             if counts.oldest_queued_at is not None:
                 total.oldest_queued_at = min(
                     total.oldest_queued_at or counts.oldest_queued_at, counts.oldest_queued_at

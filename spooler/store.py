@@ -40,6 +40,9 @@ APPLICATION = "spooler"
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITY_PRAGMAS = {"full": "FULL", "normal": "NORMAL"}
 REPLAY_CHUNK = 1000  # dead events moved back per transaction
+# A held event's due_at: later than any real time, so the claim (an index range on
+# due_at) never reaches it, and no other index or column is needed.
+HELD = 1e18
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -132,6 +135,7 @@ class Counts:
     last_success_at: float | None = None
     last_error_at: float | None = None
     last_error: str | None = None
+    held: int = 0
 
 
 @dataclass(frozen=True)
@@ -508,15 +512,17 @@ class Store:
         """
         with self._write() as conn:
             return conn.execute(
-                "UPDATE queue SET due_at = max(?, due_at - ?) WHERE due_at > ?",
-                (now, seconds, now),
+                "UPDATE queue SET due_at = max(?, due_at - ?) WHERE due_at > ? AND due_at < ?",
+                (now, seconds, now, HELD),
             ).rowcount
 
     def next_due_at(self, destination: str) -> float | None:
-        """When the earliest event of ``destination`` falls due (None: nothing queued)."""
+        """When the earliest event of ``destination`` falls due (None: nothing queued but
+        held events, which wait for an operator)."""
         with self._read() as conn:
             return conn.execute(
-                "SELECT min(due_at) FROM queue WHERE destination = ?", (destination,)
+                "SELECT min(due_at) FROM queue WHERE destination = ? AND due_at < ?",
+                (destination, HELD),
             ).fetchone()[0]
 
     # -- operators ------------------------------------------------------------------
@@ -525,15 +531,17 @@ class Store:
         """Counts per destination (every destination with a queued or dead event)."""
         by_destination: dict[str, Counts] = {}
         with self._read() as conn:
-            for dest, queued, due, leased, retrying, oldest in conn.execute(
+            for dest, queued, due, leased, retrying, held, oldest in conn.execute(
                 "SELECT destination, count(*), total(due_at <= :now),"
                 " total(lease_owner IS NOT NULL AND due_at > :now),"
-                " total(attempts > (lease_owner IS NOT NULL AND due_at > :now)),"
+                " total(due_at < :held"
+                "       AND attempts > (lease_owner IS NOT NULL AND due_at > :now)),"
+                " total(due_at >= :held),"
                 " min(queued_at) FROM queue GROUP BY destination",
-                {"now": now},
+                {"now": now, "held": HELD},
             ):
                 by_destination[dest] = Counts(
-                    queued, int(due), int(leased), int(retrying), 0, oldest
+                    queued, int(due), int(leased), int(retrying), 0, oldest, held=int(held)
                 )
             for dest, dead in conn.execute("SELECT destination, count(*) FROM dead GROUP BY 1"):
                 by_destination.setdefault(dest, Counts()).dead = dead
@@ -657,8 +665,30 @@ class Store:
             self._require_ids(conn, selection, "queue")
             return conn.execute(
                 f"UPDATE queue SET due_at = ?, lease_owner = NULL WHERE {where}"
-                " AND due_at > ? AND lease_owner IS NULL",
-                [now, *params, now],
+                " AND due_at > ? AND due_at < ? AND lease_owner IS NULL",
+                [now, *params, now, HELD],
+            ).rowcount
+
+    def hold(self, selection: QueueSelection, *, now: float) -> int:
+        """Park queued events: never claimed, so never sent and never expired, until
+        ``release_held``. Events being delivered at this moment are left alone."""
+        where, params = selection.where()
+        with self._write() as conn:
+            self._require_ids(conn, selection, "queue")
+            return conn.execute(
+                f"UPDATE queue SET due_at = ?, lease_owner = NULL WHERE {where}"
+                " AND NOT (lease_owner IS NOT NULL AND due_at > ?) AND due_at < ?",
+                [HELD, *params, now, HELD],
+            ).rowcount
+
+    def release_held(self, selection: QueueSelection, *, now: float) -> int:
+        """Make held events due at once."""
+        where, params = selection.where()
+        with self._write() as conn:
+            self._require_ids(conn, selection, "queue")
+            return conn.execute(
+                f"UPDATE queue SET due_at = ? WHERE {where} AND due_at >= ?",
+                [now, *params, HELD],
             ).rowcount
 
     def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:

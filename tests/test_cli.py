@@ -165,6 +165,7 @@ def test_status_counts_per_destination(db: Path) -> None:
         "due",
         "leased",
         "retrying",
+        "held",
         "dead",
         "oldest",
         "last_success",
@@ -572,3 +573,59 @@ def test_shell_completion_as_documented(tmp_path: Path) -> None:
         env={"_SPOOLER_COMPLETE": "bash_complete", "COMP_WORDS": "spooler dl", "COMP_CWORD": "1"}
     )
     assert words.stdout.split() == ["plain,dlq"]
+
+
+def test_hold_parks_events_until_release(db: Path, receiver: Receiver) -> None:
+    # Given a spool where the operator holds one destination's events
+    with Spool(db) as spool:
+        parked = spool.enqueue_many([{"n": 1}, {"n": 2}], destination="flaky")
+        spool.enqueue({"n": 3})
+    assert run("hold", "--db", str(db), "-d", "flaky").stdout == "held 2 events\n"
+    status = json.loads(run("status", "--db", str(db), "--json").stdout)
+    assert status["held"] == 2 and status["destinations"]["flaky"]["due"] == 0
+    # When drains run, even --until-empty, and the clock and retry-now try to move them
+    for dest in ("default", "flaky"):
+        result = run(
+            "drain",
+            "--db",
+            str(db),
+            "--url",
+            receiver.url,
+            "-d",
+            dest,
+            "--until-empty",
+            "--max-time",
+            "20",
+            "--config",
+            str(_two_destinations(db.parent, receiver.url)),
+        )
+        assert result.exit_code == 0, result.output
+    with Spool(db) as spool:
+        assert spool.store.shift_schedule(86400, now=time.time()) == 0
+    assert run("retry-now", "--db", str(db), "--all").stdout == "0 events due now\n"
+    # Then only the unheld event was sent; the held ones wait, still queued
+    assert [e["n"] for e in receiver.delivered] == [3]
+    assert {eid for (eid,) in rows(db, "SELECT event_id FROM queue")} == set(parked)
+    # And once released, they go
+    assert run("release", "--db", str(db), parked[0]).stdout == "released 1 event\n"
+    assert run("release", "--db", str(db), "--all").stdout == "released 1 event\n"
+    assert (
+        run(
+            "drain",
+            "--db",
+            str(db),
+            "--until-empty",
+            "--config",
+            str(_two_destinations(db.parent, receiver.url)),
+        ).exit_code
+        == 0
+    )
+    assert sorted(e["n"] for e in receiver.delivered) == [1, 2, 3]
+
+
+def _two_destinations(folder: Path, url: str) -> Path:
+    config = folder / "two.toml"
+    config.write_text(
+        f"[destinations.default]\nurl = '{url}'\n[destinations.flaky]\nurl = '{url}'\n"
+    )
+    return config
