@@ -658,38 +658,49 @@ class Store:
             _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
             return len(sizes)
 
-    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
-        """Make waiting events due at once (their backoff is cleared); not those in flight."""
+    def _update_selected(
+        self,
+        selection: QueueSelection,
+        assignments: str,
+        condition: str,
+        values: Sequence[object],
+        condition_values: Sequence[object],
+    ) -> int:
+        """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
+        in one transaction; named ids must all be queued."""
         where, params = selection.where()
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
             return conn.execute(
-                f"UPDATE queue SET due_at = ?, lease_owner = NULL WHERE {where}"
-                " AND due_at > ? AND due_at < ? AND lease_owner IS NULL",
-                [now, *params, now, HELD],
+                f"UPDATE queue SET {assignments} WHERE {where} AND {condition}",
+                [*values, *params, *condition_values],
             ).rowcount
+
+    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
+        """Make waiting events due at once (their backoff is cleared); not those in flight
+        or held."""
+        return self._update_selected(
+            selection,
+            "due_at = ?, lease_owner = NULL",
+            "due_at > ? AND due_at < ? AND lease_owner IS NULL",
+            [now],
+            [now, HELD],
+        )
 
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events: never claimed, so never sent and never expired, until
         ``release_held``. Events being delivered at this moment are left alone."""
-        where, params = selection.where()
-        with self._write() as conn:
-            self._require_ids(conn, selection, "queue")
-            return conn.execute(
-                f"UPDATE queue SET due_at = ?, lease_owner = NULL WHERE {where}"
-                " AND NOT (lease_owner IS NOT NULL AND due_at > ?) AND due_at < ?",
-                [HELD, *params, now, HELD],
-            ).rowcount
+        return self._update_selected(
+            selection,
+            "due_at = ?, lease_owner = NULL",
+            "NOT (lease_owner IS NOT NULL AND due_at > ?) AND due_at < ?",
+            [HELD],
+            [now, HELD],
+        )
 
     def release_held(self, selection: QueueSelection, *, now: float) -> int:
         """Make held events due at once."""
-        where, params = selection.where()
-        with self._write() as conn:
-            self._require_ids(conn, selection, "queue")
-            return conn.execute(
-                f"UPDATE queue SET due_at = ? WHERE {where} AND due_at >= ?",
-                [now, *params, HELD],
-            ).rowcount
+        return self._update_selected(selection, "due_at = ?", "due_at >= ?", [now], [HELD])
 
     def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:
         """Move queued events to the dead-letter table (reason ``manual``), except those a
