@@ -269,6 +269,14 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--poll-interval", callback=_duration, help="Idle poll period [default 1s].")
 @click.option("--summary-interval", callback=_duration, help="Summary log period [default 60s].")
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics and /healthz on this port (needs spooler[metrics]).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option(
     "--log-format",
     type=click.Choice(["plain", "json"]),
     default="plain",
@@ -289,6 +297,8 @@ def drain(
     only: tuple[str, ...],
     mode: str | None,
     max_time: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
     log_format: str,
     log_level: str,
     **flags: Any,
@@ -329,10 +339,20 @@ def drain(
     logging.basicConfig(level="DEBUG" if debug else log_level.upper(), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines repeat ours
     with opts.open_spool() as spool:
-        worker = Drain(spool.store, config)
+        metrics = None
+        if metrics_port is not None:
+            from spooler.metrics import DrainMetrics
+
+            metrics = DrainMetrics(spool.store)
+            metrics.serve(metrics_host, metrics_port)
+        worker = Drain(spool.store, config, metrics=metrics)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: worker.stop())
-        report = worker.run(Mode(mode or "daemon"), max_time=max_time)
+        try:
+            report = worker.run(Mode(mode or "daemon"), max_time=max_time)
+        finally:
+            if metrics:
+                metrics.close()
     if report.error:
         raise SpoolerError(report.error)
     if mode == "until_empty" and report.stopped_by == "max_time" and report.remaining:

@@ -17,14 +17,19 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError
 from .events import events_phrase
 from .store import ClaimedEvent, Failure, Store
+
+if TYPE_CHECKING:
+    from .metrics import DrainMetrics
 
 __all__ = ["CRASH_ENV", "Drain", "DrainReport", "Mode"]
 
@@ -78,8 +83,10 @@ class Drain:
         destinations: Mapping[str, Destination] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: DrainMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
@@ -259,6 +266,8 @@ class Drain:
             with self._lock:
                 self._report.requests += 1
             elapsed = time.monotonic() - sent_at
+            if self._metrics:
+                self._metrics.request(destination.config.name, elapsed)
             if verdict.outcome == "partial":
                 bad = {i: why for i, why in verdict.bad.items() if 0 <= i < len(events)}
                 if bad:
@@ -293,7 +302,7 @@ class Drain:
         self._store.settle(
             self.owner, destination=destination.config.name, now=self._clock(), dead=dead
         )
-        self._count(dead=len(dead))
+        self._count(destination.config.name, dead={verdict.reason: len(dead)})
         log.warning(
             "%s: the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
             destination.config.name,
@@ -332,7 +341,7 @@ class Drain:
                 now=now,
                 delivered=[e.rowid for e in events],
             )
-            self._count(delivered=len(events))
+            self._count(name, delivered=len(events))
             log.info(
                 "%s: delivered %s (%s) in %.2fs",
                 name,
@@ -349,7 +358,7 @@ class Drain:
                 now=now,
                 dead=[(event.rowid, verdict.reason, verdict.failure)],
             )
-            self._count(dead=1)
+            self._count(name, dead={verdict.reason: 1})
             log.warning(
                 "%s: dead-lettered event %s (%s): %s",
                 name,
@@ -376,7 +385,7 @@ class Drain:
         self._store.settle(
             self.owner, destination=destination.config.name, now=now, retry=retry, dead=dead
         )
-        self._count(retried=len(retry), dead=len(dead))
+        self._count(name, retried=len(retry), dead=Counter(reason for _, reason, _ in dead))
         if retry:
             log.warning(
                 "%s: %s will be retried in %.2fs (attempt %d of %d): %s",
@@ -398,11 +407,27 @@ class Drain:
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    def _count(self, *, delivered: int = 0, retried: int = 0, dead: int = 0) -> None:
+    def _count(
+        self,
+        destination: str,
+        *,
+        delivered: int = 0,
+        retried: int = 0,
+        dead: Mapping[str, int] | None = None,
+    ) -> None:
+        """Add an outcome to the report, and to the metrics when they are served."""
+        dead = dead or {}
         with self._lock:
             self._report.delivered += delivered
             self._report.retried += retried
-            self._report.dead += dead
+            self._report.dead += sum(dead.values())
+        if self._metrics:
+            if delivered:
+                self._metrics.delivered(destination, delivered)
+            if retried:
+                self._metrics.retried(destination, retried)
+            for reason, count in dead.items():
+                self._metrics.dead(destination, reason, count)
 
     def _log_summary(self, elapsed: float) -> None:
         counts = self._store.counts(now=self._clock())

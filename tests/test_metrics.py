@@ -1,0 +1,74 @@
+"""spooler drain --metrics-port: Prometheus text format and /healthz, scraped for real."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+from conftest import spooler_cmd, start_drain, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from spooler.receiver import Receiver
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_a_drain_serves_metrics_and_healthz(db: Path, receiver: Receiver) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    # Given 5 events, one of them poison, and a receiver that fails once first
+    events = [f'{{"n": {n}, "bad": {str(n == 2).lower()}}}' for n in range(5)]
+    assert spooler_cmd("enqueue", "--db", str(db), *events).returncode == 0
+    receiver.fail_next(503)
+    receiver.reject = lambda event: event["bad"]
+    # When a daemon drain with metrics works through them
+    drain = start_drain(
+        db,
+        receiver.url,
+        "--metrics-port",
+        str(port),
+        "--backoff-base",
+        "0.01",
+        "--poll-interval",
+        "0.05",
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(lambda: _healthy(port), timeout=20)
+        assert receiver.wait_for(lambda r: len(r.delivered) == 4, timeout=20)
+        assert wait_until(
+            lambda: scrape(port).get(("spooler_queued", (("destination", "default"),))) == 0,
+            timeout=20,
+        )
+        samples = scrape(port)
+    finally:
+        drain.send_signal(signal.SIGTERM)
+        _, err = drain.communicate(timeout=30)
+    # Then the counters, the histogram and the gauges tell the story
+    dest = (("destination", "default"),)
+    assert samples[("spooler_delivered_total", dest)] == 4
+    assert samples[("spooler_retries_total", dest)] == 5
+    assert (
+        samples[("spooler_dead_total", (("destination", "default"), ("reason", "rejected")))] == 1
+    )
+    assert samples[("spooler_dead", dest)] == 1
+    assert samples[("spooler_request_seconds_count", dest)] >= 4
+    assert drain.returncode == 0, err
+
+
+def _healthy(port: int) -> bool:
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and answer.text == "ok\n"
