@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from spooler import ConfigError, InvalidEventError, Spool, SpoolerError, __version__
 from spooler.config import (
@@ -30,6 +31,7 @@ from spooler.config import (
 )
 from spooler.dlq import dead_event_to_dict, iso_utc
 from spooler.events import events_phrase, parse_event
+from spooler.store import Counts
 
 from .render import dead_summary_table, dead_table, status_table
 
@@ -329,7 +331,11 @@ def drain(
                 f"{', '.join(sorted(config.destinations))}"
             )
         config = replace(config, destinations={n: config.destinations[n] for n in only})
-    debug = click.get_current_context().meta.get("spooler.debug")
+    ctx = click.get_current_context()
+    debug = ctx.meta.get("spooler.debug")
+    show_progress = bool(mode) and sys.stderr.isatty()
+    if show_progress and ctx.get_parameter_source("log_level") is ParameterSource.DEFAULT:
+        log_level = "warning"  # per-batch lines would break up the progress bar
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonLogFormatter()
@@ -349,7 +355,14 @@ def drain(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: worker.stop())
         try:
-            report = worker.run(Mode(mode or "daemon"), max_time=max_time)
+            if show_progress:
+                backlog = sum(
+                    spool.status().destinations.get(name, Counts()).queued
+                    for name in config.destinations
+                )
+                report = _run_with_progress(worker, Mode(mode), max_time, backlog)
+            else:
+                report = worker.run(Mode(mode or "daemon"), max_time=max_time)
         finally:
             if metrics:
                 metrics.close()
@@ -357,6 +370,32 @@ def drain(
         raise SpoolerError(report.error)
     if mode == "until_empty" and report.stopped_by == "max_time" and report.remaining:
         raise SpoolerError(f"--max-time reached with {report.remaining} events still queued")
+
+
+def _run_with_progress(worker: Any, mode: Any, max_time: float | None, backlog: int) -> Any:
+    """Run the drain under a progress bar on the terminal: delivered or dead of the
+    backlog, rate, ETA, retries."""
+    done = 0
+
+    def shown(report: Any) -> str:
+        return f"{report.retried} retries, {report.dead} dead" if report else ""
+
+    with click.progressbar(
+        length=backlog,
+        label="draining",
+        file=sys.stderr,
+        show_pos=True,
+        show_eta=True,
+        item_show_func=shown,
+    ) as bar:
+
+        def advance(report: Any) -> None:
+            nonlocal done
+            finished = report.delivered + report.dead
+            bar.update(max(finished - done, 0), report)
+            done = max(done, finished)
+
+        return worker.run(mode, max_time=max_time, progress=advance)
 
 
 # -- status -------------------------------------------------------------------------------

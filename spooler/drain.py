@@ -124,8 +124,12 @@ class Drain:
         *,
         max_time: float | None = None,
         shutdown_grace: float | None = None,
+        progress: Callable[[DrainReport], None] | None = None,
     ) -> DrainReport:
-        """Run the workers until ``mode`` says they are done, ``max_time`` passes or ``stop()``."""
+        """Run the workers until ``mode`` says they are done, ``max_time`` passes or ``stop()``.
+
+        ``progress`` is called about ten times a second with a copy of the report so far.
+        """
         started = self._clock()
         started_mono = time.monotonic()
         deadline = math.inf if max_time is None else started_mono + max_time
@@ -170,6 +174,10 @@ class Drain:
             if now_mono >= next_summary:
                 self._log_summary(now_mono - started_mono)
                 next_summary += self._config.summary_interval
+            if progress:
+                with self._lock:
+                    snapshot = replace(self._report)
+                progress(snapshot)
         return self._finish(mode, time.monotonic() - started_mono)
 
     def _follow_clock(self, offset: float, now_mono: float) -> float:

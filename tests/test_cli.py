@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
 import sqlite3
 import subprocess
@@ -629,3 +631,41 @@ def _two_destinations(folder: Path, url: str) -> Path:
         f"[destinations.default]\nurl = '{url}'\n[destinations.flaky]\nurl = '{url}'\n"
     )
     return config
+
+
+def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
+    db: Path, receiver: Receiver
+) -> None:
+    assert spooler_cmd("enqueue", "--db", str(db), *["{}"] * 10).returncode == 0
+    command = [
+        *SPOOLER,
+        "drain",
+        "--db",
+        str(db),
+        "--url",
+        receiver.url,
+        "--batch-size",
+        "2",
+        "--until-empty",
+    ]
+    # On a terminal (a pseudo-terminal here): a progress bar, no per-batch lines
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the drain exited and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert proc.wait(timeout=30) == 0
+    assert b"draining" in shown and b"10/10" in shown and b"0 retries, 0 dead" in shown
+    assert b"delivered 2 events" not in shown
+    # Not on a terminal: the plain log lines, no bar
+    assert spooler_cmd("enqueue", "--db", str(db), "{}").returncode == 0
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert "delivered 1 event" in plain.stderr and "draining" not in plain.stderr
