@@ -1,0 +1,145 @@
+"""``spooler dlq``: inspect, summarise, replay and purge dead-lettered events."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+import click
+
+from spooler.dlq import dead_event_to_dict
+from spooler.events import events_phrase
+
+from .options import Options, common_options, parse_duration_option, require_selection
+from .render import dead_summary_table, dead_table
+
+__all__ = ["dlq"]
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect, replay and purge dead-lettered events."""
+
+
+@dlq.command()
+@click.argument("ids", nargs=-1)
+@click.option("--destination", "-d")
+@click.option("--reason", "-r", help="rejected, invalid, too_large, max_attempts, max_age...")
+@click.option("--limit", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one dead event per line.")
+@common_options
+def inspect(
+    opts: Options,
+    ids: tuple[str, ...],
+    destination: str | None,
+    reason: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Show dead events and why they died."""
+    with opts.open_spool(create=False) as spool:
+        dead = spool.dead_letters.inspect(ids, destination=destination, reason=reason, limit=limit)
+    if as_json:
+        for event in dead:
+            click.echo(json.dumps(dead_event_to_dict(event), ensure_ascii=False))
+    elif dead:
+        click.echo(dead_table(dead))
+    else:
+        click.echo("no dead events", err=True)
+
+
+@dlq.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one group per line.")
+@common_options
+def summary(opts: Options, as_json: bool) -> None:
+    """Dead events by destination, reason and status: counts, ages, the usual error."""
+    with opts.open_spool(create=False) as spool:
+        groups = spool.dead_letters.summary()
+    if as_json:
+        for group in groups:
+            click.echo(json.dumps(asdict(group), ensure_ascii=False))
+    elif groups:
+        click.echo(dead_summary_table(groups))
+    else:
+        click.echo("no dead events", err=True)
+
+
+@dlq.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every dead event.")
+@click.option("--destination", "-d")
+@click.option("--reason", "-r")
+@click.option(
+    "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 1h)."
+)
+@click.option(
+    "--newer-than", callback=parse_duration_option, help="Dead for less than this (e.g. 1h)."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
+@click.option("--to", "to", metavar="DEST", help="Send them to this destination instead.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (--all).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
+@common_options
+def replay(
+    opts: Options,
+    ids: tuple[str, ...],
+    everything: bool,
+    destination: str | None,
+    reason: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    limit: int | None,
+    to: str | None,
+    yes: bool,
+    dry_run: bool,
+) -> None:
+    """Move dead events back to the queue: same event ids, attempts reset, oldest first.
+    IDs may be given as - to read them from stdin, one per line."""
+    if ids == ("-",):
+        ids = tuple(line.strip() for line in sys.stdin if line.strip())
+    filters = {
+        "destination": destination,
+        "reason": reason,
+        "older_than": older_than,
+        "newer_than": newer_than,
+    }
+    require_selection(ids, everything, **filters)
+    with opts.open_spool(create=False) as spool:
+        if everything and not (yes or dry_run) and sys.stdin.isatty():
+            click.confirm("Replay every dead event?", abort=True)
+        count = spool.dead_letters.replay(
+            ids, everything=everything, limit=limit, to=to, dry_run=dry_run, **filters
+        )
+    click.echo(f"{'would replay' if dry_run else 'replayed'} {events_phrase(count)}")
+
+
+@dlq.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every dead event.")
+@click.option(
+    "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 7d)."
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@common_options
+def purge(
+    opts: Options,
+    ids: tuple[str, ...],
+    everything: bool,
+    older_than: float | None,
+    yes: bool,
+    dry_run: bool,
+) -> None:
+    """Delete dead events for good (asks first on a terminal, unless --yes)."""
+    require_selection(ids, everything, older_than=older_than)
+    with opts.open_spool(create=False) as spool:
+        dead_letters = spool.dead_letters
+        count = dead_letters.purge(ids, everything=everything, older_than=older_than, dry_run=True)
+        if dry_run:
+            click.echo(f"would purge {events_phrase(count)}")
+            return
+        if count and not yes and sys.stdin.isatty():
+            click.confirm(f"Delete {count} dead events for good?", abort=True)
+        count = dead_letters.purge(ids, everything=everything, older_than=older_than)
+    click.echo(f"purged {events_phrase(count)}")

@@ -1,0 +1,245 @@
+"""``spooler drain``: run the delivery worker from the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from dataclasses import replace
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from spooler import ConfigError, SpoolerError
+from spooler.config import (
+    DESTINATION_TYPES,
+    build_drain_config,
+)
+from spooler.dlq import iso_utc
+from spooler.store import Counts
+
+from .options import Options, common_options, parse_duration_option
+
+__all__ = ["drain"]
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: time (ISO 8601 UTC), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        return json.dumps(
+            {
+                "time": iso_utc(record.created),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict | None:
+    headers = {}
+    for value in values:
+        name, sep, text = value.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected 'Name: value', got {value!r}")
+        headers[name.strip()] = text.strip()
+    return headers or None
+
+
+@click.command()
+@click.option("--url", help="Destination 'default': http(s)://..., file://PATH, or - (stdout).")
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(DESTINATION_TYPES),
+    help="Destination type [default: from the URL].",
+)
+@click.option("--api-key", help="Sent as 'Authorization: Bearer KEY' (see --auth-header).")
+@click.option("--auth-header", help="Header that carries the API key as-is.")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    callback=_headers,
+    metavar="'NAME: VALUE'",
+    help="Extra request header (repeatable).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 10_000), help="Events per request [default 500]."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Requests in flight per destination [default 4].",
+)
+@click.option("--timeout", callback=parse_duration_option, help="Request timeout [default 10s].")
+@click.option("--batch-key", help="Send {KEY: [...]} instead of a bare JSON array.")
+@click.option("--id-field", help="Write the event id into each event under this key.")
+@click.option(
+    "--destination",
+    "-d",
+    "only",
+    multiple=True,
+    help="Drain only this configured destination (repeatable).",
+)
+@click.option("--once", "mode", flag_value="once", help="One pass over what is due now.")
+@click.option(
+    "--until-empty",
+    "mode",
+    flag_value="until_empty",
+    help="Run until the queue is empty, waiting through backoff.",
+)
+@click.option("--max-time", callback=parse_duration_option, help="Stop after this long (any mode).")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts before dead-lettering [default 20].",
+)
+@click.option(
+    "--max-age", callback=parse_duration_option, help="Age before dead-lettering [default 3d]."
+)
+@click.option(
+    "--backoff-base", callback=parse_duration_option, help="First retry window [default 1s]."
+)
+@click.option(
+    "--backoff-cap", callback=parse_duration_option, help="Largest retry window [default 300s]."
+)
+@click.option(
+    "--lease", callback=parse_duration_option, help="Lease on claimed events [default 60s]."
+)
+@click.option(
+    "--poll-interval", callback=parse_duration_option, help="Idle poll period [default 1s]."
+)
+@click.option(
+    "--summary-interval", callback=parse_duration_option, help="Summary log period [default 60s]."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics and /healthz on this port (needs spooler[metrics]).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    help="json: one JSON object per line (for journald / log shippers).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@common_options
+def drain(
+    opts: Options,
+    type_: str | None,
+    headers: dict | None,
+    only: tuple[str, ...],
+    mode: str | None,
+    max_time: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
+    log_level: str,
+    **flags: Any,
+) -> None:
+    """Deliver queued events: a daemon, or --once, or --until-empty.
+
+    SIGTERM/SIGINT stop claiming, finish in-flight requests and exit 0.
+    """
+    from spooler.drain import Drain, Mode
+
+    retry_keys = ("max_attempts", "max_age", "backoff_base", "backoff_cap")
+    drain_keys = ("lease", "poll_interval", "summary_interval")
+    config = build_drain_config(
+        opts.raw_config,
+        destination_flags={
+            **{k: v for k, v in flags.items() if k not in retry_keys + drain_keys},
+            "type": type_,
+            "headers": headers,
+        },
+        retry_flags={k: flags[k] for k in retry_keys},
+        drain_flags={k: flags[k] for k in drain_keys},
+    )
+    if only:
+        unknown = sorted(set(only) - set(config.destinations))
+        if unknown:
+            raise ConfigError(
+                f"unknown destination {', '.join(unknown)}; configured: "
+                f"{', '.join(sorted(config.destinations))}"
+            )
+        config = replace(config, destinations={n: config.destinations[n] for n in only})
+    ctx = click.get_current_context()
+    debug = ctx.meta.get("spooler.debug")
+    show_progress = bool(mode) and sys.stderr.isatty()
+    if show_progress and ctx.get_parameter_source("log_level") is ParameterSource.DEFAULT:
+        log_level = "warning"  # per-batch lines would break up the progress bar
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    logging.basicConfig(level="DEBUG" if debug else log_level.upper(), handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines repeat ours
+    with opts.open_spool() as spool:
+        metrics = None
+        if metrics_port is not None:
+            from spooler.metrics import DrainMetrics
+
+            metrics = DrainMetrics(spool.store)
+            metrics.serve(metrics_host, metrics_port)
+        worker = Drain(spool.store, config, metrics=metrics)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: worker.stop())
+        try:
+            if show_progress:
+                backlog = sum(
+                    spool.status().destinations.get(name, Counts()).queued
+                    for name in config.destinations
+                )
+                report = _run_with_progress(worker, Mode(mode), max_time, backlog)
+            else:
+                report = worker.run(Mode(mode or "daemon"), max_time=max_time)
+        finally:
+            if metrics:
+                metrics.close()
+    if report.error:
+        raise SpoolerError(report.error)
+    if mode == "until_empty" and report.stopped_by == "max_time" and report.remaining:
+        raise SpoolerError(f"--max-time reached with {report.remaining} events still queued")
+
+
+def _run_with_progress(worker: Any, mode: Any, max_time: float | None, backlog: int) -> Any:
+    """Run the drain under a progress bar on the terminal: delivered or dead of the
+    backlog, rate, ETA, retries."""
+    done = 0
+
+    def shown(report: Any) -> str:
+        return f"{report.retried} retries, {report.dead} dead" if report else ""
+
+    with click.progressbar(
+        length=backlog,
+        label="draining",
+        file=sys.stderr,
+        show_pos=True,
+        show_eta=True,
+        item_show_func=shown,
+    ) as bar:
+
+        def advance(report: Any) -> None:
+            nonlocal done
+            finished = report.delivered + report.dead
+            bar.update(max(finished - done, 0), report)
+            done = max(done, finished)
+
+        return worker.run(mode, max_time=max_time, progress=advance)

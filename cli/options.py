@@ -1,0 +1,110 @@
+"""What every command shares: --db, --config and --debug, and common option parsing."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from spooler import ConfigError, Spool
+from spooler.config import config_db_path, load_config_file, parse_duration, spool_options
+
+__all__ = [
+    "DEFAULT_DB",
+    "Options",
+    "common_options",
+    "parse_duration_option",
+    "require_selection",
+    "set_debug",
+]
+
+DEFAULT_DB = "./spooler.db"
+
+
+@dataclass
+class Options:
+    """The options every command takes."""
+
+    db: str | None
+    config: str | None
+
+    @functools.cached_property
+    def raw_config(self) -> dict[str, Any]:
+        """The parsed config file ({} without one)."""
+        return load_config_file(self.config) if self.config else {}
+
+    def db_path(self) -> str:
+        """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db."""
+        return self.db or str(config_db_path(self.raw_config) or DEFAULT_DB)
+
+    def open_spool(self, *, create: bool = True) -> Spool:
+        """Open the spool with the config file's [spool] settings.
+
+        Operator commands pass ``create=False``: a mistyped --db must not look like
+        an empty, healthy spool.
+        """
+        return Spool(self.db_path(), create=create, **spool_options(self.raw_config))
+
+
+def set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """Callback of --debug: remembered in the context, for the error handler."""
+    ctx.meta["spooler.debug"] = ctx.meta.get("spooler.debug") or value
+    return value
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --db, --config and --debug to a command; it receives an ``Options`` first."""
+
+    @click.option(
+        "--db",
+        envvar="SPOOLER_DB",
+        metavar="PATH",
+        help=f"Spool file [env SPOOLER_DB; default {DEFAULT_DB}].",
+    )
+    @click.option(
+        "--config",
+        envvar="SPOOLER_CONFIG",
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="TOML config file [env SPOOLER_CONFIG].",
+    )
+    @click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=set_debug,
+        is_eager=True,
+        help="Show tracebacks and debug logs.",
+    )
+    @functools.wraps(command)
+    def wrapper(db: str | None, config: str | None, **kwargs: Any) -> Any:
+        return command(Options(db, config), **kwargs)
+
+    return wrapper
+
+
+def parse_duration_option(
+    _ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | None:
+    """Callback of duration options: ``90s``, ``15m``, ``12h``, ``3d`` or seconds."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, key=f"--{param.name}")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def require_selection(
+    ids: tuple[str, ...], everything: bool, *, what: str = "dead events", **filters: Any
+) -> None:
+    """Refuse a command that names no events, or mixes --all with ids or filters."""
+    chosen = bool(ids) + everything + any(v is not None for v in filters.values())
+    if not chosen:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in filters)
+        raise click.UsageError(f"say which {what}: IDs, --all, or {names}")
+    if everything and (ids or any(v is not None for v in filters.values())):
+        raise click.UsageError("--all cannot be combined with IDs or filters")

@@ -1,0 +1,75 @@
+"""Queue controls: ``hold``, ``release``, ``retry-now`` and ``expire``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spooler.events import events_phrase
+
+from .options import Options, common_options, require_selection
+
+__all__ = ["expire", "hold", "release", "retry_now"]
+
+
+@click.command("retry-now")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every waiting event.")
+@click.option("--destination", "-d")
+@common_options
+def retry_now(
+    opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None
+) -> None:
+    """Clear the backoff of waiting events, so the next drain pass sends them."""
+    require_selection(ids, everything, what="queued events", destination=destination)
+    with opts.open_spool(create=False) as spool:
+        count = spool.retry_now(ids, destination=destination, everything=everything)
+    click.echo(f"{events_phrase(count)} due now")
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every queued event.")
+@click.option("--destination", "-d")
+@common_options
+def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
+    """Park queued events: no drain sends them, and none expires them, until release.
+    Events being delivered at this moment are left alone."""
+    require_selection(ids, everything, what="queued events", destination=destination)
+    with opts.open_spool(create=False) as spool:
+        count = spool.hold(ids, destination=destination, everything=everything)
+    click.echo(f"held {events_phrase(count)}")
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every held event.")
+@click.option("--destination", "-d")
+@common_options
+def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
+    """Let held events go: they are due at once."""
+    require_selection(ids, everything, what="held events", destination=destination)
+    with opts.open_spool(create=False) as spool:
+        count = spool.release(ids, destination=destination, everything=everything)
+    click.echo(f"released {events_phrase(count)}")
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every queued event.")
+@click.option("--destination", "-d")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+def expire(
+    opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None, yes: bool
+) -> None:
+    """Move queued events to the dead-letter table (reason manual); replayable later.
+    Events being delivered at this moment are left alone."""
+    require_selection(ids, everything, what="queued events", destination=destination)
+    if not ids and not yes and sys.stdin.isatty():
+        which = f"of {destination}" if destination else "in the queue"
+        click.confirm(f"Move every event {which} to the dead-letter table?", abort=True)
+    with opts.open_spool(create=False) as spool:
+        count = spool.expire(ids, destination=destination, everything=everything)
+    click.echo(f"expired {events_phrase(count)}")
