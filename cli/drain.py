@@ -242,4 +242,6 @@ def _run_with_progress(worker: Any, mode: Any, max_time: float | None, backlog: 
             bar.update(max(finished - done, 0), report)
             done = max(done, finished)
 
-        return worker.run(mode, max_time=max_time, progress=advance)
+        report = worker.run(mode, max_time=max_time, progress=advance)
+        advance(report)  # the last tick may have come before the last batch settled
+        return report
