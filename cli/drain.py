@@ -18,6 +18,7 @@ from spooler.config import (
     build_drain_config,
 )
 from spooler.dlq import iso_utc
+from spooler.drain import Drain, DrainReport, Mode
 from spooler.store import Counts
 
 from .options import Options, common_options, parse_duration_option
@@ -156,8 +157,6 @@ def drain(
 
     SIGTERM/SIGINT stop claiming, finish in-flight requests and exit 0.
     """
-    from spooler.drain import Drain, Mode
-
     retry_keys = ("max_attempts", "max_age", "backoff_base", "backoff_cap")
     drain_keys = ("lease", "poll_interval", "summary_interval")
     config = build_drain_config(
@@ -219,12 +218,14 @@ def drain(
         raise SpoolerError(f"--max-time reached with {report.remaining} events still queued")
 
 
-def _run_with_progress(worker: Any, mode: Any, max_time: float | None, backlog: int) -> Any:
+def _run_with_progress(
+    worker: Drain, mode: Mode, max_time: float | None, backlog: int
+) -> DrainReport:
     """Run the drain under a progress bar on the terminal: delivered or dead of the
     backlog, rate, ETA, retries."""
     done = 0
 
-    def shown(report: Any) -> str:
+    def shown(report: DrainReport | None) -> str:
         return f"{report.retried} retries, {report.dead} dead" if report else ""
 
     with click.progressbar(
@@ -236,7 +237,7 @@ def _run_with_progress(worker: Any, mode: Any, max_time: float | None, backlog: 
         item_show_func=shown,
     ) as bar:
 
-        def advance(report: Any) -> None:
+        def advance(report: DrainReport) -> None:
             nonlocal done
             finished = report.delivered + report.dead
             bar.update(max(finished - done, 0), report)
