@@ -22,7 +22,7 @@ from spooler.events import parse_event
 
 from .dlq import dlq
 from .drain import drain
-from .options import Options, common_options, set_debug
+from .options import Options, common_options, debug_option
 from .queue import expire, hold, release, retry_now
 from .render import status_table
 
@@ -47,14 +47,7 @@ class SpoolerGroup(click.Group):
     context_settings={"auto_envvar_prefix": "SPOOLER", "help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="spooler")
-@click.option(
-    "--debug",
-    is_flag=True,
-    expose_value=False,
-    callback=set_debug,
-    is_eager=True,
-    help="Show tracebacks and debug logs.",
-)
+@debug_option
 def cli() -> None:
     """Durable event spooler: enqueue to a local SQLite spool, drain to HTTP APIs."""
 

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_DB",
     "Options",
     "common_options",
+    "debug_option",
     "parse_duration_option",
     "require_selection",
     "set_debug",
@@ -55,6 +56,17 @@ def set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     return value
 
 
+#: ``--debug``, on the group and on every command: tracebacks and debug logs.
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    callback=set_debug,
+    is_eager=True,
+    help="Show tracebacks and debug logs.",
+)
+
+
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --db, --config and --debug to a command; it receives an ``Options`` first."""
 
@@ -71,14 +83,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(dir_okay=False),
         help="TOML config file [env SPOOLER_CONFIG].",
     )
-    @click.option(
-        "--debug",
-        is_flag=True,
-        expose_value=False,
-        callback=set_debug,
-        is_eager=True,
-        help="Show tracebacks and debug logs.",
-    )
+    @debug_option
     @functools.wraps(command)
     def wrapper(db: str | None, config: str | None, **kwargs: Any) -> Any:
         return command(Options(db, config), **kwargs)
