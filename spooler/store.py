@@ -483,16 +483,14 @@ class Store:
                     (due_at, failure.status, failure.error, rowid, owner),
                 ).rowcount
             for rowid, reason, failure in dead:
-                moved = conn.execute(
-                    "INSERT INTO dead (event_id, destination, body, created_at, attempts,"
-                    " reason, status, error, dead_at)"
-                    " SELECT event_id, destination, body, created_at, attempts, ?, ?, ?, ?"
-                    " FROM queue WHERE id = ? AND lease_owner = ?",
-                    (reason, failure.status, failure.error, now, rowid, owner),
-                ).rowcount
-                if moved:
-                    conn.execute("DELETE FROM queue WHERE id = ?", (rowid,))
-                changed += moved
+                changed += _move_to_dead(
+                    conn,
+                    "id = ? AND lease_owner = ?",
+                    [rowid, owner],
+                    reason=reason,
+                    failure=failure,
+                    now=now,
+                )
         return changed
 
     def release(self, owner: str, *, now: float) -> int:
@@ -709,14 +707,9 @@ class Store:
         idle = f"{where} AND NOT (lease_owner IS NOT NULL AND due_at > ?)"
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
-            moved = conn.execute(
-                "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason,"
-                " status, error, dead_at) SELECT event_id, destination, body, created_at,"
-                f" attempts, 'manual', NULL, ?, ? FROM queue WHERE {idle} ORDER BY id",
-                [error, now, *params, now],
-            ).rowcount
-            conn.execute(f"DELETE FROM queue WHERE {idle}", [*params, now])
-            return moved
+            return _move_to_dead(
+                conn, idle, [*params, now], reason="manual", failure=Failure(None, error), now=now
+            )
 
     # -- health ---------------------------------------------------------------------
 
@@ -745,15 +738,14 @@ class Store:
         (reason ``corrupt``), so no drain sends them; returns how many."""
         bad = "CASE WHEN json_valid(body) THEN json_type(body) <> 'object' ELSE 1 END"
         with self._write() as conn:
-            moved = conn.execute(
-                "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason,"
-                " status, error, dead_at) SELECT event_id, destination, body, created_at,"
-                " attempts, 'corrupt', NULL, 'the stored body is not a JSON object', ?"
-                f" FROM queue WHERE {bad}",
-                (now,),
-            ).rowcount
-            conn.execute(f"DELETE FROM queue WHERE {bad}")
-            return moved
+            return _move_to_dead(
+                conn,
+                bad,
+                [],
+                reason="corrupt",
+                failure=Failure(None, "the stored body is not a JSON object"),
+                now=now,
+            )
 
     @staticmethod
     def _require_ids(
@@ -776,6 +768,30 @@ class Store:
                 f"not in {where}: {', '.join(missing[:5])}"
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
+
+
+def _move_to_dead(
+    conn: sqlite3.Connection,
+    condition: str,
+    params: Sequence[object],
+    *,
+    reason: str,
+    failure: Failure,
+    now: float,
+) -> int:
+    """Move the queued rows meeting ``condition`` to the dead-letter table, oldest first.
+
+    The copy and the delete run in the caller's transaction, so every row is in exactly
+    one of the two tables whatever happens; returns how many rows moved.
+    """
+    moved = conn.execute(
+        "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason, status,"
+        " error, dead_at) SELECT event_id, destination, body, created_at, attempts, ?, ?, ?, ?"
+        f" FROM queue WHERE {condition} ORDER BY id",
+        [reason, failure.status, failure.error, now, *params],
+    ).rowcount
+    conn.execute(f"DELETE FROM queue WHERE {condition}", list(params))
+    return moved
 
 
 def _record_outcome(
