@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import httpx
 
-from ..retry import parse_retry_after
 from ..store import ClaimedEvent
-from . import Verdict, event_text_with_id, excerpt
+from . import Verdict, event_text_with_id
 from .http import HttpDestination
 
 __all__ = ["AmplitudeDestination", "bad_events"]
@@ -74,19 +74,16 @@ class AmplitudeDestination(HttpDestination):
         )
 
     def judge(self, response: httpx.Response) -> Verdict:
-        """400 names bad events; 429 waits at least 30 s; the rest as for ``http``."""
-        status = response.status_code
-        if status == 400:
-            text = excerpt(f"HTTP 400: {response.text}", self._secrets)
+        """As for ``http``, except: a 400 that names events dead-letters exactly those,
+        and a 429 without ``Retry-After`` waits at least 30 s."""
+        verdict = super().judge(response)
+        if response.status_code == 400:
             try:
                 named = bad_events(response.json())
             except ValueError:
                 named = {}
             if named:
-                return Verdict("partial", 400, text, reason="invalid", bad=named)
-            return Verdict("reject", 400, text, reason="rejected")
-        if status == 429:
-            wait = parse_retry_after(response.headers.get("retry-after"), now=self._clock())
-            text = excerpt(f"HTTP 429: {response.text}", self._secrets)
-            return Verdict("retry", 429, text, retry_after=THROTTLED_WAIT if wait is None else wait)
-        return super().judge(response)
+                return replace(verdict, outcome="partial", reason="invalid", bad=named)
+        if response.status_code == 429 and verdict.retry_after is None:
+            return replace(verdict, retry_after=THROTTLED_WAIT)
+        return verdict
