@@ -345,7 +345,7 @@ class Drain:
         if verdict.outcome == "delivered":
             self._store.settle(
                 self.owner,
-                destination=destination.config.name,
+                destination=name,
                 now=now,
                 delivered=[e.rowid for e in events],
             )
@@ -362,7 +362,7 @@ class Drain:
             event = events[0]
             self._store.settle(
                 self.owner,
-                destination=destination.config.name,
+                destination=name,
                 now=now,
                 dead=[(event.rowid, verdict.reason, verdict.failure)],
             )
@@ -390,9 +390,7 @@ class Drain:
                 dead.append((event.rowid, reason, verdict.failure))
             else:
                 retry.append((event.rowid, due_at, verdict.failure))
-        self._store.settle(
-            self.owner, destination=destination.config.name, now=now, retry=retry, dead=dead
-        )
+        self._store.settle(self.owner, destination=name, now=now, retry=retry, dead=dead)
         self._count(name, retried=len(retry), dead=Counter(reason for _, reason, _ in dead))
         if retry:
             log.warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from ..dlq import iso_utc
@@ -27,6 +28,11 @@ class SpoolClient:
 
     def _now_iso(self) -> str:
         return iso_utc(self._clock())
+
+    def _when(self, timestamp: datetime | None) -> datetime:
+        """The caller's timestamp, or now, as an aware UTC time (naive means UTC)."""
+        when = timestamp or datetime.fromtimestamp(self._clock(), timezone.utc)
+        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
     def flush(self) -> None:
         """Nothing to do: every call has already committed its event to the spool."""

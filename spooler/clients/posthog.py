@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from ..errors import InvalidEventError
@@ -107,14 +107,11 @@ class PostHog(SpoolClient):
     ) -> str:
         if distinct_id is None:
             raise InvalidEventError("PostHog events need a distinct_id")
-        when = timestamp or datetime.fromtimestamp(self._clock(), timezone.utc)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
         message: dict[str, Any] = {
             "event": event,
             "distinct_id": str(distinct_id),
             "properties": {**properties, **LIBRARY},
-            "timestamp": when.isoformat(),
+            "timestamp": self._when(timestamp).isoformat(),
         }
         if uuid is not None:
             message["uuid"] = str(uuid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partialmethod
 from typing import Any
 
@@ -180,10 +180,7 @@ class Segment(SpoolClient):
     def _send(
         self, message: dict[str, Any], message_id: str | None, *, anonymous_last: bool = False
     ) -> str:
-        timestamp = message["timestamp"] or datetime.fromtimestamp(self._clock(), timezone.utc)
-        if timestamp.tzinfo is None:
-            timestamp = timestamp.replace(tzinfo=timezone.utc)
-        message["timestamp"] = timestamp.isoformat(timespec="milliseconds")
+        message["timestamp"] = self._when(message["timestamp"]).isoformat(timespec="milliseconds")
         message["context"] = {**(message["context"] or {}), "library": dict(LIBRARY)}
         message["userId"] = _id(message["userId"])
         if message_id is not None:
