@@ -12,7 +12,7 @@ from spooler.dlq import dead_event_to_dict
 from spooler.events import events_phrase
 
 from .options import Options, common_options, parse_duration_option, require_selection
-from .render import dead_summary_table, dead_table
+from .render import dead_event_detail, dead_summary_table, dead_table
 
 __all__ = ["dlq"]
 
@@ -37,12 +37,15 @@ def inspect(
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """Show dead events and why they died."""
+    """Show dead events and why they died; named IDs are shown in full (attempt log
+    and payload)."""
     with opts.open_spool(create=False) as spool:
         dead = spool.dead_letters.inspect(ids, destination=destination, reason=reason, limit=limit)
     if as_json:
         for event in dead:
             click.echo(json.dumps(dead_event_to_dict(event), ensure_ascii=False))
+    elif ids:
+        click.echo("\n\n".join(dead_event_detail(event) for event in dead))
     elif dead:
         click.echo(dead_table(dead))
     else:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from spooler.dlq import iso_utc
 from spooler.spool import SpoolStatus
 from spooler.store import DEAD_AGE_BUCKETS, Counts, DeadEvent, DeadGroup
 
-__all__ = ["dead_summary_table", "dead_table", "human_age", "status_table", "table"]
+__all__ = [
+    "dead_event_detail",
+    "dead_summary_table",
+    "dead_table",
+    "human_age",
+    "status_table",
+    "table",
+]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -89,6 +97,31 @@ def dead_table(dead: Sequence[DeadEvent]) -> str:
         for d in dead
     ]
     return table(["id", "destination", "reason", "status", "attempts", "dead_at", "error"], rows)
+
+
+def dead_event_detail(dead: DeadEvent) -> str:
+    """The full view of one dead event (``spooler dlq inspect ID``): why it died, each
+    logged attempt, and its payload as indented JSON."""
+    fields = [
+        ("id", dead.event_id),
+        ("destination", dead.destination),
+        ("reason", dead.reason),
+        ("status", dead.status),
+        ("attempts", dead.attempts),
+        ("enqueued_at", iso_utc(dead.created_at)),
+        ("dead_at", iso_utc(dead.dead_at)),
+        ("error", dead.error),
+    ]
+    heading = "\n".join(
+        f"{name + ':':13}{'-' if value is None else value}" for name, value in fields
+    )
+    attempts = table(
+        ["at", "status", "error"],
+        [[iso_utc(a.at), a.status, _one_line(a.error, 100)] for a in dead.attempt_log],
+    )
+    logged = f"attempt log (latest {len(dead.attempt_log)} of {dead.attempts}):"
+    payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
+    return f"{heading}\n\n{logged}\n{attempts}\n\nevent:\n{payload}"
 
 
 def dead_summary_table(groups: Sequence[DeadGroup]) -> str:

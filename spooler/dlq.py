@@ -37,6 +37,9 @@ def dead_event_to_dict(dead: DeadEvent) -> dict[str, Any]:
         "enqueued_at": iso_utc(dead.created_at),
         "dead_at": iso_utc(dead.dead_at),
         "event": json.loads(dead.body),
+        "attempt_log": [
+            {"at": iso_utc(a.at), "status": a.status, "error": a.error} for a in dead.attempt_log
+        ],
     }
 
 

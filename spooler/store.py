@@ -25,6 +25,7 @@ from .errors import SpoolFullError, StoreError, UnknownEventError
 __all__ = [
     "DEAD_AGE_BUCKETS",
     "SCHEMA_VERSION",
+    "Attempt",
     "ClaimedEvent",
     "Counts",
     "DeadEvent",
@@ -35,11 +36,15 @@ __all__ = [
     "Store",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "spooler"
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITY_PRAGMAS = {"full": "FULL", "normal": "NORMAL"}
 REPLAY_CHUNK = 1000  # dead events moved back per transaction
+# The attempt log kept per event: the latest entries, each error cut short. Bounded so
+# that a long outage grows a backlog by at most ~0.7 KB per event (docs/performance.md).
+ATTEMPT_LOG_ENTRIES = 5
+ATTEMPT_LOG_ERROR_CHARS = 100
 # A held event's due_at: later than any real time, so the claim (an index range on
 # due_at) never reaches it, and no other index or column is needed.
 HELD = 1e18
@@ -60,7 +65,8 @@ CREATE TABLE queue (
     attempts    INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     last_status INTEGER,
-    last_error  TEXT
+    last_error  TEXT,
+    attempt_log TEXT
 );
 CREATE INDEX queue_due ON queue (destination, due_at);
 CREATE TABLE dead (
@@ -73,7 +79,8 @@ CREATE TABLE dead (
     reason      TEXT NOT NULL,
     status      INTEGER,
     error       TEXT,
-    dead_at     REAL NOT NULL
+    dead_at     REAL NOT NULL,
+    attempt_log TEXT
 );
 CREATE INDEX dead_by_time ON dead (dead_at);
 CREATE TABLE destination_state (
@@ -84,6 +91,19 @@ CREATE TABLE destination_state (
     last_error      TEXT
 );
 """
+# Schema upgrades, by the version they lead from; each runs in one transaction.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE queue ADD COLUMN attempt_log TEXT",
+        "ALTER TABLE dead ADD COLUMN attempt_log TEXT",
+    ),
+}
+# SQL for "the attempt log with the JSON entry ? appended, oldest entries dropped".
+_APPEND_ATTEMPT = (
+    "json_insert(CASE WHEN json_array_length(coalesce(attempt_log, '[]')) >= "
+    f"{ATTEMPT_LOG_ENTRIES} THEN json_remove(attempt_log, '$[0]')"
+    " ELSE coalesce(attempt_log, '[]') END, '$[#]', json(?))"
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,20 @@ class Failure:
     status: int | None
     error: str
 
+    def log_entry(self, at: float) -> str:
+        """This failure as one compact JSON entry of an event's attempt log:
+        ``[at, status, error]``."""
+        return json.dumps([round(at, 3), self.status, self.error[:ATTEMPT_LOG_ERROR_CHARS]])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One failed delivery attempt in an event's attempt log."""
+
+    at: float
+    status: int | None
+    error: str
+
 
 @dataclass(frozen=True)
 class DeadEvent:
@@ -120,6 +154,7 @@ class DeadEvent:
     status: int | None
     error: str | None
     dead_at: float
+    attempt_log: tuple[Attempt, ...] = ()
 
 
 @dataclass
@@ -279,6 +314,8 @@ class Store:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         if not tables:
             self._create_schema(conn)
+        else:
+            self._migrate(conn)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -311,8 +348,31 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this spooler "
                 f"understands ({SCHEMA_VERSION}); upgrade spooler"
             )
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and version not in _MIGRATIONS:
             raise StoreError(f"{self.path} has unknown schema version {version}")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Upgrade an older spool in place, one transaction per version step."""
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process may have upgraded it.
+                (version,) = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'schema_version'"
+                ).fetchone()
+                version = int(version)
+                if version >= SCHEMA_VERSION:
+                    conn.execute("COMMIT")
+                    return
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version + 1),)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def _connection(self) -> _Connection:
         # A connection must never be used on both sides of a fork(): the child opens its own.
@@ -479,8 +539,9 @@ class Store:
             for rowid, due_at, failure in retry:
                 changed += conn.execute(
                     "UPDATE queue SET due_at = ?, lease_owner = NULL, last_status = ?,"
-                    " last_error = ? WHERE id = ? AND lease_owner = ?",
-                    (due_at, failure.status, failure.error, rowid, owner),
+                    f" last_error = ?, attempt_log = {_APPEND_ATTEMPT}"
+                    " WHERE id = ? AND lease_owner = ?",
+                    (due_at, failure.status, failure.error, failure.log_entry(now), rowid, owner),
                 ).rowcount
             for rowid, reason, failure in dead:
                 changed += _move_to_dead(
@@ -490,6 +551,7 @@ class Store:
                     reason=reason,
                     failure=failure,
                     now=now,
+                    attempted=True,
                 )
         return changed
 
@@ -592,10 +654,13 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT event_id, destination, body, created_at, attempts, reason, status,"
-                f" error, dead_at FROM dead WHERE {where} ORDER BY id LIMIT ?",
+                f" error, dead_at, attempt_log FROM dead WHERE {where} ORDER BY id LIMIT ?",
                 [*params, -1 if limit is None else limit],
             ).fetchall()
-        return [DeadEvent(*row) for row in rows]
+        return [
+            DeadEvent(*row, attempt_log=tuple(Attempt(*a) for a in json.loads(log or "[]")))
+            for *row, log in rows
+        ]
 
     def replay(
         self,
@@ -632,8 +697,9 @@ class Store:
             with self._write() as conn:
                 moved += conn.execute(
                     "INSERT INTO queue (event_id, destination, body, created_at, queued_at,"
-                    " due_at) SELECT event_id, coalesce(?, destination), body, created_at, ?, ?"
-                    " FROM dead WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                    " due_at, attempt_log) SELECT event_id, coalesce(?, destination), body,"
+                    " created_at, ?, ?, attempt_log FROM dead"
+                    " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
                     (to, now, now, ids),
                 ).rowcount
                 conn.execute(
@@ -778,17 +844,22 @@ def _move_to_dead(
     reason: str,
     failure: Failure,
     now: float,
+    attempted: bool = False,
 ) -> int:
     """Move the queued rows meeting ``condition`` to the dead-letter table, oldest first.
 
-    The copy and the delete run in the caller's transaction, so every row is in exactly
-    one of the two tables whatever happens; returns how many rows moved.
+    ``attempted``: the failure ended a delivery attempt, so it joins the attempt log (an
+    operator's expiry or a quarantine is not an attempt). The copy and the delete run
+    in the caller's transaction, so every row is in exactly one of the two tables
+    whatever happens; returns how many rows moved.
     """
+    log = _APPEND_ATTEMPT if attempted else "attempt_log"
+    log_params = [failure.log_entry(now)] if attempted else []
     moved = conn.execute(
         "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason, status,"
-        " error, dead_at) SELECT event_id, destination, body, created_at, attempts, ?, ?, ?, ?"
-        f" FROM queue WHERE {condition} ORDER BY id",
-        [reason, failure.status, failure.error, now, *params],
+        " error, dead_at, attempt_log) SELECT event_id, destination, body, created_at,"
+        f" attempts, ?, ?, ?, ?, {log} FROM queue WHERE {condition} ORDER BY id",
+        [reason, failure.status, failure.error, now, *log_params, *params],
     ).rowcount
     conn.execute(f"DELETE FROM queue WHERE {condition}", list(params))
     return moved

@@ -214,11 +214,34 @@ def test_dlq_inspect_table_and_json(db: Path, dead_spool: list[str]) -> None:
     assert first["event"] == {"n": 1, "bad": True}
     assert first["error"].startswith("HTTP 400: ")
     assert first["dead_at"].endswith("Z") and first["enqueued_at"] <= first["dead_at"]
-    table = run("dlq", "inspect", "--db", str(db), dead_spool[3]).stdout.splitlines()
-    assert len(table) == 2 and table[1].startswith(dead_spool[3])
+    assert first["attempt_log"] == [
+        {"at": first["dead_at"], "status": 400, "error": first["error"][:100]}
+    ]
+    table = run("dlq", "inspect", "--db", str(db), "--reason", "rejected").stdout.splitlines()
+    assert len(table) == 3 and table[2].startswith(dead_spool[3])
     assert run("dlq", "inspect", "--db", str(db), "--reason", "max_age", "--json").stdout == ""
     missing = run("dlq", "inspect", "--db", str(db), "no-such-id")
     assert missing.exit_code == 1 and "not in the dead-letter table: no-such-id" in missing.stderr
+
+
+def test_dlq_inspect_id_shows_every_logged_attempt_and_the_payload(
+    db: Path, receiver: Receiver
+) -> None:
+    [event_id] = run("enqueue", "--db", str(db), '{"n": 1, "name": "Zoë"}').stdout.split()
+    receiver.fail_next(503, 429)
+    receiver.reject = lambda event: True
+    drained = run(
+        "drain", "--db", str(db), "--url", receiver.url, "--until-empty", "--backoff-base", "0.01"
+    )
+    assert drained.exit_code == 0, drained.output
+    shown = run("dlq", "inspect", "--db", str(db), event_id)
+    assert shown.exit_code == 0, shown.output
+    heading, attempts, payload = shown.stdout.split("\n\n")
+    assert f"id:          {event_id}" in heading.splitlines()
+    assert "reason:      rejected" in heading.splitlines()
+    assert attempts.splitlines()[0] == "attempt log (latest 3 of 3):"
+    assert [line.split()[1] for line in attempts.splitlines()[2:]] == ["503", "429", "400"]
+    assert payload == 'event:\n{\n  "n": 1,\n  "name": "Zoë"\n}\n'
 
 
 def test_dlq_replay_then_drain_delivers_with_the_same_id(

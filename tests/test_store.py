@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import rows
 
 from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, UnknownEventError
-from spooler.store import DeadSelection, Failure, Store
+from spooler.store import (
+    ATTEMPT_LOG_ENTRIES,
+    ATTEMPT_LOG_ERROR_CHARS,
+    SCHEMA_VERSION,
+    DeadSelection,
+    Failure,
+    QueueSelection,
+    Store,
+)
 
 NOW = 1_000_000.0
 
@@ -24,7 +33,7 @@ def test_new_spool_has_wal_meta_and_the_claim_index(db: Path) -> None:
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
     assert dict(rows(db, "SELECT key, value FROM meta")) == {
         "application": "spooler",
-        "schema_version": "1",
+        "schema_version": str(SCHEMA_VERSION),
     }
     plan = " ".join(
         r[-1]
@@ -155,6 +164,55 @@ def test_dead_letter_replay_and_purge_keep_the_event_id(db: Path) -> None:
     assert rows(db, "SELECT event_id, attempts, due_at FROM queue") == [(ids[0], 0, NOW + 5)]
     assert store.purge(DeadSelection(dead_before=NOW + 1)) == 2
     assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+
+
+def test_the_attempt_log_keeps_the_latest_failures_bounded_and_follows_the_event(db: Path) -> None:
+    store = Store(db)
+    [event_id] = enqueue(store, "{}")
+    failures = 3 + ATTEMPT_LOG_ENTRIES
+    for attempt in range(failures):
+        [event] = store.claim("default", 1, "me", due_by=NOW + attempt, lease_until=NOW + 999)
+        store.settle(
+            "me",
+            now=NOW + attempt,
+            retry=[(event.rowid, NOW + attempt + 1, Failure(500 + attempt, "x" * 1000))],
+        )
+    [event] = store.claim("default", 1, "me", due_by=NOW + failures, lease_until=NOW + 999)
+    store.settle("me", now=NOW + failures, dead=[(event.rowid, "rejected", Failure(400, "no"))])
+
+    [dead] = store.dead_events(DeadSelection(everything=True))
+    assert dead.attempts == failures + 1
+    # The latest entries only, the dead-lettering attempt last, each error cut short.
+    assert [(a.at, a.status) for a in dead.attempt_log] == [
+        (NOW + n, 500 + n) for n in range(failures + 1 - ATTEMPT_LOG_ENTRIES, failures)
+    ] + [(NOW + failures, 400)]
+    assert {len(a.error) for a in dead.attempt_log[:-1]} == {ATTEMPT_LOG_ERROR_CHARS}
+    assert dead.attempt_log[-1].error == "no"
+
+    # A replayed event keeps its history; an operator's expiry adds no attempt.
+    store.replay(DeadSelection(ids=(event_id,)), now=NOW + 100)
+    store.expire(QueueSelection(ids=(event_id,)), now=NOW + 101, error="by hand")
+    [expired] = store.dead_events(DeadSelection(everything=True))
+    assert (expired.reason, expired.attempt_log) == ("manual", dead.attempt_log)
+
+
+def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -> None:
+    with Spool(db) as spool:
+        event_id = spool.enqueue({"kept": 1})
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE queue DROP COLUMN attempt_log")
+    conn.execute("ALTER TABLE dead DROP COLUMN attempt_log")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    store = Store(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    [event] = store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+    assert (event.event_id, event.body) == (event_id, '{"kept":1}')
+    store.settle("me", now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
+    [dead] = store.dead_events(DeadSelection(everything=True))
+    assert [a.status for a in dead.attempt_log] == [400]
 
 
 def test_an_empty_selection_is_refused() -> None:

@@ -13,6 +13,7 @@ from conftest import drain_once, rows
 
 from spooler import Spool, StoreError
 from spooler.receiver import Receiver
+from spooler.store import SCHEMA_VERSION
 
 
 def test_a_full_disk_fails_enqueue_clearly_and_recovers(
@@ -76,7 +77,9 @@ def make_garbage(db: Path) -> None:
 def make_newer(db: Path) -> None:
     Spool(db).close()
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+    )
     conn.commit()
     conn.close()
 
