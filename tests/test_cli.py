@@ -692,3 +692,33 @@ def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
     assert spooler_cmd("enqueue", "--db", str(db), "{}").returncode == 0
     plain = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert "delivered 1 event" in plain.stderr and "draining" not in plain.stderr
+
+
+def test_runbook_moving_the_spool_with_sqlite3_backup_keeps_every_event(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    spool = Spool(old)  # stays open, as a producer would be, so the events sit in the WAL
+    queued = spool.enqueue_many([{"n": n} for n in range(5)])
+    dead = spool.dead_letters.add({"n": "bad"}, destination="default", reason="invalid", error="x")
+    assert (old.parent / "old.db-wal").stat().st_size > 0
+    # The runbook's command, exactly as documented in docs/operations.md.
+    backup = subprocess.run(
+        ["sqlite3", str(old), f".backup {new}"], capture_output=True, text=True, timeout=60
+    )
+    spool.close()
+    assert backup.returncode == 0, backup.stderr
+
+    assert [
+        event_id for (event_id,) in rows(new, "SELECT event_id FROM queue ORDER BY id")
+    ] == queued
+    status = json.loads(spooler_cmd("status", "--db", str(new), "--json").stdout)
+    assert (status["queued"], status["dead"]) == (5, 1)
+    assert spooler_cmd("doctor", "--db", str(new)).returncode == 0
+    drained = spooler_cmd("drain", "--db", str(new), "--url", receiver.url, "--until-empty")
+    assert drained.returncode == 0, drained.stderr
+    assert [e["n"] for e in receiver.delivered] == list(range(5))
+    assert (
+        json.loads(spooler_cmd("dlq", "inspect", "--db", str(new), "--json").stdout)["id"] == dead
+    )
+    assert rows(new, "SELECT count(*) FROM queue") == [(0,)]
