@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .errors import UnknownEventError
-from .events import check_destination_name, encode_event
+from .events import check_destination_name, encode_event, new_event_ids
 from .store import DeadEvent, DeadGroup, DeadSelection, Failure, Store
 
 __all__ = ["DeadLetters", "dead_event_to_dict", "iso_utc"]
@@ -55,7 +54,7 @@ class DeadLetters:
 
         It gets an event id like any other, and can be inspected and replayed.
         """
-        event_id = str(uuid.uuid4())
+        [event_id] = new_event_ids(1)
         self._store.insert_dead(
             event_id,
             destination,

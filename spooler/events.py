@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from typing import Any
 
 from .errors import ConfigError, InvalidEventError
@@ -13,10 +15,32 @@ __all__ = [
     "check_destination_name",
     "encode_event",
     "events_phrase",
+    "new_event_ids",
     "parse_event",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+# One encoder for every event: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_UUID_VARIANT = "89ab89ab89ab89ab"  # hex digit -> the RFC 9562 variant bits 10xx
+
+
+def new_event_ids(count: int) -> list[str]:
+    """``count`` fresh event ids: version 7 UUID strings (RFC 9562).
+
+    Time-ordered, so a large ``enqueue_many`` appends to the right edge of the
+    event-id index instead of touching a random page per event as uuid4 does; and
+    built from one ``os.urandom`` call, about 4x faster than ``str(uuid.uuid4())`` per
+    id (docs/performance.md). 74 random bits per id keep them unique across processes.
+    """
+    stamp = f"{time.time_ns() // 1_000_000:012x}"
+    head = f"{stamp[:8]}-{stamp[8:]}-7"
+    noise = os.urandom(10 * count).hex()
+    return [
+        f"{head}{r[:3]}-{_UUID_VARIANT[int(r[3], 16)]}{r[4:7]}-{r[7:19]}"
+        for r in (noise[i : i + 20] for i in range(0, 20 * count, 20))
+    ]
 
 
 def encode_event(event: Any, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str:
@@ -30,8 +54,8 @@ def encode_event(event: Any, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str
             f"an event must be a dict (a JSON object), not {type(event).__name__}"
         )
     try:
-        text = json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        size = len(text.encode("utf-8"))
+        text = _ENCODER.encode(event)
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidEventError(f"event is not JSON-serialisable: {exc}") from None
     if size > max_bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -12,7 +11,13 @@ from typing import Any
 
 from .dlq import DeadLetters, iso_utc
 from .errors import ConfigError, InvalidEventError
-from .events import DEFAULT_MAX_EVENT_BYTES, check_destination_name, encode_event
+from .events import (
+    DEFAULT_MAX_EVENT_BYTES,
+    check_destination_name,
+    encode_event,
+    new_event_ids,
+)
+from .group_commit import GroupCommit
 from .store import DURABILITY_PRAGMAS, Counts, QueueSelection, Store
 
 __all__ = ["DEFAULT_DESTINATION", "Spool", "SpoolStatus"]
@@ -87,6 +92,7 @@ class Spool:
         self._clock = clock
         self.store = Store(path, durability=durability, create=create)
         self.dead_letters = DeadLetters(self.store, clock=clock)
+        self._group_commit = GroupCommit(self._insert)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
         """Commit one event to the spool and return its event id."""
@@ -107,12 +113,17 @@ class Spool:
 
     def _commit(self, bodies: list[str], destination: str) -> list[str]:
         check_destination_name(destination)
-        rows = [(str(uuid.uuid4()), destination, body) for body in bodies]
-        if rows:
-            self.store.insert(
-                rows, now=self._clock(), max_events=self.max_events, max_bytes=self.max_bytes
+        ids = new_event_ids(len(bodies))
+        if ids:
+            self._group_commit.submit(
+                [(i, destination, body) for i, body in zip(ids, bodies, strict=True)]
             )
-        return [event_id for event_id, _, _ in rows]
+        return ids
+
+    def _insert(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        self.store.insert(
+            rows, now=self._clock(), max_events=self.max_events, max_bytes=self.max_bytes
+        )
 
     def retry_now(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False

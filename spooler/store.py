@@ -437,18 +437,22 @@ class Store:
         max_bytes: int | None = None,
     ) -> None:
         """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
-        added_bytes = sum(len(body.encode("utf-8")) for _, _, body in rows)
+        added_bytes = sum(
+            len(body) if body.isascii() else len(body.encode("utf-8")) for _, _, body in rows
+        )
         with self._write() as conn:
-            events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
-            if max_events is not None and events + len(rows) > max_events:
-                raise SpoolFullError(
-                    f"spool holds {events} events; {len(rows)} more would pass "
-                    f"max_events={max_events}"
-                )
-            if max_bytes is not None and size + added_bytes > max_bytes:
-                raise SpoolFullError(
-                    f"spool holds {size} bytes; {added_bytes} more would pass max_bytes={max_bytes}"
-                )
+            if max_events is not None or max_bytes is not None:
+                events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+                if max_events is not None and events + len(rows) > max_events:
+                    raise SpoolFullError(
+                        f"spool holds {events} events; {len(rows)} more would pass "
+                        f"max_events={max_events}"
+                    )
+                if max_bytes is not None and size + added_bytes > max_bytes:
+                    raise SpoolFullError(
+                        f"spool holds {size} bytes; {added_bytes} more would pass "
+                        f"max_bytes={max_bytes}"
+                    )
             conn.executemany(
                 "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

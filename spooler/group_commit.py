@@ -1,0 +1,127 @@
+"""Group commit: threads that enqueue while a commit is in progress share the next one.
+
+A durable commit costs one fsync, whatever it holds. With one transaction per call,
+eight threads enqueueing at once queue up behind each other's fsyncs; with group
+commit, the callers that arrive while a commit runs are written together in the next
+transaction, and each call still returns only once its own events are durable.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+__all__ = ["GroupCommit"]
+
+Row = tuple[str, str, str]
+
+# How many times a leader that took over from another lets the callers just released
+# re-submit before it closes its group (docs/performance.md measures why).
+_GATHER_ROUNDS = 8
+
+
+class _Request:
+    """One caller's rows, and what became of them."""
+
+    __slots__ = ("error", "lead", "rows", "wakeup")
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.rows = rows
+        self.lead = False  # this caller commits the next group
+        self.error: BaseException | None = RuntimeError(
+            "interrupted before commit; the events were not spooled"
+        )
+        # A plain lock, held until a leader releases it: the cheapest way to park a
+        # thread and wake exactly it.
+        self.wakeup = threading.Lock()
+        self.wakeup.acquire()
+
+
+class GroupCommit:
+    """Runs ``commit(rows)`` for callers of ``submit``, sharing transactions between threads.
+
+    There is no background thread: the first caller to arrive leads, committing every
+    request pending at that moment in one ``commit``; callers that arrive meanwhile
+    wait, and the first of them leads the next group. If a shared commit fails (a
+    spool limit, say), each request of the group is retried on its own, so an error
+    reaches exactly the callers it concerns and the others still commit.
+    """
+
+    def __init__(self, commit: Callable[[Sequence[Row]], None]) -> None:
+        self._commit = commit
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._leader_busy = False
+        self._pid = os.getpid()
+
+    def submit(self, rows: Sequence[Row]) -> None:
+        """Commit ``rows`` in one transaction (maybe shared); return once they are durable."""
+        if self._pid != os.getpid():
+            # After fork() the parent's waiting threads do not exist here.
+            self._reset()
+        request = _Request(rows)
+        with self._lock:
+            self._pending.append(request)
+            took_over = self._leader_busy
+            if not took_over:
+                self._leader_busy = request.lead = True
+        if took_over:
+            request.wakeup.acquire()  # released when our rows are committed, or we lead
+            if request.lead:
+                self._gather()
+        if request.lead:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+
+    def _gather(self) -> None:
+        # Other callers are active: the ones the last leader just released are about to
+        # submit again. Yield until the pending list stops growing, or the groups would
+        # alternate between one caller and all the others.
+        seen = -1
+        for _ in range(_GATHER_ROUNDS):
+            if len(self._pending) == seen:
+                return
+            seen = len(self._pending)
+            time.sleep(0)
+
+    def _lead(self) -> None:
+        with self._lock:
+            group, self._pending = self._pending, []
+        try:
+            self._commit_group(group)
+        finally:
+            with self._lock:
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._leader_busy = False
+                else:
+                    successor.lead = True
+            for request in group:
+                request.wakeup.release()
+            if successor is not None:
+                successor.wakeup.release()
+
+    def _commit_group(self, group: list[_Request]) -> None:
+        try:
+            self._commit([row for request in group for row in request.rows])
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            # Whose rows caused it is unknown: give each request its own transaction.
+            for request in group:
+                try:
+                    self._commit(request.rows)
+                except Exception as own:
+                    request.error = own
+                else:
+                    request.error = None
+            return
+        for request in group:
+            request.error = None

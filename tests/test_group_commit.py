@@ -1,0 +1,142 @@
+"""Group commit: every caller's events are committed before it returns, and errors reach
+the callers they concern (correctness only; speed is measured in benchmarks/)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from spooler import Spool, SpoolFullError
+from spooler.group_commit import GroupCommit, Row
+
+THREADS = 8
+PER_THREAD = 40
+
+
+def test_every_enqueue_is_visible_to_another_connection_when_it_returns(db: Path) -> None:
+    spool = Spool(db, durability="normal")
+    errors: list[str] = []
+
+    def produce(thread: int) -> None:
+        reader = sqlite3.connect(db)
+        for n in range(PER_THREAD):
+            event_id = spool.enqueue({"thread": thread, "n": n})
+            found = reader.execute("SELECT count(*) FROM queue WHERE event_id = ?", (event_id,))
+            if found.fetchone() != (1,):
+                errors.append(f"{event_id} not committed when enqueue returned")
+        reader.close()
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    spool.close()
+    assert errors == []
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(DISTINCT event_id) FROM queue").fetchone() == (
+        THREADS * PER_THREAD,
+    )
+    conn.close()
+
+
+def grouped(commit: GroupCommit, rows_per_caller: Sequence[Sequence[Row]]) -> list[object]:
+    """Submit each caller's rows from its own thread while a first commit is held up, so
+    all of them wait and then share one group; return what each caller got."""
+    results: list[object] = [None] * len(rows_per_caller)
+
+    def call(index: int) -> None:
+        try:
+            commit.submit(rows_per_caller[index])
+            results[index] = "ok"
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows_per_caller))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_a_failed_group_is_retried_per_caller_so_only_the_guilty_caller_fails() -> None:
+    committed: list[list[Row]] = []
+    groups: list[int] = []
+    first_commit_started = threading.Event()
+    let_first_commit_finish = threading.Event()
+
+    def commit(rows: Sequence[Row]) -> None:
+        groups.append(len(rows))
+        if len(groups) == 1:
+            first_commit_started.set()
+            assert let_first_commit_finish.wait(30)
+        if any(body == "too big" for _, _, body in rows):
+            raise SpoolFullError("over max_bytes")
+        committed.append(list(rows))
+
+    group_commit = GroupCommit(commit)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
+    leader.start()
+    assert first_commit_started.wait(30)
+    # While the first commit is held, three callers queue up behind it.
+    callers = [[("b", "d", "small")], [("c", "d", "too big")], [("e", "d", "small")]]
+    outcome: list[list[object]] = []
+    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while len(group_commit._pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(group_commit._pending) == 3
+    let_first_commit_finish.set()
+    leader.join(30)
+    waiter.join(30)
+
+    [results] = outcome
+    assert results[0] == "ok" and results[2] == "ok"
+    assert isinstance(results[1], SpoolFullError)
+    # One shared attempt of all three, then one transaction each.
+    assert groups == [1, 3, 1, 1, 1]
+    assert committed == [[("a", "d", "first")], [("b", "d", "small")], [("e", "d", "small")]]
+
+
+def test_spool_limits_still_hold_under_concurrent_enqueues(db: Path) -> None:
+    spool = Spool(db, max_events=50)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def produce() -> None:
+        for _ in range(20):
+            try:
+                spool.enqueue({"x": 1})
+                result = "ok"
+            except SpoolFullError:
+                result = "full"
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=produce) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert (outcomes.count("ok"), outcomes.count("full")) == (50, 50)
+    assert spool.status().total.queued == 50
+    spool.close()
+
+
+def test_an_interrupted_leader_fails_its_group_instead_of_hanging_it() -> None:
+    def commit(rows: Sequence[Row]) -> None:
+        raise KeyboardInterrupt
+
+    group_commit = GroupCommit(commit)
+    with pytest.raises(KeyboardInterrupt):
+        group_commit.submit([("a", "d", "x")])
+    # The committer is usable again: the next caller leads.
+    group_commit._commit = lambda rows: None
+    group_commit.submit([("b", "d", "y")])
