@@ -56,7 +56,7 @@ CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 0),
 INSERT INTO totals VALUES (0, 0, 0);
 CREATE TABLE queue (
     id          INTEGER PRIMARY KEY,
-    event_id    TEXT NOT NULL UNIQUE,
+    event_id    TEXT NOT NULL,
     destination TEXT NOT NULL,
     body        TEXT NOT NULL,
     created_at  REAL NOT NULL,
