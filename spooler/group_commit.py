@@ -17,9 +17,9 @@ __all__ = ["GroupCommit"]
 
 Row = tuple[str, str, str]
 
-# How many times a leader that took over from another lets the callers just released
-# re-submit before it closes its group (docs/performance.md measures why).
-_GATHER_ROUNDS = 8
+# The longest a leader waits for the other active callers to join its group, however
+# slow the last commit was (one stuck on a busy lock must not stall the next group).
+_MAX_GATHER_SECONDS = 0.005
 
 
 class _Request:
@@ -55,8 +55,12 @@ class GroupCommit:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._gathering = False
+        self._last_commit_seconds = 0.0
         self._pending: list[_Request] = []
         self._leader_busy = False
+        self._last_group = 1  # callers in the last group: >1 means other threads are active
         self._pid = os.getpid()
 
     def submit(self, rows: Sequence[Row]) -> None:
@@ -67,35 +71,42 @@ class GroupCommit:
         request = _Request(rows)
         with self._lock:
             self._pending.append(request)
+            if self._gathering:
+                self._arrived.notify()
             took_over = self._leader_busy
             if not took_over:
                 self._leader_busy = request.lead = True
         if took_over:
             request.wakeup.acquire()  # released when our rows are committed, or we lead
-            if request.lead:
-                self._gather()
         if request.lead:
+            if took_over or self._last_group > 1:
+                self._gather()
             self._lead()
         if request.error is not None:
             raise request.error
 
     def _gather(self) -> None:
         # Other callers are active: the ones the last leader just released are about to
-        # submit again. Yield until the pending list stops growing, or the groups would
-        # alternate between one caller and all the others.
-        seen = -1
-        for _ in range(_GATHER_ROUNDS):
-            if len(self._pending) == seen:
-                return
-            seen = len(self._pending)
-            time.sleep(0)
+        # submit again. Wait for as many as the last group held, but never longer than
+        # a commit takes, or the groups would alternate between one caller and all the
+        # others. A lone thread never waits here.
+        with self._lock:
+            self._gathering = True
+            self._arrived.wait_for(
+                lambda: len(self._pending) >= self._last_group,
+                timeout=min(self._last_commit_seconds, _MAX_GATHER_SECONDS),
+            )
+            self._gathering = False
 
     def _lead(self) -> None:
         with self._lock:
             group, self._pending = self._pending, []
+        self._last_group = len(group)
+        started = time.perf_counter()
         try:
             self._commit_group(group)
         finally:
+            self._last_commit_seconds = time.perf_counter() - started
             with self._lock:
                 successor = self._pending[0] if self._pending else None
                 if successor is None:
