@@ -38,7 +38,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/enqueue.py
+	$(BIN)/python benchmarks/run_all.py
 
 reliability: $(VENV)/.installed-test
 	$(BIN)/python tests/reliability/report.py

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .events import events_phrase
 from .store import ClaimedEvent, Failure, Store
 
@@ -39,6 +39,7 @@ log = logging.getLogger("spooler.drain")
 # there, so "crash after the receiver answered, before the ack" is exact, not lucky.
 CRASH_ENV = "SPOOLER_CRASH_AT"
 CRASH_POINTS = ("after_claim", "after_response")
+RECLAIM_INTERVAL = 60.0  # seconds between checks for free pages to give back to the disk
 CLOCK_JUMP_TOLERANCE = 2.0  # seconds of wall-clock drift against monotonic before we act
 
 
@@ -152,6 +153,7 @@ class Drain:
         for worker in workers:
             worker.start()
         next_summary = started_mono + self._config.summary_interval
+        next_reclaim = started_mono + RECLAIM_INTERVAL
         give_up_at = math.inf
         clock_offset = self._clock() - started_mono
         while not self._all_done.wait(timeout=0.1):
@@ -174,6 +176,9 @@ class Drain:
             if now_mono >= next_summary:
                 self._log_summary(now_mono - started_mono)
                 next_summary += self._config.summary_interval
+            if now_mono >= next_reclaim:
+                self._reclaim_space()
+                next_reclaim = now_mono + RECLAIM_INTERVAL
             if progress:
                 with self._lock:
                     snapshot = replace(self._report)
@@ -210,8 +215,19 @@ class Drain:
         report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         counts = self._store.counts(now=self._clock())
         report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
+        self._reclaim_space()
         self._log_summary(elapsed)
         return report
+
+    def _reclaim_space(self) -> None:
+        """Let a drained backlog give its pages back; failing to is not worth stopping for."""
+        try:
+            pages = self._store.reclaim_space()
+        except StoreError as exc:
+            log.warning("could not give free space back to the disk: %s", exc)
+            return
+        if pages:
+            log.info("gave %d free pages back to the disk", pages)
 
     # -- the worker loop ----------------------------------------------------------------
 

@@ -41,6 +41,12 @@ APPLICATION = "spooler"
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITY_PRAGMAS = {"full": "FULL", "normal": "NORMAL"}
 REPLAY_CHUNK = 1000  # dead events moved back per transaction
+# Disk: free pages go back to the file system once a quarter of the file is free, a
+# few MB per transaction so producers never wait long; the WAL file is cut back to
+# WAL_SIZE_LIMIT whenever a checkpoint empties it (it otherwise stays at its high mark).
+RECLAIM_MIN_PAGES = 256
+RECLAIM_CHUNK_PAGES = 2048
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 # The attempt log kept per event: the latest entries, each error cut short. Bounded so
 # that a long outage grows a backlog by at most ~0.7 KB per event (docs/performance.md).
 ATTEMPT_LOG_ENTRIES = 5
@@ -312,6 +318,7 @@ class Store:
         if mode.lower() != "wal":
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if not tables:
             self._create_schema(conn)
         else:
@@ -794,6 +801,29 @@ class Store:
             return int(
                 conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
             )
+
+    def reclaim_space(self) -> int:
+        """Give free pages back to the file system once at least a quarter of the file is
+        free (a drained backlog); returns how many pages were released."""
+        released = 0
+        while True:
+            with self._read() as conn:
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                total = conn.execute("PRAGMA page_count").fetchone()[0]
+            if free < RECLAIM_MIN_PAGES or free * 4 < total:
+                break
+            current = self._connection()
+            with current.lock, self._translated():
+                # Its own transaction; executescript, because execute() would step the
+                # pragma once and so free a single page.
+                current.conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_CHUNK_PAGES})")
+            released += min(free, RECLAIM_CHUNK_PAGES)
+        if released:
+            # The file shrinks when the WAL is copied back into it; do that now rather
+            # than at the next automatic checkpoint (PASSIVE: never waits for anyone).
+            with self._translated():
+                self._connection().conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return released
 
     def stale_leases(self, *, now: float) -> int:
         """Events still marked as leased by a drain whose lease has run out."""

@@ -12,6 +12,7 @@ from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, Unknow
 from spooler.store import (
     ATTEMPT_LOG_ENTRIES,
     ATTEMPT_LOG_ERROR_CHARS,
+    RECLAIM_MIN_PAGES,
     SCHEMA_VERSION,
     DeadSelection,
     Failure,
@@ -255,3 +256,25 @@ def test_extend_lease_only_for_the_holder(db: Path) -> None:
     assert rows(db, "SELECT due_at FROM queue") == [(NOW + 10,)]
     store.extend_lease("me", [event.rowid], NOW + 500)
     assert rows(db, "SELECT due_at FROM queue") == [(NOW + 500,)]
+
+
+def test_a_drained_backlog_gives_its_space_back(db: Path) -> None:
+    store = Store(db)
+    for chunk in range(4):
+        enqueue(store, *[f'{{"pad":"{"x" * 1000}","n":{chunk}}}'] * 2000)
+    grown = db.stat().st_size
+    while batch := store.claim("default", 500, "me", due_by=NOW, lease_until=NOW + 60):
+        store.settle("me", now=NOW, delivered=[e.rowid for e in batch])
+    assert db.stat().st_size >= grown  # deleting rows alone frees no disk space
+    assert store.reclaim_space() > 0
+    assert db.stat().st_size < grown / 10
+    assert rows(db, "PRAGMA freelist_count")[0][0] < RECLAIM_MIN_PAGES
+    assert store.reclaim_space() == 0  # nothing left worth a transaction
+
+
+def test_reclaim_leaves_a_mostly_full_file_alone(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, *[f'{{"pad":"{"x" * 1000}"}}'] * 4000)
+    [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, delivered=[event.rowid])
+    assert store.reclaim_space() == 0

@@ -1,0 +1,119 @@
+"""Targets 5 and 6: claim and ack cost flat in backlog size (1M queued against 10k), a
+drain working through 1M events in bounded memory, and enqueue keeping no per-event
+memory (against analytics-python, which holds every event until it is sent).
+
+    python benchmarks/backlog.py        # needs: pip install -e '.[bench]'; takes minutes
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import segment.analytics as segment_analytics
+from common import EVENT, Row, at_least, at_most, interleaved, rate, report, workdir
+from loopback import Loopback
+
+import spooler
+from spooler.store import Store
+
+BIG = 1_000_000
+SMALL = 10_000
+BATCH = 500
+CHUNK = 50_000
+RSS_LIMIT_MB = 80
+# Runs `spooler drain` in a child that reports its own peak RSS (KB on Linux) and time.
+DRAIN_CHILD = """
+import resource, sys, time
+from spooler_cli.main import cli
+began = time.perf_counter()
+try:
+    cli(sys.argv[1:], standalone_mode=False)
+finally:
+    print(time.perf_counter() - began, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def fill(path: Path, count: int) -> None:
+    with spooler.Spool(path, durability="normal") as spool:
+        for start in range(0, count, CHUNK):
+            spool.enqueue_many([EVENT] * min(CHUNK, count - start))
+
+
+def claim_ack(store: Store, count: int) -> float:
+    """Rate of claiming and acking ``count`` events in batches, as a drain does."""
+
+    def work() -> None:
+        for _ in range(count // BATCH):
+            now = time.time()
+            batch = store.claim("default", BATCH, "bench", due_by=now, lease_until=now + 60)
+            store.settle("bench", now=now, delivered=[e.rowid for e in batch])
+
+    return rate(count, work)
+
+
+def cli_drain(path: Path, url: str, count: int) -> tuple[float, float]:
+    """Events per second and peak RSS (MB) of `spooler drain --until-empty`."""
+    args = ["drain", "--db", str(path), "--url", url, "--until-empty", "--log-level", "warning"]
+    done = subprocess.run(
+        [sys.executable, "-c", DRAIN_CHILD, *args], capture_output=True, text=True, check=True
+    )
+    elapsed, max_rss_kb = done.stdout.split()[-2:]
+    return count / float(elapsed), int(max_rss_kb) / 1024
+
+
+def bytes_per_event(enqueue: object, count: int = 20_000) -> float:
+    """Memory still allocated after ``count`` calls, per call."""
+    enqueue()  # warm caches first
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(count):
+        enqueue()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return max(after - before, 0) / count
+
+
+def measure(tmp: Path) -> list[Row]:
+    big, small = tmp / "big.db", tmp / "small.db"
+    fill(big, BIG)
+    big_store, small_store = Store(big), Store(small)
+
+    def small_round() -> float:
+        fill(small, SMALL)  # each round drains exactly what it filled
+        return claim_ack(small_store, SMALL)
+
+    flat = interleaved({"1M": lambda: claim_ack(big_store, SMALL), "10k": small_round}, rounds=5)
+    big_store.close()
+    small_store.close()
+    fill(small, SMALL)
+    with Loopback() as url:
+        small_rate, _ = cli_drain(small, url, SMALL)
+        big_rate, big_rss = cli_drain(big, url, BIG - 5 * SMALL)
+
+    with spooler.Spool(tmp / "memory.db", durability="normal") as spool:
+        ours = bytes_per_event(lambda: spool.enqueue(EVENT))
+    client = segment_analytics.Client("key", send=False, max_queue_size=10**8)
+    theirs = bytes_per_event(lambda: client.track(user_id="u_12345", event="page_view"))
+    client.shutdown()
+    return [
+        at_least("5. claim+ack, 500/batch", flat["1M"], flat["10k"], "10k queued", 0.8, "ev/s"),
+        at_least("5. `spooler drain` to loopback", big_rate, small_rate, "10k queued", 0.8, "ev/s"),
+        at_most("6. drain of a 1M backlog, peak RSS", big_rss, RSS_LIMIT_MB, "limit", 1.0, "MB"),
+        Row(
+            "6. memory kept per enqueue",
+            f"{ours:.1f} B/event",
+            f"analytics-python track: {theirs:.0f} B/event",
+            ours / theirs,
+            "~0 B/event",
+            ours < 1,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    with workdir() as tmp:
+        report(measure(tmp))

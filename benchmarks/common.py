@@ -1,0 +1,117 @@
+"""What every benchmark shares: the event, timing helpers and the result table.
+
+Each benchmark script measures spooler and its baselines in the same run and prints
+markdown rows; ``python benchmarks/run_all.py`` (``make bench``) prints them all as one
+table. Rates on a shared VM wander by tens of percent between runs, so contenders are
+measured in interleaved rounds and compared by their medians.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import spooler
+
+EVENT = {"event": "page_view", "userId": "u_12345", "properties": {"path": "/pricing", "n": 1}}
+HEADER = "| target | spooler | baseline | ratio | goal | met |"
+RULE = "|---|---|---|---:|---|---|"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: what we measured against which baseline."""
+
+    target: str
+    ours: str
+    baseline: str
+    ratio: float
+    goal: str
+    met: bool
+
+    def markdown(self) -> str:
+        return (
+            f"| {self.target} | {self.ours} | {self.baseline} | {self.ratio:.2f}x | "
+            f"{self.goal} | {'-' if self.goal == '-' else 'yes' if self.met else '**no**'} |"
+        )
+
+
+def at_least(target: str, ours: float, base: float, name: str, goal: float, unit: str) -> Row:
+    """A row whose ratio ``ours / base`` must reach ``goal``."""
+    ratio = ours / base
+    return Row(
+        target,
+        f"{ours:,.0f} {unit}",
+        f"{name}: {base:,.0f} {unit}",
+        ratio,
+        f">= {goal}x",
+        ratio >= goal,
+    )
+
+
+def at_most(target: str, ours: float, base: float, name: str, goal: float, unit: str) -> Row:
+    """A row whose ratio ``ours / base`` must stay at or under ``goal``."""
+    ratio = ours / base
+    return Row(
+        target,
+        f"{ours:,.1f} {unit}",
+        f"{name}: {base:,.1f} {unit}",
+        ratio,
+        f"<= {goal}x",
+        ratio <= goal,
+    )
+
+
+def context(target: str, ours: float, base: float, name: str, unit: str) -> Row:
+    """A row that puts a number in perspective; there is no goal to meet."""
+    return Row(target, f"{ours:,.0f} {unit}", f"{name}: {base:,.0f} {unit}", ours / base, "-", True)
+
+
+def rate(count: int, work: Callable[[], object]) -> float:
+    """Operations per second of ``work``, which performs ``count`` operations."""
+    start = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - start)
+
+
+def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Run each contender once per round, alternating, and return each one's median rate."""
+    seen: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, measure in contenders.items():
+            seen[name].append(measure())
+    return {name: statistics.median(rates) for name, rates in seen.items()}
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    """A scratch directory on the same disk as the checkout (not a tmpfs in /tmp)."""
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        yield Path(tmp)
+
+
+def environment() -> str:
+    """One line naming what the numbers were measured with."""
+    return (
+        f"spooler {spooler.__version__}, SQLite {sqlite3.sqlite_version}, "
+        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+
+
+def report(rows: list[Row]) -> None:
+    """Print rows as a markdown table (with its header when run on its own)."""
+    if os.environ.get("SPOOLER_BENCH_ROWS_ONLY") != "1":
+        print(f"# {environment()}\n\n{HEADER}\n{RULE}")
+    for row in rows:
+        print(row.markdown())
+    sys.stdout.flush()

@@ -1,0 +1,115 @@
+"""Target 3: durable enqueue from 8 threads of one process (group commit) against the
+single-thread per-call rate and against analytics-python's in-memory ``track()`` from
+the same 8 threads; and from 4 processes at once against one process.
+
+    python benchmarks/enqueue_concurrent.py     # needs: pip install -e '.[bench]'
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import persistqueue
+import segment.analytics as segment_analytics
+from common import EVENT, Row, at_least, context, interleaved, rate, report, workdir
+
+import spooler
+
+THREADS = 8
+PROCESSES = 4
+PER_WORKER = 250  # enqueues per thread or process per round
+ROUNDS = 5
+
+
+def threaded(call: Callable[[], object]) -> float:
+    """Aggregate rate of ``call`` run PER_WORKER times in each of THREADS threads."""
+    start = threading.Barrier(THREADS + 1)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(PER_WORKER):
+            call()
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    began = time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    return THREADS * PER_WORKER / (time.perf_counter() - began)
+
+
+def _produce(path: str, ready: multiprocessing.Barrier) -> None:
+    with spooler.Spool(path) as spool:
+        ready.wait()
+        for _ in range(PER_WORKER):
+            spool.enqueue(EVENT)
+
+
+def processes(path: Path, count: int) -> float:
+    """Aggregate rate of ``count`` processes each enqueueing PER_WORKER events."""
+    ready = multiprocessing.Barrier(count + 1)
+    workers = [
+        multiprocessing.Process(target=_produce, args=(str(path), ready)) for _ in range(count)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return count * PER_WORKER / (time.perf_counter() - began)
+
+
+def measure(tmp: Path) -> list[Row]:
+    spool = spooler.Spool(tmp / "threads.db")
+    client = segment_analytics.Client("key", send=False, max_queue_size=10**8)
+    queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
+    rates = interleaved(
+        {
+            "single": lambda: rate(
+                PER_WORKER, lambda: [spool.enqueue(EVENT) for _ in range(PER_WORKER)]
+            ),
+            "threads": lambda: threaded(lambda: spool.enqueue(EVENT)),
+            "memory": lambda: threaded(lambda: client.track(user_id="u_12345", event="page_view")),
+            "persist-queue": lambda: threaded(lambda: queue.put(EVENT)),
+            "1 process": lambda: processes(tmp / "processes.db", 1),
+            "4 processes": lambda: processes(tmp / "processes.db", PROCESSES),
+        },
+        ROUNDS,
+    )
+    client.shutdown()
+    spool.close()
+    target = "3. durable enqueue, 8 threads (group commit)"
+    return [
+        at_least(target, rates["threads"], rates["single"], "1 thread, same spool", 4.0, "ev/s"),
+        at_least(
+            target,
+            rates["threads"],
+            rates["memory"],
+            "analytics-python track, 8 threads",
+            1.0,
+            "ev/s",
+        ),
+        context(
+            target, rates["threads"], rates["persist-queue"], "persist-queue put, 8 threads", "ev/s"
+        ),
+        at_least(
+            "3. durable enqueue, 4 processes",
+            rates["4 processes"],
+            rates["1 process"],
+            "1 process",
+            1.0,
+            "ev/s",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    with workdir() as tmp:
+        report(measure(tmp))

@@ -1,0 +1,86 @@
+"""Target 2: ``enqueue_many`` of 50k events against raw ``sqlite3`` ``executemany`` of the
+same rows in one transaction (the floor: rows built beforehand, no validation, no
+secondary index).
+
+    python benchmarks/enqueue_many.py       # needs: pip install -e '.[bench]'
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import persistqueue
+import segment.analytics as segment_analytics
+from common import EVENT, Row, at_least, context, interleaved, rate, report, workdir
+
+import spooler
+from spooler.events import encode_event, new_event_ids
+
+BULK = 50_000
+ROUNDS = 5
+
+
+def measure(tmp: Path) -> list[Row]:
+    spool = spooler.Spool(tmp / "spool.db")
+    raw = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("PRAGMA synchronous=FULL")
+    raw.execute(
+        "CREATE TABLE q (id INTEGER PRIMARY KEY, event_id TEXT, destination TEXT, body TEXT,"
+        " created_at REAL, queued_at REAL, due_at REAL)"
+    )
+    now = time.time()
+    body = encode_event(EVENT)
+    rows = [(i, "default", body, now, now, now) for i in new_event_ids(BULK)]
+
+    def executemany() -> None:
+        raw.execute("BEGIN IMMEDIATE")
+        raw.executemany(
+            "INSERT INTO q (event_id, destination, body, created_at, queued_at, due_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        raw.execute("COMMIT")
+
+    queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
+    pq_puts = 500  # persist-queue has no bulk put: one commit per event
+
+    events = [dict(EVENT) for _ in range(BULK)]
+    client = segment_analytics.Client("key", send=False, max_queue_size=10**8)
+    rates = interleaved(
+        {
+            "spooler": lambda: rate(BULK, lambda: spool.enqueue_many(events)),
+            "raw": lambda: rate(BULK, executemany),
+            "persist-queue": lambda: rate(
+                pq_puts, lambda: [queue.put(EVENT) for _ in range(pq_puts)]
+            ),
+            "memory": lambda: rate(
+                BULK,
+                lambda: [client.track(user_id="u_12345", event="page_view") for _ in range(BULK)],
+            ),
+        },
+        ROUNDS,
+    )
+    client.shutdown()
+    spool.close()
+    target = "2. enqueue_many of 50k, one transaction"
+    return [
+        at_least(target, rates["spooler"], rates["raw"], "raw sqlite3 executemany", 0.6, "ev/s"),
+        context(
+            target,
+            rates["spooler"],
+            rates["persist-queue"],
+            "persist-queue put",
+            "ev/s",
+        ),
+        context(
+            target, rates["spooler"], rates["memory"], "analytics-python track (memory)", "ev/s"
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    with workdir() as tmp:
+        report(measure(tmp))

@@ -1,0 +1,75 @@
+"""Target 1: single-thread durable enqueue, one event per call, against persist-queue's
+``SQLiteAckQueue.put`` at the same durability (WAL, synchronous=FULL).
+
+    python benchmarks/enqueue_single.py     # needs: pip install -e '.[bench]'
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import persistqueue
+import segment.analytics as segment_analytics
+from common import EVENT, Row, at_least, context, interleaved, rate, report, workdir
+
+import spooler
+
+PER_ROUND = 400  # one fsync each
+ROUNDS = 7
+
+
+def measure(tmp: Path) -> list[Row]:
+    spool = spooler.Spool(tmp / "spool.db")
+    queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
+    queue._putter.execute("PRAGMA synchronous=FULL")  # SQLite's default, made explicit
+    raw = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("PRAGMA synchronous=FULL")
+    raw.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, eid TEXT, body TEXT)")
+    body = spooler.events.encode_event(EVENT)
+
+    def raw_insert() -> None:
+        for _ in range(PER_ROUND):
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("INSERT INTO q (eid, body) VALUES (?, ?)", (str(uuid.uuid4()), body))
+            raw.execute("COMMIT")
+
+    client = segment_analytics.Client("key", send=False, max_queue_size=10**7)
+    rates = interleaved(
+        {
+            "spooler": lambda: rate(
+                PER_ROUND, lambda: [spool.enqueue(EVENT) for _ in range(PER_ROUND)]
+            ),
+            "persist-queue": lambda: rate(
+                PER_ROUND, lambda: [queue.put(EVENT) for _ in range(PER_ROUND)]
+            ),
+            "raw": lambda: rate(PER_ROUND, raw_insert),
+            "memory": lambda: rate(
+                PER_ROUND * 10,
+                lambda: [
+                    client.track(user_id="u_12345", event="page_view")
+                    for _ in range(PER_ROUND * 10)
+                ],
+            ),
+        },
+        ROUNDS,
+    )
+    client.shutdown()
+    spool.close()
+    target = "1. durable enqueue, 1 thread, 1 event/call"
+    return [
+        at_least(
+            target, rates["spooler"], rates["persist-queue"], "persist-queue put", 1.0, "ev/s"
+        ),
+        context(target, rates["spooler"], rates["raw"], "raw sqlite3 insert+commit", "ev/s"),
+        context(
+            target, rates["spooler"], rates["memory"], "analytics-python track (memory)", "ev/s"
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    with workdir() as tmp:
+        report(measure(tmp))

@@ -1,0 +1,63 @@
+"""Target 7: ``import spooler`` within 3x of ``import sqlite3, json``, and never
+importing httpx or click (the enqueue path of a web handler or cron job).
+
+    python benchmarks/import_time.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from common import Row, at_most, interleaved, report
+
+ROUNDS = 15
+# Each child times only its import (not interpreter start-up) and lists what it loaded.
+CHILD = """
+import sys, time
+began = time.perf_counter()
+import {modules}
+elapsed = time.perf_counter() - began
+print(elapsed, *(m for m in ("httpx", "click") if m in sys.modules))
+"""
+
+
+def import_ms(modules: str, loaded: set[str]) -> float:
+    code = CHILD.format(modules=modules)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    elapsed, *heavy = out.stdout.split()
+    loaded.update(heavy)
+    return float(elapsed) * 1000
+
+
+def measure() -> list[Row]:
+    heavy: set[str] = set()
+    times = interleaved(
+        {
+            "spooler": lambda: import_ms("spooler", heavy),
+            "stdlib": lambda: import_ms("sqlite3, json", set()),
+        },
+        ROUNDS,
+    )
+    return [
+        at_most(
+            "7. `import spooler`",
+            times["spooler"],
+            times["stdlib"],
+            "import sqlite3, json",
+            3.0,
+            "ms",
+        ),
+        Row(
+            "7. modules `import spooler` loads",
+            ", ".join(sorted(heavy)) or "neither httpx nor click",
+            "-",
+            0.0,
+            "no httpx, no click",
+            not heavy,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    report(measure())
