@@ -13,8 +13,18 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import segment.analytics as segment_analytics
-from common import EVENT, Row, at_least, at_most, interleaved, rate, report, workdir
+from common import (
+    EVENT,
+    Row,
+    at_least,
+    at_most,
+    interleaved,
+    memory_sdk,
+    rate,
+    report,
+    track,
+    workdir,
+)
 from loopback import Loopback
 
 import spooler
@@ -25,15 +35,18 @@ SMALL = 10_000
 BATCH = 500
 CHUNK = 50_000
 RSS_LIMIT_MB = 80
-# Runs `spooler drain` in a child that reports its own peak RSS (KB on Linux) and time.
+# A drain in a child process, as `spooler drain --until-empty` runs it: prints the time
+# of Drain.run alone (not interpreter start-up) and the process's peak RSS (KB on Linux).
 DRAIN_CHILD = """
 import resource, sys, time
-from spooler_cli.main import cli
+from spooler.config import build_drain_config
+from spooler.drain import Drain, Mode
+from spooler.store import Store
+store = Store(sys.argv[1])
+drain = Drain(store, build_drain_config({}, destination_flags={"url": sys.argv[2]}))
 began = time.perf_counter()
-try:
-    cli(sys.argv[1:], standalone_mode=False)
-finally:
-    print(time.perf_counter() - began, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+drain.run(Mode.UNTIL_EMPTY)
+print(time.perf_counter() - began, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -55,13 +68,15 @@ def claim_ack(store: Store, count: int) -> float:
     return rate(count, work)
 
 
-def cli_drain(path: Path, url: str, count: int) -> tuple[float, float]:
-    """Events per second and peak RSS (MB) of `spooler drain --until-empty`."""
-    args = ["drain", "--db", str(path), "--url", url, "--until-empty", "--log-level", "warning"]
+def child_drain(path: Path, url: str, count: int) -> tuple[float, float]:
+    """Events per second and peak RSS (MB) of a drain delivering ``count`` events."""
     done = subprocess.run(
-        [sys.executable, "-c", DRAIN_CHILD, *args], capture_output=True, text=True, check=True
+        [sys.executable, "-c", DRAIN_CHILD, str(path), url],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    elapsed, max_rss_kb = done.stdout.split()[-2:]
+    elapsed, max_rss_kb = done.stdout.split()
     return count / float(elapsed), int(max_rss_kb) / 1024
 
 
@@ -91,17 +106,16 @@ def measure(tmp: Path) -> list[Row]:
     small_store.close()
     fill(small, SMALL)
     with Loopback() as url:
-        small_rate, _ = cli_drain(small, url, SMALL)
-        big_rate, big_rss = cli_drain(big, url, BIG - 5 * SMALL)
+        small_rate, _ = child_drain(small, url, SMALL)
+        big_rate, big_rss = child_drain(big, url, BIG - 5 * SMALL)
 
     with spooler.Spool(tmp / "memory.db", durability="normal") as spool:
         ours = bytes_per_event(lambda: spool.enqueue(EVENT))
-    client = segment_analytics.Client("key", send=False, max_queue_size=10**8)
-    theirs = bytes_per_event(lambda: client.track(user_id="u_12345", event="page_view"))
-    client.shutdown()
+    client = memory_sdk()
+    theirs = bytes_per_event(lambda: track(client))
     return [
         at_least("5. claim+ack, 500/batch", flat["1M"], flat["10k"], "10k queued", 0.8, "ev/s"),
-        at_least("5. `spooler drain` to loopback", big_rate, small_rate, "10k queued", 0.8, "ev/s"),
+        at_least("5. drain to loopback", big_rate, small_rate, "10k queued", 0.8, "ev/s"),
         at_most("6. drain of a 1M backlog, peak RSS", big_rss, RSS_LIMIT_MB, "limit", 1.0, "MB"),
         Row(
             "6. memory kept per enqueue",

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import segment.analytics as segment_analytics
+
 import spooler
 
 EVENT = {"event": "page_view", "userId": "u_12345", "properties": {"path": "/pricing", "n": 1}}
@@ -74,6 +76,20 @@ def at_most(target: str, ours: float, base: float, name: str, goal: float, unit:
 def context(target: str, ours: float, base: float, name: str, unit: str) -> Row:
     """A row that puts a number in perspective; there is no goal to meet."""
     return Row(target, f"{ours:,.0f} {unit}", f"{name}: {base:,.0f} {unit}", ours / base, "-", True)
+
+
+def memory_sdk() -> segment_analytics.Client:
+    """Segment's analytics-python as an in-memory SDK: ``track()`` builds the message and
+    puts it on the client's in-memory queue. No consumer thread is started, so nothing
+    is sent and the queue holds every event, as it would while the API is down."""
+    client = segment_analytics.Client("key", max_queue_size=10**8, thread=0)
+    client.consumers = []  # what join() at exit expects when there are none
+    return client
+
+
+def track(client: segment_analytics.Client) -> None:
+    """One in-memory ``track()`` of the benchmark event."""
+    client.track(user_id="u_12345", event="page_view", properties=EVENT["properties"])
 
 
 def rate(count: int, work: Callable[[], object]) -> float:

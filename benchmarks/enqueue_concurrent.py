@@ -14,8 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import persistqueue
-import segment.analytics as segment_analytics
-from common import EVENT, Row, at_least, context, interleaved, rate, report, workdir
+from common import (
+    EVENT,
+    Row,
+    at_least,
+    context,
+    interleaved,
+    memory_sdk,
+    rate,
+    report,
+    track,
+    workdir,
+)
 
 import spooler
 
@@ -68,7 +78,7 @@ def processes(path: Path, count: int) -> float:
 
 def measure(tmp: Path) -> list[Row]:
     spool = spooler.Spool(tmp / "threads.db")
-    client = segment_analytics.Client("key", send=False, max_queue_size=10**8)
+    client = memory_sdk()
     queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
     rates = interleaved(
         {
@@ -76,14 +86,13 @@ def measure(tmp: Path) -> list[Row]:
                 PER_WORKER, lambda: [spool.enqueue(EVENT) for _ in range(PER_WORKER)]
             ),
             "threads": lambda: threaded(lambda: spool.enqueue(EVENT)),
-            "memory": lambda: threaded(lambda: client.track(user_id="u_12345", event="page_view")),
+            "memory": lambda: threaded(lambda: track(client)),
             "persist-queue": lambda: threaded(lambda: queue.put(EVENT)),
             "1 process": lambda: processes(tmp / "processes.db", 1),
             "4 processes": lambda: processes(tmp / "processes.db", PROCESSES),
         },
         ROUNDS,
     )
-    client.shutdown()
     spool.close()
     target = "3. durable enqueue, 8 threads (group commit)"
     return [

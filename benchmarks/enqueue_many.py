@@ -12,8 +12,18 @@ import time
 from pathlib import Path
 
 import persistqueue
-import segment.analytics as segment_analytics
-from common import EVENT, Row, at_least, context, interleaved, rate, report, workdir
+from common import (
+    EVENT,
+    Row,
+    at_least,
+    context,
+    interleaved,
+    memory_sdk,
+    rate,
+    report,
+    track,
+    workdir,
+)
 
 import spooler
 from spooler.events import encode_event, new_event_ids
@@ -48,7 +58,7 @@ def measure(tmp: Path) -> list[Row]:
     pq_puts = 500  # persist-queue has no bulk put: one commit per event
 
     events = [dict(EVENT) for _ in range(BULK)]
-    client = segment_analytics.Client("key", send=False, max_queue_size=10**8)
+    client = memory_sdk()
     rates = interleaved(
         {
             "spooler": lambda: rate(BULK, lambda: spool.enqueue_many(events)),
@@ -58,12 +68,11 @@ def measure(tmp: Path) -> list[Row]:
             ),
             "memory": lambda: rate(
                 BULK,
-                lambda: [client.track(user_id="u_12345", event="page_view") for _ in range(BULK)],
+                lambda: [track(client) for _ in range(BULK)],
             ),
         },
         ROUNDS,
     )
-    client.shutdown()
     spool.close()
     target = "2. enqueue_many of 50k, one transaction"
     return [

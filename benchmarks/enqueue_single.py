@@ -11,8 +11,18 @@ import uuid
 from pathlib import Path
 
 import persistqueue
-import segment.analytics as segment_analytics
-from common import EVENT, Row, at_least, context, interleaved, rate, report, workdir
+from common import (
+    EVENT,
+    Row,
+    at_least,
+    context,
+    interleaved,
+    memory_sdk,
+    rate,
+    report,
+    track,
+    workdir,
+)
 
 import spooler
 
@@ -36,7 +46,7 @@ def measure(tmp: Path) -> list[Row]:
             raw.execute("INSERT INTO q (eid, body) VALUES (?, ?)", (str(uuid.uuid4()), body))
             raw.execute("COMMIT")
 
-    client = segment_analytics.Client("key", send=False, max_queue_size=10**7)
+    client = memory_sdk()
     rates = interleaved(
         {
             "spooler": lambda: rate(
@@ -48,15 +58,11 @@ def measure(tmp: Path) -> list[Row]:
             "raw": lambda: rate(PER_ROUND, raw_insert),
             "memory": lambda: rate(
                 PER_ROUND * 10,
-                lambda: [
-                    client.track(user_id="u_12345", event="page_view")
-                    for _ in range(PER_ROUND * 10)
-                ],
+                lambda: [track(client) for _ in range(PER_ROUND * 10)],
             ),
         },
         ROUNDS,
     )
-    client.shutdown()
     spool.close()
     target = "1. durable enqueue, 1 thread, 1 event/call"
     return [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 __all__ = ["RetryPolicy", "compute_backoff", "parse_retry_after"]
 
@@ -28,6 +27,10 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    # Imported here: the email package costs ~10 ms, and only a drain reading a dated
+    # Retry-After needs it, never `import spooler` on a producer's path.
+    from email.utils import parsedate_to_datetime
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

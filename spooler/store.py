@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .errors import SpoolFullError, StoreError, UnknownEventError
 
@@ -272,13 +271,13 @@ class Store:
             raise StoreError(
                 f"SQLite {sqlite3.sqlite_version} is too old: spooler needs 3.35 or newer"
             )
-        self.path = Path(path)
+        self.path = os.fspath(path)  # a str: pathlib would add ~7 ms to `import spooler`
         self._synchronous = DURABILITY_PRAGMAS[durability]
         self._busy_timeout = busy_timeout
-        if not create and not self.path.exists():
+        if not create and not os.path.exists(self.path):
             raise StoreError(f"no spool at {self.path} (check --db / SPOOLER_DB)")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
         self._current = self._open()
