@@ -104,6 +104,9 @@ class Drain:
         if self._crash_at not in (None, *CRASH_POINTS):
             raise ConfigError(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
         self._stop = threading.Event()
+        # Set when a worker finishes a batch (or the drain stops): a worker waiting for
+        # its siblings' in-flight events need not sleep out the poll interval.
+        self._progress = threading.Event()
         self._hurry = threading.Event()
         self._lock = threading.Lock()
         self._report = DrainReport()
@@ -118,6 +121,7 @@ class Drain:
         with self._lock:
             self._report.stopped_by = self._report.stopped_by or reason
         self._stop.set()
+        self._progress.set()
 
     def run(
         self,
@@ -246,6 +250,7 @@ class Drain:
                 if batch:
                     self._crash_point("after_claim")
                     self._deliver(destination, batch, now + self._config.lease)
+                    self._progress.set()
                     continue
                 if mode is Mode.ONCE:
                     return
@@ -255,7 +260,8 @@ class Drain:
                 wait = self._config.poll_interval
                 if next_due is not None:
                     wait = min(wait, max(next_due - self._clock(), 0.005))
-                self._stop.wait(wait)
+                self._progress.wait(wait)
+                self._progress.clear()
         except Exception as exc:
             # A store error (disk gone, file corrupted) stops the whole drain: looping
             # on it would only fill the logs. The events stay queued.

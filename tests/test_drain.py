@@ -336,3 +336,24 @@ def test_gzip_ndjson_and_a_signature_the_receiver_can_verify(
 def test_http_option_errors(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_drain_config({}, destination_flags=flags)
+
+
+def test_an_idle_worker_wakes_when_a_sibling_finishes_instead_of_sleeping_out_the_poll(
+    spool: Spool, receiver: Receiver
+) -> None:
+    spool.enqueue({"n": 1})
+    receiver.hold()  # the one request stays in flight; the other worker finds nothing due
+    config = build_drain_config(
+        {},
+        destination_flags={"url": receiver.url, "concurrency": 2},
+        drain_flags={"poll_interval": 3600, "lease": 3600},
+    )
+    drain = Drain(spool.store, config)
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(drain.run(Mode.UNTIL_EMPTY)))
+    worker.start()
+    assert wait_until(lambda: spool.status().total.leased == 1, timeout=30)
+    receiver.release()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the idle worker slept through its sibling's delivery"
+    assert [r.delivered for r in reports] == [1]
