@@ -134,7 +134,7 @@ class Failure:
     def log_entry(self, at: float) -> str:
         """This failure as one compact JSON entry of an event's attempt log:
         ``[at, status, error]``."""
-        return json.dumps([round(at, 3), self.status, self.error[:ATTEMPT_LOG_ERROR_CHARS]])
+        return json.dumps([at, self.status, self.error[:ATTEMPT_LOG_ERROR_CHARS]])
 
 
 @dataclass(frozen=True)
