@@ -54,26 +54,30 @@ def threaded(call: Callable[[], object]) -> float:
     return THREADS * PER_WORKER / (time.perf_counter() - began)
 
 
-def _produce(path: str, ready: multiprocessing.Barrier) -> None:
+def _produce(path: str, ready: multiprocessing.Barrier, times: multiprocessing.Queue) -> None:
     with spooler.Spool(path) as spool:
         ready.wait()
+        began = time.time()
         for _ in range(PER_WORKER):
             spool.enqueue(EVENT)
+        times.put((began, time.time()))
 
 
 def processes(path: Path, count: int) -> float:
-    """Aggregate rate of ``count`` processes each enqueueing PER_WORKER events."""
-    ready = multiprocessing.Barrier(count + 1)
+    """Aggregate rate of ``count`` processes each enqueueing PER_WORKER events, from the
+    first start to the last finish (process start-up and exit are not counted)."""
+    ready = multiprocessing.Barrier(count)
+    times: multiprocessing.Queue = multiprocessing.Queue()
     workers = [
-        multiprocessing.Process(target=_produce, args=(str(path), ready)) for _ in range(count)
+        multiprocessing.Process(target=_produce, args=(str(path), ready, times))
+        for _ in range(count)
     ]
     for worker in workers:
         worker.start()
-    ready.wait()
-    began = time.perf_counter()
+    spans = [times.get() for _ in workers]
     for worker in workers:
         worker.join()
-    return count * PER_WORKER / (time.perf_counter() - began)
+    return count * PER_WORKER / (max(end for _, end in spans) - min(start for start, _ in spans))
 
 
 def measure(tmp: Path) -> list[Row]:

@@ -77,13 +77,31 @@ class GroupCommit:
             if not took_over:
                 self._leader_busy = request.lead = True
         if took_over:
-            request.wakeup.acquire()  # released when our rows are committed, or we lead
+            try:
+                request.wakeup.acquire()  # released when our rows are committed, or we lead
+            except BaseException:  # a signal (KeyboardInterrupt) while waiting
+                self._abandon(request)
+                raise
         if request.lead:
-            if took_over or self._last_group > 1:
-                self._gather()
-            self._lead()
+            try:
+                if took_over or self._last_group > 1:
+                    self._gather()
+            finally:
+                self._lead()  # even when interrupted: the others wait for a leader
         if request.error is not None:
             raise request.error
+
+    def _abandon(self, request: _Request) -> None:
+        """Settle what an interrupted waiter owes, so that nobody else hangs: rows still
+        pending are withdrawn (not spooled); rows already in a commit are waited for; a
+        waiter just made leader leads once before it goes."""
+        with self._lock:
+            if request in self._pending and not request.lead:
+                self._pending.remove(request)
+                return
+        request.wakeup.acquire()
+        if request.lead:
+            self._lead()
 
     def _gather(self) -> None:
         # Other callers are active: the ones the last leader just released are about to

@@ -3,6 +3,7 @@ the callers they concern (correctness only; speed is measured in benchmarks/).""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import threading
 import time
@@ -140,3 +141,46 @@ def test_an_interrupted_leader_fails_its_group_instead_of_hanging_it() -> None:
     # The committer is usable again: the next caller leads.
     group_commit._commit = lambda rows: None
     group_commit.submit([("b", "d", "y")])
+
+
+def test_a_waiter_interrupted_by_a_signal_withdraws_and_nobody_hangs() -> None:
+    committed: list[Row] = []
+    first_commit_started = threading.Event()
+    let_first_commit_finish = threading.Event()
+
+    def commit(rows: Sequence[Row]) -> None:
+        if not first_commit_started.is_set():
+            first_commit_started.set()
+            assert let_first_commit_finish.wait(30)
+        committed.extend(rows)
+
+    group_commit = GroupCommit(commit)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
+    leader.start()
+    assert first_commit_started.wait(30)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    # The main thread waits behind the held commit until a timer signal interrupts it.
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            group_commit.submit([("b", "d", "withdrawn")])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    let_first_commit_finish.set()
+    leader.join(30)
+
+    # In a thread with a deadline: if leadership had been lost, this would wait forever.
+    after = threading.Thread(target=group_commit.submit, args=([("c", "d", "after")],))
+    after.daemon = True
+    after.start()
+    after.join(30)
+    assert not after.is_alive(), "a caller after the interrupted one never got to commit"
+    assert committed == [("a", "d", "first"), ("c", "d", "after")]
