@@ -49,27 +49,19 @@ class Row:
 
 def at_least(target: str, ours: float, base: float, name: str, goal: float, unit: str) -> Row:
     """A row whose ratio ``ours / base`` must reach ``goal``."""
-    ratio = ours / base
-    return Row(
-        target,
-        f"{ours:,.0f} {unit}",
-        f"{name}: {base:,.0f} {unit}",
-        ratio,
-        f">= {goal}x",
-        ratio >= goal,
-    )
+    return _ratio_row(target, ours, base, name, unit, f">= {goal}x", ours / base >= goal, ",.0f")
 
 
 def at_most(target: str, ours: float, base: float, name: str, goal: float, unit: str) -> Row:
     """A row whose ratio ``ours / base`` must stay at or under ``goal``."""
-    ratio = ours / base
+    return _ratio_row(target, ours, base, name, unit, f"<= {goal}x", ours / base <= goal, ",.1f")
+
+
+def _ratio_row(
+    target: str, ours: float, base: float, name: str, unit: str, goal: str, met: bool, form: str
+) -> Row:
     return Row(
-        target,
-        f"{ours:,.1f} {unit}",
-        f"{name}: {base:,.1f} {unit}",
-        ratio,
-        f"<= {goal}x",
-        ratio <= goal,
+        target, f"{ours:{form}} {unit}", f"{name}: {base:{form}} {unit}", ours / base, goal, met
     )
 
 
