@@ -42,7 +42,7 @@ import resource, sys, time
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.store import Store
-store = Store(sys.argv[1])
+store = Store(sys.argv[1], durability="normal")  # as `spooler drain` opens it
 drain = Drain(store, build_drain_config({}, destination_flags={"url": sys.argv[2]}))
 began = time.perf_counter()
 drain.run(Mode.UNTIL_EMPTY)

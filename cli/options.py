@@ -41,13 +41,17 @@ class Options:
         """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db."""
         return self.db or str(config_db_path(self.raw_config) or DEFAULT_DB)
 
-    def open_spool(self, *, create: bool = True) -> Spool:
+    def open_spool(self, *, create: bool = True, durability: str | None = None) -> Spool:
         """Open the spool with the config file's [spool] settings.
 
         Operator commands pass ``create=False``: a mistyped --db must not look like
-        an empty, healthy spool.
+        an empty, healthy spool. ``durability`` overrides the configured one for this
+        connection only (the drain's, see docs/guarantees.md).
         """
-        return Spool(self.db_path(), create=create, **spool_options(self.raw_config))
+        options = spool_options(self.raw_config)
+        if durability is not None:
+            options["durability"] = durability
+        return Spool(self.db_path(), create=create, **options)
 
 
 def set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:

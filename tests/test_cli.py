@@ -18,6 +18,7 @@ from conftest import SPOOLER, rows, spooler_cmd
 from spooler_cli.main import cli
 
 from spooler import Spool
+from spooler.drain import Drain
 from spooler.receiver import Receiver
 from spooler.store import DeadSelection, Failure
 
@@ -149,6 +150,24 @@ def test_drain_to_a_file_then_status(db: Path, tmp_path: Path) -> None:
     default = status["destinations"]["default"]
     assert default["queued"] == 0 and default["last_error"] is None
     assert default["last_success_at"].endswith("Z")
+
+
+def test_the_drain_commits_at_synchronous_normal_while_producers_stay_full(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    run_drain = Drain.run
+
+    def spy(self: Drain, *args: object, **kwargs: object) -> object:
+        seen.append(self._store._connection().conn.execute("PRAGMA synchronous").fetchone()[0])
+        return run_drain(self, *args, **kwargs)
+
+    monkeypatch.setattr(Drain, "run", spy)
+    result = run("drain", "--db", str(db), "--url", f"file://{tmp_path / 'out'}", "--once")
+    assert result.exit_code == 0, result.output
+    with Spool(db) as spool:  # a producer opened with the default durability
+        producer = spool.store._connection().conn.execute("PRAGMA synchronous").fetchone()[0]
+    assert (seen, producer) == ([1], 2)  # 1 = NORMAL, 2 = FULL
 
 
 def test_status_counts_per_destination(db: Path) -> None:
