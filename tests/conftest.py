@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -93,6 +94,21 @@ def start_drain(db: Path, url: str, *extra: str, **popen: Any) -> subprocess.Pop
     """Start ``spooler drain`` as a real process delivering to ``url`` with ids in ``id``."""
     command = [*SPOOLER, "drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
     return subprocess.Popen(command, text=True, **popen)
+
+
+def wait_for_line(stream: IO[str], text: str, timeout: float = 30.0) -> bool:
+    """Read ``stream`` (a child's pipe) line by line until one contains ``text``, or
+    ``timeout`` passes; returns whether it was seen. What was read is consumed."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([stream], [], [], left)[0]:
+            return False
+        line = stream.readline()
+        if not line:
+            return False
+        if text in line:
+            return True
+    return False
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

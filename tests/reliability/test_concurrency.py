@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import rows, spooler_cmd, start_drain
+from conftest import rows, spooler_cmd, start_drain, wait_for_line
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -26,6 +26,14 @@ with Spool(sys.argv[1]) as spool:
         print("\\n".join(ids), flush=True)
 """
 DRAIN_ARGS = ("--batch-size", "25", "--poll-interval", "0.05", "--timeout", "2", "--lease", "3")
+
+
+def running_drain(db: Path, url: str) -> subprocess.Popen[str]:
+    """A drain that has started, so its SIGTERM handler is in place: a SIGTERM during
+    interpreter start-up would kill it before it could shut down cleanly."""
+    drain = start_drain(db, url, *DRAIN_ARGS, stderr=subprocess.PIPE)
+    assert drain.stderr is not None and wait_for_line(drain.stderr, " started ")
+    return drain
 
 
 def overlapping_deliveries(receiver: Receiver) -> list[str]:
@@ -52,7 +60,7 @@ def test_producers_and_drains_at_once_with_drains_killed(
     )
     # Given a spool that exists, and three drains already running as daemons
     Spool(db).close()
-    drains = [start_drain(db, receiver.url, *DRAIN_ARGS, stderr=subprocess.PIPE) for _ in range(3)]
+    drains = [running_drain(db, receiver.url) for _ in range(3)]
     # When eight producer processes enqueue at full speed meanwhile
     producers = [
         subprocess.Popen(
@@ -68,7 +76,7 @@ def test_producers_and_drains_at_once_with_drains_killed(
         assert receiver.wait_for(lambda r, n=victim: len(r.requests) > 5 * (n + 1), timeout=60)
         drains[victim].kill()
         drains[victim].communicate()
-        drains[victim] = start_drain(db, receiver.url, *DRAIN_ARGS, stderr=subprocess.PIPE)
+        drains[victim] = running_drain(db, receiver.url)
     returned: set[str] = set()
     for producer in producers:
         out, err = producer.communicate(timeout=120)
