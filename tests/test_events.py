@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
+import uuid
 
 import pytest
 
 from spooler import InvalidEventError
-from spooler.events import encode_event, parse_event
+from spooler.events import encode_event, new_event_ids, parse_event
 
 
 def test_encode_is_compact_json_that_round_trips() -> None:
@@ -51,3 +53,16 @@ def test_parse_event_accepts_objects_only() -> None:
     ]:
         with pytest.raises(InvalidEventError, match=message):
             parse_event(text)
+
+
+def test_event_ids_are_unique_version_7_uuids_in_time_order() -> None:
+    first = new_event_ids(10_000)
+    later = new_event_ids(1)
+    parsed = [uuid.UUID(i) for i in first + later]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert [str(u) for u in parsed] == first + later  # canonical lower-case form
+    assert len(set(first + later)) == len(first) + 1
+    # The first 48 bits are the Unix time in milliseconds.
+    stamps = [u.int >> 80 for u in parsed]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[-1] / 1000 - time.time()) < 60
