@@ -306,9 +306,10 @@ class Store:
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
+        version = SCHEMA_VERSION
         if tables:
             # Check before any PRAGMA that writes: a file that is not ours stays untouched.
-            self._check_schema(conn, tables)
+            version = self._check_schema(conn, tables)
         else:
             # auto_vacuum only takes effect before the first table exists; INCREMENTAL lets
             # a drained backlog give its pages back without a full VACUUM.
@@ -320,8 +321,8 @@ class Store:
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if not tables:
             self._create_schema(conn)
-        else:
-            self._migrate(conn)
+        elif version < SCHEMA_VERSION:
+            self._migrate(conn)  # the write lock only for a spool that needs upgrading
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -342,7 +343,8 @@ class Store:
             conn.execute("ROLLBACK")
             raise
 
-    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
+    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> int:
+        """Refuse a file that is not a spool this code can use; return its schema version."""
         meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
         if meta.get("application") != APPLICATION:
             raise StoreError(
@@ -356,6 +358,7 @@ class Store:
             )
         if version < SCHEMA_VERSION and version not in _MIGRATIONS:
             raise StoreError(f"{self.path} has unknown schema version {version}")
+        return version
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Upgrade an older spool in place, one transaction per version step."""
