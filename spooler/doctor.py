@@ -73,7 +73,7 @@ def diagnose(spool: Spool, *, now: float, min_free_bytes: int = 100 * 1024 * 102
             else "every queued body is JSON",
         )
     )
-    free = shutil.disk_usage(os.path.dirname(os.path.abspath(store.path))).free
+    free = shutil.disk_usage(store.directory).free
     findings.append(
         Finding(
             "problem" if free < min_free_bytes else "ok",

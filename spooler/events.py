@@ -17,6 +17,7 @@ __all__ = [
     "events_phrase",
     "new_event_ids",
     "parse_event",
+    "utf8_size",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -43,6 +44,11 @@ def new_event_ids(count: int) -> list[str]:
     ]
 
 
+def utf8_size(text: str) -> int:
+    """Bytes ``text`` takes as UTF-8, without encoding it when it is plain ASCII."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def encode_event(event: Any, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str:
     """Return ``event`` as compact JSON text, or raise ``InvalidEventError``.
 
@@ -55,7 +61,7 @@ def encode_event(event: Any, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str
         )
     try:
         text = _ENCODER.encode(event)
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        size = utf8_size(text)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidEventError(f"event is not JSON-serialisable: {exc}") from None
     if size > max_bytes:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import SpoolFullError, StoreError, UnknownEventError
+from .events import utf8_size
 
 __all__ = [
     "DEAD_AGE_BUCKETS",
@@ -277,10 +278,15 @@ class Store:
         if not create and not os.path.exists(self.path):
             raise StoreError(f"no spool at {self.path} (check --db / SPOOLER_DB)")
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
         self._current = self._open()
+
+    @property
+    def directory(self) -> str:
+        """The directory holding the spool file (and its -wal and -shm files)."""
+        return os.path.dirname(os.path.abspath(self.path))
 
     # -- connection management ------------------------------------------------------
 
@@ -446,9 +452,7 @@ class Store:
         max_bytes: int | None = None,
     ) -> None:
         """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
-        added_bytes = sum(
-            len(body) if body.isascii() else len(body.encode("utf-8")) for _, _, body in rows
-        )
+        added_bytes = sum(utf8_size(body) for _, _, body in rows)
         with self._write() as conn:
             if max_events is not None or max_bytes is not None:
                 events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
@@ -486,7 +490,7 @@ class Store:
                 " status, error, dead_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
                 (event_id, destination, body, now, reason, failure.status, failure.error, now),
             )
-            _add_totals(conn, 1, len(body.encode("utf-8")))
+            _add_totals(conn, 1, utf8_size(body))
 
     # -- drains ---------------------------------------------------------------------
 
