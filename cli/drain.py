@@ -17,9 +17,8 @@ from spooler.config import (
     DESTINATION_TYPES,
     build_drain_config,
 )
-from spooler.dlq import iso_utc
 from spooler.drain import Drain, DrainReport, Mode
-from spooler.store import Counts
+from spooler.records import Counts, iso_utc
 
 from .options import Options, common_options, parse_duration_option
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from spooler.dlq import iso_utc
-from spooler.spool import SpoolStatus
-from spooler.store import DEAD_AGE_BUCKETS, Counts, DeadEvent, DeadGroup
+from spooler.records import (
+    DEAD_AGE_BUCKETS,
+    Counts,
+    DeadEvent,
+    DeadGroup,
+    SpoolStatus,
+    iso_utc,
+)
 
 __all__ = [
     "dead_event_detail",

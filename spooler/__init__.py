@@ -21,10 +21,33 @@ from .errors import (
     StoreError,
     UnknownEventError,
 )
-from .retry import RetryPolicy
-from .spool import Spool, SpoolStatus
+from .spool import Spool
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from .records import SpoolStatus
+    from .retry import RetryPolicy
 
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562): neither is needed to enqueue, and both would make
+# `import spooler` load dataclasses (docs/performance.md, target 7).
+_LAZY = {"RetryPolicy": "retry", "SpoolStatus": "records"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ConfigError",

@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from .errors import UnknownEventError
 from .events import check_destination_name, encode_event, new_event_ids
-from .store import DeadEvent, DeadGroup, DeadSelection, Failure, Store
+from .records import DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
+from .store import Store
 
-__all__ = ["DeadLetters", "dead_event_to_dict", "iso_utc"]
-
-
-def iso_utc(timestamp: float) -> str:
-    """Format a Unix time as ISO 8601 UTC with millisecond precision."""
-    return (
-        datetime.fromtimestamp(timestamp, tz=timezone.utc)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+__all__ = ["DeadLetters", "dead_event_to_dict"]
 
 
 def dead_event_to_dict(dead: DeadEvent) -> dict[str, Any]:

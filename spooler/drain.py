@@ -26,7 +26,8 @@ from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
-from .store import ClaimedEvent, Failure, Store
+from .records import ClaimedEvent, Failure
+from .store import Store
 
 if TYPE_CHECKING:
     from .metrics import DrainMetrics

@@ -6,9 +6,12 @@ import json
 import os
 import re
 import time
-from typing import Any
 
 from .errors import ConfigError, InvalidEventError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from functools import cached_property
 from types import TracebackType
-from typing import Any
 
-from .dlq import DeadLetters, iso_utc
 from .errors import ConfigError, InvalidEventError
 from .events import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -18,36 +16,20 @@ from .events import (
     new_event_ids,
 )
 from .group_commit import GroupCommit
-from .store import DURABILITY_PRAGMAS, Counts, QueueSelection, Store
+from .store import DURABILITY_PRAGMAS, Store
 
-__all__ = ["DEFAULT_DESTINATION", "Spool", "SpoolStatus"]
+# Operator and dead-letter features are imported where used: a producer's
+# `import spooler` stays free of dataclasses and datetime (docs/performance.md, target 7).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .dlq import DeadLetters
+    from .records import QueueSelection, SpoolStatus
+
+__all__ = ["DEFAULT_DESTINATION", "Spool"]
 
 DEFAULT_DESTINATION = "default"
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    """Counts overall and per destination at one instant."""
-
-    total: Counts
-    destinations: dict[str, Counts]
-    now: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``spooler status --json`` document."""
-
-        def render(counts: Counts) -> dict[str, Any]:
-            data = asdict(counts)
-            oldest = data.pop("oldest_queued_at")
-            data["oldest_queued_age_s"] = None if oldest is None else round(self.now - oldest, 3)
-            for key in ("last_success_at", "last_error_at"):
-                data[key] = None if data[key] is None else iso_utc(data[key])
-            return data
-
-        return {
-            **render(self.total),
-            "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
-        }
 
 
 class Spool:
@@ -91,7 +73,6 @@ class Spool:
         self.max_bytes = max_bytes
         self._clock = clock
         self.store = Store(path, durability=durability, create=create)
-        self.dead_letters = DeadLetters(self.store, clock=clock)
         self._group_commit = GroupCommit(self._insert)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
@@ -129,7 +110,7 @@ class Spool:
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
     ) -> int:
         """Clear the backoff of waiting events so the next drain pass sends them."""
-        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        selection = _queue_selection(ids, destination, everything)
         return self.store.retry_now(selection, now=self._clock())
 
     def hold(
@@ -137,14 +118,14 @@ class Spool:
     ) -> int:
         """Park queued events: no drain sends them (and none expires them) until
         ``release``. Events being delivered at this moment are left alone."""
-        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        selection = _queue_selection(ids, destination, everything)
         return self.store.hold(selection, now=self._clock())
 
     def release(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
     ) -> int:
         """Make held events due at once."""
-        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        selection = _queue_selection(ids, destination, everything)
         return self.store.release_held(selection, now=self._clock())
 
     def expire(
@@ -152,11 +133,20 @@ class Spool:
     ) -> int:
         """Move queued events to the dead-letter table (reason ``manual``); events being
         delivered at this moment are left alone. Named ids must all be queued."""
-        selection = QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+        selection = _queue_selection(ids, destination, everything)
         return self.store.expire(selection, now=self._clock(), error="expired by an operator")
+
+    @cached_property
+    def dead_letters(self) -> DeadLetters:
+        """The spool's dead-letter table: inspect, replay and purge dead events."""
+        from .dlq import DeadLetters
+
+        return DeadLetters(self.store, clock=self._clock)
 
     def status(self) -> SpoolStatus:
         """Counts of queued, due, leased, retrying and dead events."""
+        from .records import Counts, SpoolStatus
+
         now = self._clock()
         per_destination = self.store.counts(now=now)
         total = Counts()
@@ -187,3 +177,11 @@ class Spool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _queue_selection(
+    ids: Sequence[str], destination: str | None, everything: bool
+) -> QueueSelection:
+    from .records import QueueSelection
+
+    return QueueSelection(ids=tuple(ids), destination=destination, everything=everything)

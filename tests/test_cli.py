@@ -20,7 +20,7 @@ from spooler_cli.main import cli
 from spooler import Spool
 from spooler.drain import Drain
 from spooler.receiver import Receiver
-from spooler.store import DeadSelection, Failure
+from spooler.records import DeadSelection, Failure
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -328,6 +328,20 @@ def test_import_spooler_loads_neither_httpx_nor_click(db: Path) -> None:
         "import sys, spooler, spooler.clients; s = spooler.Spool(sys.argv[1]);"
         "spooler.clients.Datalyr(s).track('u', 'e');"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx','click')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_enqueue_path_skips_the_slow_imports(db: Path) -> None:
+    # Target 7 of docs/performance.md: these are what made `import spooler` slow.
+    slow = ("dataclasses", "typing", "random", "email", "pathlib")
+    code = (
+        "import sys; before = set(sys.modules); import spooler;"
+        "spooler.Spool(sys.argv[1]).enqueue({'event': 'e'});"
+        f"print(sorted(m for m in set(sys.modules) - before if m in {slow!r}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True

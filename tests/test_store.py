@@ -9,14 +9,12 @@ import pytest
 from conftest import rows
 
 from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, UnknownEventError
+from spooler.records import DeadSelection, Failure, QueueSelection
 from spooler.store import (
     ATTEMPT_LOG_ENTRIES,
     ATTEMPT_LOG_ERROR_CHARS,
     RECLAIM_MIN_PAGES,
     SCHEMA_VERSION,
-    DeadSelection,
-    Failure,
-    QueueSelection,
     Store,
 )
 

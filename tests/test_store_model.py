@@ -14,7 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from spooler.store import DeadSelection, Failure, Store
+from spooler.records import DeadSelection, Failure
+from spooler.store import Store
 
 OWNERS = st.sampled_from(["a", "b"])
 LEASE = 10.0

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from ..dlq import iso_utc
+from ..records import iso_utc
 from ..spool import Spool
 
 __all__ = ["SpoolClient"]

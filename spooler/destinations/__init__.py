@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from ..store import ClaimedEvent, Failure
+from ..records import ClaimedEvent, Failure
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig

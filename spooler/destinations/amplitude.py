@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import httpx
 
-from ..store import ClaimedEvent
+from ..records import ClaimedEvent
 from . import Verdict, event_text_with_id
 from .http import HttpDestination
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ConfigError
-from ..store import ClaimedEvent
+from ..records import ClaimedEvent
 from . import Verdict, event_text
 
 if TYPE_CHECKING:

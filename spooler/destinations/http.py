@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .. import __version__
+from ..records import ClaimedEvent
 from ..retry import parse_retry_after
-from ..store import ClaimedEvent
 from . import Verdict, event_text, excerpt
 
 if TYPE_CHECKING:

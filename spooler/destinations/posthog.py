@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..dlq import iso_utc
-from ..store import ClaimedEvent
+from ..records import ClaimedEvent, iso_utc
 from . import event_text_with_id
 from .http import HttpDestination
 

@@ -13,8 +13,7 @@ import base64
 import json
 from collections.abc import Sequence
 
-from ..dlq import iso_utc
-from ..store import ClaimedEvent
+from ..records import ClaimedEvent, iso_utc
 from . import event_text_with_id
 from .http import HttpDestination
 

@@ -26,7 +26,7 @@ from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.destinations import Verdict
 from spooler.drain import Drain, Mode
-from spooler.store import ClaimedEvent, DeadSelection
+from spooler.records import ClaimedEvent, DeadSelection
 
 KINDS = st.lists(
     st.tuples(st.sampled_from(["clean", "poison", "flaky"]), st.integers(1, 3)),

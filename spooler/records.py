@@ -1,0 +1,200 @@
+"""The records spooler's operations take and return: claimed and dead events, counts,
+selections of events, and the status of a spool.
+
+They live apart from the store so that a producer's ``import spooler`` never loads
+``dataclasses`` (about 10 ms with its imports): the store imports them where it
+builds one, which only drains and operator commands do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .store import ATTEMPT_LOG_ERROR_CHARS
+
+__all__ = [
+    "DEAD_AGE_BUCKETS",
+    "Attempt",
+    "ClaimedEvent",
+    "Counts",
+    "DeadEvent",
+    "DeadGroup",
+    "DeadSelection",
+    "Failure",
+    "QueueSelection",
+    "SpoolStatus",
+    "iso_utc",
+]
+
+
+def iso_utc(timestamp: float) -> str:
+    """Format a Unix time as ISO 8601 UTC with millisecond precision."""
+    return (
+        datetime.fromtimestamp(timestamp, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """An event taken under lease by a drain; ``attempts`` counts this attempt."""
+
+    rowid: int
+    event_id: str
+    destination: str
+    body: str
+    attempts: int
+    created_at: float
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a delivery attempt of one event failed: HTTP status (or None) and short text."""
+
+    status: int | None
+    error: str
+
+    def log_entry(self, at: float) -> str:
+        """This failure as one compact JSON entry of an event's attempt log:
+        ``[at, status, error]``."""
+        return json.dumps([at, self.status, self.error[:ATTEMPT_LOG_ERROR_CHARS]])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One failed delivery attempt in an event's attempt log."""
+
+    at: float
+    status: int | None
+    error: str
+
+
+@dataclass(frozen=True)
+class DeadEvent:
+    """One row of the dead-letter table."""
+
+    event_id: str
+    destination: str
+    body: str
+    created_at: float
+    attempts: int
+    reason: str
+    status: int | None
+    error: str | None
+    dead_at: float
+    attempt_log: tuple[Attempt, ...] = ()
+
+
+@dataclass
+class Counts:
+    """Queue and dead-letter counts, overall or for one destination."""
+
+    queued: int = 0
+    due: int = 0
+    leased: int = 0
+    retrying: int = 0
+    dead: int = 0
+    oldest_queued_at: float | None = None
+    last_success_at: float | None = None
+    last_error_at: float | None = None
+    last_error: str | None = None
+    held: int = 0
+
+
+@dataclass(frozen=True)
+class DeadGroup:
+    """Dead events of one destination, reason and status: how many, how old, the usual error."""
+
+    destination: str
+    reason: str
+    status: int | None
+    count: int
+    by_age: dict[str, int]
+    top_error: str | None
+
+
+#: The age buckets of ``dead_summary``, by time since the event died.
+DEAD_AGE_BUCKETS = ("<1h", "1h-1d", "1d-7d", ">7d")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueSelection:
+    """Which queued events an operation applies to; the given criteria are combined with AND."""
+
+    ids: tuple[str, ...] = ()
+    destination: str | None = None
+    everything: bool = False
+
+    def clauses(self) -> tuple[list[str], list[object]]:
+        """The SQL conditions this selection sets, and their parameters."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.ids:
+            clauses.append("event_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(self.ids)))
+        if self.destination is not None:
+            clauses.append("destination = ?")
+            params.append(self.destination)
+        return clauses, params
+
+    def where(self) -> tuple[str, list[object]]:
+        """Return the SQL condition and its parameters; refuse an empty selection."""
+        clauses, params = self.clauses()
+        if not clauses:
+            if not self.everything:
+                raise ValueError(f"an empty {type(self).__name__} must say everything=True")
+            return "1", params
+        return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadSelection(QueueSelection):
+    """Which dead events an operation applies to: also by reason and time of death."""
+
+    reason: str | None = None
+    dead_before: float | None = None
+    dead_after: float | None = None
+
+    def clauses(self) -> tuple[list[str], list[object]]:
+        """The SQL conditions this selection sets, and their parameters."""
+        clauses, params = super().clauses()
+        if self.dead_after is not None:
+            clauses.append("dead_at > ?")
+            params.append(self.dead_after)
+        if self.reason is not None:
+            clauses.append("reason = ?")
+            params.append(self.reason)
+        if self.dead_before is not None:
+            clauses.append("dead_at < ?")
+            params.append(self.dead_before)
+        return clauses, params
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    """Counts overall and per destination at one instant."""
+
+    total: Counts
+    destinations: dict[str, Counts]
+    now: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``spooler status --json`` document."""
+
+        def render(counts: Counts) -> dict[str, Any]:
+            data = asdict(counts)
+            oldest = data.pop("oldest_queued_at")
+            data["oldest_queued_age_s"] = None if oldest is None else round(self.now - oldest, 3)
+            for key in ("last_success_at", "last_error_at"):
+                data[key] = None if data[key] is None else iso_utc(data[key])
+            return data
+
+        return {
+            **render(self.total),
+            "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
+        }
