@@ -13,6 +13,7 @@ from .events import (
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
     encode_event,
+    encode_event_array,
     new_event_ids,
 )
 from .group_commit import GroupCommit
@@ -84,6 +85,28 @@ class Spool:
         self, events: Iterable[dict[str, Any]], *, destination: str = DEFAULT_DESTINATION
     ) -> list[str]:
         """Commit events in one transaction and return their ids; on error, commit none."""
+        events = list(events)
+        check_destination_name(destination)
+        if not events:
+            return []
+        # Fast path: one encoder call for the whole list, split into rows by SQLite.
+        encoded = encode_event_array(events)
+        if encoded is not None:
+            ids = new_event_ids(len(events))
+            array, size = encoded
+            if self.store.insert_array(
+                array,
+                size,
+                ids,
+                destination,
+                now=self._clock(),
+                max_event_bytes=self.max_event_bytes,
+                max_events=self.max_events,
+                max_bytes=self.max_bytes,
+            ):
+                return ids
+        # An event is at fault: encode them one by one to say which (or, should the
+        # fast path have refused a valid batch, to commit it anyway).
         bodies = []
         for index, event in enumerate(events):
             try:

@@ -55,6 +55,7 @@ ATTEMPT_LOG_ERROR_CHARS = 100
 # A held event's due_at: later than any real time, so the claim (an index range on
 # due_at) never reaches it, and no other index or column is needed.
 HELD = 1e18
+UUID_CHARS = 36  # an event id: a UUID string
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -321,24 +322,66 @@ class Store:
         """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
         added_bytes = sum(utf8_size(body) for _, _, body in rows)
         with self._write() as conn:
-            if max_events is not None or max_bytes is not None:
-                events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
-                if max_events is not None and events + len(rows) > max_events:
-                    raise SpoolFullError(
-                        f"spool holds {events} events; {len(rows)} more would pass "
-                        f"max_events={max_events}"
-                    )
-                if max_bytes is not None and size + added_bytes > max_bytes:
-                    raise SpoolFullError(
-                        f"spool holds {size} bytes; {added_bytes} more would pass "
-                        f"max_bytes={max_bytes}"
-                    )
+            _check_limits(conn, len(rows), added_bytes, max_events, max_bytes)
             conn.executemany(
                 "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(eid, dest, body, now, now, now) for eid, dest, body in rows],
             )
             _add_totals(conn, len(rows), added_bytes)
+
+    def insert_array(
+        self,
+        array: str,
+        size: int,
+        event_ids: Sequence[str],
+        destination: str,
+        *,
+        now: float,
+        max_event_bytes: int,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+    ) -> bool:
+        """Insert the events of a JSON array text in one transaction, within limits: the
+        i-th element as event ``event_ids[i]``; ``size`` is the elements' total bytes.
+
+        SQLite splits the array (``json_each``), so a bulk insert costs no Python per
+        event. Returns False, inserting nothing, if an element is over
+        ``max_event_bytes`` or SQLite refuses the text.
+        """
+        # The ids go in as one blob of fixed-width UUIDs, cut per element by position
+        # (substr of a blob is O(1); of a text it is O(position)).
+        ids = "".join(event_ids).encode("ascii")
+        if len(ids) != UUID_CHARS * len(event_ids):
+            raise ValueError("event ids must be UUID strings")
+        try:
+            with self._write() as conn:
+                _check_limits(conn, len(event_ids), size, max_events, max_bytes)
+                try:
+                    inserted = conn.execute(
+                        "INSERT INTO queue (event_id, destination, body, created_at, queued_at,"
+                        " due_at) SELECT CAST(substr(:ids, key * :width + 1, :width) AS TEXT),"
+                        " :destination, value, :now, :now, :now FROM json_each(:array)"
+                        " WHERE length(CAST(value AS BLOB)) <= :max_event_bytes",
+                        {
+                            "ids": ids,
+                            "width": UUID_CHARS,
+                            "destination": destination,
+                            "now": now,
+                            "array": array,
+                            "max_event_bytes": max_event_bytes,
+                        },
+                    ).rowcount
+                except sqlite3.OperationalError as exc:
+                    if "JSON" not in str(exc):
+                        raise
+                    raise _NotInserted from None
+                if inserted != len(event_ids):
+                    raise _NotInserted
+                _add_totals(conn, inserted, size)
+        except _NotInserted:
+            return False
+        return True
 
     def insert_dead(
         self,
@@ -800,6 +843,31 @@ def _record_outcome(
             " last_error_at = excluded.last_error_at, last_status = excluded.last_status,"
             " last_error = excluded.last_error",
             (destination, now, failure.status, failure.error),
+        )
+
+
+class _NotInserted(Exception):
+    """``insert_array`` could not take every element: roll back, insert nothing."""
+
+
+def _check_limits(
+    conn: sqlite3.Connection,
+    count: int,
+    added_bytes: int,
+    max_events: int | None,
+    max_bytes: int | None,
+) -> None:
+    """Raise ``SpoolFullError`` if ``count`` more events of ``added_bytes`` would pass a limit."""
+    if max_events is None and max_bytes is None:
+        return  # no read of totals: the common case costs nothing
+    events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+    if max_events is not None and events + count > max_events:
+        raise SpoolFullError(
+            f"spool holds {events} events; {count} more would pass max_events={max_events}"
+        )
+    if max_bytes is not None and size + added_bytes > max_bytes:
+        raise SpoolFullError(
+            f"spool holds {size} bytes; {added_bytes} more would pass max_bytes={max_bytes}"
         )
 
 

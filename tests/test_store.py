@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import rows
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, UnknownEventError
+from spooler.events import encode_event
 from spooler.records import DeadSelection, Failure, QueueSelection
 from spooler.store import (
     ATTEMPT_LOG_ENTRIES,
@@ -62,6 +66,77 @@ def test_enqueue_many_is_all_or_nothing(spool: Spool, db: Path) -> None:
         spool.enqueue_many([{"a": 1}, {"b": 2}, {"c": float("nan")}])
     assert info.value.index == 2
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+
+
+# Events whose JSON text SQLite must split back out of the array exactly as
+# encode_event writes it: escapes, non-ASCII (BMP and astral), numbers of every shape.
+TRICKY_EVENTS = [
+    {},
+    {"s": 'quote " backslash \\ slash / tab \t newline \n nul \x00 del \x7f'},
+    {"é": "ünïcødé \u2028 \u2029 😀 中文", "": ""},
+    {"n": [0, -0.0, 1.5e-07, 1e16, 2**70, -(2**63), 3.141592653589793, True, False, None]},
+    {"nested": {"a": [{"b": [[], {}]}], "},{": "],["}},
+]
+
+
+def test_enqueue_many_stores_each_event_as_encode_event_writes_it(
+    spool: Spool, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = []
+    fast = spool.store.insert_array
+
+    def spy(*args: object, **kwargs: object) -> bool:
+        taken.append(fast(*args, **kwargs))  # type: ignore[arg-type]
+        return taken[-1]
+
+    monkeypatch.setattr(spool.store, "insert_array", spy)
+    ids = spool.enqueue_many(TRICKY_EVENTS)
+    assert taken == [True]  # the one-statement path, not the per-event fallback
+    stored = rows(db, "SELECT event_id, body FROM queue ORDER BY id")
+    assert stored == [(i, encode_event(e)) for i, e in zip(ids, TRICKY_EVENTS, strict=True)]
+    sizes = sum(len(encode_event(e).encode()) for e in TRICKY_EVENTS)
+    assert rows(db, "SELECT events, bytes FROM totals") == [(len(TRICKY_EVENTS), sizes)]
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(st.text(), JSON_VALUES, max_size=5), min_size=1, max_size=8))
+def test_enqueue_many_round_trips_any_json_objects(events: list[dict[str, object]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp, Spool(Path(tmp) / "spool.db") as spool:
+        spool.enqueue_many(events)
+        stored = rows(Path(tmp) / "spool.db", "SELECT body FROM queue ORDER BY id")
+    assert stored == [(encode_event(e),) for e in events]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"pad": "x" * 2000}, "over the 1000-byte limit"),
+        ({"s": "\ud800"}, "not JSON-serialisable"),
+        ({"f": float("inf")}, "not JSON-serialisable"),
+        (["not", "a", "dict"], "must be a dict"),
+    ],
+)
+def test_enqueue_many_names_the_bad_event_and_stores_none(
+    db: Path, bad: object, message: str
+) -> None:
+    with Spool(db, max_event_bytes=1000) as spool:
+        spool.enqueue({"before": 1})
+        with pytest.raises(InvalidEventError, match=message) as info:
+            spool.enqueue_many([{"n": 0}, {"n": 1}, bad, {"n": 3}])  # type: ignore[list-item]
+    assert info.value.index == 2
+    assert rows(db, "SELECT body FROM queue") == [('{"before":1}',)]
+    assert rows(db, "SELECT events, bytes FROM totals") == [(1, 12)]
 
 
 def test_limits_raise_spool_full_and_keep_earlier_events(db: Path) -> None:
