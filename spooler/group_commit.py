@@ -71,7 +71,9 @@ class GroupCommit:
         request = _Request(rows)
         with self._lock:
             self._pending.append(request)
-            if self._gathering:
+            # Wake a gathering leader only once its group is complete: every wake-up
+            # costs a GIL hand-over, and a leader woken early only goes back to sleep.
+            if self._gathering and len(self._pending) >= self._last_group:
                 self._arrived.notify()
             took_over = self._leader_busy
             if not took_over:
