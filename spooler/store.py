@@ -17,6 +17,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
+from itertools import chain
 
 from .errors import SpoolFullError, StoreError, UnknownEventError
 from .events import utf8_size
@@ -56,6 +58,7 @@ ATTEMPT_LOG_ERROR_CHARS = 100
 # due_at) never reaches it, and no other index or column is needed.
 HELD = 1e18
 UUID_CHARS = 36  # an event id: a UUID string
+_ROWS_PER_INSERT = 500  # 3 parameters a row: far below SQLite's limit of 32766
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -323,11 +326,12 @@ class Store:
         added_bytes = sum(utf8_size(body) for _, _, body in rows)
         with self._write() as conn:
             _check_limits(conn, len(rows), added_bytes, max_events, max_bytes)
-            conn.executemany(
-                "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(eid, dest, body, now, now, now) for eid, dest, body in rows],
-            )
+            # Many rows per statement, not executemany's one step per row: each step
+            # lets go of the GIL, and with threads enqueueing at once every hand-over
+            # costs the committing thread tens of microseconds (group commit).
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                conn.execute(_insert_sql(len(chunk)), [now, *chain.from_iterable(chunk)])
             _add_totals(conn, len(rows), added_bytes)
 
     def insert_array(
@@ -848,6 +852,16 @@ def _record_outcome(
 
 class _NotInserted(Exception):
     """``insert_array`` could not take every element: roll back, insert nothing."""
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    """``INSERT`` of ``rows`` queue rows: parameter 1 is the time, then three per row."""
+    values = ", ".join(f"(?{i}, ?{i + 1}, ?{i + 2}, ?1, ?1, ?1)" for i in range(2, 3 * rows, 3))
+    return (
+        "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
+        f" VALUES {values}"
+    )
 
 
 def _check_limits(
