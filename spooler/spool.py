@@ -20,7 +20,7 @@ from .group_commit import GroupCommit
 from .store import DURABILITY_PRAGMAS, Store
 
 # Operator and dead-letter features are imported where used: a producer's
-# `import spooler` stays free of dataclasses and datetime (docs/performance.md, target 7).
+# `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
 if TYPE_CHECKING:
     from typing import Any
