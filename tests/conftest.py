@@ -90,10 +90,14 @@ def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
+def drain_command(db: Path, url: str, *extra: str) -> list[str]:
+    """The ``spooler drain`` command line delivering to ``url`` with ids in ``id``."""
+    return [*SPOOLER, "drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
+
+
 def start_drain(db: Path, url: str, *extra: str, **popen: Any) -> subprocess.Popen[str]:
     """Start ``spooler drain`` as a real process delivering to ``url`` with ids in ``id``."""
-    command = [*SPOOLER, "drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
-    return subprocess.Popen(command, text=True, **popen)
+    return subprocess.Popen(drain_command(db, url, *extra), text=True, **popen)
 
 
 def wait_for_line(stream: IO[str], text: str, timeout: float = 30.0) -> bool:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SPOOLER, rows
+from conftest import drain_command, rows
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -32,9 +32,9 @@ LAUNCHER = (
 
 def run_drain(db: Path, url: str, *extra: str) -> tuple[int, float]:
     """Run ``spooler drain`` to completion; its exit code and peak RSS in MiB."""
-    drain = [*SPOOLER, "drain", "--db", str(db), "--url", url, "--id-field", "id"]
+    drain = drain_command(db, url, "--log-level", "warning", *extra)
     proc = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, *drain, "--log-level", "warning", *extra],
+        [sys.executable, "-c", LAUNCHER, *drain],
         stderr=subprocess.PIPE,
         text=True,
         check=False,
