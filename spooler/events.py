@@ -15,12 +15,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "EVENT_ID_CHARS",
     "check_destination_name",
     "encode_event",
     "encode_event_array",
     "events_phrase",
+    "new_event_id_block",
     "new_event_ids",
     "parse_event",
+    "split_event_ids",
     "utf8_size",
 ]
 
@@ -28,8 +31,18 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 # One encoder for every event: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# The bulk path's encoder skips the check for circular references (~10% of its time):
+# a cycle still fails, as a RecursionError, and the events are then encoded one by one
+# with _ENCODER, which names the event and the fault.
+_ARRAY_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+)
+EVENT_ID_CHARS = 36  # an event id: a UUID string
 # Byte -> the same byte with its low nibble made an RFC 9562 variant digit (8, 9, a, b).
 _VARIANT_NIBBLE = bytes((b & 0xF0) | 0x08 | (b & 0x03) for b in range(256))
+# Where in an id the random digits go ("tttttttt-tttt-7rrr-vrrr-rrrrrrrrrrrr"), in the
+# order _random_digits gives them, the variant digit v fourth.
+_RANDOM_DIGIT_POSITIONS = (15, 16, 17, *range(19, 23), *range(24, 36))
 
 
 def new_event_ids(count: int) -> list[str]:
@@ -40,16 +53,45 @@ def new_event_ids(count: int) -> list[str]:
     ``os.urandom`` call, about 7x faster per id than ``str(uuid.uuid4())`` in a batch.
     74 random bits per id keep them unique across processes.
     """
-    stamp = f"{time.time_ns() // 1_000_000:012x}"
-    head = f"{stamp[:8]}-{stamp[8:]}-7"
-    # 10 random bytes (20 hex digits) per id, of which the 4th digit holds the variant.
-    noise = bytearray(os.urandom(10 * count))
-    noise[1::10] = noise[1::10].translate(_VARIANT_NIBBLE)
-    digits = noise.hex()
+    head = _id_head()
+    digits = _random_digits(count)
     return [
         f"{head}{digits[i : i + 3]}-{digits[i + 3 : i + 7]}-{digits[i + 7 : i + 19]}"
         for i in range(0, 20 * count, 20)
     ]
+
+
+def new_event_id_block(count: int) -> bytes:
+    """``count`` fresh event ids, as ``new_event_ids`` makes them, in one ASCII block of
+    ``EVENT_ID_CHARS`` bytes per id: for bulk inserts, which pass SQLite the block.
+
+    Built with one slice assignment per digit position across all ids, instead of a
+    string format per id: about 3x faster for a large batch, slower for a few ids.
+    """
+    block = bytearray(f"{_id_head()}xxx-xxxx-xxxxxxxxxxxx".encode("ascii") * count)
+    digits = _random_digits(count).encode("ascii")
+    for digit, position in enumerate(_RANDOM_DIGIT_POSITIONS):
+        block[position::EVENT_ID_CHARS] = digits[digit::20]
+    return bytes(block)
+
+
+def split_event_ids(block: bytes) -> list[str]:
+    """The ids of a ``new_event_id_block``, one string each."""
+    text = block.decode("ascii")
+    return [text[i : i + EVENT_ID_CHARS] for i in range(0, len(text), EVENT_ID_CHARS)]
+
+
+def _id_head() -> str:
+    """The part every id made now shares: the Unix time in ms and the version digit."""
+    stamp = f"{time.time_ns() // 1_000_000:012x}"
+    return f"{stamp[:8]}-{stamp[8:]}-7"
+
+
+def _random_digits(count: int) -> str:
+    """20 random hex digits per id (19 used), the 4th of each made a variant digit."""
+    noise = bytearray(os.urandom(10 * count))
+    noise[1::10] = noise[1::10].translate(_VARIANT_NIBBLE)
+    return noise.hex()
 
 
 def utf8_size(text: str) -> int:
@@ -91,7 +133,7 @@ def encode_event_array(events: list[Any]) -> tuple[str, int] | None:
     if not all(isinstance(event, dict) for event in events):
         return None
     try:
-        text = _ENCODER.encode(events)
+        text = _ARRAY_ENCODER.encode(events)
         size = utf8_size(text)
     except (TypeError, ValueError, RecursionError):
         return None

@@ -14,7 +14,9 @@ from .events import (
     check_destination_name,
     encode_event,
     encode_event_array,
+    new_event_id_block,
     new_event_ids,
+    split_event_ids,
 )
 from .group_commit import GroupCommit
 from .store import DURABILITY_PRAGMAS, Store
@@ -92,19 +94,19 @@ class Spool:
         # Fast path: one encoder call for the whole list, split into rows by SQLite.
         encoded = encode_event_array(events)
         if encoded is not None:
-            ids = new_event_ids(len(events))
             array, size = encoded
+            id_block = new_event_id_block(len(events))
             if self.store.insert_array(
                 array,
                 size,
-                ids,
+                id_block,
                 destination,
                 now=self._clock(),
                 max_event_bytes=self.max_event_bytes,
                 max_events=self.max_events,
                 max_bytes=self.max_bytes,
             ):
-                return ids
+                return split_event_ids(id_block)
         # An event is at fault: encode them one by one to say which (or, should the
         # fast path have refused a valid batch, to commit it anyway).
         bodies = []

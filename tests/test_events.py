@@ -6,11 +6,19 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from spooler import InvalidEventError
-from spooler.events import encode_event, new_event_ids, parse_event
+from spooler.events import (
+    encode_event,
+    encode_event_array,
+    new_event_id_block,
+    new_event_ids,
+    parse_event,
+    split_event_ids,
+)
 
 
 def test_encode_is_compact_json_that_round_trips() -> None:
@@ -55,9 +63,16 @@ def test_parse_event_accepts_objects_only() -> None:
             parse_event(text)
 
 
-def test_event_ids_are_unique_version_7_uuids_in_time_order() -> None:
-    first = new_event_ids(10_000)
-    later = new_event_ids(1)
+@pytest.mark.parametrize(
+    "make_ids",
+    [new_event_ids, lambda count: split_event_ids(new_event_id_block(count))],
+    ids=["one by one", "as a block"],
+)
+def test_event_ids_are_unique_version_7_uuids_in_time_order(
+    make_ids: Callable[[int], list[str]],
+) -> None:
+    first = make_ids(10_000)
+    later = make_ids(1)
     parsed = [uuid.UUID(i) for i in first + later]
     assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
     assert [str(u) for u in parsed] == first + later  # canonical lower-case form
@@ -66,3 +81,20 @@ def test_event_ids_are_unique_version_7_uuids_in_time_order() -> None:
     stamps = [u.int >> 80 for u in parsed]
     assert stamps == sorted(stamps)
     assert abs(stamps[-1] / 1000 - time.time()) < 60
+    # Every random digit is random: each of the 19 takes many values across the ids.
+    digits = [i[15:18] + i[19:23] + i[24:] for i in first]
+    assert all(len({d[k] for d in digits}) >= 4 for k in range(19))
+
+
+def test_an_id_block_is_the_ids_end_to_end() -> None:
+    block = new_event_id_block(3)
+    assert len(block) == 3 * 36 and block.isascii()
+    assert b"".join(i.encode() for i in split_event_ids(block)) == block
+
+
+def test_the_bulk_encoder_refuses_what_encode_event_refuses() -> None:
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    for bad in [cyclic, {"f": math.nan}, {"s": {1, 2}}, ["not a dict"]]:
+        assert encode_event_array([{"ok": 1}, bad]) is None
+    assert encode_event_array([{"a": 1}, {"b": "é"}]) == ('[{"a":1},{"b":"é"}]', 17)

@@ -118,6 +118,29 @@ def test_enqueue_many_round_trips_any_json_objects(events: list[dict[str, object
     assert stored == [(encode_event(e),) for e in events]
 
 
+def test_enqueue_many_checks_each_event_against_the_limit_not_the_whole_batch(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"big": "x" * 2000})  # stored before the limit was lowered
+    with Spool(db, max_event_bytes=1000) as spool:
+        taken = []
+        fast = spool.store.insert_array
+
+        def spy(*args: object, **kwargs: object) -> bool:
+            taken.append(fast(*args, **kwargs))  # type: ignore[arg-type]
+            return taken[-1]
+
+        monkeypatch.setattr(spool.store, "insert_array", spy)
+        under = [{"pad": "y" * 900}, {"pad": "z" * 900}, {"pad": "w" * 900}]
+        spool.enqueue_many(under)  # 2.7 KB together, each under 1000 bytes
+        assert taken == [True]
+        with pytest.raises(InvalidEventError, match=r"event 1: .* over the 1000-byte limit"):
+            spool.enqueue_many([{"n": 0}, {"pad": "v" * 1000}])
+        assert taken == [True, False]
+    assert rows(db, "SELECT count(*) FROM queue") == [(4,)]
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
