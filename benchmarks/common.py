@@ -65,9 +65,13 @@ def _ratio_row(
     )
 
 
-def context(target: str, ours: float, base: float, name: str, unit: str) -> Row:
+def context(
+    target: str, ours: float, base: float, name: str, unit: str, *, form: str = ",.0f"
+) -> Row:
     """A row that puts a number in perspective; there is no goal to meet."""
-    return Row(target, f"{ours:,.0f} {unit}", f"{name}: {base:,.0f} {unit}", ours / base, "-", True)
+    return Row(
+        target, f"{ours:{form}} {unit}", f"{name}: {base:{form}} {unit}", ours / base, "-", True
+    )
 
 
 def memory_sdk() -> segment_analytics.Client:

@@ -1,6 +1,8 @@
 """Target 3: durable enqueue from 8 threads of one process (group commit) against the
 single-thread per-call rate and against analytics-python's in-memory ``track()`` from
-the same 8 threads; and from 4 processes at once against one process.
+the same 8 threads; and from 4 processes at once against one process. For context:
+persist-queue and raw sqlite3 (a connection per thread, one commit per insert) from
+the same 8 threads.
 
     python benchmarks/enqueue_concurrent.py     # needs: pip install -e '.[bench]'
 """
@@ -8,8 +10,10 @@ the same 8 threads; and from 4 processes at once against one process.
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,10 +84,32 @@ def processes(path: Path, count: int) -> float:
     return count * PER_WORKER / (max(end for _, end in spans) - min(start for start, _ in spans))
 
 
+def raw_inserter(path: Path) -> Callable[[], None]:
+    """One durable insert+commit per call, on a connection of the calling thread's own
+    (sqlite3 connections are not shared between threads), into a plain table."""
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, eid TEXT, body TEXT)")
+    setup.close()
+    body = spooler.events.encode_event(EVENT)
+    local = threading.local()
+
+    def insert() -> None:
+        if not hasattr(local, "db"):
+            local.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            local.db.execute("PRAGMA synchronous=FULL")
+        local.db.execute("BEGIN IMMEDIATE")
+        local.db.execute("INSERT INTO q (eid, body) VALUES (?, ?)", (str(uuid.uuid4()), body))
+        local.db.execute("COMMIT")
+
+    return insert
+
+
 def measure(tmp: Path) -> list[Row]:
     spool = spooler.Spool(tmp / "threads.db")
     client = memory_sdk()
     queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
+    raw_insert = raw_inserter(tmp / "raw.db")
     rates = interleaved(
         {
             "single": lambda: rate(
@@ -92,6 +118,7 @@ def measure(tmp: Path) -> list[Row]:
             "threads": lambda: threaded(lambda: spool.enqueue(EVENT)),
             "memory": lambda: threaded(lambda: track(client)),
             "persist-queue": lambda: threaded(lambda: queue.put(EVENT)),
+            "raw": lambda: threaded(raw_insert),
             "1 process": lambda: processes(tmp / "processes.db", 1),
             "4 processes": lambda: processes(tmp / "processes.db", PROCESSES),
         },
@@ -111,6 +138,13 @@ def measure(tmp: Path) -> list[Row]:
         ),
         context(
             target, rates["threads"], rates["persist-queue"], "persist-queue put, 8 threads", "ev/s"
+        ),
+        context(
+            target,
+            rates["threads"],
+            rates["raw"],
+            "raw sqlite3 insert+commit, 8 threads",
+            "ev/s",
         ),
         at_least(
             "3. durable enqueue, 4 processes",

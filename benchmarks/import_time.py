@@ -1,5 +1,6 @@
 """Target 7: ``import spooler`` within 3x of ``import sqlite3, json``, and never
-importing httpx or click (the enqueue path of a web handler or cron job).
+importing httpx or click (the enqueue path of a web handler or cron job). For context:
+the import time of persist-queue and of analytics-python.
 
     python benchmarks/import_time.py
 """
@@ -11,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import Row, at_most, interleaved, report
+from common import Row, at_most, context, interleaved, report
 
 import spooler
 
@@ -44,6 +45,8 @@ def measure() -> list[Row]:
         {
             "spooler": lambda: import_ms("spooler", heavy),
             "stdlib": lambda: import_ms("sqlite3, json", set()),
+            "persist-queue": lambda: import_ms("persistqueue", set()),
+            "analytics-python": lambda: import_ms("segment.analytics", set()),
         },
         ROUNDS,
     )
@@ -55,6 +58,22 @@ def measure() -> list[Row]:
             "import sqlite3, json",
             3.0,
             "ms",
+        ),
+        context(
+            "7. `import spooler`",
+            times["spooler"],
+            times["persist-queue"],
+            "import persistqueue",
+            "ms",
+            form=",.1f",
+        ),
+        context(
+            "7. `import spooler`",
+            times["spooler"],
+            times["analytics-python"],
+            "import segment.analytics",
+            "ms",
+            form=",.1f",
         ),
         Row(
             "7. modules `import spooler` loads",
