@@ -79,10 +79,9 @@ TRICKY_EVENTS = [
 ]
 
 
-def test_enqueue_many_stores_each_event_as_encode_event_writes_it(
-    spool: Spool, db: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    taken = []
+def fast_path_outcomes(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each call of the one-statement bulk insert returned (False: it fell back)."""
+    taken: list[bool] = []
     fast = spool.store.insert_array
 
     def spy(*args: object, **kwargs: object) -> bool:
@@ -90,6 +89,13 @@ def test_enqueue_many_stores_each_event_as_encode_event_writes_it(
         return taken[-1]
 
     monkeypatch.setattr(spool.store, "insert_array", spy)
+    return taken
+
+
+def test_enqueue_many_stores_each_event_as_encode_event_writes_it(
+    spool: Spool, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = fast_path_outcomes(spool, monkeypatch)
     ids = spool.enqueue_many(TRICKY_EVENTS)
     assert taken == [True]  # the one-statement path, not the per-event fallback
     stored = rows(db, "SELECT event_id, body FROM queue ORDER BY id")
@@ -124,14 +130,7 @@ def test_enqueue_many_checks_each_event_against_the_limit_not_the_whole_batch(
     with Spool(db) as spool:
         spool.enqueue({"big": "x" * 2000})  # stored before the limit was lowered
     with Spool(db, max_event_bytes=1000) as spool:
-        taken = []
-        fast = spool.store.insert_array
-
-        def spy(*args: object, **kwargs: object) -> bool:
-            taken.append(fast(*args, **kwargs))  # type: ignore[arg-type]
-            return taken[-1]
-
-        monkeypatch.setattr(spool.store, "insert_array", spy)
+        taken = fast_path_outcomes(spool, monkeypatch)
         under = [{"pad": "y" * 900}, {"pad": "z" * 900}, {"pad": "w" * 900}]
         spool.enqueue_many(under)  # 2.7 KB together, each under 1000 bytes
         assert taken == [True]
