@@ -360,7 +360,12 @@ class Store:
         try:
             with self._write() as conn:
                 _check_limits(conn, count, size, max_events, max_bytes)
-                (last_before,) = conn.execute("SELECT coalesce(max(id), 0) FROM queue").fetchone()
+                # Only a batch larger than the limit can hold an event over it.
+                check_sizes = size > max_event_bytes
+                if check_sizes:
+                    (last_before,) = conn.execute(
+                        "SELECT coalesce(max(id), 0) FROM queue"
+                    ).fetchone()
                 try:
                     # The ids are cut from the block by position (substr of a blob is
                     # O(1); of a text it is O(position)).
@@ -381,7 +386,7 @@ class Store:
                         raise
                     raise _NotInserted from None
                 if inserted != count or (
-                    size > max_event_bytes and _any_over(conn, last_before, max_event_bytes)
+                    check_sizes and _any_over(conn, last_before, max_event_bytes)
                 ):
                     raise _NotInserted
                 _add_totals(conn, inserted, size)
