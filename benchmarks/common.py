@@ -88,6 +88,20 @@ def track(client: segment_analytics.Client) -> None:
     client.track(user_id="u_12345", event="page_view", properties=EVENT["properties"])
 
 
+def raw_queue(path: Path) -> sqlite3.Connection:
+    """A connection to the raw sqlite3 floor's table, created if missing: a plain queue
+    table without a secondary index, WAL, synchronous=FULL, no implicit transactions.
+    ``RAW_INSERT`` adds one event to it."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, eid TEXT, body TEXT)")
+    return db
+
+
+RAW_INSERT = "INSERT INTO q (eid, body) VALUES (?, ?)"
+
+
 def rate(count: int, work: Callable[[], object]) -> float:
     """Operations per second of ``work``, which performs ``count`` operations."""
     start = time.perf_counter()

@@ -10,7 +10,6 @@ the same 8 threads.
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 import threading
 import time
 import uuid
@@ -20,12 +19,14 @@ from pathlib import Path
 import persistqueue
 from common import (
     EVENT,
+    RAW_INSERT,
     Row,
     at_least,
     context,
     interleaved,
     memory_sdk,
     rate,
+    raw_queue,
     report,
     track,
     workdir,
@@ -85,21 +86,18 @@ def processes(path: Path, count: int) -> float:
 
 
 def raw_inserter(path: Path) -> Callable[[], None]:
-    """One durable insert+commit per call, on a connection of the calling thread's own
-    (sqlite3 connections are not shared between threads), into a plain table."""
-    setup = sqlite3.connect(path)
-    setup.execute("PRAGMA journal_mode=WAL")
-    setup.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, eid TEXT, body TEXT)")
-    setup.close()
+    """One durable insert+commit per call into the raw sqlite3 floor's table, on a
+    connection of the calling thread's own (sqlite3 connections are not shared between
+    threads)."""
+    raw_queue(path).close()  # create the table before the threads race to
     body = spooler.events.encode_event(EVENT)
     local = threading.local()
 
     def insert() -> None:
         if not hasattr(local, "db"):
-            local.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            local.db.execute("PRAGMA synchronous=FULL")
+            local.db = raw_queue(path)
         local.db.execute("BEGIN IMMEDIATE")
-        local.db.execute("INSERT INTO q (eid, body) VALUES (?, ?)", (str(uuid.uuid4()), body))
+        local.db.execute(RAW_INSERT, (str(uuid.uuid4()), body))
         local.db.execute("COMMIT")
 
     return insert

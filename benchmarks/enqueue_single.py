@@ -6,19 +6,20 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from pathlib import Path
 
 import persistqueue
 from common import (
     EVENT,
+    RAW_INSERT,
     Row,
     at_least,
     context,
     interleaved,
     memory_sdk,
     rate,
+    raw_queue,
     report,
     track,
     workdir,
@@ -35,16 +36,13 @@ def measure(tmp: Path) -> list[Row]:
     fast = spooler.Spool(tmp / "normal.db", durability="normal")
     queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
     queue._putter.execute("PRAGMA synchronous=FULL")  # SQLite's default, made explicit
-    raw = sqlite3.connect(tmp / "raw.db", isolation_level=None)
-    raw.execute("PRAGMA journal_mode=WAL")
-    raw.execute("PRAGMA synchronous=FULL")
-    raw.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, eid TEXT, body TEXT)")
+    raw = raw_queue(tmp / "raw.db")
     body = spooler.events.encode_event(EVENT)
 
     def raw_insert() -> None:
         for _ in range(PER_ROUND):
             raw.execute("BEGIN IMMEDIATE")
-            raw.execute("INSERT INTO q (eid, body) VALUES (?, ?)", (str(uuid.uuid4()), body))
+            raw.execute(RAW_INSERT, (str(uuid.uuid4()), body))
             raw.execute("COMMIT")
 
     client = memory_sdk()
