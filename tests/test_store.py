@@ -193,6 +193,18 @@ def test_totals_follow_deliveries_and_purges(db: Path) -> None:
     assert rows(db, "SELECT events, bytes FROM totals") == [(0, 0)]
 
 
+def test_totals_count_only_the_deliveries_still_leased(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, '{"a":1}', '{"b":"é"}', '{"c":333}')
+    mine = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 1)
+    # My lease runs out; another drain takes the unclaimed event and the first of mine.
+    taken = store.claim("default", 2, "other", due_by=NOW + 2, lease_until=NOW + 60)
+    assert {e.rowid for e in taken} == {mine[0].rowid, mine[1].rowid + 1}
+    assert store.settle("me", now=NOW + 3, delivered=[e.rowid for e in mine]) == 1
+    # Left: the taken event (7 bytes) and the unclaimed one (9 bytes); "é" was 2 bytes.
+    assert rows(db, "SELECT events, bytes FROM totals") == [(2, 16)]
+
+
 def test_claim_takes_due_events_in_order_under_a_lease(db: Path) -> None:
     store = Store(db)
     ids = enqueue(store, "{}", "{}", "{}")
