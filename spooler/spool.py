@@ -19,7 +19,7 @@ from .events import (
     split_event_ids,
 )
 from .group_commit import GroupCommit
-from .store import DURABILITY_PRAGMAS, Store
+from .store import Store
 
 # Operator and dead-letter features are imported where used: a producer's
 # `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
@@ -61,8 +61,6 @@ class Spool:
         clock: Callable[[], float] = time.time,
         create: bool = True,
     ) -> None:
-        if durability not in DURABILITY_PRAGMAS:
-            raise ConfigError(f"durability must be 'full' or 'normal', not {durability!r}")
         for name, value in (
             ("max_event_bytes", max_event_bytes),
             ("max_events", max_events),

@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 from conftest import SPOOLER, rows, spooler_cmd
 from spooler_cli.main import cli
 
+import spooler.store as store_module
 from spooler import Spool
-from spooler.drain import Drain
 from spooler.receiver import Receiver
 from spooler.records import DeadSelection, Failure
 
@@ -152,22 +152,31 @@ def test_drain_to_a_file_then_status(db: Path, tmp_path: Path) -> None:
     assert default["last_success_at"].endswith("Z")
 
 
-def test_the_drain_commits_at_synchronous_normal_while_producers_stay_full(
+def test_the_drain_never_flushes_its_commits_while_producers_flush_each_one(
     db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[int] = []
-    run_drain = Drain.run
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    flushed: list[int] = []  # the inode of each file flushed to disk
+    flush = store_module._flush_to_disk
 
-    def spy(self: Drain, *args: object, **kwargs: object) -> object:
-        seen.append(self._store._connection().conn.execute("PRAGMA synchronous").fetchone()[0])
-        return run_drain(self, *args, **kwargs)
+    def spy(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_ino)
+        flush(fd)
 
-    monkeypatch.setattr(Drain, "run", spy)
-    result = run("drain", "--db", str(db), "--url", f"file://{tmp_path / 'out'}", "--once")
+    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
+    out = tmp_path / "out"
+    result = run("drain", "--db", str(db), "--url", f"file://{out}", "--once")
     assert result.exit_code == 0, result.output
+    # The drain claimed and acked (committed twice), flushing nothing.
+    assert out.read_text().count("\n") == 1 and rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert flushed == []
     with Spool(db) as spool:  # a producer opened with the default durability
-        producer = spool.store._connection().conn.execute("PRAGMA synchronous").fetchone()[0]
-    assert (seen, producer) == ([1], 2)  # 1 = NORMAL, 2 = FULL
+        flushed.clear()
+        spool.enqueue({"n": 2})
+        spool.enqueue_many([{"n": 3}, {"n": 4}])
+        wal = os.stat(f"{db}-wal").st_ino
+    assert flushed == [wal, wal]
 
 
 def test_status_counts_per_destination(db: Path) -> None:

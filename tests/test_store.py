@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -11,7 +13,15 @@ from conftest import rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spooler import InvalidEventError, Spool, SpoolFullError, StoreError, UnknownEventError
+import spooler.store as store_module
+from spooler import (
+    ConfigError,
+    InvalidEventError,
+    Spool,
+    SpoolFullError,
+    StoreError,
+    UnknownEventError,
+)
 from spooler.events import encode_event
 from spooler.records import DeadSelection, Failure, QueueSelection
 from spooler.store import (
@@ -203,6 +213,72 @@ def test_totals_count_only_the_deliveries_still_leased(db: Path) -> None:
     assert store.settle("me", now=NOW + 3, delivered=[e.rowid for e in mine]) == 1
     # Left: the taken event (7 bytes) and the unclaimed one (9 bytes); "é" was 2 bytes.
     assert rows(db, "SELECT events, bytes FROM totals") == [(2, 16)]
+
+
+def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int, int]]:
+    """Record each flush to disk as (inode flushed, events committed at that moment)."""
+    flushes: list[tuple[int, int]] = []
+    flush = store_module._flush_to_disk
+
+    def spy(fd: int) -> None:
+        queued = rows(db, "SELECT count(*) FROM queue")[0][0] if db.exists() else 0
+        flushes.append((os.fstat(fd).st_ino, queued))
+        flush(fd)
+
+    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
+    return flushes
+
+
+def test_full_durability_flushes_the_log_after_each_commit(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes = spy_on_flushes(monkeypatch, db)
+    with Spool(db) as spool:
+        flushes.clear()  # opening flushes once too (the schema)
+        spool.enqueue({"n": 1})
+        spool.enqueue_many([{"n": 2}, {"n": 3}])
+        wal = os.stat(f"{db}-wal").st_ino
+        # Each flush came after its commit (the events were already there to read)
+        # and before the call returned.
+        assert flushes == [(wal, 1), (wal, 3)]
+
+
+def test_normal_durability_never_flushes(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushes = spy_on_flushes(monkeypatch, db)
+    with Spool(db, durability="normal") as spool:
+        spool.enqueue({"n": 1})
+    assert flushes == [] and rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
+def test_a_spool_opened_through_a_symlink_flushes_the_real_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real" / "spool.db"
+    real.parent.mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    flushes = spy_on_flushes(monkeypatch, real)
+    with Spool(link) as spool:
+        spool.enqueue({"n": 1})
+        assert not Path(f"{link}-wal").exists()  # SQLite resolved the link
+        assert flushes[-1] == (os.stat(f"{real}-wal").st_ino, 1)
+
+
+def test_a_failed_flush_is_a_store_error(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Spool(db) as spool:
+
+        def fail(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(store_module, "_flush_to_disk", fail)
+        with pytest.raises(StoreError, match=r"could not flush the write-ahead log.*power loss"):
+            spool.enqueue({"n": 1})
+
+
+def test_an_unknown_durability_is_refused_before_any_file_exists(db: Path) -> None:
+    with pytest.raises(ConfigError, match="durability must be 'full' or 'normal', not 'fast'"):
+        Spool(db, durability="fast")
+    assert not db.exists()
 
 
 def test_claim_takes_due_events_in_order_under_a_lease(db: Path) -> None:
