@@ -16,6 +16,7 @@ from __future__ import annotations
 from .errors import (
     ConfigError,
     InvalidEventError,
+    NotDurableError,
     SpoolerError,
     SpoolFullError,
     StoreError,
@@ -52,6 +53,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ConfigError",
     "InvalidEventError",
+    "NotDurableError",
     "RetryPolicy",
     "Spool",
     "SpoolFullError",

@@ -5,7 +5,8 @@ Every error the library raises on purpose is a ``SpoolerError``::
     SpoolerError
     ├── ConfigError          a setting is missing, mistyped or out of range
     ├── StoreError           the spool file is unusable: corrupt, foreign,
-    │                        newer schema, unwritable path, disk full
+    │   │                    newer schema, unwritable path, disk full
+    │   └── NotDurableError  committed, but the flush to disk failed
     ├── InvalidEventError    not a dict, not JSON-serialisable, NaN/Infinity,
     │                        larger than the configured limit
     ├── SpoolFullError       a configured max_events / max_bytes is reached
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "InvalidEventError",
+    "NotDurableError",
     "SpoolFullError",
     "SpoolerError",
     "StoreError",
@@ -34,6 +36,11 @@ class ConfigError(SpoolerError):
 
 class StoreError(SpoolerError):
     """The spool database cannot be used as asked (corrupt, foreign, newer, unwritable)."""
+
+
+class NotDurableError(StoreError):
+    """A change was committed, but flushing it to disk failed: it is in the spool (and may
+    be delivered) unless the machine loses power before the disk recovers."""
 
 
 class InvalidEventError(SpoolerError):

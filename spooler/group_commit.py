@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from .errors import NotDurableError
+
 __all__ = ["GroupCommit"]
 
 Row = tuple[str, str, str]
@@ -46,7 +48,9 @@ class GroupCommit:
     request pending at that moment in one ``commit``; callers that arrive meanwhile
     wait, and the first of them leads the next group. If a shared commit fails (a
     spool limit, say), each request of the group is retried on its own, so an error
-    reaches exactly the callers it concerns and the others still commit.
+    reaches exactly the callers it concerns and the others still commit. A commit that
+    went through but could not be flushed to disk (``NotDurableError``) is not retried:
+    every caller of the group gets the error.
     """
 
     def __init__(self, commit: Callable[[Sequence[Row]], None]) -> None:
@@ -141,6 +145,12 @@ class GroupCommit:
     def _commit_group(self, group: list[_Request]) -> None:
         try:
             self._commit([row for request in group for row in request.rows])
+        except NotDurableError as exc:
+            # Committed, only not flushed: the rows are in the spool, so committing them
+            # again one request at a time would store every event twice.
+            for request in group:
+                request.error = exc
+            return
         except Exception as exc:
             if len(group) == 1:
                 group[0].error = exc

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 
-from .errors import ConfigError, SpoolFullError, StoreError, UnknownEventError
+from .errors import ConfigError, NotDurableError, SpoolFullError, StoreError, UnknownEventError
 from .events import EVENT_ID_CHARS, utf8_size
 
 # The record types come from .records where a method builds one, not here: a producer
@@ -186,7 +186,11 @@ class Store:
             raise
         current = _Connection(conn, os.getpid(), wal_fd)
         if wal_fd is not None:
-            self._flush(current)  # a schema this open created or upgraded
+            try:
+                self._flush(current)  # a schema this open created or upgraded
+            except StoreError:
+                self._close(current)
+                raise
         return current
 
     def _open_wal(self) -> int:
@@ -210,9 +214,9 @@ class Store:
         try:
             _flush_to_disk(current.wal_fd)
         except OSError as exc:
-            raise StoreError(
+            raise NotDurableError(
                 f"{self.path}: could not flush the write-ahead log to disk ({exc}); the last"
-                " change may not survive a power loss"
+                " change is committed but may not survive a power loss"
             ) from None
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -308,12 +312,15 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (only in the process that opened it)."""
-        current = self._current
-        if current.pid == os.getpid():
-            current.conn.close()
-            if current.wal_fd is not None:
-                os.close(current.wal_fd)
-                current.wal_fd = None
+        if self._current.pid == os.getpid():
+            self._close(self._current)
+
+    @staticmethod
+    def _close(current: _Connection) -> None:
+        current.conn.close()
+        if current.wal_fd is not None:
+            os.close(current.wal_fd)
+            current.wal_fd = None
 
     @contextmanager
     def _translated(self) -> Iterator[None]:

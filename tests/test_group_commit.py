@@ -3,6 +3,7 @@ the callers they concern (correctness only; speed is measured in benchmarks/).""
 
 from __future__ import annotations
 
+import errno
 import signal
 import sqlite3
 import threading
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from spooler import Spool, SpoolFullError
+import spooler.store as store_module
+from spooler import NotDurableError, Spool, SpoolFullError, StoreError
 from spooler.group_commit import GroupCommit, Row
 
 THREADS = 8
@@ -184,3 +186,54 @@ def test_a_waiter_interrupted_by_a_signal_withdraws_and_nobody_hangs() -> None:
     after.join(30)
     assert not after.is_alive(), "a caller after the interrupted one never got to commit"
     assert committed == [("a", "d", "first"), ("c", "d", "after")]
+
+
+def test_a_group_whose_flush_fails_is_told_so_and_not_committed_twice(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(db)
+    first_flush = threading.Event()
+    let_first_flush_finish = threading.Event()
+    flushes: list[int] = []
+
+    def flush(fd: int) -> None:
+        flushes.append(fd)
+        if len(flushes) == 1:  # hold the first caller's flush while the others gather
+            first_flush.set()
+            assert let_first_flush_finish.wait(30)
+            return
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store_module, "_flush_to_disk", flush)
+    results: dict[int, object] = {}
+
+    def call(n: int) -> None:
+        try:
+            spool.enqueue({"n": n})
+            results[n] = "ok"
+        except StoreError as exc:
+            results[n] = exc
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(5)]
+    threads[0].start()
+    assert first_flush.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(spool._group_commit._pending) < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    let_first_flush_finish.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    spool.close()
+    # The four shared one commit whose flush failed: each is told its event may not be
+    # durable, and the commit is not repeated one by one (that would store them twice).
+    assert results[0] == "ok"
+    assert all(isinstance(results[n], NotDurableError) for n in range(1, 5)), results
+    assert len(flushes) == 2
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM queue").fetchone() == (
+        5,
+        5,
+    )
+    conn.close()

@@ -11,6 +11,7 @@ def test_exported_names() -> None:
         [
             "ConfigError",
             "InvalidEventError",
+            "NotDurableError",
             "RetryPolicy",
             "Spool",
             "SpoolFullError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -17,6 +18,7 @@ import spooler.store as store_module
 from spooler import (
     ConfigError,
     InvalidEventError,
+    NotDurableError,
     Spool,
     SpoolFullError,
     StoreError,
@@ -264,15 +266,32 @@ def test_a_spool_opened_through_a_symlink_flushes_the_real_log(
         assert flushes[-1] == (os.stat(f"{real}-wal").st_ino, 1)
 
 
-def test_a_failed_flush_is_a_store_error(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def fail_flushes(fd: int) -> None:
+    raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_failed_flush_says_the_change_is_committed_but_not_durable(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with Spool(db) as spool:
-
-        def fail(fd: int) -> None:
-            raise OSError(errno.EIO, "Input/output error")
-
-        monkeypatch.setattr(store_module, "_flush_to_disk", fail)
-        with pytest.raises(StoreError, match=r"could not flush the write-ahead log.*power loss"):
+        monkeypatch.setattr(store_module, "_flush_to_disk", fail_flushes)
+        with pytest.raises(NotDurableError, match=r"committed but may not survive a power"):
             spool.enqueue({"n": 1})
+    assert rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
+def test_a_spool_whose_first_flush_fails_is_not_opened(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_flush_to_disk", fail_flushes)
+    with pytest.raises(NotDurableError):
+        Spool(db)
+    # Nothing of the spool is left open: not the log, not the database file.
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # an fd that closed while we looked
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert str(db) not in open_files and f"{db}-wal" not in open_files
 
 
 def test_an_unknown_durability_is_refused_before_any_file_exists(db: Path) -> None:
