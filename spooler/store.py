@@ -522,18 +522,12 @@ class Store:
                 failure = next((f for *_, f in [*retry, *dead]), None)
                 _record_outcome(conn, destination, now, bool(delivered), failure)
             if delivered:
-                # Sum the sizes in SQL, then delete: a DELETE ... RETURNING would hand
-                # every row to Python (~0.4 ms of a 500-event settle).
-                leased = "lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
-                params = (owner, json.dumps(list(delivered)))
-                count, size = conn.execute(
-                    "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0) FROM queue"
-                    f" WHERE {leased}",
-                    params,
-                ).fetchone()
-                conn.execute(f"DELETE FROM queue WHERE {leased}", params)
-                _add_totals(conn, -count, -size)
-                changed += count
+                changed += _delete_counted(
+                    conn,
+                    "queue",
+                    "lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+                    (owner, json.dumps(list(delivered))),
+                )
             for rowid, due_at, failure in retry:
                 changed += conn.execute(
                     "UPDATE queue SET due_at = ?, lease_owner = NULL, last_status = ?,"
@@ -720,11 +714,7 @@ class Store:
                 return conn.execute(f"SELECT count(*) FROM dead WHERE {where}", params).fetchone()[
                     0
                 ]
-            sizes = conn.execute(
-                f"DELETE FROM dead WHERE {where} RETURNING length(CAST(body AS BLOB))", params
-            ).fetchall()
-            _add_totals(conn, -len(sizes), -sum(size for (size,) in sizes))
-            return len(sizes)
+            return _delete_counted(conn, "dead", where, params)
 
     def _update_selected(
         self,
@@ -963,6 +953,25 @@ def _check_limits(
         raise SpoolFullError(
             f"spool holds {size} bytes; {added_bytes} more would pass max_bytes={max_bytes}"
         )
+
+
+def _delete_counted(
+    conn: sqlite3.Connection, table: str, condition: str, params: Sequence[object]
+) -> int:
+    """Delete the rows of ``table`` meeting ``condition``, take them off the totals, and
+    return how many went.
+
+    The sizes are summed in SQL before the delete: a ``DELETE ... RETURNING`` would hand
+    every row to Python (~0.4 ms of a 500-event settle).
+    """
+    count, size = conn.execute(
+        "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
+        f" FROM {table} WHERE {condition}",
+        params,
+    ).fetchone()
+    conn.execute(f"DELETE FROM {table} WHERE {condition}", params)
+    _add_totals(conn, -count, -size)
+    return count
 
 
 def _add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:
