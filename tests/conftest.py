@@ -1,4 +1,5 @@
-"""Shared fixtures: a spool path, a live receiver on 127.0.0.1, and drain helpers."""
+"""Shared fixtures: a spool path, a live receiver on 127.0.0.1, drain helpers, and a spy on
+flushes to disk."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import IO, Any
 
 import pytest
 
+import spooler.store as store_module
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, DrainReport, Mode
@@ -177,3 +179,17 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str, str
         with open(path, "a", encoding="utf-8") as report:
             for row in started:
                 report.write(json.dumps(asdict(row)) + "\n")
+
+
+def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int, int]]:
+    """Record each flush to disk as (inode flushed, events committed at that moment)."""
+    flushes: list[tuple[int, int]] = []
+    flush = store_module._flush_to_disk
+
+    def spy(fd: int) -> None:
+        queued = rows(db, "SELECT count(*) FROM queue")[0][0] if db.exists() else 0
+        flushes.append((os.fstat(fd).st_ino, queued))
+        flush(fd)
+
+    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
+    return flushes

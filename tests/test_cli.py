@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SPOOLER, rows, spooler_cmd
+from conftest import SPOOLER, rows, spooler_cmd, spy_on_flushes
 from spooler_cli.main import cli
 
-import spooler.store as store_module
 from spooler import Spool
 from spooler.receiver import Receiver
 from spooler.records import DeadSelection, Failure
@@ -157,14 +156,7 @@ def test_the_drain_never_flushes_its_commits_while_producers_flush_each_one(
 ) -> None:
     with Spool(db) as spool:
         spool.enqueue({"n": 1})
-    flushed: list[int] = []  # the inode of each file flushed to disk
-    flush = store_module._flush_to_disk
-
-    def spy(fd: int) -> None:
-        flushed.append(os.fstat(fd).st_ino)
-        flush(fd)
-
-    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
+    flushed = spy_on_flushes(monkeypatch, db)
     out = tmp_path / "out"
     result = run("drain", "--db", str(db), "--url", f"file://{out}", "--once")
     assert result.exit_code == 0, result.output
@@ -176,7 +168,7 @@ def test_the_drain_never_flushes_its_commits_while_producers_flush_each_one(
         spool.enqueue({"n": 2})
         spool.enqueue_many([{"n": 3}, {"n": 4}])
         wal = os.stat(f"{db}-wal").st_ino
-    assert flushed == [wal, wal]
+    assert flushed == [(wal, 1), (wal, 3)]
 
 
 def test_status_counts_per_destination(db: Path) -> None:

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import rows, spy_on_flushes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -215,20 +215,6 @@ def test_totals_count_only_the_deliveries_still_leased(db: Path) -> None:
     assert store.settle("me", now=NOW + 3, delivered=[e.rowid for e in mine]) == 1
     # Left: the taken event (7 bytes) and the unclaimed one (9 bytes); "é" was 2 bytes.
     assert rows(db, "SELECT events, bytes FROM totals") == [(2, 16)]
-
-
-def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int, int]]:
-    """Record each flush to disk as (inode flushed, events committed at that moment)."""
-    flushes: list[tuple[int, int]] = []
-    flush = store_module._flush_to_disk
-
-    def spy(fd: int) -> None:
-        queued = rows(db, "SELECT count(*) FROM queue")[0][0] if db.exists() else 0
-        flushes.append((os.fstat(fd).st_ino, queued))
-        flush(fd)
-
-    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
-    return flushes
 
 
 def test_full_durability_flushes_the_log_after_each_commit(
