@@ -179,15 +179,15 @@ class Store:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         try:
             with self._translated():
-                self._prepare(conn)
+                wrote_schema = self._prepare(conn)
             wal_fd = self._open_wal() if self._flushes_commits else None
         except BaseException:
             conn.close()
             raise
         current = _Connection(conn, os.getpid(), wal_fd)
-        if wal_fd is not None:
+        if wal_fd is not None and wrote_schema:
             try:
-                self._flush(current)  # a schema this open created or upgraded
+                self._flush(current)
             except StoreError:
                 self._close(current)
                 raise
@@ -219,7 +219,9 @@ class Store:
                 " change is committed but may not survive a power loss"
             ) from None
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
+    def _prepare(self, conn: sqlite3.Connection) -> bool:
+        """Check the file and set the connection up; return whether this created or
+        upgraded the schema."""
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
@@ -242,6 +244,7 @@ class Store:
             self._create_schema(conn)
         elif version < SCHEMA_VERSION:
             self._migrate(conn)  # the write lock only for a spool that needs upgrading
+        return not tables or version < SCHEMA_VERSION
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
