@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -100,6 +101,38 @@ def drain_command(db: Path, url: str, *extra: str) -> list[str]:
 def start_drain(db: Path, url: str, *extra: str, **popen: Any) -> subprocess.Popen[str]:
     """Start ``spooler drain`` as a real process delivering to ``url`` with ids in ``id``."""
     return subprocess.Popen(drain_command(db, url, *extra), text=True, **popen)
+
+
+def drain_cli(
+    db: Path, url: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``spooler drain --until-empty`` with fast retries to ``url`` (ids in ``id``),
+    bounded by a minute; ``extra`` flags are added at the end."""
+    return spooler_cmd(
+        "drain",
+        "--db",
+        str(db),
+        "--url",
+        url,
+        "--id-field",
+        "id",
+        "--until-empty",
+        "--backoff-base",
+        "0.01",
+        "--poll-interval",
+        "0.05",
+        "--max-time",
+        "60",
+        *extra,
+        env=env or {},
+    )
+
+
+def require_program(name: str, package: str) -> None:
+    """Skip the test, saying what to install, if the program ``name`` is not on PATH
+    (``.ci/run`` installs every one the tests use, so CI never skips)."""
+    if shutil.which(name) is None:
+        pytest.skip(f"needs {name} (Debian package {package}; .ci/run installs it)")
 
 
 def wait_for_line(stream: IO[str], text: str, timeout: float = 30.0) -> bool:

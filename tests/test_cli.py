@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SPOOLER, rows, spooler_cmd, spy_on_flushes
+from conftest import SPOOLER, require_program, rows, spooler_cmd, spy_on_flushes
 from spooler_cli.main import cli
 
 from spooler import Spool
@@ -731,6 +731,7 @@ def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
 def test_runbook_moving_the_spool_with_sqlite3_backup_keeps_every_event(
     tmp_path: Path, receiver: Receiver
 ) -> None:
+    require_program("sqlite3", "sqlite3")
     old, new = tmp_path / "old.db", tmp_path / "new.db"
     spool = Spool(old)  # stays open, as a producer would be, so the events sit in the WAL
     queued = spool.enqueue_many([{"n": n} for n in range(5)])

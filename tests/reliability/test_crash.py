@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import rows, spooler_cmd, start_drain, wait_until
+from conftest import drain_cli, rows, spooler_cmd, start_drain, wait_until
 
 from spooler.drain import CRASH_ENV
 from spooler.receiver import Receiver
@@ -52,29 +52,6 @@ def acknowledged_ids(db: Path, kills: int, rng: random.Random) -> set[str]:
         proc.wait()
         proc.stdout.close()
     return returned
-
-
-def drain_cli(
-    db: Path, url: str, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return spooler_cmd(
-        "drain",
-        "--db",
-        str(db),
-        "--url",
-        url,
-        "--id-field",
-        "id",
-        "--until-empty",
-        "--backoff-base",
-        "0.01",
-        "--poll-interval",
-        "0.05",
-        "--max-time",
-        "60",
-        *extra,
-        env=env or {},
-    )
 
 
 def dead_ids(db: Path) -> set[str]:
