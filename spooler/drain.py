@@ -277,8 +277,11 @@ class Drain:
             if last:
                 # The last worker out closes: a worker abandoned on a hung request
                 # still holds a connection until that request ends.
-                for each in self._destinations.values():
-                    each.close()
+                for each_name, each in self._destinations.items():
+                    try:
+                        each.close()
+                    except Exception as exc:  # whatever close() does, the drain must end
+                        log.warning("%s: could not close: %s", each_name, exc)
                 self._all_done.set()
 
     def _deliver(

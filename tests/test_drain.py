@@ -18,6 +18,7 @@ from conftest import drain_once, rows, wait_until
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
+from spooler.destinations import Verdict
 from spooler.drain import CRASH_ENV, Drain, Mode
 from spooler.receiver import Receiver
 
@@ -357,3 +358,31 @@ def test_an_idle_worker_wakes_when_a_sibling_finishes_instead_of_sleeping_out_th
     worker.join(timeout=30)
     assert not worker.is_alive(), "the idle worker slept through its sibling's delivery"
     assert [r.delivered for r in reports] == [1]
+
+
+class DeliversButCannotClose:
+    """A destination that delivers everything and whose ``close()`` fails."""
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+    def send(self, events: list[object]) -> Verdict:
+        return Verdict("delivered")
+
+    def close(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_destination_that_fails_to_close_does_not_keep_the_drain_running(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool.enqueue_many(events(3))
+    config = build_drain_config({}, destination_flags={"url": "file:///dev/null"})
+    destination = DeliversButCannotClose(config.destinations["default"])
+    drain = Drain(spool.store, config, destinations={"default": destination})
+    finished: list[object] = []
+    thread = threading.Thread(target=lambda: finished.append(drain.run(Mode.UNTIL_EMPTY)))
+    thread.start()
+    thread.join(timeout=30)
+    assert finished, "the drain never ended"
+    assert "default: could not close: [Errno 28] No space left on device" in caplog.text

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..records import ClaimedEvent
@@ -19,46 +20,68 @@ __all__ = ["FileDestination"]
 
 
 class FileDestination:
-    """Appends one JSON line per event and fsyncs before reporting delivery."""
+    """Appends one JSON line per event and, for a file, fsyncs before reporting delivery."""
 
     def __init__(self, config: DestinationConfig) -> None:
         self.config = config
-        self._stream: TextIO
+        self._fd: int | None = None  # None: stdout
+        self._regular = False  # a regular file: fsynced, and cut back after a failed write
         if config.url == "-":
             self._path = "stdout"
-            self._stream = sys.stdout
-            self._owned = False
-        else:
-            self._path = config.url.removeprefix("file://")
-            try:
-                self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-            except OSError as exc:
-                raise ConfigError(
-                    f"destinations.{config.name}.url: cannot open {self._path}: {exc.strerror}"
-                ) from None
-            self._owned = True
+            return
+        self._path = config.url.removeprefix("file://")
+        try:
+            # Unbuffered: a failed write must leave no bytes behind in a buffer, to be
+            # written again (or fail again) by the next write or by close().
+            self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        except OSError as exc:
+            raise ConfigError(
+                f"destinations.{config.name}.url: cannot open {self._path}: {exc.strerror}"
+            ) from None
 
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """Write the events, flush, fsync; a failed write is cut back off and retried."""
         text = "".join(event_text(event, self.config.id_field) + "\n" for event in events)
-        start = self._stream.tell() if self._owned else None
         try:
-            self._stream.write(text)
-            self._stream.flush()
-            if self._owned:
-                os.fsync(self._stream.fileno())
+            if self._fd is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            elif self._regular:
+                _append_to_file(self._fd, text.encode("utf-8"))
+            else:  # a pipe or a device: nothing to fsync, nothing to cut back
+                _write_all(self._fd, text.encode("utf-8"))
         except OSError as exc:
-            if start is not None:
-                self._cut_back(start)
             return Verdict("retry", error=f"cannot write {self._path}: {exc.strerror or exc}")
         return Verdict("delivered")
 
-    def _cut_back(self, size: int) -> None:
-        # A half-written line would corrupt the JSON Lines file; the events are retried.
-        with contextlib.suppress(OSError):
-            self._stream.truncate(size)
-
     def close(self) -> None:
         """Close the file (stdout stays open)."""
-        if self._owned:
-            self._stream.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, or raise."""
+    unwritten = memoryview(data)
+    while unwritten:  # a write may take less than all (a disk filling up)
+        unwritten = unwritten[os.write(fd, unwritten) :]
+
+
+def _append_to_file(fd: int, data: bytes) -> None:
+    """Append ``data`` to a regular file and fsync it; if that fails, cut the file back
+    to where it ended, and raise."""
+    end = os.fstat(fd).st_size
+    # A file that ends mid-line (a drain killed mid-write, or a cut-back that failed)
+    # gets a newline first, so that the damaged line does not swallow the next event.
+    if end and os.pread(fd, 1, end - 1) != b"\n":
+        data = b"\n" + data
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except OSError:
+        # A partial line would corrupt the JSON Lines file; the events are retried.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, end)
+        raise
