@@ -101,10 +101,12 @@ def parse_duration_option(
     """Callback of duration options: ``90s``, ``15m``, ``12h``, ``3d`` or seconds."""
     if value is None:
         return None
+    key = f"--{param.name}"
     try:
-        return parse_duration(value, key=f"--{param.name}")
+        return parse_duration(value, key=key)
     except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from None
+        # click's message names the option already ("Invalid value for '--max-age'").
+        raise click.BadParameter(str(exc).removeprefix(f"{key}: ")) from None
 
 
 def require_selection(

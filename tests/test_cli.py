@@ -757,3 +757,16 @@ def test_runbook_moving_the_spool_with_sqlite3_backup_keeps_every_event(
         json.loads(spooler_cmd("dlq", "inspect", "--db", str(new), "--json").stdout)["id"] == dead
     )
     assert rows(new, "SELECT count(*) FROM queue") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("5x", "expected a duration like 90s, 15m, 12h, 3d, got '5x'"),
+        ("-1h", "expected a duration like 90s, 15m, 12h, 3d, got '-1h'"),
+    ],
+)
+def test_a_bad_duration_flag_is_named_once(db: Path, value: str, message: str) -> None:
+    result = run("dlq", "purge", "--db", str(db), "--older-than", value, "--yes")
+    assert result.exit_code == 2
+    assert f"Invalid value for '--older-than': {message}" in result.stderr
