@@ -76,7 +76,11 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     type=click.IntRange(1, 64),
     help="Requests in flight per destination [default 4].",
 )
-@click.option("--timeout", callback=parse_duration_option, help="Request timeout [default 10s].")
+@click.option(
+    "--timeout",
+    callback=parse_duration_option,
+    help="Request timeout: connecting, each wait, reading the answer [default 10s].",
+)
 @click.option("--batch-key", help="Send {KEY: [...]} instead of a bare JSON array.")
 @click.option("--id-field", help="Write the event id into each event under this key.")
 @click.option(

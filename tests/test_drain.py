@@ -386,3 +386,18 @@ def test_a_destination_that_fails_to_close_does_not_keep_the_drain_running(
     thread.join(timeout=30)
     assert finished, "the drain never ended"
     assert "default: could not close: [Errno 28] No space left on device" in caplog.text
+
+
+def test_a_gzip_compressed_error_answer_is_recorded_decoded(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
+    spool.enqueue({"n": 1})
+    receiver.respond = lambda body, headers: (
+        400,
+        {"Content-Encoding": "gzip"},
+        gzip.compress(b'{"error":"field n is not allowed"}'),
+    )
+    drain_once(spool, receiver.url)
+    assert rows(db, "SELECT reason, status, error FROM dead") == [
+        ("rejected", 400, 'HTTP 400: {"error":"field n is not allowed"}')
+    ]

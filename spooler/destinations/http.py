@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["HttpDestination", "judge_response", "signature_headers"]
 
 RETRYABLE_STATUSES = frozenset({408, 429})
+# The most of an answer's body read: enough for any error a receiver names events in.
+MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[str] = ()) -> Verdict:
@@ -147,13 +149,40 @@ class HttpDestination:
             headers.update(
                 signature_headers(self.config.signing_secret, content, now=self._clock())
             )
+        request = self._client.build_request(
+            "POST", self.config.url, content=content, headers=headers
+        )
         try:
-            response = self._client.post(self.config.url, content=content, headers=headers)
+            response = self._read_bounded(request)
         except httpx.TimeoutException:
             return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
         except httpx.HTTPError as exc:
             return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self._secrets))
         return self.judge(response)
+
+    def _read_bounded(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; the answer with at most ``MAX_RESPONSE_BYTES`` of its body,
+        read within ``timeout`` of the start.
+
+        httpx's timeouts bound each read, not the whole answer: a receiver trickling an
+        endless body would hold the request (and its events' lease) forever, and a huge
+        one would fill memory. The status is what decides; the body only explains it.
+        """
+        deadline = time.monotonic() + self.config.timeout
+        response = self._client.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
+                    break  # closing the response then drops the connection
+        finally:
+            response.close()
+        headers = response.headers.copy()
+        headers.pop("content-encoding", None)  # the body read is decoded already
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(body), request=request
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
