@@ -66,7 +66,7 @@ class Spool:
             ("max_events", max_events),
             ("max_bytes", max_bytes),
         ):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (type(value) is not int or value < 1):  # not a bool
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
         self.path = os.fspath(path)
         self.max_event_bytes = max_event_bytes

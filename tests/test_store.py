@@ -286,6 +286,16 @@ def test_an_unknown_durability_is_refused_before_any_file_exists(db: Path) -> No
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("limit", "value"),
+    [("max_events", 0), ("max_bytes", -1), ("max_event_bytes", "10"), ("max_events", True)],
+)
+def test_a_bad_limit_is_refused_before_any_file_exists(db: Path, limit: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"{limit} must be a positive integer, not {value!r}"):
+        Spool(db, **{limit: value})
+    assert not db.exists()
+
+
 def test_claim_takes_due_events_in_order_under_a_lease(db: Path) -> None:
     store = Store(db)
     ids = enqueue(store, "{}", "{}", "{}")
