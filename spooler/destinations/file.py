@@ -41,7 +41,7 @@ class FileDestination:
             ) from None
 
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
-        """Write the events, flush, fsync; a failed write is cut back off and retried."""
+        """Write the events (a file: and fsync it); a failed write is cut back off and retried."""
         text = "".join(event_text(event, self.config.id_field) + "\n" for event in events)
         try:
             if self._fd is None:
