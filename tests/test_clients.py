@@ -259,3 +259,38 @@ def test_posthog_capture_both_signatures(spool: Spool, db: Path) -> None:
     assert alias["event"] == "$create_alias" and alias["properties"]["alias"] == "anon_1"
     with pytest.raises(InvalidEventError, match="distinct_id"):
         client.capture("$pageview")
+
+
+# -- every client ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s: Datalyr(s).track("user_1", "e", "not a dict"), "properties"),
+        (lambda s: Datalyr(s).track({"event": "e", "properties": ["a"]}), "properties"),
+        (lambda s: Datalyr(s).page("user_1", "Home", "not a dict"), "properties"),
+        (lambda s: Datalyr(s).group("user_1", "g_1", ["a"]), "traits"),
+        (
+            lambda s: Amplitude(s).track(event_type="e", user_id="user_1", event_properties="x"),
+            "event_properties",
+        ),
+        (
+            lambda s: Amplitude(s).log_event({"event_type": "e", "user_id": "user_1", "groups": 5}),
+            "groups",
+        ),
+        (lambda s: Segment(s).track("user_1", "e", "not a dict"), "properties"),
+        (lambda s: Segment(s).identify("user_1", ["a"]), "traits"),
+        (lambda s: Segment(s).page("user_1", properties="x", context="y"), "properties"),
+        (lambda s: Segment(s).track("user_1", "e", context="not a dict"), "context"),
+        (lambda s: PostHog(s).capture("user_1", "e", "not a dict"), "properties"),
+        (lambda s: PostHog(s).capture("e", distinct_id="user_1", groups="x"), "groups"),
+        (lambda s: PostHog(s).identify("user_1", ["a"]), "properties"),
+    ],
+)
+def test_properties_that_are_not_a_dict_are_refused_and_nothing_is_enqueued(
+    spool: Spool, db: Path, call: Any, field: str
+) -> None:
+    with pytest.raises(InvalidEventError, match=rf"^{field} must be a dict, not \w+$"):
+        call(spool)
+    assert stored(db) == []

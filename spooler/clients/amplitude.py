@@ -15,13 +15,15 @@ from typing import Any
 
 from ..errors import InvalidEventError
 from ..spool import Spool
-from .base import SpoolClient
+from .base import SpoolClient, as_object
 
 __all__ = ["Amplitude", "Middleware"]
 
 #: ``middleware(payload, next)``: ``payload`` is ``{"event": dict, "extra": object}``;
 #: call ``next(payload)`` to go on; not calling it drops the event, as in the SDK.
 Middleware = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None]
+# The fields of an Amplitude event that are JSON objects.
+OBJECT_FIELDS = ("event_properties", "user_properties", "groups", "group_properties")
 
 
 class Amplitude(SpoolClient):
@@ -67,9 +69,9 @@ class Amplitude(SpoolClient):
         if device_id is not None:
             event["device_id"] = device_id
         if event_properties is not None:
-            event["event_properties"] = dict(event_properties)
+            event["event_properties"] = as_object(event_properties, "event_properties")
         if user_properties is not None:
-            event["user_properties"] = dict(user_properties)
+            event["user_properties"] = as_object(user_properties, "user_properties")
         event.update(fields)
         return self.log_event(event)
 
@@ -96,6 +98,8 @@ class Amplitude(SpoolClient):
     def _check(self, event: Mapping[str, Any]) -> None:
         if not isinstance(event.get("event_type"), str) or not event["event_type"]:
             raise InvalidEventError("an Amplitude event needs an event_type")
+        for field in OBJECT_FIELDS:
+            as_object(event.get(field), field)  # raises for anything but a dict
         ids = [event.get(k) for k in ("user_id", "device_id") if event.get(k) is not None]
         if not any(isinstance(i, str) and len(i) >= self.min_id_length for i in ids):
             raise InvalidEventError(

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import InvalidEventError
 from ..records import iso_utc
 from ..spool import Spool
 
-__all__ = ["SpoolClient"]
+__all__ = ["SpoolClient", "as_object"]
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` (properties, traits, context...) as a new dict, None as an empty one;
+    anything but a mapping is refused before it reaches the spool."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEventError(f"{what} must be a dict, not {type(value).__name__}")
+    return dict(value)
 
 
 class SpoolClient:

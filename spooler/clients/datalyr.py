@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import InvalidEventError
 from ..spool import Spool
-from .base import SpoolClient
+from .base import SpoolClient, as_object
 
 __all__ = ["Datalyr"]
 
@@ -88,7 +88,9 @@ class Datalyr(SpoolClient):
         anonymous_id: str | None = None,
     ) -> str:
         """A page view (sends ``$pageview``; ``name`` goes into the properties)."""
-        props = {**({"name": name} if name is not None else {}), **(properties or {})}
+        props = as_object(properties, "properties")
+        if name is not None:
+            props = {"name": name, **props}
         return self._send("$pageview", user_id, props, anonymous_id)
 
     def alias(
@@ -108,7 +110,8 @@ class Datalyr(SpoolClient):
         anonymous_id: str | None = None,
     ) -> str:
         """Associate a user with a group (sends ``$group``)."""
-        return self._send("$group", user_id, {"groupId": group_id, **(traits or {})}, anonymous_id)
+        traits = {"groupId": group_id, **as_object(traits, "traits")}
+        return self._send("$group", user_id, traits, anonymous_id)
 
     def _send(
         self,
@@ -130,7 +133,8 @@ class Datalyr(SpoolClient):
         if user_id is not None:
             payload["userId"] = user_id
         payload["anonymousId"] = anonymous_id
-        payload["properties"] = {**(properties or {}), "anonymous_id": anonymous_id}
+        payload["properties"] = as_object(properties, "properties")
+        payload["properties"]["anonymous_id"] = anonymous_id
         payload["context"] = dict(SDK_CONTEXT)
         payload["timestamp"] = self._now_iso()
         return self._enqueue(payload)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InvalidEventError
 from ..spool import Spool
-from .base import SpoolClient
+from .base import SpoolClient, as_object
 
 __all__ = ["PostHog"]
 
@@ -50,7 +50,9 @@ class PostHog(SpoolClient):
             event = ignored.pop("event", None)
         if not isinstance(event, str) or not event:
             raise InvalidEventError("capture needs an event name")
-        props = {**(properties or {}), **({"$groups": dict(groups)} if groups else {})}
+        props = as_object(properties, "properties")
+        if groups:
+            props["$groups"] = as_object(groups, "groups")
         return self._send(event, distinct_id, props, timestamp, uuid)
 
     def identify(
@@ -62,7 +64,7 @@ class PostHog(SpoolClient):
     ) -> str:
         """Set person properties (sends ``$identify`` with ``$set``)."""
         return self._send(
-            "$identify", distinct_id, {"$set": dict(properties or {})}, timestamp, uuid
+            "$identify", distinct_id, {"$set": as_object(properties, "properties")}, timestamp, uuid
         )
 
     def alias(
@@ -93,7 +95,7 @@ class PostHog(SpoolClient):
         props = {
             "$group_type": group_type,
             "$group_key": group_key,
-            "$group_set": dict(properties or {}),
+            "$group_set": as_object(properties, "properties"),
         }
         return self._send("$groupidentify", f"${group_type}_{group_key}", props, timestamp, uuid)
 

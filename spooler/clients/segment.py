@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InvalidEventError
 from ..spool import Spool
-from .base import SpoolClient
+from .base import SpoolClient, as_object
 
 __all__ = ["Segment"]
 
@@ -53,9 +53,9 @@ class Segment(SpoolClient):
             raise InvalidEventError("track needs an event name (a string)")
         return self._send(
             {
-                "integrations": integrations or {},
+                "integrations": as_object(integrations, "integrations"),
                 "anonymousId": anonymous_id,
-                "properties": properties or {},
+                "properties": as_object(properties, "properties"),
                 "timestamp": timestamp,
                 "context": context,
                 "userId": user_id,
@@ -79,13 +79,13 @@ class Segment(SpoolClient):
         _require_id(user_id, anonymous_id)
         return self._send(
             {
-                "integrations": integrations or {},
+                "integrations": as_object(integrations, "integrations"),
                 "anonymousId": anonymous_id,
                 "timestamp": timestamp,
                 "context": context,
                 "type": "identify",
                 "userId": user_id,
-                "traits": traits or {},
+                "traits": as_object(traits, "traits"),
             },
             message_id,
         )
@@ -104,7 +104,7 @@ class Segment(SpoolClient):
             raise InvalidEventError("alias needs previous_id and user_id")
         return self._send(
             {
-                "integrations": integrations or {},
+                "integrations": as_object(integrations, "integrations"),
                 "previousId": previous_id,
                 "timestamp": timestamp,
                 "context": context,
@@ -132,13 +132,13 @@ class Segment(SpoolClient):
             raise InvalidEventError("group needs a group_id")
         return self._send(
             {
-                "integrations": integrations or {},
+                "integrations": as_object(integrations, "integrations"),
                 "anonymousId": anonymous_id,
                 "timestamp": timestamp,
                 "groupId": _id(group_id),
                 "context": context,
                 "userId": user_id,
-                "traits": traits or {},
+                "traits": as_object(traits, "traits"),
                 "type": "group",
             },
             message_id,
@@ -161,9 +161,9 @@ class Segment(SpoolClient):
         _require_id(user_id, anonymous_id)
         return self._send(
             {
-                "integrations": integrations or {},
+                "integrations": as_object(integrations, "integrations"),
                 "anonymousId": anonymous_id,
-                "properties": properties or {},
+                "properties": as_object(properties, "properties"),
                 "timestamp": timestamp,
                 "category": category,
                 "context": context,
@@ -181,7 +181,7 @@ class Segment(SpoolClient):
         self, message: dict[str, Any], message_id: str | None, *, anonymous_last: bool = False
     ) -> str:
         message["timestamp"] = self._when(message["timestamp"]).isoformat(timespec="milliseconds")
-        message["context"] = {**(message["context"] or {}), "library": dict(LIBRARY)}
+        message["context"] = {**as_object(message["context"], "context"), "library": dict(LIBRARY)}
         message["userId"] = _id(message["userId"])
         if message_id is not None:
             message["messageId"] = str(message_id)
