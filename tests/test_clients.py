@@ -265,6 +265,19 @@ def test_posthog_capture_both_signatures(spool: Spool, db: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: Segment(s).track("user_1", "e", timestamp="2026-01-02"),
+        lambda s: PostHog(s).capture("e", distinct_id="user_1", timestamp=1_767_323_045),
+    ],
+)
+def test_a_timestamp_that_is_not_a_datetime_is_refused(spool: Spool, db: Path, call: Any) -> None:
+    with pytest.raises(InvalidEventError, match=r"^timestamp must be a datetime, not (str|int)$"):
+        call(spool)
+    assert stored(db) == []
+
+
+@pytest.mark.parametrize(
     ("call", "field"),
     [
         (lambda s: Datalyr(s).track("user_1", "e", "not a dict"), "properties"),

@@ -42,6 +42,8 @@ class SpoolClient:
 
     def _when(self, timestamp: datetime | None) -> datetime:
         """The caller's timestamp, or now, as an aware UTC time (naive means UTC)."""
+        if timestamp is not None and not isinstance(timestamp, datetime):
+            raise InvalidEventError(f"timestamp must be a datetime, not {type(timestamp).__name__}")
         when = timestamp or datetime.fromtimestamp(self._clock(), timezone.utc)
         return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
