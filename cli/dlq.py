@@ -11,7 +11,13 @@ import click
 from spooler.dlq import dead_event_to_dict
 from spooler.events import events_phrase
 
-from .options import Options, common_options, parse_duration_option, require_selection
+from .options import (
+    Options,
+    common_options,
+    parse_duration_option,
+    require_selection,
+    stdin_lines,
+)
 from .render import dead_event_detail, dead_summary_table, dead_table
 
 __all__ = ["dlq"]
@@ -100,7 +106,7 @@ def replay(
     """Move dead events back to the queue: same event ids, attempts reset, oldest first.
     IDs may be given as - to read them from stdin, one per line."""
     if ids == ("-",):
-        ids = tuple(line.strip() for line in sys.stdin if line.strip())
+        ids = tuple(line.strip() for _, line in stdin_lines())
     filters = {
         "destination": destination,
         "reason": reason,

@@ -7,7 +7,6 @@ one line on stderr; ``--debug`` shows the traceback as well.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ from spooler.events import parse_event
 
 from .dlq import dlq
 from .drain import drain
-from .options import Options, common_options, debug_option
+from .options import Options, common_options, debug_option, stdin_lines
 from .queue import expire, hold, release, retry_now
 from .render import status_table
 
@@ -73,7 +72,10 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
     if events and events != ("-",):
         numbered = [(f"argument {n}", text) for n, text in enumerate(events, 1)]
     else:
-        numbered = [(f"line {n}", line) for n, line in enumerate(sys.stdin, 1) if line.strip()]
+        try:
+            numbered = [(f"line {n}", line) for n, line in stdin_lines()]
+        except SpoolerError as exc:
+            raise InvalidEventError(f"{exc}; nothing was enqueued") from None
     parsed = []
     for where, text in numbered:
         try:

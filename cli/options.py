@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from spooler import ConfigError, Spool
+from spooler import ConfigError, Spool, SpoolerError
 from spooler.config import config_db_path, load_config_file, parse_duration, spool_options
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "parse_duration_option",
     "require_selection",
     "set_debug",
+    "stdin_lines",
 ]
 
 DEFAULT_DB = "./spooler.db"
@@ -107,6 +109,26 @@ def parse_duration_option(
     except ConfigError as exc:
         # click's message names the option already ("Invalid value for '--max-age'").
         raise click.BadParameter(str(exc).removeprefix(f"{key}: ")) from None
+
+
+def stdin_lines() -> list[tuple[int, str]]:
+    """The lines of stdin that are not blank, numbered from 1, read as UTF-8.
+
+    Read as bytes and decoded here, not by the locale's text stream: under a UTF-8
+    locale that stream raises on the first invalid byte (a traceback), under others it
+    lets it through. A line that is not UTF-8 is a ``SpoolerError`` naming it.
+    """
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpoolerError(
+                f"line {number}: not valid UTF-8 (byte {raw[exc.start]:#04x} at {exc.start})"
+            ) from None
+        if line.strip():
+            lines.append((number, line))
+    return lines
 
 
 def require_selection(

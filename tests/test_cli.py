@@ -72,6 +72,29 @@ def test_enqueue_is_all_or_nothing_and_names_the_bad_input(
     assert queued_bodies(db) == []
 
 
+@pytest.mark.parametrize("command", [["enqueue"], ["dlq", "replay", "-"]])
+@pytest.mark.parametrize("locale", ["strict", "surrogateescape"])
+def test_stdin_that_is_not_utf8_names_the_line_whatever_the_locale(
+    db: Path, command: list[str], locale: str
+) -> None:
+    # Under a UTF-8 locale Python decodes stdin strictly (it used to raise a traceback);
+    # under the C locale it lets bad bytes through as surrogates.
+    Spool(db).close()
+    result = subprocess.run(
+        [*SPOOLER, *command, "--db", str(db)],
+        input=b'{"ok":1}\n{"a":"\xff\xfe"}\n',
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": f"utf-8:{locale}"},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(
+        "spooler: error: line 2: not valid UTF-8 (byte 0xff at 6)"
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert queued_bodies(db) == []
+
+
 def test_enqueue_oversized_event_names_the_line(tmp_path: Path, db: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[spool]\nmax_event_bytes = 100\n")
