@@ -124,6 +124,10 @@ def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
         load_config_file(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config_file(write(tmp_path, "[destinations\nurl="))
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('db = "/var/spool/caf\xe9.db"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not valid TOML: not UTF-8 at byte 20"):
+        load_config_file(latin1)
 
 
 def test_flags_are_not_interpolated_but_the_file_is(tmp_path: Path) -> None:
