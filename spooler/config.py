@@ -233,7 +233,10 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in _TOP_KEYS:
             raise _unknown_key(key, _TOP_KEYS, "")
     if "db" in raw:
-        _string(raw["db"], "db")
+        # Relative to the file, not to wherever the command runs: a shell script and a
+        # service (whose working directory is /) reading one config share one spool.
+        db = os.path.expanduser(_string(raw["db"], "db"))
+        raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
     return raw
 
 

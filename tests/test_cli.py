@@ -397,6 +397,22 @@ def test_db_in_config_file(tmp_path: Path) -> None:
     assert sqlite3.connect(target).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_a_relative_db_in_a_config_file_is_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "spooler.toml"
+    config.write_text("db = 'data/spool.db'\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # as a service runs, from another directory
+    assert run("enqueue", "--config", str(config), "{}").exit_code == 0
+    assert queued_bodies(tmp_path / "etc" / "data" / "spool.db") == ["{}"]
+    assert list(elsewhere.iterdir()) == []
+    shown = json.loads(run("config", "check", str(config)).stdout)
+    assert shown["db"] == str(tmp_path / "etc" / "data" / "spool.db")
+
+
 def test_operator_commands_refuse_a_missing_spool(tmp_path: Path) -> None:
     missing = tmp_path / "typo.db"
     for args in (
