@@ -158,6 +158,7 @@ class Store:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
+        self._closed = False
         self._current = self._open()
 
     @property
@@ -309,12 +310,16 @@ class Store:
         # A connection must never be used on both sides of a fork(): the child opens its
         # own. (The parent's log descriptor is left open: the child may have closed it
         # and reused its number for a file of its own.)
+        if self._closed:
+            raise StoreError(f"{self.path}: this spool was closed")
         if self._current.pid != os.getpid():
             self._current = self._open()
         return self._current
 
     def close(self) -> None:
-        """Close the connection (only in the process that opened it)."""
+        """Close the connection (only in the process that opened it); the store is not
+        usable afterwards."""
+        self._closed = True
         if self._current.pid == os.getpid():
             self._close(self._current)
 

@@ -296,6 +296,16 @@ def test_a_bad_limit_is_refused_before_any_file_exists(db: Path, limit: str, val
     assert not db.exists()
 
 
+def test_a_closed_spool_says_so(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    for use in (lambda: spool.enqueue({"n": 2}), spool.status, lambda: spool.enqueue_many([{}])):
+        with pytest.raises(StoreError, match=r"spool\.db: this spool was closed$"):
+            use()
+    spool.close()  # closing twice is harmless
+    assert rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
 def test_claim_takes_due_events_in_order_under_a_lease(db: Path) -> None:
     store = Store(db)
     ids = enqueue(store, "{}", "{}", "{}")
