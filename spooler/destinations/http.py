@@ -166,16 +166,19 @@ class HttpDestination:
 
         httpx's timeouts bound each read, not the whole answer: a receiver trickling an
         endless body would hold the request (and its events' lease) forever, and a huge
-        one would fill memory. The status is what decides; the body only explains it.
+        one would fill memory. The status is what decides; the body only explains it,
+        so a body that breaks off does not make an accepted batch look failed.
         """
         deadline = time.monotonic() + self.config.timeout
         response = self._client.send(request, stream=True)
+        body = bytearray()
         try:
-            body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
                     break  # closing the response then drops the connection
+        except httpx.HTTPError:
+            pass  # the body broke off; the status came whole (a 2xx was accepted)
         finally:
             response.close()
         headers = response.headers.copy()

@@ -90,6 +90,10 @@ class FaultyServer:
             self.delivered += json.loads(body)
             self._stream(conn, b"200 OK", b"x", pause=0.05)
             return
+        if fault == "cut_200":  # accept, then hang up a few bytes into the answer's body
+            self.delivered += json.loads(body)
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok"')
+            return
         if fault == "endless_500":  # an error page that never ends, as fast as it goes
             self._stream(conn, b"500 Internal Server Error", b"<p>error</p>" * 5000, pause=0)
             return
@@ -108,6 +112,7 @@ class FaultyServer:
         ("half_read", "receiver hangs up after reading half the body"),
         ("not_http", "answer that is not HTTP"),
         ("garbage_200", "200 with a garbage body (accepted: 2xx means delivered)"),
+        ("cut_200", "200 whose body breaks off (accepted: the status came whole)"),
         ("trickle_200", "200 whose body trickles in a byte at a time, without end"),
         ("endless_500", "500 whose body never ends, sent as fast as it goes"),
     ],
