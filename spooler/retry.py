@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -24,9 +25,11 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf", "nan"
     # Imported here: the email package costs ~10 ms, and only a drain reading a dated
     # Retry-After needs it, never `import spooler` on a producer's path.
     from email.utils import parsedate_to_datetime
@@ -56,9 +59,11 @@ class RetryPolicy:
     backoff_cap: float = 300.0
 
     def delay(self, attempts: int, *, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds until the next attempt; ``Retry-After`` is honoured as the minimum."""
+        """Seconds until the next attempt; ``Retry-After`` is honoured as the minimum, up
+        to ``max_age`` (a receiver asking for a year must not park events for a year:
+        they are tried again, and die ``max_age`` if that fails too)."""
         wait = compute_backoff(attempts, base=self.backoff_base, cap=self.backoff_cap, rng=rng)
-        return wait if retry_after is None else max(wait, retry_after)
+        return wait if retry_after is None else max(wait, min(retry_after, self.max_age))
 
     def give_up_reason(self, *, attempts: int, queued_at: float, now: float) -> str | None:
         """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried."""

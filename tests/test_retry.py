@@ -29,7 +29,7 @@ def test_retry_after_seconds_and_http_date() -> None:
     date = format_datetime(datetime.fromtimestamp(now + 120, tz=timezone.utc), usegmt=True)
     assert parse_retry_after(date, now=now) == pytest.approx(120.0)
     assert parse_retry_after("-5", now=now) == 0.0
-    for garbage in (None, "", "soon", "Mon, 99 Foo 2020"):
+    for garbage in (None, "", "soon", "Mon, 99 Foo 2020", "inf", "nan", "1e400"):
         assert parse_retry_after(garbage, now=now) is None
 
 
@@ -39,6 +39,13 @@ def test_retry_after_is_a_minimum_not_a_replacement() -> None:
     assert all(policy.delay(1, retry_after=30.0, rng=rng) == 30.0 for _ in range(100))
     waits = [policy.delay(12, retry_after=1.0, rng=rng) for _ in range(200)]
     assert all(1.0 <= w <= 300.0 for w in waits) and max(waits) > 100
+
+
+def test_retry_after_is_honoured_up_to_max_age() -> None:
+    policy = RetryPolicy(max_age=3 * 86400.0, backoff_cap=300.0)
+    rng = random.Random(1)
+    assert policy.delay(1, retry_after=86400.0, rng=rng) == 86400.0  # a daily quota
+    assert policy.delay(1, retry_after=1e11, rng=rng) == 3 * 86400.0  # 3,000 years: no
 
 
 def test_give_up_on_attempts_then_on_age() -> None:
