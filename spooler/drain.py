@@ -309,7 +309,7 @@ class Drain:
                     continue
                 # Named no event of this batch after all: find the culprits by bisection.
                 verdict = replace(verdict, outcome="reject")
-            if verdict.outcome == "reject" and len(events) > 1:
+            if verdict.outcome == "reject" and verdict.split and len(events) > 1:
                 half = len(events) // 2
                 log.info(
                     "%s: %s for a batch of %d; splitting it to find the events at fault",
@@ -385,18 +385,17 @@ class Drain:
             )
             return
         if verdict.outcome == "reject":
-            event = events[0]
             self._store.settle(
                 self.owner,
                 destination=name,
                 now=now,
-                dead=[(event.rowid, verdict.reason, verdict.failure)],
+                dead=[(event.rowid, verdict.reason, verdict.failure) for event in events],
             )
-            self._count(name, dead={verdict.reason: 1})
+            self._count(name, dead={verdict.reason: len(events)})
             log.warning(
-                "%s: dead-lettered event %s (%s): %s",
+                "%s: dead-lettered %s (%s): %s",
                 name,
-                event.event_id,
+                f"event {events[0].event_id}" if len(events) == 1 else events_phrase(len(events)),
                 verdict.reason,
                 _short(verdict),
             )

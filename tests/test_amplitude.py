@@ -74,11 +74,27 @@ def test_a_400_naming_two_events_dead_letters_exactly_those(
 def test_a_400_naming_no_event_is_bisected_before_anything_dies(
     spool: Spool, receiver: Receiver, db: Path
 ) -> None:
-    receiver.respond = amplitude("a-different-key")  # every request: 400, no index
+    receiver.respond = lambda body, headers: (  # every request: 400, no index
+        400,
+        {},
+        b'{"code":400,"error":"Request could not be parsed"}',
+    )
     spool.enqueue_many([track(n) for n in range(4)])
     deliver(spool, receiver)
     assert len(receiver.requests) == 1 + 2 + 4  # the batch, its halves, each event
     assert rows(db, "SELECT reason, count(*) FROM dead GROUP BY 1") == [("rejected", 4)]
+
+
+def test_a_wrong_api_key_kills_the_batch_without_bisecting_it(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
+    receiver.respond = amplitude("a-different-key")  # 400 "Invalid API key"
+    spool.enqueue_many([track(n) for n in range(4)])
+    deliver(spool, receiver)
+    assert len(receiver.requests) == 1
+    assert rows(db, "SELECT reason, status, count(*) FROM dead GROUP BY 1") == [
+        ("rejected", 400, 4)
+    ]
 
 
 def test_413_splits_down_to_a_single_event_that_is_too_large(

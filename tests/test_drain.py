@@ -401,3 +401,17 @@ def test_a_gzip_compressed_error_answer_is_recorded_decoded(
     assert rows(db, "SELECT reason, status, error FROM dead") == [
         ("rejected", 400, 'HTTP 400: {"error":"field n is not allowed"}')
     ]
+
+
+@pytest.mark.parametrize(("status", "requests"), [(401, 1), (407, 1), (403, 2 * 8 - 1)])
+def test_a_refusal_of_the_request_itself_kills_the_batch_without_bisecting_it(
+    spool: Spool, receiver: Receiver, db: Path, status: int, requests: int
+) -> None:
+    # A wrong API key refuses every request: bisecting would send ~2 requests per event.
+    # A 403 may come from a filter that objects to one event, so that one is bisected.
+    spool.enqueue_many(events(8))
+    receiver.respond = lambda body, headers: (status, {}, b'{"error":"refused"}')
+    report = drain_once(spool, receiver.url, batch_size=8, concurrency=1)
+    assert len(receiver.requests) == requests
+    assert report.dead == 8
+    assert rows(db, "SELECT DISTINCT reason, status FROM dead") == [("rejected", status)]

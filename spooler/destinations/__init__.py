@@ -30,7 +30,9 @@ class Verdict:
     ``delivered``: done. ``retry``: try again later (not before ``retry_after`` seconds
     when the receiver said so). ``reject``: the receiver refused the request for good;
     the drain bisects a batch to find the events at fault, and dead-letters a single
-    rejected event with ``reason``. ``partial``: the receiver named the bad events
+    rejected event with ``reason`` (with ``split`` False the refusal is of the request
+    itself, bad credentials say, not of some event in it: the whole batch dies at once,
+    without a storm of requests to bisect it). ``partial``: the receiver named the bad events
     (``bad`` maps their positions in the batch to why); the drain dead-letters exactly
     those with ``reason`` and sends the rest again.
     """
@@ -41,6 +43,7 @@ class Verdict:
     retry_after: float | None = None
     reason: str = "rejected"
     bad: Mapping[int, str] = field(default_factory=dict)
+    split: bool = True
 
     @property
     def failure(self) -> Failure:

@@ -79,11 +79,15 @@ class AmplitudeDestination(HttpDestination):
         verdict = super().judge(response)
         if response.status_code == 400:
             try:
-                named = bad_events(response.json())
+                answer = response.json()
             except ValueError:
-                named = {}
+                answer = None
+            named = bad_events(answer)
             if named:
                 return replace(verdict, outcome="partial", reason="invalid", bad=named)
+            if isinstance(answer, dict) and "api key" in str(answer.get("error", "")).lower():
+                # Amplitude's answer to a wrong key is a 400 too: no event is at fault.
+                return replace(verdict, split=False)
         if response.status_code == 429 and verdict.retry_after is None:
             return replace(verdict, retry_after=THROTTLED_WAIT)
         return verdict

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["HttpDestination", "judge_response", "signature_headers"]
 
 RETRYABLE_STATUSES = frozenset({408, 429})
+# Refusals of the request itself, whatever events it carries: bad credentials (401, 407)
+# or a method the URL does not take (405). Bisecting such a batch would only send the
+# receiver ~2 requests per event, each refused the same way.
+REQUEST_REFUSED_STATUSES = frozenset({401, 405, 407})
 # The most of an answer's body read: enough for any error a receiver names events in.
 MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -39,7 +43,9 @@ def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[st
     if status == 413:
         return Verdict("reject", status, text, reason="too_large")
     if 400 <= status < 500:
-        return Verdict("reject", status, text, reason="rejected")
+        return Verdict(
+            "reject", status, text, reason="rejected", split=status not in REQUEST_REFUSED_STATUSES
+        )
     # Redirects are not followed: httpx would turn a 301/302 POST into a GET. Keeping
     # the events queued (and saying why) is safer than guessing.
     where = response.headers.get("location", "?")
