@@ -30,11 +30,11 @@ class Verdict:
     ``delivered``: done. ``retry``: try again later (not before ``retry_after`` seconds
     when the receiver said so). ``reject``: the receiver refused the request for good;
     the drain bisects a batch to find the events at fault, and dead-letters a single
-    rejected event with ``reason`` (with ``split`` False the refusal is of the request
-    itself, bad credentials say, not of some event in it: the whole batch dies at once,
-    without a storm of requests to bisect it). ``partial``: the receiver named the bad events
-    (``bad`` maps their positions in the batch to why); the drain dead-letters exactly
-    those with ``reason`` and sends the rest again.
+    rejected event with ``reason``; with ``split`` False the refusal is of the request
+    itself (bad credentials, say), not of some event in it, and the whole batch dies at
+    once, without a storm of requests to bisect it. ``partial``: the receiver named the
+    bad events (``bad`` maps their positions in the batch to why); the drain
+    dead-letters exactly those with ``reason`` and sends the rest again.
     """
 
     outcome: Literal["delivered", "retry", "reject", "partial"]
