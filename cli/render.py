@@ -12,6 +12,7 @@ from spooler.records import (
     DeadGroup,
     SpoolStatus,
     iso_utc,
+    one_line,
 )
 
 __all__ = [
@@ -66,7 +67,7 @@ def status_table(status: SpoolStatus) -> str:
             human_age(age),
             ago(c.last_success_at),
             ago(c.last_error_at),
-            _one_line(c.last_error or "", 50),
+            one_line(c.last_error or "", 50),
         ]
 
     rows = [row(name, c) for name, c in sorted(status.destinations.items())]
@@ -97,7 +98,7 @@ def dead_table(dead: Sequence[DeadEvent]) -> str:
             d.status,
             d.attempts,
             iso_utc(d.dead_at),
-            _one_line(d.error or "", 70),
+            one_line(d.error or "", 70),
         ]
         for d in dead
     ]
@@ -115,14 +116,14 @@ def dead_event_detail(dead: DeadEvent) -> str:
         ("attempts", dead.attempts),
         ("enqueued_at", iso_utc(dead.created_at)),
         ("dead_at", iso_utc(dead.dead_at)),
-        ("error", dead.error),
+        ("error", None if dead.error is None else one_line(dead.error, 4096)),
     ]
     heading = "\n".join(
         f"{name + ':':13}{'-' if value is None else value}" for name, value in fields
     )
     attempts = table(
         ["at", "status", "error"],
-        [[iso_utc(a.at), a.status, _one_line(a.error, 100)] for a in dead.attempt_log],
+        [[iso_utc(a.at), a.status, one_line(a.error, 100)] for a in dead.attempt_log],
     )
     logged = f"attempt log (latest {len(dead.attempt_log)} of {dead.attempts}):"
     payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
@@ -138,14 +139,9 @@ def dead_summary_table(groups: Sequence[DeadGroup]) -> str:
             g.status,
             g.count,
             *(g.by_age[b] for b in DEAD_AGE_BUCKETS),
-            _one_line(g.top_error or "", 60),
+            one_line(g.top_error or "", 60),
         ]
         for g in groups
     ]
     headers = ["destination", "reason", "status", "count", *DEAD_AGE_BUCKETS, "most common error"]
     return table(headers, rows)
-
-
-def _one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."

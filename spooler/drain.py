@@ -26,7 +26,7 @@ from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
-from .records import ClaimedEvent, Failure
+from .records import ClaimedEvent, Failure, one_line
 from .store import Store
 
 if TYPE_CHECKING:
@@ -480,5 +480,6 @@ class Drain:
 
 
 def _short(verdict: Verdict) -> str:
+    """A verdict's error for a log line: one line, at most 200 characters."""
     text = verdict.error or (f"HTTP {verdict.status}" if verdict.status else verdict.outcome)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return one_line(text, 200)

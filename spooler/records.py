@@ -27,7 +27,19 @@ __all__ = [
     "QueueSelection",
     "SpoolStatus",
     "iso_utc",
+    "one_line",
 ]
+
+# Control characters a receiver's text may not bring into a log line or a terminal
+# (it could forge lines of its own, or send terminal escapes): shown escaped.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
+
+
+def one_line(text: str, width: int) -> str:
+    """``text`` for one line of a log or a table: runs of whitespace as one space, other
+    control characters escaped, cut to ``width`` characters."""
+    text = " ".join(text.split()).translate(_CONTROL_ESCAPES)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def iso_utc(timestamp: float) -> str:

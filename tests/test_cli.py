@@ -397,6 +397,23 @@ def test_db_in_config_file(tmp_path: Path) -> None:
     assert sqlite3.connect(target).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_a_receivers_text_cannot_forge_log_lines_or_send_terminal_escapes(
+    db: Path, receiver: Receiver
+) -> None:
+    ids = Spool(db).enqueue_many([{"n": 1}])
+    forged = b"oops\n2026-11-24 03:00:00,000 INFO default: delivered 9 events\x1b[2J"
+    receiver.respond = lambda body, headers: (400, {}, forged)
+    drained = spooler_cmd("drain", "--db", str(db), "--url", receiver.url, "--once")
+    status = spooler_cmd("status", "--db", str(db))
+    detail = spooler_cmd("dlq", "inspect", "--db", str(db), ids[0])
+    for output in (drained.stderr, status.stdout, detail.stdout):
+        assert "\x1b" not in output, output
+    assert "\\x1b[2J" in drained.stderr and "\\x1b[2J" in detail.stdout  # shown escaped
+    assert not any(line.startswith("2026-11-24 03:00:00") for line in drained.stderr.splitlines())
+    # The spool keeps the receiver's answer as it came.
+    assert "\x1b[2J" in rows(db, "SELECT error FROM dead")[0][0]
+
+
 def test_a_relative_db_in_a_config_file_is_relative_to_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
