@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import UnknownEventError
+from .errors import ConfigError, UnknownEventError
 from .events import check_destination_name, encode_event, new_event_ids
 from .records import DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
 from .store import Store
@@ -45,10 +45,12 @@ class DeadLetters:
 
         It gets an event id like any other, and can be inspected and replayed.
         """
+        if not isinstance(reason, str) or not reason:
+            raise ConfigError(f"a dead letter needs a reason, not {reason!r}")
         [event_id] = new_event_ids(1)
         self._store.insert_dead(
             event_id,
-            destination,
+            check_destination_name(destination),
             encode_event(event),
             now=self._clock(),
             reason=reason,

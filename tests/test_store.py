@@ -353,6 +353,18 @@ def test_release_makes_leased_events_due_now(db: Path) -> None:
     assert len(store.claim("default", 5, "you", due_by=NOW + 1, lease_until=NOW + 60)) == 2
 
 
+@pytest.mark.parametrize(
+    ("destination", "reason", "message"),
+    [("bad name", "invalid", "bad destination name 'bad name'"), ("d", "", "needs a reason")],
+)
+def test_adding_a_dead_letter_checks_its_destination_and_reason(
+    spool: Spool, db: Path, destination: str, reason: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        spool.dead_letters.add({"n": 1}, destination=destination, reason=reason, error="x")
+    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+
+
 def test_dead_letter_replay_and_purge_keep_the_event_id(db: Path) -> None:
     store = Store(db)
     ids = enqueue(store, '{"a":1}', '{"b":2}', '{"c":3}')
