@@ -112,6 +112,10 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
         ("[destinations.'bad name']\nurl = 'http://h'", "bad destination name"),
         ("[destinashuns.a]\nurl = 'http://h'", r"unknown key \(did you mean 'destinations'\?\)"),
         ("", "no destination to drain"),
+        (
+            "[destinations.a]\nurl = 'http://h'\napi_key = 'k'\nheaders = {authorization = 'x'}",
+            r"destinations\.a\.headers: authorization is also where api_key goes",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
