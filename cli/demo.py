@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from spooler import Spool
+from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.events import events_phrase
@@ -42,6 +42,10 @@ def _indent(text: str) -> str:
 
 def run_demo(db: str | None) -> None:
     """Enqueue, drain through failures, dead-letter, replay, and show the status."""
+    if db and Path(db).exists():
+        # The demo drains to a receiver that keeps nothing and replays every dead
+        # letter: run on a real spool, it would throw that spool's events away.
+        raise ConfigError(f"--db {db} exists; the demo needs a new file (or no --db)")
     workdir = None if db else tempfile.TemporaryDirectory(prefix="spooler-demo-")
     path = Path(db) if db else Path(workdir.name) / "demo.db"  # type: ignore[union-attr]
     handler = logging.StreamHandler(sys.stdout)

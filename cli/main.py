@@ -174,7 +174,7 @@ def check(opts: Options, file: str | None) -> None:
 
 
 @cli.command()
-@click.option("--db", metavar="PATH", help="Spool file [default: a fresh temporary one].")
+@click.option("--db", metavar="PATH", help="A new spool file [default: a fresh temporary one].")
 def demo(db: str | None) -> None:
     """A one-minute tour: enqueue, retries, a dead letter, replay, status."""
     from .demo import run_demo

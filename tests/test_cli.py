@@ -373,6 +373,16 @@ def test_enqueue_path_skips_the_slow_imports(db: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_the_demo_never_runs_on_an_existing_spool(db: Path) -> None:
+    ids = Spool(db).enqueue_many([{"real": True}])
+    result = spooler_cmd("demo", "--db", str(db))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"spooler: error: --db {db} exists; the demo needs a new file (or no --db)\n"
+    )
+    assert [event_id for (event_id,) in rows(db, "SELECT event_id FROM queue")] == ids
+
+
 def test_demo_tells_the_whole_story() -> None:
     result = spooler_cmd("demo", timeout=120)
     assert result.returncode == 0, result.stderr
