@@ -92,6 +92,12 @@ class Drain:
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
+        spool_files = {os.path.realpath(store.path + suffix) for suffix in ("", "-wal", "-shm")}
+        for dest in config.destinations.values():
+            # Appending JSON lines to the spool's own files would corrupt it.
+            path = dest.url.removeprefix("file://")
+            if dest.type == "file" and os.path.realpath(path) in spool_files:
+                raise ConfigError(f"destinations.{dest.name}.url: {dest.url} is the spool itself")
         self._destinations = (
             dict(destinations)
             if destinations is not None

@@ -373,6 +373,16 @@ def test_enqueue_path_skips_the_slow_imports(db: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("suffix", ["", "-wal"])
+def test_a_file_destination_that_is_the_spool_itself_is_refused(db: Path, suffix: str) -> None:
+    Spool(db).enqueue({"n": 1})
+    before = db.read_bytes()
+    result = run("drain", "--db", str(db), "--url", f"file://{db}{suffix}", "--once")
+    assert result.exit_code == 2
+    assert f"url: file://{db}{suffix} is the spool itself" in result.stderr
+    assert db.read_bytes() == before and rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
 def test_the_demo_never_runs_on_an_existing_spool(db: Path) -> None:
     ids = Spool(db).enqueue_many([{"real": True}])
     result = spooler_cmd("demo", "--db", str(db))
