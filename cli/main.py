@@ -137,11 +137,13 @@ def status(opts: Options, as_json: bool, watch: float | None) -> None:
 @common_options
 def doctor(opts: Options) -> None:
     """Check the spool: integrity, schema, WAL size, stale leases, corrupt events (moved
-    to the dead-letter table), free disk. Exit 1 when something needs action."""
+    to the dead-letter table), events for destinations the config does not define, free
+    disk. Exit 1 when something needs action."""
     from spooler.doctor import diagnose
 
+    destinations = opts.raw_config.get("destinations")
     with opts.open_spool(create=False) as spool:
-        findings = diagnose(spool, now=time.time())
+        findings = diagnose(spool, now=time.time(), configured=destinations)
     for finding in findings:
         click.echo(f"{finding.level:<8} {finding.check:<10} {finding.detail}")
     if any(finding.level == "problem" for finding in findings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .events import events_phrase
@@ -24,8 +25,18 @@ class Finding:
     detail: str
 
 
-def diagnose(spool: Spool, *, now: float, min_free_bytes: int = 100 * 1024 * 1024) -> list[Finding]:
-    """Run every check on ``spool``. Corrupt events are moved to the dead-letter table."""
+def diagnose(
+    spool: Spool,
+    *,
+    now: float,
+    min_free_bytes: int = 100 * 1024 * 1024,
+    configured: Collection[str] | None = None,
+) -> list[Finding]:
+    """Run every check on ``spool``. Corrupt events are moved to the dead-letter table.
+
+    With ``configured`` (the destinations a config file defines), events queued for any
+    other destination are reported: no drain with that config would ever send them.
+    """
     store = spool.store
     findings = []
     integrity = store.integrity_check()
@@ -73,6 +84,8 @@ def diagnose(spool: Spool, *, now: float, min_free_bytes: int = 100 * 1024 * 102
             else "every queued body is JSON",
         )
     )
+    if configured is not None:
+        findings.append(_unconfigured(spool, configured))
     free = shutil.disk_usage(store.directory).free
     findings.append(
         Finding(
@@ -83,3 +96,17 @@ def diagnose(spool: Spool, *, now: float, min_free_bytes: int = 100 * 1024 * 102
         )
     )
     return findings
+
+
+def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
+    stranded = {
+        name: counts.queued
+        for name, counts in spool.status().destinations.items()
+        if counts.queued and name not in configured
+    }
+    if not stranded:
+        return Finding("ok", "routes", "every queued event is for a configured destination")
+    listed = ", ".join(f"{name} ({events_phrase(n)})" for name, n in sorted(stranded.items()))
+    return Finding(
+        "warning", "routes", f"queued for destinations the config does not define: {listed}"
+    )

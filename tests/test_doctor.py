@@ -59,3 +59,24 @@ def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> N
 def test_low_disk_space_is_a_problem(spool: Spool) -> None:
     findings = {f.check: f for f in diagnose(spool, now=time.time(), min_free_bytes=2**62)}
     assert findings["disk"].level == "problem" and "under" in findings["disk"].detail
+
+
+def test_events_for_a_destination_the_config_does_not_define_are_reported(
+    db: Path, tmp_path: Path
+) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"a": 1}, destination="collector")
+        spool.enqueue_many([{"b": 2}, {"c": 3}], destination="colector")  # a typo
+    config = tmp_path / "spooler.toml"
+    config.write_text(f"db = '{db}'\n[destinations.collector]\nurl = 'http://127.0.0.1:9'\n")
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(config)])
+    assert result.exit_code == 0, result.output  # a warning: nothing is lost, yet
+    assert (
+        "warning  routes     queued for destinations the config does not define: "
+        "colector (2 events)"
+    ) in result.stdout
+    config.write_text(config.read_text() + "[destinations.colector]\nurl = 'http://127.0.0.1:9'\n")
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(config)])
+    assert "ok       routes     every queued event is for a configured destination" in (
+        result.stdout
+    )
