@@ -292,6 +292,28 @@ def _check_type_rules(dest: DestinationConfig, where: str, given: Mapping[str, A
             raise ConfigError(f"{where}{key}: only for {owner} destinations")
 
 
+# An HTTP header name is a "token" (RFC 9110); values must not hold control characters,
+# or the request cannot be sent at all (and httpx's error would quote the value).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_headers(dest: DestinationConfig, where: str) -> None:
+    names = {**{name: f"headers.{name}" for name in dest.headers}, dest.auth_header: "auth_header"}
+    for name, key in names.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{where}{key}: {name!r} is not a valid HTTP header name")
+    values = {f"headers.{name}": value for name, value in dest.headers.items()}
+    if dest.api_key is not None:
+        values["api_key"] = dest.api_key
+    for key, value in values.items():
+        if _CONTROL_CHARACTER.search(value):  # the value may be a secret: never shown
+            raise ConfigError(
+                f"{where}{key}: holds a line break or another control character "
+                "(a trailing newline read from a file?)"
+            )
+
+
 def _check_url(dest: DestinationConfig, where: str) -> None:
     if dest.type != "file" and (
         not dest.url.startswith(("http://", "https://")) or not urlsplit(dest.url).hostname
@@ -373,6 +395,7 @@ def build_drain_config(
             values.setdefault(key, value)
         dest = DestinationConfig(name=name, retry=policy, **values)
         _check_url(dest, where)
+        _check_headers(dest, where)
         _check_type_rules(dest, where, given_keys)
         if dest.type == "file":
             dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order

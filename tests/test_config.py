@@ -116,6 +116,18 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
             "[destinations.a]\nurl = 'http://h'\napi_key = 'k'\nheaders = {authorization = 'x'}",
             r"destinations\.a\.headers: authorization is also where api_key goes",
         ),
+        (
+            "[destinations.a]\nurl = 'http://h'\nheaders = {'X Team' = 'data'}",
+            r"destinations\.a\.headers\.X Team: 'X Team' is not a valid HTTP header name",
+        ),
+        (
+            "[destinations.a]\nurl = 'http://h'\nheaders = {X-Team = \"da\\nta\"}",
+            r"destinations\.a\.headers\.X-Team: holds a line break",
+        ),
+        (
+            "[destinations.a]\nurl = 'http://h'\nauth_header = 'X: Key'",
+            r"destinations\.a\.auth_header: 'X: Key' is not a valid HTTP header name",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -136,11 +148,24 @@ def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
 
 def test_flags_are_not_interpolated_but_the_file_is(tmp_path: Path) -> None:
     raw = load_config_file(
-        write(tmp_path, "[destinations.default]\nurl = 'http://h'\nauth_header = 'X-$${HEADER}'\n")
+        write(tmp_path, "[destinations.default]\nurl = 'http://h'\nheaders = {X-A = 'v$${B}'}\n")
     )
     config = build_drain_config(
-        raw, env={"HEADER": "nope"}, destination_flags={"api_key": "pa$$word${HOME}"}
+        raw, env={"B": "nope"}, destination_flags={"api_key": "pa$$word${HOME}"}
     )
     default = config.destinations["default"]
     assert default.api_key == "pa$$word${HOME}"  # as typed on the command line
-    assert default.auth_header == "X-${HEADER}"  # $$ is a literal $ in the file
+    assert default.headers == {"X-A": "v${B}"}  # $$ is a literal $ in the file
+
+
+def test_an_api_key_with_a_trailing_newline_is_refused_without_showing_it(
+    tmp_path: Path,
+) -> None:
+    # A key read from a file often keeps its newline; sent, it would fail every request
+    # (and httpx's error would quote the header, key and all).
+    raw = load_config_file(
+        write(tmp_path, "[destinations.a]\nurl = 'http://h'\napi_key = '${KEY}'")
+    )
+    with pytest.raises(ConfigError, match=r"destinations\.a\.api_key: holds a line break") as err:
+        build_drain_config(raw, env={"KEY": "sk_live_0123456789\n"})
+    assert "sk_live" not in str(err.value)
