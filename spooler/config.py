@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .events import check_destination_name
@@ -38,6 +38,7 @@ __all__ = [
     "parse_duration",
     "resolved_settings",
     "spool_options",
+    "url_secrets",
 ]
 
 DESTINATION_TYPES = ("http", "file", "amplitude", "datalyr", "segment", "posthog")
@@ -416,6 +417,27 @@ def config_db_path(raw: Mapping[str, Any]) -> Path | None:
     return Path(raw["db"]) if "db" in raw else None
 
 
+def url_secrets(url: str) -> list[str]:
+    """The parts of a URL that may be secrets: the password, and the query's values (some
+    ingest APIs take their key as ``?key=...``)."""
+    parts = urlsplit(url)
+    found = [value for _, value in parse_qsl(parts.query) if value]
+    return [parts.password, *found] if parts.password else found
+
+
+def _masked_url(url: str) -> str:
+    """The URL for display, with ``url_secrets`` masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(
+        f"{key}=***" if value else key
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def mask(secret: str) -> str:
     """A secret for display: its first three characters (a key's prefix) and ``***``."""
     return secret[:3] + "***" if len(secret) > 8 else "***"
@@ -446,5 +468,6 @@ def resolved_settings(
             if shown[key] is not None:
                 shown[key] = mask(shown[key])
         shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
+        shown["url"] = _masked_url(dest.url)
         settings["destinations"][name] = shown
     return settings

@@ -534,8 +534,14 @@ def test_config_check_prints_resolved_settings_with_secrets_masked(tmp_path: Pat
         "[destinations.amp]\ntype = 'amplitude'\napi_key = '${AMP_KEY}'\n"
         "[destinations.hook]\nurl = 'https://hooks.example/in'\n"
         "headers = { Authorization = 'Bearer ${HOOK_TOKEN}' }\n"
+        "[destinations.query]\nurl = 'https://bot:${PASS}@in.example/v1?key=${KEY}&team=2'\n"
     )
-    env = {"AMP_KEY": "amp_0123456789abcdef", "HOOK_TOKEN": "tok_0123456789"}
+    env = {
+        "AMP_KEY": "amp_0123456789abcdef",
+        "HOOK_TOKEN": "tok_0123456789",
+        "PASS": "pw_0123456789",
+        "KEY": "key_0123456789",
+    }
     result = run("config", "check", str(config), env=env)
     assert result.exit_code == 0, result.output
     settings = json.loads(result.stdout)
@@ -544,6 +550,9 @@ def test_config_check_prints_resolved_settings_with_secrets_masked(tmp_path: Pat
     assert amp["url"] == "https://api2.amplitude.com/2/httpapi"
     assert amp["api_key"] == "amp***" and amp["retry"]["max_age"] == 43200
     assert settings["destinations"]["hook"]["headers"] == {"Authorization": "Bea***"}
+    assert settings["destinations"]["query"]["url"] == (
+        "https://bot:***@in.example/v1?key=***&team=***"
+    )
     assert "0123456789" not in result.stdout and result.stderr.endswith(": ok\n")
 
 

@@ -415,3 +415,13 @@ def test_a_refusal_of_the_request_itself_kills_the_batch_without_bisecting_it(
     assert len(receiver.requests) == requests
     assert report.dead == 8
     assert rows(db, "SELECT DISTINCT reason, status FROM dead") == [("rejected", status)]
+
+
+def test_a_key_in_the_url_is_masked_when_the_receiver_echoes_it(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
+    spool.enqueue({"n": 1})
+    receiver.respond = lambda body, headers: (400, {}, b'{"error":"key key_0123456789 revoked"}')
+    drain_once(spool, receiver.url + "/in?key=key_0123456789")
+    [(error,)] = rows(db, "SELECT error FROM dead")
+    assert error == 'HTTP 400: {"error":"key *** revoked"}'

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .. import __version__
+from ..config import url_secrets
 from ..records import ClaimedEvent
 from ..retry import parse_retry_after
 from . import Verdict, event_text, excerpt
@@ -92,7 +93,12 @@ class HttpDestination:
         headers.update(self.auth_headers())
         self._secrets = [
             v
-            for v in (config.api_key, config.signing_secret, *config.headers.values())
+            for v in (
+                config.api_key,
+                config.signing_secret,
+                *config.headers.values(),
+                *url_secrets(config.url),
+            )
             if v and len(v) >= 6
         ]
         self._client = httpx.Client(
