@@ -160,6 +160,8 @@ def parse_event(text: str) -> dict[str, Any]:
         raise InvalidEventError(f"not valid JSON: {exc.msg} at {where}") from None
     except ValueError as exc:
         raise InvalidEventError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEventError("nested too deeply to parse") from None
     if not isinstance(value, dict):
         raise InvalidEventError(f"expected a JSON object, got {type(value).__name__}")
     return value

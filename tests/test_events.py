@@ -58,6 +58,7 @@ def test_parse_event_accepts_objects_only() -> None:
         ("{", "not valid JSON"),
         ('{"a": NaN}', "not valid JSON"),
         ('{"a": Infinity}', "not valid JSON"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply to parse"),
     ]:
         with pytest.raises(InvalidEventError, match=message):
             parse_event(text)
