@@ -126,7 +126,10 @@ def dead_event_detail(dead: DeadEvent) -> str:
         [[iso_utc(a.at), a.status, one_line(a.error, 100)] for a in dead.attempt_log],
     )
     logged = f"attempt log (latest {len(dead.attempt_log)} of {dead.attempts}):"
-    payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
+    try:
+        payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
+    except ValueError:  # damaged, or edited by hand (doctor's "corrupt")
+        payload = "(not valid JSON; as stored:)\n" + one_line(dead.body, len(dead.body) * 4)
     return f"{heading}\n\n{logged}\n{attempts}\n\nevent:\n{payload}"
 
 

@@ -16,7 +16,15 @@ __all__ = ["DeadLetters", "dead_event_to_dict"]
 
 
 def dead_event_to_dict(dead: DeadEvent) -> dict[str, Any]:
-    """The JSON form of a dead event, as ``spooler dlq inspect --json`` prints it."""
+    """The JSON form of a dead event, as ``spooler dlq inspect --json`` prints it.
+
+    ``event`` is the payload; a body that is not JSON (damaged, or edited by hand, as
+    ``spooler doctor`` quarantines with reason ``corrupt``) is given as its stored text.
+    """
+    try:
+        event = json.loads(dead.body)
+    except ValueError:
+        event = dead.body
     return {
         "id": dead.event_id,
         "destination": dead.destination,
@@ -26,7 +34,7 @@ def dead_event_to_dict(dead: DeadEvent) -> dict[str, Any]:
         "attempts": dead.attempts,
         "enqueued_at": iso_utc(dead.created_at),
         "dead_at": iso_utc(dead.dead_at),
-        "event": json.loads(dead.body),
+        "event": event,
         "attempt_log": [
             {"at": iso_utc(a.at), "status": a.status, "error": a.error} for a in dead.attempt_log
         ],

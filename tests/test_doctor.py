@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -54,6 +55,15 @@ def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> N
     assert sorted(rows(db, "SELECT event_id, reason FROM dead")) == sorted(
         [(broken, "corrupt"), (not_object, "corrupt")]
     )
+    # And the quarantined events can be looked at, as the doctor's message says, damaged
+    # body and all
+    detail = CliRunner().invoke(cli, ["dlq", "inspect", "--db", str(db), broken])
+    assert detail.exit_code == 0, detail.output
+    assert detail.stdout.endswith('event:\n(not valid JSON; as stored:)\n{"b":\n')
+    listed = CliRunner().invoke(cli, ["dlq", "inspect", "--db", str(db), "--json"])
+    assert listed.exit_code == 0, listed.output
+    events = {d["id"]: d["event"] for d in map(json.loads, listed.stdout.splitlines())}
+    assert events == {broken: '{"b": ', not_object: [3]}
 
 
 def test_low_disk_space_is_a_problem(spool: Spool) -> None:
