@@ -129,6 +129,7 @@ def dead_event_detail(dead: DeadEvent) -> str:
     try:
         payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
     except ValueError:  # damaged, or edited by hand (doctor's "corrupt")
+        # Control characters escaped, never cut: an escape takes at most 4 characters.
         payload = "(not valid JSON; as stored:)\n" + one_line(dead.body, len(dead.body) * 4)
     return f"{heading}\n\n{logged}\n{attempts}\n\nevent:\n{payload}"
 
