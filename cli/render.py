@@ -116,7 +116,7 @@ def dead_event_detail(dead: DeadEvent) -> str:
         ("attempts", dead.attempts),
         ("enqueued_at", iso_utc(dead.created_at)),
         ("dead_at", iso_utc(dead.dead_at)),
-        ("error", None if dead.error is None else one_line(dead.error, 4096)),
+        ("error", None if dead.error is None else one_line(dead.error)),
     ]
     heading = "\n".join(
         f"{name + ':':13}{'-' if value is None else value}" for name, value in fields
@@ -129,8 +129,7 @@ def dead_event_detail(dead: DeadEvent) -> str:
     try:
         payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
     except ValueError:  # damaged, or edited by hand (doctor's "corrupt")
-        # Control characters escaped, never cut: an escape takes at most 4 characters.
-        payload = "(not valid JSON; as stored:)\n" + one_line(dead.body, len(dead.body) * 4)
+        payload = "(not valid JSON; as stored:)\n" + one_line(dead.body)
     return f"{heading}\n\n{logged}\n{attempts}\n\nevent:\n{payload}"
 
 

@@ -35,11 +35,11 @@ __all__ = [
 _CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
 
 
-def one_line(text: str, width: int) -> str:
+def one_line(text: str, width: int | None = None) -> str:
     """``text`` for one line of a log or a table: runs of whitespace as one space, other
-    control characters escaped, cut to ``width`` characters."""
+    control characters escaped, and cut to ``width`` characters if one is given."""
     text = " ".join(text.split()).translate(_CONTROL_ESCAPES)
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return text if width is None or len(text) <= width else text[: width - 3] + "..."
 
 
 def iso_utc(timestamp: float) -> str:
