@@ -281,13 +281,6 @@ def _check_type_rules(dest: DestinationConfig, where: str, given: Mapping[str, A
         )
     if dest.body_format == "ndjson" and dest.batch_key is not None:
         raise ConfigError(f"{where}batch_key: NDJSON bodies have no enclosing object")
-    if dest.api_key and dest.type in ("http", "datalyr"):
-        # The key's header would silently replace the one given in headers.
-        clash = [h for h in dest.headers if h.lower() == dest.auth_header.lower()]
-        if clash:
-            raise ConfigError(
-                f"{where}headers: {clash[0]} is also where api_key goes; set one of the two"
-            )
     for key, owner in _TYPE_ONLY_KEYS.items():
         if key in given and dest.type != owner:
             raise ConfigError(f"{where}{key}: only for {owner} destinations")
@@ -312,6 +305,13 @@ def _check_headers(dest: DestinationConfig, where: str) -> None:
             raise ConfigError(
                 f"{where}{key}: holds a line break or another control character "
                 "(a trailing newline read from a file?)"
+            )
+    if dest.api_key and dest.type in ("http", "datalyr"):
+        # The key's header would silently replace the one given in headers.
+        clash = [h for h in dest.headers if h.lower() == dest.auth_header.lower()]
+        if clash:
+            raise ConfigError(
+                f"{where}headers: {clash[0]} is also where api_key goes; set one of the two"
             )
 
 
