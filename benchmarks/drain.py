@@ -10,14 +10,23 @@ persist-queue's get/ack.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 import persistqueue
 import segment.analytics as segment_analytics
-from common import EVENT, Row, at_least, context, interleaved, report, workdir
+from common import (
+    EVENT,
+    RAW_INSERT,
+    Row,
+    at_least,
+    context,
+    interleaved,
+    raw_queue,
+    report,
+    workdir,
+)
 from loopback import Loopback
 
 import spooler
@@ -73,16 +82,11 @@ def raw_sqlite3(path: Path, url: str, batch_size: int) -> float:
     """Post the rows of a plain table in rowid order, deleting each batch once the
     receiver took it; commits at synchronous=NORMAL, as the drain's own do."""
     path.unlink(missing_ok=True)
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    db = raw_queue(path)
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, event_id TEXT, body TEXT)")
     text = encode_event(EVENT)
     with db:
-        db.executemany(
-            "INSERT INTO q (event_id, body) VALUES (?, ?)",
-            ((i, text) for i in spooler.events.new_event_ids(BACKLOG)),
-        )
+        db.executemany(RAW_INSERT, ((i, text) for i in spooler.events.new_event_ids(BACKLOG)))
     with httpx.Client() as client:
         began = time.perf_counter()
         while batch := db.execute(
