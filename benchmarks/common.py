@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ def track(client: segment_analytics.Client) -> None:
 def raw_queue(path: Path) -> sqlite3.Connection:
     """A connection to the raw sqlite3 floor's table, created if missing: a plain queue
     table without a secondary index, WAL, synchronous=FULL, no implicit transactions.
-    ``RAW_INSERT`` adds one event to it."""
+    ``raw_durable_insert`` adds one event to it."""
     db = sqlite3.connect(path, isolation_level=None, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -100,6 +101,13 @@ def raw_queue(path: Path) -> sqlite3.Connection:
 
 
 RAW_INSERT = "INSERT INTO q (eid, body) VALUES (?, ?)"
+
+
+def raw_durable_insert(db: sqlite3.Connection, body: str) -> None:
+    """One event into the raw floor's table, in a transaction and commit of its own."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(RAW_INSERT, (str(uuid.uuid4()), body))
+    db.execute("COMMIT")
 
 
 def rate(count: int, work: Callable[[], object]) -> float:

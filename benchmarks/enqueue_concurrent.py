@@ -12,20 +12,19 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import persistqueue
 from common import (
     EVENT,
-    RAW_INSERT,
     Row,
     at_least,
     context,
     interleaved,
     memory_sdk,
     rate,
+    raw_durable_insert,
     raw_queue,
     report,
     track,
@@ -96,9 +95,7 @@ def raw_inserter(path: Path) -> Callable[[], None]:
     def insert() -> None:
         if not hasattr(local, "db"):
             local.db = raw_queue(path)
-        local.db.execute("BEGIN IMMEDIATE")
-        local.db.execute(RAW_INSERT, (str(uuid.uuid4()), body))
-        local.db.execute("COMMIT")
+        raw_durable_insert(local.db, body)
 
     return insert
 

@@ -6,19 +6,18 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import persistqueue
 from common import (
     EVENT,
-    RAW_INSERT,
     Row,
     at_least,
     context,
     interleaved,
     memory_sdk,
     rate,
+    raw_durable_insert,
     raw_queue,
     report,
     track,
@@ -41,9 +40,7 @@ def measure(tmp: Path) -> list[Row]:
 
     def raw_insert() -> None:
         for _ in range(PER_ROUND):
-            raw.execute("BEGIN IMMEDIATE")
-            raw.execute(RAW_INSERT, (str(uuid.uuid4()), body))
-            raw.execute("COMMIT")
+            raw_durable_insert(raw, body)
 
     client = memory_sdk()
     rates = interleaved(
