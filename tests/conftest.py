@@ -93,9 +93,14 @@ def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
+def drain_args(db: Path, url: str, *extra: str) -> list[str]:
+    """The arguments of ``spooler drain`` delivering to ``url`` with ids in ``id``."""
+    return ["drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
+
+
 def drain_command(db: Path, url: str, *extra: str) -> list[str]:
     """The ``spooler drain`` command line delivering to ``url`` with ids in ``id``."""
-    return [*SPOOLER, "drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
+    return [*SPOOLER, *drain_args(db, url, *extra)]
 
 
 def start_drain(db: Path, url: str, *extra: str, **popen: Any) -> subprocess.Popen[str]:

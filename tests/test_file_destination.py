@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import SPOOLER, spooler_cmd
+from conftest import drain_args, drain_command, spooler_cmd
 
 from spooler import Spool
 
@@ -28,11 +28,6 @@ WITH_SIZE_LIMIT = (
 )
 
 
-def drain_to(db: Path, url: str, *extra: str) -> list[str]:
-    """The arguments of ``spooler drain`` to ``url``, with each event's id in ``id``."""
-    return ["drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
-
-
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
@@ -41,7 +36,7 @@ def test_a_full_disk_leaves_the_events_queued_and_the_drain_ends(db: Path, tmp_p
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(3)])
     # Given a file destination whose every write fails (ENOSPC)
-    failed = spooler_cmd(*drain_to(db, "file:///dev/full", "--once"))
+    failed = spooler_cmd(*drain_args(db, "file:///dev/full", "--once"))
     # Then the drain ends (a failed write must not make closing the file fail and
     # leave the drain waiting forever), and the events wait for a retry, with the reason
     assert failed.returncode == 0, failed.stderr
@@ -50,7 +45,7 @@ def test_a_full_disk_leaves_the_events_queued_and_the_drain_ends(db: Path, tmp_p
     assert (status["queued"], status["retrying"]) == (3, 3)
     # And once there is room, each event is written exactly once.
     out = tmp_path / "events.jsonl"
-    drained = spooler_cmd(*drain_to(db, f"file://{out}", "--until-empty"))
+    drained = spooler_cmd(*drain_args(db, f"file://{out}", "--until-empty"))
     assert drained.returncode == 0, drained.stderr
     assert [json.loads(line)["id"] for line in lines(out)] == ids
 
@@ -70,8 +65,7 @@ def test_a_write_cut_short_is_taken_back_and_retried_whole(db: Path, tmp_path: P
             "-c",
             WITH_SIZE_LIMIT,
             str(limit),
-            *SPOOLER,
-            *drain_to(db, f"file://{out}", "--once"),
+            *drain_command(db, f"file://{out}", "--once"),
         ],
         capture_output=True,
         text=True,
@@ -82,7 +76,7 @@ def test_a_write_cut_short_is_taken_back_and_retried_whole(db: Path, tmp_path: P
     assert "File too large" in result.stderr
     assert out.read_text() == earlier
     # And the retry writes every event once, each on a whole line of its own.
-    drained = spooler_cmd(*drain_to(db, f"file://{out}", "--until-empty"))
+    drained = spooler_cmd(*drain_args(db, f"file://{out}", "--until-empty"))
     assert drained.returncode == 0, drained.stderr
     assert lines(out)[:20000] == earlier.splitlines()
     assert [json.loads(line)["id"] for line in lines(out)[20000:]] == ids
@@ -97,7 +91,7 @@ def test_a_line_cut_off_by_a_crash_does_not_swallow_the_next_event(
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(1, 4)])
     # When a drain appends to it
-    drained = spooler_cmd(*drain_to(db, f"file://{out}", "--until-empty"))
+    drained = spooler_cmd(*drain_args(db, f"file://{out}", "--until-empty"))
     assert drained.returncode == 0, drained.stderr
     # Then the damaged line stays alone, and every event after it is a whole line.
     assert lines(out)[:2] == ['{"n": 0}', '{"id": "0193", "n"']
@@ -114,7 +108,7 @@ def test_a_named_pipe_gets_each_event_once(db: Path, tmp_path: Path) -> None:
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(5)])
     # When a drain delivers to it
-    drained = spooler_cmd(*drain_to(db, f"file://{fifo}", "--until-empty"))
+    drained = spooler_cmd(*drain_args(db, f"file://{fifo}", "--until-empty"))
     # Then every event arrives once, and the drain empties the queue
     reader.join(timeout=30)
     assert drained.returncode == 0, drained.stderr
