@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from .breaker import CircuitBreaker
 from .config import DrainConfig
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
@@ -106,6 +107,11 @@ class Drain:
                 for name, dest in config.destinations.items()
             }
         )
+        # One per destination, shared by its workers: an outage pauses them all.
+        self._breakers = {
+            name: CircuitBreaker(name, each.config.retry, rng=self._rng)
+            for name, each in self._destinations.items()
+        }
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crash_at = os.environ.get(CRASH_ENV)
         if self._crash_at not in (None, *CRASH_POINTS):
@@ -244,28 +250,39 @@ class Drain:
 
     def _work(self, destination: Destination, mode: Mode, started: float) -> None:
         name = destination.config.name
+        breaker = self._breakers[name]
         try:
             while not self._stop.is_set():
-                now = self._clock()
-                batch = self._store.claim(
-                    name,
-                    destination.config.batch_size,
-                    self.owner,
-                    due_by=started if mode is Mode.ONCE else now,
-                    lease_until=now + self._config.lease,
-                )
-                if batch:
-                    self._crash_point("after_claim")
-                    self._deliver(destination, batch, now + self._config.lease)
-                    self._progress.set()
-                    continue
+                # --once is one pass: a destination that fails ends it (what is left is
+                # due again at the next run) rather than trying every batch against it.
+                if mode is Mode.ONCE and breaker.failures:
+                    return
+                paused = breaker.admit()
+                if not paused:
+                    try:
+                        now = self._clock()
+                        batch = self._store.claim(
+                            name,
+                            destination.config.batch_size,
+                            self.owner,
+                            due_by=started if mode is Mode.ONCE else now,
+                            lease_until=now + self._config.lease,
+                        )
+                        if batch:
+                            self._crash_point("after_claim")
+                            self._deliver(destination, batch, now + self._config.lease)
+                    finally:
+                        breaker.leave()
+                    if batch:
+                        self._progress.set()
+                        continue
                 if mode is Mode.ONCE:
                     return
                 next_due = self._store.next_due_at(name)
                 if next_due is None and mode is Mode.UNTIL_EMPTY:
                     return
-                wait = self._config.poll_interval
-                if next_due is not None:
+                wait = min(self._config.poll_interval, paused or math.inf)
+                if next_due is not None and not paused:
                     wait = min(wait, max(next_due - self._clock(), 0.005))
                 self._progress.wait(wait)
                 self._progress.clear()
@@ -294,6 +311,7 @@ class Drain:
         self, destination: Destination, batch: list[ClaimedEvent], lease_until: float
     ) -> None:
         """Send a batch; bisect it while the receiver rejects it, to isolate bad events."""
+        breaker = self._breakers[destination.config.name]
         pending = [batch]
         while pending:
             if self._stop.is_set() and len(pending[-1]) < len(batch):
@@ -301,8 +319,12 @@ class Drain:
             events = pending.pop()
             lease_until = self._keep_lease(destination, events, lease_until)
             sent_at = time.monotonic()
+            epoch = breaker.epoch
             verdict = destination.send(events)
             self._crash_point("after_response")
+            breaker.record(
+                failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
+            )
             with self._lock:
                 self._report.requests += 1
             elapsed = time.monotonic() - sent_at

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import threading
@@ -59,6 +60,50 @@ def test_retry_after_is_honoured(spool: Spool, receiver: Receiver, db: Path, hea
     drain_once(spool, receiver.url, mode=Mode.ONCE)
     [(due_at, status)] = rows(db, "SELECT due_at, last_status FROM queue")
     assert status == 429 and due_at >= before + 29
+
+
+def test_retry_after_pauses_the_whole_destination(spool: Spool, receiver: Receiver) -> None:
+    # Given three events, and a receiver that asks for a second's rest (a rate limit is
+    # the API's, not one batch's)
+    spool.enqueue_many(events(3))
+    receiver.fail_next(429, headers={"Retry-After": "1"})
+    drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    # Then nothing is sent for that second, though two other events were due
+    first, second = receiver.requests[:2]
+    assert first.status == 429 and second.received_at - first.answered_at >= 0.9
+    assert len(receiver.delivered) == 3
+
+
+def test_a_failing_destination_ends_a_once_pass(spool: Spool, receiver: Receiver, db: Path) -> None:
+    # Given ten due events, one per request, and a receiver that is down for a moment
+    spool.enqueue_many(events(10))
+    receiver.fail_next(503)
+    report = drain_once(spool, receiver.url, mode=Mode.ONCE, batch_size=1, concurrency=1)
+    # Then the pass stops at the failure instead of trying every batch against it
+    assert len(receiver.requests) == 1 and report.retried == 1
+    assert rows(db, "SELECT count(*) FROM queue") == [(10,)]
+
+
+def test_during_an_outage_one_request_probes_at_a_time(spool: Spool, receiver: Receiver) -> None:
+    # Given eight batches, four workers, and a receiver that takes 50 ms to fail each of
+    # its first ten requests (the latency makes requests sent together overlap)
+    spool.enqueue_many(events(8))
+    answers = itertools.count()
+
+    def slowly_down(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        time.sleep(0.05)
+        return (503, {}, b"down") if next(answers) < 10 else (200, {}, b"{}")
+
+    receiver.respond = slowly_down
+    drain_once(spool, receiver.url, batch_size=1, concurrency=4)
+    # Then after the first failure, only the requests already in flight overlapped: the
+    # rest went one at a time, each after the one before had its answer
+    failed = sorted((r for r in receiver.requests if r.status == 503), key=lambda r: r.received_at)
+    first_answer = min(r.answered_at for r in failed)
+    later = [r for r in failed if r.received_at > first_answer]
+    assert len(failed) == 10 and len(later) >= 6
+    assert all(b.received_at > a.answered_at - 0.01 for a, b in itertools.pairwise(later))
+    assert len(receiver.delivered) == 8
 
 
 def test_timeouts_are_retried(spool: Spool, receiver: Receiver, db: Path) -> None:

@@ -1,0 +1,108 @@
+"""A circuit breaker per destination: while its requests fail, stop sending, then probe.
+
+Without it, a drain facing an API that is down claims and fails every queued batch in
+turn: a request, a write transaction and a log line per batch and per backoff period,
+and every queued event spends its attempts at that pace, so a backlog of any size dies
+of ``max_attempts`` about half an hour into an outage. With it, a retryable failure
+stops the destination's workers from claiming for a backoff period (the retry policy's
+own schedule, counted in failures in a row, never shorter than a ``Retry-After``); then
+one request probes the API while the other workers wait, and the first answer that is
+not a retryable failure lets them all go again. Only the probed events spend attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from .retry import RetryPolicy
+
+__all__ = ["CircuitBreaker"]
+
+log = logging.getLogger("spooler.drain")
+
+
+class CircuitBreaker:
+    """Whether a destination's workers may send now, and for how long they must wait.
+
+    Usage::
+
+        breaker = CircuitBreaker("amplitude", policy, rng=random.Random())
+        wait = breaker.admit()  # 0.0: claim and send; else seconds to wait, inf: a probe is out
+        if not wait:
+            try:
+                epoch = breaker.epoch
+                verdict = destination.send(events)
+                breaker.record(failed=verdict.outcome == "retry", epoch=epoch)
+            finally:
+                breaker.leave()
+    """
+
+    def __init__(
+        self,
+        name: str,
+        policy: RetryPolicy,
+        *,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._name = name
+        self._policy = policy
+        self._rng = rng
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.failures = 0  # retryable failures in a row
+        # Bumped each time the breaker opens: a request sent before that failed in the
+        # same outage, and must not lengthen the wait a second time.
+        self.epoch = 0
+        self._open_until = 0.0  # no claims before this (clock time)
+        self._prober: int | None = None  # the thread whose request is probing
+
+    def admit(self) -> float:
+        """0.0 if this thread may claim and send now; else how long to wait (inf: until
+        the probe in flight is answered)."""
+        with self._lock:
+            if not self.failures:
+                return 0.0
+            wait = self._open_until - self._clock()
+            if wait > 0:
+                return wait
+            me = threading.get_ident()
+            if self._prober not in (None, me):
+                return math.inf
+            self._prober = me
+            return 0.0
+
+    def record(self, *, failed: bool, epoch: int, retry_after: float | None = None) -> None:
+        """Count one answer from the destination; ``epoch`` is :attr:`epoch` as it was when
+        the request was sent."""
+        with self._lock:
+            if not failed:
+                if self.failures:
+                    log.info("%s: the destination answers again; resuming", self._name)
+                    self.failures = 0
+                return
+            if epoch != self.epoch:
+                return
+            self.failures += 1
+            self.epoch += 1
+            wait = self._policy.delay(self.failures, retry_after=retry_after, rng=self._rng)
+            self._open_until = self._clock() + wait
+            log.info(
+                "%s: %s; pausing the destination for %.2fs, then one request will probe it",
+                self._name,
+                "a request failed"
+                if self.failures == 1
+                else f"{self.failures} requests failed in a row",
+                wait,
+            )
+
+    def leave(self) -> None:
+        """This thread's claim is settled: if it was the probe, another thread may probe."""
+        with self._lock:
+            if self._prober == threading.get_ident():
+                self._prober = None
