@@ -101,6 +101,12 @@ class CircuitBreaker:
                 wait,
             )
 
+    def probe_now(self) -> None:
+        """End the pause now (an operator ran ``spooler retry-now``): the next thread to
+        ask probes, and the first answer that is not a failure lets the others go."""
+        with self._lock:
+            self._open_until = 0.0
+
     def leave(self) -> None:
         """This thread's claim is settled: if it was the probe, another thread may probe."""
         with self._lock:

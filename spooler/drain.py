@@ -124,6 +124,7 @@ class Drain:
         self._lock = threading.Lock()
         self._report = DrainReport()
         self._running = 0
+        self._retry_now_seen = 0  # how many `spooler retry-now` runs the workers have seen
         self._all_done = threading.Event()
 
     def stop(self, reason: str = "signal") -> None:
@@ -164,6 +165,7 @@ class Drain:
             for n in range(dest.config.concurrency)
         ]
         self._running = len(workers)
+        self._retry_now_seen = self._store.retry_now_count()
         log.info(
             "drain %s started (%s) for %s", self.owner, mode.value, ", ".join(self._destinations)
         )
@@ -201,6 +203,19 @@ class Drain:
                     snapshot = replace(self._report)
                 progress(snapshot)
         return self._finish(mode, time.monotonic() - started_mono)
+
+    def _retry_now_requested(self) -> bool:
+        """Whether an operator ran ``spooler retry-now`` since the drain last looked; if so,
+        every paused destination is probed at once."""
+        count = self._store.retry_now_count()
+        with self._lock:
+            if count == self._retry_now_seen:
+                return False
+            self._retry_now_seen = count
+        log.info("spooler retry-now was run: probing paused destinations at once")
+        for breaker in self._breakers.values():
+            breaker.probe_now()
+        return True
 
     def _follow_clock(self, offset: float, now_mono: float) -> float:
         """Notice wall-clock jumps against the monotonic clock; repair a backward one.
@@ -258,6 +273,8 @@ class Drain:
                 if mode is Mode.ONCE and breaker.failures:
                     return
                 paused = breaker.admit()
+                if paused and self._retry_now_requested():
+                    continue
                 if not paused:
                     try:
                         now = self._clock()

@@ -731,12 +731,16 @@ class Store:
         condition: str,
         values: Sequence[object],
         condition_values: Sequence[object],
+        *,
+        also: str | None = None,
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
-        in one transaction; named ids must all be queued."""
+        and the statement ``also``, in one transaction; named ids must all be queued."""
         where, params = selection.where()
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
+            if also:
+                conn.execute(also)
             return conn.execute(
                 f"UPDATE queue SET {assignments} WHERE {where} AND {condition}",
                 [*values, *params, *condition_values],
@@ -744,14 +748,24 @@ class Store:
 
     def retry_now(self, selection: QueueSelection, *, now: float) -> int:
         """Make waiting events due at once (their backoff is cleared); not those in flight
-        or held."""
+        or held. Running drains see :meth:`retry_now_count` change and stop pausing."""
         return self._update_selected(
             selection,
             "due_at = ?, lease_owner = NULL",
             "due_at > ? AND due_at < ? AND lease_owner IS NULL",
             [now],
             [now, HELD],
+            also=(
+                "INSERT INTO meta (key, value) VALUES ('retry_now_count', '1') ON CONFLICT (key)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            ),
         )
+
+    def retry_now_count(self) -> int:
+        """How many times an operator has run ``retry-now`` on this spool."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'retry_now_count'").fetchone()
+            return int(row[0]) if row else 0
 
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events: never claimed, so never sent and never expired, until

@@ -114,3 +114,12 @@ def test_an_answer_that_is_not_a_retryable_failure_closes_it(clock: FakeClock) -
     # And the schedule starts again from its first step
     fail(breaker)
     assert breaker.admit() == 1.0
+
+
+def test_probe_now_ends_the_pause_for_one_probe(clock: FakeClock) -> None:
+    breaker = breaker_for(clock, backoff_base=60.0)
+    fail(breaker)
+    breaker.probe_now()
+    assert breaker.admit() == 0.0
+    assert admit_from_another_thread(breaker) == math.inf
+    assert breaker.failures == 1  # still failing until an answer says otherwise

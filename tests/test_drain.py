@@ -15,12 +15,12 @@ from pathlib import Path
 
 import fakes
 import pytest
-from conftest import drain_once, rows, wait_until
+from conftest import drain_once, rows, spooler_cmd, wait_until
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.destinations import Verdict
-from spooler.drain import CRASH_ENV, Drain, Mode
+from spooler.drain import CRASH_ENV, Drain, DrainReport, Mode
 from spooler.receiver import Receiver
 
 
@@ -104,6 +104,29 @@ def test_during_an_outage_one_request_probes_at_a_time(spool: Spool, receiver: R
     assert len(failed) == 10 and len(later) >= 6
     assert all(b.received_at > a.answered_at - 0.01 for a, b in itertools.pairwise(later))
     assert len(receiver.delivered) == 8
+
+
+def test_retry_now_ends_a_running_drains_pause(spool: Spool, receiver: Receiver, db: Path) -> None:
+    # Given a drain that paused the destination for two minutes on the receiver's word
+    spool.enqueue_many(events(3))
+    receiver.fail_next(503, headers={"Retry-After": "120"})
+    config = build_drain_config(
+        {}, destination_flags={"url": receiver.url}, drain_flags={"poll_interval": 0.05}
+    )
+    drain = Drain(spool.store, config)
+    reports: list[DrainReport] = []
+    thread = threading.Thread(target=lambda: reports.append(drain.run(Mode.UNTIL_EMPTY)))
+    thread.start()
+    try:
+        assert receiver.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+        # When the operator says the API is back
+        assert spooler_cmd("retry-now", "--db", str(db), "--all").returncode == 0
+        # Then the drain tries again at once, not in two minutes
+        assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
+    finally:
+        drain.stop()
+        thread.join(timeout=30)
+    assert [r.delivered for r in reports] == [3]
 
 
 def test_timeouts_are_retried(spool: Spool, receiver: Receiver, db: Path) -> None:
