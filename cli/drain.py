@@ -90,7 +90,12 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     multiple=True,
     help="Drain only this configured destination (repeatable).",
 )
-@click.option("--once", "mode", flag_value="once", help="One pass over what is due now.")
+@click.option(
+    "--once",
+    "mode",
+    flag_value="once",
+    help="One pass over what is due now; a destination's pass ends at its first failure.",
+)
 @click.option(
     "--until-empty",
     "mode",
