@@ -1,6 +1,7 @@
 """Scenario 8: a long outage. 50k events wait while the receiver is down, some of them
 past max_age; the receiver comes back; everything is delivered or dead-lettered, and
-the drain's memory stays bounded."""
+the drain's memory stays bounded. And an outage costs attempts only to the batches
+that probe it, so a backlog does not die of max_attempts while it waits."""
 
 from __future__ import annotations
 
@@ -85,3 +86,39 @@ def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
     assert row.lost == 0 and row.duplicated == 0 and dead == set(old_ids)
     assert max(outage_rss, recovery_rss) < RSS_LIMIT_MB, (outage_rss, recovery_rss)
     row.injection += f"; drain peak RSS {max(outage_rss, recovery_rss):.0f} MiB"
+
+
+def test_an_outage_spends_the_attempts_of_probes_only(db: Path, scenario) -> None:
+    row = scenario(
+        "8 (attempts)",
+        "receiver down for 3 s with 20 batches queued and max_attempts 3",
+        "no listener on the port during a 3 s drain (backoff 0.05-0.5 s), then a receiver starts",
+    )
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"n": n} for n in range(1000)])
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    # During the outage each batch on its own schedule would spend its three attempts
+    # in well under a second; the drain probes with one batch per pause instead.
+    outage = subprocess.run(
+        drain_command(
+            db,
+            url,
+            *("--batch-size", "50", "--max-attempts", "3", "--log-level", "warning"),
+            *("--backoff-base", "0.05", "--backoff-cap", "0.5", "--max-time", "3"),
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert outage.returncode == 0, outage.stderr
+    [(dead, most_attempts)] = rows(
+        db, "SELECT (SELECT count(*) FROM dead), max(attempts) FROM queue"
+    )
+    assert dead == 0 and most_attempts < 3
+    with Receiver(port=port) as receiver:
+        row.recover_with_drain(db, url, "--max-attempts", "3")
+        delivered = [e["id"] for e in receiver.delivered]
+    row.tally(ids, delivered)
+    assert row.lost == 0 and sorted(delivered) == sorted(ids)
