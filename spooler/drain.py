@@ -275,31 +275,18 @@ class Drain:
                 paused = breaker.admit()
                 if paused and self._retry_now_requested():
                     continue
-                if not paused:
-                    try:
-                        now = self._clock()
-                        batch = self._store.claim(
-                            name,
-                            destination.config.batch_size,
-                            self.owner,
-                            due_by=started if mode is Mode.ONCE else now,
-                            lease_until=now + self._config.lease,
-                        )
-                        if batch:
-                            self._crash_point("after_claim")
-                            self._deliver(destination, batch, now + self._config.lease)
-                    finally:
-                        breaker.leave()
-                    if batch:
-                        self._progress.set()
-                        continue
+                if not paused and self._claim_and_deliver(destination, mode, started):
+                    self._progress.set()
+                    continue
                 if mode is Mode.ONCE:
                     return
                 next_due = self._store.next_due_at(name)
                 if next_due is None and mode is Mode.UNTIL_EMPTY:
                     return
-                wait = min(self._config.poll_interval, paused or math.inf)
-                if next_due is not None and not paused:
+                wait = self._config.poll_interval
+                if paused:
+                    wait = min(wait, paused)
+                elif next_due is not None:
                     wait = min(wait, max(next_due - self._clock(), 0.005))
                 self._progress.wait(wait)
                 self._progress.clear()
@@ -323,6 +310,25 @@ class Drain:
                     except Exception as exc:  # whatever close() does, the drain must end
                         log.warning("%s: could not close: %s", each_name, exc)
                 self._all_done.set()
+
+    def _claim_and_deliver(self, destination: Destination, mode: Mode, started: float) -> bool:
+        """Claim a due batch and deliver it; False if nothing was due."""
+        try:
+            now = self._clock()
+            batch = self._store.claim(
+                destination.config.name,
+                destination.config.batch_size,
+                self.owner,
+                due_by=started if mode is Mode.ONCE else now,
+                lease_until=now + self._config.lease,
+            )
+            if not batch:
+                return False
+            self._crash_point("after_claim")
+            self._deliver(destination, batch, now + self._config.lease)
+            return True
+        finally:
+            self._breakers[destination.config.name].leave()
 
     def _deliver(
         self, destination: Destination, batch: list[ClaimedEvent], lease_until: float
