@@ -35,6 +35,7 @@ __all__ = [
     "config_db_path",
     "load_config_file",
     "mask",
+    "masked_url",
     "parse_duration",
     "resolved_settings",
     "spool_options",
@@ -425,7 +426,7 @@ def url_secrets(url: str) -> list[str]:
     return [parts.password, *found] if parts.password else found
 
 
-def _masked_url(url: str) -> str:
+def masked_url(url: str) -> str:
     """The URL for display, with ``url_secrets`` masked."""
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -468,6 +469,6 @@ def resolved_settings(
             if shown[key] is not None:
                 shown[key] = mask(shown[key])
         shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
-        shown["url"] = _masked_url(dest.url)
+        shown["url"] = masked_url(dest.url)
         settings["destinations"][name] = shown
     return settings

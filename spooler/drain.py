@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .breaker import CircuitBreaker
-from .config import DrainConfig
+from .config import DrainConfig, masked_url
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
@@ -167,7 +167,12 @@ class Drain:
         self._running = len(workers)
         self._retry_now_seen = self._store.retry_now_count()
         log.info(
-            "drain %s started (%s) for %s", self.owner, mode.value, ", ".join(self._destinations)
+            "drain %s started (%s) for %s",
+            self.owner,
+            mode.value,
+            ", ".join(
+                f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
+            ),
         )
         for worker in workers:
             worker.start()
