@@ -317,17 +317,33 @@ def _check_headers(dest: DestinationConfig, where: str) -> None:
 
 
 def _check_url(dest: DestinationConfig, where: str) -> None:
-    if dest.type != "file" and (
-        not dest.url.startswith(("http://", "https://")) or not urlsplit(dest.url).hostname
-    ):
-        raise ConfigError(
-            f"{where}url: an {dest.type} destination needs an http:// or https:// URL, "
-            f"got {dest.url!r}"
-        )
-    if dest.type == "file" and not (dest.url == "-" or dest.url.startswith("file://")):
-        raise ConfigError(
-            f"{where}url: a file destination needs '-' (stdout) or file://PATH, got {dest.url!r}"
-        )
+    if dest.type == "file":
+        if not (dest.url == "-" or dest.url.startswith("file://")):
+            raise ConfigError(
+                f"{where}url: a file destination needs '-' (stdout) or file://PATH, "
+                f"got {dest.url!r}"
+            )
+        return
+    problem = _http_url_problem(dest.url, dest.type)
+    if problem:
+        raise ConfigError(f"{where}url: {problem}")
+
+
+def _http_url_problem(url: str, kind: str) -> str | None:
+    """Why ``url`` cannot be requested (None: it can). Caught here, a bad URL is a config
+    error; caught by httpx, it stopped the drain after it had claimed a batch."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a ValueError when it is not a number, or out of range
+    except ValueError as exc:  # the URL is not shown: it may hold a secret
+        return f"not a valid URL ({exc})"
+    if not url.startswith(("http://", "https://")) or not parts.hostname:
+        return f"an {kind} destination needs an http:// or https:// URL, got {masked_url(url)!r}"
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return f"holds a space or a control character: {masked_url(url)!r}"
+    if port == 0:
+        return f"port 0 cannot be connected to: {masked_url(url)!r}"
+    return None
 
 
 def build_drain_config(

@@ -102,6 +102,15 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
         ("[destinations.a]\nurl = 'http://'", r"destinations\.a\.url: an http destination"),
         ("[destinations.a]\nurl = 'events.jsonl'", r"destinations\.a\.url: an http destination"),
         ("[destinations.a]\ntype = 'file'\nurl = '/x'", r"url: a file destination needs"),
+        ("[destinations.a]\nurl = 'http://h:99999/'", r"url: not a valid URL \(Port out of range"),
+        ("[destinations.a]\nurl = 'http://h:abc/'", r"url: not a valid URL \(Port could not be"),
+        ("[destinations.a]\nurl = 'http://[::1'", r"url: not a valid URL \(Invalid IPv6 URL\)"),
+        ("[destinations.a]\nurl = 'http://h:0/'", r"url: port 0 cannot be connected to"),
+        ("[destinations.a]\nurl = 'http://ex ample.com/'", r"url: holds a space or a control"),
+        (
+            "[destinations.a]\nurl = 'ftp://u:pw@h/?key=k1'",
+            r"an http destination needs an http:// or https:// URL, got 'ftp://u:\*\*\*@h/\?key=\*\*\*'",
+        ),
         (
             "[destinations.a]\nurl = 'http://h'\napi_key = '${NOPE}'",
             r"api_key: environment "
