@@ -3,6 +3,7 @@ the callers they concern (correctness only; speed is measured in benchmarks/).""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import rows
 
 import spooler.store as store_module
 from spooler import NotDurableError, Spool, SpoolFullError, StoreError
@@ -237,3 +239,19 @@ def test_a_group_whose_flush_fails_is_told_so_and_not_committed_twice(
         5,
     )
     conn.close()
+
+
+def test_async_handlers_enqueue_through_to_thread_as_the_readme_says(db: Path) -> None:
+    # Given one Spool shared by many concurrent async handlers
+    async def handlers(spool: Spool) -> list[str]:
+        return await asyncio.gather(
+            *(asyncio.to_thread(spool.enqueue, {"request": n}) for n in range(40))
+        )
+
+    with Spool(db) as spool:
+        ids = asyncio.run(handlers(spool))
+    # Then every handler got its own id, and every event is committed
+    assert len(set(ids)) == 40
+    assert sorted(
+        n for (n,) in rows(db, "SELECT json_extract(body, '$.request') FROM queue")
+    ) == list(range(40))
