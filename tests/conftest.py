@@ -7,6 +7,7 @@ import json
 import os
 import select
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -138,6 +139,12 @@ def require_program(name: str, package: str) -> None:
     (``.ci/run`` installs every one the tests use, so CI never skips)."""
     if shutil.which(name) is None:
         pytest.skip(f"needs {name} (Debian package {package}; .ci/run installs it)")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (until a test starts something there)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
 
 
 def wait_for_line(stream: IO[str], text: str, timeout: float = 30.0) -> bool:

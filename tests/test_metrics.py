@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import httpx
-from conftest import spooler_cmd, start_drain, wait_until
+from conftest import free_port, spooler_cmd, start_drain, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from spooler.receiver import Receiver
@@ -24,8 +23,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_a_drain_serves_metrics_and_healthz(db: Path, receiver: Receiver) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    port = free_port()
     # Given 5 events, one of them poison, and a receiver that fails once first
     events = [f'{{"n": {n}, "bad": {str(n == 2).lower()}}}' for n in range(5)]
     assert spooler_cmd("enqueue", "--db", str(db), *events).returncode == 0

@@ -5,13 +5,12 @@ that probe it, so a backlog does not die of max_attempts while it waits."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import drain_command, rows
+from conftest import drain_command, free_port, rows
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -54,8 +53,7 @@ def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
         old_ids = old_spool.enqueue_many([{"old": True, "n": n} for n in range(OLD)])
     with Spool(db) as spool:
         new_ids = spool.enqueue_many([{"n": n} for n in range(EVENTS - OLD)])
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     # During the outage every attempt fails; the old events die of max_age.
     code, outage_rss = run_drain(
@@ -96,8 +94,7 @@ def test_an_outage_spends_the_attempts_of_probes_only(db: Path, scenario) -> Non
     )
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(1000)])
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     # During the outage each batch on its own schedule would spend its three attempts
     # in well under a second; the drain probes with one batch per pause instead.

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, rows, start_drain, wait_until
+from conftest import drain_once, free_port, rows, start_drain, wait_until
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -178,8 +178,7 @@ def test_a_receiver_down_longer_than_the_backoff_cap(db: Path, scenario) -> None
     )
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(50)])
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]  # free again once closed: nothing listens
+    port = free_port()
     drain = start_drain(
         db,
         f"http://127.0.0.1:{port}/",
