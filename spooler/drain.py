@@ -338,26 +338,32 @@ class Drain:
     def _deliver(
         self, destination: Destination, batch: list[ClaimedEvent], lease_until: float
     ) -> None:
-        """Send a batch; bisect it while the receiver rejects it, to isolate bad events."""
-        breaker = self._breakers[destination.config.name]
+        """Send a batch; bisect it while the receiver rejects it, to isolate bad events.
+
+        A batch that a 5xx would dead-letter (its last attempt) is bisected too, so that an
+        event that crashes the receiver dies alone. Such halves are judged when their
+        round of requests ends: split further if one request of the round got through
+        (the receiver is up, so these halves hold bad events), settled as they are if
+        none did (the receiver is down: a bisection would only add requests).
+        """
         pending = [batch]
-        while pending:
+        failing: list[tuple[list[ClaimedEvent], Verdict, float]] = []
+        got_through = False
+        while pending or failing:
+            if not pending:
+                for events, verdict, elapsed in failing:
+                    if got_through:
+                        pending += _halves(events)
+                    else:
+                        self._settle(destination, events, verdict, elapsed)
+                failing, got_through = [], False
+                continue
             if self._stop.is_set() and len(pending[-1]) < len(batch):
                 return  # mid-bisection: the rest is released when the drain exits
             events = pending.pop()
             lease_until = self._keep_lease(destination, events, lease_until)
-            sent_at = time.monotonic()
-            epoch = breaker.epoch
-            verdict = destination.send(events)
-            self._crash_point("after_response")
-            breaker.record(
-                failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
-            )
-            with self._lock:
-                self._report.requests += 1
-            elapsed = time.monotonic() - sent_at
-            if self._metrics:
-                self._metrics.request(destination.config.name, elapsed)
+            verdict, elapsed = self._send(destination, events)
+            got_through = got_through or verdict.outcome != "retry"
             if verdict.outcome == "partial":
                 bad = {i: why for i, why in verdict.bad.items() if 0 <= i < len(events)}
                 if bad:
@@ -366,16 +372,59 @@ class Drain:
                 # Named no event of this batch after all: find the culprits by bisection.
                 verdict = replace(verdict, outcome="reject")
             if verdict.outcome == "reject" and verdict.split and len(events) > 1:
-                half = len(events) // 2
                 log.info(
                     "%s: %s for a batch of %d; splitting it to find the events at fault",
                     destination.config.name,
                     _short(verdict),
                     len(events),
                 )
-                pending += [events[half:], events[:half]]
+                pending += _halves(events)
+            elif len(events) > 1 and self._dies_of_a_server_error(destination, events, verdict):
+                if events is not batch:
+                    failing.append((events, verdict, elapsed))
+                    continue
+                log.info(
+                    "%s: %s for a batch of %d on its last attempt; splitting it to find the "
+                    "events at fault",
+                    destination.config.name,
+                    _short(verdict),
+                    len(events),
+                )
+                pending += _halves(events)
             else:
                 self._settle(destination, events, verdict, elapsed)
+
+    def _send(
+        self, destination: Destination, events: Sequence[ClaimedEvent]
+    ) -> tuple[Verdict, float]:
+        """One request: its verdict (told to the breaker and the metrics) and its time."""
+        breaker = self._breakers[destination.config.name]
+        sent_at = time.monotonic()
+        epoch = breaker.epoch
+        verdict = destination.send(events)
+        self._crash_point("after_response")
+        breaker.record(
+            failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
+        )
+        elapsed = time.monotonic() - sent_at
+        with self._lock:
+            self._report.requests += 1
+        if self._metrics:
+            self._metrics.request(destination.config.name, elapsed)
+        return verdict, elapsed
+
+    def _dies_of_a_server_error(
+        self, destination: Destination, events: Sequence[ClaimedEvent], verdict: Verdict
+    ) -> bool:
+        """Whether this 5xx would dead-letter some of ``events``. (Timeouts, refused
+        connections and 429s say nothing about the events, and are not bisected.)"""
+        if verdict.outcome != "retry" or not (verdict.status and 500 <= verdict.status < 600):
+            return False
+        policy, now = destination.config.retry, self._clock()
+        return any(
+            policy.give_up_reason(attempts=e.attempts, queued_at=e.queued_at, now=now)
+            for e in events
+        )
 
     def _settle_partial(
         self,
@@ -533,6 +582,12 @@ class Drain:
     def _crash_point(self, name: str) -> None:
         if self._crash_at == name:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _halves(events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
+    """A batch split in two, the first half last (``pending`` is a stack: it goes first)."""
+    half = len(events) // 2
+    return [events[half:], events[:half]]
 
 
 def _short(verdict: Verdict) -> str:

@@ -174,6 +174,38 @@ def test_a_rejected_batch_is_bisected_so_only_poison_events_die(
     assert report.dead == len(poison) and rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
+@pytest.mark.parametrize("poison", [0, 5])
+def test_an_event_that_crashes_the_receiver_dies_alone_on_the_last_attempt(
+    spool: Spool, receiver: Receiver, db: Path, poison: int
+) -> None:
+    # Given a receiver that fails with 500 on any batch holding one particular event
+    ids = spool.enqueue_many([{"n": i, "bad": i == poison} for i in range(8)])
+
+    def crashes_on_bad(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        bad = any(event["bad"] for event in json.loads(body))
+        return (500, {}, b"Internal Server Error") if bad else (200, {}, b"{}")
+
+    receiver.respond = crashes_on_bad
+    report = drain_once(spool, receiver.url, batch_size=8, concurrency=1, retry={"max_attempts": 2})
+    # Then its last attempt bisects the batch: only that event dies, the others arrive
+    assert sorted(e["n"] for e in receiver.delivered) == [i for i in range(8) if i != poison]
+    assert rows(db, "SELECT event_id, reason, status FROM dead") == [
+        (ids[poison], "max_attempts", 500)
+    ]
+    assert report.dead == 1
+
+
+def test_a_receiver_that_is_down_costs_a_dying_batch_only_two_more_requests(
+    spool: Spool, receiver: Receiver, db: Path
+) -> None:
+    spool.enqueue_many(events(8))
+    receiver.respond = lambda body, headers: (503, {}, b"down")
+    drain_once(spool, receiver.url, batch_size=8, concurrency=1, retry={"max_attempts": 1})
+    # The batch, then its two halves: neither got through, so neither is split further
+    assert [len(r.events) for r in receiver.requests] == [8, 4, 4]
+    assert rows(db, "SELECT reason, status, count(*) FROM dead") == [("max_attempts", 503, 8)]
+
+
 def test_413_splits_the_batch_and_a_lone_oversized_event_dies(
     spool: Spool, receiver: Receiver, db: Path
 ) -> None:
