@@ -207,15 +207,22 @@ def test_a_receiver_down_longer_than_the_backoff_cap(db: Path, scenario) -> None
     assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
 
 
+@pytest.mark.parametrize("status", [400, 500])
 def test_a_poison_event_in_every_position_of_a_batch(
-    spool: Spool, receiver: Receiver, db: Path, scenario
+    spool: Spool, receiver: Receiver, db: Path, scenario, status: int
 ) -> None:
     row = scenario(
-        "9",
+        f"9 ({status})",
         "one poison event in each position of a batch of 8",
-        "receiver rejects a batch holding an event marked bad (400)",
+        f"receiver answers {status} to a batch holding an event marked bad"
+        + (" (retried, so it dies on its third and last attempt)" if status == 500 else ""),
     )
-    receiver.reject = lambda event: event["bad"]
+
+    def poisoned(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        bad = any(event["bad"] for event in json.loads(body))
+        return (status, {}, b'{"error":"bad event"}') if bad else (200, {}, b"{}")
+
+    receiver.respond = poisoned
     ids: list[str] = []
     poison: set[str] = set()
     started = time.monotonic()
@@ -223,7 +230,14 @@ def test_a_poison_event_in_every_position_of_a_batch(
         batch = spool.enqueue_many([{"p": position, "bad": n == position} for n in range(8)])
         ids += batch
         poison.add(batch[position])
-        drain_once(spool, receiver.url, batch_size=8, concurrency=1, id_field="id")
+        drain_once(
+            spool,
+            receiver.url,
+            batch_size=8,
+            concurrency=1,
+            id_field="id",
+            retry={"max_attempts": 3},
+        )
     row.recover_s = time.monotonic() - started
     dead = {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
     row.tally(ids, [e["id"] for e in receiver.delivered], dead)
