@@ -117,9 +117,11 @@ class Drain:
         if self._crash_at not in (None, *CRASH_POINTS):
             raise ConfigError(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
         self._stop = threading.Event()
-        # Set when a worker finishes a batch (or the drain stops): a worker waiting for
-        # its siblings' in-flight events need not sleep out the poll interval.
-        self._progress = threading.Event()
+        # Set when a worker of the destination finishes a batch (or the drain stops): a
+        # worker waiting for its siblings' in-flight events need not sleep out the poll
+        # interval. One per destination, so that a busy one does not keep waking the
+        # workers of an idle one, each to claim nothing.
+        self._progress = {name: threading.Event() for name in self._destinations}
         self._hurry = threading.Event()
         self._lock = threading.Lock()
         self._report = DrainReport()
@@ -135,7 +137,8 @@ class Drain:
         with self._lock:
             self._report.stopped_by = self._report.stopped_by or reason
         self._stop.set()
-        self._progress.set()
+        for progress in self._progress.values():
+            progress.set()
 
     def run(
         self,
@@ -271,6 +274,7 @@ class Drain:
     def _work(self, destination: Destination, mode: Mode, started: float) -> None:
         name = destination.config.name
         breaker = self._breakers[name]
+        progress = self._progress[name]
         try:
             while not self._stop.is_set():
                 # --once is one pass: a destination that fails ends it (what is left is
@@ -281,7 +285,7 @@ class Drain:
                 if paused and self._retry_now_requested():
                     continue
                 if not paused and self._claim_and_deliver(destination, mode, started):
-                    self._progress.set()
+                    progress.set()
                     continue
                 if mode is Mode.ONCE:
                     return
@@ -293,8 +297,8 @@ class Drain:
                     wait = min(wait, paused)
                 elif next_due is not None:
                     wait = min(wait, max(next_due - self._clock(), 0.005))
-                self._progress.wait(wait)
-                self._progress.clear()
+                progress.wait(wait)
+                progress.clear()
         except Exception as exc:
             # A store error (disk gone, file corrupted) stops the whole drain: looping
             # on it would only fill the logs. The events stay queued.

@@ -129,6 +129,43 @@ def test_retry_now_ends_a_running_drains_pause(spool: Spool, receiver: Receiver,
     assert [r.delivered for r in reports] == [3]
 
 
+def test_idle_and_paused_destinations_sleep_while_another_one_is_busy(
+    spool: Spool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given destination "down", paused for a minute by its first answer, destination
+    # "idle" with nothing queued, and destination "busy" with 300 requests to make
+    spool.enqueue({"n": 0}, destination="down")
+    spool.enqueue_many(events(300), destination="busy")
+    with Receiver() as down:
+        down.fail_next(503, headers={"Retry-After": "60"})
+        config = build_drain_config(
+            {
+                "drain": {"poll_interval": 3600},
+                "destinations": {
+                    "down": {"url": down.url, "concurrency": 2},
+                    "idle": {"url": down.url, "concurrency": 2},
+                    "busy": {"url": receiver.url, "batch_size": 1, "concurrency": 1},
+                },
+            }
+        )
+        looked: list[str] = []
+        next_due_at = spool.store.next_due_at
+        monkeypatch.setattr(
+            spool.store, "next_due_at", lambda name: looked.append(name) or next_due_at(name)
+        )
+        drain = Drain(spool.store, config)
+        thread = threading.Thread(target=drain.run)
+        thread.start()
+        try:
+            assert receiver.wait_for(lambda r: len(r.delivered) == 300, timeout=30)
+        finally:
+            drain.stop()
+            thread.join(timeout=30)
+    # Then their workers looked at the queue a time or two each, not once per busy request
+    assert len(down.requests) == 1
+    assert looked.count("down") <= 4 and looked.count("idle") <= 4
+
+
 def test_timeouts_are_retried(spool: Spool, receiver: Receiver, db: Path) -> None:
     spool.enqueue({"e": 1})
     receiver.hold()
