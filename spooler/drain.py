@@ -415,6 +415,7 @@ class Drain:
             self._report.requests += 1
         if self._metrics:
             self._metrics.request(destination.config.name, elapsed)
+            self._metrics.failed_in_a_row(destination.config.name, breaker.failures)
         return verdict, elapsed
 
     def _dies_of_a_server_error(

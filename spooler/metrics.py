@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .store import Store
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
     from prometheus_client.core import GaugeMetricFamily
 except ImportError:  # pragma: no cover - exercised only without the extra
     CollectorRegistry = None  # type: ignore[assignment,misc]
@@ -100,6 +100,12 @@ class DrainMetrics:
             ["destination"],
             registry=self.registry,
         )
+        self._failing = Gauge(
+            "spooler_failed_requests_in_a_row",
+            "Retryable failures in a row; above 0 the destination is paused, then probed",
+            ["destination"],
+            registry=self.registry,
+        )
         self.registry.register(_SpoolCollector(store, clock))
         self._server: Any = None
 
@@ -118,6 +124,10 @@ class DrainMetrics:
     def request(self, destination: str, seconds: float) -> None:
         """Record how long one delivery request took."""
         self._latency.labels(destination).observe(seconds)
+
+    def failed_in_a_row(self, destination: str, count: int) -> None:
+        """Record how many requests in a row have failed (0: the destination answers)."""
+        self._failing.labels(destination).set(count)
 
     def serve(self, host: str, port: int) -> None:
         """Serve ``/metrics`` (Prometheus text format) and ``/healthz`` in a thread."""

@@ -10,6 +10,10 @@ import httpx
 from conftest import free_port, spooler_cmd, start_drain, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from spooler import Spool
+from spooler.config import build_drain_config
+from spooler.drain import Drain, Mode
+from spooler.metrics import DrainMetrics
 from spooler.receiver import Receiver
 
 
@@ -70,3 +74,23 @@ def _healthy(port: int) -> bool:
     except httpx.HTTPError:
         return False
     return answer.status_code == 200 and answer.text == "ok\n"
+
+
+def test_failed_requests_in_a_row_rise_during_an_outage_and_fall_back(
+    spool: Spool, receiver: Receiver
+) -> None:
+    metrics = DrainMetrics(spool.store)
+    config = build_drain_config(
+        {}, destination_flags={"url": receiver.url}, drain_flags={"poll_interval": 0.05}
+    )
+    labels = {"destination": "default"}
+    spool.enqueue({"n": 1})
+    # Given a receiver that is down
+    receiver.fail_next(503, headers={"Retry-After": "60"})
+    Drain(spool.store, config, metrics=metrics).run(Mode.ONCE)
+    assert metrics.registry.get_sample_value("spooler_failed_requests_in_a_row", labels) == 1
+    # When it is back (and the operator says so)
+    spool.retry_now(everything=True)
+    Drain(spool.store, config, metrics=metrics).run(Mode.UNTIL_EMPTY, max_time=30)
+    assert metrics.registry.get_sample_value("spooler_failed_requests_in_a_row", labels) == 0
+    assert len(receiver.delivered) == 1
