@@ -344,8 +344,8 @@ class Drain:
     ) -> None:
         """Send a batch; bisect it while the receiver rejects it, to isolate bad events.
 
-        A batch that a 5xx would dead-letter (its last attempt) is bisected too, so that an
-        event that crashes the receiver dies alone. Such halves are judged when their
+        A batch that a 5xx would dead-letter (out of attempts or age) is bisected too, so
+        that an event that crashes the receiver dies alone. Such halves are judged when their
         round of requests ends: split further if one request of the round got through
         (the receiver is up, so these halves hold bad events), settled as they are if
         none did (the receiver is down: a bisection would only add requests).
@@ -388,8 +388,8 @@ class Drain:
                     failing.append((events, verdict, elapsed))
                     continue
                 log.info(
-                    "%s: %s for a batch of %d on its last attempt; splitting it to find the "
-                    "events at fault",
+                    "%s: %s would dead-letter a batch of %d; splitting it to find the events "
+                    "at fault",
                     destination.config.name,
                     _short(verdict),
                     len(events),
