@@ -1,8 +1,9 @@
 """A small local HTTP receiver, used by ``spooler demo`` and by the test suite.
 
 It binds to 127.0.0.1, records every request, and answers as scripted: canned
-answers first (``fail_next``), then 413 for batches over ``max_batch``, then 400 for
-a batch holding an event that ``reject`` matches, else 200.
+answers first (``fail_next``), then 413 for batches over ``max_batch``, then
+``reject_status`` (400; 500 plays a receiver that crashes on it) for a batch holding an
+event that ``reject`` matches, else 200.
 
 Usage::
 
@@ -67,6 +68,7 @@ class Receiver:
     def __init__(self, *, port: int = 0) -> None:
         self.requests: list[RecordedRequest] = []
         self.reject: Callable[[dict[str, Any]], bool] | None = None
+        self.reject_status = 400
         self.max_batch: int | None = None
         # Replaces the default answers (after fail_next):
         # (body, request headers) -> (status, answer headers, answer body).
@@ -132,7 +134,8 @@ class Receiver:
             return 413, {}, b'{"error":"payload too large"}'
         bad = [i for i, event in enumerate(events) if self.reject and self.reject(event)]
         if bad:
-            return 400, {}, json.dumps({"error": "invalid events", "indices": bad}).encode()
+            answer = json.dumps({"error": "invalid events", "indices": bad}).encode()
+            return self.reject_status, {}, answer
         return 200, {}, b'{"ok":true}'
 
     def _record(self, request: RecordedRequest) -> None:

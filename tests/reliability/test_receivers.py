@@ -217,12 +217,8 @@ def test_a_poison_event_in_every_position_of_a_batch(
         f"receiver answers {status} to a batch holding an event marked bad"
         + (" (retried, so it dies on its third and last attempt)" if status == 500 else ""),
     )
-
-    def poisoned(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        bad = any(event["bad"] for event in json.loads(body))
-        return (status, {}, b'{"error":"bad event"}') if bad else (200, {}, b"{}")
-
-    receiver.respond = poisoned
+    receiver.reject = lambda event: event["bad"]
+    receiver.reject_status = status
     ids: list[str] = []
     poison: set[str] = set()
     started = time.monotonic()
