@@ -325,6 +325,21 @@ def test_the_api_key_never_reaches_the_spool_or_the_logs(
         assert secret.encode() not in path.read_bytes()
 
 
+def test_secrets_in_the_url_are_masked_in_the_log_lines_of_httpx(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "TOPSECRET99"
+    host = receiver.url.removeprefix("http://")
+    spool.enqueue({"e": 1})
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="httpx")  # the CLI tests set it to WARNING
+    drain_once(spool, f"http://user:{secret}@{host}/in?key={secret}")
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert requests == [f'HTTP Request: POST http://user:***@{host}/in?key=*** "HTTP/1.1 200 OK"']
+    assert secret not in caplog.text
+    assert logging.getLogger("httpx").filters == []  # removed when the drain ends
+
+
 # Each destination type: its options, a fake of its API, and where the event id lands.
 CONTRACT = {
     "http": ({"id_field": "id"}, None, "id"),

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .. import __version__
-from ..config import url_secrets
+from ..config import masked_url, url_secrets
 from ..records import ClaimedEvent
 from ..retry import parse_retry_after
 from . import Verdict, event_text, excerpt
@@ -53,6 +54,28 @@ def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[st
     return Verdict(
         "retry", status, f"HTTP {status} (redirect to {where} not followed; fix the URL)"
     )
+
+
+class _MaskedUrlFilter(logging.Filter):
+    """Masks one URL's secrets in the lines of httpx's own logger.
+
+    httpx logs every request at INFO with its full URL, so a key passed as ``?key=...``
+    or a password in the URL would reach the log of any program that logs at INFO.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = httpx.URL(url)
+        self._masked = masked_url(url)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the URL among the record's arguments; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._masked if isinstance(arg, httpx.URL) and arg == self._url else arg
+                for arg in record.args
+            )
+        return True
 
 
 def signature_headers(secret: str, body: bytes, *, now: float) -> dict[str, str]:
@@ -109,6 +132,10 @@ class HttpDestination:
             ),
             follow_redirects=False,
         )
+        self._log_filter: _MaskedUrlFilter | None = None
+        if masked_url(config.url) != config.url:
+            self._log_filter = _MaskedUrlFilter(config.url)
+            logging.getLogger("httpx").addFilter(self._log_filter)
 
     def auth_headers(self) -> dict[str, str]:
         """The API key as ``Authorization: Bearer KEY``, or as-is in ``auth_header``."""
@@ -200,5 +227,7 @@ class HttpDestination:
         )
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool, and stop masking the URL in httpx's log."""
         self._client.close()
+        if self._log_filter is not None:
+            logging.getLogger("httpx").removeFilter(self._log_filter)
