@@ -14,7 +14,9 @@ from spooler.events import events_phrase
 from .options import (
     Options,
     common_options,
+    destination_filter,
     parse_duration_option,
+    reason_filter,
     require_selection,
     stdin_lines,
 )
@@ -30,8 +32,8 @@ def dlq() -> None:
 
 @dlq.command()
 @click.argument("ids", nargs=-1)
-@click.option("--destination", "-d")
-@click.option("--reason", "-r", help="rejected, invalid, too_large, max_attempts, max_age...")
+@destination_filter
+@reason_filter
 @click.option("--limit", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one dead event per line.")
 @common_options
@@ -77,8 +79,8 @@ def summary(opts: Options, as_json: bool) -> None:
 @dlq.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every dead event.")
-@click.option("--destination", "-d")
-@click.option("--reason", "-r")
+@destination_filter
+@reason_filter
 @click.option(
     "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 1h)."
 )

@@ -94,7 +94,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     "--once",
     "mode",
     flag_value="once",
-    help="One pass over what is due now; a destination's pass ends at its first failure.",
+    help="One pass over what is due now; a destination's pass ends at its first retryable failure.",
 )
 @click.option(
     "--until-empty",

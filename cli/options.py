@@ -18,7 +18,9 @@ __all__ = [
     "Options",
     "common_options",
     "debug_option",
+    "destination_filter",
     "parse_duration_option",
+    "reason_filter",
     "require_selection",
     "set_debug",
     "stdin_lines",
@@ -70,6 +72,18 @@ debug_option = click.option(
     callback=set_debug,
     is_eager=True,
     help="Show tracebacks and debug logs.",
+)
+
+#: ``--destination`` of the commands that select queued or dead events.
+destination_filter = click.option(
+    "--destination", "-d", metavar="NAME", help="Only the events of this destination."
+)
+#: ``--reason`` of the commands that select dead events.
+reason_filter = click.option(
+    "--reason",
+    "-r",
+    help="Only events dead for this reason: rejected, invalid, too_large, max_attempts,"
+    " max_age, ...",
 )
 
 

@@ -8,7 +8,7 @@ import click
 
 from spooler.events import events_phrase
 
-from .options import Options, common_options, require_selection
+from .options import Options, common_options, destination_filter, require_selection
 
 __all__ = ["expire", "hold", "release", "retry_now"]
 
@@ -16,7 +16,7 @@ __all__ = ["expire", "hold", "release", "retry_now"]
 @click.command("retry-now")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every waiting event.")
-@click.option("--destination", "-d")
+@destination_filter
 @common_options
 def retry_now(
     opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None
@@ -31,7 +31,7 @@ def retry_now(
 @click.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every queued event.")
-@click.option("--destination", "-d")
+@destination_filter
 @common_options
 def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
     """Park queued events: no drain sends them, and none expires them, until release.
@@ -45,7 +45,7 @@ def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str
 @click.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every held event.")
-@click.option("--destination", "-d")
+@destination_filter
 @common_options
 def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
     """Let held events go: they are due at once."""
@@ -58,7 +58,7 @@ def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: 
 @click.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every queued event.")
-@click.option("--destination", "-d")
+@destination_filter
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common_options
 def expire(
