@@ -209,7 +209,10 @@ class SpoolStatus:
                 data[key] = None if data[key] is None else iso_utc(data[key])
             return data
 
+        overall = render(self.total)
+        for key in ("last_success_at", "last_error_at", "last_error"):
+            del overall[key]  # facts about one destination, not the spool: null would mislead
         return {
-            **render(self.total),
+            **overall,
             "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
         }
