@@ -8,12 +8,11 @@ import errno
 import signal
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import rows, wait_until
 
 import spooler.store as store_module
 from spooler import NotDurableError, Spool, SpoolFullError, StoreError
@@ -94,10 +93,7 @@ def test_a_failed_group_is_retried_per_caller_so_only_the_guilty_caller_fails() 
     outcome: list[list[object]] = []
     waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
     waiter.start()
-    deadline = time.monotonic() + 30
-    while len(group_commit._pending) < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert len(group_commit._pending) == 3
+    assert wait_until(lambda: len(group_commit._pending) == 3, timeout=30)
     let_first_commit_finish.set()
     leader.join(30)
     waiter.join(30)
@@ -221,9 +217,7 @@ def test_a_group_whose_flush_fails_is_told_so_and_not_committed_twice(
     assert first_flush.wait(30)
     for thread in threads[1:]:
         thread.start()
-    deadline = time.monotonic() + 30
-    while len(spool._group_commit._pending) < 4 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    assert wait_until(lambda: len(spool._group_commit._pending) == 4, timeout=30)
     let_first_flush_finish.set()
     for thread in threads:
         thread.join(timeout=30)
