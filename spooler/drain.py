@@ -43,6 +43,11 @@ CRASH_ENV = "SPOOLER_CRASH_AT"
 CRASH_POINTS = ("after_claim", "after_response")
 RECLAIM_INTERVAL = 60.0  # seconds between checks for free pages to give back to the disk
 CLOCK_JUMP_TOLERANCE = 2.0  # seconds of wall-clock drift against monotonic before we act
+# When no half of a dying batch got through: how many of its events to send alone, one
+# after the other, to tell a receiver that is down from halves that each hold a bad
+# event. Two settle any two bad events (only one of them can be first); a receiver
+# that is down costs a dying batch that many requests more.
+LONE_EVENT_TRIES = 2
 
 
 class Mode(enum.Enum):
@@ -347,20 +352,37 @@ class Drain:
         A batch that a 5xx would dead-letter (out of attempts or age) is bisected too, so
         that an event that crashes the receiver dies alone. Such halves are judged when their
         round of requests ends: split further if one request of the round got through
-        (the receiver is up, so these halves hold bad events), settled as they are if
-        none did (the receiver is down: a bisection would only add requests).
+        (the receiver is up, so these halves hold bad events). If none did, either the
+        receiver is down or every half holds a bad event: events of the first half sent
+        alone, one after the other (``LONE_EVENT_TRIES``), tell which. If they fail too,
+        the halves are settled as they are (a bisection would only add requests to a
+        receiver that is down).
         """
         pending = [batch]
         failing: list[tuple[list[ClaimedEvent], Verdict, float]] = []
         got_through = False
+        lone_tries = 0
         while pending or failing:
             if not pending:
+                if not got_through and lone_tries < LONE_EVENT_TRIES and failing[0][0]:
+                    log.info(
+                        "%s: no part of a dying batch got through; sending one event alone to "
+                        "see whether the receiver is up",
+                        destination.config.name,
+                    )
+                    events, verdict, elapsed = failing[0]
+                    failing[0] = (events[1:], verdict, elapsed)
+                    pending.append(events[:1])
+                    lone_tries += 1
+                    continue
                 for events, verdict, elapsed in failing:
+                    if not events:
+                        continue  # every one of them went out alone
                     if got_through:
-                        pending += _halves(events)
+                        pending += _halves(events) if len(events) > 1 else [events]
                     else:
                         self._settle(destination, events, verdict, elapsed)
-                failing, got_through = [], False
+                failing, got_through, lone_tries = [], False, 0
                 continue
             if self._stop.is_set() and len(pending[-1]) < len(batch):
                 return  # mid-bisection: the rest is released when the drain exits

@@ -228,14 +228,35 @@ def test_an_event_that_crashes_the_receiver_dies_alone_on_the_last_attempt(
     assert report.dead == 1
 
 
-def test_a_receiver_that_is_down_costs_a_dying_batch_only_two_more_requests(
+@pytest.mark.parametrize("poison", [(2, 6), (0, 4)])
+def test_two_events_that_crash_the_receiver_in_different_halves_die_alone(
+    spool: Spool, receiver: Receiver, db: Path, poison: tuple[int, int]
+) -> None:
+    # Given a batch of 8 on its last attempt, with an event the receiver crashes on in
+    # each half
+    ids = spool.enqueue_many([{"n": i, "bad": i in poison} for i in range(8)])
+    receiver.reject = lambda event: event["bad"]
+    receiver.reject_status = 500
+    drain_once(spool, receiver.url, batch_size=8, concurrency=1, retry={"max_attempts": 1})
+    # Then neither half gets through, but an event sent alone does (the first of the
+    # first half, or if that one is bad, the next): the receiver is up, and the halves
+    # are split further until only the two bad events die
+    assert [len(r.events) for r in receiver.requests][:3] == [8, 4, 4]
+    assert sorted(e["n"] for e in receiver.delivered) == [n for n in range(8) if n not in poison]
+    assert rows(db, "SELECT event_id, reason, status FROM dead ORDER BY id") == [
+        (ids[n], "max_attempts", 500) for n in poison
+    ]
+
+
+def test_a_receiver_that_is_down_costs_a_dying_batch_only_four_more_requests(
     spool: Spool, receiver: Receiver, db: Path
 ) -> None:
     spool.enqueue_many(events(8))
     receiver.respond = lambda body, headers: (503, {}, b"down")
     drain_once(spool, receiver.url, batch_size=8, concurrency=1, retry={"max_attempts": 1})
-    # The batch, then its two halves: neither got through, so neither is split further
-    assert [len(r.events) for r in receiver.requests] == [8, 4, 4]
+    # The batch, its two halves, then two events alone: nothing got through, so the
+    # halves are not split further
+    assert [len(r.events) for r in receiver.requests] == [8, 4, 4, 1, 1]
     assert rows(db, "SELECT reason, status, count(*) FROM dead") == [("max_attempts", 503, 8)]
 
 

@@ -94,9 +94,9 @@ def test_clock_jumping_forward_causes_no_hot_loop(db: Path, receiver: Receiver, 
         row.recover_s = time.monotonic() - started
     [report] = reports
     # Every retry was still spaced by backoff: exactly max_attempts requests (the last
-    # one bisected once, as a dying batch is, and neither half got through), then the
-    # events are dead-lettered (not lost), with the reason.
-    assert [len(r.events) for r in receiver.requests] == [5] * 6 + [2, 3]
+    # one bisected once, as a dying batch is; neither half nor two events alone got
+    # through), then the events are dead-lettered (not lost), with the reason.
+    assert [len(r.events) for r in receiver.requests] == [5] * 6 + [2, 3, 1, 1]
     assert report.stopped_by == "empty"
     dead = {eid for (eid,) in rows(db, "SELECT event_id FROM dead WHERE reason = 'max_attempts'")}
     row.tally(ids, [], dead)

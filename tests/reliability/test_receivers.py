@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import struct
@@ -238,6 +239,39 @@ def test_a_poison_event_in_every_position_of_a_batch(
     dead = {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
     row.tally(ids, [e["id"] for e in receiver.delivered], dead)
     assert dead == poison  # only the poison events died, in every position
+    assert row.lost == 0 and row.duplicated == 0
+
+
+def test_two_poison_events_in_every_pair_of_positions_of_a_batch(
+    spool: Spool, receiver: Receiver, db: Path, scenario
+) -> None:
+    row = scenario(
+        "9 (500, pairs)",
+        "two poison events in each pair of positions of a batch of 8",
+        "receiver answers 500 to a batch holding an event marked bad (retried, so they die"
+        " on their third and last attempt)",
+    )
+    receiver.reject = lambda event: event["bad"]
+    receiver.reject_status = 500
+    ids: list[str] = []
+    poison: set[str] = set()
+    started = time.monotonic()
+    for pair in itertools.combinations(range(8), 2):
+        batch = spool.enqueue_many([{"p": pair, "bad": n in pair} for n in range(8)])
+        ids += batch
+        poison.update(batch[n] for n in pair)
+        drain_once(
+            spool,
+            receiver.url,
+            batch_size=8,
+            concurrency=1,
+            id_field="id",
+            retry={"max_attempts": 3},
+        )
+    row.recover_s = time.monotonic() - started
+    dead = {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
+    row.tally(ids, [e["id"] for e in receiver.delivered], dead)
+    assert dead == poison  # only the poison events died, whichever two positions they held
     assert row.lost == 0 and row.duplicated == 0
 
 
