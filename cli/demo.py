@@ -21,11 +21,11 @@ __all__ = ["run_demo"]
 
 SAMPLE_EVENTS = [
     {"event": "signup", "userId": "u_1001", "properties": {"plan": "free"}},
-    {"event": "login", "userId": "u_1001"},
+    {"event": "purchase", "userId": "u_1001", "properties": {"amount": "lots"}, "bad": True},
     {"event": "upgrade", "userId": "u_1001", "properties": {"plan": "pro", "mrr": 49}},
     {"event": "invite_sent", "userId": "u_1001", "properties": {"to": "u_1002"}},
     {"event": "signup", "userId": "u_1002", "properties": {"plan": "free"}},
-    {"event": "purchase", "userId": "u_1002", "properties": {"amount": "lots"}, "bad": True},
+    {"event": "login", "userId": "u_1001"},
     {"event": "login", "userId": "u_1002"},
     {"event": "logout", "userId": "u_1001"},
 ]

@@ -7,7 +7,9 @@ of ``max_attempts`` about half an hour into an outage. With it, a retryable fail
 stops the destination's workers from claiming for a backoff period (the retry policy's
 own schedule, counted in failures in a row, never shorter than a ``Retry-After``); then
 one request probes the API while the other workers wait, and the first answer that is
-not a retryable failure lets them all go again. Only the probed events spend attempts.
+not a retryable failure lets them all go again. The probe carries a single event: only
+that event spends an attempt, and a batch that fails because of one of its events does
+not keep the whole destination paused.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ class CircuitBreaker:
                 else f"{self.failures} requests failed in a row",
                 wait,
             )
+
+    def probing(self) -> bool:
+        """Whether this thread was admitted as the probe (and has not left yet)."""
+        with self._lock:
+            return self._prober == threading.get_ident()
 
     def probe_now(self) -> None:
         """End the pause now (an operator ran ``spooler retry-now``): the next thread to

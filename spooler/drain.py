@@ -327,11 +327,15 @@ class Drain:
 
     def _claim_and_deliver(self, destination: Destination, mode: Mode, started: float) -> bool:
         """Claim a due batch and deliver it; False if nothing was due."""
+        breaker = self._breakers[destination.config.name]
         try:
             now = self._clock()
+            # A probe of a paused destination carries one event: it only has to show
+            # whether the destination answers again, and while it does not, one event
+            # spends an attempt instead of a batch.
             batch = self._store.claim(
                 destination.config.name,
-                destination.config.batch_size,
+                1 if breaker.probing() else destination.config.batch_size,
                 self.owner,
                 due_by=started if mode is Mode.ONCE else now,
                 lease_until=now + self._config.lease,
@@ -342,7 +346,7 @@ class Drain:
             self._deliver(destination, batch, now + self._config.lease)
             return True
         finally:
-            self._breakers[destination.config.name].leave()
+            breaker.leave()
 
     def _deliver(
         self, destination: Destination, batch: list[ClaimedEvent], lease_until: float

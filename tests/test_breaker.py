@@ -51,7 +51,7 @@ def fail(breaker: CircuitBreaker, retry_after: float | None = None) -> None:
 
 def test_a_closed_breaker_admits_every_thread(clock: FakeClock) -> None:
     breaker = breaker_for(clock)
-    assert breaker.admit() == 0.0
+    assert breaker.admit() == 0.0 and not breaker.probing()
     assert admit_from_another_thread(breaker) == 0.0
 
 
@@ -66,10 +66,12 @@ def test_a_failure_pauses_every_thread_then_exactly_one_probes(clock: FakeClock)
     # When it has passed, the first thread to ask probes, and the others wait for it
     clock.now = 10.0
     assert breaker.admit() == 0.0
+    assert breaker.probing()
     assert breaker.admit() == 0.0  # the prober itself may go on (bisection, next batch)
     assert admit_from_another_thread(breaker) == math.inf
     # Once the probe's claim is settled, another thread may probe in its turn
     breaker.leave()
+    assert not breaker.probing()
     assert admit_from_another_thread(breaker) == 0.0
 
 

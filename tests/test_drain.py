@@ -47,8 +47,12 @@ def test_retryable_statuses_are_retried_until_delivered(
     spool.enqueue_many(events(3))
     receiver.fail_next(status, status)
     report = drain_once(spool, receiver.url)
-    assert [r.status for r in receiver.requests] == [status, status, 200]
-    assert len(receiver.delivered) == 3 and report.retried == 6 and report.dead == 0
+    # The batch fails, then a probe of one event fails, the next probe gets through,
+    # and the rest follows
+    statuses = [r.status for r in receiver.requests]
+    assert statuses[:3] == [status, status, 200] and set(statuses[3:]) <= {200}
+    assert [len(r.events) for r in receiver.requests][:3] == [3, 1, 1]
+    assert len(receiver.delivered) == 3 and report.retried == 4 and report.dead == 0
 
 
 @pytest.mark.parametrize("header", ["30", "http-date"])
@@ -104,6 +108,20 @@ def test_during_an_outage_one_request_probes_at_a_time(spool: Spool, receiver: R
     assert len(failed) == 10 and len(later) >= 6
     assert all(b.received_at > a.answered_at - 0.01 for a, b in itertools.pairwise(later))
     assert len(receiver.delivered) == 8
+
+
+def test_a_probe_carries_one_event_and_full_batches_follow_it(
+    spool: Spool, receiver: Receiver
+) -> None:
+    # Given 16 events and a receiver that fails its first three requests
+    spool.enqueue_many(events(16))
+    receiver.fail_next(503, 503, 503)
+    drain_once(spool, receiver.url, batch_size=8, concurrency=1)
+    # Then after the first batch failed, each probe carries one event, until one gets
+    # through; then batches flow again
+    sizes = [len(r.events) for r in receiver.requests]
+    assert sizes[:4] == [8, 1, 1, 1] and max(sizes[4:]) > 1
+    assert sorted(e["n"] for e in receiver.delivered) == list(range(16))
 
 
 def test_retry_now_ends_a_running_drains_pause(spool: Spool, receiver: Receiver, db: Path) -> None:

@@ -93,10 +93,10 @@ def test_clock_jumping_forward_causes_no_hot_loop(db: Path, receiver: Receiver, 
         thread.join(timeout=30)
         row.recover_s = time.monotonic() - started
     [report] = reports
-    # Every retry was still spaced by backoff: exactly max_attempts requests (the last
-    # one bisected once, as a dying batch is; neither half nor two events alone got
-    # through), then the events are dead-lettered (not lost), with the reason.
-    assert [len(r.events) for r in receiver.requests] == [5] * 6 + [2, 3, 1, 1]
+    # Every retry was still spaced by backoff: exactly max_attempts attempts per event
+    # (the first in one batch, then in probes of one event each), then the events are
+    # dead-lettered (not lost), with the reason.
+    assert [len(r.events) for r in receiver.requests] == [5] + [1] * 5 * 5
     assert report.stopped_by == "empty"
     dead = {eid for (eid,) in rows(db, "SELECT event_id FROM dead WHERE reason = 'max_attempts'")}
     row.tally(ids, [], dead)

@@ -97,7 +97,7 @@ def test_an_outage_spends_the_attempts_of_probes_only(db: Path, scenario) -> Non
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     # During the outage each batch on its own schedule would spend its three attempts
-    # in well under a second; the drain probes with one batch per pause instead.
+    # in well under a second; the drain probes with one event per pause instead.
     outage = subprocess.run(
         drain_command(
             db,
