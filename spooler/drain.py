@@ -393,7 +393,7 @@ class Drain:
             events = pending.pop()
             lease_until = self._keep_lease(destination, events, lease_until)
             verdict, elapsed = self._send(destination, events)
-            got_through = got_through or verdict.outcome != "retry"
+            got_through = got_through or (verdict.sent and verdict.outcome != "retry")
             if verdict.outcome == "partial":
                 bad = {i: why for i, why in verdict.bad.items() if 0 <= i < len(events)}
                 if bad:
@@ -433,10 +433,12 @@ class Drain:
         epoch = breaker.epoch
         verdict = destination.send(events)
         self._crash_point("after_response")
+        elapsed = time.monotonic() - sent_at
+        if not verdict.sent:
+            return verdict, elapsed  # judged without a request: says nothing about the API
         breaker.record(
             failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
         )
-        elapsed = time.monotonic() - sent_at
         with self._lock:
             self._report.requests += 1
         if self._metrics:

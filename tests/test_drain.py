@@ -575,6 +575,49 @@ def test_a_destination_that_fails_to_close_does_not_keep_the_drain_running(
     assert "default: could not close: [Errno 28] No space left on device" in caplog.text
 
 
+class Scripted:
+    """A destination that answers with the given verdicts, then delivers; it records the
+    size of every batch it was given."""
+
+    def __init__(self, config: object, verdicts: list[Verdict]) -> None:
+        self.config = config
+        self.verdicts = verdicts
+        self.sizes: list[int] = []
+
+    def send(self, events: list[object]) -> Verdict:
+        self.sizes.append(len(events))
+        return self.verdicts.pop(0) if self.verdicts else Verdict("delivered", 200)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_event_judged_without_a_request_does_not_end_the_pause(spool: Spool) -> None:
+    # Given a destination whose first request fails, and whose probe after it is an event
+    # over the API's size limit, judged without sending anything
+    spool.enqueue_many(events(8))
+    config = build_drain_config(
+        {},
+        destination_flags={"url": "http://127.0.0.1:9/", "batch_size": 4, "concurrency": 1},
+        retry_flags={"backoff_base": 0.01, "backoff_cap": 0.05},
+    )
+    destination = Scripted(
+        config.destinations["default"],
+        [
+            Verdict("retry", 503, "HTTP 503"),
+            Verdict("reject", error="over the limit", reason="too_large", sent=False),
+        ],
+    )
+    report = Drain(spool.store, config, destinations={"default": destination}).run(
+        Mode.UNTIL_EMPTY, max_time=30
+    )
+    # Then the destination is still paused: the next claim is a probe again, of one
+    # event, and full batches follow only once that one got through
+    assert destination.sizes[:3] == [4, 1, 1] and max(destination.sizes[3:]) > 1
+    assert report.delivered == 7 and report.dead == 1
+    assert report.requests == len(destination.sizes) - 1  # the unsent one is not counted
+
+
 def test_a_gzip_compressed_error_answer_is_recorded_decoded(
     spool: Spool, receiver: Receiver, db: Path
 ) -> None:

@@ -34,7 +34,9 @@ class Verdict:
     itself (bad credentials, say), not of some event in it, and the whole batch dies at
     once, without a storm of requests to bisect it. ``partial``: the receiver named the
     bad events (``bad`` maps their positions in the batch to why); the drain
-    dead-letters exactly those with ``reason`` and sends the rest again.
+    dead-letters exactly those with ``reason`` and sends the rest again. ``sent`` is
+    False when the destination judged the events itself, without a request (an event
+    over the API's size limit): that says nothing about whether the API answers.
     """
 
     outcome: Literal["delivered", "retry", "reject", "partial"]
@@ -44,6 +46,7 @@ class Verdict:
     reason: str = "rejected"
     bad: Mapping[int, str] = field(default_factory=dict)
     split: bool = True
+    sent: bool = True
 
     @property
     def failure(self) -> Failure:

@@ -170,7 +170,7 @@ class HttpDestination:
                 if size > self.max_event_bytes
             }
             if oversized:
-                return Verdict("partial", reason="too_large", bad=oversized)
+                return Verdict("partial", reason="too_large", bad=oversized, sent=False)
         content = self.body(events).encode("utf-8")
         if self.max_request_bytes is not None and len(content) > self.max_request_bytes:
             # Never sent: the drain splits the batch, and dead-letters a lone event.
@@ -179,6 +179,7 @@ class HttpDestination:
                 error=f"request of {len(content)} bytes is over the "
                 f"{self.max_request_bytes}-byte limit",
                 reason="too_large",
+                sent=False,
             )
         headers = {"Idempotency-Key": events[0].event_id} if len(events) == 1 else {}
         if self.config.gzip:
