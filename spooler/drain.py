@@ -427,7 +427,8 @@ class Drain:
     def _send(
         self, destination: Destination, events: Sequence[ClaimedEvent]
     ) -> tuple[Verdict, float]:
-        """One request: its verdict (told to the breaker and the metrics) and its time."""
+        """One send: its verdict (told to the breaker and the metrics when a request went
+        out) and its time."""
         breaker = self._breakers[destination.config.name]
         sent_at = time.monotonic()
         epoch = breaker.epoch
