@@ -1,17 +1,20 @@
-"""What every command shares: --db, --config and --debug, and common option parsing."""
+"""What every command shares: --db, --config and --debug, and common option parsing.
+
+``spooler.config`` (with tomllib and dataclasses) is imported where a config file or a
+duration is read: `spooler enqueue` without a config file, run in a shell loop, never
+needs it.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from spooler import ConfigError, Spool, SpoolerError
-from spooler.config import config_db_path, load_config_file, parse_duration, spool_options
 
 __all__ = [
     "DEFAULT_DB",
@@ -29,21 +32,29 @@ __all__ = [
 DEFAULT_DB = "./spooler.db"
 
 
-@dataclass
 class Options:
     """The options every command takes."""
 
-    db: str | None
-    config: str | None
+    def __init__(self, db: str | None, config: str | None) -> None:
+        self.db = db
+        self.config = config
 
     @functools.cached_property
     def raw_config(self) -> dict[str, Any]:
         """The parsed config file ({} without one)."""
-        return load_config_file(self.config) if self.config else {}
+        if not self.config:
+            return {}
+        from spooler.config import load_config_file
+
+        return load_config_file(self.config)
 
     def db_path(self) -> str:
         """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db."""
-        return self.db or str(config_db_path(self.raw_config) or DEFAULT_DB)
+        if self.db:
+            return self.db
+        from spooler.config import config_db_path
+
+        return str(config_db_path(self.raw_config) or DEFAULT_DB)
 
     def open_spool(self, *, create: bool = True, durability: str | None = None) -> Spool:
         """Open the spool with the config file's [spool] settings.
@@ -52,7 +63,11 @@ class Options:
         an empty, healthy spool. ``durability`` overrides the configured one for this
         connection only (the drain's, see docs/guarantees.md).
         """
-        options = spool_options(self.raw_config)
+        options: dict[str, Any] = {}
+        if self.raw_config:
+            from spooler.config import spool_options
+
+            options = spool_options(self.raw_config)
         if durability is not None:
             options["durability"] = durability
         return Spool(self.db_path(), create=create, **options)
@@ -115,6 +130,8 @@ def parse_duration_option(
     _ctx: click.Context, param: click.Parameter, value: str | None
 ) -> float | None:
     """Callback of duration options: ``90s``, ``15m``, ``12h``, ``3d`` or seconds."""
+    from spooler.config import parse_duration
+
     if value is None:
         return None
     key = f"--{param.name}"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import SPOOLER, require_program, rows, spooler_cmd, spy_on_flushes
@@ -372,6 +373,40 @@ def test_enqueue_path_skips_the_slow_imports(db: Path) -> None:
         [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
+    # A shell loop of `spooler enqueue` pays for every import at every call: the other
+    # commands' modules, and the config parser when there is no config file, stay out.
+    code = (
+        "import sys; from spooler_cli.main import cli;"
+        "cli(['enqueue', '--db', sys.argv[1], '{}'], standalone_mode=False);"
+        "print(sorted(m for m in sys.modules if m.startswith(('spooler.', 'spooler_cli.'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
+    )
+    loaded = result.stdout.split("\n", 1)[1].strip()  # after the event id
+    assert loaded == str(
+        sorted(
+            [
+                "spooler.errors",
+                "spooler.events",
+                "spooler.group_commit",
+                "spooler.spool",
+                "spooler.store",
+                "spooler_cli.main",
+                "spooler_cli.options",
+            ]
+        )
+    )
+
+
+def test_every_command_loads_under_its_own_name() -> None:
+    with click.Context(cli) as ctx:
+        names = cli.list_commands(ctx)
+        assert {"drain", "dlq", "retry-now", "enqueue", "status"} <= set(names)
+        assert [cli.get_command(ctx, name).name for name in names] == names
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal"])
