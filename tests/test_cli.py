@@ -349,16 +349,21 @@ def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> 
     assert spooler_cmd("--version").stdout.startswith("spooler, version ")
 
 
+def fresh_python(code: str, *args: str) -> str:
+    """What ``python -c CODE ARGS`` prints: a new interpreter, where nothing is imported yet."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
 def test_import_spooler_loads_neither_httpx_nor_click(db: Path) -> None:
     code = (
         "import sys, spooler, spooler.clients; s = spooler.Spool(sys.argv[1]);"
         "spooler.clients.Datalyr(s).track('u', 'e');"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx','click')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(code, str(db)).strip() == "[]"
 
 
 def test_enqueue_path_skips_the_slow_imports(db: Path) -> None:
@@ -369,10 +374,7 @@ def test_enqueue_path_skips_the_slow_imports(db: Path) -> None:
         "spooler.Spool(sys.argv[1]).enqueue({'event': 'e'});"
         f"print(sorted(m for m in set(sys.modules) - before if m in {slow!r}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(code, str(db)).strip() == "[]"
 
 
 def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
@@ -383,10 +385,7 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
         "cli(['enqueue', '--db', sys.argv[1], '{}'], standalone_mode=False);"
         "print(sorted(m for m in sys.modules if m.startswith(('spooler.', 'spooler_cli.'))))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
-    )
-    loaded = result.stdout.split("\n", 1)[1].strip()  # after the event id
+    loaded = fresh_python(code, str(db)).split("\n", 1)[1].strip()  # after the event id
     assert loaded == str(
         sorted(
             [
