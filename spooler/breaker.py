@@ -51,18 +51,23 @@ class CircuitBreaker:
         *,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        failing: bool = False,
     ) -> None:
         self._name = name
         self._policy = policy
         self._rng = rng
         self._clock = clock
         self._lock = threading.Lock()
-        self.failures = 0  # retryable failures in a row
+        # Retryable failures in a row. ``failing``: the destination's last request failed
+        # before this breaker existed, so the first request is a probe, sent at once.
+        self.failures = 1 if failing else 0
         # Bumped each time the breaker opens: a request sent before that failed in the
         # same outage, and must not lengthen the wait a second time.
         self.epoch = 0
         self._open_until = 0.0  # no claims before this (clock time)
         self._prober: int | None = None  # the thread whose request is probing
+        if failing:
+            log.info("%s: its last request failed; one request will probe it first", name)
 
     def admit(self) -> float:
         """0.0 if this thread may claim and send now; else how long to wait (inf: until

@@ -113,8 +113,11 @@ class Drain:
             }
         )
         # One per destination, shared by its workers: an outage pauses them all.
+        # A destination whose last request failed (in an earlier run: a cron job's
+        # --once, a restarted daemon) is probed before its batches go out.
+        failing = store.failing_destinations()
         self._breakers = {
-            name: CircuitBreaker(name, each.config.retry, rng=self._rng)
+            name: CircuitBreaker(name, each.config.retry, rng=self._rng, failing=name in failing)
             for name, each in self._destinations.items()
         }
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -282,9 +285,10 @@ class Drain:
         progress = self._progress[name]
         try:
             while not self._stop.is_set():
-                # --once is one pass: a destination that fails ends it (what is left is
-                # due again at the next run) rather than trying every batch against it.
-                if mode is Mode.ONCE and breaker.failures:
+                # --once is one pass: a destination that fails in it ends it (what is
+                # left is due again at the next run) rather than trying every batch
+                # against it. (The epoch counts the failures that opened the breaker.)
+                if mode is Mode.ONCE and breaker.epoch:
                     return
                 paused = breaker.admit()
                 if paused and self._retry_now_requested():

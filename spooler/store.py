@@ -576,6 +576,17 @@ class Store:
                 (now, seconds, now, HELD),
             ).rowcount
 
+    def failing_destinations(self) -> set[str]:
+        """Destinations whose last recorded outcome, by any drain, was a failure."""
+        with self._read() as conn:
+            return {
+                name
+                for (name,) in conn.execute(
+                    "SELECT destination FROM destination_state"
+                    " WHERE last_error_at > coalesce(last_success_at, 0)"
+                )
+            }
+
     def next_due_at(self, destination: str) -> float | None:
         """When the earliest event of ``destination`` falls due (None: nothing queued but
         held events, which wait for an operator)."""

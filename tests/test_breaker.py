@@ -118,6 +118,15 @@ def test_an_answer_that_is_not_a_retryable_failure_closes_it(clock: FakeClock) -
     assert breaker.admit() == 1.0
 
 
+def test_a_destination_that_was_failing_is_probed_first(clock: FakeClock) -> None:
+    breaker = CircuitBreaker("d", RetryPolicy(), rng=TopOfWindow(), clock=clock, failing=True)
+    assert breaker.admit() == 0.0 and breaker.probing()
+    assert admit_from_another_thread(breaker) == math.inf
+    assert breaker.epoch == 0  # it did not open in this run
+    breaker.record(failed=False, epoch=breaker.epoch)
+    assert admit_from_another_thread(breaker) == 0.0
+
+
 def test_probe_now_ends_the_pause_for_one_probe(clock: FakeClock) -> None:
     breaker = breaker_for(clock, backoff_base=60.0)
     fail(breaker)

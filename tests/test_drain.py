@@ -124,6 +124,25 @@ def test_a_probe_carries_one_event_and_full_batches_follow_it(
     assert sorted(e["n"] for e in receiver.delivered) == list(range(16))
 
 
+def test_a_run_after_a_failed_run_probes_before_it_sends_batches(
+    spool: Spool, receiver: Receiver
+) -> None:
+    # Given a --once run that ended on a failure (a cron job during an outage)
+    spool.enqueue_many(events(8))
+    receiver.fail_next(503, 503)
+    once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
+    drain_once(spool, receiver.url, **once)
+    # When the next run starts while the API is still down
+    drain_once(spool, receiver.url, **once)
+    # Then it sends one event, not a batch, and its pass ends there
+    assert [len(r.events) for r in receiver.requests] == [4, 1]
+    # And once the API answers, a run's probe gets through and batches follow it
+    drain_once(spool, receiver.url, batch_size=4, concurrency=1)
+    sizes = [len(r.events) for r in receiver.requests]
+    assert sizes[2] == 1 and max(sizes[3:]) > 1
+    assert sorted(e["n"] for e in receiver.delivered) == list(range(8))
+
+
 def test_retry_now_ends_a_running_drains_pause(spool: Spool, receiver: Receiver, db: Path) -> None:
     # Given a drain that paused the destination for two minutes on the receiver's word
     spool.enqueue_many(events(3))

@@ -332,6 +332,21 @@ def test_settle_only_touches_rows_the_owner_still_leases(db: Path) -> None:
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
+def test_a_destination_is_failing_until_a_later_success(db: Path) -> None:
+    store = Store(db)
+    enqueue(store, "{}", "{}")
+    enqueue(store, "{}", destination="other")
+    assert store.failing_destinations() == set()
+    first, second = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 60)
+    [other] = store.claim("other", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, destination="other", delivered=[other.rowid])
+    failure = Failure(503, "HTTP 503")
+    store.settle("me", now=NOW, destination="default", retry=[(first.rowid, NOW, failure)])
+    assert store.failing_destinations() == {"default"}
+    store.settle("me", now=NOW + 1, destination="default", delivered=[second.rowid])
+    assert store.failing_destinations() == set()
+
+
 def test_retry_reschedules_and_records_the_failure(db: Path) -> None:
     store = Store(db)
     enqueue(store, "{}")
