@@ -1,7 +1,8 @@
 """Scenario 8: a long outage. 50k events wait while the receiver is down, some of them
 past max_age; the receiver comes back; everything is delivered or dead-lettered, and
-the drain's memory stays bounded. And an outage costs attempts only to the batches
-that probe it, so a backlog does not die of max_attempts while it waits."""
+the drain's memory stays bounded. And an outage costs attempts only to the events
+that probe it, so a backlog does not die of max_attempts while it waits, whether one
+drain runs through it or cron starts one every few minutes."""
 
 from __future__ import annotations
 
@@ -116,6 +117,43 @@ def test_an_outage_spends_the_attempts_of_probes_only(db: Path, scenario) -> Non
     assert dead == 0 and most_attempts < 3
     with Receiver(port=port) as receiver:
         row.recover_with_drain(db, url, "--max-attempts", "3")
+        delivered = [e["id"] for e in receiver.delivered]
+    row.tally(ids, delivered)
+    assert row.lost == 0 and sorted(delivered) == sorted(ids)
+
+
+def test_an_outage_under_cron_spends_the_attempts_of_probes_only(db: Path, scenario) -> None:
+    row = scenario(
+        "8 (cron)",
+        "receiver down through 8 `drain --once` runs, 1000 events queued, max_attempts 5",
+        "no listener on the port during 8 runs of `spooler drain --once`, then a receiver starts",
+    )
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"n": n} for n in range(1000)])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    # Each run that started as if the API were up would spend an attempt of every
+    # event its four workers claimed: all of them die in the fifth run. A run that
+    # starts after a failed request probes with one event first.
+    for _ in range(8):
+        run = subprocess.run(
+            drain_command(
+                db,
+                url,
+                *("--once", "--batch-size", "250", "--max-attempts", "5"),
+                *("--backoff-base", "0.01", "--backoff-cap", "0.05", "--log-level", "warning"),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+    [(dead, most_attempts)] = rows(
+        db, "SELECT (SELECT count(*) FROM dead), max(attempts) FROM queue"
+    )
+    assert dead == 0 and most_attempts < 5
+    with Receiver(port=port) as receiver:
+        row.recover_with_drain(db, url, "--max-attempts", "5")
         delivered = [e["id"] for e in receiver.delivered]
     row.tally(ids, delivered)
     assert row.lost == 0 and sorted(delivered) == sorted(ids)
