@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import drain_command, free_port, rows
 
 from spooler import Spool
@@ -87,62 +88,58 @@ def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
     row.injection += f"; drain peak RSS {max(outage_rss, recovery_rss):.0f} MiB"
 
 
-def test_an_outage_spends_the_attempts_of_probes_only(db: Path, scenario) -> None:
-    row = scenario(
-        "8 (attempts)",
-        "receiver down for 3 s with 20 batches queued and max_attempts 3",
-        "no listener on the port during a 3 s drain (backoff 0.05-0.5 s), then a receiver starts",
-    )
-    with Spool(db) as spool:
-        ids = spool.enqueue_many([{"n": n} for n in range(1000)])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    # During the outage each batch on its own schedule would spend its three attempts
-    # in well under a second; the drain probes with one event per pause instead.
-    outage = subprocess.run(
-        drain_command(
-            db,
-            url,
-            *("--batch-size", "50", "--max-attempts", "3", "--log-level", "warning"),
-            *("--backoff-base", "0.05", "--backoff-cap", "0.5", "--max-time", "3"),
+# Each batch retried on its own schedule would spend its three attempts in well under
+# a second of the 3 s outage; each cron run that started as if the API were up would
+# spend an attempt of every event its four workers claimed, so all would die in the
+# fifth run. The drain probes with one event per pause instead, and a run that starts
+# after a failed request probes first.
+DAEMON_THROUGH_AN_OUTAGE = [
+    ("--batch-size", "50", "--backoff-base", "0.05", "--backoff-cap", "0.5", "--max-time", "3")
+]
+CRON_THROUGH_AN_OUTAGE = [
+    ("--once", "--batch-size", "250", "--backoff-base", "0.01", "--backoff-cap", "0.05")
+] * 8
+
+
+@pytest.mark.parametrize(
+    ("label", "fault", "injection", "runs", "max_attempts"),
+    [
+        (
+            "attempts",
+            "receiver down for 3 s with 20 batches queued and max_attempts 3",
+            "no listener on the port during a 3 s drain (backoff 0.05-0.5 s), then a"
+            " receiver starts",
+            DAEMON_THROUGH_AN_OUTAGE,
+            3,
         ),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert outage.returncode == 0, outage.stderr
-    [(dead, most_attempts)] = rows(
-        db, "SELECT (SELECT count(*) FROM dead), max(attempts) FROM queue"
-    )
-    assert dead == 0 and most_attempts < 3
-    with Receiver(port=port) as receiver:
-        row.recover_with_drain(db, url, "--max-attempts", "3")
-        delivered = [e["id"] for e in receiver.delivered]
-    row.tally(ids, delivered)
-    assert row.lost == 0 and sorted(delivered) == sorted(ids)
-
-
-def test_an_outage_under_cron_spends_the_attempts_of_probes_only(db: Path, scenario) -> None:
-    row = scenario(
-        "8 (cron)",
-        "receiver down through 8 `drain --once` runs, 1000 events queued, max_attempts 5",
-        "no listener on the port during 8 runs of `spooler drain --once`, then a receiver starts",
-    )
+        (
+            "cron",
+            "receiver down through 8 `drain --once` runs, 1000 events queued, max_attempts 5",
+            "no listener on the port during 8 runs of `spooler drain --once`, then a"
+            " receiver starts",
+            CRON_THROUGH_AN_OUTAGE,
+            5,
+        ),
+    ],
+)
+def test_an_outage_spends_the_attempts_of_probes_only(
+    db: Path,
+    scenario,
+    label: str,
+    fault: str,
+    injection: str,
+    runs: list[tuple[str, ...]],
+    max_attempts: int,
+) -> None:
+    row = scenario(f"8 ({label})", fault, injection)
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(1000)])
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    # Each run that started as if the API were up would spend an attempt of every
-    # event its four workers claimed: all of them die in the fifth run. A run that
-    # starts after a failed request probes with one event first.
-    for _ in range(8):
+    limit = ("--max-attempts", str(max_attempts))
+    for flags in runs:
         run = subprocess.run(
-            drain_command(
-                db,
-                url,
-                *("--once", "--batch-size", "250", "--max-attempts", "5"),
-                *("--backoff-base", "0.01", "--backoff-cap", "0.05", "--log-level", "warning"),
-            ),
+            drain_command(db, url, *flags, *limit, "--log-level", "warning"),
             capture_output=True,
             text=True,
             check=False,
@@ -151,9 +148,9 @@ def test_an_outage_under_cron_spends_the_attempts_of_probes_only(db: Path, scena
     [(dead, most_attempts)] = rows(
         db, "SELECT (SELECT count(*) FROM dead), max(attempts) FROM queue"
     )
-    assert dead == 0 and most_attempts < 5
+    assert dead == 0 and most_attempts < max_attempts
     with Receiver(port=port) as receiver:
-        row.recover_with_drain(db, url, "--max-attempts", "5")
+        row.recover_with_drain(db, url, *limit)
         delivered = [e["id"] for e in receiver.delivered]
     row.tally(ids, delivered)
     assert row.lost == 0 and sorted(delivered) == sorted(ids)
