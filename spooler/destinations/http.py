@@ -114,14 +114,10 @@ class HttpDestination:
         headers = {"Content-Type": content_type, "User-Agent": f"spooler/{__version__}"}
         headers.update(config.headers)
         headers.update(self.auth_headers())
+        in_url = url_secrets(config.url)
         self._secrets = [
             v
-            for v in (
-                config.api_key,
-                config.signing_secret,
-                *config.headers.values(),
-                *url_secrets(config.url),
-            )
+            for v in (config.api_key, config.signing_secret, *config.headers.values(), *in_url)
             if v and len(v) >= 6
         ]
         self._client = httpx.Client(
@@ -133,7 +129,7 @@ class HttpDestination:
             follow_redirects=False,
         )
         self._log_filter: _MaskedUrlFilter | None = None
-        if masked_url(config.url) != config.url:
+        if in_url:
             self._log_filter = _MaskedUrlFilter(config.url)
             logging.getLogger("httpx").addFilter(self._log_filter)
 
