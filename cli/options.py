@@ -130,10 +130,10 @@ def parse_duration_option(
     _ctx: click.Context, param: click.Parameter, value: str | None
 ) -> float | None:
     """Callback of duration options: ``90s``, ``15m``, ``12h``, ``3d`` or seconds."""
-    from spooler.config import parse_duration
-
     if value is None:
         return None
+    from spooler.config import parse_duration
+
     key = f"--{param.name}"
     try:
         return parse_duration(value, key=key)
