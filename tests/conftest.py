@@ -115,21 +115,8 @@ def drain_cli(
     """Run ``spooler drain --until-empty`` with fast retries to ``url`` (ids in ``id``),
     bounded by a minute; ``extra`` flags are added at the end."""
     return spooler_cmd(
-        "drain",
-        "--db",
-        str(db),
-        "--url",
-        url,
-        "--id-field",
-        "id",
-        "--until-empty",
-        "--backoff-base",
-        "0.01",
-        "--poll-interval",
-        "0.05",
-        "--max-time",
-        "60",
-        *extra,
+        *drain_args(db, url, "--until-empty", "--backoff-base", "0.01", "--poll-interval", "0.05"),
+        *("--max-time", "60", *extra),
         env=env or {},
     )
 
