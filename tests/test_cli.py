@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SPOOLER, require_program, rows, spooler_cmd, spy_on_flushes
+from conftest import SPOOLER, drain_args, require_program, rows, spooler_cmd, spy_on_flushes
 from spooler_cli.main import cli
 
 from spooler import Spool
@@ -303,19 +303,7 @@ def test_dlq_replay_then_drain_delivers_with_the_same_id(
         (dead_spool[3], 0),
     ]
     receiver.reject = None
-    assert (
-        run(
-            "drain",
-            "--db",
-            str(db),
-            "--url",
-            receiver.url + "/",
-            "--id-field",
-            "id",
-            "--until-empty",
-        ).exit_code
-        == 0
-    )
+    assert run(*drain_args(db, receiver.url + "/", "--until-empty")).exit_code == 0
     assert [e["id"] for e in receiver.delivered[-2:]] == [dead_spool[1], dead_spool[3]]
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import rows, spooler_cmd, start_drain, wait_for_line
+from conftest import drain_args, rows, spooler_cmd, start_drain, wait_for_line
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -93,18 +93,7 @@ def test_producers_and_drains_at_once_with_drains_killed(
         assert drain.returncode == 0, err
         assert "locked" not in err and "ERROR" not in err
     # Batches a killed drain delivered but never acked come back once their lease ends.
-    final = spooler_cmd(
-        "drain",
-        "--db",
-        str(db),
-        "--url",
-        receiver.url,
-        "--id-field",
-        "id",
-        "--until-empty",
-        "--max-time",
-        "60",
-    )
+    final = spooler_cmd(*drain_args(db, receiver.url, "--until-empty", "--max-time", "60"))
     assert final.returncode == 0, final.stderr
     row.tally(returned, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated <= 2 * 4 * 25  # two kills, 4 workers, 25 a batch

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import rows, spooler_cmd, start_drain, wait_until
+from conftest import drain_args, rows, spooler_cmd, start_drain, wait_until
 
 from spooler.receiver import Receiver
 
@@ -67,9 +67,7 @@ def test_sigterm_while_the_receiver_hangs_exits_in_time(
         (3, 0, "timed out after 1s")
     ]
     receiver.release()
-    final = spooler_cmd(
-        "drain", "--db", str(db), "--url", receiver.url, "--id-field", "id", "--until-empty"
-    )
+    final = spooler_cmd(*drain_args(db, receiver.url, "--until-empty"))
     assert final.returncode == 0, final.stderr
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0
