@@ -264,7 +264,8 @@ class Drain:
         counts = self._store.counts(now=self._clock())
         report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
         self._reclaim_space()
-        self._log_summary(elapsed)
+        # The last line says why the drain ended: a signal, --max-time, an error...
+        self._log_summary(elapsed, heading=f"drain {self.owner} stopped ({report.stopped_by})")
         return report
 
     def _reclaim_space(self) -> None:
@@ -603,13 +604,14 @@ class Drain:
             for reason, count in dead.items():
                 self._metrics.dead(destination, reason, count)
 
-    def _log_summary(self, elapsed: float) -> None:
+    def _log_summary(self, elapsed: float, *, heading: str = "summary") -> None:
         counts = self._store.counts(now=self._clock())
         backlog = sum(counts[name].queued for name in self._destinations if name in counts)
         report = self._report
         rate = report.delivered / elapsed if elapsed > 0 else 0.0
         log.info(
-            "summary: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s",
+            "%s: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s",
+            heading,
             report.delivered,
             report.retried,
             report.dead,

@@ -29,10 +29,13 @@ def events(n: int, **extra: object) -> list[dict[str, object]]:
 
 
 def test_delivers_in_batches_and_empties_the_queue(
-    spool: Spool, receiver: Receiver, db: Path
+    spool: Spool, receiver: Receiver, db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = spool.enqueue_many(events(10))
-    report = drain_once(spool, receiver.url, batch_size=4, concurrency=1)  # 1 keeps order
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        report = drain_once(spool, receiver.url, batch_size=4, concurrency=1)  # 1 keeps order
+    # The last line says why the drain ended, and what it did.
+    assert "stopped (empty): delivered=10 retried=0 dead=0 backlog=0 rate=" in caplog.messages[-1]
     assert [e["n"] for e in receiver.delivered] == list(range(10))
     assert [len(r.events) for r in receiver.requests] == [4, 4, 2]
     assert report.delivered == 10 and report.dead == 0 and report.stopped_by == "empty"

@@ -61,6 +61,7 @@ def test_sigterm_while_the_receiver_hangs_exits_in_time(
     # as a failed attempt and rescheduled, and the drain exits without waiting out
     # the 30 s lease.
     assert drain.returncode == 0, err
+    assert "stopped (signal): delivered=0 retried=3 dead=0 backlog=3" in err  # the last line
     row.recover_s = time.monotonic() - sent
     assert row.recover_s < 10
     assert rows(db, "SELECT count(*), count(lease_owner), max(last_error) FROM queue") == [
