@@ -66,8 +66,6 @@ class CircuitBreaker:
         self.epoch = 0
         self._open_until = 0.0  # no claims before this (clock time)
         self._prober: int | None = None  # the thread whose request is probing
-        if failing:
-            log.info("%s: its last request failed; one request will probe it first", name)
 
     def admit(self) -> float:
         """0.0 if this thread may claim and send now; else how long to wait (inf: until

@@ -185,6 +185,9 @@ class Drain:
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
         )
+        for name, breaker in self._breakers.items():
+            if breaker.failures:
+                log.info("%s: its last request failed; one request will probe it first", name)
         for worker in workers:
             worker.start()
         next_summary = started_mono + self._config.summary_interval

@@ -128,7 +128,7 @@ def test_a_probe_carries_one_event_and_full_batches_follow_it(
 
 
 def test_a_run_after_a_failed_run_probes_before_it_sends_batches(
-    spool: Spool, receiver: Receiver
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a --once run that ended on a failure (a cron job during an outage)
     spool.enqueue_many(events(8))
@@ -136,9 +136,14 @@ def test_a_run_after_a_failed_run_probes_before_it_sends_batches(
     once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
     drain_once(spool, receiver.url, **once)
     # When the next run starts while the API is still down
-    drain_once(spool, receiver.url, **once)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        drain_once(spool, receiver.url, **once)
     # Then it sends one event, not a batch, and its pass ends there
     assert [len(r.events) for r in receiver.requests] == [4, 1]
+    # And its log says so, right after the line that says the drain started
+    assert "started (once)" in caplog.messages[0]
+    assert caplog.messages[1] == "default: its last request failed; one request will probe it first"
     # And once the API answers, a run's probe gets through and batches follow it
     drain_once(spool, receiver.url, batch_size=4, concurrency=1)
     sizes = [len(r.events) for r in receiver.requests]
