@@ -337,8 +337,10 @@ def _http_url_problem(url: str, kind: str) -> str | None:
         port = parts.port  # a ValueError when it is not a number, or out of range
     except ValueError as exc:  # the URL is not shown: it may hold a secret
         return f"not a valid URL ({exc})"
-    if not url.startswith(("http://", "https://")) or not parts.hostname:
+    if not url.startswith(("http://", "https://")):
         return f"an {kind} destination needs an http:// or https:// URL, got {masked_url(url)!r}"
+    if not parts.hostname:
+        return f"names no host: {masked_url(url)!r}"
     if any(char.isspace() or not char.isprintable() for char in url):
         return f"holds a space or a control character: {masked_url(url)!r}"
     if port == 0:
