@@ -10,6 +10,10 @@ one request probes the API while the other workers wait, and the first answer th
 not a retryable failure lets them all go again. The probe carries a single event: only
 that event spends an attempt, and a batch that fails because of one of its events does
 not keep the whole destination paused.
+
+The drain keeps each breaker's state in the spool whenever it changes, so that a drain
+started later (the next cron run, a restarted daemon) goes on where it stopped: with the
+same pause, and the same count of failures to lengthen the next one.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class CircuitBreaker:
             try:
                 epoch = breaker.epoch
                 verdict = destination.send(events)
-                breaker.record(failed=verdict.outcome == "retry", epoch=epoch)
+                if breaker.record(failed=verdict.outcome == "retry", epoch=epoch):
+                    keep(breaker.failures, breaker.pause_left())  # e.g. in the spool
             finally:
                 breaker.leave()
     """
@@ -51,20 +56,22 @@ class CircuitBreaker:
         *,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
-        failing: bool = False,
+        failures: int = 0,
+        paused_for: float = 0.0,
     ) -> None:
+        """``failures`` and ``paused_for``: the state an earlier drain left (requests
+        failed in a row, seconds of its pause still to run); the first request after the
+        pause is a probe."""
         self._name = name
         self._policy = policy
         self._rng = rng
         self._clock = clock
         self._lock = threading.Lock()
-        # Retryable failures in a row. ``failing``: the destination's last request failed
-        # before this breaker existed, so the first request is a probe, sent at once.
-        self.failures = 1 if failing else 0
+        self.failures = failures  # retryable failures in a row
         # Bumped each time the breaker opens: a request sent before that failed in the
         # same outage, and must not lengthen the wait a second time.
         self.epoch = 0
-        self._open_until = 0.0  # no claims before this (clock time)
+        self._open_until = clock() + paused_for if paused_for > 0 else 0.0  # no claims before
         self._prober: int | None = None  # the thread whose request is probing
 
     def admit(self) -> float:
@@ -82,17 +89,18 @@ class CircuitBreaker:
             self._prober = me
             return 0.0
 
-    def record(self, *, failed: bool, epoch: int, retry_after: float | None = None) -> None:
+    def record(self, *, failed: bool, epoch: int, retry_after: float | None = None) -> bool:
         """Count one answer from the destination; ``epoch`` is :attr:`epoch` as it was when
-        the request was sent."""
+        the request was sent. Returns whether the breaker opened or closed."""
         with self._lock:
             if not failed:
-                if self.failures:
-                    log.info("%s: the destination answers again; resuming", self._name)
-                    self.failures = 0
-                return
+                if not self.failures:
+                    return False
+                log.info("%s: the destination answers again; resuming", self._name)
+                self.failures = 0
+                return True
             if epoch != self.epoch:
-                return
+                return False
             self.failures += 1
             self.epoch += 1
             wait = self._policy.delay(self.failures, retry_after=retry_after, rng=self._rng)
@@ -105,6 +113,12 @@ class CircuitBreaker:
                 else f"{self.failures} requests failed in a row",
                 wait,
             )
+            return True
+
+    def pause_left(self) -> float:
+        """Seconds until the pause ends (0.0: not paused)."""
+        with self._lock:
+            return max(self._open_until - self._clock(), 0.0) if self.failures else 0.0
 
     def probing(self) -> bool:
         """Whether this thread was admitted as the probe (and has not left yet)."""

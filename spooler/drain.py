@@ -32,6 +32,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .metrics import DrainMetrics
+    from .retry import RetryPolicy
 
 __all__ = ["CRASH_ENV", "Drain", "DrainReport", "Mode"]
 
@@ -112,14 +113,17 @@ class Drain:
                 for name, dest in config.destinations.items()
             }
         )
-        # One per destination, shared by its workers: an outage pauses them all.
-        # A destination whose last request failed (in an earlier run: a cron job's
-        # --once, a restarted daemon) is probed before its batches go out.
-        failing = store.failing_destinations()
+        # One per destination, shared by its workers: an outage pauses them all. Each
+        # takes up the state an earlier run left (a cron job's --once, a restarted
+        # daemon): the rest of its pause, then a probe before batches go out.
+        pauses, now = store.pauses(), clock()
         self._breakers = {
-            name: CircuitBreaker(name, each.config.retry, rng=self._rng, failing=name in failing)
+            name: _resumed_breaker(name, each.config.retry, self._rng, pauses.get(name), now)
             for name, each in self._destinations.items()
         }
+        if metrics:
+            for name, breaker in self._breakers.items():
+                metrics.failed_in_a_row(name, breaker.failures)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crash_at = os.environ.get(CRASH_ENV)
         if self._crash_at not in (None, *CRASH_POINTS):
@@ -185,9 +189,7 @@ class Drain:
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
         )
-        for name, breaker in self._breakers.items():
-            if breaker.failures:
-                log.info("%s: its last request failed; one request will probe it first", name)
+        self._log_pauses(mode)
         for worker in workers:
             worker.start()
         next_summary = started_mono + self._config.summary_interval
@@ -222,6 +224,27 @@ class Drain:
                     snapshot = replace(self._report)
                 progress(snapshot)
         return self._finish(mode, time.monotonic() - started_mono)
+
+    def _log_pauses(self, mode: Mode) -> None:
+        """Say which destinations an earlier run left paused, and what happens next."""
+        for name, breaker in self._breakers.items():
+            if not breaker.failures:
+                continue
+            wait = breaker.pause_left()
+            if not wait:
+                then = "one request will probe it first"
+            elif mode is Mode.ONCE:
+                then = f"it stays paused for {wait:.2f}s, so this pass sends it nothing"
+            else:
+                then = f"it stays paused for {wait:.2f}s, then one request will probe it"
+            log.info(
+                "%s: %s; %s",
+                name,
+                "its last request failed"
+                if breaker.failures == 1
+                else f"its last {breaker.failures} requests failed",
+                then,
+            )
 
     def _retry_now_requested(self) -> bool:
         """Whether an operator ran ``spooler retry-now`` since the drain last looked; if so,
@@ -445,9 +468,15 @@ class Drain:
         elapsed = time.monotonic() - sent_at
         if not verdict.sent:
             return verdict, elapsed  # judged without a request: says nothing about the API
-        breaker.record(
+        if breaker.record(
             failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
-        )
+        ):
+            # Kept in the spool, so that a drain started later goes on from here.
+            self._store.record_pause(
+                destination.config.name,
+                failures=breaker.failures,
+                until=self._clock() + breaker.pause_left() if breaker.failures else None,
+            )
         with self._lock:
             self._report.requests += 1
         if self._metrics:
@@ -625,6 +654,21 @@ class Drain:
     def _crash_point(self, name: str) -> None:
         if self._crash_at == name:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _resumed_breaker(
+    name: str,
+    policy: RetryPolicy,
+    rng: random.Random,
+    pause: tuple[int, float | None] | None,
+    now: float,
+) -> CircuitBreaker:
+    """A destination's breaker, in the state ``Store.pauses`` kept for it (if any)."""
+    failures, until = pause or (0, None)
+    # Never longer than the policy's longest wait: a wall clock set back since the pause
+    # was kept would stretch it.
+    paused_for = min(max((until or now) - now, 0.0), max(policy.backoff_cap, policy.max_age))
+    return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
 
 
 def _halves(events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:

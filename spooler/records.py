@@ -119,6 +119,8 @@ class Counts:
     last_error_at: float | None = None
     last_error: str | None = None
     held: int = 0
+    failed_in_a_row: int = 0  # requests: while more than 0, a drain probes before it sends
+    paused_until: float | None = None  # no drain sends before this (the circuit breaker)
 
 
 @dataclass(frozen=True)
@@ -205,12 +207,20 @@ class SpoolStatus:
             data = asdict(counts)
             oldest = data.pop("oldest_queued_at")
             data["oldest_queued_age_s"] = None if oldest is None else round(self.now - oldest, 3)
-            for key in ("last_success_at", "last_error_at"):
+            if (data["paused_until"] or 0) <= self.now:
+                data["paused_until"] = None  # over: the next request is the probe
+            for key in ("last_success_at", "last_error_at", "paused_until"):
                 data[key] = None if data[key] is None else iso_utc(data[key])
             return data
 
         overall = render(self.total)
-        for key in ("last_success_at", "last_error_at", "last_error"):
+        for key in (
+            "last_success_at",
+            "last_error_at",
+            "last_error",
+            "failed_in_a_row",
+            "paused_until",
+        ):
             del overall[key]  # facts about one destination, not the spool: null would mislead
         return {
             **overall,

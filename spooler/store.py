@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "spooler"
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITIES = ("full", "normal")
@@ -101,7 +101,9 @@ CREATE TABLE destination_state (
     last_success_at REAL,
     last_error_at   REAL,
     last_status     INTEGER,
-    last_error      TEXT
+    last_error      TEXT,
+    failures        INTEGER NOT NULL DEFAULT 0,
+    paused_until    REAL
 );
 """
 # Schema upgrades, by the version they lead from; each runs in one transaction.
@@ -109,6 +111,13 @@ _MIGRATIONS = {
     1: (
         "ALTER TABLE queue ADD COLUMN attempt_log TEXT",
         "ALTER TABLE dead ADD COLUMN attempt_log TEXT",
+    ),
+    2: (
+        "ALTER TABLE destination_state ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE destination_state ADD COLUMN paused_until REAL",
+        # A destination whose last outcome was a failure is probed first, as before.
+        "UPDATE destination_state SET failures = 1"
+        " WHERE last_error_at > coalesce(last_success_at, 0)",
     ),
 }
 # SQL for "the attempt log with the JSON entry ? appended, oldest entries dropped".
@@ -576,14 +585,25 @@ class Store:
                 (now, seconds, now, HELD),
             ).rowcount
 
-    def failing_destinations(self) -> set[str]:
-        """Destinations whose last recorded outcome, by any drain, was a failure."""
+    def record_pause(self, destination: str, *, failures: int, until: float | None) -> None:
+        """Keep a destination's circuit breaker: requests failed in a row, and no claims
+        before ``until`` (None: none pending). A drain that starts later takes it up."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO destination_state (destination, failures, paused_until)"
+                " VALUES (?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+                " failures = excluded.failures, paused_until = excluded.paused_until",
+                (destination, failures, until),
+            )
+
+    def pauses(self) -> dict[str, tuple[int, float | None]]:
+        """Destinations whose last requests failed: ``(failures in a row, paused until)``."""
         with self._read() as conn:
             return {
-                name
-                for (name,) in conn.execute(
-                    "SELECT destination FROM destination_state"
-                    " WHERE last_error_at > coalesce(last_success_at, 0)"
+                name: (failures, until)
+                for name, failures, until in conn.execute(
+                    "SELECT destination, failures, paused_until FROM destination_state"
+                    " WHERE failures > 0"
                 )
             }
 
@@ -618,16 +638,18 @@ class Store:
                 )
             for dest, dead in conn.execute("SELECT destination, count(*) FROM dead GROUP BY 1"):
                 by_destination.setdefault(dest, Counts()).dead = dead
-            for dest, success_at, error_at, error in conn.execute(
-                "SELECT destination, last_success_at, last_error_at, last_error"
-                " FROM destination_state"
+            for dest, *state in conn.execute(
+                "SELECT destination, last_success_at, last_error_at, last_error, failures,"
+                " paused_until FROM destination_state"
             ):
                 counts = by_destination.setdefault(dest, Counts())
-                counts.last_success_at, counts.last_error_at, counts.last_error = (
-                    success_at,
-                    error_at,
-                    error,
-                )
+                (
+                    counts.last_success_at,
+                    counts.last_error_at,
+                    counts.last_error,
+                    counts.failed_in_a_row,
+                    counts.paused_until,
+                ) = state
         return by_destination
 
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
@@ -743,15 +765,15 @@ class Store:
         values: Sequence[object],
         condition_values: Sequence[object],
         *,
-        also: str | None = None,
+        also: Sequence[str] = (),
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
-        and the statement ``also``, in one transaction; named ids must all be queued."""
+        and the statements ``also``, in one transaction; named ids must all be queued."""
         where, params = selection.where()
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
-            if also:
-                conn.execute(also)
+            for statement in also:
+                conn.execute(statement)
             return conn.execute(
                 f"UPDATE queue SET {assignments} WHERE {where} AND {condition}",
                 [*values, *params, *condition_values],
@@ -759,7 +781,8 @@ class Store:
 
     def retry_now(self, selection: QueueSelection, *, now: float) -> int:
         """Make waiting events due at once (their backoff is cleared); not those in flight
-        or held. Running drains see :meth:`retry_now_count` change and stop pausing."""
+        or held. Paused destinations are probed at once: running drains see
+        :meth:`retry_now_count` change, drains started later find no pause."""
         return self._update_selected(
             selection,
             "due_at = ?, lease_owner = NULL",
@@ -768,7 +791,8 @@ class Store:
             [now, HELD],
             also=(
                 "INSERT INTO meta (key, value) VALUES ('retry_now_count', '1') ON CONFLICT (key)"
-                " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                "UPDATE destination_state SET paused_until = NULL",
             ),
         )
 

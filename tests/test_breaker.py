@@ -119,12 +119,35 @@ def test_an_answer_that_is_not_a_retryable_failure_closes_it(clock: FakeClock) -
 
 
 def test_a_destination_that_was_failing_is_probed_first(clock: FakeClock) -> None:
-    breaker = CircuitBreaker("d", RetryPolicy(), rng=TopOfWindow(), clock=clock, failing=True)
+    breaker = CircuitBreaker("d", RetryPolicy(), rng=TopOfWindow(), clock=clock, failures=1)
+    assert breaker.pause_left() == 0.0
     assert breaker.admit() == 0.0 and breaker.probing()
     assert admit_from_another_thread(breaker) == math.inf
     assert breaker.epoch == 0  # it did not open in this run
-    breaker.record(failed=False, epoch=breaker.epoch)
+    assert breaker.record(failed=False, epoch=breaker.epoch)  # closed: a change to keep
     assert admit_from_another_thread(breaker) == 0.0
+    assert not breaker.record(failed=False, epoch=breaker.epoch)  # no change
+
+
+def test_a_resumed_pause_is_waited_out_and_its_failures_go_on_counting(clock: FakeClock) -> None:
+    # Given the state an earlier drain left: three failures, 20 s of the pause to run
+    breaker = CircuitBreaker(
+        "d",
+        RetryPolicy(backoff_base=1.0),
+        rng=TopOfWindow(),
+        clock=clock,
+        failures=3,
+        paused_for=20.0,
+    )
+    # Then nobody sends before the pause ends, and then one thread probes
+    assert breaker.admit() == breaker.pause_left() == 20.0
+    clock.now = 20.0
+    assert breaker.admit() == 0.0 and breaker.probing()
+    # When the probe fails too, that is the fourth failure in a row: 2**3 s
+    assert breaker.record(failed=True, epoch=breaker.epoch)
+    assert breaker.failures == 4 and breaker.pause_left() == 8.0
+    # And a failure sent before that one opened it changes nothing
+    assert not breaker.record(failed=True, epoch=0)
 
 
 def test_probe_now_ends_the_pause_for_one_probe(clock: FakeClock) -> None:

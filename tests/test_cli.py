@@ -171,8 +171,10 @@ def test_drain_to_a_file_then_status(db: Path, tmp_path: Path) -> None:
     status = json.loads(run("status", "--db", str(db), "--json").stdout)
     assert status["queued"] == 0 and status["dead"] == 0
     assert "last_success_at" not in status  # only per destination, where it means something
+    assert "paused_until" not in status
     default = status["destinations"]["default"]
     assert default["queued"] == 0 and default["last_error"] is None
+    assert default["failed_in_a_row"] == 0 and default["paused_until"] is None
     assert default["last_success_at"].endswith("Z")
 
 
@@ -215,6 +217,7 @@ def test_status_counts_per_destination(db: Path) -> None:
         "held",
         "dead",
         "oldest",
+        "paused",
         "last_success",
         "last_error",
         "error",
@@ -691,15 +694,22 @@ def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
     assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
 
 
-def test_status_shows_each_destinations_last_error(db: Path, receiver: Receiver) -> None:
+def test_status_shows_each_destinations_last_error_and_pause(db: Path, receiver: Receiver) -> None:
     assert run("enqueue", "--db", str(db), "{}").exit_code == 0
-    receiver.fail_next(503)
+    receiver.fail_next(503, headers={"Retry-After": "600"})
     assert run("drain", "--db", str(db), "--url", receiver.url, "--once").exit_code == 0
     default = json.loads(run("status", "--db", str(db), "--json").stdout)["destinations"]["default"]
     assert default["last_error"] == 'HTTP 503: {"error":"scripted failure"}'
     assert default["last_error_at"].endswith("Z") and default["last_success_at"] is None
+    assert default["failed_in_a_row"] == 1 and default["paused_until"].endswith("Z")
     row = run("status", "--db", str(db)).stdout.splitlines()[1]
     assert "ago" in row and "HTTP 503" in row
+    assert row.split()[8] in ("9m", "10m")  # paused: what is left of the 600 s
+    # retry-now ends the pause: the next drain probes at once
+    assert run("retry-now", "--db", str(db), "--all").exit_code == 0
+    default = json.loads(run("status", "--db", str(db), "--json").stdout)["destinations"]["default"]
+    assert default["failed_in_a_row"] == 1 and default["paused_until"] is None
+    assert run("status", "--db", str(db)).stdout.splitlines()[1].split()[8] == "-"
 
 
 def test_status_watch_refreshes_until_interrupted(db: Path) -> None:

@@ -8,6 +8,7 @@ import hmac
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 from email.utils import formatdate
@@ -26,6 +27,11 @@ from spooler.receiver import Receiver
 
 def events(n: int, **extra: object) -> list[dict[str, object]]:
     return [{"event": "e", "n": i, **extra} for i in range(n)]
+
+
+def pause_over(spool: Spool) -> bool:
+    """Whether no destination's pause, as the spool keeps it, is still running."""
+    return all(until is None or until <= time.time() for _, until in spool.store.pauses().values())
 
 
 def test_delivers_in_batches_and_empties_the_queue(
@@ -135,7 +141,9 @@ def test_a_run_after_a_failed_run_probes_before_it_sends_batches(
     receiver.fail_next(503, 503)
     once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
     drain_once(spool, receiver.url, **once)
-    # When the next run starts while the API is still down
+    # When the next run starts, after the pause the failure began, while the API is
+    # still down
+    assert wait_until(lambda: pause_over(spool))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="spooler.drain"):
         drain_once(spool, receiver.url, **once)
@@ -149,6 +157,46 @@ def test_a_run_after_a_failed_run_probes_before_it_sends_batches(
     sizes = [len(r.events) for r in receiver.requests]
     assert sizes[2] == 1 and max(sizes[3:]) > 1
     assert sorted(e["n"] for e in receiver.delivered) == list(range(8))
+
+
+def test_a_run_started_during_a_pause_waits_it_out(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a --once run that the API asked to come back in an hour
+    spool.enqueue_many(events(8))
+    receiver.fail_next(429, headers={"Retry-After": "3600"})
+    once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
+    drain_once(spool, receiver.url, **once)
+    # When the next cron run starts a minute later
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        report = drain_once(spool, receiver.url, **once)
+    # Then it sends nothing, not even a probe, and says why
+    assert len(receiver.requests) == 1 and report.requests == 0
+    [why] = [m for m in caplog.messages if m.startswith("default: ")]
+    assert re.fullmatch(
+        r"default: its last request failed; it stays paused for 3\d{3}\.\d\ds, so this pass"
+        r" sends it nothing",
+        why,
+    )
+    # And once an operator says the API is back, the next run probes with one event
+    spool.retry_now(everything=True)
+    drain_once(spool, receiver.url, **once)
+    assert [len(r.events) for r in receiver.requests] == [4, 1, 4, 3]
+
+
+def test_a_rejected_batch_does_not_make_the_next_run_probe(
+    spool: Spool, receiver: Receiver
+) -> None:
+    # Given a run whose only batch the receiver rejected (it answers: it is up)
+    spool.enqueue_many(events(2, bad=True))
+    receiver.reject = lambda event: event.get("bad", False)
+    drain_once(spool, receiver.url, batch_size=4, concurrency=1)
+    # When the next run has good events to send
+    spool.enqueue_many(events(8))
+    drain_once(spool, receiver.url, batch_size=4, concurrency=1)
+    # Then it sends full batches at once
+    assert [len(r.events) for r in receiver.requests][-2:] == [4, 4]
 
 
 def test_retry_now_ends_a_running_drains_pause(spool: Spool, receiver: Receiver, db: Path) -> None:

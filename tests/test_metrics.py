@@ -89,6 +89,10 @@ def test_failed_requests_in_a_row_rise_during_an_outage_and_fall_back(
     receiver.fail_next(503, headers={"Retry-After": "60"})
     Drain(spool.store, config, metrics=metrics).run(Mode.ONCE)
     assert metrics.registry.get_sample_value("spooler_failed_requests_in_a_row", labels) == 1
+    # And a drain that starts later, with metrics of its own, shows the failure from the start
+    restarted = DrainMetrics(spool.store)
+    Drain(spool.store, config, metrics=restarted)
+    assert restarted.registry.get_sample_value("spooler_failed_requests_in_a_row", labels) == 1
     # When it is back (and the operator says so)
     spool.retry_now(everything=True)
     Drain(spool.store, config, metrics=metrics).run(Mode.UNTIL_EMPTY, max_time=30)

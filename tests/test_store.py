@@ -332,19 +332,23 @@ def test_settle_only_touches_rows_the_owner_still_leases(db: Path) -> None:
     assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
 
 
-def test_a_destination_is_failing_until_a_later_success(db: Path) -> None:
+def test_a_pause_is_kept_until_a_later_change_or_retry_now(db: Path) -> None:
     store = Store(db)
-    enqueue(store, "{}", "{}")
-    enqueue(store, "{}", destination="other")
-    assert store.failing_destinations() == set()
-    first, second = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 60)
-    [other] = store.claim("other", 1, "me", due_by=NOW, lease_until=NOW + 60)
-    store.settle("me", now=NOW, destination="other", delivered=[other.rowid])
+    assert store.pauses() == {}
+    # Given a destination paused after three failures, and another that recovered
+    store.record_pause("default", failures=3, until=NOW + 60)
+    store.record_pause("other", failures=1, until=NOW + 5)
+    store.record_pause("other", failures=0, until=None)
+    assert store.pauses() == {"default": (3, NOW + 60)}
+    # Then the pause lives beside the destination's last outcome without touching it
     failure = Failure(503, "HTTP 503")
-    store.settle("me", now=NOW, destination="default", retry=[(first.rowid, NOW, failure)])
-    assert store.failing_destinations() == {"default"}
-    store.settle("me", now=NOW + 1, destination="default", delivered=[second.rowid])
-    assert store.failing_destinations() == set()
+    enqueue(store, "{}")
+    [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, destination="default", retry=[(event.rowid, NOW + 1, failure)])
+    assert store.pauses() == {"default": (3, NOW + 60)}
+    # When an operator runs retry-now, the pause ends but the count of failures stays
+    store.retry_now(QueueSelection(everything=True), now=NOW + 2)
+    assert store.pauses() == {"default": (3, None)}
 
 
 def test_retry_reschedules_and_records_the_failure(db: Path) -> None:
@@ -436,6 +440,14 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     with Spool(db) as spool:
         event_id = spool.enqueue({"kept": 1})
     conn = sqlite3.connect(db)
+    # A destination whose last outcome was a failure, one whose last was a success
+    conn.executemany(
+        "INSERT INTO destination_state (destination, last_success_at, last_error_at)"
+        " VALUES (?, ?, ?)",
+        [("down", NOW - 10, NOW), ("up", NOW, NOW - 10)],
+    )
+    conn.execute("ALTER TABLE destination_state DROP COLUMN failures")
+    conn.execute("ALTER TABLE destination_state DROP COLUMN paused_until")
     conn.execute("ALTER TABLE queue DROP COLUMN attempt_log")
     conn.execute("ALTER TABLE dead DROP COLUMN attempt_log")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -444,6 +456,8 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
 
     store = Store(db)
     assert store.schema_version() == SCHEMA_VERSION
+    # The failing destination is probed first, as before the upgrade
+    assert store.pauses() == {"down": (1, None)}
     [event] = store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
     assert (event.event_id, event.body) == (event_id, '{"kept":1}')
     store.settle("me", now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
