@@ -121,6 +121,7 @@ class Drain:
             name: _resumed_breaker(name, each.config.retry, self._rng, pauses.get(name), now)
             for name, each in self._destinations.items()
         }
+        self._keeping_breakers = threading.Lock()
         if metrics:
             for name, breaker in self._breakers.items():
                 metrics.failed_in_a_row(name, breaker.failures)
@@ -471,12 +472,15 @@ class Drain:
         if breaker.record(
             failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
         ):
-            # Kept in the spool, so that a drain started later goes on from here.
-            self._store.record_pause(
-                destination.config.name,
-                failures=breaker.failures,
-                until=self._clock() + breaker.pause_left() if breaker.failures else None,
-            )
+            # Kept in the spool, so that a drain started later goes on from here. Read
+            # and written under one lock: the last write holds the latest state, even
+            # when another worker's answer changed it meanwhile.
+            with self._keeping_breakers:
+                self._store.record_pause(
+                    destination.config.name,
+                    failures=breaker.failures,
+                    until=self._clock() + breaker.pause_left() if breaker.failures else None,
+                )
         with self._lock:
             self._report.requests += 1
         if self._metrics:
