@@ -238,6 +238,8 @@ class Drain:
                 then = f"it stays paused for {wait:.2f}s, so this pass sends it nothing"
             else:
                 then = f"it stays paused for {wait:.2f}s, then one request will probe it"
+            if wait:
+                then += " (`spooler retry-now --all` ends the pause)"
             log.info(
                 "%s: %s; %s",
                 name,

@@ -176,7 +176,7 @@ def test_a_run_started_during_a_pause_waits_it_out(
     [why] = [m for m in caplog.messages if m.startswith("default: ")]
     assert re.fullmatch(
         r"default: its last request failed; it stays paused for 3\d{3}\.\d\ds, so this pass"
-        r" sends it nothing",
+        r" sends it nothing \(`spooler retry-now --all` ends the pause\)",
         why,
     )
     # And once an operator says the API is back, the next run probes with one event
