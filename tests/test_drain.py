@@ -167,7 +167,7 @@ def test_a_run_started_during_a_pause_waits_it_out(
     receiver.fail_next(429, headers={"Retry-After": "3600"})
     once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
     drain_once(spool, receiver.url, **once)
-    # When the next cron run starts a minute later
+    # When the next cron run starts, well within the hour
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="spooler.drain"):
         report = drain_once(spool, receiver.url, **once)
