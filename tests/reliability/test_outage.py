@@ -92,7 +92,7 @@ def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
 # a second of the 3 s outage; each cron run that started as if the API were up would
 # spend an attempt of every event its four workers claimed, so all would die in the
 # fifth run. The drain probes with one event per pause instead, and a run that starts
-# after a failed request probes first.
+# after a failed request waits out the pause the spool keeps, then probes first.
 DAEMON_THROUGH_AN_OUTAGE = [
     ("--batch-size", "50", "--backoff-base", "0.05", "--backoff-cap", "0.5", "--max-time", "3")
 ]
