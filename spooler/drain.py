@@ -673,7 +673,7 @@ def _resumed_breaker(
     failures, until = pause or (0, None)
     # Never longer than the policy's longest wait: a wall clock set back since the pause
     # was kept would stretch it.
-    paused_for = min(max((until or now) - now, 0.0), max(policy.backoff_cap, policy.max_age))
+    paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)
     return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
 
 

@@ -65,6 +65,11 @@ class RetryPolicy:
         wait = compute_backoff(attempts, base=self.backoff_base, cap=self.backoff_cap, rng=rng)
         return wait if retry_after is None else max(wait, min(retry_after, self.max_age))
 
+    @property
+    def longest_delay(self) -> float:
+        """The most :meth:`delay` can return, whatever the attempts and ``Retry-After``."""
+        return max(self.backoff_cap, self.max_age)
+
     def give_up_reason(self, *, attempts: int, queued_at: float, now: float) -> str | None:
         """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried."""
         if attempts >= self.max_attempts:

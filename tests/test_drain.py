@@ -185,6 +185,21 @@ def test_a_run_started_during_a_pause_waits_it_out(
     assert [len(r.events) for r in receiver.requests] == [4, 1, 4, 3]
 
 
+def test_a_kept_pause_is_never_longer_than_the_longest_retry_wait(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a pause kept by a drain whose wall clock was far ahead (or set back since)
+    spool.enqueue({"n": 1})
+    spool.store.record_pause("default", failures=2, until=time.time() + 1e9)
+    # When a drain starts with a policy whose longest wait is a minute
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        drain_once(spool, receiver.url, mode=Mode.ONCE, retry={"max_age": 60})
+    # Then it waits a minute at most, not the 30 years the clock said
+    [paused] = [m for m in caplog.messages if "stays paused for" in m]
+    match = re.search(r"stays paused for ([\d.]+)s", paused)
+    assert match and 59 < float(match.group(1)) <= 60 and receiver.requests == []
+
+
 def test_a_rejected_batch_does_not_make_the_next_run_probe(
     spool: Spool, receiver: Receiver
 ) -> None:

@@ -46,6 +46,8 @@ def test_retry_after_is_honoured_up_to_max_age() -> None:
     rng = random.Random(1)
     assert policy.delay(1, retry_after=86400.0, rng=rng) == 86400.0  # a daily quota
     assert policy.delay(1, retry_after=1e11, rng=rng) == 3 * 86400.0  # 3,000 years: no
+    assert policy.longest_delay == 3 * 86400.0
+    assert RetryPolicy(max_age=60.0, backoff_cap=300.0).longest_delay == 300.0
 
 
 def test_give_up_on_attempts_then_on_age() -> None:
