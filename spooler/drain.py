@@ -207,7 +207,7 @@ class Drain:
                     give_up_at = now_mono + grace
                     log.info(
                         "stopping (%s): no new claims; waiting up to %.0fs for requests in "
-                        "flight (signal again to abandon them)",
+                        "flight (a further SIGTERM or SIGINT abandons them)",
                         self._report.stopped_by,
                         grace,
                     )
