@@ -55,8 +55,12 @@ class SpoolerGroup(click.Group):
         except SpoolerError as exc:
             if ctx.meta.get("spooler.debug"):
                 raise
+            if isinstance(exc, ConfigError):
+                for problem in exc.problems:
+                    click.echo(f"spooler: error: {problem}", err=True)
+                ctx.exit(2)
             click.echo(f"spooler: error: {exc}", err=True)
-            ctx.exit(2 if isinstance(exc, ConfigError) else 1)
+            ctx.exit(1)
 
 
 @click.group(

@@ -10,7 +10,8 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
@@ -190,6 +191,27 @@ _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations"}
 _INTERPOLATED = {"url", "api_key", "auth_header", "headers", "signing_secret"}
 
 
+class _Problems:
+    """The problems a check has found so far, so that one run reports them all: an
+    operator mending a config at 3 a.m. should not have to run it once per mistake."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    @contextmanager
+    def noted(self) -> Iterator[None]:
+        """Note the ``ConfigError`` the block raises, instead of letting it through."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+
+    def raise_any(self) -> None:
+        """Raise one ``ConfigError`` with every problem noted, if there is one."""
+        if self.found:
+            raise ConfigError(*self.found)
+
+
 def _unknown_key(key: str, known: set[str] | Mapping[str, Any], where: str) -> ConfigError:
     hint = difflib.get_close_matches(key, list(known), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -200,10 +222,13 @@ def _check_table(table: Any, spec: Mapping[str, Checker], where: str) -> dict[st
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where.rstrip('.')}: expected a table")
     checked = {}
+    problems = _Problems()
     for key, value in table.items():
-        if key not in spec:
-            raise _unknown_key(key, spec, where)
-        checked[key] = spec[key](value, f"{where}{key}")
+        with problems.noted():
+            if key not in spec:
+                raise _unknown_key(key, spec, where)
+            checked[key] = spec[key](value, f"{where}{key}")
+    problems.raise_any()
     return checked
 
 
@@ -231,14 +256,18 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets this one through
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
+    problems = _Problems()
     for key in raw:
-        if key not in _TOP_KEYS:
-            raise _unknown_key(key, _TOP_KEYS, "")
+        with problems.noted():
+            if key not in _TOP_KEYS:
+                raise _unknown_key(key, _TOP_KEYS, "")
     if "db" in raw:
-        # Relative to the file, not to wherever the command runs: a shell script and a
-        # service (whose working directory is /) reading one config share one spool.
-        db = os.path.expanduser(_string(raw["db"], "db"))
-        raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
+        with problems.noted():
+            # Relative to the file, not to wherever the command runs: a shell script and
+            # a service (whose working directory is /) reading one config share one spool.
+            db = os.path.expanduser(_string(raw["db"], "db"))
+            raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
+    problems.raise_any()
     return raw
 
 
@@ -360,17 +389,27 @@ def build_drain_config(
 
     ``destination_flags`` (url, type, api_key, batch_size, ...) describe destination
     ``default``; ``retry_flags`` apply to every destination. ``None`` values mean "not
-    given" and leave the file's value in place.
+    given" and leave the file's value in place. The ``ConfigError`` lists every problem
+    found: first those of the shared tables (``[retry]``, ``[drain]``, flags), which
+    every destination depends on; else those of all destinations.
     """
     env = os.environ if env is None else env
 
     def given(flags: Mapping[str, Any] | None) -> dict[str, Any]:
         return {k: v for k, v in (flags or {}).items() if v is not None}
 
-    base_retry = _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.")
-    drain = _check_table(raw.get("drain", {}), _DRAIN_KEYS, "drain.")
-    drain.update(_check_table(given(drain_flags), _DRAIN_KEYS, "option "))
-    retry_overrides = _check_table(given(retry_flags), _RETRY_KEYS, "option ")
+    problems = _Problems()
+    base_retry: dict[str, Any] = {}
+    drain: dict[str, Any] = {}
+    retry_overrides: dict[str, Any] = {}
+    with problems.noted():
+        base_retry = _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.")
+    with problems.noted():
+        drain = _check_table(raw.get("drain", {}), _DRAIN_KEYS, "drain.")
+        drain.update(_check_table(given(drain_flags), _DRAIN_KEYS, "option "))
+    with problems.noted():
+        retry_overrides = _check_table(given(retry_flags), _RETRY_KEYS, "option ")
+    problems.raise_any()
 
     tables = raw.get("destinations", {})
     if not isinstance(tables, Mapping):
@@ -390,45 +429,78 @@ def build_drain_config(
 
     destinations = {}
     for name in names:
-        where = f"destinations.{name}."
-        try:
-            check_destination_name(name)
-        except ConfigError as exc:
-            raise ConfigError(f"destinations.{name}: {exc}") from None
-        values = _check_table(tables.get(name, {}), _DESTINATION_KEYS, where)
-        # Only the file is interpolated: a flag's value is taken as typed.
-        for key in _INTERPOLATED & values.keys():
-            values[key] = _interpolate(values[key], where + key, env)
-        if name == DEFAULT_DESTINATION:
-            values.update(_check_table(flags, _DESTINATION_KEYS, where))
-        if "url" not in values and values.get("type") in _DEFAULT_URLS:
-            values["url"] = _DEFAULT_URLS[values["type"]]
-        if "url" not in values:
-            raise ConfigError(f"{where}url: missing (where should events go?)")
-        retry = {k: values.pop(k) for k in _RETRY_KEYS if k in values}
-        policy = RetryPolicy(**{**base_retry, **retry, **retry_overrides})
-        if policy.backoff_cap < policy.backoff_base:
-            raise ConfigError(f"{where}backoff_cap: must not be below backoff_base")
-        values.setdefault("type", _infer_type(values["url"]))
-        given_keys = dict(values)
-        for key, value in _TYPE_DEFAULTS.get(values["type"], {}).items():
-            values.setdefault(key, value)
-        dest = DestinationConfig(name=name, retry=policy, **values)
-        _check_url(dest, where)
-        _check_headers(dest, where)
-        _check_type_rules(dest, where, given_keys)
-        if dest.type == "file":
-            dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order
-        destinations[name] = dest
-
-    config = DrainConfig(destinations=destinations, **drain)
-    for dest in destinations.values():
-        if dest.timeout >= config.lease:
-            raise ConfigError(
-                f"destinations.{dest.name}.timeout: {dest.timeout:g}s must be shorter than "
-                f"the lease ({config.lease:g}s), or another drain could take over in-flight events"
+        with problems.noted():
+            destinations[name] = _destination_config(
+                name,
+                tables.get(name, {}),
+                flags if name == DEFAULT_DESTINATION else {},
+                file_retry=base_retry,
+                flag_retry=retry_overrides,
+                lease=drain.get("lease", DrainConfig.lease),
+                env=env,
             )
-    return config
+    problems.raise_any()
+    return DrainConfig(destinations=destinations, **drain)
+
+
+def _destination_config(
+    name: str,
+    table: Any,
+    flags: Mapping[str, Any],
+    *,
+    file_retry: Mapping[str, Any],
+    flag_retry: Mapping[str, Any],
+    lease: float,
+    env: Mapping[str, str],
+) -> DestinationConfig:
+    """Destination ``name`` from its table, then ``flags`` over it. Its retry settings
+    override the file's ``[retry]``, and retry flags override both."""
+    where = f"destinations.{name}."
+    try:
+        check_destination_name(name)
+    except ConfigError as exc:
+        raise ConfigError(f"destinations.{name}: {exc}") from None
+    problems = _Problems()
+    values: dict[str, Any] = {}
+    with problems.noted():
+        values = _check_table(table, _DESTINATION_KEYS, where)
+    # Only the file is interpolated: a flag's value is taken as typed.
+    for key in _INTERPOLATED & values.keys():
+        with problems.noted():
+            values[key] = _interpolate(values[key], where + key, env)
+    with problems.noted():
+        values.update(_check_table(flags, _DESTINATION_KEYS, where))
+    problems.raise_any()
+
+    if "url" not in values and values.get("type") in _DEFAULT_URLS:
+        values["url"] = _DEFAULT_URLS[values["type"]]
+    if "url" not in values:
+        raise ConfigError(f"{where}url: missing (where should events go?)")
+    own_retry = {k: values.pop(k) for k in _RETRY_KEYS if k in values}
+    policy = RetryPolicy(**{**file_retry, **own_retry, **flag_retry})
+    if policy.backoff_cap < policy.backoff_base:
+        raise ConfigError(f"{where}backoff_cap: must not be below backoff_base")
+    values.setdefault("type", _infer_type(values["url"]))
+    given_keys = dict(values)
+    for key, value in _TYPE_DEFAULTS.get(values["type"], {}).items():
+        values.setdefault(key, value)
+    dest = DestinationConfig(name=name, retry=policy, **values)
+    with problems.noted():
+        _check_url(dest, where)
+    with problems.noted():
+        _check_headers(dest, where)
+    with problems.noted():
+        _check_type_rules(dest, where, given_keys)
+    with problems.noted():
+        if dest.timeout >= lease:
+            raise ConfigError(
+                f"{where}timeout: {dest.timeout:g}s must be shorter than the lease "
+                f"({lease:g}s), or another drain could take over in-flight events"
+            )
+    problems.raise_any()
+    if dest.type == "file":
+        dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order
+    return dest
 
 
 def config_db_path(raw: Mapping[str, Any]) -> Path | None:
@@ -469,11 +541,17 @@ def resolved_settings(
 
     Raises ``ConfigError`` for what ``spooler drain`` or ``spooler enqueue`` would refuse.
     """
-    settings: dict[str, Any] = {"db": raw.get("db"), "spool": spool_options(raw)}
+    settings: dict[str, Any] = {"db": raw.get("db")}
+    problems = _Problems()
+    with problems.noted():
+        settings["spool"] = spool_options(raw)
     if not raw.get("destinations"):
+        problems.raise_any()
         settings["destinations"] = {}  # a producer-only file: nothing to drain
         return settings
-    config = build_drain_config(raw, env=env)
+    with problems.noted():
+        config = build_drain_config(raw, env=env)
+    problems.raise_any()
     settings["drain"] = {
         "lease": config.lease,
         "poll_interval": config.poll_interval,

@@ -31,7 +31,15 @@ class SpoolerError(Exception):
 
 
 class ConfigError(SpoolerError):
-    """A configuration value is missing, mistyped or out of range."""
+    """A configuration value is missing, mistyped or out of range.
+
+    ``problems`` holds every problem found, each naming its key (a config check reports
+    them all at once); the message joins them with ``; ``.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class StoreError(SpoolerError):

@@ -599,6 +599,18 @@ def test_config_check_refuses_bad_files(tmp_path: Path, text: str, message: str)
     assert result.exit_code == 2 and message in result.stderr
 
 
+def test_config_check_prints_every_problem_on_a_line_of_its_own(tmp_path: Path) -> None:
+    config = tmp_path / "spooler.toml"
+    config.write_text("[spool]\nmax_events = 0\n[destinations.a]\nurl = 'ftp://h'\n")
+    result = run("config", "check", str(config))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "spooler: error: spool.max_events: must be at least 1, got 0",
+        "spooler: error: destinations.a.url: an http destination needs an http:// or "
+        "https:// URL, got 'ftp://h'",
+    ]
+
+
 def test_retry_now_clears_the_backoff_of_waiting_events(db: Path) -> None:
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(3)])

@@ -145,6 +145,49 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> No
         build_drain_config(load_config_file(write(tmp_path, text)), env={})
 
 
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    # Given a file with two mistakes in one destination and two in another
+    text = (
+        "[destinations.a]\nurl = 'http://h'\nbatch_sise = 5\ntimeout = '1y'\n"
+        "[destinations.b]\ntype = 'amplitude'\ntimeout = 90\n"
+        "[destinations.c]\nurl = '-'\n"
+    )
+    # When it is checked
+    with pytest.raises(ConfigError) as caught:
+        build_drain_config(load_config_file(write(tmp_path, text)), env={})
+    # Then the error lists all four, in the file's order, and its message joins them
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        "destinations.a.batch_sise",
+        "destinations.a.timeout",
+        "destinations.b.api_key",
+        "destinations.b.timeout",
+    ]
+    assert str(caught.value) == "; ".join(caught.value.problems)
+
+
+def test_unset_variables_are_all_reported(tmp_path: Path) -> None:
+    text = "[destinations.a]\nurl = 'http://h/${PATH_PART}'\napi_key = '${KEY}'\n"
+    with pytest.raises(ConfigError) as caught:
+        build_drain_config(load_config_file(write(tmp_path, text)), env={})
+    assert sorted(caught.value.problems) == [
+        "destinations.a.api_key: environment variable KEY is not set",
+        "destinations.a.url: environment variable PATH_PART is not set",
+    ]
+
+
+def test_shared_tables_are_reported_before_destinations(tmp_path: Path) -> None:
+    # A destination is checked against [retry] and [drain]: with those wrong, its own
+    # checks would report problems that are not there.
+    text = "[retry]\nmax_age = 'x'\nbackof_cap = 1\n[drain]\nlease = 0\n[destinations.a]\n"
+    with pytest.raises(ConfigError) as caught:
+        build_drain_config(load_config_file(write(tmp_path, text)), env={})
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        "retry.max_age",
+        "retry.backof_cap",
+        "drain.lease",
+    ]
+
+
 def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.toml")
