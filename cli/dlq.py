@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import click
 
@@ -23,6 +26,37 @@ from .options import (
 from .render import dead_event_detail, dead_summary_table, dead_table
 
 __all__ = ["dlq"]
+
+
+def dead_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options that pick dead events by destination, reason and age; the command
+    receives them as one ``filters`` dict, for ``DeadLetters.replay`` or ``purge``."""
+
+    @destination_filter
+    @reason_filter
+    @click.option(
+        "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 7d)."
+    )
+    @click.option(
+        "--newer-than", callback=parse_duration_option, help="Dead for less than this (e.g. 1h)."
+    )
+    @functools.wraps(command)
+    def wrapper(
+        destination: str | None,
+        reason: str | None,
+        older_than: float | None,
+        newer_than: float | None,
+        **kwargs: Any,
+    ) -> Any:
+        filters = {
+            "destination": destination,
+            "reason": reason,
+            "older_than": older_than,
+            "newer_than": newer_than,
+        }
+        return command(filters=filters, **kwargs)
+
+    return wrapper
 
 
 @click.group()
@@ -79,14 +113,7 @@ def summary(opts: Options, as_json: bool) -> None:
 @dlq.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every dead event.")
-@destination_filter
-@reason_filter
-@click.option(
-    "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 1h)."
-)
-@click.option(
-    "--newer-than", callback=parse_duration_option, help="Dead for less than this (e.g. 1h)."
-)
+@dead_filters
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
 @click.option("--to", "to", metavar="DEST", help="Send them to this destination instead.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (--all).")
@@ -96,25 +123,16 @@ def replay(
     opts: Options,
     ids: tuple[str, ...],
     everything: bool,
-    destination: str | None,
-    reason: str | None,
-    older_than: float | None,
-    newer_than: float | None,
     limit: int | None,
     to: str | None,
     yes: bool,
     dry_run: bool,
+    filters: dict[str, Any],
 ) -> None:
     """Move dead events back to the queue: same event ids, attempts reset, oldest first.
     IDs may be given as - to read them from stdin, one per line."""
     if ids == ("-",):
         ids = tuple(line.strip() for _, line in stdin_lines())
-    filters = {
-        "destination": destination,
-        "reason": reason,
-        "older_than": older_than,
-        "newer_than": newer_than,
-    }
     require_selection(ids, everything, **filters)
     with opts.open_spool(create=False) as spool:
         if everything and not (yes or dry_run) and sys.stdin.isatty():
@@ -128,9 +146,7 @@ def replay(
 @dlq.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every dead event.")
-@click.option(
-    "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 7d)."
-)
+@dead_filters
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @common_options
@@ -138,19 +154,19 @@ def purge(
     opts: Options,
     ids: tuple[str, ...],
     everything: bool,
-    older_than: float | None,
     yes: bool,
     dry_run: bool,
+    filters: dict[str, Any],
 ) -> None:
     """Delete dead events for good (asks first on a terminal, unless --yes)."""
-    require_selection(ids, everything, older_than=older_than)
+    require_selection(ids, everything, **filters)
     with opts.open_spool(create=False) as spool:
         dead_letters = spool.dead_letters
-        count = dead_letters.purge(ids, everything=everything, older_than=older_than, dry_run=True)
+        count = dead_letters.purge(ids, everything=everything, dry_run=True, **filters)
         if dry_run:
             click.echo(f"would purge {events_phrase(count)}")
             return
         if count and not yes and sys.stdin.isatty():
             click.confirm(f"Delete {count} dead events for good?", abort=True)
-        count = dead_letters.purge(ids, everything=everything, older_than=older_than)
+        count = dead_letters.purge(ids, everything=everything, **filters)
     click.echo(f"purged {events_phrase(count)}")

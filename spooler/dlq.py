@@ -113,13 +113,8 @@ class DeadLetters:
         if to is not None:
             check_destination_name(to)
         now = self._clock()
-        selection = DeadSelection(
-            ids=tuple(ids),
-            destination=destination,
-            reason=reason,
-            dead_before=None if older_than is None else now - older_than,
-            dead_after=None if newer_than is None else now - newer_than,
-            everything=everything,
+        selection = _dead_selection(
+            ids, everything, destination, reason, older_than, newer_than, now=now
         )
         return self._store.replay(selection, now=now, dry_run=dry_run, to=to, limit=limit)
 
@@ -128,10 +123,37 @@ class DeadLetters:
         ids: Sequence[str] = (),
         *,
         everything: bool = False,
+        destination: str | None = None,
+        reason: str | None = None,
         older_than: float | None = None,
+        newer_than: float | None = None,
         dry_run: bool = False,
     ) -> int:
-        """Delete dead events for good (``older_than`` in seconds since they died)."""
-        dead_before = None if older_than is None else self._clock() - older_than
-        selection = DeadSelection(ids=tuple(ids), dead_before=dead_before, everything=everything)
+        """Delete dead events for good; returns how many. The criteria are those of
+        ``replay``; named ids must all be dead letters, or nothing is deleted."""
+        selection = _dead_selection(
+            ids, everything, destination, reason, older_than, newer_than, now=self._clock()
+        )
         return self._store.purge(selection, dry_run=dry_run)
+
+
+def _dead_selection(
+    ids: Sequence[str],
+    everything: bool,
+    destination: str | None,
+    reason: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    *,
+    now: float,
+) -> DeadSelection:
+    """The dead events the criteria of ``replay`` and ``purge`` name; ages are seconds
+    since the event died."""
+    return DeadSelection(
+        ids=tuple(ids),
+        destination=destination,
+        reason=reason,
+        dead_before=None if older_than is None else now - older_than,
+        dead_after=None if newer_than is None else now - newer_than,
+        everything=everything,
+    )

@@ -328,6 +328,28 @@ def test_dlq_purge(db: Path, dead_spool: list[str]) -> None:
     assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
 
 
+def test_dlq_purge_by_destination_reason_and_age(db: Path) -> None:
+    # Given dead events of two destinations, dead for two reasons
+    with Spool(db) as spool:
+        add = spool.dead_letters.add
+        gone = add({"n": 1}, destination="a", reason="rejected", error="HTTP 400")
+        kept = [
+            add({"n": 2}, destination="a", reason="invalid", error="HTTP 400"),
+            add({"n": 3}, destination="b", reason="rejected", error="HTTP 400"),
+        ]
+    purge = ["dlq", "purge", "--db", str(db)]
+    # When the filters are combined, only the events matching all of them go
+    assert run(*purge, "-d", "a", "-r", "rejected", "--yes").stdout == "purged 1 event\n"
+    assert sorted(rows(db, "SELECT event_id FROM dead")) == sorted((k,) for k in kept)
+    assert gone not in run("dlq", "inspect", "--db", str(db)).stdout
+    # And the ages select too, a dry run counting without deleting
+    assert run(*purge, "--older-than", "1h", "--dry-run").stdout == "would purge 0 events\n"
+    assert run(*purge, "--newer-than", "1h", "--dry-run").stdout == "would purge 2 events\n"
+    assert rows(db, "SELECT count(*) FROM dead") == [(2,)]
+    mixed = run(*purge, "--all", "--reason", "invalid")
+    assert mixed.exit_code == 2 and "--all cannot be combined" in mixed.stderr
+
+
 def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> None:
     ok = spooler_cmd("enqueue", "--db", str(db), '{"a":1}')
     assert ok.returncode == 0 and len(ok.stdout.split()) == 1
