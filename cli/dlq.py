@@ -68,7 +68,7 @@ def dlq() -> None:
 @click.argument("ids", nargs=-1)
 @destination_filter
 @reason_filter
-@click.option("--limit", type=click.IntRange(min=1))
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one dead event per line.")
 @common_options
 def inspect(
