@@ -146,6 +146,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Leave out log lines below this level (warning: retries, dead letters, errors).",
 )
 @common_options
 def drain(
