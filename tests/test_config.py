@@ -145,6 +145,14 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> No
         build_drain_config(load_config_file(write(tmp_path, text)), env={})
 
 
+def problems_in(tmp_path: Path, text: str) -> tuple[str, ...]:
+    """Every problem a check of config ``text`` reports, in order."""
+    with pytest.raises(ConfigError) as caught:
+        build_drain_config(load_config_file(write(tmp_path, text)), env={})
+    assert str(caught.value) == "; ".join(caught.value.problems)
+    return caught.value.problems
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     # Given a file with two mistakes in one destination and two in another
     text = (
@@ -152,24 +160,18 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "[destinations.b]\ntype = 'amplitude'\ntimeout = 90\n"
         "[destinations.c]\nurl = '-'\n"
     )
-    # When it is checked
-    with pytest.raises(ConfigError) as caught:
-        build_drain_config(load_config_file(write(tmp_path, text)), env={})
-    # Then the error lists all four, in the file's order, and its message joins them
-    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+    # When it is checked, then the error lists all four, in the file's order
+    assert [problem.split(":")[0] for problem in problems_in(tmp_path, text)] == [
         "destinations.a.batch_sise",
         "destinations.a.timeout",
         "destinations.b.api_key",
         "destinations.b.timeout",
     ]
-    assert str(caught.value) == "; ".join(caught.value.problems)
 
 
 def test_unset_variables_are_all_reported(tmp_path: Path) -> None:
     text = "[destinations.a]\nurl = 'http://h/${PATH_PART}'\napi_key = '${KEY}'\n"
-    with pytest.raises(ConfigError) as caught:
-        build_drain_config(load_config_file(write(tmp_path, text)), env={})
-    assert sorted(caught.value.problems) == [
+    assert sorted(problems_in(tmp_path, text)) == [
         "destinations.a.api_key: environment variable KEY is not set",
         "destinations.a.url: environment variable PATH_PART is not set",
     ]
@@ -179,9 +181,7 @@ def test_shared_tables_are_reported_before_destinations(tmp_path: Path) -> None:
     # A destination is checked against [retry] and [drain]: with those wrong, its own
     # checks would report problems that are not there.
     text = "[retry]\nmax_age = 'x'\nbackof_cap = 1\n[drain]\nlease = 0\n[destinations.a]\n"
-    with pytest.raises(ConfigError) as caught:
-        build_drain_config(load_config_file(write(tmp_path, text)), env={})
-    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+    assert [problem.split(":")[0] for problem in problems_in(tmp_path, text)] == [
         "retry.max_age",
         "retry.backof_cap",
         "drain.lease",
