@@ -1002,13 +1002,16 @@ def _check_limits(
     if max_events is None and max_bytes is None:
         return  # no read of totals: the common case costs nothing
     events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+    # Dead events count: they take the same disk until they are replayed or purged.
     if max_events is not None and events + count > max_events:
         raise SpoolFullError(
-            f"spool holds {events} events; {count} more would pass max_events={max_events}"
+            f"spool is full: it holds {events} events, queued or dead, and {count} more "
+            f"would pass max_events={max_events}; nothing was enqueued"
         )
     if max_bytes is not None and size + added_bytes > max_bytes:
         raise SpoolFullError(
-            f"spool holds {size} bytes; {added_bytes} more would pass max_bytes={max_bytes}"
+            f"spool is full: its events, queued or dead, take {size} bytes, and "
+            f"{added_bytes} more would pass max_bytes={max_bytes}; nothing was enqueued"
         )
 
 
