@@ -178,12 +178,27 @@ def test_limits_raise_spool_full_and_keep_earlier_events(db: Path) -> None:
         spool.enqueue_many([{"n": 1}, {"n": 2}])
         with pytest.raises(SpoolFullError, match="max_events=3"):
             spool.enqueue_many([{"n": 3}, {"n": 4}])
-        spool.dead_letters.add({"n": 3}, destination="default", reason="manual", error="x")
+        spool.enqueue({"n": 3})  # exactly at the limit
         with pytest.raises(SpoolFullError, match="it holds 3 events, queued or dead, and 1 more"):
             spool.enqueue({"n": 4})
-    assert rows(db, "SELECT body FROM queue ORDER BY id") == [('{"n":1}',), ('{"n":2}',)]
+    assert rows(db, "SELECT body FROM queue ORDER BY id") == [
+        ('{"n":1}',),
+        ('{"n":2}',),
+        ('{"n":3}',),
+    ]
     with Spool(db, max_bytes=30) as spool, pytest.raises(SpoolFullError, match="max_bytes=30"):
         spool.enqueue({"pad": "x" * 20})
+
+
+def test_dead_events_count_toward_the_limit_until_purged(db: Path) -> None:
+    with Spool(db, max_events=2) as spool:
+        spool.enqueue({"n": 1})
+        spool.dead_letters.add({"n": 0}, destination="default", reason="manual", error="x")
+        with pytest.raises(SpoolFullError, match="queued or dead"):
+            spool.enqueue({"n": 2})
+        assert spool.dead_letters.purge(everything=True) == 1
+        spool.enqueue({"n": 2})
+    assert rows(db, "SELECT body FROM queue ORDER BY id") == [('{"n":1}',), ('{"n":2}',)]
 
 
 def test_totals_follow_deliveries_and_purges(db: Path) -> None:
