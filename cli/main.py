@@ -161,8 +161,8 @@ def status(opts: Options, as_json: bool, watch: float | None) -> None:
 @common_options
 def doctor(opts: Options) -> None:
     """Check the spool: integrity, schema, WAL size, stale leases, corrupt events (moved
-    to the dead-letter table), events for destinations the config does not define, free
-    disk. Exit 1 when something needs action."""
+    to the dead-letter table), events for destinations the config does not define, use
+    of the configured limits, free disk. Exit 1 when something needs action."""
     from spooler.doctor import diagnose
 
     destinations = opts.raw_config.get("destinations")

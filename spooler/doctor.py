@@ -14,6 +14,8 @@ from .store import SCHEMA_VERSION
 __all__ = ["Finding", "diagnose"]
 
 WAL_WARNING_BYTES = 64 * 1024 * 1024  # SQLite checkpoints at ~4 MB: more means a stuck reader
+# Share of max_events / max_bytes past which enqueue is about to fail: time to act.
+LIMIT_WARNING_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ def diagnose(
     """Run every check on ``spool``. Corrupt events are moved to the dead-letter table.
 
     With ``configured`` (the destinations a config file defines), events queued for any
-    other destination are reported: no drain with that config would ever send them.
+    other destination are reported: no drain with that config would ever send them. A
+    spool opened with ``max_events`` or ``max_bytes`` is checked against them.
     """
     store = spool.store
     findings = []
@@ -86,6 +89,8 @@ def diagnose(
     )
     if configured is not None:
         findings.append(_unconfigured(spool, configured))
+    if spool.max_events is not None or spool.max_bytes is not None:
+        findings.append(_limits(spool))
     free = shutil.disk_usage(store.directory).free
     findings.append(
         Finding(
@@ -109,4 +114,26 @@ def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
     listed = ", ".join(f"{name} ({events_phrase(n)})" for name, n in sorted(stranded.items()))
     return Finding(
         "warning", "routes", f"queued for destinations the config does not define: {listed}"
+    )
+
+
+def _limits(spool: Spool) -> Finding:
+    events, size = spool.store.totals()
+    used = [
+        (name, held, limit)
+        for name, held, limit in (
+            ("max_events", events, spool.max_events),
+            ("max_bytes", size, spool.max_bytes),
+        )
+        if limit is not None
+    ]
+    detail = ", ".join(f"{held} of {name}={cap} ({held / cap:.0%})" for name, held, cap in used)
+    share = max(held / limit for _, held, limit in used)
+    if share < LIMIT_WARNING_SHARE:
+        return Finding("ok", "limits", detail)
+    return Finding(
+        "problem" if share >= 1 else "warning",
+        "limits",
+        f"{detail}; enqueue fails at the limit: deliver events, purge dead ones (they count "
+        "too), or raise it",
     )

@@ -652,6 +652,13 @@ class Store:
                 ) = state
         return by_destination
 
+    def totals(self) -> tuple[int, int]:
+        """How many events the spool holds, queued or dead, and their bodies' bytes: what
+        ``max_events`` and ``max_bytes`` are checked against."""
+        with self._read() as conn:
+            events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+        return events, size
+
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
         from .records import DEAD_AGE_BUCKETS, DeadGroup

@@ -66,6 +66,32 @@ def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> N
     assert events == {broken: '{"b": ', not_object: [3]}
 
 
+def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:
+    def limits(spool: Spool) -> tuple[str, str]:
+        found = {f.check: f for f in diagnose(spool, now=time.time())}
+        return found["limits"].level, found["limits"].detail
+
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(7)])
+        checks = {f.check for f in diagnose(spool, now=time.time())}
+        assert "limits" not in checks  # none set: nothing to say
+    with Spool(db, max_events=10, max_bytes=1000) as spool:
+        assert limits(spool) == ("ok", "7 of max_events=10 (70%), 49 of max_bytes=1000 (5%)")
+        spool.dead_letters.add({"n": 7}, destination="default", reason="manual", error="x")
+        level, detail = limits(spool)
+        assert level == "warning" and detail.startswith("8 of max_events=10 (80%)")
+        assert "purge dead ones" in detail
+    with Spool(db, max_bytes=56) as spool:
+        assert limits(spool)[0] == "problem"
+    result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
+    assert result.exit_code == 0 and "limits" not in result.stdout
+    # The command line reads the limits from the config, and a full spool needs action
+    config = db.parent / "spooler.toml"
+    config.write_text(f"db = '{db}'\n[spool]\nmax_events = 8\n")
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(config)])
+    assert result.exit_code == 1 and "problem  limits     8 of max_events=8 (100%)" in result.stdout
+
+
 def test_low_disk_space_is_a_problem(spool: Spool) -> None:
     findings = {f.check: f for f in diagnose(spool, now=time.time(), min_free_bytes=2**62)}
     assert findings["disk"].level == "problem" and "under" in findings["disk"].detail
