@@ -183,9 +183,10 @@ class Drain:
         self._running = len(workers)
         self._retry_now_seen = self._store.retry_now_count()
         log.info(
-            "drain %s started (%s) for %s",
+            "drain %s started (%s) on %s for %s",
             self.owner,
             mode.value,
+            os.path.abspath(self._store.path),
             ", ".join(
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),

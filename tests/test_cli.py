@@ -350,6 +350,21 @@ def test_dlq_purge_by_destination_reason_and_age(db: Path) -> None:
     assert mixed.exit_code == 2 and "--all cannot be combined" in mixed.stderr
 
 
+def test_a_drain_names_its_spool_and_says_when_it_had_to_create_it(tmp_path: Path) -> None:
+    # Given a path where no producer has written (a typo, or a drain that starts first)
+    path = tmp_path / "typo.db"
+    drain = ("drain", "--db", str(path), "--url", "-", "--once")
+    # When a drain starts there, it creates the spool and says so, naming the path
+    first = spooler_cmd(*drain)
+    assert first.returncode == 0, first.stderr
+    assert f"WARNING no spool was at {path}, so the drain created an empty one" in first.stderr
+    assert f"started (once) on {path} for default (-)" in first.stderr
+    # And the next drain finds it, and says nothing more about it
+    second = spooler_cmd(*drain)
+    assert second.returncode == 0 and "WARNING" not in second.stderr
+    assert f"started (once) on {path}" in second.stderr
+
+
 def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> None:
     ok = spooler_cmd("enqueue", "--db", str(db), '{"a":1}')
     assert ok.returncode == 0 and len(ok.stdout.split()) == 1
