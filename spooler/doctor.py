@@ -120,15 +120,15 @@ def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
 def _limits(spool: Spool) -> Finding:
     events, size = spool.store.totals()
     used = [
-        (name, held, limit)
-        for name, held, limit in (
+        (name, held, cap)
+        for name, held, cap in (
             ("max_events", events, spool.max_events),
             ("max_bytes", size, spool.max_bytes),
         )
-        if limit is not None
+        if cap is not None
     ]
     detail = ", ".join(f"{held} of {name}={cap} ({held / cap:.0%})" for name, held, cap in used)
-    share = max(held / limit for _, held, limit in used)
+    share = max(held / cap for _, held, cap in used)
     if share < LIMIT_WARNING_SHARE:
         return Finding("ok", "limits", detail)
     return Finding(

@@ -1012,12 +1012,12 @@ def _check_limits(
     # Dead events count: they take the same disk until they are replayed or purged.
     if max_events is not None and events + count > max_events:
         raise SpoolFullError(
-            f"spool is full: it holds {events} events, queued or dead, and {count} more "
+            f"the spool holds {events} events, queued or dead, and {count} more "
             f"would pass max_events={max_events}; nothing was enqueued"
         )
     if max_bytes is not None and size + added_bytes > max_bytes:
         raise SpoolFullError(
-            f"spool is full: its events, queued or dead, take {size} bytes, and "
+            f"the spool's events, queued or dead, take {size} bytes, and "
             f"{added_bytes} more would pass max_bytes={max_bytes}; nothing was enqueued"
         )
 

@@ -179,7 +179,7 @@ def test_limits_raise_spool_full_and_keep_earlier_events(db: Path) -> None:
         with pytest.raises(SpoolFullError, match="max_events=3"):
             spool.enqueue_many([{"n": 3}, {"n": 4}])
         spool.enqueue({"n": 3})  # exactly at the limit
-        with pytest.raises(SpoolFullError, match="it holds 3 events, queued or dead, and 1 more"):
+        with pytest.raises(SpoolFullError, match="holds 3 events, queued or dead, and 1 more"):
             spool.enqueue({"n": 4})
     assert rows(db, "SELECT body FROM queue ORDER BY id") == [
         ('{"n":1}',),
