@@ -18,10 +18,10 @@ from .options import (
     Options,
     common_options,
     destination_filter,
+    event_ids,
     parse_duration_option,
     reason_filter,
     require_selection,
-    stdin_lines,
 )
 from .render import dead_event_detail, dead_summary_table, dead_table
 
@@ -65,7 +65,7 @@ def dlq() -> None:
 
 
 @dlq.command()
-@click.argument("ids", nargs=-1)
+@event_ids
 @destination_filter
 @reason_filter
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
@@ -111,7 +111,7 @@ def summary(opts: Options, as_json: bool) -> None:
 
 
 @dlq.command()
-@click.argument("ids", nargs=-1)
+@event_ids
 @click.option("--all", "everything", is_flag=True, help="Every dead event.")
 @dead_filters
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
@@ -131,8 +131,6 @@ def replay(
 ) -> None:
     """Move dead events back to the queue: same event ids, attempts reset, oldest first.
     IDs may be given as - to read them from stdin, one per line."""
-    if ids == ("-",):
-        ids = tuple(line.strip() for _, line in stdin_lines())
     require_selection(ids, everything, **filters)
     with opts.open_spool(create=False) as spool:
         if everything and not (yes or dry_run) and sys.stdin.isatty():
@@ -144,7 +142,7 @@ def replay(
 
 
 @dlq.command()
-@click.argument("ids", nargs=-1)
+@event_ids
 @click.option("--all", "everything", is_flag=True, help="Every dead event.")
 @dead_filters
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -158,7 +156,8 @@ def purge(
     dry_run: bool,
     filters: dict[str, Any],
 ) -> None:
-    """Delete dead events for good (asks first on a terminal, unless --yes)."""
+    """Delete dead events for good (asks first on a terminal, unless --yes). IDs may be
+    given as - to read them from stdin, one per line."""
     require_selection(ids, everything, **filters)
     with opts.open_spool(create=False) as spool:
         dead_letters = spool.dead_letters

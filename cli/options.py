@@ -22,6 +22,7 @@ __all__ = [
     "common_options",
     "debug_option",
     "destination_filter",
+    "event_ids",
     "parse_duration_option",
     "reason_filter",
     "require_selection",
@@ -93,6 +94,21 @@ debug_option = click.option(
 destination_filter = click.option(
     "--destination", "-d", metavar="NAME", help="Only the events of this destination."
 )
+
+
+def _ids_or_stdin(
+    _ctx: click.Context, _param: click.Parameter, ids: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Callback of ``event_ids``: ``-`` alone means "read the ids from stdin, one per line"."""
+    if ids != ("-",):
+        return ids
+    return tuple(line.strip() for _, line in stdin_lines())
+
+
+#: The IDS argument of the commands that select events; ``-`` reads them from stdin
+#: (``spooler dlq inspect --json | jq -r .id | spooler dlq purge -``).
+event_ids = click.argument("ids", nargs=-1, callback=_ids_or_stdin)
+
 #: ``--reason`` of the commands that select dead events.
 reason_filter = click.option(
     "--reason",

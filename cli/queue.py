@@ -8,13 +8,13 @@ import click
 
 from spooler.events import events_phrase
 
-from .options import Options, common_options, destination_filter, require_selection
+from .options import Options, common_options, destination_filter, event_ids, require_selection
 
 __all__ = ["expire", "hold", "release", "retry_now"]
 
 
 @click.command("retry-now")
-@click.argument("ids", nargs=-1)
+@event_ids
 @click.option("--all", "everything", is_flag=True, help="Every waiting event.")
 @destination_filter
 @common_options
@@ -29,7 +29,7 @@ def retry_now(
 
 
 @click.command()
-@click.argument("ids", nargs=-1)
+@event_ids
 @click.option("--all", "everything", is_flag=True, help="Every queued event.")
 @destination_filter
 @common_options
@@ -43,7 +43,7 @@ def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str
 
 
 @click.command()
-@click.argument("ids", nargs=-1)
+@event_ids
 @click.option("--all", "everything", is_flag=True, help="Every held event.")
 @destination_filter
 @common_options
@@ -56,7 +56,7 @@ def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: 
 
 
 @click.command()
-@click.argument("ids", nargs=-1)
+@event_ids
 @click.option("--all", "everything", is_flag=True, help="Every queued event.")
 @destination_filter
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

@@ -727,6 +727,24 @@ def test_dlq_replay_ids_from_stdin(db: Path) -> None:
     assert {eid for (eid,) in rows(db, "SELECT event_id FROM queue")} == {ids[0], ids[2]}
 
 
+def test_every_command_that_takes_ids_reads_them_from_stdin(db: Path) -> None:
+    dead = dead_spool_of(db, [1, 2, 3])
+    with Spool(db) as spool:
+        queued = spool.enqueue_many([{"n": n} for n in range(3)])
+    purged = run("dlq", "purge", "--db", str(db), "-", "--yes", input=f"{dead[0]}\n{dead[2]}\n")
+    assert purged.stdout == "purged 2 events\n"
+    assert rows(db, "SELECT event_id FROM dead") == [(dead[1],)]
+    shown = run("dlq", "inspect", "--db", str(db), "-", "--json", input=f"{dead[1]}\n")
+    assert json.loads(shown.stdout)["id"] == dead[1]
+    held = run("hold", "--db", str(db), "-", input=f"{queued[1]}\n")
+    assert held.stdout == "held 1 event\n"
+    assert run("release", "--db", str(db), "-", input=f"{queued[1]}\n").stdout == (
+        "released 1 event\n"
+    )
+    unknown = run("expire", "--db", str(db), "-", input="nope\n")
+    assert unknown.exit_code == 1 and "not in the queue: nope" in unknown.stderr
+
+
 def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
     dead_spool_of(db, [1.0] * 25)
     with Spool(db) as spool:
