@@ -656,8 +656,7 @@ class Store:
         """How many events the spool holds, queued or dead, and their bodies' bytes: what
         ``max_events`` and ``max_bytes`` are checked against."""
         with self._read() as conn:
-            events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
-        return events, size
+            return _totals(conn)
 
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
@@ -1008,7 +1007,7 @@ def _check_limits(
     """Raise ``SpoolFullError`` if ``count`` more events of ``added_bytes`` would pass a limit."""
     if max_events is None and max_bytes is None:
         return  # no read of totals: the common case costs nothing
-    events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+    events, size = _totals(conn)
     # Dead events count: they take the same disk until they are replayed or purged.
     if max_events is not None and events + count > max_events:
         raise SpoolFullError(
@@ -1020,6 +1019,12 @@ def _check_limits(
             f"the spool's events, queued or dead, take {size} bytes, and "
             f"{added_bytes} more would pass max_bytes={max_bytes}; nothing was enqueued"
         )
+
+
+def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The spool's events, queued or dead, and their bodies' bytes (the ``totals`` row)."""
+    events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+    return events, size
 
 
 def _delete_counted(
