@@ -27,18 +27,22 @@ __all__ = ["drain"]
 
 
 class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log line: time (ISO 8601 UTC), level, logger, message."""
+    """One JSON object per log line: time (ISO 8601 UTC), level, logger, message; also
+    destination, for a line about one destination, and traceback (with ``--debug``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON line."""
-        return json.dumps(
-            {
-                "time": iso_utc(record.created),
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
+        line = {
+            "time": iso_utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if hasattr(record, "destination"):
+            line["destination"] = record.destination
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line)
 
 
 def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict | None:

@@ -25,11 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from .destination_log import DestinationLog
 from .retry import RetryPolicy
 
 __all__ = ["CircuitBreaker"]
-
-log = logging.getLogger("spooler.drain")
 
 
 class CircuitBreaker:
@@ -62,7 +61,7 @@ class CircuitBreaker:
         """``failures`` and ``paused_for``: the state an earlier drain left (requests
         failed in a row, seconds of its pause still to run); the first request after the
         pause is a probe."""
-        self._name = name
+        self._log = DestinationLog(logging.getLogger("spooler.drain"), name)
         self._policy = policy
         self._rng = rng
         self._clock = clock
@@ -96,7 +95,7 @@ class CircuitBreaker:
             if not failed:
                 if not self.failures:
                     return False
-                log.info("%s: the destination answers again; resuming", self._name)
+                self._log.info("the destination answers again; resuming")
                 self.failures = 0
                 return True
             if epoch != self.epoch:
@@ -105,9 +104,8 @@ class CircuitBreaker:
             self.epoch += 1
             wait = self._policy.delay(self.failures, retry_after=retry_after, rng=self._rng)
             self._open_until = self._clock() + wait
-            log.info(
-                "%s: %s; pausing the destination for %.2fs, then one request will probe it",
-                self._name,
+            self._log.info(
+                "%s; pausing the destination for %.2fs, then one request will probe it",
                 "a request failed"
                 if self.failures == 1
                 else f"{self.failures} requests failed in a row",

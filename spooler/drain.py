@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .breaker import CircuitBreaker
 from .config import DrainConfig, masked_url
+from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
@@ -113,6 +114,7 @@ class Drain:
                 for name, dest in config.destinations.items()
             }
         )
+        self._logs = {name: DestinationLog(log, name) for name in self._destinations}
         # One per destination, shared by its workers: an outage pauses them all. Each
         # takes up the state an earlier run left (a cron job's --once, a restarted
         # daemon): the rest of its pause, then a probe before batches go out.
@@ -241,9 +243,8 @@ class Drain:
                 then = f"it stays paused for {wait:.2f}s, then one request will probe it"
             if wait:
                 then += " (`spooler retry-now --all` ends the pause)"
-            log.info(
-                "%s: %s; %s",
-                name,
+            self._logs[name].info(
+                "%s; %s",
                 "its last request failed"
                 if breaker.failures == 1
                 else f"its last {breaker.failures} requests failed",
@@ -342,7 +343,9 @@ class Drain:
         except Exception as exc:
             # A store error (disk gone, file corrupted) stops the whole drain: looping
             # on it would only fill the logs. The events stay queued.
-            log.error("%s: drain stopped: %s", name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self._logs[name].error(
+                "drain stopped: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG)
+            )
             with self._lock:
                 self._report.error = self._report.error or f"{name}: {exc}"
             self.stop("error")
@@ -357,7 +360,7 @@ class Drain:
                     try:
                         each.close()
                     except Exception as exc:  # whatever close() does, the drain must end
-                        log.warning("%s: could not close: %s", each_name, exc)
+                        self._logs[each_name].warning("could not close: %s", exc)
                 self._all_done.set()
 
     def _claim_and_deliver(self, destination: Destination, mode: Mode, started: float) -> bool:
@@ -404,10 +407,9 @@ class Drain:
         while pending or failing:
             if not pending:
                 if not got_through and lone_tries < LONE_EVENT_TRIES and failing[0][0]:
-                    log.info(
-                        "%s: no part of a dying batch got through; sending one event alone to "
+                    self._logs[destination.config.name].info(
+                        "no part of a dying batch got through; sending one event alone to "
                         "see whether the receiver is up",
-                        destination.config.name,
                     )
                     events, verdict, elapsed = failing[0]
                     failing[0] = (events[1:], verdict, elapsed)
@@ -437,9 +439,8 @@ class Drain:
                 # Named no event of this batch after all: find the culprits by bisection.
                 verdict = replace(verdict, outcome="reject")
             if verdict.outcome == "reject" and verdict.split and len(events) > 1:
-                log.info(
-                    "%s: %s for a batch of %d; splitting it to find the events at fault",
-                    destination.config.name,
+                self._logs[destination.config.name].info(
+                    "%s for a batch of %d; splitting it to find the events at fault",
                     _short(verdict),
                     len(events),
                 )
@@ -448,10 +449,8 @@ class Drain:
                 if events is not batch:
                     failing.append((events, verdict, elapsed))
                     continue
-                log.info(
-                    "%s: %s would dead-letter a batch of %d; splitting it to find the events "
-                    "at fault",
-                    destination.config.name,
+                self._logs[destination.config.name].info(
+                    "%s would dead-letter a batch of %d; splitting it to find the events at fault",
                     _short(verdict),
                     len(events),
                 )
@@ -520,9 +519,8 @@ class Drain:
             self.owner, destination=destination.config.name, now=self._clock(), dead=dead
         )
         self._count(destination.config.name, dead={verdict.reason: len(dead)})
-        log.warning(
-            "%s: the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
-            destination.config.name,
+        self._logs[destination.config.name].warning(
+            "the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
             events_phrase(len(dead)),
             len(events),
             verdict.reason,
@@ -559,9 +557,8 @@ class Drain:
                 delivered=[e.rowid for e in events],
             )
             self._count(name, delivered=len(events))
-            log.info(
-                "%s: delivered %s (%s) in %.2fs",
-                name,
+            self._logs[name].info(
+                "delivered %s (%s) in %.2fs",
                 events_phrase(len(events)),
                 f"HTTP {verdict.status}" if verdict.status else "ok",
                 elapsed,
@@ -575,9 +572,8 @@ class Drain:
                 dead=[(event.rowid, verdict.reason, verdict.failure) for event in events],
             )
             self._count(name, dead={verdict.reason: len(events)})
-            log.warning(
-                "%s: dead-lettered %s (%s): %s",
-                name,
+            self._logs[name].warning(
+                "dead-lettered %s (%s): %s",
                 f"event {events[0].event_id}" if len(events) == 1 else events_phrase(len(events)),
                 verdict.reason,
                 _short(verdict),
@@ -601,9 +597,8 @@ class Drain:
         self._store.settle(self.owner, destination=name, now=now, retry=retry, dead=dead)
         self._count(name, retried=len(retry), dead=Counter(reason for _, reason, _ in dead))
         if retry:
-            log.warning(
-                "%s: %s will be retried in %.2fs (attempt %d of %d): %s",
-                name,
+            self._logs[name].warning(
+                "%s will be retried in %.2fs (attempt %d of %d): %s",
                 events_phrase(len(retry)),
                 due_at - now,
                 attempts,
@@ -611,9 +606,8 @@ class Drain:
                 _short(verdict),
             )
         if dead:
-            log.warning(
-                "%s: dead-lettered %s (%s): %s",
-                name,
+            self._logs[name].warning(
+                "dead-lettered %s (%s): %s",
                 events_phrase(len(dead)),
                 dead[0][1],
                 _short(verdict),

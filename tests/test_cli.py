@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pty
 import signal
@@ -16,6 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import SPOOLER, drain_args, require_program, rows, spooler_cmd, spy_on_flushes
+from spooler_cli.drain import JsonLogFormatter
 from spooler_cli.main import cli
 
 from spooler import Spool
@@ -803,12 +805,27 @@ def test_drain_logs_json_lines_when_asked(db: Path, receiver: Receiver) -> None:
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert {line["level"] for line in lines} == {"INFO"}
-    assert any(
-        line["message"]
-        == "default: delivered 2 events (HTTP 200) in " + (line["message"].rsplit(" ", 1)[-1])
-        for line in lines
-    )
+    delivered = [line for line in lines if "delivered 2 events" in line["message"]]
+    assert len(delivered) == 1
+    assert delivered[0]["message"].startswith("default: delivered 2 events (HTTP 200) in ")
+    # A line about one destination names it in a field of its own; the drain's own do not.
+    assert delivered[0]["destination"] == "default"
+    others = [line["message"] for line in lines if "destination" not in line]
+    assert len(others) == 2 and all(message.startswith("drain ") for message in others)
     assert all(line["time"].endswith("Z") and line["logger"] == "spooler.drain" for line in lines)
+
+
+def test_json_log_lines_keep_the_traceback() -> None:
+    try:
+        raise OSError("disk I/O error")
+    except OSError:
+        record = logging.LogRecord(
+            "spooler.drain", logging.ERROR, __file__, 1, "stopped", None, sys.exc_info()
+        )
+    line = json.loads(JsonLogFormatter().format(record))
+    assert line["message"] == "stopped" and "destination" not in line
+    assert line["traceback"].startswith("Traceback (most recent call last)")
+    assert line["traceback"].endswith("OSError: disk I/O error")
 
 
 def test_shell_completion_as_documented(tmp_path: Path) -> None:

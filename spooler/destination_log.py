@@ -1,0 +1,31 @@
+"""Log lines about one destination: each starts with its name and carries it as a field."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+__all__ = ["DestinationLog"]
+
+
+class DestinationLog(logging.LoggerAdapter):
+    """A logger for the lines about one destination.
+
+    Usage::
+
+        log = DestinationLog(logging.getLogger("spooler.drain"), "amplitude")
+        log.info("delivered %d events", 500)  # "amplitude: delivered 500 events"
+
+    Each record also carries the name as its ``destination`` attribute, which
+    ``--log-format json`` writes as a field of its own, so that a log shipper can
+    select one destination's lines without parsing messages.
+    """
+
+    def __init__(self, logger: logging.Logger, destination: str) -> None:
+        super().__init__(logger, {"destination": destination})
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        """Prefix the message with the destination's name and add it to the record."""
+        kwargs["extra"] = {**kwargs.get("extra", {}), **self.extra}
+        return f"{self.extra['destination']}: {msg}", kwargs
