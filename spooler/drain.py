@@ -8,6 +8,7 @@ settle is one transaction, and only touches rows the worker still leases.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
-from .records import ClaimedEvent, Failure, one_line
+from .records import ClaimedEvent, Failure, KeptPause, one_line
 from .store import Store
 
 if TYPE_CHECKING:
@@ -119,8 +120,24 @@ class Drain:
         # takes up the state an earlier run left (a cron job's --once, a restarted
         # daemon): the rest of its pause, then a probe before batches go out.
         pauses, now = store.pauses(), clock()
+        self._url_digests = {
+            name: url_digest(each.config.url) for name, each in self._destinations.items()
+        }
+        # Failures met at another URL (an operator fixed a wrong one) say nothing about
+        # this one: that destination starts afresh.
+        self._moved = {
+            name: pause.failures
+            for name, pause in pauses.items()
+            if name in self._url_digests and pause.url_digest not in (None, self._url_digests[name])
+        }
         self._breakers = {
-            name: _resumed_breaker(name, each.config.retry, self._rng, pauses.get(name), now)
+            name: _resumed_breaker(
+                name,
+                each.config.retry,
+                self._rng,
+                None if name in self._moved else pauses.get(name),
+                now,
+            )
             for name, each in self._destinations.items()
         }
         self._keeping_breakers = threading.Lock()
@@ -193,7 +210,7 @@ class Drain:
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
         )
-        self._log_pauses(mode)
+        self._take_up_pauses(mode, started)
         for worker in workers:
             worker.start()
         next_summary = started_mono + self._config.summary_interval
@@ -229,8 +246,16 @@ class Drain:
                 progress(snapshot)
         return self._finish(mode, time.monotonic() - started_mono)
 
-    def _log_pauses(self, mode: Mode) -> None:
-        """Say which destinations an earlier run left paused, and what happens next."""
+    def _take_up_pauses(self, mode: Mode, started: float) -> None:
+        """Say which destinations an earlier run left paused, and what happens next; forget
+        the failures met at another URL (their events are due by ``started``, for --once)."""
+        for name, failures in self._moved.items():
+            due = self._store.forget_failures(name, url_digest=self._url_digests[name], now=started)
+            self._logs[name].info(
+                "its last %s at another URL, not this one: sending at once%s",
+                "request failed" if failures == 1 else f"{failures} requests failed",
+                f"; {events_phrase(due)} waiting to be retried made due" if due else "",
+            )
         for name, breaker in self._breakers.items():
             if not breaker.failures:
                 continue
@@ -482,6 +507,7 @@ class Drain:
                     destination.config.name,
                     failures=breaker.failures,
                     until=self._clock() + breaker.pause_left() if breaker.failures else None,
+                    url_digest=self._url_digests[destination.config.name],
                 )
         with self._lock:
             self._report.requests += 1
@@ -657,15 +683,21 @@ class Drain:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def url_digest(url: str) -> str:
+    """What the spool keeps of a destination's URL, to tell whether it changed: a
+    digest, because a URL may hold a secret (a webhook's path, a key in the query)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def _resumed_breaker(
     name: str,
     policy: RetryPolicy,
     rng: random.Random,
-    pause: tuple[int, float | None] | None,
+    pause: KeptPause | None,
     now: float,
 ) -> CircuitBreaker:
     """A destination's breaker, in the state ``Store.pauses`` kept for it (if any)."""
-    failures, until = pause or (0, None)
+    failures, until = (pause.failures, pause.until) if pause else (0, None)
     # Never longer than the policy's longest wait: a wall clock set back since the pause
     # was kept would stretch it.
     paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)

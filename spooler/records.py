@@ -67,6 +67,14 @@ class ClaimedEvent(NamedTuple):
     queued_at: float
 
 
+class KeptPause(NamedTuple):
+    """A destination's circuit breaker as a drain kept it in the spool."""
+
+    failures: int  # requests failed in a row
+    until: float | None  # no claims before this time (None: none pending)
+    url_digest: str | None  # which URL they failed at (None: kept before spooler recorded it)
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why a delivery attempt of one event failed: HTTP status (or None) and short text."""

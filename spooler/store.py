@@ -34,12 +34,13 @@ if TYPE_CHECKING:
         DeadGroup,
         DeadSelection,
         Failure,
+        KeptPause,
         QueueSelection,
     )
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION = "spooler"
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITIES = ("full", "normal")
@@ -103,7 +104,8 @@ CREATE TABLE destination_state (
     last_status     INTEGER,
     last_error      TEXT,
     failures        INTEGER NOT NULL DEFAULT 0,
-    paused_until    REAL
+    paused_until    REAL,
+    url_digest      TEXT
 );
 """
 # Schema upgrades, by the version they lead from; each runs in one transaction.
@@ -119,6 +121,7 @@ _MIGRATIONS = {
         "UPDATE destination_state SET failures = 1"
         " WHERE last_error_at > coalesce(last_success_at, 0)",
     ),
+    3: ("ALTER TABLE destination_state ADD COLUMN url_digest TEXT",),
 }
 # SQL for "the attempt log with the JSON entry ? appended, oldest entries dropped".
 _APPEND_ATTEMPT = (
@@ -585,25 +588,47 @@ class Store:
                 (now, seconds, now, HELD),
             ).rowcount
 
-    def record_pause(self, destination: str, *, failures: int, until: float | None) -> None:
-        """Keep a destination's circuit breaker: requests failed in a row, and no claims
-        before ``until`` (None: none pending). A drain that starts later takes it up."""
+    def record_pause(
+        self, destination: str, *, failures: int, until: float | None, url_digest: str
+    ) -> None:
+        """Keep a destination's circuit breaker: requests failed in a row, no claims
+        before ``until`` (None: none pending), and a digest of the URL they failed at (a
+        URL may hold a secret). A drain that starts later takes it up."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO destination_state (destination, failures, paused_until)"
-                " VALUES (?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
-                " failures = excluded.failures, paused_until = excluded.paused_until",
-                (destination, failures, until),
+                "INSERT INTO destination_state (destination, failures, paused_until, url_digest)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+                " failures = excluded.failures, paused_until = excluded.paused_until,"
+                " url_digest = excluded.url_digest",
+                (destination, failures, until, url_digest),
             )
 
-    def pauses(self) -> dict[str, tuple[int, float | None]]:
-        """Destinations whose last requests failed: ``(failures in a row, paused until)``."""
+    def forget_failures(self, destination: str, *, url_digest: str, now: float) -> int:
+        """A destination now sent to another URL: end its pause, reset its count of
+        failures, and make its events that wait to be retried due at once (not those in
+        flight or held); returns how many were."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE destination_state SET failures = 0, paused_until = NULL, url_digest = ?"
+                " WHERE destination = ?",
+                (url_digest, destination),
+            )
+            return conn.execute(
+                "UPDATE queue SET due_at = ? WHERE destination = ? AND due_at > ?"
+                " AND due_at < ? AND lease_owner IS NULL AND attempts > 0",
+                (now, destination, now, HELD),
+            ).rowcount
+
+    def pauses(self) -> dict[str, KeptPause]:
+        """Destinations whose last requests failed, with their kept circuit breakers."""
+        from .records import KeptPause
+
         with self._read() as conn:
             return {
-                name: (failures, until)
-                for name, failures, until in conn.execute(
-                    "SELECT destination, failures, paused_until FROM destination_state"
-                    " WHERE failures > 0"
+                name: KeptPause(*kept)
+                for name, *kept in conn.execute(
+                    "SELECT destination, failures, paused_until, url_digest"
+                    " FROM destination_state WHERE failures > 0"
                 )
             }
 

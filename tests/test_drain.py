@@ -21,7 +21,7 @@ from conftest import drain_once, rows, spooler_cmd, wait_until
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.destinations import Verdict
-from spooler.drain import CRASH_ENV, Drain, DrainReport, Mode
+from spooler.drain import CRASH_ENV, Drain, DrainReport, Mode, url_digest
 from spooler.receiver import Receiver
 
 
@@ -31,7 +31,7 @@ def events(n: int, **extra: object) -> list[dict[str, object]]:
 
 def pause_over(spool: Spool) -> bool:
     """Whether no destination's pause, as the spool keeps it, is still running."""
-    return all(until is None or until <= time.time() for _, until in spool.store.pauses().values())
+    return all(p.until is None or p.until <= time.time() for p in spool.store.pauses().values())
 
 
 def test_delivers_in_batches_and_empties_the_queue(
@@ -185,12 +185,37 @@ def test_a_run_started_during_a_pause_waits_it_out(
     assert [len(r.events) for r in receiver.requests] == [4, 1, 4, 3]
 
 
+def test_a_pause_earned_at_another_url_is_forgotten(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a --once run that a wrong URL paused for an hour (it answered 429, Retry-After)
+    spool.enqueue_many(events(8))
+    receiver.fail_next(429, headers={"Retry-After": "3600"})
+    once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
+    drain_once(spool, receiver.url + "/wrong", **once)
+    assert spool.store.pauses()["default"].failures == 1
+    # When the operator fixes the URL, and the next run starts well within the hour
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        report = drain_once(spool, receiver.url, **once)
+    # Then it sends every event at once, those the wrong URL failed too
+    assert report.delivered == 8 and [len(r.events) for r in receiver.requests] == [4, 4, 4]
+    assert caplog.messages[1] == (
+        "default: its last request failed at another URL, not this one: sending at once;"
+        " 4 events waiting to be retried made due"
+    )
+    # And the spool keeps no pause for it any more
+    assert spool.store.pauses() == {}
+
+
 def test_a_kept_pause_is_never_longer_than_the_longest_retry_wait(
     spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a pause kept by a drain whose wall clock was far ahead (or set back since)
     spool.enqueue({"n": 1})
-    spool.store.record_pause("default", failures=2, until=time.time() + 1e9)
+    spool.store.record_pause(
+        "default", failures=2, until=time.time() + 1e9, url_digest=url_digest(receiver.url)
+    )
     # When a drain starts with a policy whose longest wait is a minute
     with caplog.at_level(logging.INFO, logger="spooler.drain"):
         drain_once(spool, receiver.url, mode=Mode.ONCE, retry={"max_age": 60})

@@ -347,19 +347,43 @@ def test_a_pause_is_kept_until_a_later_change_or_retry_now(db: Path) -> None:
     store = Store(db)
     assert store.pauses() == {}
     # Given a destination paused after three failures, and another that recovered
-    store.record_pause("default", failures=3, until=NOW + 60)
-    store.record_pause("other", failures=1, until=NOW + 5)
-    store.record_pause("other", failures=0, until=None)
-    assert store.pauses() == {"default": (3, NOW + 60)}
+    store.record_pause("default", failures=3, until=NOW + 60, url_digest="d1")
+    store.record_pause("other", failures=1, until=NOW + 5, url_digest="o1")
+    store.record_pause("other", failures=0, until=None, url_digest="o1")
+    assert store.pauses() == {"default": (3, NOW + 60, "d1")}
     # Then the pause lives beside the destination's last outcome without touching it
     failure = Failure(503, "HTTP 503")
     enqueue(store, "{}")
     [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
     store.settle("me", now=NOW, destination="default", retry=[(event.rowid, NOW + 1, failure)])
-    assert store.pauses() == {"default": (3, NOW + 60)}
+    assert store.pauses() == {"default": (3, NOW + 60, "d1")}
     # When an operator runs retry-now, the pause ends but the count of failures stays
     store.retry_now(QueueSelection(everything=True), now=NOW + 2)
-    assert store.pauses() == {"default": (3, None)}
+    assert store.pauses() == {"default": (3, None, "d1")}
+
+
+def test_forgetting_failures_touches_only_that_destinations_waiting_events(db: Path) -> None:
+    # Given two paused destinations, each with an event waiting out its backoff
+    store = Store(db)
+    failure = Failure(503, "HTTP 503")
+    claimed = {}
+    for name in ("moved", "other"):
+        enqueue(store, "{}", "{}", "{}", destination=name)
+        store.record_pause(name, failures=2, until=NOW + 60, url_digest="old")
+        claimed[name] = store.claim(name, 3, "me", due_by=NOW, lease_until=NOW + 60)
+        store.settle("me", now=NOW, retry=[(claimed[name][0].rowid, NOW + 60, failure)])
+    # and, of "moved", one event held and one in flight (claimed, not yet settled)
+    _, held, _ = claimed["moved"]
+    store.settle("me", now=NOW, retry=[(held.rowid, NOW + 60, failure)])
+    store.hold(QueueSelection(ids=(held.event_id,)), now=NOW)
+    # When "moved" is sent to another URL
+    assert store.forget_failures("moved", url_digest="new", now=NOW + 1) == 1
+    # Then only its waiting event is due, and only its pause is gone
+    due = "SELECT event_id FROM queue WHERE due_at <= ?"
+    assert rows(db, due, (NOW + 1,)) == [(claimed["moved"][0].event_id,)]
+    assert store.pauses() == {"other": (2, NOW + 60, "old")}
+    state = "SELECT destination, failures, url_digest FROM destination_state"
+    assert sorted(rows(db, state)) == [("moved", 0, "new"), ("other", 2, "old")]
 
 
 def test_retry_reschedules_and_records_the_failure(db: Path) -> None:
@@ -457,6 +481,7 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
         " VALUES (?, ?, ?)",
         [("down", NOW - 10, NOW), ("up", NOW, NOW - 10)],
     )
+    conn.execute("ALTER TABLE destination_state DROP COLUMN url_digest")
     conn.execute("ALTER TABLE destination_state DROP COLUMN failures")
     conn.execute("ALTER TABLE destination_state DROP COLUMN paused_until")
     conn.execute("ALTER TABLE queue DROP COLUMN attempt_log")
@@ -468,7 +493,7 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     store = Store(db)
     assert store.schema_version() == SCHEMA_VERSION
     # The failing destination is probed first, as before the upgrade
-    assert store.pauses() == {"down": (1, None)}
+    assert store.pauses() == {"down": (1, None, None)}
     [event] = store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
     assert (event.event_id, event.body) == (event_id, '{"kept":1}')
     store.settle("me", now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
