@@ -684,9 +684,10 @@ class Drain:
 
 
 def url_digest(url: str) -> str:
-    """What the spool keeps of a destination's URL, to tell whether it changed: a
-    digest, because a URL may hold a secret (a webhook's path, a key in the query)."""
-    return hashlib.sha256(url.encode()).hexdigest()[:16]
+    """What the spool keeps of a destination's URL, to tell whether it changed: a digest
+    of the URL as the logs show it (no password, no query values), because a URL may
+    hold a secret. A webhook's secret path goes into the digest, never into the file."""
+    return hashlib.sha256(masked_url(url).encode()).hexdigest()[:16]
 
 
 def _resumed_breaker(

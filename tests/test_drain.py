@@ -208,6 +208,19 @@ def test_a_pause_earned_at_another_url_is_forgotten(
     assert spool.store.pauses() == {}
 
 
+def test_the_url_a_pause_belongs_to_is_kept_without_its_secrets(
+    spool: Spool, receiver: Receiver
+) -> None:
+    # Given a run paused for an hour at a URL with a key in its query
+    spool.enqueue_many(events(2))
+    receiver.fail_next(429, headers={"Retry-After": "3600"})
+    drain_once(spool, receiver.url + "/in?key=OLDSECRET", mode=Mode.ONCE)
+    # When the next run's URL differs only in the key
+    report = drain_once(spool, receiver.url + "/in?key=NEWSECRET", mode=Mode.ONCE)
+    # Then the pause holds: what the spool kept of the URL had no key in it
+    assert report.requests == 0 and spool.store.pauses()["default"].failures == 1
+
+
 def test_a_kept_pause_is_never_longer_than_the_longest_retry_wait(
     spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
