@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
-from spooler.events import parse_event
 
 from .options import Options, common_options, debug_option, stdin_lines
 
@@ -91,32 +91,35 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
 
     All or nothing: one bad event enqueues none, and the error names it.
     """
-    if events and events != ("-",):
-        numbered = [(f"argument {n}", text) for n, text in enumerate(events, 1)]
-    else:
-        try:
-            numbered = [(f"line {n}", line) for n, line in stdin_lines()]
-        except SpoolerError as exc:
-            raise InvalidEventError(f"{exc}; nothing was enqueued") from None
-    parsed = []
-    for where, text in numbered:
-        try:
-            parsed.append(parse_event(text))
-        except InvalidEventError as exc:
-            raise InvalidEventError(f"{where}: {exc}; nothing was enqueued") from None
     configured = opts.raw_config.get("destinations")
     if configured and destination not in configured:
         raise ConfigError(
             f"unknown destination {destination!r}; {opts.config} defines "
             f"{', '.join(sorted(configured))}"
         )
+    if events and events != ("-",):
+        label, numbered = "argument", enumerate(events, 1)
+    else:
+        label, numbered = "line", stdin_lines()
+    current = 0  # the argument or line number of the event last read: on error, the bad one
+
+    def texts() -> Iterator[str]:
+        # Streamed into the spool, which keeps only each event's compact text: a large
+        # file on stdin takes about its own size in memory.
+        nonlocal current
+        try:
+            for number, text in numbered:
+                current = number
+                yield text
+        except SpoolerError as exc:  # a line that is not UTF-8
+            raise SpoolerError(f"{exc}; nothing was enqueued") from None
+
     with opts.open_spool() as spool:
         try:
-            ids = spool.enqueue_many(parsed, destination=destination)
+            ids = spool.enqueue_json(texts(), destination=destination)
         except InvalidEventError as exc:
-            where = numbered[exc.index][0] if exc.index is not None else "input"
             detail = str(exc).removeprefix(f"event {exc.index}: ")
-            raise InvalidEventError(f"{where}: {detail}; nothing was enqueued") from None
+            raise InvalidEventError(f"{label} {current}: {detail}; nothing was enqueued") from None
     for event_id in ids:
         click.echo(event_id)
     if not ids:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -158,14 +158,13 @@ def parse_duration_option(
         raise click.BadParameter(str(exc).removeprefix(f"{key}: ")) from None
 
 
-def stdin_lines() -> list[tuple[int, str]]:
-    """The lines of stdin that are not blank, numbered from 1, read as UTF-8.
+def stdin_lines() -> Iterator[tuple[int, str]]:
+    """The lines of stdin that are not blank, numbered from 1, read as UTF-8 as they come.
 
     Read as bytes and decoded here, not by the locale's text stream: under a UTF-8
     locale that stream raises on the first invalid byte (a traceback), under others it
     lets it through. A line that is not UTF-8 is a ``SpoolerError`` naming it.
     """
-    lines = []
     for number, raw in enumerate(sys.stdin.buffer, 1):
         try:
             line = raw.decode("utf-8")
@@ -174,8 +173,7 @@ def stdin_lines() -> list[tuple[int, str]]:
                 f"line {number}: not valid UTF-8 (byte {raw[exc.start]:#04x} at {exc.start})"
             ) from None
         if line.strip():
-            lines.append((number, line))
-    return lines
+            yield number, line
 
 
 def require_selection(

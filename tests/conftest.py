@@ -81,6 +81,31 @@ def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
 SPOOLER = [sys.executable, "-m", "spooler_cli"]
 
 
+# Linux carries a process's peak RSS (ru_maxrss) across exec: a command started straight
+# from pytest would report pytest's own footprint if that is larger. A small launcher
+# starts it instead, and reports the command's peak (KiB) as its child's, last on stderr.
+_PEAK_RSS_LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]);"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+    "sys.exit(code)"
+)
+
+
+def run_measuring_peak_rss(
+    command: list[str], **kwargs: Any
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``command`` to completion: the finished process, and its peak RSS in MiB."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_LAUNCHER, *command],
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        **kwargs,
+    )
+    *_, peak_kib = proc.stderr.split()
+    return proc, int(peak_kib) / 1024
+
+
 def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run the ``spooler`` command line as a real subprocess and wait for it."""
     env = {**os.environ, **kwargs.pop("env", {})}

@@ -16,7 +16,15 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SPOOLER, drain_args, require_program, rows, spooler_cmd, spy_on_flushes
+from conftest import (
+    SPOOLER,
+    drain_args,
+    require_program,
+    rows,
+    run_measuring_peak_rss,
+    spooler_cmd,
+    spy_on_flushes,
+)
 from spooler_cli.drain import JsonLogFormatter
 from spooler_cli.main import cli
 
@@ -96,6 +104,38 @@ def test_stdin_that_is_not_utf8_names_the_line_whatever_the_locale(
     )
     assert len(result.stderr.splitlines()) == 1
     assert queued_bodies(db) == []
+
+
+def test_enqueue_of_a_large_file_takes_a_few_times_its_size_in_memory(
+    tmp_path: Path, db: Path
+) -> None:
+    # Given a JSON Lines file of 200k events (~16 MiB), as a backfill would pipe in
+    events = tmp_path / "events.jsonl"
+    with events.open("w") as out:
+        for n in range(200_000):
+            event = {"event": "page_view", "userId": f"u{n}", "properties": {"n": n, "p": "/a"}}
+            out.write(json.dumps(event) + "\n")
+    size_mb = events.stat().st_size / 2**20
+
+    def enqueue_peak_mb(stdin: Path) -> float:
+        with stdin.open("rb") as lines:
+            proc, peak_mb = run_measuring_peak_rss(
+                [*SPOOLER, "enqueue", "--db", str(db)], stdin=lines, stdout=subprocess.DEVNULL
+            )
+        assert proc.returncode == 0, proc.stderr
+        return peak_mb
+
+    one = tmp_path / "one.jsonl"
+    one.write_text("{}\n")
+    baseline_mb = enqueue_peak_mb(one)
+    # When `spooler enqueue` reads it from stdin
+    peak_mb = enqueue_peak_mb(events)
+    # Then every event is queued, and the process grew by a few times the file's size
+    # (~3.5 here: the compact texts, the ids, the rows), not by the ~16 times that
+    # holding every parsed object took
+    assert rows(db, "SELECT count(*) FROM queue") == [(200_001,)]
+    grown = peak_mb - baseline_mb
+    assert grown < 6 * size_mb, f"grew {grown:.0f} MiB for a {size_mb:.0f} MiB file"
 
 
 def test_enqueue_oversized_event_names_the_line(tmp_path: Path, db: Path) -> None:

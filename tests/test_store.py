@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,39 @@ def test_enqueue_many_names_the_bad_event_and_stores_none(
     assert info.value.index == 2
     assert rows(db, "SELECT body FROM queue") == [('{"before":1}',)]
     assert rows(db, "SELECT events, bytes FROM totals") == [(1, 12)]
+
+
+def test_enqueue_json_stores_each_text_as_enqueue_would_store_its_object(db: Path) -> None:
+    texts = (json.dumps(event, indent=2) for event in TRICKY_EVENTS)  # a generator, spaced out
+    with Spool(db) as spool:
+        ids = spool.enqueue_json(texts, destination="amp")
+    stored = rows(db, "SELECT event_id, destination, body FROM queue ORDER BY id")
+    assert stored == [(i, "amp", encode_event(e)) for i, e in zip(ids, TRICKY_EVENTS, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (json.dumps({"pad": "x" * 2000}), "over the 1000-byte limit"),
+        ('{"a": NaN}', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"a": ', "not valid JSON: Expecting value"),
+    ],
+)
+def test_enqueue_json_names_the_bad_text_and_stores_none(db: Path, bad: str, message: str) -> None:
+    read: list[str] = []
+
+    def texts() -> Iterator[str]:
+        for text in ['{"n": 0}', '{"n": 1}', bad, '{"n": 3}']:
+            read.append(text)
+            yield text
+
+    with Spool(db, max_event_bytes=1000) as spool:
+        spool.enqueue({"before": 1})
+        with pytest.raises(InvalidEventError, match=f"event 2: .*{message}") as info:
+            spool.enqueue_json(texts())
+    assert info.value.index == 2 and read[-1] == bad  # it stopped at the bad text
+    assert rows(db, "SELECT body FROM queue") == [('{"before":1}',)]
 
 
 def test_limits_raise_spool_full_and_keep_earlier_events(db: Path) -> None:

@@ -7,12 +7,11 @@ drain runs through it or cron starts one every few minutes."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_command, free_port, rows
+from conftest import drain_command, free_port, rows, run_measuring_peak_rss
 
 from spooler import Spool
 from spooler.receiver import Receiver
@@ -22,27 +21,10 @@ OLD = 1_000
 RSS_LIMIT_MB = 80  # the bound of docs/performance.md, target 6 (a drain runs at ~40 MiB)
 
 
-# Linux carries a process's peak RSS (ru_maxrss) across exec: a drain started straight
-# from pytest would report pytest's own footprint if that is larger. A small launcher
-# starts it instead, and reports the drain's peak (KiB) as its child's.
-LAUNCHER = (
-    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]);"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
-    "sys.exit(code)"
-)
-
-
 def run_drain(db: Path, url: str, *extra: str) -> tuple[int, float]:
     """Run ``spooler drain`` to completion; its exit code and peak RSS in MiB."""
-    drain = drain_command(db, url, "--log-level", "warning", *extra)
-    proc = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, *drain],
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    *_, peak_kib = proc.stderr.split()
-    return proc.returncode, int(peak_kib) / 1024
+    proc, peak_mb = run_measuring_peak_rss(drain_command(db, url, "--log-level", "warning", *extra))
+    return proc.returncode, peak_mb
 
 
 def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
