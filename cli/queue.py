@@ -21,7 +21,8 @@ __all__ = ["expire", "hold", "release", "retry_now"]
 def retry_now(
     opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None
 ) -> None:
-    """Clear the backoff of waiting events, so the next drain pass sends them."""
+    """Clear the backoff of waiting events, so the next drain pass sends them; their
+    destinations' pauses end, and a running drain probes them at once."""
     require_selection(ids, everything, what="queued events", destination=destination)
     with opts.open_spool(create=False) as spool:
         count = spool.retry_now(ids, destination=destination, everything=everything)

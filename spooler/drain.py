@@ -267,7 +267,7 @@ class Drain:
             else:
                 then = f"it stays paused for {wait:.2f}s, then one request will probe it"
             if wait:
-                then += " (`spooler retry-now --all` ends the pause)"
+                then += f" (`spooler retry-now -d {name}` ends the pause)"
             self._logs[name].info(
                 "%s; %s",
                 "its last request failed"
@@ -278,15 +278,17 @@ class Drain:
 
     def _retry_now_requested(self) -> bool:
         """Whether an operator ran ``spooler retry-now`` since the drain last looked; if so,
-        every paused destination is probed at once."""
+        the paused destinations whose pause it ended are probed at once."""
         count = self._store.retry_now_count()
         with self._lock:
             if count == self._retry_now_seen:
                 return False
             self._retry_now_seen = count
-        log.info("spooler retry-now was run: probing paused destinations at once")
-        for breaker in self._breakers.values():
-            breaker.probe_now()
+        kept = self._store.pauses()
+        for name, breaker in self._breakers.items():
+            if breaker.failures and (name not in kept or kept[name].until is None):
+                self._logs[name].info("spooler retry-now was run: probing it at once")
+                breaker.probe_now()
         return True
 
     def _follow_clock(self, offset: float, now_mono: float) -> float:

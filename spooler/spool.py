@@ -155,7 +155,8 @@ class Spool:
     def retry_now(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
     ) -> int:
-        """Clear the backoff of waiting events so the next drain pass sends them."""
+        """Clear the backoff of waiting events so the next drain pass sends them, and end
+        the pauses of their destinations (running drains probe them at once)."""
         selection = _queue_selection(ids, destination, everything)
         return self.store.retry_now(selection, now=self._clock())
 

@@ -796,15 +796,16 @@ class Store:
         values: Sequence[object],
         condition_values: Sequence[object],
         *,
-        also: Sequence[str] = (),
+        also: Sequence[tuple[str, Sequence[object]]] = (),
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
-        and the statements ``also``, in one transaction; named ids must all be queued."""
+        and the statements ``also`` (with their parameters), in one transaction; named
+        ids must all be queued."""
         where, params = selection.where()
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
-            for statement in also:
-                conn.execute(statement)
+            for statement, statement_params in also:
+                conn.execute(statement, statement_params)
             return conn.execute(
                 f"UPDATE queue SET {assignments} WHERE {where} AND {condition}",
                 [*values, *params, *condition_values],
@@ -812,8 +813,16 @@ class Store:
 
     def retry_now(self, selection: QueueSelection, *, now: float) -> int:
         """Make waiting events due at once (their backoff is cleared); not those in flight
-        or held. Paused destinations are probed at once: running drains see
-        :meth:`retry_now_count` change, drains started later find no pause."""
+        or held. The selected destinations' pauses end (those of the named events, or
+        every one): running drains see :meth:`retry_now_count` change and probe them,
+        drains started later find no pause."""
+        if selection.destination is not None:
+            paused, paused_params = "destination = ?", [selection.destination]
+        elif selection.ids:
+            where, paused_params = selection.where()
+            paused = f"destination IN (SELECT destination FROM queue WHERE {where})"
+        else:
+            paused, paused_params = "1", []
         return self._update_selected(
             selection,
             "due_at = ?, lease_owner = NULL",
@@ -821,9 +830,12 @@ class Store:
             [now],
             [now, HELD],
             also=(
-                "INSERT INTO meta (key, value) VALUES ('retry_now_count', '1') ON CONFLICT (key)"
-                " DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-                "UPDATE destination_state SET paused_until = NULL",
+                (
+                    "INSERT INTO meta (key, value) VALUES ('retry_now_count', '1')"
+                    " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                    [],
+                ),
+                (f"UPDATE destination_state SET paused_until = NULL WHERE {paused}", paused_params),
             ),
         )
 

@@ -176,7 +176,7 @@ def test_a_run_started_during_a_pause_waits_it_out(
     [why] = [m for m in caplog.messages if m.startswith("default: ")]
     assert re.fullmatch(
         r"default: its last request failed; it stays paused for 3\d{3}\.\d\ds, so this pass"
-        r" sends it nothing \(`spooler retry-now --all` ends the pause\)",
+        r" sends it nothing \(`spooler retry-now -d default` ends the pause\)",
         why,
     )
     # And once an operator says the API is back, the next run probes with one event
@@ -273,6 +273,41 @@ def test_retry_now_ends_a_running_drains_pause(spool: Spool, receiver: Receiver,
         drain.stop()
         thread.join(timeout=30)
     assert [r.delivered for r in reports] == [3]
+
+
+def test_retry_now_for_one_destination_ends_only_its_pause(
+    spool: Spool, receiver: Receiver, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a drain that paused two destinations for two minutes on their receivers' word
+    spool.enqueue({"n": 1}, destination="one")
+    spool.enqueue({"n": 2}, destination="two")
+    with Receiver() as other:
+        for each in (receiver, other):
+            each.fail_next(503, headers={"Retry-After": "120"})
+        config = build_drain_config(
+            {
+                "drain": {"poll_interval": 0.05},
+                "destinations": {"one": {"url": receiver.url}, "two": {"url": other.url}},
+            }
+        )
+        drain = Drain(spool.store, config)
+        thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
+        with caplog.at_level(logging.INFO, logger="spooler.drain"):
+            thread.start()
+            try:
+                assert receiver.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+                assert other.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+                # When the operator says destination "one" is back
+                result = spooler_cmd("retry-now", "--db", str(db), "-d", "one")
+                assert result.returncode == 0, result.stderr
+                # Then "one" is probed at once, and "two" stays paused
+                assert receiver.wait_for(lambda r: len(r.delivered) == 1, timeout=10)
+            finally:
+                drain.stop()
+                thread.join(timeout=30)
+    probed = [m for m in caplog.messages if "retry-now was run" in m]
+    assert probed == ["one: spooler retry-now was run: probing it at once"]
+    assert other.delivered == [] and spool.store.pauses()["two"].until is not None
 
 
 def test_idle_and_paused_destinations_sleep_while_another_one_is_busy(

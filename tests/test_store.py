@@ -397,6 +397,31 @@ def test_a_pause_is_kept_until_a_later_change_or_retry_now(db: Path) -> None:
     assert store.pauses() == {"default": (3, None, "d1")}
 
 
+@pytest.mark.parametrize(
+    ("selection", "ended"),
+    [
+        (QueueSelection(destination="a"), ["a"]),
+        (QueueSelection(ids=("id-b-0-{}",)), ["b"]),
+        (QueueSelection(everything=True), ["a", "b", "c"]),
+    ],
+)
+def test_retry_now_ends_the_pauses_of_the_selected_destinations(
+    db: Path, selection: QueueSelection, ended: list[str]
+) -> None:
+    # Given three paused destinations, "a" with no queued event
+    store = Store(db)
+    for name in ("a", "b", "c"):
+        store.record_pause(name, failures=2, until=NOW + 60, url_digest="u")
+    enqueue(store, "{}", destination="b")
+    enqueue(store, "{}", destination="c")
+    # When an operator runs retry-now for some of them
+    store.retry_now(selection, now=NOW)
+    # Then only theirs end, and every kept count of failures stays
+    assert store.pauses() == {
+        name: (2, None if name in ended else NOW + 60, "u") for name in ("a", "b", "c")
+    }
+
+
 def test_forgetting_failures_touches_only_that_destinations_waiting_events(db: Path) -> None:
     # Given two paused destinations, each with an event waiting out its backoff
     store = Store(db)
