@@ -159,18 +159,26 @@ def test_a_run_after_a_failed_run_probes_before_it_sends_batches(
     assert sorted(e["n"] for e in receiver.delivered) == list(range(8))
 
 
+ONCE_IN_FOURS = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
+
+
+def paused_for_an_hour(spool: Spool, receiver: Receiver, url: str) -> None:
+    """Queue 8 events, and run a --once pass to ``url`` (on ``receiver``) that the API
+    asks to come back in an hour."""
+    spool.enqueue_many(events(8))
+    receiver.fail_next(429, headers={"Retry-After": "3600"})
+    drain_once(spool, url, **ONCE_IN_FOURS)
+
+
 def test_a_run_started_during_a_pause_waits_it_out(
     spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a --once run that the API asked to come back in an hour
-    spool.enqueue_many(events(8))
-    receiver.fail_next(429, headers={"Retry-After": "3600"})
-    once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
-    drain_once(spool, receiver.url, **once)
+    paused_for_an_hour(spool, receiver, receiver.url)
     # When the next cron run starts, well within the hour
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="spooler.drain"):
-        report = drain_once(spool, receiver.url, **once)
+        report = drain_once(spool, receiver.url, **ONCE_IN_FOURS)
     # Then it sends nothing, not even a probe, and says why
     assert len(receiver.requests) == 1 and report.requests == 0
     [why] = [m for m in caplog.messages if m.startswith("default: ")]
@@ -181,23 +189,20 @@ def test_a_run_started_during_a_pause_waits_it_out(
     )
     # And once an operator says the API is back, the next run probes with one event
     spool.retry_now(everything=True)
-    drain_once(spool, receiver.url, **once)
+    drain_once(spool, receiver.url, **ONCE_IN_FOURS)
     assert [len(r.events) for r in receiver.requests] == [4, 1, 4, 3]
 
 
 def test_a_pause_earned_at_another_url_is_forgotten(
     spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Given a --once run that a wrong URL paused for an hour (it answered 429, Retry-After)
-    spool.enqueue_many(events(8))
-    receiver.fail_next(429, headers={"Retry-After": "3600"})
-    once = {"mode": Mode.ONCE, "batch_size": 4, "concurrency": 1}
-    drain_once(spool, receiver.url + "/wrong", **once)
+    # Given a --once run that a wrong URL paused for an hour
+    paused_for_an_hour(spool, receiver, receiver.url + "/wrong")
     assert spool.store.pauses()["default"].failures == 1
     # When the operator fixes the URL, and the next run starts well within the hour
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="spooler.drain"):
-        report = drain_once(spool, receiver.url, **once)
+        report = drain_once(spool, receiver.url, **ONCE_IN_FOURS)
     # Then it sends every event at once, those the wrong URL failed too
     assert report.delivered == 8 and [len(r.events) for r in receiver.requests] == [4, 4, 4]
     assert caplog.messages[1] == (
@@ -212,11 +217,9 @@ def test_the_url_a_pause_belongs_to_is_kept_without_its_secrets(
     spool: Spool, receiver: Receiver
 ) -> None:
     # Given a run paused for an hour at a URL with a key in its query
-    spool.enqueue_many(events(2))
-    receiver.fail_next(429, headers={"Retry-After": "3600"})
-    drain_once(spool, receiver.url + "/in?key=OLDSECRET", mode=Mode.ONCE)
+    paused_for_an_hour(spool, receiver, receiver.url + "/in?key=OLDSECRET")
     # When the next run's URL differs only in the key
-    report = drain_once(spool, receiver.url + "/in?key=NEWSECRET", mode=Mode.ONCE)
+    report = drain_once(spool, receiver.url + "/in?key=NEWSECRET", **ONCE_IN_FOURS)
     # Then the pause holds: what the spool kept of the URL had no key in it
     assert report.requests == 0 and spool.store.pauses()["default"].failures == 1
 
