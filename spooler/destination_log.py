@@ -25,7 +25,9 @@ class DestinationLog(logging.LoggerAdapter):
     def __init__(self, logger: logging.Logger, destination: str) -> None:
         super().__init__(logger, {"destination": destination})
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[str, MutableMapping[str, Any]]:
         """Prefix the message with the destination's name and add it to the record."""
         kwargs["extra"] = {**kwargs.get("extra", {}), **self.extra}
         return f"{self.extra['destination']}: {msg}", kwargs
