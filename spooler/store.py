@@ -607,17 +607,22 @@ class Store:
         """A destination now sent to another URL: end its pause, reset its count of
         failures, and make its events that wait to be retried due at once (not those in
         flight or held); returns how many were."""
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE destination_state SET failures = 0, paused_until = NULL, url_digest = ?"
-                " WHERE destination = ?",
-                (url_digest, destination),
-            )
-            return conn.execute(
-                "UPDATE queue SET due_at = ? WHERE destination = ? AND due_at > ?"
-                " AND due_at < ? AND lease_owner IS NULL AND attempts > 0",
-                (now, destination, now, HELD),
-            ).rowcount
+        from .records import QueueSelection
+
+        return self._update_selected(
+            QueueSelection(destination=destination),
+            "due_at = ?",
+            "due_at > ? AND due_at < ? AND lease_owner IS NULL AND attempts > 0",
+            [now],
+            [now, HELD],
+            also=(
+                (
+                    "UPDATE destination_state SET failures = 0, paused_until = NULL,"
+                    " url_digest = ? WHERE destination = ?",
+                    [url_digest, destination],
+                ),
+            ),
+        )
 
     def pauses(self) -> dict[str, KeptPause]:
         """Destinations whose last requests failed, with their kept circuit breakers."""
