@@ -252,8 +252,8 @@ class Drain:
         for name, failures in self._moved.items():
             due = self._store.forget_failures(name, url_digest=self._url_digests[name], now=started)
             self._logs[name].info(
-                "its last %s at another URL, not this one: sending at once%s",
-                "request failed" if failures == 1 else f"{failures} requests failed",
+                "%s at another URL, not this one: sending at once%s",
+                _last_failed(failures),
                 f"; {events_phrase(due)} waiting to be retried made due" if due else "",
             )
         for name, breaker in self._breakers.items():
@@ -268,13 +268,7 @@ class Drain:
                 then = f"it stays paused for {wait:.2f}s, then one request will probe it"
             if wait:
                 then += f" (`spooler retry-now -d {name}` ends the pause)"
-            self._logs[name].info(
-                "%s; %s",
-                "its last request failed"
-                if breaker.failures == 1
-                else f"its last {breaker.failures} requests failed",
-                then,
-            )
+            self._logs[name].info("%s; %s", _last_failed(breaker.failures), then)
 
     def _retry_now_requested(self) -> bool:
         """Whether an operator ran ``spooler retry-now`` since the drain last looked; if so,
@@ -705,6 +699,11 @@ def _resumed_breaker(
     # was kept would stretch it.
     paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)
     return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
+
+
+def _last_failed(failures: int) -> str:
+    """``"its last request failed"``, ``"its last 3 requests failed"``."""
+    return "its last request failed" if failures == 1 else f"its last {failures} requests failed"
 
 
 def _halves(events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
