@@ -110,6 +110,31 @@ def raw_durable_insert(db: sqlite3.Connection, body: str) -> None:
     db.execute("COMMIT")
 
 
+def raw_spool(path: Path) -> sqlite3.Connection:
+    """A raw sqlite3 connection to a new file with spooler's own schema (the claim index,
+    the ``totals`` row), WAL, synchronous=FULL. ``raw_spool_insert`` issues the
+    statements ``Spool.enqueue`` issues, with none of spooler's Python around them: the
+    floor of any code on this schema."""
+    spooler.Spool(path).close()
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def raw_spool_insert(db: sqlite3.Connection, body: str) -> None:
+    """One event into a ``raw_spool``, as ``Spool.enqueue`` writes it: the queue row (and
+    so its claim index entry) and the totals row, in one transaction."""
+    now = time.time()
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(
+        "INSERT INTO queue (event_id, destination, body, created_at, queued_at, due_at)"
+        " VALUES (?, 'default', ?, ?, ?, ?)",
+        (str(uuid.uuid4()), body, now, now, now),
+    )
+    db.execute("UPDATE totals SET events = events + 1, bytes = bytes + ?", (len(body),))
+    db.execute("COMMIT")
+
+
 def rate(count: int, work: Callable[[], object]) -> float:
     """Operations per second of ``work``, which performs ``count`` operations."""
     start = time.perf_counter()

@@ -26,7 +26,7 @@ from common import (
 )
 
 import spooler
-from spooler.events import encode_event, new_event_ids
+from spooler.events import encode_event, encode_event_array, new_event_ids
 
 BULK = 50_000
 ROUNDS = 5
@@ -63,6 +63,7 @@ def measure(tmp: Path) -> list[Row]:
         {
             "spooler": lambda: rate(BULK, lambda: spool.enqueue_many(events)),
             "raw": lambda: rate(BULK, executemany),
+            "encoder": lambda: rate(BULK, lambda: encode_event_array(events)),
             "persist-queue": lambda: rate(
                 pq_puts, lambda: [queue.put(EVENT) for _ in range(pq_puts)]
             ),
@@ -86,6 +87,13 @@ def measure(tmp: Path) -> list[Row]:
         ),
         context(
             target, rates["spooler"], rates["memory"], "analytics-python track (memory)", "ev/s"
+        ),
+        context(
+            "2. encoding the 50k events alone (one call of the JSON encoder)",
+            rates["encoder"],
+            rates["raw"],
+            "raw sqlite3 executemany",
+            "ev/s",
         ),
     ]
 

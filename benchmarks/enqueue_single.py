@@ -19,6 +19,8 @@ from common import (
     rate,
     raw_durable_insert,
     raw_queue,
+    raw_spool,
+    raw_spool_insert,
     report,
     track,
     workdir,
@@ -36,11 +38,16 @@ def measure(tmp: Path) -> list[Row]:
     queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
     queue._putter.execute("PRAGMA synchronous=FULL")  # SQLite's default, made explicit
     raw = raw_queue(tmp / "raw.db")
+    schema = raw_spool(tmp / "schema.db")
     body = spooler.events.encode_event(EVENT)
 
     def raw_insert() -> None:
         for _ in range(PER_ROUND):
             raw_durable_insert(raw, body)
+
+    def schema_insert() -> None:
+        for _ in range(PER_ROUND):
+            raw_spool_insert(schema, body)
 
     client = memory_sdk()
     rates = interleaved(
@@ -55,6 +62,7 @@ def measure(tmp: Path) -> list[Row]:
                 PER_ROUND, lambda: [queue.put(EVENT) for _ in range(PER_ROUND)]
             ),
             "raw": lambda: rate(PER_ROUND, raw_insert),
+            "schema": lambda: rate(PER_ROUND, schema_insert),
             "memory": lambda: rate(
                 PER_ROUND * 10,
                 lambda: [track(client) for _ in range(PER_ROUND * 10)],
@@ -70,6 +78,13 @@ def measure(tmp: Path) -> list[Row]:
             target, rates["spooler"], rates["persist-queue"], "persist-queue put", 1.0, "ev/s"
         ),
         context(target, rates["spooler"], rates["raw"], "raw sqlite3 insert+commit", "ev/s"),
+        context(
+            "1. spooler's statements from raw sqlite3 (the floor of its schema)",
+            rates["schema"],
+            rates["persist-queue"],
+            "persist-queue put",
+            "ev/s",
+        ),
         context(
             "1. enqueue with durability=normal (no fsync)",
             rates["normal"],
