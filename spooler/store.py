@@ -11,6 +11,7 @@ is the case where SQLite gives up with "database is locked" without waiting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -132,16 +133,32 @@ _APPEND_ATTEMPT = (
 
 
 class _Connection:
-    """A connection, the lock that serialises its use across threads of one process, and
-    (for "full" durability) a file descriptor of the write-ahead log, to flush it."""
+    """A connection that only its lock hands out: ``with current as conn:`` holds the lock
+    for the block, so no thread can run a statement while another is inside a
+    transaction on it. (A PRAGMA run without the lock while a worker committed left
+    the connection stuck in a transaction, and the drain dead: issue 23.) Also the
+    process that opened it and, for "full" durability, a file descriptor of the
+    write-ahead log, to flush it."""
 
-    __slots__ = ("conn", "lock", "pid", "wal_fd")
+    __slots__ = ("_conn", "_lock", "pid", "wal_fd")
 
     def __init__(self, conn: sqlite3.Connection, pid: int, wal_fd: int | None) -> None:
-        self.conn = conn
+        self._conn = conn
+        self._lock = threading.Lock()
         self.pid = pid
         self.wal_fd = wal_fd
-        self.lock = threading.Lock()
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
 
 
 class Store:
@@ -337,7 +354,8 @@ class Store:
 
     @staticmethod
     def _close(current: _Connection) -> None:
-        current.conn.close()
+        with current as conn:
+            conn.close()
         if current.wal_fd is not None:
             os.close(current.wal_fd)
             current.wal_fd = None
@@ -876,24 +894,25 @@ class Store:
     def reclaim_space(self) -> int:
         """Give free pages back to the file system once at least a quarter of the file is
         free (a drained backlog); returns how many pages were released."""
-        released = 0
+        released, before = 0, None
         while True:
             with self._read() as conn:
                 free = conn.execute("PRAGMA freelist_count").fetchone()[0]
                 total = conn.execute("PRAGMA page_count").fetchone()[0]
-            if free < RECLAIM_MIN_PAGES or free * 4 < total:
+            # (A file without auto_vacuum, made by hand, frees nothing: then stop.)
+            if free < RECLAIM_MIN_PAGES or free * 4 < total or free == before:
                 break
-            current = self._connection()
-            with current.lock, self._translated():
+            before = free
+            with self._translated(), self._connection() as conn:
                 # Its own transaction; executescript, because execute() would step the
                 # pragma once and so free a single page.
-                current.conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_CHUNK_PAGES})")
+                conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_CHUNK_PAGES})")
             released += min(free, RECLAIM_CHUNK_PAGES)
         if released:
             # The file shrinks when the WAL is copied back into it; do that now rather
             # than at the next automatic checkpoint (PASSIVE: never waits for anyone).
-            with self._translated():
-                self._connection().conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with self._translated(), self._connection() as conn:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return released
 
     def stale_leases(self, *, now: float) -> int:
@@ -975,7 +994,7 @@ class _Transaction:
     generators cost 4-14 µs of a ~190 µs durable enqueue (docs/performance.md).
     """
 
-    __slots__ = ("_current", "_store", "_write")
+    __slots__ = ("_conn", "_current", "_store", "_write")
 
     def __init__(self, store: Store, *, write: bool) -> None:
         self._store = store
@@ -983,15 +1002,15 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         current = self._current = self._store._connection()
-        current.lock.acquire()
+        conn = self._conn = current.__enter__()
         try:
-            current.conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
+            conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
         except BaseException as exc:
-            current.lock.release()
+            current.__exit__(None, None, None)
             if isinstance(exc, sqlite3.DatabaseError):
                 raise self._store._store_error(exc) from None
             raise
-        return current.conn
+        return conn
 
     def __exit__(
         self,
@@ -999,8 +1018,7 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        current = self._current
-        conn = current.conn
+        current, conn = self._current, self._conn
         try:
             if not self._write or exc is None:
                 conn.execute("COMMIT")
@@ -1009,9 +1027,14 @@ class _Transaction:
             elif conn.in_transaction:
                 conn.execute("ROLLBACK")
         except sqlite3.DatabaseError as own:
+            # A COMMIT that failed may leave the transaction open: its changes must not
+            # be committed later by another block's COMMIT, nor its BEGIN fail.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    conn.execute("ROLLBACK")
             raise self._store._store_error(own) from None
         finally:
-            current.lock.release()
+            current.__exit__(None, None, None)
         if isinstance(exc, sqlite3.DatabaseError):
             raise self._store._store_error(exc) from None
 

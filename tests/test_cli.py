@@ -794,9 +794,8 @@ def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
         selection = DeadSelection(everything=True)
         assert store.replay(selection, now=time.time(), chunk=10, dry_run=True) == 25
         commits = []
-        spool.store._connection().conn.set_trace_callback(
-            lambda sql: commits.append(sql) if sql == "COMMIT" else None
-        )
+        with spool.store._connection() as conn:
+            conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
         assert store.replay(selection, now=time.time(), chunk=10) == 25
     assert len(commits) == 1 + 3  # the read that checks the selection, then 10 + 10 + 5
     assert rows(db, "SELECT count(*) FROM queue") == [(25,)]

@@ -8,6 +8,8 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -571,11 +573,13 @@ def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> 
         spool.enqueue({"keep": 1})
         page_count = rows(db, "PRAGMA page_count")[0][0]
         # Cap the file at its current size, as a full disk would.
-        spool.store._connection().conn.execute(f"PRAGMA max_page_count = {page_count}")
+        with spool.store._connection() as conn:
+            conn.execute(f"PRAGMA max_page_count = {page_count}")
         with pytest.raises(StoreError, match="full"):
             spool.enqueue_many([{"pad": "x" * 5000}] * 50)
         assert rows(db, "SELECT body FROM queue") == [('{"keep":1}',)]
-        spool.store._connection().conn.execute("PRAGMA max_page_count = 1073741823")
+        with spool.store._connection() as conn:
+            conn.execute("PRAGMA max_page_count = 1073741823")
         spool.enqueue({"after": 1})
     assert rows(db, "SELECT count(*) FROM queue") == [(2,)]
 
@@ -623,3 +627,46 @@ def test_reclaim_leaves_a_mostly_full_file_alone(db: Path) -> None:
     [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
     store.settle("me", now=NOW, delivered=[event.rowid])
     assert store.reclaim_space() == 0
+
+
+def test_space_is_reclaimed_while_other_threads_commit(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four threads that enqueue, claim and ack on one spool's connection, so pages
+    # keep being freed, and a fifth that gives them back as fast as it can (from one page)
+    monkeypatch.setattr(store_module, "RECLAIM_MIN_PAGES", 1)
+    with Spool(db, durability="normal") as spool:
+        store, stop = spool.store, threading.Event()
+        errors: list[BaseException] = []
+        reclaims, give_up = 0, time.monotonic() + 120  # a guard against a hang, not a limit
+
+        def work(n: int) -> None:
+            try:
+                while not stop.is_set():
+                    spool.enqueue_many([{"pad": "x" * 2000}] * 20, destination=f"d{n}")
+                    now = time.time()
+                    batch = store.claim(f"d{n}", 20, f"w{n}", due_by=now, lease_until=now + 60)
+                    store.settle(f"w{n}", now=now, delivered=[e.rowid for e in batch])
+            except BaseException as exc:  # surfaced by the assertion below
+                errors.append(exc)
+                stop.set()
+
+        def reclaim() -> None:
+            nonlocal reclaims
+            try:
+                while not stop.is_set() and reclaims < 200 and time.monotonic() < give_up:
+                    reclaims += store.reclaim_space() > 0
+            except BaseException as exc:  # surfaced by the assertion below
+                errors.append(exc)
+            stop.set()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        threads.append(threading.Thread(target=reclaim))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    # Then 200 reclaims (vacuum steps and checkpoints) ran, and no commit failed
+    assert errors == []
+    assert reclaims == 200
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]

@@ -29,7 +29,8 @@ def test_a_full_disk_fails_enqueue_clearly_and_recovers(
         kept = producer.enqueue_many([{"n": n, "pad": "x" * 500} for n in range(200)])
         # When the disk is full: the producer's connection may not grow the file
         pages = rows(db, "PRAGMA page_count")[0][0]
-        producer.store._connection().conn.execute(f"PRAGMA max_page_count = {pages}")
+        with producer.store._connection() as conn:
+            conn.execute(f"PRAGMA max_page_count = {pages}")
         failed = 0
         for n in range(200):
             try:
