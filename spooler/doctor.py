@@ -35,6 +35,7 @@ def diagnose(
     configured: Collection[str] | None = None,
 ) -> list[Finding]:
     """Run every check on ``spool``. Corrupt events are moved to the dead-letter table.
+    A damaged file is reported, and then neither read through nor written to.
 
     With ``configured`` (the destinations a config file defines), events queued for any
     other destination are reported: no drain with that config would ever send them. A
@@ -43,10 +44,18 @@ def diagnose(
     store = spool.store
     findings = []
     integrity = store.integrity_check()
+    damaged = integrity != ["ok"]
     findings.append(
-        Finding("ok", "integrity", "ok")
-        if integrity == ["ok"]
-        else Finding("problem", "integrity", "; ".join(integrity[:5]))
+        Finding(
+            "problem",
+            "integrity",
+            "the file is damaged: "
+            + "; ".join(integrity[:5])
+            + " (the checks that read every event are skipped; restore the spool from a"
+            " backup, see docs/operations.md)",
+        )
+        if damaged
+        else Finding("ok", "integrity", "ok")
     )
     version = store.schema_version()
     findings.append(
@@ -66,8 +75,26 @@ def diagnose(
             ),
         )
     )
-    stale = store.stale_leases(now=now)
+    if not damaged:  # nothing is read past a damaged page, and nothing is written
+        findings += _event_checks(spool, now=now, configured=configured)
+    free = shutil.disk_usage(store.directory).free
     findings.append(
+        Finding(
+            "problem" if free < min_free_bytes else "ok",
+            "disk",
+            f"{free / 1024 / 1024:.0f} MiB free"
+            + (f" (under {min_free_bytes / 1024 / 1024:.0f} MiB)" if free < min_free_bytes else ""),
+        )
+    )
+    return findings
+
+
+def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | None) -> list[Finding]:
+    """The checks that read every queued event: stale leases, bodies (quarantined when not
+    a JSON object), destinations no config defines, limits."""
+    store = spool.store
+    stale = store.stale_leases(now=now)
+    findings = [
         Finding(
             "warning" if stale else "ok",
             "leases",
@@ -75,7 +102,7 @@ def diagnose(
             if stale
             else "no stale leases",
         )
-    )
+    ]
     corrupt = store.quarantine_corrupt(now=now)
     findings.append(
         Finding(
@@ -91,15 +118,6 @@ def diagnose(
         findings.append(_unconfigured(spool, configured))
     if spool.max_events is not None or spool.max_bytes is not None:
         findings.append(_limits(spool))
-    free = shutil.disk_usage(store.directory).free
-    findings.append(
-        Finding(
-            "problem" if free < min_free_bytes else "ok",
-            "disk",
-            f"{free / 1024 / 1024:.0f} MiB free"
-            + (f" (under {min_free_bytes / 1024 / 1024:.0f} MiB)" if free < min_free_bytes else ""),
-        )
-    )
     return findings
 
 

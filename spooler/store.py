@@ -43,6 +43,11 @@ __all__ = ["SCHEMA_VERSION", "Store"]
 
 SCHEMA_VERSION = 4
 APPLICATION = "spooler"
+# In the file's header (PRAGMA application_id), set before anything else is written to a
+# new spool: a file with this id and no tables yet is a spool whose creation was cut
+# short, not another application's empty database. ("SPLR"; spools made before it have 0.)
+APPLICATION_ID = 0x53504C52
+_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state"})
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 DURABILITIES = ("full", "normal")
 # Where "full" durability flushes the write-ahead log after each commit: fdatasync
@@ -198,6 +203,7 @@ class Store:
     # -- connection management ------------------------------------------------------
 
     def _open(self) -> _Connection:
+        empty = _check_header(self.path)
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -205,11 +211,11 @@ class Store:
                 isolation_level=None,
                 check_same_thread=False,
             )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise self._store_error(exc) from None
         try:
             with self._translated():
-                wrote_schema = self._prepare(conn)
+                wrote_schema = self._prepare(conn, empty=empty)
             wal_fd = self._open_wal() if self._flushes_commits else None
         except BaseException:
             conn.close()
@@ -249,20 +255,33 @@ class Store:
                 " change is committed but may not survive a power loss"
             ) from None
 
-    def _prepare(self, conn: sqlite3.Connection) -> bool:
+    def _prepare(self, conn: sqlite3.Connection, *, empty: bool) -> bool:
         """Check the file and set the connection up; return whether this created or
-        upgraded the schema."""
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
+        upgraded the schema. ``empty``: the file was missing or empty before it opened."""
+        tables = _table_names(conn)
+        (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+        # Checked before any PRAGMA that writes: a file that is not ours stays untouched.
+        if application_id not in (0, APPLICATION_ID):
+            raise StoreError(
+                f"{self.path} is another application's SQLite database (application_id"
+                f" {application_id:#010x}); refusing to touch it"
+            )
         version = SCHEMA_VERSION
         if tables:
-            # Check before any PRAGMA that writes: a file that is not ours stays untouched.
             version = self._check_schema(conn, tables)
+        elif not empty and application_id != APPLICATION_ID:
+            (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+            raise StoreError(
+                f"{self.path} is a SQLite database that spooler did not create (no tables,"
+                f" user_version {user_version}); refusing to touch it: delete it first if it"
+                " should become a spool"
+            )
         else:
             # auto_vacuum only takes effect before the first table exists; INCREMENTAL lets
-            # a drained backlog give its pages back without a full VACUUM.
+            # a drained backlog give its pages back without a full VACUUM. (It writes
+            # nothing: set after the application id, it would come too late.)
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
@@ -282,7 +301,7 @@ class Store:
             # Another process may have created the schema while we waited for the lock.
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
                 conn.execute("COMMIT")
-                self._check_schema(conn, {"meta"})
+                self._check_schema(conn, _table_names(conn))
                 return
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
@@ -301,6 +320,12 @@ class Store:
         if meta.get("application") != APPLICATION:
             raise StoreError(
                 f"{self.path} is a SQLite database but not a spooler spool; refusing to touch it"
+            )
+        missing = _TABLES - tables
+        if missing:
+            raise StoreError(
+                f"{self.path}: the spool has no {', '.join(sorted(missing))} table: damaged,"
+                " or changed by hand; refusing to use it"
             )
         version = int(meta.get("schema_version", "0"))
         if version > SCHEMA_VERSION:
@@ -366,14 +391,9 @@ class Store:
 
     def _store_error(self, exc: sqlite3.DatabaseError) -> StoreError:
         """The ``StoreError`` an operator reads for a SQLite error on this spool."""
-        text = str(exc)
-        if not isinstance(exc, sqlite3.OperationalError):
-            return StoreError(f"{self.path}: {text} (corrupt, or not a spooler spool?)")
-        if "full" in text:
-            return StoreError(f"{self.path}: the disk or database is full ({text})")
-        if "locked" in text or "busy" in text:
-            return StoreError(f"{self.path}: still locked after {self._busy_timeout:g}s ({text})")
-        return StoreError(f"{self.path}: {text}")
+        from .sqlite_errors import store_error  # only on errors: `import spooler` stays small
+
+        return store_error(self.path, exc, busy_timeout=self._busy_timeout)
 
     def _write(self) -> _Transaction:
         """A write transaction (``BEGIN IMMEDIATE``): committed and flushed when the block
@@ -880,9 +900,14 @@ class Store:
     # -- health ---------------------------------------------------------------------
 
     def integrity_check(self) -> list[str]:
-        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else the problems."""
-        with self._read() as conn:
-            return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else the problems (SQLite's
+        error, when the damage stops the check itself)."""
+        # Not in a transaction: after the check trips over damage, its COMMIT would too.
+        with self._translated(), self._connection() as conn:
+            try:
+                return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            except sqlite3.DatabaseError as exc:
+                return [str(exc)]
 
     def schema_version(self) -> int:
         """The schema version recorded in the file."""
@@ -960,6 +985,46 @@ class Store:
                 f"not in {where}: {', '.join(missing[:5])}"
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _check_header(path: str) -> bool:
+    """Check what can be checked of a spool file before SQLite opens it: its header, and
+    that it is as long as the header says. Returns whether it is missing or empty (a
+    spool to create)."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+            size = file.seek(0, os.SEEK_END)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # SQLite's error, and the operating system's cause, will say why
+    if not header:
+        return True
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        from .sqlite_errors import NOT_SQLITE
+
+        raise StoreError(f"{path}: {NOT_SQLITE}")
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = int.from_bytes(header[28:32], "big")
+    expected = pages * (65536 if page_size == 1 else page_size)
+    # The page count is current when the two change counters agree (SQLite's rule), and
+    # the file holds every page unless a write-ahead log still has frames to copy in.
+    wal = os.path.realpath(path) + "-wal"
+    if (
+        header[24:28] == header[92:96]
+        and size < expected
+        and not (os.path.exists(wal) and os.path.getsize(wal) > 32)
+    ):
+        raise StoreError(
+            f"{path}: the file is shorter than its header says ({size} of {expected} bytes):"
+            " cut short or damaged; refusing to use it"
+        )
+    return False
 
 
 class _Translated:

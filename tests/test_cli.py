@@ -180,7 +180,8 @@ def test_corrupt_database_is_a_clear_error_without_traceback(db: Path) -> None:
     for args in (["enqueue", "{}"], ["status"], ["dlq", "inspect"]):
         result = run(*args, "--db", str(db))
         assert result.exit_code == 1
-        assert result.stderr.startswith("spooler: error: ") and "not a database" in result.stderr
+        assert result.stderr.startswith("spooler: error: ")
+        assert "not a SQLite database" in result.stderr
         assert "Traceback" not in result.output
     assert db.read_bytes() == b"\x00garbage" * 1000
 

@@ -30,7 +30,9 @@ from spooler import (
 )
 from spooler.events import encode_event
 from spooler.records import DeadSelection, Failure, QueueSelection
+from spooler.sqlite_errors import store_error
 from spooler.store import (
+    APPLICATION_ID,
     ATTEMPT_LOG_ENTRIES,
     ATTEMPT_LOG_ERROR_CHARS,
     RECLAIM_MIN_PAGES,
@@ -63,6 +65,60 @@ def test_new_spool_has_wal_meta_and_the_claim_index(db: Path) -> None:
         )
     )
     assert "INDEX queue_due (destination=? AND due_at<?)" in plan and "TEMP B-TREE" not in plan
+
+
+def test_a_new_spool_is_marked_as_spooler_s_in_its_header(db: Path) -> None:
+    Spool(db).close()
+    assert rows(db, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert rows(db, "PRAGMA auto_vacuum") == [(2,)]  # INCREMENTAL: set before the mark
+
+
+def test_a_spool_whose_creation_was_cut_short_is_taken_over(db: Path) -> None:
+    # Marked as spooler's, as a new spool's first write does, then the process died.
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.close()
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    assert rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
+def test_a_spool_made_before_the_header_mark_still_opens(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA application_id = 0")
+    conn.close()
+    with Spool(db) as spool:
+        spool.enqueue({"n": 2})
+    assert rows(db, "SELECT count(*) FROM queue") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    "text", ["database table is locked", "cannot commit transaction - SQL statements in progress"]
+)
+def test_only_a_busy_timeout_that_ran_out_is_called_still_locked(db: Path, text: str) -> None:
+    # SQLITE_LOCKED and "statements in progress" come at once, without any wait.
+    store = Store(db)
+    assert "still locked" not in str(store._store_error(sqlite3.OperationalError(text)))
+    waited = store._store_error(sqlite3.OperationalError("database is locked"))
+    assert "still locked after 60s" in str(waited)
+
+
+def test_full_from_a_damaged_file_is_called_damage(db: Path) -> None:
+    # SQLite can answer SQLITE_FULL for a damaged page (issue 23 saw a drain stop with
+    # "the disk or database is full"): with room on the disk, the file is checked.
+    store = Store(db)
+    store.insert([(f"e{n}", "default", '{"pad":"%s"}' % ("x" * 500)) for n in range(500)], now=NOW)
+    store.close()
+    with open(db, "r+b") as file:
+        file.seek(40 * 4096)
+        file.write(os.urandom(4096))
+    error = store_error(
+        str(db), sqlite3.OperationalError("database or disk is full"), busy_timeout=60
+    )
+    assert "the spool file is damaged (database or disk is full, and the check" in str(error)
+    assert f"spooler doctor --db {db}" in str(error)
 
 
 def test_creates_parent_directories(tmp_path: Path) -> None:
@@ -575,7 +631,7 @@ def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> 
         # Cap the file at its current size, as a full disk would.
         with spool.store._connection() as conn:
             conn.execute(f"PRAGMA max_page_count = {page_count}")
-        with pytest.raises(StoreError, match="full"):
+        with pytest.raises(StoreError, match=r"reached its largest size .*max_page_count"):
             spool.enqueue_many([{"pad": "x" * 5000}] * 50)
         assert rows(db, "SELECT body FROM queue") == [('{"keep":1}',)]
         with spool.store._connection() as conn:

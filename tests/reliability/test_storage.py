@@ -1,4 +1,5 @@
-"""Scenarios 5, 6 and 11: a full disk, damaged or foreign files, and fork() after open."""
+"""Scenarios 5, 6 and 11: a full disk, damaged or foreign files (refused at open, or met
+by a drain), and fork() after open."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, rows
+from conftest import drain_cli, drain_once, rows, spooler_cmd
 
 from spooler import Spool, StoreError
 from spooler.receiver import Receiver
@@ -85,6 +86,27 @@ def make_newer(db: Path) -> None:
     conn.close()
 
 
+def make_empty_foreign(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 7")  # written, yet no table: not a spool
+    conn.close()
+
+
+def make_other_application(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA application_id = 0x4D504B47")  # a GeoPackage's, say
+    conn.close()
+
+
+def make_without_tables(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE dead")
+    conn.commit()
+    conn.close()
+
+
 def make_damaged_header(db: Path) -> None:
     with Spool(db) as spool:
         spool.enqueue({"n": 1})
@@ -96,12 +118,28 @@ def make_damaged_header(db: Path) -> None:
     ("kind", "make", "message"),
     [
         ("another application's SQLite database", make_foreign, "not a spooler spool"),
-        ("a spool cut to half its size", make_truncated, "malformed"),
-        ("random bytes", make_garbage, "not a database"),
-        ("a spool whose header was overwritten", make_damaged_header, "not a database"),
+        ("a spool cut to half its size", make_truncated, "shorter than its header says"),
+        ("random bytes", make_garbage, "not a SQLite database"),
+        ("a spool whose header was overwritten", make_damaged_header, "not a SQLite database"),
         ("a spool from a newer schema version", make_newer, "newer than this spooler"),
+        ("an empty SQLite database spooler did not make", make_empty_foreign, "did not create"),
+        (
+            "a SQLite database of another application, by its id",
+            make_other_application,
+            "another application's SQLite database",
+        ),
+        ("a spool missing one of its tables", make_without_tables, "has no dead table"),
     ],
-    ids=["foreign", "truncated", "random", "header", "newer"],
+    ids=[
+        "foreign",
+        "truncated",
+        "random",
+        "header",
+        "newer",
+        "empty",
+        "application id",
+        "missing table",
+    ],
 )
 def test_damaged_or_foreign_files_are_refused_never_reset(
     db: Path, scenario, request: pytest.FixtureRequest, kind: str, make, message: str
@@ -119,6 +157,79 @@ def test_damaged_or_foreign_files_are_refused_never_reset(
         with pytest.raises(StoreError, match=message):
             attempt()
     assert digest(db) == before  # never a silent reset or repair
+    row.recover_s = None
+
+
+def overwrite_a_queue_page(db: Path, *, at: float) -> None:
+    """Overwrite with random bytes the leaf page of the queue table that lies ``at`` (a
+    share, 0 to 1) of the way through the table's leaves."""
+    try:
+        leaves = rows(
+            db,
+            "SELECT pageno FROM dbstat WHERE name = 'queue' AND pagetype = 'leaf' ORDER BY pageno",
+        )
+    except sqlite3.OperationalError:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+        pytest.skip("needs SQLite's dbstat table to find a page of the queue")
+    [(page_size,)] = rows(db, "PRAGMA page_size")
+    (page,) = leaves[int(len(leaves) * at)]
+    with open(db, "r+b") as file:
+        file.seek((page - 1) * page_size)
+        file.write(os.urandom(page_size))
+
+
+def test_a_damaged_page_stops_the_drain_and_keeps_what_it_cannot_read(
+    db: Path, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "6 (damaged page)",
+        "a page of the queue is damaged, mid-file, under a drain",
+        "the test overwrites one leaf page of the queue table, 4/5 of the way through"
+        " 20,001 events, with random bytes; events at risk: those on the other pages",
+    )
+    # Given a backlog, one page of which the disk then damaged
+    with Spool(db) as spool:
+        ids = [
+            event_id
+            for chunk in range(20)
+            for event_id in spool.enqueue_many(
+                [{"c": chunk, "n": n, "pad": "y" * 200} for n in range(1000)]
+            )
+        ]
+        ids.append(spool.enqueue({"last": True}))
+    event_ids = dict(rows(db, "SELECT id, event_id FROM queue"))
+    overwrite_a_queue_page(db, at=0.8)
+    # When a drain works through it
+    drained = drain_cli(db, receiver.url, "--batch-size", "100")
+    # Then it stops at the damage, says so, and points at the doctor
+    assert drained.returncode == 1
+    assert "the spool file is damaged (database disk image is malformed)" in drained.stderr
+    assert f"spooler doctor --db {db}" in drained.stderr
+    assert "full" not in drained.stderr
+    # ...whose integrity check reports it, without writing to the file
+    doctor = spooler_cmd("doctor", "--db", str(db))
+    assert doctor.returncode == 1
+    assert "problem  integrity  the file is damaged: database disk image is malformed" in (
+        doctor.stdout
+    )
+    # ...and every event off the damaged page was delivered, or is still where it was.
+    unreadable, queued = set(), set()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        for rowid, event_id in event_ids.items():
+            try:
+                found = conn.execute("SELECT 1 FROM queue WHERE id = ?", (rowid,)).fetchone()
+            except sqlite3.DatabaseError:
+                unreadable.add(event_id)
+                continue
+            if found:
+                queued.add(event_id)
+    finally:
+        conn.close()
+    assert 0 < len(unreadable) < 50  # one page's worth
+    assert receiver.delivered and queued
+    # (Not dead letters, but accounted for the same way: still queued, and readable.)
+    row.tally(set(ids) - unreadable, [e["id"] for e in receiver.delivered], dead=queued)
+    assert row.lost == 0 and row.duplicated == 0
     row.recover_s = None
 
 
