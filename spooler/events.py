@@ -150,6 +150,9 @@ def parse_event(text: str) -> dict[str, Any]:
 
     Raises ``InvalidEventError`` for malformed JSON, NaN/Infinity, or a non-object.
     """
+    if not isinstance(text, str):
+        hint = ": enqueue_many takes dicts" if isinstance(text, dict) else ""
+        raise InvalidEventError(f"expected a JSON text (str), not {type(text).__name__}{hint}")
     text = text.strip()
     try:
         value = json.loads(text, parse_constant=_reject_constant)

@@ -248,12 +248,16 @@ def test_enqueue_json_stores_each_text_as_enqueue_would_store_its_object(db: Pat
         ('{"a": NaN}', "not valid JSON"),
         ("[1, 2]", "expected a JSON object, got list"),
         ('{"a": ', "not valid JSON: Expecting value"),
+        ({"a": 1}, r"a JSON text \(str\), not dict: enqueue_many takes dicts"),
+        (None, r"a JSON text \(str\), not NoneType"),
     ],
 )
-def test_enqueue_json_names_the_bad_text_and_stores_none(db: Path, bad: str, message: str) -> None:
-    read: list[str] = []
+def test_enqueue_json_names_the_bad_text_and_stores_none(
+    db: Path, bad: object, message: str
+) -> None:
+    read: list[object] = []
 
-    def texts() -> Iterator[str]:
+    def texts() -> Iterator[object]:
         for text in ['{"n": 0}', '{"n": 1}', bad, '{"n": 3}']:
             read.append(text)
             yield text
