@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
@@ -19,6 +19,12 @@ from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
 from .options import Options, common_options, debug_option, stdin_lines
 
 __all__ = ["cli"]
+
+# A JSON line longer than this many times the event size limit cannot hold an event
+# within it, however it was written: json.dumps's defaults (ASCII escapes, a space after
+# each separator) take at most 3x an event's compact UTF-8 form. So `spooler enqueue`
+# refuses such a line as soon as that much is read, never holding more of it.
+LINE_BYTES_PER_EVENT_BYTE = 4
 
 # Commands whose modules load only when they run (click's lazy subcommand pattern): a
 # shell loop of `spooler enqueue` never imports the drain, the DLQ or the queue controls
@@ -97,13 +103,9 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
             f"unknown destination {destination!r}; {opts.config} defines "
             f"{', '.join(sorted(configured))}"
         )
-    if events and events != ("-",):
-        label, numbered = "argument", enumerate(events, 1)
-    else:
-        label, numbered = "line", stdin_lines()
     current = 0  # the argument or line number of the event last read: on error, the bad one
 
-    def texts() -> Iterator[str]:
+    def texts(numbered: Iterable[tuple[int, str]]) -> Iterator[str]:
         # Streamed into the spool, which keeps only each event's compact text: a large
         # file on stdin takes about its own size in memory.
         nonlocal current
@@ -111,13 +113,20 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
             for number, text in numbered:
                 current = number
                 yield text
-        except SpoolerError as exc:  # a line that is not UTF-8
-            raise SpoolerError(f"{exc}; nothing was enqueued") from None
+        except InvalidEventError as exc:  # a line too long, or not UTF-8: it names itself
+            raise InvalidEventError(f"{exc}; nothing was enqueued") from None
 
     with opts.open_spool() as spool:
+        if events and events != ("-",):
+            label, numbered = "argument", enumerate(events, 1)
+        else:
+            line_limit = LINE_BYTES_PER_EVENT_BYTE * spool.max_event_bytes
+            label, numbered = "line", stdin_lines(max_bytes=line_limit)
         try:
-            ids = spool.enqueue_json(texts(), destination=destination)
+            ids = spool.enqueue_json(texts(numbered), destination=destination)
         except InvalidEventError as exc:
+            if exc.index is None:
+                raise  # from stdin itself
             detail = str(exc).removeprefix(f"event {exc.index}: ")
             raise InvalidEventError(f"{label} {current}: {detail}; nothing was enqueued") from None
     for event_id in ids:

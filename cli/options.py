@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from spooler import ConfigError, Spool, SpoolerError
+from spooler import ConfigError, InvalidEventError, Spool
 
 __all__ = [
     "DEFAULT_DB",
@@ -158,18 +158,24 @@ def parse_duration_option(
         raise click.BadParameter(str(exc).removeprefix(f"{key}: ")) from None
 
 
-def stdin_lines() -> Iterator[tuple[int, str]]:
+def stdin_lines(max_bytes: int | None = None) -> Iterator[tuple[int, str]]:
     """The lines of stdin that are not blank, numbered from 1, read as UTF-8 as they come.
 
     Read as bytes and decoded here, not by the locale's text stream: under a UTF-8
     locale that stream raises on the first invalid byte (a traceback), under others it
-    lets it through. A line that is not UTF-8 is a ``SpoolerError`` naming it.
+    lets it through. A line that is not UTF-8 is an ``InvalidEventError`` naming it; so
+    is a line longer than ``max_bytes``, as soon as that much of it is read (a line is
+    never read whole first: memory stays bounded by ``max_bytes``).
     """
-    for number, raw in enumerate(sys.stdin.buffer, 1):
+    stream = sys.stdin.buffer
+    size = -1 if max_bytes is None else max_bytes + 1  # room for the line break
+    for number, raw in enumerate(iter(lambda: stream.readline(size), b""), 1):
+        if max_bytes is not None and len(raw) > max_bytes and not raw.endswith(b"\n"):
+            raise InvalidEventError(f"line {number}: longer than {max_bytes} bytes")
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SpoolerError(
+            raise InvalidEventError(
                 f"line {number}: not valid UTF-8 (byte {raw[exc.start]:#04x} at {exc.start})"
             ) from None
         if line.strip():
