@@ -87,7 +87,7 @@ def run_demo(db: str | None) -> None:
             Drain(spool.store, config).run(Mode.UNTIL_EMPTY, max_time=60)
 
             _step("The dead-letter table (spooler dlq inspect): why the event died")
-            click.echo(_indent(dead_table(spool.dead_letters.inspect())))
+            click.echo(_indent("\n".join(dead_table(spool.dead_letters.inspect()))))
 
             _step(
                 "The receiver is fixed; replay the dead letter (spooler dlq replay --all) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -81,17 +82,25 @@ def inspect(
 ) -> None:
     """Show dead events and why they died; named IDs are shown in full (attempt log
     and payload)."""
+    # Printed as they are read, a page at a time: a table of a million takes no more
+    # memory than one of a thousand.
     with opts.open_spool(create=False) as spool:
         dead = spool.dead_letters.inspect(ids, destination=destination, reason=reason, limit=limit)
-    if as_json:
-        for event in dead:
-            click.echo(json.dumps(dead_event_to_dict(event), ensure_ascii=False))
-    elif ids:
-        click.echo("\n\n".join(dead_event_detail(event) for event in dead))
-    elif dead:
-        click.echo(dead_table(dead))
-    else:
-        click.echo("no dead events", err=True)
+        first = next(dead, None)
+        if first is None:
+            if not as_json:
+                click.echo("no dead events", err=True)
+            return
+        dead = itertools.chain([first], dead)
+        if as_json:
+            for event in dead:
+                click.echo(json.dumps(dead_event_to_dict(event), ensure_ascii=False))
+        elif ids:
+            for number, event in enumerate(dead):
+                click.echo(("\n" if number else "") + dead_event_detail(event))
+        else:
+            for line in dead_table(dead):
+                click.echo(line)
 
 
 @dlq.command()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from spooler.records import (
     DEAD_AGE_BUCKETS,
@@ -22,20 +23,30 @@ __all__ = [
     "human_age",
     "status_table",
     "table",
+    "table_lines",
 ]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Left-aligned text columns, two spaces apart."""
-    cells = [
-        [str(h) for h in headers],
-        *[[("-" if c is None else str(c)) for c in r] for r in rows],
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    )
+    return "\n".join(table_lines(headers, rows))
+
+
+def table_lines(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], *, sized_by: int | None = None
+) -> Iterator[str]:
+    """``table``, a line at a time; with ``sized_by``, the columns are as wide as the
+    first ``sized_by`` rows need, and only those are held at once (a longer cell
+    further down pushes its row out of line)."""
+    rows = iter(rows)
+    head = [[str(h) for h in headers], *map(_cells, itertools.islice(rows, sized_by))]
+    widths = [max(len(row[i]) for row in head) for i in range(len(headers))]
+    for row in itertools.chain(head, map(_cells, rows)):
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+
+
+def _cells(row: Sequence[object]) -> list[str]:
+    return ["-" if cell is None else str(cell) for cell in row]
 
 
 def human_age(seconds: float | None) -> str:
@@ -90,9 +101,10 @@ def status_table(status: SpoolStatus) -> str:
     return table(headers, rows)
 
 
-def dead_table(dead: Sequence[DeadEvent]) -> str:
-    """The human form of ``spooler dlq inspect``."""
-    rows = [
+def dead_table(dead: Iterable[DeadEvent]) -> Iterator[str]:
+    """The human form of ``spooler dlq inspect``, a line at a time: the columns are sized
+    by the first thousand events, and a table of a million is never held whole."""
+    rows = (
         [
             d.event_id,
             d.destination,
@@ -103,8 +115,9 @@ def dead_table(dead: Sequence[DeadEvent]) -> str:
             one_line(d.error or "", 70),
         ]
         for d in dead
-    ]
-    return table(["id", "destination", "reason", "status", "attempts", "dead_at", "error"], rows)
+    )
+    headers = ["id", "destination", "reason", "status", "attempts", "dead_at", "error"]
+    return table_lines(headers, rows, sized_by=1000)
 
 
 def dead_event_detail(dead: DeadEvent) -> str:

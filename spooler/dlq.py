@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import ConfigError, UnknownEventError
+from .errors import ConfigError
 from .events import check_destination_name, encode_event, new_event_ids
 from .records import DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
 from .store import Store
@@ -77,19 +77,17 @@ class DeadLetters:
         destination: str | None = None,
         reason: str | None = None,
         limit: int | None = None,
-    ) -> list[DeadEvent]:
-        """Dead events, oldest first; no criteria means all of them.
+    ) -> Iterator[DeadEvent]:
+        """Dead events, oldest first, read from the spool a page at a time as the
+        iterator goes (memory stays flat however many there are); no criteria means
+        all of them.
 
-        Named ids must all be dead letters (``UnknownEventError`` otherwise).
+        Named ids must all be dead letters (``UnknownEventError`` otherwise, at once).
         """
         selection = DeadSelection(
             ids=tuple(ids), destination=destination, reason=reason, everything=True
         )
-        found = self._store.dead_events(selection, limit=limit)
-        missing = set(ids) - {dead.event_id for dead in found}
-        if missing and limit is None:
-            raise UnknownEventError(f"not in the dead-letter table: {', '.join(sorted(missing))}")
-        return found
+        return self._store.dead_events(selection, limit=limit)
 
     def replay(
         self,

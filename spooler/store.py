@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from itertools import chain
 from types import TracebackType
@@ -54,6 +54,7 @@ DURABILITIES = ("full", "normal")
 # where the platform has it (Linux), fsync elsewhere (macOS).
 _flush_to_disk = getattr(os, "fdatasync", os.fsync)
 REPLAY_CHUNK = 1000  # dead events moved back per transaction
+DEAD_PAGE = 1000  # dead events read per transaction by a listing
 # Disk: free pages go back to the file system once a quarter of the file is free, a
 # few MB per transaction so producers never wait long; the WAL file is cut back to
 # WAL_SIZE_LIMIT whenever a checkpoint empties it (it otherwise stays at its high mark).
@@ -740,21 +741,41 @@ class Store:
             for dest, reason, status, count, *ages in groups
         ]
 
-    def dead_events(self, selection: DeadSelection, *, limit: int | None = None) -> list[DeadEvent]:
-        """Dead events matching ``selection``, oldest first."""
+    def dead_events(
+        self, selection: DeadSelection, *, limit: int | None = None
+    ) -> Iterator[DeadEvent]:
+        """Dead events matching ``selection``, oldest first, read ``DEAD_PAGE`` at a time:
+        listing a million holds one page in memory, and no transaction while the
+        caller prints. Named ids must all be dead letters (``UnknownEventError``, at
+        once)."""
+        if selection.ids:
+            with self._read() as conn:
+                self._require_ids(conn, selection)
+        return self._dead_pages(selection, limit)
+
+    def _dead_pages(self, selection: DeadSelection, limit: int | None) -> Iterator[DeadEvent]:
         from .records import Attempt, DeadEvent
 
         where, params = selection.where()
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT event_id, destination, body, created_at, attempts, reason, status,"
-                f" error, dead_at, attempt_log FROM dead WHERE {where} ORDER BY id LIMIT ?",
-                [*params, -1 if limit is None else limit],
-            ).fetchall()
-        return [
-            DeadEvent(*row, attempt_log=tuple(Attempt(*a) for a in json.loads(log or "[]")))
-            for *row, log in rows
-        ]
+        after, left = 0, limit
+        while left is None or left > 0:
+            count = DEAD_PAGE if left is None else min(DEAD_PAGE, left)
+            # Each page its own read, by rowid (the primary key): no OFFSET to skip over.
+            with self._read() as conn:
+                page = conn.execute(
+                    "SELECT id, event_id, destination, body, created_at, attempts, reason,"
+                    f" status, error, dead_at, attempt_log FROM dead WHERE {where} AND id > ?"
+                    " ORDER BY id LIMIT ?",
+                    [*params, after, count],
+                ).fetchall()
+            for _, *row, log in page:
+                yield DeadEvent(
+                    *row, attempt_log=tuple(Attempt(*a) for a in json.loads(log or "[]"))
+                )
+            if len(page) < count:
+                return
+            after = page[-1][0]
+            left = None if left is None else left - count
 
     def replay(
         self,

@@ -136,4 +136,4 @@ def test_drain_decisions(
         flaky_total = sum(n for kind, n in kinds if kind == "flaky")
         if max_attempts > flaky_total:
             assert {i for i, (kind, _) in by_id.items() if kind == "poison"} == set(dead)
-        assert len(spool.store.dead_events(DeadSelection(everything=True))) == len(dead)
+        assert len(list(spool.store.dead_events(DeadSelection(everything=True)))) == len(dead)
