@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .events import check_destination_name
+from .redact import mask, masked_url
 from .retry import RetryPolicy
 from .spool import DEFAULT_DESTINATION
 
@@ -35,12 +36,9 @@ __all__ = [
     "build_drain_config",
     "config_db_path",
     "load_config_file",
-    "mask",
-    "masked_url",
     "parse_duration",
     "resolved_settings",
     "spool_options",
-    "url_secrets",
 ]
 
 DESTINATION_TYPES = ("http", "file", "amplitude", "datalyr", "segment", "posthog")
@@ -130,6 +128,18 @@ def _string(value: Any, key: str) -> str:
     return value
 
 
+def _secret(value: Any, key: str) -> str:
+    """A string that may be a secret: a mistyped one is not shown, only its type."""
+    if value == "":
+        raise ConfigError(f"{key}: expected a non-empty string, got an empty one")
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{key}: expected a non-empty string, got a value of type {type(value).__name__}"
+            " (not shown: it may be a secret)"
+        )
+    return value
+
+
 def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -148,7 +158,7 @@ def _choice(*options: str) -> Checker:
 def _headers(value: Any, key: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: expected a table of header names to values")
-    return {name: _string(text, f"{key}.{name}") for name, text in value.items()}
+    return {name: _secret(text, f"{key}.{name}") for name, text in value.items()}
 
 
 _RETRY_KEYS: dict[str, Checker] = {
@@ -163,7 +173,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "batch_size": _int(1, 10_000),
     "concurrency": _int(1, 64),
     "timeout": _seconds,
-    "api_key": _string,
+    "api_key": _secret,
     "auth_header": _string,
     "headers": _headers,
     "batch_key": _string,
@@ -172,7 +182,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "historical_after": _seconds,
     "gzip": _bool,
     "body_format": _choice("json", "ndjson"),
-    "signing_secret": _string,
+    "signing_secret": _secret,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -350,12 +360,22 @@ def _check_url(dest: DestinationConfig, where: str) -> None:
         if not (dest.url == "-" or dest.url.startswith("file://")):
             raise ConfigError(
                 f"{where}url: a file destination needs '-' (stdout) or file://PATH, "
-                f"got {dest.url!r}"
+                f"got {masked_url(dest.url)!r}"
             )
         return
     problem = _http_url_problem(dest.url, dest.type)
     if problem:
         raise ConfigError(f"{where}url: {problem}")
+    # httpx sends a URL's user info as HTTP Basic auth, in place of any other
+    # Authorization header: the key would silently not be sent.
+    clashing = ["api_key"] if dest.api_key else []
+    clashing += [f"headers.{h}" for h in dest.headers if h.lower() == "authorization"]
+    if urlsplit(dest.url).username is not None and clashing:
+        raise ConfigError(
+            f"{where}url: holds credentials (user info before '@'), and {where}{clashing[0]}"
+            " is set too: httpx would send the URL's as HTTP Basic auth instead; give one of"
+            " the two"
+        )
 
 
 def _http_url_problem(url: str, kind: str) -> str | None:
@@ -506,32 +526,6 @@ def _destination_config(
 def config_db_path(raw: Mapping[str, Any]) -> Path | None:
     """The ``db`` key of a config file, if any."""
     return Path(raw["db"]) if "db" in raw else None
-
-
-def url_secrets(url: str) -> list[str]:
-    """The parts of a URL that may be secrets: the password, and the query's values (some
-    ingest APIs take their key as ``?key=...``)."""
-    parts = urlsplit(url)
-    found = [value for _, value in parse_qsl(parts.query) if value]
-    return [parts.password, *found] if parts.password else found
-
-
-def masked_url(url: str) -> str:
-    """The URL for display, with ``url_secrets`` masked."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = "&".join(
-        f"{key}=***" if value else key
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def mask(secret: str) -> str:
-    """A secret for display: its first three characters (a key's prefix) and ``***``."""
-    return secret[:3] + "***" if len(secret) > 8 else "***"
 
 
 def resolved_settings(

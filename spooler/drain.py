@@ -24,12 +24,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .breaker import CircuitBreaker
-from .config import DrainConfig, masked_url
+from .config import DrainConfig
 from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
 from .records import ClaimedEvent, Failure, KeptPause, one_line
+from .redact import masked_url
 from .store import Store
 
 if TYPE_CHECKING:

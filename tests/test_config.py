@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from spooler import ConfigError
-from spooler.config import build_drain_config, load_config_file, parse_duration
+from spooler.config import (
+    build_drain_config,
+    load_config_file,
+    parse_duration,
+    resolved_settings,
+)
 
 CONFIG = """
 db = "/tmp/x.db"
@@ -222,3 +227,45 @@ def test_an_api_key_with_a_trailing_newline_is_refused_without_showing_it(
     with pytest.raises(ConfigError, match=r"destinations\.a\.api_key: holds a line break") as err:
         build_drain_config(raw, env={"KEY": "sk_live_0123456789\n"})
     assert "sk_live" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("api_key = 918273645", "api_key"),
+        ("signing_secret = 918273645", "signing_secret"),
+        ("headers = {X-Token = 918273645}", "headers.X-Token"),
+    ],
+)
+def test_a_mistyped_secret_is_refused_without_showing_it(
+    tmp_path: Path, setting: str, key: str
+) -> None:
+    # A key typed without its quotes is a TOML number: the check says so, not what it is.
+    for check in (build_drain_config, resolved_settings):
+        with pytest.raises(ConfigError, match=rf"destinations\.a\.{key}: expected a") as err:
+            check(
+                load_config_file(write(tmp_path, f"[destinations.a]\nurl = 'http://h'\n{setting}"))
+            )
+        assert "918273645" not in str(err.value)
+        assert "got a value of type int (not shown: it may be a secret)" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "other"),
+    [
+        ("api_key = 'k'", "api_key"),
+        ("headers = {Authorization = 'Bearer k'}", "headers.Authorization"),
+    ],
+)
+def test_credentials_in_the_url_and_another_authorization_are_refused(
+    tmp_path: Path, setting: str, other: str
+) -> None:
+    # httpx sends the URL's user info as HTTP Basic, replacing the other one unseen.
+    text = f"[destinations.a]\nurl = 'https://u:pw@h/in'\n{setting}"
+    with pytest.raises(ConfigError) as err:
+        build_drain_config(load_config_file(write(tmp_path, text)), env={})
+    assert err.value.problems == (
+        "destinations.a.url: holds credentials (user info before '@'), and "
+        f"destinations.a.{other} is set too: httpx would send the URL's as HTTP Basic auth "
+        "instead; give one of the two",
+    )

@@ -545,6 +545,25 @@ def test_secrets_in_the_url_are_masked_in_the_log_lines_of_httpx(
     assert logging.getLogger("httpx").filters == []  # removed when the drain ends
 
 
+def test_a_short_api_key_echoed_by_the_receiver_is_masked_where_it_stands(
+    spool: Spool, receiver: Receiver, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A two-character key: masked where it stands alone, not inside other words.
+    spool.enqueue({"n": 1})
+    receiver.respond = lambda body, headers: (
+        401,
+        {"X-Echo": headers["Authorization"]},
+        json.dumps({"error": f"{headers['Authorization']} revoked", "k9x": 1}).encode(),
+    )
+    caplog.set_level(logging.DEBUG)
+    drain_once(spool, receiver.url, api_key="k9")
+    assert receiver.requests[0].headers["Authorization"] == "Bearer k9"
+    assert rows(db, "SELECT error FROM dead") == [
+        ('HTTP 401: {"error": "Bearer *** revoked", "k9x": 1}',)
+    ]
+    assert re.search(r"\bk9\b", caplog.text) is None  # httpcore's debug lines included
+
+
 # Each destination type: its options, a fake of its API, and where the event id lands.
 CONTRACT = {
     "http": ({"id_field": "id"}, None, "id"),

@@ -89,11 +89,10 @@ def event_text_with_id(event: ClaimedEvent, key: str) -> str:
     return event_text(event, key)
 
 
-def excerpt(text: str, secrets: Sequence[str]) -> str:
-    """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, with secrets masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+def excerpt(text: str, redact: Callable[[str], str]) -> str:
+    """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, secrets masked first (so
+    that a cut never leaves half a secret)."""
+    text = redact(text)
     data = text.encode("utf-8")
     if len(data) <= MAX_ERROR_BYTES:
         return text

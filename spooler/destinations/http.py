@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .. import __version__
-from ..config import masked_url, url_secrets
 from ..records import ClaimedEvent
+from ..redact import RedactingFilter, Redactor, url_secrets
 from ..retry import parse_retry_after
 from . import Verdict, event_text, excerpt
 
@@ -31,14 +31,22 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 REQUEST_REFUSED_STATUSES = frozenset({401, 405, 407})
 # The most of an answer's body read: enough for any error a receiver names events in.
 MAX_RESPONSE_BYTES = 1024 * 1024
+# The start of an error answer that secrets are looked for in before it is cut to 2 KiB
+# (masking shortens the text, so more than 2 KiB of it may be kept).
+MAX_ERROR_SCAN_BYTES = 64 * 1024
 
 
-def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[str] = ()) -> Verdict:
-    """Classify an HTTP answer per the delivery rules (2xx, retryable, 413, other 4xx)."""
+def judge_response(
+    response: httpx.Response, *, now: float, redact: Callable[[str], str]
+) -> Verdict:
+    """Classify an HTTP answer per the delivery rules (2xx, retryable, 413, other 4xx);
+    the error text is the answer's start, with ``redact``'s secrets masked."""
     status = response.status_code
     if 200 <= status < 300:
         return Verdict("delivered", status)
-    text = excerpt(f"HTTP {status}: {response.content[:4096].decode('utf-8', 'replace')}", secrets)
+    # Masked before it is cut (to 2 KiB), so that no cut leaves half a secret.
+    body = response.content[:MAX_ERROR_SCAN_BYTES].decode("utf-8", "replace")
+    text = excerpt(f"HTTP {status}: {body}", redact)
     if status in RETRYABLE_STATUSES or status >= 500:
         wait = parse_retry_after(response.headers.get("retry-after"), now=now)
         return Verdict("retry", status, text, retry_after=wait)
@@ -54,28 +62,6 @@ def judge_response(response: httpx.Response, *, now: float, secrets: Sequence[st
     return Verdict(
         "retry", status, f"HTTP {status} (redirect to {where} not followed; fix the URL)"
     )
-
-
-class _MaskedUrlFilter(logging.Filter):
-    """Masks one URL's secrets in the lines of httpx's own logger.
-
-    httpx logs every request at INFO with its full URL, so a key passed as ``?key=...``
-    or a password in the URL would reach the log of any program that logs at INFO.
-    """
-
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        self._url = httpx.URL(url)
-        self._masked = masked_url(url)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Replace the URL among the record's arguments; never drops a record."""
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._masked if isinstance(arg, httpx.URL) and arg == self._url else arg
-                for arg in record.args
-            )
-        return True
 
 
 def signature_headers(secret: str, body: bytes, *, now: float) -> dict[str, str]:
@@ -113,13 +99,19 @@ class HttpDestination:
         )
         headers = {"Content-Type": content_type, "User-Agent": f"spooler/{__version__}"}
         headers.update(config.headers)
-        headers.update(self.auth_headers())
-        in_url = url_secrets(config.url)
-        self._secrets = [
-            v
-            for v in (config.api_key, config.signing_secret, *config.headers.values(), *in_url)
-            if v and len(v) >= 6
-        ]
+        auth = self.auth_headers()
+        headers.update(auth)
+        # Every secret, in each form it is sent in: the token of an auth header ("Bearer
+        # KEY", or Segment's "Basic BASE64"), and the URL's credentials as httpx sends them.
+        self.redact = Redactor(
+            [
+                config.api_key,
+                config.signing_secret,
+                *config.headers.values(),
+                *(value.split()[-1] for value in auth.values() if value.split()),
+                *url_secrets(config.url),
+            ]
+        )
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(config.timeout),
@@ -128,10 +120,16 @@ class HttpDestination:
             ),
             follow_redirects=False,
         )
-        self._log_filter: _MaskedUrlFilter | None = None
-        if in_url:
-            self._log_filter = _MaskedUrlFilter(config.url)
-            logging.getLogger("httpx").addFilter(self._log_filter)
+        # httpx logs each request's URL at INFO, and httpcore every header it receives
+        # at DEBUG: their loggers exist once the client has imported httpcore.
+        self._log_filter = RedactingFilter(self.redact)
+        self._http_loggers = [
+            logging.getLogger(name)
+            for name in list(logging.root.manager.loggerDict)
+            if name == "httpx" or name.startswith("httpcore")
+        ]
+        for logger in self._http_loggers:
+            logger.addFilter(self._log_filter)
 
     def auth_headers(self) -> dict[str, str]:
         """The API key as ``Authorization: Bearer KEY``, or as-is in ``auth_header``."""
@@ -154,7 +152,7 @@ class HttpDestination:
 
     def judge(self, response: httpx.Response) -> Verdict:
         """What the receiver's answer means for the batch."""
-        return judge_response(response, now=self._clock(), secrets=self._secrets)
+        return judge_response(response, now=self._clock(), redact=self.redact)
 
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """POST the batch and judge the answer; network failures are retryable."""
@@ -193,7 +191,7 @@ class HttpDestination:
         except httpx.TimeoutException:
             return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
         except httpx.HTTPError as exc:
-            return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self._secrets))
+            return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self.redact))
         return self.judge(response)
 
     def _read_bounded(self, request: httpx.Request) -> httpx.Response:
@@ -224,7 +222,8 @@ class HttpDestination:
         )
 
     def close(self) -> None:
-        """Close the connection pool, and stop masking the URL in httpx's log."""
+        """Close the connection pool, and stop masking this destination's secrets in the
+        logs of httpx and httpcore."""
         self._client.close()
-        if self._log_filter is not None:
-            logging.getLogger("httpx").removeFilter(self._log_filter)
+        for logger in self._http_loggers:
+            logger.removeFilter(self._log_filter)
