@@ -84,7 +84,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--timeout",
     callback=parse_duration_option,
-    help="Request timeout: connecting, each wait, reading the answer [default 10s].",
+    help="The most a request may take, from connecting to the end of the answer [default 10s].",
 )
 @click.option("--batch-key", help="Send {KEY: [...]} instead of a bare JSON array.")
 @click.option("--id-field", help="Write the event id into each event under this key.")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import httpcore  # noqa: F401 - its loggers must exist before they are filtered
 import httpx
 
 from .. import __version__
@@ -18,6 +19,7 @@ from ..records import ClaimedEvent
 from ..redact import RedactingFilter, Redactor, url_secrets
 from ..retry import parse_retry_after
 from . import Verdict, event_text, excerpt
+from .deadline import DeadlineClients
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
@@ -112,16 +114,21 @@ class HttpDestination:
                 *url_secrets(config.url),
             ]
         )
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(
-                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-            ),
-            follow_redirects=False,
+        # One client per worker thread, each with one connection: what a request is
+        # cut off on when its deadline passes (deadline.py). They share one TLS context:
+        # loading the CA certificates is most of what making a client costs (~20 ms).
+        tls = httpx.create_ssl_context()
+        self._clients = DeadlineClients(
+            lambda: httpx.Client(
+                headers=headers,
+                verify=tls,
+                timeout=httpx.Timeout(config.timeout),
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                follow_redirects=False,
+            )
         )
         # httpx logs each request's URL at INFO, and httpcore every header it receives
-        # at DEBUG: their loggers exist once the client has imported httpcore.
+        # at DEBUG: its loggers exist once httpcore is imported (above, not left to httpx).
         self._log_filter = RedactingFilter(self.redact)
         self._http_loggers = [
             logging.getLogger(name)
@@ -183,33 +190,36 @@ class HttpDestination:
             headers.update(
                 signature_headers(self.config.signing_secret, content, now=self._clock())
             )
-        request = self._client.build_request(
-            "POST", self.config.url, content=content, headers=headers
-        )
-        try:
-            response = self._read_bounded(request)
-        except httpx.TimeoutException:
-            return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
-        except httpx.HTTPError as exc:
-            return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self.redact))
+        with self._clients.deadline(self.config.timeout) as lane:
+            request = lane.client.build_request(
+                "POST",
+                self.config.url,
+                content=content,
+                headers=headers,
+                extensions=lane.extensions,
+            )
+            try:
+                response = self._read_bounded(lane.client, request)
+            except httpx.HTTPError as exc:
+                if lane.cut_off or isinstance(exc, httpx.TimeoutException):
+                    return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
+                return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self.redact))
         return self.judge(response)
 
-    def _read_bounded(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; the answer with at most ``MAX_RESPONSE_BYTES`` of its body,
-        read within ``timeout`` of the start.
+    def _read_bounded(self, client: httpx.Client, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; the answer with at most ``MAX_RESPONSE_BYTES`` of its body.
 
-        httpx's timeouts bound each read, not the whole answer: a receiver trickling an
-        endless body would hold the request (and its events' lease) forever, and a huge
-        one would fill memory. The status is what decides; the body only explains it,
-        so a body that breaks off does not make an accepted batch look failed.
+        A huge body would fill memory, and one trickling in without end is cut off with
+        the rest of the request at its deadline. The status is what decides; the body
+        only explains it, so a body that breaks off does not make an accepted batch
+        look failed.
         """
-        deadline = time.monotonic() + self.config.timeout
-        response = self._client.send(request, stream=True)
+        response = client.send(request, stream=True)
         body = bytearray()
         try:
             for chunk in response.iter_bytes():
                 body += chunk
-                if len(body) >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
+                if len(body) >= MAX_RESPONSE_BYTES:
                     break  # closing the response then drops the connection
         except httpx.HTTPError:
             pass  # the body broke off; the status came whole (a 2xx was accepted)
@@ -224,6 +234,6 @@ class HttpDestination:
     def close(self) -> None:
         """Close the connection pool, and stop masking this destination's secrets in the
         logs of httpx and httpcore."""
-        self._client.close()
+        self._clients.close()
         for logger in self._http_loggers:
             logger.removeFilter(self._log_filter)

@@ -17,6 +17,9 @@ from conftest import drain_once, free_port, rows, start_drain, wait_until
 from spooler import Spool
 from spooler.receiver import Receiver
 
+ENDLESS_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"
+ENDLESS_500 = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 99999999999\r\n\r\n"
+
 
 class FaultyServer:
     """A raw HTTP/1.1 server on 127.0.0.1: the first connections get a scripted fault,
@@ -50,14 +53,14 @@ class FaultyServer:
             with conn:
                 self._serve(conn)
 
-    def _stream(self, conn: socket.socket, status: bytes, piece: bytes, pause: float) -> None:
-        """Answer with a body that never ends, until the client hangs up (or 60 s pass);
-        record in ``streamed`` how many body bytes went out, and whether the client
-        hung up."""
+    def _stream(self, conn: socket.socket, head: bytes, piece: bytes, pause: float) -> None:
+        """Answer with ``head``, then ``piece`` after ``piece`` without end, until the client
+        hangs up (or 60 s pass); record in ``streamed`` how many pieces' bytes went out,
+        and whether the client hung up."""
         sent, hung_up = 0, False
         deadline = time.monotonic() + 60
         try:
-            conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 99999999999\r\n\r\n")
+            conn.sendall(head)
             while time.monotonic() < deadline:
                 conn.sendall(piece)
                 sent += len(piece)
@@ -89,14 +92,17 @@ class FaultyServer:
             return
         if fault == "trickle_200":  # accept, then send the body a byte at a time, forever
             self.delivered += json.loads(body)
-            self._stream(conn, b"200 OK", b"x", pause=0.05)
+            self._stream(conn, ENDLESS_200, b"x", pause=0.05)
+            return
+        if fault == "trickle_headers":  # the headers a byte every 0.5 s, each read in time
+            self._stream(conn, b"HTTP/1.1 200 OK\r\nX-Slow: ", b"x", pause=0.5)
             return
         if fault == "cut_200":  # accept, then hang up a few bytes into the answer's body
             self.delivered += json.loads(body)
             conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok"')
             return
         if fault == "endless_500":  # an error page that never ends, as fast as it goes
-            self._stream(conn, b"500 Internal Server Error", b"<p>error</p>" * 5000, pause=0)
+            self._stream(conn, ENDLESS_500, b"<p>error</p>" * 5000, pause=0)
             return
         answer = b"\x00\xff<html>not json" if fault == "garbage_200" else b'{"ok":true}'
         self.delivered += json.loads(body)
@@ -116,6 +122,7 @@ class FaultyServer:
         ("cut_200", "200 whose body breaks off (accepted: the status came whole)"),
         ("trickle_200", "200 whose body trickles in a byte at a time, without end"),
         ("endless_500", "500 whose body never ends, sent as fast as it goes"),
+        ("trickle_headers", "status line and headers trickled a byte every 0.5 s, without end"),
     ],
 )
 def test_misbehaving_receivers_lose_nothing(spool: Spool, scenario, fault: str, what: str) -> None:
@@ -136,9 +143,10 @@ def test_misbehaving_receivers_lose_nothing(spool: Spool, scenario, fault: str, 
     # The batch failed, then a probe of one event (the next probe gets through).
     assert report.retried == (0 if fault.endswith("_200") else 5 + 1)
     # An endless answer is cut off by the drain (it hangs up: the timeout bounds the
-    # whole answer, not each read), after at most 1 MiB plus what the socket buffers
-    # held. (A 200 delivers the whole batch at the first answer; a 500 comes twice.)
-    assert len(server.streamed) == {"trickle_200": 1, "endless_500": 2}.get(fault, 0)
+    # whole request, not each read), after at most 1 MiB plus what the socket buffers
+    # held. (A 200 delivers the whole batch at the first answer; the others come twice.)
+    streams = {"trickle_200": 1, "endless_500": 2, "trickle_headers": 2}
+    assert len(server.streamed) == streams.get(fault, 0)
     for sent, hung_up in server.streamed:
         assert hung_up and sent < 16 * 1024 * 1024, server.streamed
 
