@@ -69,6 +69,18 @@ def drain_once(
     return Drain(spool.store, config).run(mode, max_time=max_time)
 
 
+def enqueue_backlog(spool: Spool, *, pad: int) -> list[str]:
+    """Enqueue a backlog of 20,000 events padded with ``pad`` characters each, in
+    twenty transactions; return their ids."""
+    return [
+        event_id
+        for chunk in range(20)
+        for event_id in spool.enqueue_many(
+            [{"c": chunk, "n": n, "pad": "x" * pad} for n in range(1000)]
+        )
+    ]
+
+
 def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run a read-only query on a spool file with plain sqlite3 (what an operator would do)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

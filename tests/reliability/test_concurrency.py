@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_args, rows, spooler_cmd, start_drain, wait_for_line
+from conftest import (
+    drain_args,
+    enqueue_backlog,
+    rows,
+    spooler_cmd,
+    start_drain,
+    wait_for_line,
+)
 
 import spooler.drain as drain_module
 import spooler.store as store_module
@@ -141,13 +148,7 @@ def test_space_is_given_back_while_workers_commit(
     )
     # Given a backlog large enough that draining it frees many pages
     with Spool(db) as spool:
-        ids = [
-            event_id
-            for chunk in range(20)
-            for event_id in spool.enqueue_many(
-                [{"c": chunk, "n": n, "pad": "x" * 300} for n in range(1000)]
-            )
-        ]
+        ids = enqueue_backlog(spool, pad=300)
     # When a drain gives them back to the disk as often as its loop turns (every 0.1 s),
     # while its workers claim and ack small batches on the same connection
     monkeypatch.setattr(drain_module, "RECLAIM_INTERVAL", 0.0)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_cli, drain_once, rows, spooler_cmd
+from conftest import drain_cli, drain_once, enqueue_backlog, rows, spooler_cmd
 
 from spooler import Spool, StoreError
 from spooler.receiver import Receiver
@@ -188,13 +188,7 @@ def test_a_damaged_page_stops_the_drain_and_keeps_what_it_cannot_read(
     )
     # Given a backlog, one page of which the disk then damaged
     with Spool(db) as spool:
-        ids = [
-            event_id
-            for chunk in range(20)
-            for event_id in spool.enqueue_many(
-                [{"c": chunk, "n": n, "pad": "y" * 200} for n in range(1000)]
-            )
-        ]
+        ids = enqueue_backlog(spool, pad=200)
         ids.append(spool.enqueue({"last": True}))
     event_ids = dict(rows(db, "SELECT id, event_id FROM queue"))
     overwrite_a_queue_page(db, at=0.8)
