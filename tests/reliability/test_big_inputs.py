@@ -51,13 +51,13 @@ def test_an_endless_line_on_stdin_is_refused_with_bounded_memory(db: Path, scena
         enqueue, peak_mib = run_measuring_peak_rss(
             [*SPOOLER, "enqueue", "--db", str(db)], stdin=writer.stdout, stdout=subprocess.PIPE
         )
-    _, written = writer.communicate(timeout=60)
+    written = int(writer.communicate(timeout=60)[1])
     # Then it refuses the line, as soon as it passes 4x the event limit, and before the
     # writer could finish it: its memory is bounded by that limit, not by the line
     limit = 4 * DEFAULT_MAX_EVENT_BYTES
     assert enqueue.returncode == 1
     assert f"line 1: longer than {limit} bytes; nothing was enqueued" in enqueue.stderr
-    assert int(written) < LINE_MIB
+    assert written < LINE_MIB
     assert peak_mib < limit / 2**20 + 100, f"peak RSS {peak_mib:.0f} MiB"
     row.injection += f"; refused after {written} MiB, peak RSS {peak_mib:.0f} MiB"
     # ...and the spool is as it was.
