@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from .backend import is_database_url
 from .breaker import CircuitBreaker
 from .config import DrainConfig, masked_url
 from .destination_log import DestinationLog
@@ -205,7 +206,7 @@ class Drain:
             "drain %s started (%s) on %s for %s",
             self.owner,
             mode.value,
-            os.path.abspath(self._store.path),
+            _location(self._store.path),
             ", ".join(
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
@@ -699,6 +700,11 @@ def _resumed_breaker(
     # was kept would stretch it.
     paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)
     return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
+
+
+def _location(path: str) -> str:
+    """Where the spool is, for the log: a file's absolute path, or a database's URL."""
+    return path if is_database_url(path) else os.path.abspath(path)
 
 
 def _last_failed(failures: int) -> str:

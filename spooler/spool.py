@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import TracebackType
 
+from .backend import open_store
 from .errors import ConfigError, InvalidEventError
 from .events import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -20,7 +21,6 @@ from .events import (
     split_event_ids,
 )
 from .group_commit import GroupCommit
-from .store import Store
 
 # Operator and dead-letter features are imported where used: a producer's
 # `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from .dlq import DeadLetters
     from .records import QueueSelection, SpoolStatus
+    from .store_interface import SpoolStore
 
 __all__ = ["DEFAULT_DESTINATION", "Spool"]
 
@@ -37,7 +38,9 @@ DEFAULT_DESTINATION = "default"
 
 
 class Spool:
-    """A spool file, opened for enqueueing events and for operator queries.
+    """A spool, opened for enqueueing events and for operator queries: a SQLite file, or
+    a PostgreSQL database shared by many hosts (a ``postgresql://`` URL, see
+    ``spooler.pgstore``).
 
     Usage::
 
@@ -69,12 +72,12 @@ class Spool:
         ):
             if value is not None and (type(value) is not int or value < 1):  # not a bool
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-        self.path = os.fspath(path)
         self.max_event_bytes = max_event_bytes
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store = Store(path, durability=durability, create=create)
+        self.store: SpoolStore = open_store(path, durability=durability, create=create, clock=clock)
+        self.path = self.store.path  # a URL without its password
         self._group_commit = GroupCommit(self._insert)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from pg_server import PostgresServer, missing_postgres
 
 import spooler.store as store_module
 from spooler import Spool
@@ -258,3 +259,23 @@ def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int,
 
     monkeypatch.setattr(store_module, "_flush_to_disk", spy)
     return flushes
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (skips, saying why, where there is none)."""
+    why = missing_postgres()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh spool on the session's PostgreSQL: a schema of its own."""
+    return postgres.url()

@@ -459,6 +459,7 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
     assert loaded == str(
         sorted(
             [
+                "spooler.backend",
                 "spooler.errors",
                 "spooler.events",
                 "spooler.group_commit",

@@ -1,0 +1,134 @@
+"""A real PostgreSQL server for the tests: Debian's ``postgresql`` package, started with
+``initdb`` and ``pg_ctl`` in a temporary folder, listening on a Unix socket only.
+
+The server runs as the ``postgres`` user when the tests run as root (initdb refuses
+root), as the current user otherwise. ``fsync`` is off: the tests stop and crash the
+server, never the machine, and the operating system keeps what was written either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from urllib.parse import quote
+
+__all__ = ["PASSWORD_ROLE", "PostgresServer", "missing_postgres"]
+
+# A role that must give its password (every other role is trusted on the socket).
+PASSWORD_ROLE = "spooler_pw"
+
+
+def _bindir() -> str | None:
+    """The folder of initdb and pg_ctl: the newest Debian version, else pg_config's."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda path: int(path.split("/")[4]),
+    )
+    if found:
+        return os.path.dirname(found[-1])
+    if shutil.which("pg_config"):
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if os.path.exists(os.path.join(bindir, "initdb")):
+            return bindir
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+def missing_postgres() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None if they can."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "needs psycopg (pip install -e '.[test]')"
+    if _bindir() is None:
+        return (
+            "needs PostgreSQL's initdb and pg_ctl (Debian package postgresql; .ci/run installs it)"
+        )
+    return None
+
+
+class PostgresServer:
+    """One PostgreSQL cluster in its own temporary folder; ``url()`` connects to it."""
+
+    def __init__(self) -> None:
+        bindir = _bindir()
+        if bindir is None:
+            raise RuntimeError(missing_postgres())
+        self._bindir = bindir
+        self._as_postgres = os.geteuid() == 0
+        self.folder = tempfile.mkdtemp(prefix="spooler-pg-")
+        self.data = os.path.join(self.folder, "data")
+        self.log = os.path.join(self.folder, "server.log")
+        if self._as_postgres:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(
+            "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+        hba = os.path.join(self.data, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as file:
+            rules = file.read()
+        with open(hba, "w", encoding="utf-8") as file:  # the first matching line counts
+            file.write(f"local all {PASSWORD_ROLE} scram-sha-256\n{rules}")
+        self.start()
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [os.path.join(self._bindir, program), *args]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as file:
+                return file.read()[-2000:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        """Start the server (on the socket in ``folder``, with no TCP listener)."""
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.folder}'"
+            " -c fsync=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl", "start", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends sessions cleanly, ``immediate`` is a crash."""
+        self._run("pg_ctl", "stop", "-D", self.data, "-m", mode, "-w", "-t", "60")
+
+    def url(self, schema: str | None = None, *, user: str = "postgres", password: str = "") -> str:
+        """A ``postgresql://`` URL of the database ``postgres``, in a fresh schema unless
+        one is named."""
+        schema = schema or f"t_{uuid.uuid4().hex[:12]}"
+        secret = f":{quote(password, safe='')}" if password else ""
+        return f"postgresql://{user}{secret}@{quote(self.folder, safe='')}/postgres?schema={schema}"
+
+    def admin_url(self) -> str:
+        """A plain libpq URL as the superuser, for the tests' own SQL."""
+        return f"postgresql://postgres@{quote(self.folder, safe='')}/postgres"
+
+    def close(self) -> None:
+        """Stop the server if it runs, and remove its folder."""
+        with contextlib.suppress(RuntimeError):  # already stopped
+            self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
