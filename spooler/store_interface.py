@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from .store import REPLAY_CHUNK
+
 if TYPE_CHECKING:
     from .records import (
         ClaimedEvent,
@@ -154,7 +156,7 @@ class SpoolStore(Protocol):
         dry_run: bool = False,
         to: str | None = None,
         limit: int | None = None,
-        chunk: int = ...,
+        chunk: int = REPLAY_CHUNK,
     ) -> int:
         """Move dead events back to the queue, ``chunk`` per transaction; how many."""
 
