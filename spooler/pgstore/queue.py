@@ -189,8 +189,9 @@ class QueueOperations:
                 f" %(destination)s, %(body)s, {NOW}, 0, %(reason)s, %(status)s::int,"
                 f" %(error)s, {NOW}) ON CONFLICT (event_id) DO NOTHING"
                 " RETURNING octet_length(body) AS n",
+                "counted": change_totals("SELECT n FROM added"),
             },
-            change_totals("SELECT n FROM added"),
+            "SELECT count(*) FROM added",
         )
         params = {
             "event_id": event_id,
@@ -243,8 +244,9 @@ class QueueOperations:
     def extend_lease(self, owner: str, rowids: Sequence[int], lease_until: float) -> None:
         """Push the lease of events still held by ``owner`` out to ``lease_until``."""
         self._write_one(
-            f"UPDATE {{s}}.queue SET due_at = {to_db('%(lease_until)s')}"
-            " WHERE lease_owner = %(owner)s AND id = ANY(%(ids)s::bigint[])",
+            f"WITH extended AS (UPDATE {{s}}.queue SET due_at = {to_db('%(lease_until)s')}"
+            " WHERE lease_owner = %(owner)s AND id = ANY(%(ids)s::bigint[]) RETURNING 1)"
+            " SELECT count(*) FROM extended",
             {"owner": owner, "ids": list(rowids), "lease_until": lease_until},
         )
 
@@ -308,7 +310,7 @@ class QueueOperations:
         if not ctes:
             return 0
         statement = with_ctes(ctes, "SELECT " + " + ".join(changed))
-        return self._write_one(statement, params)[0]
+        return self._write_one(statement, params)
 
     def release(self, owner: str, *, now: float) -> int:
         """Give back every lease ``owner`` holds, making those events due at once."""
@@ -317,7 +319,7 @@ class QueueOperations:
             f" WHERE lease_owner = %(owner)s AND due_at > {NOW} RETURNING 1)"
             " SELECT count(*) FROM released",
             {"owner": owner},
-        )[0]
+        )
 
     def shift_schedule(self, seconds: float, *, now: float) -> int:
         """Nothing to undo: the database's clock schedules every event, so a host's
@@ -332,7 +334,7 @@ class QueueOperations:
             "INSERT INTO {s}.destination_state (destination, failures, paused_until,"
             f" url_digest) VALUES (%(destination)s, %(failures)s, {to_db('%(until)s')},"
             " %(digest)s) ON CONFLICT (destination) DO UPDATE SET failures = excluded.failures,"
-            " paused_until = excluded.paused_until, url_digest = excluded.url_digest",
+            " paused_until = excluded.paused_until, url_digest = excluded.url_digest RETURNING 1",
             {
                 "destination": destination,
                 "failures": failures,
@@ -355,7 +357,7 @@ class QueueOperations:
             },
             "SELECT count(*) FROM due",
         )
-        return self._write_one(statement, {"destination": destination, "digest": url_digest})[0]
+        return self._write_one(statement, {"destination": destination, "digest": url_digest})
 
     def pauses(self) -> dict[str, KeptPause]:
         """Destinations whose last requests failed, with their kept circuit breakers."""
@@ -386,14 +388,13 @@ class QueueOperations:
 
     # -- shared ---------------------------------------------------------------------
 
-    def _write_one(self, statement: str, params: dict[str, Any]) -> tuple[Any, ...]:
-        """Run one writing statement as its own transaction; its first row, if any."""
+    def _write_one(self, statement: str, params: dict[str, Any]) -> int:
+        """Run one writing statement as its own transaction; the count it selects."""
         params.setdefault("h", self._clock())
 
-        def write(conn: psycopg.Connection) -> tuple[Any, ...]:
+        def write(conn: psycopg.Connection) -> int:
             with self._db.writing(conn, one_statement=True):
-                cursor = conn.execute(self._sql(statement), params)
-                return (cursor.fetchone() if cursor.description else None) or ()
+                return conn.execute(self._sql(statement), params).fetchone()[0]
 
         return self._db.run(write)
 
