@@ -49,7 +49,11 @@ class PostgresStore(QueueOperations, OperatorOperations):
         self._clock = clock
         self._db = Connections(target, synchronous=durability == "full")
         self._statements: dict[str, str] = {}
-        self._db.run(lambda conn: prepare(conn, target, create=create))
+        try:
+            self._db.run(lambda conn: prepare(conn, target, create=create))
+        except BaseException:
+            self._db.close()
+            raise
 
     def _sql(self, template: str) -> str:
         """``template`` with ``{s}`` naming this spool's schema (kept: psycopg prepares
