@@ -110,6 +110,7 @@ class Connections:
         """
         deadline: float | None = None
         pause = 0.0
+        refused = False
         while True:
             try:
                 conn = self._take()
@@ -118,8 +119,10 @@ class Connections:
                 finally:
                     self._give_back(conn)
             except psycopg.Error as exc:
-                if not self._worth_retrying(exc):
+                verdict = self._verdict(exc)
+                if verdict == "fail" or (verdict == "refused" and refused):
                     raise self._store_error(exc) from None
+                refused = refused or verdict == "refused"
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + self.target.wait
                 if now + pause > deadline:
@@ -127,7 +130,8 @@ class Connections:
                         f"{self.target.shown}: PostgreSQL could not be reached for "
                         f"{self.target.wait:g}s: {_first_line(exc)}"
                     ) from None
-                time.sleep(pause)
+                if pause:
+                    time.sleep(pause)
                 pause = min(max(pause * 2, 0.05), _LONGEST_PAUSE)
 
     def writing(
@@ -195,19 +199,20 @@ class Connections:
         for each in [conn, *stale]:
             each.close()
 
-    def _worth_retrying(self, exc: psycopg.Error) -> bool:
+    def _verdict(self, exc: psycopg.Error) -> str:
+        """``retry``: the server is away, or chose this transaction to abort; ``refused``:
+        a connection failed, yet the server now accepts connections (it may just have
+        finished starting: worth one more try, after which it is refusing us, over a
+        password say); ``fail``: anything else."""
         if exc.sqlstate in _RETRY_STATES:
-            return True
-        if exc.sqlstate is not None:
-            return False
-        if isinstance(exc, psycopg.OperationalError):
-            # No SQL state: the connection failed or broke. Worth another try only if
-            # the server is away, not if it answers and refuses us (a password, say).
-            return pq.PGconn.ping(self.target.conninfo.encode()) in (
-                pq.Ping.NO_RESPONSE,
-                pq.Ping.REJECT,
-            )
-        return False
+            return "retry"
+        if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
+            return "fail"
+        # No SQL state: the connection failed or broke.
+        ping = pq.PGconn.ping(self.target.conninfo.encode())
+        if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
+            return "retry"
+        return "refused" if ping == pq.Ping.OK else "fail"
 
     def _store_error(self, exc: psycopg.Error) -> StoreError:
         """The ``StoreError`` an operator reads for a database error on this spool."""
