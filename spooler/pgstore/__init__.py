@@ -19,14 +19,15 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from ..store import DURABILITIES
 from .connection import Connections, parse_url
+from .drains import DrainOperations
 from .operators import OperatorOperations
-from .queue import QueueOperations
+from .producers import ProducerOperations
 from .schema import SCHEMA_VERSION, prepare
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 
-class PostgresStore(QueueOperations, OperatorOperations):
+class PostgresStore(ProducerOperations, DrainOperations, OperatorOperations):
     """The spool's tables in one PostgreSQL schema. Thread-safe; each thread's operation
     runs on a connection of its own, and a child process after ``fork()`` opens its own."""
 
@@ -54,16 +55,6 @@ class PostgresStore(QueueOperations, OperatorOperations):
         except BaseException:
             self._db.close()
             raise
-
-    def _sql(self, template: str) -> str:
-        """``template`` with ``{s}`` naming this spool's schema (kept: psycopg prepares
-        a statement it sees often, by its text)."""
-        statement = self._statements.get(template)
-        if statement is None:
-            statement = self._statements[template] = template.replace(
-                "{s}", self._db.target.quoted_schema
-            )
-        return statement
 
     def close(self) -> None:
         """Close this process's connections; the store is not usable afterwards."""

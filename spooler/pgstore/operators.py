@@ -3,12 +3,10 @@ release, retry-now and expire, and the health checks of ``spooler doctor``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from ..errors import UnknownEventError
 from ..records import (
     DEAD_AGE_BUCKETS,
     Attempt,
@@ -20,7 +18,7 @@ from ..records import (
     QueueSelection,
 )
 from ..store import REPLAY_CHUNK
-from .connection import Connections
+from .base import StoreBase
 from .sql import HELD, NOW, change_totals, from_db, move_to_dead, where, with_ctes
 
 __all__ = ["OperatorOperations"]
@@ -28,12 +26,8 @@ __all__ = ["OperatorOperations"]
 _LEASED = f"lease_owner IS NOT NULL AND due_at > {NOW}"
 
 
-class OperatorOperations:
-    """The operator half of ``PostgresStore``."""
-
-    _db: Connections
-    _clock: Callable[[], float]
-    _sql: Callable[[str], str]
+class OperatorOperations(StoreBase):
+    """What operators do to a PostgreSQL spool."""
 
     def counts(self, *, now: float) -> dict[str, Counts]:
         """Counts per destination (every destination with a queued or dead event)."""
@@ -311,32 +305,6 @@ class OperatorOperations:
         )
         return self._run_one(statement, params)
 
-    # -- shared ---------------------------------------------------------------------
-
-    def _rows(
-        self, conn: psycopg.Connection, statement: str, params: dict[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        return conn.execute(self._sql(statement), params).fetchall()
-
-    def _run_one(
-        self,
-        statement: str,
-        params: dict[str, Any],
-        *,
-        require: tuple[QueueSelection, str] | None = None,
-    ) -> int:
-        """One statement that counts what it did, in a transaction that first checks the
-        named ids of ``require`` (a selection, and the table they must be in)."""
-        params.setdefault("h", self._clock())
-
-        def run(conn: psycopg.Connection) -> int:
-            with self._db.writing(conn):
-                if require:
-                    self._require_ids(conn, *require)
-                return self._rows(conn, statement, params)[0][0]
-
-        return self._db.run(run)
-
     def _update_selected(
         self,
         selection: QueueSelection,
@@ -358,23 +326,3 @@ class OperatorOperations:
             "SELECT count(*) FROM updated",
         )
         return self._run_one(statement, params, require=(selection, "queue"))
-
-    def _require_ids(self, conn: psycopg.Connection, selection: QueueSelection, table: str) -> None:
-        """Refuse an operation naming ids that are not in ``table``."""
-        if not selection.ids:
-            return
-        found = {
-            row[0]
-            for row in self._rows(
-                conn,
-                f"SELECT event_id FROM {{s}}.{table} WHERE event_id = ANY(%(ids)s::text[])",
-                {"ids": list(selection.ids)},
-            )
-        }
-        missing = [eid for eid in selection.ids if eid not in found]
-        if missing:
-            where_ = "the dead-letter table" if table == "dead" else "the queue"
-            raise UnknownEventError(
-                f"not in {where_}: {', '.join(missing[:5])}"
-                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            )

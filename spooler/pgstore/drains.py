@@ -1,21 +1,19 @@
-"""What producers and drains do to a PostgreSQL spool: insert, claim under lease, settle.
+"""What drains do to a PostgreSQL spool: claim under lease, settle, keep the breakers.
 
-Each operation is one statement where it can be (its own transaction, one round trip):
-a data-modifying ``WITH`` query carries the totals' bookkeeping and the move to the
+Each operation is one statement (its own transaction, one round trip): a
+data-modifying ``WITH`` query carries the totals' bookkeeping and the move to the
 dead-letter table along with the change itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from ..errors import SpoolFullError
-from ..events import EVENT_ID_CHARS, split_event_ids
 from ..records import ClaimedEvent, Failure, KeptPause
-from .connection import Connections
+from .base import StoreBase
 from .sql import (
     HELD,
     NOW,
@@ -27,183 +25,11 @@ from .sql import (
     with_ctes,
 )
 
-__all__ = ["QueueOperations"]
-
-# The rows an insert adds: columns event_id, destination, body and position.
-_ROWS = (
-    "SELECT event_id, destination, body, position FROM unnest(%(ids)s::text[],"
-    " %(destinations)s::text[], %(bodies)s::text[]) WITH ORDINALITY"
-    " AS r(event_id, destination, body, position)"
-)
-# The same from one JSON array text: PostgreSQL splits it, keeping each element's text.
-_ARRAY = (
-    "SELECT (%(ids)s::text[])[position] AS event_id, %(destination)s::text AS destination,"
-    " value::text AS body, position FROM json_array_elements(%(array)s::json)"
-    " WITH ORDINALITY AS r(value, position)"
-)
-_NO_LIMITS = "SELECT 0::bigint AS events, 0::bigint AS bytes"
-_LIMITS = (
-    "SELECT coalesce(sum(events), 0) AS events, coalesce(sum(bytes), 0) AS bytes FROM {s}.totals"
-)
+__all__ = ["DrainOperations"]
 
 
-class QueueOperations:
-    """The producer and drain half of ``PostgresStore``."""
-
-    _db: Connections
-    _clock: Callable[[], float]
-    _sql: Callable[[str], str]
-
-    # -- producers ------------------------------------------------------------------
-
-    def insert(
-        self,
-        rows: Sequence[tuple[str, str, str]],
-        *,
-        now: float,
-        max_events: int | None = None,
-        max_bytes: int | None = None,
-    ) -> None:
-        """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
-        ids, destinations, bodies = (list(column) for column in zip(*rows, strict=True))
-        self._insert(
-            _ROWS,
-            {"ids": ids, "destinations": destinations, "bodies": bodies},
-            len(rows),
-            max_event_bytes=None,
-            max_events=max_events,
-            max_bytes=max_bytes,
-        )
-
-    def insert_array(
-        self,
-        array: str,
-        size: int,
-        id_block: bytes,
-        destination: str,
-        *,
-        now: float,
-        max_event_bytes: int,
-        max_events: int | None = None,
-        max_bytes: int | None = None,
-    ) -> bool:
-        """Insert the events of a JSON array text in one transaction, within limits: the
-        i-th element as the i-th event id of ``id_block``. Returns False, inserting
-        nothing, if an element is over ``max_event_bytes``, the ids and elements do not
-        pair up, or PostgreSQL refuses the text."""
-        if len(id_block) % EVENT_ID_CHARS:
-            raise ValueError("an id block holds whole event ids")
-        ids = split_event_ids(id_block)
-        params = {"ids": ids, "destination": destination, "array": array}
-        return self._insert(
-            _ARRAY,
-            params,
-            len(ids),
-            max_event_bytes=max_event_bytes,
-            max_events=max_events,
-            max_bytes=max_bytes,
-        )
-
-    def _insert(
-        self,
-        source: str,
-        params: dict[str, Any],
-        count: int,
-        *,
-        max_event_bytes: int | None,
-        max_events: int | None,
-        max_bytes: int | None,
-    ) -> bool:
-        """Insert the rows of ``source`` if there are ``count``, none is over
-        ``max_event_bytes`` and the limits allow: one statement, checks and all."""
-        limited = max_events is not None or max_bytes is not None
-        checks = ["sizes.events = %(count)s"]
-        if max_event_bytes is not None:
-            checks.append("sizes.largest <= %(max_event_bytes)s")
-        if max_events is not None:
-            checks.append("room.events + sizes.events <= %(max_events)s")
-        if max_bytes is not None:
-            checks.append("room.bytes + sizes.bytes <= %(max_bytes)s")
-        params.update(
-            count=count, max_event_bytes=max_event_bytes, max_events=max_events, max_bytes=max_bytes
-        )
-        statement = with_ctes(
-            {
-                "src": f"{source}",
-                "sizes": "SELECT count(*) AS events, coalesce(sum(octet_length(body)), 0) AS"
-                " bytes, coalesce(max(octet_length(body)), 0) AS largest FROM src",
-                # Dead events count: they take the same room until replayed or purged.
-                "room": _LIMITS if limited else _NO_LIMITS,
-                "fits": f"SELECT {' AND '.join(checks)} AS ok FROM sizes, room",
-                "added": "INSERT INTO {s}.queue (event_id, destination, body, created_at,"
-                f" queued_at, due_at) SELECT event_id, destination, body, {NOW}, {NOW}, {NOW}"
-                " FROM src WHERE (SELECT ok FROM fits) ORDER BY position"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING octet_length(body) AS n",
-                "counted": change_totals("SELECT n FROM added"),
-            },
-            "SELECT fits.ok, sizes.events, sizes.bytes, room.events, room.bytes"
-            " FROM fits, sizes, room",
-        )
-
-        def insert(conn: psycopg.Connection) -> tuple[Any, ...] | None:
-            try:
-                with self._db.writing(conn, one_statement=True):
-                    return conn.execute(self._sql(statement), params).fetchone()
-            except psycopg.errors.InvalidTextRepresentation:
-                return None  # not a JSON array after all
-
-        row = self._db.run(insert)
-        if row is None:
-            return False
-        ok, events, size, held, held_bytes = row
-        if ok:
-            return True
-        # Dead events count: they take the same disk until they are replayed or purged.
-        if max_events is not None and held + events > max_events:
-            raise SpoolFullError(
-                f"the spool holds {held} events, queued or dead, and {events} more "
-                f"would pass max_events={max_events}; nothing was enqueued"
-            )
-        if max_bytes is not None and held_bytes + size > max_bytes:
-            raise SpoolFullError(
-                f"the spool's events, queued or dead, take {held_bytes} bytes, and "
-                f"{size} more would pass max_bytes={max_bytes}; nothing was enqueued"
-            )
-        return False  # ids and elements do not pair up, or one is too large
-
-    def insert_dead(
-        self,
-        event_id: str,
-        destination: str,
-        body: str,
-        *,
-        now: float,
-        reason: str,
-        failure: Failure,
-    ) -> None:
-        """Put an event straight into the dead-letter table (a client's own rejection)."""
-        statement = with_ctes(
-            {
-                "added": "INSERT INTO {s}.dead (event_id, destination, body, created_at,"
-                " attempts, reason, status, error, dead_at) VALUES (%(event_id)s,"
-                f" %(destination)s, %(body)s, {NOW}, 0, %(reason)s, %(status)s::int,"
-                f" %(error)s, {NOW}) ON CONFLICT (event_id) DO NOTHING"
-                " RETURNING octet_length(body) AS n",
-                "counted": change_totals("SELECT n FROM added"),
-            },
-            "SELECT count(*) FROM added",
-        )
-        params = {
-            "event_id": event_id,
-            "destination": destination,
-            "body": body,
-            "reason": reason,
-            "status": failure.status,
-            "error": failure.error,
-        }
-        self._write_one(statement, params)
-
-    # -- drains ---------------------------------------------------------------------
+class DrainOperations(StoreBase):
+    """What drains do to a PostgreSQL spool."""
 
     def claim(
         self, destination: str, limit: int, owner: str, *, due_by: float, lease_until: float
@@ -243,7 +69,7 @@ class QueueOperations:
 
     def extend_lease(self, owner: str, rowids: Sequence[int], lease_until: float) -> None:
         """Push the lease of events still held by ``owner`` out to ``lease_until``."""
-        self._write_one(
+        self._run_one(
             f"WITH extended AS (UPDATE {{s}}.queue SET due_at = {to_db('%(lease_until)s')}"
             " WHERE lease_owner = %(owner)s AND id = ANY(%(ids)s::bigint[]) RETURNING 1)"
             " SELECT count(*) FROM extended",
@@ -310,11 +136,11 @@ class QueueOperations:
         if not ctes:
             return 0
         statement = with_ctes(ctes, "SELECT " + " + ".join(changed))
-        return self._write_one(statement, params)
+        return self._run_one(statement, params)
 
     def release(self, owner: str, *, now: float) -> int:
         """Give back every lease ``owner`` holds, making those events due at once."""
-        return self._write_one(
+        return self._run_one(
             f"WITH released AS (UPDATE {{s}}.queue SET due_at = {NOW}, lease_owner = NULL"
             f" WHERE lease_owner = %(owner)s AND due_at > {NOW} RETURNING 1)"
             " SELECT count(*) FROM released",
@@ -330,7 +156,7 @@ class QueueOperations:
         self, destination: str, *, failures: int, until: float | None, url_digest: str
     ) -> None:
         """Keep a destination's circuit breaker, for every drain of the spool."""
-        self._write_one(
+        self._run_one(
             "INSERT INTO {s}.destination_state (destination, failures, paused_until,"
             f" url_digest) VALUES (%(destination)s, %(failures)s, {to_db('%(until)s')},"
             " %(digest)s) ON CONFLICT (destination) DO UPDATE SET failures = excluded.failures,"
@@ -357,7 +183,7 @@ class QueueOperations:
             },
             "SELECT count(*) FROM due",
         )
-        return self._write_one(statement, {"destination": destination, "digest": url_digest})
+        return self._run_one(statement, {"destination": destination, "digest": url_digest})
 
     def pauses(self) -> dict[str, KeptPause]:
         """Destinations whose last requests failed, with their kept circuit breakers."""
@@ -385,23 +211,6 @@ class QueueOperations:
     def reclaim_space(self) -> int:
         """Nothing to do: autovacuum gives a drained backlog's space back for reuse."""
         return 0
-
-    # -- shared ---------------------------------------------------------------------
-
-    def _write_one(self, statement: str, params: dict[str, Any]) -> int:
-        """Run one writing statement as its own transaction; the count it selects."""
-        params.setdefault("h", self._clock())
-
-        def write(conn: psycopg.Connection) -> int:
-            with self._db.writing(conn, one_statement=True):
-                return conn.execute(self._sql(statement), params).fetchone()[0]
-
-        return self._db.run(write)
-
-    def _read(self, statement: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows of one query."""
-        params.setdefault("h", self._clock())
-        return self._db.run(lambda conn: conn.execute(self._sql(statement), params).fetchall())
 
 
 def _columns(
