@@ -2,8 +2,9 @@
 ``initdb`` and ``pg_ctl`` in a temporary folder, listening on a Unix socket only.
 
 The server runs as the ``postgres`` user when the tests run as root (initdb refuses
-root), as the current user otherwise. ``fsync`` is off: the tests stop and crash the
-server, never the machine, and the operating system keeps what was written either way.
+root), as the current user otherwise. ``fsync`` is off unless asked for: the tests stop
+and crash the server, never the machine, and the operating system keeps what was
+written either way. (The benchmarks start one too, with fsync on.)
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ def missing_postgres() -> str | None:
 class PostgresServer:
     """One PostgreSQL cluster in its own temporary folder; ``url()`` connects to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False, parent: str | None = None) -> None:
         bindir = _bindir()
         if bindir is None:
             raise RuntimeError(missing_postgres())
         self._bindir = bindir
+        self._fsync = fsync
         self._as_postgres = os.geteuid() == 0
-        self.folder = tempfile.mkdtemp(prefix="spooler-pg-")
+        self.folder = tempfile.mkdtemp(prefix="spooler-pg-", dir=parent)
         self.data = os.path.join(self.folder, "data")
         self.log = os.path.join(self.folder, "server.log")
         if self._as_postgres:
@@ -106,7 +108,7 @@ class PostgresServer:
         """Start the server (on the socket in ``folder``, with no TCP listener)."""
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.folder}'"
-            " -c fsync=off -c max_connections=200"
+            f" -c fsync={'on' if self._fsync else 'off'} -c max_connections=200"
         )
         self._run(
             "pg_ctl", "start", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options

@@ -140,9 +140,9 @@ class Connections:
         """The block's statements as one transaction that commits at the durability asked
         (with ``durability="normal"`` a commit does not wait for the disk). A block of
         ``one_statement`` needs no BEGIN: the statement is its own transaction."""
-        if not self._synchronous:
-            return _unsynchronised(conn)
-        return nullcontext() if one_statement else conn.transaction()
+        if self._synchronous and one_statement:
+            return nullcontext()
+        return _pipelined(conn, synchronous=self._synchronous)
 
     @staticmethod
     @contextmanager
@@ -223,11 +223,13 @@ class Connections:
 
 
 @contextmanager
-def _unsynchronised(conn: psycopg.Connection) -> Iterator[None]:
-    # Sent with the transaction's statements in one round trip (a pipeline). SET LOCAL,
-    # not a setting of the session: a pooler may hand the session to someone else.
+def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]:
+    # BEGIN, the statements and COMMIT go out together (a pipeline): one round trip
+    # unless a statement's result is read before the end. SET LOCAL, not a setting of
+    # the session: a pooler may hand the session to someone else.
     with conn.pipeline(), conn.transaction():
-        conn.execute("SET LOCAL synchronous_commit TO off")
+        if not synchronous:
+            conn.execute("SET LOCAL synchronous_commit TO off")
         yield
 
 

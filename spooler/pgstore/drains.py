@@ -15,6 +15,7 @@ import psycopg
 from ..records import ClaimedEvent, Failure, KeptPause
 from .base import StoreBase
 from .sql import (
+    CLAIMABLE_AT,
     HELD,
     NOW,
     append_attempt,
@@ -37,16 +38,18 @@ class DrainOperations(StoreBase):
         """Lease up to ``limit`` events of ``destination`` that are due at ``due_by``.
 
         Rows another drain is claiming at this moment are skipped, not waited for
-        (``SKIP LOCKED``); a lease is ``due_at`` moved to its end, on the database's clock.
+        (``SKIP LOCKED``). A lease is its owner and its end (on the database's clock): a
+        holder that dies leaves the event to be claimed again once the lease runs out.
         """
         statement = with_ctes(
             {
                 # MATERIALIZED: the rows are picked and locked once, whatever the plan.
                 "due": "SELECT id FROM {s}.queue WHERE destination = %(destination)s"
-                f" AND due_at <= {to_db('%(due_by)s')} ORDER BY due_at, id LIMIT %(limit)s"
+                f" AND due_at <= {to_db('%(due_by)s')} AND (lease_until IS NULL"
+                f" OR lease_until <= {to_db('%(due_by)s')}) ORDER BY due_at, id LIMIT %(limit)s"
                 " FOR UPDATE SKIP LOCKED",
             },
-            f"UPDATE {{s}}.queue AS q SET due_at = {to_db('%(lease_until)s')},"
+            f"UPDATE {{s}}.queue AS q SET lease_until = {to_db('%(lease_until)s')},"
             " lease_owner = %(owner)s, attempts = q.attempts + 1 FROM due WHERE q.id = due.id"
             " RETURNING q.id, q.event_id, q.destination, q.body, q.attempts,"
             f" {from_db('q.created_at')}, {from_db('q.queued_at')}",
@@ -61,7 +64,11 @@ class DrainOperations(StoreBase):
         }
 
         def claim(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
-            with self._db.writing(conn, one_statement=True):
+            with self._db.writing(conn):
+                # Walk the index in due order, never sort every due event: a planner
+                # that misjudges a fresh backlog (no statistics yet) would sort them all
+                # at every claim.
+                conn.execute("SET LOCAL enable_sort = off")
                 return conn.execute(self._sql(statement), params).fetchall()
 
         rows = self._db.run(claim)
@@ -70,7 +77,7 @@ class DrainOperations(StoreBase):
     def extend_lease(self, owner: str, rowids: Sequence[int], lease_until: float) -> None:
         """Push the lease of events still held by ``owner`` out to ``lease_until``."""
         self._run_one(
-            f"WITH extended AS (UPDATE {{s}}.queue SET due_at = {to_db('%(lease_until)s')}"
+            f"WITH extended AS (UPDATE {{s}}.queue SET lease_until = {to_db('%(lease_until)s')}"
             " WHERE lease_owner = %(owner)s AND id = ANY(%(ids)s::bigint[]) RETURNING 1)"
             " SELECT count(*) FROM extended",
             {"owner": owner, "ids": list(rowids), "lease_until": lease_until},
@@ -104,7 +111,8 @@ class DrainOperations(StoreBase):
             params.update(_columns(("r_ids", "r_due", "r_status", "r_error"), retry))
             ctes["retried"] = (
                 "UPDATE {s}.queue AS q SET due_at = " + to_db("r.due") + ","
-                " lease_owner = NULL, last_status = r.status, last_error = r.error,"
+                " lease_owner = NULL, lease_until = NULL, last_status = r.status,"
+                " last_error = r.error,"
                 " attempt_log = " + append_attempt("q.attempt_log", "r.status", "r.error") + " FROM"
                 " unnest(%(r_ids)s::bigint[], %(r_due)s::float8[], %(r_status)s::int[],"
                 " %(r_error)s::text[]) AS r(id, due, status, error)"
@@ -141,8 +149,8 @@ class DrainOperations(StoreBase):
     def release(self, owner: str, *, now: float) -> int:
         """Give back every lease ``owner`` holds, making those events due at once."""
         return self._run_one(
-            f"WITH released AS (UPDATE {{s}}.queue SET due_at = {NOW}, lease_owner = NULL"
-            f" WHERE lease_owner = %(owner)s AND due_at > {NOW} RETURNING 1)"
+            "WITH released AS (UPDATE {s}.queue SET lease_owner = NULL, lease_until = NULL"
+            f" WHERE lease_owner = %(owner)s AND lease_until > {NOW} RETURNING 1)"
             " SELECT count(*) FROM released",
             {"owner": owner},
         )
@@ -198,7 +206,7 @@ class DrainOperations(StoreBase):
         """When the earliest event of ``destination`` falls due (None: nothing queued but
         held events, which wait for an operator)."""
         return self._read(
-            f"SELECT {from_db('min(due_at)')} FROM {{s}}.queue"
+            f"SELECT {from_db(f'min({CLAIMABLE_AT})')} FROM {{s}}.queue"
             f" WHERE destination = %(destination)s AND due_at < {HELD}",
             {"destination": destination},
         )[0][0]

@@ -19,11 +19,19 @@ from ..records import (
 )
 from ..store import REPLAY_CHUNK
 from .base import StoreBase
-from .sql import HELD, NOW, change_totals, from_db, move_to_dead, where, with_ctes
+from .sql import (
+    CLAIMABLE_AT,
+    HELD,
+    LEASED,
+    NOW,
+    change_totals,
+    from_db,
+    move_to_dead,
+    where,
+    with_ctes,
+)
 
 __all__ = ["OperatorOperations"]
-
-_LEASED = f"lease_owner IS NOT NULL AND due_at > {NOW}"
 
 
 class OperatorOperations(StoreBase):
@@ -38,9 +46,10 @@ class OperatorOperations(StoreBase):
             with self._db.snapshot(conn):
                 for dest, *numbers, oldest in self._rows(
                     conn,
-                    f"SELECT destination, count(*), count(*) FILTER (WHERE due_at <= {NOW}),"
-                    f" count(*) FILTER (WHERE {_LEASED}), count(*) FILTER (WHERE due_at < {HELD}"
-                    f" AND attempts > CASE WHEN {_LEASED} THEN 1 ELSE 0 END),"
+                    "SELECT destination, count(*),"
+                    f" count(*) FILTER (WHERE {CLAIMABLE_AT} <= {NOW}),"
+                    f" count(*) FILTER (WHERE {LEASED}), count(*) FILTER (WHERE due_at < {HELD}"
+                    f" AND attempts > CASE WHEN {LEASED} THEN 1 ELSE 0 END),"
                     f" count(*) FILTER (WHERE due_at >= {HELD}), {from_db('min(queued_at)')}"
                     " FROM {s}.queue GROUP BY destination",
                     params,
@@ -254,8 +263,8 @@ class OperatorOperations(StoreBase):
         return self._update_selected(
             selection,
             {"h": now},
-            f"due_at = {HELD}, lease_owner = NULL",
-            f"NOT ({_LEASED}) AND due_at < {HELD}",
+            f"due_at = {HELD}, lease_owner = NULL, lease_until = NULL",
+            f"NOT ({LEASED}) AND due_at < {HELD}",
         )
 
     def release_held(self, selection: QueueSelection, *, now: float) -> int:
@@ -268,7 +277,7 @@ class OperatorOperations(StoreBase):
         params: dict[str, Any] = {"h": now, "reason": "manual", "status": None, "error": error}
         condition = where(selection, params)
         statement = with_ctes(
-            move_to_dead(f"{condition} AND NOT ({_LEASED})"), "SELECT count(*) FROM moved"
+            move_to_dead(f"{condition} AND NOT ({LEASED})"), "SELECT count(*) FROM moved"
         )
         return self._run_one(statement, params, require=(selection, "queue"))
 
@@ -291,7 +300,8 @@ class OperatorOperations(StoreBase):
     def stale_leases(self, *, now: float) -> int:
         """Events still marked as leased by a drain whose lease has run out."""
         return self._run_one(
-            f"SELECT count(*) FROM {{s}}.queue WHERE lease_owner IS NOT NULL AND due_at <= {NOW}",
+            "SELECT count(*) FROM {s}.queue WHERE lease_owner IS NOT NULL"
+            f" AND lease_until <= {NOW}",
             {"h": now},
         )
 

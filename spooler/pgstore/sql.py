@@ -15,7 +15,9 @@ from ..store import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
 from .schema import SHARDS
 
 __all__ = [
+    "CLAIMABLE_AT",
     "HELD",
+    "LEASED",
     "NOW",
     "append_attempt",
     "change_totals",
@@ -28,6 +30,10 @@ __all__ = [
 
 #: The database's present, in Unix seconds: the start of the transaction.
 NOW = "extract(epoch FROM now())::float8"
+#: A queued event that a drain is delivering at this moment.
+LEASED = f"lease_owner IS NOT NULL AND lease_until > {NOW}"
+#: When a queued event can next be claimed: when it falls due, or its lease runs out.
+CLAIMABLE_AT = "greatest(due_at, lease_until)"
 
 
 def to_db(value: str) -> str:
