@@ -15,10 +15,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from urllib.parse import quote
 
-__all__ = ["PASSWORD_ROLE", "PostgresServer", "missing_postgres"]
+__all__ = ["PASSWORD_ROLE", "PgBouncer", "PostgresServer", "missing_postgres"]
 
 # A role that must give its password (every other role is trusted on the socket).
 PASSWORD_ROLE = "spooler_pw"
@@ -133,4 +134,59 @@ class PostgresServer:
         """Stop the server if it runs, and remove its folder."""
         with contextlib.suppress(RuntimeError):  # already stopped
             self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PgBouncer:
+    """PgBouncer in transaction mode in front of ``server``, on a Unix socket of its own
+    (Debian package pgbouncer); ``url()`` connects through it."""
+
+    PORT = 6432
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.folder = tempfile.mkdtemp(prefix="spooler-bouncer-")
+        files = {
+            "pgbouncer.ini": (
+                f"[databases]\npostgres = host={server.folder} port=5432 user=postgres\n"
+                f"[pgbouncer]\nlisten_addr =\nlisten_port = {self.PORT}\n"
+                f"unix_socket_dir = {self.folder}\nauth_type = trust\n"
+                f"auth_file = {self.folder}/users.txt\npool_mode = transaction\n"
+                # Fewer server connections than clients: sessions change hands.
+                "default_pool_size = 2\nmax_client_conn = 100\n"
+                f"logfile = {self.folder}/pgbouncer.log\n"
+            ),
+            "users.txt": '"postgres" ""\n',
+        }
+        for name, text in files.items():
+            with open(os.path.join(self.folder, name), "w", encoding="utf-8") as file:
+                file.write(text)
+        command = ["pgbouncer", os.path.join(self.folder, "pgbouncer.ini")]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            for name in [".", *files]:
+                shutil.chown(os.path.join(self.folder, name), "postgres", "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self._process = subprocess.Popen(command)
+        socket = os.path.join(self.folder, f".s.PGSQL.{self.PORT}")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(socket):
+            if time.monotonic() > deadline or self._process.poll() is not None:
+                raise RuntimeError(f"pgbouncer did not start: {self._log_tail()}")
+            time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.folder, "pgbouncer.log"), encoding="utf-8") as file:
+                return file.read()[-2000:]
+        except OSError:
+            return ""
+
+    def url(self, schema: str) -> str:
+        """A spool URL through the pooler, in ``schema``."""
+        where = f"{quote(self.folder, safe='')}:{self.PORT}"
+        return f"postgresql://postgres@{where}/postgres?schema={schema}"
+
+    def close(self) -> None:
+        """Stop PgBouncer and remove its folder."""
+        self._process.terminate()
+        self._process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)

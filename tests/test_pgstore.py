@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
-from pg_server import PASSWORD_ROLE, PostgresServer, missing_postgres
+from conftest import SPOOLER, require_program, spooler_cmd, wait_until
+from pg_server import PASSWORD_ROLE, PgBouncer, PostgresServer, missing_postgres
 
 from spooler import ConfigError, Spool, StoreError
+from spooler.receiver import Receiver
 from spooler.records import QueueSelection
 
 psycopg = pytest.importorskip("psycopg")
@@ -273,3 +274,62 @@ def test_selections_name_events_by_id(pg_url: str) -> None:
         assert spool.status().total.held == 1
         assert spool.expire([first]) == 1
         assert [d.event_id for d in spool.dead_letters.inspect()] == [first]
+
+
+# -- poolers -------------------------------------------------------------------------
+
+PRODUCE = (
+    "import sys; from spooler import Spool\n"
+    "with Spool(sys.argv[1]) as spool:\n"
+    "    for n in range(200): spool.enqueue({'n': n})"
+)
+
+
+def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
+    postgres: PostgresServer, receiver: Receiver
+) -> None:
+    # Each store operation is one transaction that leaves nothing in the session, so a
+    # pooler may hand every transaction to another server connection. Only the
+    # statements psycopg prepares on the server cannot follow (PgBouncer < 1.21).
+    require_program("pgbouncer", "pgbouncer")
+    bouncer = PgBouncer(postgres)
+    try:
+        url = bouncer.url("bounced") + "&prepared_statements=off"
+        Spool(url).close()
+        producers = [subprocess.Popen([sys.executable, "-c", PRODUCE, url]) for _ in range(3)]
+        drains = [
+            subprocess.Popen(
+                [
+                    *SPOOLER,
+                    "drain",
+                    "--db",
+                    url,
+                    "--url",
+                    receiver.url,
+                    "--id-field",
+                    "id",
+                    "--batch-size",
+                    "20",
+                    "--poll-interval",
+                    "0.05",
+                    "--until-empty",
+                    "--max-time",
+                    "120",
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        assert [p.wait(timeout=120) for p in producers] == [0, 0, 0]
+        for drain in drains:
+            _, errors = drain.communicate(timeout=180)
+            assert drain.returncode == 0, errors[-2000:]
+        last = spooler_cmd(
+            "drain", "--db", url, "--url", receiver.url, "--id-field", "id", "--until-empty"
+        )
+        assert last.returncode == 0, last.stderr[-2000:]
+        ids = [event["id"] for event in receiver.delivered]
+        assert len(ids) == 600 and len(set(ids)) == 600
+    finally:
+        bouncer.close()

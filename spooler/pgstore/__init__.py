@@ -5,10 +5,12 @@ Usage::
     store = PostgresStore("postgresql://app@db.example.com/events?schema=spooler")
 
 The URL is libpq's; the password comes from it, from ``PGPASSWORD`` or from
-``~/.pgpass``, and never appears in a message (``path`` is the URL without it). Two
-parameters are spooler's: ``schema`` (default ``spooler``), where the tables live, and
+``~/.pgpass``, and never appears in a message (``path`` is the URL without it). Three
+parameters are spooler's: ``schema`` (default ``spooler``), where the tables live;
 ``wait`` (default 10), how many seconds an operation keeps trying while the server
-cannot be reached. Only this package imports psycopg: ``import spooler`` stays light.
+cannot be reached; ``prepared_statements`` (``on`` or ``off``, default ``on``), off
+behind a pooler that cannot carry them (PgBouncer before 1.21 in transaction mode).
+Only this package imports psycopg: ``import spooler`` stays light.
 """
 
 from __future__ import annotations

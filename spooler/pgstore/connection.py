@@ -32,6 +32,7 @@ DEFAULT_SCHEMA = "spooler"
 DEFAULT_WAIT = 10.0  # seconds an operation waits for an unreachable server
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds, where the URL sets none: libpq's own is forever
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SPOOLER_PARAMETERS = ("schema", "wait", "prepared_statements")
 # Query parameters that hold a secret: masked wherever the URL is shown.
 _SECRET_PARAMETERS = ("password", "sslpassword")
 # Errors after which the same operation may simply run again: the server went away
@@ -48,6 +49,7 @@ class Target:
     conninfo: str  # the URL as libpq takes it (spooler's own parameters removed)
     schema: str
     wait: float
+    prepared_statements: bool  # off for a pooler that cannot carry them (PgBouncer < 1.21)
     shown: str  # the URL for messages: no password
 
     @property
@@ -57,10 +59,11 @@ class Target:
 
 
 def parse_url(url: str, *, schema: str | None = None) -> Target:
-    """Read a ``postgresql://`` URL; its ``schema`` and ``wait`` parameters are spooler's."""
+    """Read a ``postgresql://`` URL; its ``schema``, ``wait`` and ``prepared_statements``
+    parameters are spooler's."""
     parts = urlsplit(url)
     params = parse_qsl(parts.query, keep_blank_values=True)
-    own = {key: value for key, value in params if key in ("schema", "wait")}
+    own = {key: value for key, value in params if key in _SPOOLER_PARAMETERS}
     schema = schema or own.get("schema") or DEFAULT_SCHEMA
     if not _SCHEMA_NAME.fullmatch(schema):
         raise ConfigError(
@@ -72,6 +75,9 @@ def parse_url(url: str, *, schema: str | None = None) -> Target:
         wait = -1.0
     if not 0 <= wait < float("inf"):
         raise ConfigError(f"wait must be a number of seconds, not {own['wait']!r}")
+    prepared = own.get("prepared_statements", "on")
+    if prepared not in ("on", "off"):
+        raise ConfigError(f"prepared_statements must be 'on' or 'off', not {prepared!r}")
     libpq = [(key, value) for key, value in params if key not in own]
     netloc = parts.netloc
     if parts.password is not None:
@@ -83,6 +89,7 @@ def parse_url(url: str, *, schema: str | None = None) -> Target:
         conninfo=urlunsplit(parts._replace(query=urlencode(libpq))),
         schema=schema,
         wait=wait,
+        prepared_statements=prepared == "on",
         shown=urlunsplit(parts._replace(netloc=netloc, query=urlencode(shown_query, safe="/*"))),
     )
 
@@ -175,6 +182,8 @@ class Connections:
         return psycopg.connect(
             self.target.conninfo,
             autocommit=True,
+            # psycopg prepares a statement on the server once it has run it 5 times.
+            prepare_threshold=5 if self.target.prepared_statements else None,
             **{
                 key: value
                 for key, value in (
