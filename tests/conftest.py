@@ -264,15 +264,25 @@ def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int,
 # -- PostgreSQL ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the session (skips, saying why, where there is none)."""
+def _postgres_server() -> Iterator[PostgresServer]:
     why = missing_postgres()
     if why:
         pytest.skip(why)
     server = PostgresServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (skips, saying why, where there is none)."""
+    yield from _postgres_server()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, to stop, crash and start."""
+    yield from _postgres_server()
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import SPOOLER, require_program, spooler_cmd, wait_until
-from pg_server import PASSWORD_ROLE, PgBouncer, PostgresServer, missing_postgres
+from pg_server import PASSWORD_ROLE, PgBouncer, PostgresServer
 
 from spooler import ConfigError, Spool, StoreError
 from spooler.receiver import Receiver
@@ -30,17 +29,6 @@ def sql(server: PostgresServer, statement: str) -> list[tuple[object, ...]]:
     with psycopg.connect(server.admin_url(), autocommit=True) as conn:
         cursor = conn.execute(statement)
         return cursor.fetchall() if cursor.description else []
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of the test's own, to stop and start."""
-    why = missing_postgres()
-    if why:
-        pytest.skip(why)
-    server = PostgresServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

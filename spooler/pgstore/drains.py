@@ -41,19 +41,18 @@ class DrainOperations(StoreBase):
         (``SKIP LOCKED``). A lease is its owner and its end (on the database's clock): a
         holder that dies leaves the event to be claimed again once the lease runs out.
         """
-        statement = with_ctes(
-            {
-                # MATERIALIZED: the rows are picked and locked once, whatever the plan.
-                "due": "SELECT id FROM {s}.queue WHERE destination = %(destination)s"
-                f" AND due_at <= {to_db('%(due_by)s')} AND (lease_until IS NULL"
-                f" OR lease_until <= {to_db('%(due_by)s')}) ORDER BY due_at, id LIMIT %(limit)s"
-                " FOR UPDATE SKIP LOCKED",
-            },
-            f"UPDATE {{s}}.queue AS q SET lease_until = {to_db('%(lease_until)s')},"
+        due_by_then = to_db("%(due_by)s")
+        # MATERIALIZED: the rows are picked and locked once, whatever the plan.
+        statement = (
+            "WITH due AS MATERIALIZED (SELECT id FROM {s}.queue"
+            f" WHERE destination = %(destination)s AND due_at <= {due_by_then}"
+            f" AND (lease_until IS NULL OR lease_until <= {due_by_then})"
+            " ORDER BY due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {{s}}.queue AS q SET lease_until = {to_db('%(lease_until)s')},"
             " lease_owner = %(owner)s, attempts = q.attempts + 1 FROM due WHERE q.id = due.id"
             " RETURNING q.id, q.event_id, q.destination, q.body, q.attempts,"
-            f" {from_db('q.created_at')}, {from_db('q.queued_at')}",
-        ).replace("due AS (", "due AS MATERIALIZED (", 1)
+            f" {from_db('q.created_at')}, {from_db('q.queued_at')}"
+        )
         params = {
             "destination": destination,
             "limit": limit,

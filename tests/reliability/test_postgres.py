@@ -15,37 +15,11 @@ from typing import IO
 
 import pytest
 from conftest import SPOOLER, wait_until
-from pg_server import PostgresServer, missing_postgres
+from pg_server import PostgresServer
+from test_crash import PRODUCER  # the same loop, on a PostgreSQL spool
 
 from spooler import Spool
 from spooler.receiver import Receiver
-
-# Prints each id once its enqueue returned; enqueue_many now and then.
-PRODUCER = """
-import sys
-from spooler import Spool
-spool = Spool(sys.argv[1])
-n = 0
-while True:
-    if n % 4 == 3:
-        ids = spool.enqueue_many([{"n": n, "k": k} for k in range(5)])
-    else:
-        ids = [spool.enqueue({"n": n})]
-    sys.stdout.write("".join(i + "\\n" for i in ids))
-    sys.stdout.flush()
-    n += 1
-"""
-
-
-@pytest.fixture
-def server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of the test's own, to crash and restart."""
-    why = missing_postgres()
-    if why:
-        pytest.skip(why)
-    started = PostgresServer()
-    yield started
-    started.close()
 
 
 class Producer:
@@ -132,9 +106,9 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(server: PostgresServer, receiver: Receiver, tmp_path: Path) -> Iterator[Fleet]:
-    """Producers and drains on a fresh spool of ``server`` (created before they race)."""
-    url = server.url() + "&wait=120"
+def fleet(own_postgres: PostgresServer, receiver: Receiver, tmp_path: Path) -> Iterator[Fleet]:
+    """Producers and drains on a fresh spool of ``own_postgres`` (made before they race)."""
+    url = own_postgres.url() + "&wait=120"
     Spool(url).close()
     with (tmp_path / "drains.log").open("w") as log:
         started = Fleet(url, receiver, log)
@@ -192,15 +166,17 @@ def test_three_producers_and_two_drains_killed_at_random_lose_nothing(fleet: Fle
     assert fleet.acknowledged() - arrived(fleet.receiver) == set()
 
 
-def test_a_server_restart_mid_drain_loses_nothing(server: PostgresServer, fleet: Fleet) -> None:
+def test_a_server_restart_mid_drain_loses_nothing(
+    own_postgres: PostgresServer, fleet: Fleet
+) -> None:
     # Given producers and a drain at work
     producers = [fleet.produce() for _ in range(3)]
     drain = fleet.drain()
     assert wait_until(lambda: len(arrived(fleet.receiver)) >= 30, timeout=60)
     # When the server crashes (immediate stop: no clean shutdown) and starts again
-    server.stop("immediate")
+    own_postgres.stop("immediate")
     acknowledged_before = len(fleet.acknowledged())
-    server.start()
+    own_postgres.start()
     # Then producers and the drain carry on by themselves
     assert wait_until(lambda: len(fleet.acknowledged()) >= acknowledged_before + 30, timeout=60)
     delivered_before = len(arrived(fleet.receiver))
