@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
@@ -29,11 +30,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .dlq import DeadLetters
-    from .records import QueueSelection, SpoolStatus
+    from .records import QueueSelection, RetriedNow, SpoolStatus
 
-__all__ = ["DEFAULT_DESTINATION", "Spool"]
+__all__ = ["DEFAULT_DESTINATION", "Spool", "is_url", "open_store"]
 
 DEFAULT_DESTINATION = "default"
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 
 class Spool:
@@ -74,7 +76,7 @@ class Spool:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store = Store(path, durability=durability, create=create)
+        self.store = open_store(self.path, durability=durability, create=create)
         self._group_commit = GroupCommit(self._insert)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
@@ -154,9 +156,10 @@ class Spool:
 
     def retry_now(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
-    ) -> int:
+    ) -> RetriedNow:
         """Clear the backoff of waiting events so the next drain pass sends them, and end
-        the pauses of their destinations (running drains probe them at once)."""
+        the pauses of their destinations (running drains probe them at once). Returns
+        how many events it made due, and the destinations whose pause it ended."""
         selection = _queue_selection(ids, destination, everything)
         return self.store.retry_now(selection, now=self._clock())
 
@@ -224,6 +227,23 @@ class Spool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def open_store(path: str, *, durability: str = "full", create: bool = True) -> Store:
+    """The store a spool path names: a SQLite file. A URL (``postgresql://...``) is
+    refused, before anything is created: no store speaks one yet."""
+    if is_url(path):
+        # Only the scheme is shown: the rest of a database URL may hold a password.
+        raise ConfigError(
+            f"the spool {path.partition(':')[0]}://... is a URL, and spooler keeps its spool "
+            "in a SQLite file for now: give a file path (--db, SPOOLER_DB, db in the config)"
+        )
+    return Store(path, durability=durability, create=create)
+
+
+def is_url(path: str) -> bool:
+    """Whether a spool path is a URL (``scheme://...``) rather than a file path."""
+    return _URL.match(path) is not None
 
 
 def _queue_selection(
