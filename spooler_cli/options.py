@@ -151,7 +151,7 @@ reason_filter = click.option(
     "--reason",
     "-r",
     help="Only events dead for this reason: rejected, invalid, too_large, max_attempts,"
-    " max_age, ...",
+    " max_age, manual, corrupt, or one a client gave.",
 )
 
 
