@@ -34,7 +34,8 @@ from conftest import free_port, wait_until
 from spooler.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("spooler", "spooler_cli")
+# Source folders and the package each installs as.
+PACKAGES = {"spooler": "spooler", "cli": "spooler_cli"}
 # What a copy of the checkout leaves out: local state, not sources.
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
@@ -46,9 +47,17 @@ def source_modules() -> set[str]:
     """Every module of the source tree, as a path relative to the checkout."""
     return {
         path.relative_to(ROOT).as_posix()
-        for package in PACKAGES
-        for path in (ROOT / package).rglob("*.py")
+        for folder in PACKAGES
+        for path in (ROOT / folder).rglob("*.py")
         if "__pycache__" not in path.parts
+    }
+
+
+def installed_modules() -> set[str]:
+    """Every module of the source tree, as the wheel names it (``cli/`` is ``spooler_cli/``)."""
+    return {
+        f"{PACKAGES[folder]}/{rest}"
+        for folder, _, rest in (module.partition("/") for module in source_modules())
     }
 
 
@@ -108,10 +117,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def test_the_wheel_holds_every_module_of_the_source_tree(built: Built) -> None:
     with zipfile.ZipFile(built.wheel) as wheel:
         shipped = set(wheel.namelist())
-    missing = sorted(source_modules() - shipped)
+    missing = sorted(installed_modules() - shipped)
     assert not missing, (
         f"the wheel leaves out {len(missing)} modules of the source tree: {', '.join(missing)}"
-        " (pyproject.toml's [tool.setuptools.packages.find] does not find them)"
+        " (setup.py does not find them)"
     )
 
 
@@ -119,7 +128,7 @@ def test_the_sdist_holds_the_sources_and_builds(built: Built) -> None:
     # `python -m build` built the wheel from this sdist: that it exists proves the build.
     with tarfile.open(built.sdist) as sdist:
         shipped = {name.partition("/")[2] for name in sdist.getnames()}
-    missing = sorted((source_modules() | {"pyproject.toml", "README.md"}) - shipped)
+    missing = sorted((source_modules() | {"pyproject.toml", "setup.py", "README.md"}) - shipped)
     assert not missing, f"the sdist leaves out {', '.join(missing)}"
 
 
