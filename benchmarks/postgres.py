@@ -30,10 +30,10 @@ from common import EVENT, Row, at_least, context, interleaved, report
 from loopback import Loopback
 
 import spooler
-from spooler.backend import open_store
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.events import encode_event, new_event_ids
+from spooler.spool import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from pg_server import PostgresServer  # the tests' own harness

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from .events import events_phrase
+from .records import per_destination, queued_elsewhere
 from .spool import Spool
 from .store import SCHEMA_VERSION
 
@@ -104,16 +105,13 @@ def diagnose(
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
-    stranded = {
-        name: counts.queued
-        for name, counts in spool.status().destinations.items()
-        if counts.queued and name not in configured
-    }
+    stranded = queued_elsewhere(spool.status().destinations, configured)
     if not stranded:
         return Finding("ok", "routes", "every queued event is for a configured destination")
-    listed = ", ".join(f"{name} ({events_phrase(n)})" for name, n in sorted(stranded.items()))
     return Finding(
-        "warning", "routes", f"queued for destinations the config does not define: {listed}"
+        "warning",
+        "routes",
+        f"queued for destinations the config does not define: {per_destination(stranded)}",
     )
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import TracebackType
 
-from .backend import open_store
-from .errors import ConfigError, InvalidEventError
+from .errors import ConfigError, InvalidEventError, StoreError
 from .events import (
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
@@ -21,6 +21,7 @@ from .events import (
     split_event_ids,
 )
 from .group_commit import GroupCommit
+from .store import Store
 
 # Operator and dead-letter features are imported where used: a producer's
 # `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
@@ -29,12 +30,13 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .dlq import DeadLetters
-    from .records import QueueSelection, SpoolStatus
+    from .records import QueueSelection, RetriedNow, SpoolStatus
     from .store_interface import SpoolStore
 
-__all__ = ["DEFAULT_DESTINATION", "Spool"]
+__all__ = ["DEFAULT_DESTINATION", "Spool", "is_url", "open_store"]
 
 DEFAULT_DESTINATION = "default"
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 
 class Spool:
@@ -76,7 +78,7 @@ class Spool:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store: SpoolStore = open_store(path, durability=durability, create=create, clock=clock)
+        self.store = open_store(os.fspath(path), durability=durability, create=create, clock=clock)
         self.path = self.store.path  # a URL without its password
         self._group_commit = GroupCommit(self._insert)
 
@@ -157,9 +159,10 @@ class Spool:
 
     def retry_now(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
-    ) -> int:
+    ) -> RetriedNow:
         """Clear the backoff of waiting events so the next drain pass sends them, and end
-        the pauses of their destinations (running drains probe them at once)."""
+        the pauses of their destinations (running drains probe them at once). Returns
+        how many events it made due, and the destinations whose pause it ended."""
         selection = _queue_selection(ids, destination, everything)
         return self.store.retry_now(selection, now=self._clock())
 
@@ -227,6 +230,39 @@ class Spool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def open_store(
+    path: str,
+    *,
+    durability: str = "full",
+    create: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> SpoolStore:
+    """The store a spool path names: a SQLite file, or a PostgreSQL database for a
+    ``postgresql://`` URL (psycopg is imported only then). Any other URL is refused,
+    before anything is created."""
+    if not is_url(path):
+        return Store(path, durability=durability, create=create)
+    # Only the scheme is shown: the rest of a database URL may hold a password.
+    scheme = path.partition(":")[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"the spool {scheme}://... is a URL spooler cannot open: give a file path, or a"
+            " postgresql:// URL"
+        )
+    try:
+        from .pgstore import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            f"a postgresql:// spool needs psycopg: pip install 'spooler[postgres]' ({exc})"
+        ) from None
+    return PostgresStore(path, durability=durability, create=create, clock=clock)
+
+
+def is_url(path: str) -> bool:
+    """Whether a spool path is a URL (``scheme://...``) rather than a file path."""
+    return _URL.match(path) is not None
 
 
 def _queue_selection(

@@ -21,7 +21,7 @@ from itertools import chain
 from types import TracebackType
 
 from .errors import ConfigError, NotDurableError, SpoolFullError, StoreError, UnknownEventError
-from .events import EVENT_ID_CHARS, utf8_size
+from .events import EVENT_ID_CHARS, events_phrase, utf8_size
 
 # The record types come from .records where a method builds one, not here: a producer
 # never needs them, and they would make `import spooler` load dataclasses.
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Failure,
         KeptPause,
         QueueSelection,
+        RetriedNow,
     )
 
 __all__ = ["SCHEMA_VERSION", "Store"]
@@ -783,25 +784,31 @@ class Store:
         condition_values: Sequence[object],
         *,
         also: Sequence[tuple[str, Sequence[object]]] = (),
+        returned: list[object] | None = None,
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
         and the statements ``also`` (with their parameters), in one transaction; named
-        ids must all be queued."""
+        ids must all be queued. The first column of the rows ``also`` return goes into
+        ``returned``."""
         where, params = selection.where()
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
             for statement, statement_params in also:
-                conn.execute(statement, statement_params)
+                rows = conn.execute(statement, statement_params).fetchall()
+                if returned is not None:
+                    returned.extend(row[0] for row in rows)
             return conn.execute(
                 f"UPDATE queue SET {assignments} WHERE {where} AND {condition}",
                 [*values, *params, *condition_values],
             ).rowcount
 
-    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
+    def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:
         """Make waiting events due at once (their backoff is cleared); not those in flight
         or held. The selected destinations' pauses end (those of the named events, or
         every one): running drains see :meth:`retry_now_count` change and probe them,
         drains started later find no pause."""
+        from .records import RetriedNow
+
         if selection.destination is not None:
             paused, paused_params = "destination = ?", [selection.destination]
         elif selection.ids:
@@ -809,7 +816,8 @@ class Store:
             paused = f"destination IN (SELECT destination FROM queue WHERE {where})"
         else:
             paused, paused_params = "1", []
-        return self._update_selected(
+        ended: list[str] = []
+        events = self._update_selected(
             selection,
             "due_at = ?, lease_owner = NULL",
             "due_at > ? AND due_at < ? AND lease_owner IS NULL",
@@ -821,9 +829,17 @@ class Store:
                     " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
                     [],
                 ),
+                (
+                    # First the pauses still running, to say which ended; then the rest.
+                    "UPDATE destination_state SET paused_until = NULL"
+                    f" WHERE {paused} AND paused_until > ? RETURNING destination",
+                    [*paused_params, now],
+                ),
                 (f"UPDATE destination_state SET paused_until = NULL WHERE {paused}", paused_params),
             ),
+            returned=ended,
         )
+        return RetriedNow(events, tuple(sorted(ended)))
 
     def retry_now_count(self) -> int:
         """How many times an operator has run ``retry-now`` on this spool."""
@@ -1107,7 +1123,7 @@ def _check_limits(
     # Dead events count: they take the same disk until they are replayed or purged.
     if max_events is not None and events + count > max_events:
         raise SpoolFullError(
-            f"the spool holds {events} events, queued or dead, and {count} more "
+            f"the spool holds {events_phrase(events)}, queued or dead, and {count} more "
             f"would pass max_events={max_events}; nothing was enqueued"
         )
     if max_bytes is not None and size + added_bytes > max_bytes:

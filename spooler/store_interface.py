@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         Failure,
         KeptPause,
         QueueSelection,
+        RetriedNow,
     )
 
 __all__ = ["SpoolStore"]
@@ -163,8 +164,9 @@ class SpoolStore(Protocol):
     def purge(self, selection: DeadSelection, *, dry_run: bool = False) -> int:
         """Delete dead events for good; how many."""
 
-    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
-        """Make waiting events due at once and end their destinations' pauses."""
+    def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:
+        """Make waiting events due at once and end their destinations' pauses; how many
+        events, and whose running pauses ended."""
 
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events (not those being delivered) until ``release_held``."""

@@ -19,7 +19,7 @@ import time
 import uuid
 from urllib.parse import quote
 
-__all__ = ["PASSWORD_ROLE", "PgBouncer", "PostgresServer", "missing_postgres"]
+__all__ = ["DRAIN", "PASSWORD_ROLE", "PgBouncer", "PostgresServer", "missing_postgres"]
 
 # A role that must give its password (every other role is trusted on the socket).
 PASSWORD_ROLE = "spooler_pw"
@@ -190,3 +190,25 @@ class PgBouncer:
         self._process.terminate()
         self._process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# A drain as a process of its own, through the library (the command line opens spool
+# files only, so far): python -c DRAIN URL RECEIVER MODE. SIGTERM stops it as it stops
+# `spooler drain`; it exits 1 if the drain stopped on an error.
+DRAIN = """
+import signal, sys
+from spooler.config import build_drain_config
+from spooler.drain import Drain, Mode
+from spooler.spool import open_store
+store = open_store(sys.argv[1], durability="normal")
+config = build_drain_config(
+    {},
+    destination_flags={"url": sys.argv[2], "id_field": "id", "batch_size": 20, "timeout": 2},
+    drain_flags={"lease": 5, "poll_interval": 0.05},
+)
+drain = Drain(store, config)
+signal.signal(signal.SIGTERM, lambda *_: drain.stop())
+report = drain.run(Mode[sys.argv[3]], max_time=120)
+store.close()
+sys.exit(1 if report.error or report.remaining and sys.argv[3] == "UNTIL_EMPTY" else 0)
+"""

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from conftest import rows
-from spooler_cli.main import cli
 
 from spooler import Spool
 from spooler.doctor import diagnose
+from spooler_cli.main import cli
 
 
 def test_a_healthy_spool(db: Path) -> None:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, require_program, spooler_cmd, wait_until
-from pg_server import PASSWORD_ROLE, PgBouncer, PostgresServer
+from conftest import require_program, wait_until
+from pg_server import DRAIN, PASSWORD_ROLE, PgBouncer, PostgresServer
 
 from spooler import ConfigError, Spool, StoreError
 from spooler.receiver import Receiver
@@ -287,23 +287,7 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         producers = [subprocess.Popen([sys.executable, "-c", PRODUCE, url]) for _ in range(3)]
         drains = [
             subprocess.Popen(
-                [
-                    *SPOOLER,
-                    "drain",
-                    "--db",
-                    url,
-                    "--url",
-                    receiver.url,
-                    "--id-field",
-                    "id",
-                    "--batch-size",
-                    "20",
-                    "--poll-interval",
-                    "0.05",
-                    "--until-empty",
-                    "--max-time",
-                    "120",
-                ],
+                [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
                 stderr=subprocess.PIPE,
                 text=True,
             )
@@ -313,8 +297,11 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         for drain in drains:
             _, errors = drain.communicate(timeout=180)
             assert drain.returncode == 0, errors[-2000:]
-        last = spooler_cmd(
-            "drain", "--db", url, "--url", receiver.url, "--id-field", "id", "--until-empty"
+        last = subprocess.run(
+            [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert last.returncode == 0, last.stderr[-2000:]
         ids = [event["id"] for event in receiver.delivered]

@@ -17,8 +17,8 @@ import pytest
 from conftest import wait_until
 
 from spooler import SpoolFullError, UnknownEventError
-from spooler.backend import open_store
 from spooler.records import DeadSelection, Failure, QueueSelection
+from spooler.spool import open_store
 from spooler.store import Store
 from spooler.store_interface import SpoolStore
 
@@ -353,11 +353,14 @@ def test_retry_now_clears_backoff_and_ends_the_pause(store: SpoolStore) -> None:
     store.settle("a", now=time.time(), retry=[(first, time.time() + 3600, BOOM)])
     store.record_pause("d", failures=3, until=time.time() + 600, url_digest="u1")
     assert store.retry_now_count() == 0
-    assert store.retry_now(QueueSelection(destination="d"), now=time.time()) == 1
+    store.record_pause("e", failures=1, until=time.time() - 1, url_digest="u1")  # over
+    assert store.retry_now(QueueSelection(destination="d"), now=time.time()) == (1, ("d",))
     assert store.retry_now_count() == 1
     assert store.pauses()["d"].until is None and store.pauses()["d"].failures == 3
     assert claim(store, "b") == ["w1"]  # w2 stays with its drain
-    assert store.retry_now(ALL, now=time.time()) == 0 and store.retry_now_count() == 2
+    store.record_pause("f", failures=1, until=time.time() + 600, url_digest="u1")
+    assert store.retry_now(ALL, now=time.time()) == (0, ("f",))  # not e's, already over
+    assert store.retry_now_count() == 2
     assert store.settle("a", now=time.time(), delivered=[second]) == 1
 
 

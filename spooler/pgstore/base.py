@@ -49,16 +49,26 @@ class StoreBase:
         *,
         require: tuple[QueueSelection, str] | None = None,
     ) -> int:
-        """Run one statement that selects a count, and return it. With ``require`` (a
+        """Run one statement that selects a count, and return it (see ``_run_row``)."""
+        return self._run_row(statement, params, require=require)[0]
+
+    def _run_row(
+        self,
+        statement: str,
+        params: dict[str, Any],
+        *,
+        require: tuple[QueueSelection, str] | None = None,
+    ) -> tuple[Any, ...]:
+        """Run one statement that selects one row, and return it. With ``require`` (a
         selection, and the table its named ids must be in) the ids are checked first, in
         the same transaction; without, the statement is its own transaction."""
         params.setdefault("h", self._clock())
 
-        def run(conn: psycopg.Connection) -> int:
+        def run(conn: psycopg.Connection) -> tuple[Any, ...]:
             with self._db.writing(conn, one_statement=require is None):
                 if require:
                     self._require_ids(conn, *require)
-                return self._rows(conn, statement, params)[0][0]
+                return self._rows(conn, statement, params)[0]
 
         return self._db.run(run)
 

@@ -16,6 +16,7 @@ from ..records import (
     DeadSelection,
     Failure,
     QueueSelection,
+    RetriedNow,
 )
 from ..store import REPLAY_CHUNK
 from .base import StoreBase
@@ -232,10 +233,11 @@ class OperatorOperations(StoreBase):
             )
         return self._run_one(statement, params, require=(selection, "dead"))
 
-    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
+    def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:
         """Make waiting events due at once (their backoff is cleared); not those in flight
         or held. The selected destinations' pauses end (those of the named events, or
-        every one), and running drains see :meth:`retry_now_count` change."""
+        every one), and running drains see :meth:`retry_now_count` change; returns how
+        many events, and which destinations' running pauses ended."""
         params: dict[str, Any] = {"h": now}
         condition = where(selection, params)
         if selection.destination is not None:
@@ -244,7 +246,7 @@ class OperatorOperations(StoreBase):
             paused = f"destination IN (SELECT destination FROM {{s}}.queue WHERE {condition})"
         else:
             paused = "TRUE"
-        return self._update_selected(
+        events, ended = self._update_selected(
             selection,
             params,
             f"due_at = {NOW}, lease_owner = NULL",
@@ -252,10 +254,16 @@ class OperatorOperations(StoreBase):
             also={
                 "counter": "INSERT INTO {s}.meta AS m (key, value) VALUES ('retry_now_count', '1')"
                 " ON CONFLICT (key) DO UPDATE SET value = (m.value::bigint + 1)::text",
-                "unpaused": "UPDATE {s}.destination_state SET paused_until = NULL"
-                f" WHERE {paused}",
+                # RETURNING shows the new row: the old pause is read first, locked.
+                "unpaused": "UPDATE {s}.destination_state AS d SET paused_until = NULL FROM"
+                " (SELECT destination, paused_until AS was FROM {s}.destination_state"
+                f" WHERE {paused} FOR UPDATE) AS old WHERE d.destination = old.destination"
+                f" RETURNING d.destination, old.was > {NOW} AS ran",
             },
+            also_selected="(SELECT coalesce(array_agg(destination ORDER BY destination),"
+            " '{}') FROM unpaused WHERE ran)",
         )
+        return RetriedNow(events, tuple(ended))
 
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events: never claimed, so never sent and never expired, until
@@ -323,9 +331,11 @@ class OperatorOperations(StoreBase):
         condition: str,
         *,
         also: dict[str, str] | None = None,
-    ) -> int:
+        also_selected: str | None = None,
+    ) -> Any:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
-        with the ``WITH`` queries ``also``, in one transaction; named ids must be queued."""
+        with the ``WITH`` queries ``also``, in one transaction; named ids must be queued.
+        Returns how many events changed, or that and ``also_selected`` if given."""
         selected = where(selection, params)
         statement = with_ctes(
             {
@@ -333,6 +343,8 @@ class OperatorOperations(StoreBase):
                 "updated": f"UPDATE {{s}}.queue SET {assignments}"
                 f" WHERE {selected} AND {condition} RETURNING 1",
             },
-            "SELECT count(*) FROM updated",
+            "SELECT (SELECT count(*) FROM updated)"
+            + (f", {also_selected}" if also_selected else ""),
         )
-        return self._run_one(statement, params, require=(selection, "queue"))
+        row = self._run_row(statement, params, require=(selection, "queue"))
+        return row if also_selected else row[0]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from conftest import SPOOLER, wait_until
-from pg_server import PostgresServer
+from conftest import wait_until
+from pg_server import DRAIN, PostgresServer
 from test_crash import PRODUCER  # the same loop, on a PostgreSQL spool
 
 from spooler import Spool
@@ -65,26 +65,9 @@ class Fleet:
         return self.producers[-1]
 
     def drain(self) -> subprocess.Popen[str]:
-        """Start ``spooler drain`` as a daemon, with a short lease."""
+        """Start a drain as a daemon process, with a short lease."""
         drain = subprocess.Popen(
-            [
-                *SPOOLER,
-                "drain",
-                "--db",
-                self.url,
-                "--url",
-                self.receiver.url,
-                "--id-field",
-                "id",
-                "--lease",
-                "5",
-                "--timeout",
-                "2",
-                "--poll-interval",
-                "0.05",
-                "--batch-size",
-                "20",
-            ],
+            [sys.executable, "-c", DRAIN, self.url, self.receiver.url, "DAEMON"],
             stderr=self.log,
             text=True,
         )
@@ -119,23 +102,9 @@ def fleet(own_postgres: PostgresServer, receiver: Receiver, tmp_path: Path) -> I
 
 
 def finish(url: str, receiver: Receiver) -> None:
-    """Deliver what is left with ``spooler drain --until-empty``."""
+    """Deliver what is left with a drain run until the queue is empty."""
     done = subprocess.run(
-        [
-            *SPOOLER,
-            "drain",
-            "--db",
-            url,
-            "--url",
-            receiver.url,
-            "--id-field",
-            "id",
-            "--until-empty",
-            "--max-time",
-            "120",
-            "--poll-interval",
-            "0.05",
-        ],
+        [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
         capture_output=True,
         text=True,
         timeout=180,
