@@ -243,11 +243,14 @@ def drain(
             from spooler.metrics import DrainMetrics
 
             metrics = DrainMetrics(spool.store)
-            metrics.serve(metrics_host, metrics_port)
         worker = Drain(spool.store, config, metrics=metrics)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: worker.stop())
         try:
+            # Served once the signals are handled: a supervisor that sees /healthz and
+            # sends SIGTERM at once must get a clean stop, not the default kill.
+            if metrics:
+                metrics.serve(metrics_host, metrics_port)
             if show_progress:
                 backlog = sum(
                     spool.status().destinations.get(name, Counts()).queued
