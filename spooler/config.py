@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .events import check_destination_name
+from .files import DEFAULT_FILE_MODE, check_file_mode
 from .retry import RetryPolicy
 from .spool import DEFAULT_DESTINATION
 
@@ -87,6 +88,7 @@ class DestinationConfig:
     gzip: bool = False
     body_format: str = "json"
     signing_secret: str | None = field(default=None, repr=False)
+    file_mode: int = DEFAULT_FILE_MODE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -173,6 +175,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "gzip": _bool,
     "body_format": _choice("json", "ndjson"),
     "signing_secret": _string,
+    "file_mode": check_file_mode,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -185,6 +188,7 @@ _SPOOL_KEYS: dict[str, Checker] = {
     "max_events": _int(1),
     "max_bytes": _int(1),
     "max_event_bytes": _int(1),
+    "file_mode": check_file_mode,
 }
 _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file.
@@ -295,6 +299,7 @@ _TYPE_ONLY_KEYS = {
     "gzip": "http",
     "body_format": "http",
     "signing_secret": "http",
+    "file_mode": "file",
 }
 
 

@@ -19,6 +19,7 @@ from .events import (
     parse_event,
     split_event_ids,
 )
+from .files import DEFAULT_FILE_MODE
 from .group_commit import GroupCommit
 from .store import Store
 
@@ -48,7 +49,10 @@ class Spool:
     ``"normal"`` survives a crash of the process but may lose the last commits on
     power loss, and is several times faster. ``max_events`` / ``max_bytes`` bound the
     spool (queue plus dead letters): past them ``enqueue`` raises ``SpoolFullError``.
-    ``create=False`` refuses to create a missing file (for read-mostly tools).
+    ``create=False`` refuses to create a missing file (for read-mostly tools). A new
+    spool file (with its -wal and -shm) and the folders made for it get ``file_mode``
+    and its folder counterpart, whatever the umask: 0600 / 0700 by default; 0o640 lets
+    a group read.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Spool:
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         create: bool = True,
+        file_mode: int = DEFAULT_FILE_MODE,
     ) -> None:
         for name, value in (
             ("max_event_bytes", max_event_bytes),
@@ -74,7 +79,7 @@ class Spool:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store = Store(path, durability=durability, create=create)
+        self.store = Store(path, durability=durability, create=create, file_mode=file_mode)
         self._group_commit = GroupCommit(self._insert)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
