@@ -81,7 +81,7 @@ def main() -> None:
     if not power_cuts:
         print("(skipped in this run: LazyFS or FUSE is not available; see pytest -ra)")
         return
-    print("| # | power cut | how | rounds | acknowledged | lost | duplicates |")
+    print("| # | power cut during | how | rounds | acknowledged | lost | duplicates |")
     print("|---|---|---|---:|---:|---:|---:|")
     for r in power_cuts:
         print(

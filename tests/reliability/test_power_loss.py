@@ -183,7 +183,7 @@ def cut_producers(
     return Rounds(len(acknowledged(acks)), len(lost), largest_log, found)
 
 
-CUT = "kill -9 every process on the mount, then LazyFS drops every byte not fsynced"
+CUT = "kill -9 {}, then LazyFS drops every byte not fsynced"
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,9 @@ CUT = "kill -9 every process on the mount, then LazyFS drops every byte not fsyn
 def test_a_power_cut_loses_no_acknowledged_event_at_full_durability(
     lazyfs: LazyFS, scenario, mode: str, calls: str
 ) -> None:
-    row = scenario(f"14 ({calls})", f"power cut while enqueueing, durability=full: {calls}", CUT)
+    row = scenario(
+        f"14 ({calls})", f"enqueue at durability=full: {calls}", CUT.format("the producer")
+    )
     db = lazyfs.mnt / "spool.db"
     # Given producers of small and big events, each cut off by a power cut
     result = cut_producers(lazyfs, db, mode, "full", PRODUCER_CUTS, random.Random(14))
@@ -211,9 +213,8 @@ def test_a_power_cut_at_normal_durability_loses_acknowledged_events(
 ) -> None:
     row = scenario(
         "15",
-        "power cut while enqueueing, durability=normal (losses expected: they show the"
-        " harness sees one)",
-        CUT,
+        "enqueue at durability=normal (losses expected: they show that the harness sees one)",
+        CUT.format("the producer"),
     )
     row.expected_loss = True
     result = cut_producers(
@@ -247,7 +248,7 @@ def test_torn_writes_on_the_log_lose_no_acknowledged_event(lazyfs: LazyFS, scena
     rounds = 2 * len(TORN) * SCALE
     row = scenario(
         "16",
-        "power cut in the middle of writing the log (torn writes)",
+        "enqueue at durability=full, a write of the WAL torn by the cut",
         "LazyFS torn-op / torn-seq on spool.db-wal: only some parts or writes of a commit"
         " reach the disk, then LazyFS dies",
     )
@@ -306,8 +307,8 @@ def test_a_power_cut_mid_drain_delivers_every_event_at_least_once(lazyfs: LazyFS
     rounds = DRAIN_CUTS
     row = scenario(
         "17",
-        "power cut while a drain delivers 20,000 events (concurrency 1 and 4)",
-        f"{CUT}; then a new drain delivers what is left",
+        "a drain delivering 20,000 events (concurrency 1 and 4)",
+        CUT.format("the drain") + "; then a new drain delivers what is left",
     )
     rng = random.Random(17)
     delivered_twice = 0
@@ -348,8 +349,8 @@ def test_the_first_event_of_a_spool_whose_folders_did_not_exist_survives_a_power
     rounds = PRODUCER_CUTS
     row = scenario(
         "18",
-        "power cut right after the first enqueue into a spool whose folders did not exist",
-        f"{CUT}, once the producer acknowledged its one event",
+        "the first enqueue into a spool whose folders did not exist",
+        CUT.format("the producer once it acknowledged its one event"),
     )
     lost = 0
     for round_number in range(rounds):
