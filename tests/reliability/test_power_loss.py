@@ -34,7 +34,7 @@ from lazyfs import LazyFS, lazyfs_binary
 
 from spooler.receiver import Receiver
 
-# Power cuts per scenario in `make test` (about 40 s in all on 2 cores); the
+# Power cuts per scenario in `make test` (about 30 s in all on 2 cores); the
 # campaign before a release multiplies them: SPOOLER_POWER_LOSS_SCALE=10 make reliability
 SCALE = int(os.environ.get("SPOOLER_POWER_LOSS_SCALE", "1"))
 PRODUCER_CUTS = 10 * SCALE
@@ -293,7 +293,9 @@ def cut_drain(fs: LazyFS, db: Path, receiver: Receiver, concurrency: int, reques
             db,
             receiver.url,
             *("--batch-size", "100", "--concurrency", str(concurrency)),
-            *("--lease", "2", "--timeout", "1"),
+            # A timeout well above any answer's time, even on a loaded machine: a request
+            # timed out and sent again would be a duplicate of another kind.
+            *("--lease", "5", "--timeout", "4"),
         )
     )
     receiver.wait_for(lambda r: len(r.requests) >= requests or drain.poll() is not None, timeout=60)
