@@ -550,6 +550,8 @@ def resolved_settings(
     problems = _Problems()
     with problems.noted():
         settings["spool"] = spool_options(raw)
+        if "file_mode" in settings["spool"]:
+            settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
     if not raw.get("destinations"):
         problems.raise_any()
         settings["destinations"] = {}  # a producer-only file: nothing to drain
@@ -571,5 +573,6 @@ def resolved_settings(
                 shown[key] = mask(shown[key])
         shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
         shown["url"] = masked_url(dest.url)
+        shown["file_mode"] = f"{dest.file_mode:04o}"  # as it is written: 0640, not 416
         settings["destinations"][name] = shown
     return settings

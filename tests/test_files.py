@@ -153,7 +153,18 @@ def test_a_file_destination_takes_its_own_file_mode(db: Path, tmp_path: Path) ->
         [*SPOOLER, "config", "check", str(config)], capture_output=True, text=True, check=False
     )
     assert "destinations.http.file_mode: only for file destinations" in checked.stderr
-    config.write_text(f"[destinations.default]\nurl = 'file://{out}'\nfile_mode = 0o640\n")
+    config.write_text(
+        f"[spool]\nfile_mode = '0660'\n"
+        f"[destinations.default]\nurl = 'file://{out}'\nfile_mode = 0o640\n"
+    )
+    checked = subprocess.run(
+        [*SPOOLER, "config", "check", str(config)], capture_output=True, text=True, check=False
+    )
+    shown = json.loads(checked.stdout)
+    assert (shown["spool"]["file_mode"], shown["destinations"]["default"]["file_mode"]) == (
+        "0660",
+        "0640",
+    )
     drain_to_file(db, f"file://{out}", umask=0o077, config=config)
     assert (out.stat().st_mode & 0o777, out.parent.stat().st_mode & 0o777) == (0o640, 0o750)
 
