@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .events import check_destination_name
+from .files import DEFAULT_FILE_MODE, check_file_mode
 from .retry import RetryPolicy
 from .spool import DEFAULT_DESTINATION, is_url
 
@@ -88,6 +89,7 @@ class DestinationConfig:
     gzip: bool = False
     body_format: str = "json"
     signing_secret: str | None = field(default=None, repr=False)
+    file_mode: int = DEFAULT_FILE_MODE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -174,6 +176,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "gzip": _bool,
     "body_format": _choice("json", "ndjson"),
     "signing_secret": _string,
+    "file_mode": check_file_mode,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -186,6 +189,7 @@ _SPOOL_KEYS: dict[str, Checker] = {
     "max_events": _int(1),
     "max_bytes": _int(1),
     "max_event_bytes": _int(1),
+    "file_mode": check_file_mode,
 }
 _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file.
@@ -317,6 +321,7 @@ _TYPE_ONLY_KEYS = {
     "gzip": "http",
     "body_format": "http",
     "signing_secret": "http",
+    "file_mode": "file",
 }
 
 
@@ -571,6 +576,8 @@ def resolved_settings(
     problems = _Problems()
     _check_top_level(raw, problems)
     settings["spool"] = _check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.", problems)
+    if "file_mode" in settings["spool"]:
+        settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
     if not raw.get("destinations"):
         # A producer-only file: nothing to drain, but the shared tables are still its own.
         _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.", problems)
@@ -595,6 +602,7 @@ def resolved_settings(
                 shown[key] = mask(shown[key])
         shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
         shown["url"] = masked_url(dest.url)
+        shown["file_mode"] = f"{dest.file_mode:04o}"  # as it is written: 0640, not 416
         settings["destinations"][name] = shown
     return settings
 

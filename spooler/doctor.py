@@ -67,6 +67,7 @@ def diagnose(
             ),
         )
     )
+    findings.append(_file_access(store.path))
     stale = store.stale_leases(now=now)
     findings.append(
         Finding(
@@ -102,6 +103,27 @@ def diagnose(
         )
     )
     return findings
+
+
+def _file_access(path: str) -> Finding:
+    """Whether others may read the spool's files: they hold the event payloads."""
+    real = os.path.realpath(path)
+    exposed = []
+    for name in (real, f"{real}-wal", f"{real}-shm"):
+        try:
+            mode = os.stat(name).st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o006:
+            exposed.append(f"{name} ({mode:04o})")
+    if not exposed:
+        return Finding("ok", "files", "not readable by others")
+    return Finding(
+        "warning",
+        "files",
+        f"readable by others, payloads included: {', '.join(exposed)}; run chmod o-rwx on"
+        " them (SQLite gives new -wal and -shm files the spool file's mode)",
+    )
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:

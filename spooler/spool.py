@@ -20,6 +20,7 @@ from .events import (
     parse_event,
     split_event_ids,
 )
+from .files import DEFAULT_FILE_MODE
 from .group_commit import GroupCommit
 from .store import Store
 
@@ -53,7 +54,10 @@ class Spool:
     ``"normal"`` survives a crash of the process but may lose the last commits on
     power loss, and is several times faster. ``max_events`` / ``max_bytes`` bound the
     spool (queue plus dead letters): past them ``enqueue`` raises ``SpoolFullError``.
-    ``create=False`` refuses to create a missing file (for read-mostly tools).
+    ``create=False`` refuses to create a missing file (for read-mostly tools). A new
+    spool file (with its -wal and -shm) and the folders made for it get ``file_mode``
+    and its folder counterpart, whatever the umask: 0600 / 0700 by default; 0o640 lets
+    a group read.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class Spool:
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         create: bool = True,
+        file_mode: int = DEFAULT_FILE_MODE,
     ) -> None:
         for name, value in (
             ("max_event_bytes", max_event_bytes),
@@ -78,7 +83,9 @@ class Spool:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store = open_store(os.fspath(path), durability=durability, create=create, clock=clock)
+        self.store = open_store(
+            os.fspath(path), durability=durability, create=create, clock=clock, file_mode=file_mode
+        )
         self.path = self.store.path  # a URL without its password
         self._group_commit = GroupCommit(self._insert)
 
@@ -238,12 +245,13 @@ def open_store(
     durability: str = "full",
     create: bool = True,
     clock: Callable[[], float] = time.time,
+    file_mode: int = DEFAULT_FILE_MODE,
 ) -> SpoolStore:
     """The store a spool path names: a SQLite file, or a PostgreSQL database for a
-    ``postgresql://`` URL (psycopg is imported only then). Any other URL is refused,
-    before anything is created."""
+    ``postgresql://`` URL (psycopg is imported only then; ``file_mode`` is the SQLite
+    file's). Any other URL is refused, before anything is created."""
     if not is_url(path):
-        return Store(path, durability=durability, create=create)
+        return Store(path, durability=durability, create=create, file_mode=file_mode)
     # Only the scheme is shown: the rest of a database URL may hold a password.
     scheme = path.partition(":")[0]
     if scheme not in ("postgresql", "postgres"):

@@ -20,6 +20,7 @@ from functools import lru_cache
 from itertools import chain
 from types import TracebackType
 
+from . import files
 from .errors import ConfigError, NotDurableError, SpoolFullError, StoreError, UnknownEventError
 from .events import EVENT_ID_CHARS, events_phrase, utf8_size
 
@@ -155,6 +156,7 @@ class Store:
         durability: str = "full",
         busy_timeout: float = 60.0,
         create: bool = True,
+        file_mode: int = files.DEFAULT_FILE_MODE,
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StoreError(
@@ -164,13 +166,12 @@ class Store:
         if durability not in DURABILITIES:
             raise ConfigError(f"durability must be 'full' or 'normal', not {durability!r}")
         self._flushes_commits = durability == "full"
+        file_mode = files.check_file_mode(file_mode)
         self._busy_timeout = busy_timeout
         if not create and not os.path.exists(self.path):
             raise StoreError(f"no spool at {self.path} (check --db / SPOOLER_DB)")
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
+        if create:
+            self._create(file_mode)
         self._closed = False
         self._current = self._open()
 
@@ -178,6 +179,20 @@ class Store:
     def directory(self) -> str:
         """The directory holding the spool file (and its -wal and -shm files)."""
         return os.path.dirname(os.path.abspath(self.path))
+
+    def _create(self, file_mode: int) -> None:
+        """Create the spool's folders and an empty file, if missing, with ``file_mode``
+        (SQLite gives the -wal and -shm files the mode of the file it finds). Where the
+        path is a symlink, they are created where it points, as SQLite would."""
+        real = os.path.realpath(self.path)
+        try:
+            files.make_folders(os.path.dirname(real), files.folder_mode(file_mode))
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
+        try:
+            os.close(files.open_creating(real, os.O_RDONLY, file_mode))
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path}: {exc}") from None
 
     # -- connection management ------------------------------------------------------
 
@@ -208,7 +223,8 @@ class Store:
         return current
 
     def _open_wal(self) -> int:
-        """A read-only descriptor of the connection's write-ahead log.
+        """A read-only descriptor of the connection's write-ahead log, its entry in its
+        folder made durable.
 
         SQLite names the log after the file's real path (it resolves symlinks). The log
         exists from the connection's first transaction, and is only deleted when the
@@ -216,9 +232,18 @@ class Store:
         """
         wal = os.path.realpath(self.path) + "-wal"
         try:
-            return os.open(wal, os.O_RDONLY)
+            fd = os.open(wal, os.O_RDONLY)
         except OSError as exc:
             raise StoreError(f"cannot open the write-ahead log {wal}: {exc}") from None
+        try:
+            # SQLite creates the log without syncing its folder (it would at its first
+            # sync of the log, which a commit at synchronous=NORMAL never makes): a
+            # flushed commit counts on the log's entry in the folder surviving too.
+            files.sync_folder(os.path.dirname(wal))
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot sync the folder of {wal}: {exc}") from None
+        return fd
 
     def _flush(self, current: _Connection) -> None:
         """Put every commit made so far on disk: what ``synchronous=FULL`` does inside

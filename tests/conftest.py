@@ -209,6 +209,8 @@ class Scenario:
     lost: int = 0
     duplicated: int = 0
     recover_s: float | None = None
+    rounds: int | None = None  # power-loss scenarios: how many power cuts
+    expected_loss: bool = False  # durability="normal" may lose its last commits by design
 
     def recover_with_drain(self, db: Path, url: str, *extra: str) -> None:
         """Recover by running ``drain_cli`` to the end, which must succeed; its time is

@@ -461,6 +461,7 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
             [
                 "spooler.errors",
                 "spooler.events",
+                "spooler.files",
                 "spooler.group_commit",
                 "spooler.spool",
                 "spooler.store",
