@@ -21,6 +21,7 @@ SCRIPTS = [
     "backlog.py",
     "import_time.py",
     "disk.py",
+    "postgres.py",
 ]
 
 

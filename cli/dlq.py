@@ -67,25 +67,23 @@ def dlq() -> None:
 
 @dlq.command()
 @event_ids
-@destination_filter
-@reason_filter
+@dead_filters
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one dead event per line.")
 @common_options
 def inspect(
     opts: Options,
     ids: tuple[str, ...],
-    destination: str | None,
-    reason: str | None,
     limit: int | None,
     as_json: bool,
+    filters: dict[str, Any],
 ) -> None:
     """Show dead events and why they died; named IDs are shown in full (attempt log
-    and payload)."""
+    and payload). IDs may be given as - to read them from stdin, one per line."""
     # Printed as they are read, a page at a time: a table of a million takes no more
     # memory than one of a thousand.
     with opts.open_spool(create=False) as spool:
-        dead = spool.dead_letters.inspect(ids, destination=destination, reason=reason, limit=limit)
+        dead = spool.dead_letters.inspect(ids, limit=limit, **filters)
         first = next(dead, None)
         if first is None:
             if not as_json:
@@ -175,6 +173,6 @@ def purge(
             click.echo(f"would purge {events_phrase(count)}")
             return
         if count and not yes and sys.stdin.isatty():
-            click.confirm(f"Delete {count} dead events for good?", abort=True)
+            click.confirm(f"Delete {events_phrase(count)} for good?", abort=True)
         count = dead_letters.purge(ids, everything=everything, **filters)
     click.echo(f"purged {events_phrase(count)}")

@@ -19,7 +19,9 @@ from spooler.config import (
     build_drain_config,
 )
 from spooler.drain import Drain, DrainReport, Mode
+from spooler.events import events_phrase
 from spooler.records import Counts, iso_utc
+from spooler.spool import DEFAULT_DESTINATION
 
 from .options import Options, common_options, parse_duration_option
 
@@ -56,7 +58,11 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 
 
 @click.command()
-@click.option("--url", help="Destination 'default': http(s)://..., file://PATH, or - (stdout).")
+@click.option(
+    "--url",
+    help="Where destination 'default' (or the one -d names) goes: http(s)://..., file://PATH,"
+    " or - (stdout) [default: the --type's endpoint].",
+)
 @click.option(
     "--type",
     "type_",
@@ -93,18 +99,17 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
     "-d",
     "only",
     multiple=True,
-    help="Drain only this configured destination (repeatable).",
+    help="Drain only this destination (repeatable). With one -d, the destination flags"
+    " (--url, --type, --api-key, ...) define that destination instead of 'default'.",
 )
 @click.option(
     "--once",
-    "mode",
-    flag_value="once",
+    is_flag=True,
     help="One pass over what is due now; a destination's pass ends at its first retryable failure.",
 )
 @click.option(
     "--until-empty",
-    "mode",
-    flag_value="until_empty",
+    is_flag=True,
     help="Run until the queue is empty, waiting through backoff.",
 )
 @click.option("--max-time", callback=parse_duration_option, help="Stop after this long (any mode).")
@@ -159,7 +164,8 @@ def drain(
     type_: str | None,
     headers: dict | None,
     only: tuple[str, ...],
-    mode: str | None,
+    once: bool,
+    until_empty: bool,
     max_time: float | None,
     metrics_port: int | None,
     metrics_host: str,
@@ -171,24 +177,38 @@ def drain(
 
     SIGTERM/SIGINT stop claiming, finish in-flight requests and exit 0.
     """
+    if once and until_empty:
+        raise click.UsageError(
+            "--once and --until-empty cannot be combined: --once makes one pass over what is "
+            "due now, --until-empty also waits through backoff"
+        )
+    mode = "once" if once else "until_empty" if until_empty else None
     retry_keys = ("max_attempts", "max_age", "backoff_base", "backoff_cap")
     drain_keys = ("lease", "poll_interval", "summary_interval")
+    destination_flags = {
+        **{k: v for k, v in flags.items() if k not in retry_keys + drain_keys},
+        "type": type_,
+        "headers": headers,
+    }
+    if len(only) > 1 and any(v is not None for v in destination_flags.values()):
+        raise click.UsageError(
+            f"the destination flags (--url, --type, --api-key, ...) define one destination, "
+            f"and -d names {len(only)}: give one -d with them, or a --config"
+        )
     config = build_drain_config(
         opts.raw_config,
-        destination_flags={
-            **{k: v for k, v in flags.items() if k not in retry_keys + drain_keys},
-            "type": type_,
-            "headers": headers,
-        },
+        destination_flags=destination_flags,
         retry_flags={k: flags[k] for k in retry_keys},
         drain_flags={k: flags[k] for k in drain_keys},
+        flag_destination=only[0] if only else DEFAULT_DESTINATION,
     )
     if only:
         unknown = sorted(set(only) - set(config.destinations))
         if unknown:
             raise ConfigError(
                 f"unknown destination {', '.join(unknown)}; configured: "
-                f"{', '.join(sorted(config.destinations))}"
+                f"{', '.join(sorted(config.destinations))} (one -d with --type or --url "
+                "defines the destination it names)"
             )
         config = replace(config, destinations={n: config.destinations[n] for n in only})
     ctx = click.get_current_context()
@@ -223,11 +243,14 @@ def drain(
             from spooler.metrics import DrainMetrics
 
             metrics = DrainMetrics(spool.store)
-            metrics.serve(metrics_host, metrics_port)
         worker = Drain(spool.store, config, metrics=metrics)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: worker.stop())
         try:
+            # Served once the signals are handled: a supervisor that sees /healthz and
+            # sends SIGTERM at once must get a clean stop, not the default kill.
+            if metrics:
+                metrics.serve(metrics_host, metrics_port)
             if show_progress:
                 backlog = sum(
                     spool.status().destinations.get(name, Counts()).queued
@@ -242,7 +265,9 @@ def drain(
     if report.error:
         raise SpoolerError(report.error)
     if mode == "until_empty" and report.stopped_by == "max_time" and report.remaining:
-        raise SpoolerError(f"--max-time reached with {report.remaining} events still queued")
+        raise SpoolerError(
+            f"--max-time reached with {events_phrase(report.remaining)} still queued"
+        )
 
 
 def _run_with_progress(

@@ -16,7 +16,7 @@ import click
 
 from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
 
-from .options import Options, common_options, debug_option, stdin_lines
+from .options import Options, UsageLine, common_options, debug_option, group_options, stdin_lines
 
 __all__ = ["cli"]
 
@@ -40,8 +40,8 @@ LAZY_COMMANDS = {
 
 
 class SpoolerGroup(click.Group):
-    """Loads the ``LAZY_COMMANDS`` when asked for, and turns ``SpoolerError`` into one
-    line on stderr and the contract's exit code."""
+    """Loads the ``LAZY_COMMANDS`` when asked for, and turns ``SpoolerError`` and click's
+    usage errors into one line on stderr and the contract's exit code."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """The commands defined here and the lazy ones, by name."""
@@ -55,9 +55,24 @@ class SpoolerGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module, __package__), name)
         return command
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the group's own options; a usage error there is one line too."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc, parent) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
         except SpoolerError as exc:
             if ctx.meta.get("spooler.debug"):
                 raise
@@ -69,11 +84,21 @@ class SpoolerGroup(click.Group):
             ctx.exit(1)
 
 
+def _one_line(exc: click.UsageError, ctx: click.Context | None) -> click.UsageError:
+    """A usage error as ``UsageLine`` shows it (with the context of the command at
+    fault, else ``ctx``); click's bare-command help stays help."""
+    if isinstance(exc, (UsageLine, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return UsageLine(exc.format_message(), exc.ctx or ctx)
+
+
 @click.group(
+    "spooler",
     cls=SpoolerGroup,
     context_settings={"auto_envvar_prefix": "SPOOLER", "help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="spooler")
+@group_options
 @debug_option
 def cli() -> None:
     """Durable event spooler: enqueue to a local SQLite spool, drain to HTTP APIs."""
@@ -97,6 +122,7 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
 
     All or nothing: one bad event enqueues none, and the error names it.
     """
+    opts.warn_of_config_mistakes()
     configured = opts.raw_config.get("destinations")
     if configured and destination not in configured:
         raise ConfigError(
@@ -152,6 +178,7 @@ def status(opts: Options, as_json: bool, watch: float | None) -> None:
     each destination's last success and last error."""
     from .render import status_table
 
+    opts.warn_of_config_mistakes()
     with opts.open_spool(create=False) as spool:
         try:
             while True:
@@ -177,6 +204,7 @@ def doctor(opts: Options) -> None:
     of the configured limits, free disk. Exit 1 when something needs action."""
     from spooler.doctor import diagnose
 
+    opts.warn_of_config_mistakes()
     destinations = opts.raw_config.get("destinations")
     with opts.open_spool(create=False) as spool:
         findings = diagnose(spool, now=time.time(), configured=destinations)
@@ -199,13 +227,14 @@ def config() -> None:
 @common_options
 def check(opts: Options, file: str | None) -> None:
     """Validate a config file (FILE, --config or SPOOLER_CONFIG) and print what it
-    resolves to, with secrets masked. Exit 2 and the key at fault when it is wrong."""
-    from spooler.config import load_config_file, resolved_settings
+    resolves to, with secrets masked. Exit 2 and every mistake, each naming its key,
+    when it is wrong."""
+    from spooler.config import read_config_file, resolved_settings
 
     path = file or opts.config
     if not path:
         raise click.UsageError("say which file: spooler config check FILE")
-    settings = resolved_settings(load_config_file(path))
+    settings = resolved_settings(read_config_file(path))
     click.echo(json.dumps(settings, indent=2))
     click.echo(f"{path}: ok", err=True)
 
@@ -218,5 +247,6 @@ def check(opts: Options, file: str | None) -> None:
 def demo(db: str | None) -> None:
     """A one-minute tour: enqueue, retries, a dead letter, replay, status."""
     from .demo import run_demo
+    from .options import given_on_group
 
-    run_demo(db)
+    run_demo(given_on_group("db", db))

@@ -1,5 +1,8 @@
 """What every command shares: --db, --config and --debug, and common option parsing.
 
+``--db`` and ``--config`` are taken on the ``spooler`` group too (``spooler --db x
+status``): a command's own flag wins, then the group's, then the environment variable.
+
 ``spooler.config`` (with tomllib and dataclasses) is imported where a config file or a
 duration is read: `spooler enqueue` without a config file, run in a shell loop, never
 needs it.
@@ -13,16 +16,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from spooler import ConfigError, InvalidEventError, Spool
+from spooler.spool import is_url
 
 __all__ = [
     "DEFAULT_DB",
     "Options",
+    "UsageLine",
     "common_options",
     "debug_option",
     "destination_filter",
     "event_ids",
+    "given_on_group",
+    "group_options",
     "parse_duration_option",
     "reason_filter",
     "require_selection",
@@ -50,12 +58,22 @@ class Options:
         return load_config_file(self.config)
 
     def db_path(self) -> str:
-        """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db."""
-        if self.db:
-            return self.db
-        from spooler.config import config_db_path
+        """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db; a URL is
+        refused, before anything is created (the library opens ``postgresql://`` spools,
+        the command line files only, so far)."""
+        path = self.db
+        if not path:
+            from spooler.config import config_db_path
 
-        return str(config_db_path(self.raw_config) or DEFAULT_DB)
+            path = config_db_path(self.raw_config) or DEFAULT_DB
+        if is_url(path):
+            # Only the scheme is shown: the rest of a database URL may hold a password.
+            raise ConfigError(
+                f"the spool {path.partition(':')[0]}://... is a URL, and the command line"
+                " opens spool files only, for now: give a file path (--db, SPOOLER_DB, db in"
+                " the config)"
+            )
+        return path
 
     def open_spool(self, *, create: bool = True, durability: str | None = None) -> Spool:
         """Open the spool with the config file's [spool] settings.
@@ -72,6 +90,27 @@ class Options:
         if durability is not None:
             options["durability"] = durability
         return Spool(self.db_path(), create=create, **options)
+
+    def warn_of_config_mistakes(self) -> None:
+        """Warn (stderr) of the config file's mistakes that this command does not trip
+        over itself, such as a destination's: they would otherwise pass unnoticed until
+        a drain refuses the file."""
+        if not self.config:
+            return
+        from spooler.config import config_warnings
+
+        for problem in config_warnings(self.raw_config):
+            click.echo(f"spooler: warning: {self.config}: {problem}", err=True)
+
+
+class UsageLine(click.UsageError):
+    """A usage error shown as every error is: one line on stderr, exit 2."""
+
+    def show(self, file: Any = None) -> None:
+        """``spooler: error: MESSAGE; see 'spooler CMD --help'``."""
+        hint = f"; see '{self.ctx.command_path} --help'" if self.ctx else ""
+        message = self.format_message().rstrip(".")  # some of click's end in one
+        click.echo(f"spooler: error: {message}{hint}", file=file, err=file is None)
 
 
 def set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -97,16 +136,25 @@ destination_filter = click.option(
 
 
 def _ids_or_stdin(
-    _ctx: click.Context, _param: click.Parameter, ids: tuple[str, ...]
+    ctx: click.Context, _param: click.Parameter, ids: tuple[str, ...]
 ) -> tuple[str, ...]:
-    """Callback of ``event_ids``: ``-`` alone means "read the ids from stdin, one per line"."""
+    """Callback of ``event_ids``: ``-`` alone means "read the ids from stdin, one per line".
+
+    No id on stdin (a pipeline whose filter matched nothing) is nothing to do, and
+    exits 0: not "every event", not a usage error.
+    """
     if ids != ("-",):
         return ids
-    return tuple(line.strip() for _, line in stdin_lines())
+    read = tuple(line.strip() for _, line in stdin_lines())
+    if not read:
+        click.echo(f"no ids on stdin: nothing to {str(ctx.info_name).replace('-', ' ')}", err=True)
+        ctx.exit(0)
+    return read
 
 
 #: The IDS argument of the commands that select events; ``-`` reads them from stdin
-#: (``spooler dlq inspect --json | jq -r .id | spooler dlq purge -``).
+#: (``spooler dlq inspect --json | jq -r .id | spooler dlq purge -``), as each command's
+#: help says.
 event_ids = click.argument("ids", nargs=-1, callback=_ids_or_stdin)
 
 #: ``--reason`` of the commands that select dead events.
@@ -114,30 +162,63 @@ reason_filter = click.option(
     "--reason",
     "-r",
     help="Only events dead for this reason: rejected, invalid, too_large, max_attempts,"
-    " max_age, ...",
+    " max_age, manual, corrupt, or one a client gave.",
 )
 
 
-def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --db, --config and --debug to a command; it receives an ``Options`` first."""
-
-    @click.option(
+def _db_option(**kwargs: Any) -> Callable[..., Any]:
+    return click.option(
         "--db",
         envvar="SPOOLER_DB",
         metavar="PATH",
         help=f"Spool file [env SPOOLER_DB; default {DEFAULT_DB}].",
+        **kwargs,
     )
-    @click.option(
+
+
+def _config_option(**kwargs: Any) -> Callable[..., Any]:
+    return click.option(
         "--config",
         envvar="SPOOLER_CONFIG",
         metavar="FILE",
         type=click.Path(dir_okay=False),
         help="TOML config file [env SPOOLER_CONFIG].",
+        **kwargs,
     )
+
+
+def _remember_group_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Callback of the group's --db and --config: kept for the command when typed."""
+    if ctx.get_parameter_source(str(param.name)) is ParameterSource.COMMANDLINE:
+        ctx.meta[f"spooler.{param.name}"] = value
+
+
+def group_options(group: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --db and --config to the ``spooler`` group, for every command."""
+    remembered = {"expose_value": False, "callback": _remember_group_option}
+    return _db_option(**remembered)(_config_option(**remembered)(group))
+
+
+def given_on_group(name: str, value: Any) -> Any:
+    """A command's --db or --config: its own when typed, else the group's when typed,
+    else ``value`` (from the environment, or None)."""
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+        return value
+    return ctx.meta.get(f"spooler.{name}", value)
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --db, --config and --debug to a command; it receives an ``Options`` first."""
+
+    @_db_option()
+    @_config_option()
     @debug_option
     @functools.wraps(command)
     def wrapper(db: str | None, config: str | None, **kwargs: Any) -> Any:
-        return command(Options(db, config), **kwargs)
+        return command(
+            Options(given_on_group("db", db), given_on_group("config", config)), **kwargs
+        )
 
     return wrapper
 

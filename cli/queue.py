@@ -22,11 +22,16 @@ def retry_now(
     opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None
 ) -> None:
     """Clear the backoff of waiting events, so the next drain pass sends them; their
-    destinations' pauses end, and a running drain probes them at once."""
+    destinations' pauses end, and a running drain probes them at once. IDs may be given
+    as - to read them from stdin, one per line."""
     require_selection(ids, everything, what="queued events", destination=destination)
     with opts.open_spool(create=False) as spool:
-        count = spool.retry_now(ids, destination=destination, everything=everything)
-    click.echo(f"{events_phrase(count)} due now")
+        done = spool.retry_now(ids, destination=destination, everything=everything)
+    click.echo(f"{events_phrase(done.events)} due now")
+    if done.pauses_ended:
+        them = "it" if len(done.pauses_ended) == 1 else "them"
+        names = ", ".join(done.pauses_ended)
+        click.echo(f"ended the pause of {names}: a running drain probes {them} at once")
 
 
 @click.command()
@@ -36,7 +41,8 @@ def retry_now(
 @common_options
 def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
     """Park queued events: no drain sends them, and none expires them, until release.
-    Events being delivered at this moment are left alone."""
+    Events being delivered at this moment are left alone. IDs may be given as - to read
+    them from stdin, one per line."""
     require_selection(ids, everything, what="queued events", destination=destination)
     with opts.open_spool(create=False) as spool:
         count = spool.hold(ids, destination=destination, everything=everything)
@@ -49,7 +55,8 @@ def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str
 @destination_filter
 @common_options
 def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
-    """Let held events go: they are due at once."""
+    """Let held events go: they are due at once. IDs may be given as - to read them from
+    stdin, one per line."""
     require_selection(ids, everything, what="held events", destination=destination)
     with opts.open_spool(create=False) as spool:
         count = spool.release(ids, destination=destination, everything=everything)
@@ -66,7 +73,8 @@ def expire(
     opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None, yes: bool
 ) -> None:
     """Move queued events to the dead-letter table (reason manual); replayable later.
-    Events being delivered at this moment are left alone."""
+    Events being delivered at this moment are left alone. IDs may be given as - to read
+    them from stdin, one per line."""
     require_selection(ids, everything, what="queued events", destination=destination)
     if not ids and not yes and sys.stdin.isatty():
         which = f"of {destination}" if destination else "in the queue"

@@ -13,16 +13,16 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from string import Template
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .events import check_destination_name
+from .files import DEFAULT_FILE_MODE, check_file_mode
 from .redact import mask, masked_url
 from .retry import RetryPolicy
-from .spool import DEFAULT_DESTINATION
+from .spool import DEFAULT_DESTINATION, is_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,8 +35,10 @@ __all__ = [
     "DrainConfig",
     "build_drain_config",
     "config_db_path",
+    "config_warnings",
     "load_config_file",
     "parse_duration",
+    "read_config_file",
     "resolved_settings",
     "spool_options",
 ]
@@ -85,6 +87,7 @@ class DestinationConfig:
     gzip: bool = False
     body_format: str = "json"
     signing_secret: str | None = field(default=None, repr=False)
+    file_mode: int = DEFAULT_FILE_MODE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -183,6 +186,7 @@ _DESTINATION_KEYS: dict[str, Checker] = {
     "gzip": _bool,
     "body_format": _choice("json", "ndjson"),
     "signing_secret": _secret,
+    "file_mode": check_file_mode,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
@@ -195,10 +199,12 @@ _SPOOL_KEYS: dict[str, Checker] = {
     "max_events": _int(1),
     "max_bytes": _int(1),
     "max_event_bytes": _int(1),
+    "file_mode": check_file_mode,
 }
 _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file.
 _INTERPOLATED = {"url", "api_key", "auth_header", "headers", "signing_secret"}
+_UNSET_VARIABLE = re.compile(r": environment variable \w+ is not set$")
 
 
 class _Problems:
@@ -228,17 +234,24 @@ def _unknown_key(key: str, known: set[str] | Mapping[str, Any], where: str) -> C
     return ConfigError(f"{where}{key}: unknown key{suggestion}")
 
 
-def _check_table(table: Any, spec: Mapping[str, Checker], where: str) -> dict[str, Any]:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where.rstrip('.')}: expected a table")
+def _check_table(
+    table: Any, spec: Mapping[str, Checker], where: str, problems: _Problems | None = None
+) -> dict[str, Any]:
+    """The table's values, checked. Its problems are raised, or noted in ``problems``
+    (then the values that are right are returned, so that the checks that use them go
+    on and report their own problems in the same run)."""
+    noted = problems if problems is not None else _Problems()
     checked = {}
-    problems = _Problems()
-    for key, value in table.items():
-        with problems.noted():
-            if key not in spec:
-                raise _unknown_key(key, spec, where)
-            checked[key] = spec[key](value, f"{where}{key}")
-    problems.raise_any()
+    with noted.noted():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where.rstrip('.')}: expected a table")
+        for key, value in table.items():
+            with noted.noted():
+                if key not in spec:
+                    raise _unknown_key(key, spec, where)
+                checked[key] = spec[key](value, f"{where}{key}")
+    if problems is None:
+        noted.raise_any()
     return checked
 
 
@@ -247,7 +260,7 @@ def _interpolate(value: Any, key: str, env: Mapping[str, str]) -> Any:
         return {name: _interpolate(text, f"{key}.{name}", env) for name, text in value.items()}
     try:
         return Template(value).substitute(env)
-    except KeyError as exc:
+    except KeyError as exc:  # config_warnings knows this wording (_UNSET_VARIABLE)
         raise ConfigError(f"{key}: environment variable {exc.args[0]} is not set") from None
     except ValueError as exc:
         raise ConfigError(f"{key}: bad ${{VAR}} reference ({exc})") from None
@@ -255,6 +268,16 @@ def _interpolate(value: Any, key: str, env: Mapping[str, str]) -> Any:
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and parse a TOML config file; the top level is checked, sections later."""
+    raw = read_config_file(path)
+    problems = _Problems()
+    _check_top_level(raw, problems)
+    problems.raise_any()
+    return raw
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and parse a TOML config file, unchecked (a relative ``db`` made relative to
+    the file); ``resolved_settings`` checks all of it."""
     try:
         with open(path, "rb") as file:
             raw = tomllib.load(file)
@@ -266,19 +289,22 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets this one through
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
-    problems = _Problems()
+    if isinstance(raw.get("db"), str) and not is_url(raw["db"]):
+        # Relative to the file, not to wherever the command runs: a shell script and a
+        # service (whose working directory is /) reading one config share one spool.
+        db = os.path.expanduser(raw["db"])
+        raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
+    return raw
+
+
+def _check_top_level(raw: Mapping[str, Any], problems: _Problems) -> None:
     for key in raw:
         with problems.noted():
             if key not in _TOP_KEYS:
                 raise _unknown_key(key, _TOP_KEYS, "")
     if "db" in raw:
         with problems.noted():
-            # Relative to the file, not to wherever the command runs: a shell script and
-            # a service (whose working directory is /) reading one config share one spool.
-            db = os.path.expanduser(_string(raw["db"], "db"))
-            raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
-    problems.raise_any()
-    return raw
+            _string(raw["db"], "db")
 
 
 def spool_options(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,6 +331,7 @@ _TYPE_ONLY_KEYS = {
     "gzip": "http",
     "body_format": "http",
     "signing_secret": "http",
+    "file_mode": "file",
 }
 
 
@@ -403,49 +430,51 @@ def build_drain_config(
     destination_flags: Mapping[str, Any] | None = None,
     retry_flags: Mapping[str, Any] | None = None,
     drain_flags: Mapping[str, Any] | None = None,
+    flag_destination: str = DEFAULT_DESTINATION,
     env: Mapping[str, str] | None = None,
 ) -> DrainConfig:
     """Merge a parsed config file with flags into a checked ``DrainConfig``.
 
     ``destination_flags`` (url, type, api_key, batch_size, ...) describe destination
-    ``default``; ``retry_flags`` apply to every destination. ``None`` values mean "not
+    ``flag_destination`` (``default`` unless named; a type with a well-known endpoint
+    needs no url); ``retry_flags`` apply to every destination. ``None`` values mean "not
     given" and leave the file's value in place. The ``ConfigError`` lists every problem
-    found: first those of the shared tables (``[retry]``, ``[drain]``, flags), which
-    every destination depends on; else those of all destinations.
+    found: those of the shared tables (``[retry]``, ``[drain]``, flags), then those of
+    every destination, checked with what is right in the shared tables.
     """
     env = os.environ if env is None else env
 
     def given(flags: Mapping[str, Any] | None) -> dict[str, Any]:
         return {k: v for k, v in (flags or {}).items() if v is not None}
 
+    # The destinations are checked with what is right in the shared tables, so that a
+    # typo in [retry] does not hide their own mistakes.
     problems = _Problems()
-    base_retry: dict[str, Any] = {}
-    drain: dict[str, Any] = {}
-    retry_overrides: dict[str, Any] = {}
-    with problems.noted():
-        base_retry = _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.")
-    with problems.noted():
-        drain = _check_table(raw.get("drain", {}), _DRAIN_KEYS, "drain.")
-        drain.update(_check_table(given(drain_flags), _DRAIN_KEYS, "option "))
-    with problems.noted():
-        retry_overrides = _check_table(given(retry_flags), _RETRY_KEYS, "option ")
-    problems.raise_any()
+    base_retry = _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.", problems)
+    drain = _check_table(raw.get("drain", {}), _DRAIN_KEYS, "drain.", problems)
+    drain.update(_check_table(given(drain_flags), _DRAIN_KEYS, "option ", problems))
+    retry_overrides = _check_table(given(retry_flags), _RETRY_KEYS, "option ", problems)
 
     tables = raw.get("destinations", {})
     if not isinstance(tables, Mapping):
-        raise ConfigError("destinations: expected a table of [destinations.NAME] tables")
+        problems.found.append("destinations: expected a table of [destinations.NAME] tables")
+        problems.raise_any()
     flags = given(destination_flags)
     names = list(tables)
-    if flags and DEFAULT_DESTINATION not in tables:
+    if flags and flag_destination not in tables:
         if "url" not in flags and flags.get("type") not in _DEFAULT_URLS:
-            raise ConfigError(
-                "destination flags need --url (or [destinations.default] in the config)"
+            problems.found.append(
+                f"destination flags need --url, or a --type with a known endpoint (or "
+                f"[destinations.{flag_destination}] in the config)"
             )
-        names.append(DEFAULT_DESTINATION)
+            problems.raise_any()
+        names.append(flag_destination)
     if not names:
-        raise ConfigError(
-            "no destination to drain: give --url, or --config with [destinations.NAME]"
+        problems.found.append(
+            "no destination to drain: give --url (or --type with a known endpoint), or "
+            "--config with [destinations.NAME]"
         )
+        problems.raise_any()
 
     destinations = {}
     for name in names:
@@ -453,7 +482,7 @@ def build_drain_config(
             destinations[name] = _destination_config(
                 name,
                 tables.get(name, {}),
-                flags if name == DEFAULT_DESTINATION else {},
+                flags if name == flag_destination else {},
                 file_retry=base_retry,
                 flag_retry=retry_overrides,
                 lease=drain.get("lease", DrainConfig.lease),
@@ -523,9 +552,10 @@ def _destination_config(
     return dest
 
 
-def config_db_path(raw: Mapping[str, Any]) -> Path | None:
-    """The ``db`` key of a config file, if any."""
-    return Path(raw["db"]) if "db" in raw else None
+def config_db_path(raw: Mapping[str, Any]) -> str | None:
+    """The ``db`` key of a config file, if any (a str: a ``Path`` would turn a URL's
+    ``//`` into ``/``, and a URL into a path)."""
+    return raw.get("db")
 
 
 def resolved_settings(
@@ -533,15 +563,21 @@ def resolved_settings(
 ) -> dict[str, Any]:
     """Everything a config file resolves to, defaults filled in, secrets masked.
 
-    Raises ``ConfigError`` for what ``spooler drain`` or ``spooler enqueue`` would refuse.
+    Raises ``ConfigError`` for what ``spooler drain`` or ``spooler enqueue`` would refuse,
+    listing every mistake of every section at once.
     """
     settings: dict[str, Any] = {"db": raw.get("db")}
     problems = _Problems()
-    with problems.noted():
-        settings["spool"] = spool_options(raw)
+    _check_top_level(raw, problems)
+    settings["spool"] = _check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.", problems)
+    if "file_mode" in settings["spool"]:
+        settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
     if not raw.get("destinations"):
+        # A producer-only file: nothing to drain, but the shared tables are still its own.
+        _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.", problems)
+        _check_table(raw.get("drain", {}), _DRAIN_KEYS, "drain.", problems)
         problems.raise_any()
-        settings["destinations"] = {}  # a producer-only file: nothing to drain
+        settings["destinations"] = {}
         return settings
     with problems.noted():
         config = build_drain_config(raw, env=env)
@@ -560,5 +596,19 @@ def resolved_settings(
                 shown[key] = mask(shown[key])
         shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
         shown["url"] = masked_url(dest.url)
+        shown["file_mode"] = f"{dest.file_mode:04o}"  # as it is written: 0640, not 416
         settings["destinations"][name] = shown
     return settings
+
+
+def config_warnings(
+    raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The mistakes a command that does not drain warns of: every problem
+    ``resolved_settings`` finds, but for variables this environment leaves unset (a
+    producer's environment need not hold the drain's secrets)."""
+    try:
+        resolved_settings(raw, env=env)
+    except ConfigError as exc:
+        return tuple(problem for problem in exc.problems if not _UNSET_VARIABLE.search(problem))
+    return ()

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .events import check_destination_name, encode_event, new_event_ids
-from .records import DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
+from .records import DEAD_REASONS, DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
 from .store import Store
 
 __all__ = ["DeadLetters", "dead_event_to_dict"]
@@ -76,16 +76,18 @@ class DeadLetters:
         *,
         destination: str | None = None,
         reason: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
         limit: int | None = None,
     ) -> Iterator[DeadEvent]:
         """Dead events, oldest first, read from the spool a page at a time as the
         iterator goes (memory stays flat however many there are); no criteria means
-        all of them.
+        all of them. The criteria are those of ``replay``.
 
         Named ids must all be dead letters (``UnknownEventError`` otherwise, at once).
         """
-        selection = DeadSelection(
-            ids=tuple(ids), destination=destination, reason=reason, everything=True
+        selection = self._selection(
+            ids, True, destination, reason, older_than, newer_than, now=self._clock()
         )
         return self._store.dead_events(selection, limit=limit)
 
@@ -111,7 +113,7 @@ class DeadLetters:
         if to is not None:
             check_destination_name(to)
         now = self._clock()
-        selection = _dead_selection(
+        selection = self._selection(
             ids, everything, destination, reason, older_than, newer_than, now=now
         )
         return self._store.replay(selection, now=now, dry_run=dry_run, to=to, limit=limit)
@@ -129,29 +131,36 @@ class DeadLetters:
     ) -> int:
         """Delete dead events for good; returns how many. The criteria are those of
         ``replay``; named ids must all be dead letters, or nothing is deleted."""
-        selection = _dead_selection(
+        selection = self._selection(
             ids, everything, destination, reason, older_than, newer_than, now=self._clock()
         )
         return self._store.purge(selection, dry_run=dry_run)
 
-
-def _dead_selection(
-    ids: Sequence[str],
-    everything: bool,
-    destination: str | None,
-    reason: str | None,
-    older_than: float | None,
-    newer_than: float | None,
-    *,
-    now: float,
-) -> DeadSelection:
-    """The dead events the criteria of ``replay`` and ``purge`` name; ages are seconds
-    since the event died."""
-    return DeadSelection(
-        ids=tuple(ids),
-        destination=destination,
-        reason=reason,
-        dead_before=None if older_than is None else now - older_than,
-        dead_after=None if newer_than is None else now - newer_than,
-        everything=everything,
-    )
+    def _selection(
+        self,
+        ids: Sequence[str],
+        everything: bool,
+        destination: str | None,
+        reason: str | None,
+        older_than: float | None,
+        newer_than: float | None,
+        *,
+        now: float,
+    ) -> DeadSelection:
+        """The dead events the criteria of ``inspect``, ``replay`` and ``purge`` name;
+        ages are seconds since the event died. An unknown reason is refused: a typo
+        would otherwise select nothing, and look like an empty table."""
+        if reason is not None and reason not in DEAD_REASONS:
+            known = {*DEAD_REASONS, *(group.reason for group in self.summary())}
+            if reason not in known:
+                raise ConfigError(
+                    f"unknown reason {reason!r}; the reasons are {', '.join(sorted(known))}"
+                )
+        return DeadSelection(
+            ids=tuple(ids),
+            destination=destination,
+            reason=reason,
+            dead_before=None if older_than is None else now - older_than,
+            dead_after=None if newer_than is None else now - newer_than,
+            everything=everything,
+        )

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from .events import events_phrase
+from .records import per_destination, queued_elsewhere
 from .spool import Spool
 from .store import SCHEMA_VERSION
 
@@ -75,6 +76,7 @@ def diagnose(
             ),
         )
     )
+    findings.append(_file_access(store.path))
     if not damaged:  # nothing is read past a damaged page, and nothing is written
         findings += _event_checks(spool, now=now, configured=configured)
     free = shutil.disk_usage(store.directory).free
@@ -121,17 +123,35 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
     return findings
 
 
+def _file_access(path: str) -> Finding:
+    """Whether others may read the spool's files: they hold the event payloads."""
+    real = os.path.realpath(path)
+    exposed = []
+    for name in (real, f"{real}-wal", f"{real}-shm"):
+        try:
+            mode = os.stat(name).st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o006:
+            exposed.append(f"{name} ({mode:04o})")
+    if not exposed:
+        return Finding("ok", "files", "not readable by others")
+    return Finding(
+        "warning",
+        "files",
+        f"readable by others, payloads included: {', '.join(exposed)}; run chmod o-rwx on"
+        " them (SQLite gives new -wal and -shm files the spool file's mode)",
+    )
+
+
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
-    stranded = {
-        name: counts.queued
-        for name, counts in spool.status().destinations.items()
-        if counts.queued and name not in configured
-    }
+    stranded = queued_elsewhere(spool.status().destinations, configured)
     if not stranded:
         return Finding("ok", "routes", "every queued event is for a configured destination")
-    listed = ", ".join(f"{name} ({events_phrase(n)})" for name, n in sorted(stranded.items()))
     return Finding(
-        "warning", "routes", f"queued for destinations the config does not define: {listed}"
+        "warning",
+        "routes",
+        f"queued for destinations the config does not define: {per_destination(stranded)}",
     )
 
 

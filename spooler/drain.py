@@ -29,8 +29,16 @@ from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
-from .records import ClaimedEvent, Failure, KeptPause, one_line
+from .records import (
+    ClaimedEvent,
+    Failure,
+    KeptPause,
+    one_line,
+    per_destination,
+    queued_elsewhere,
+)
 from .redact import masked_url
+from .spool import is_url
 from .store import Store
 
 if TYPE_CHECKING:
@@ -206,11 +214,12 @@ class Drain:
             "drain %s started (%s) on %s for %s",
             self.owner,
             mode.value,
-            os.path.abspath(self._store.path),
+            _location(self._store.path),
             ", ".join(
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
         )
+        self._log_unserved()
         self._take_up_pauses(mode, started)
         for worker in workers:
             worker.start()
@@ -311,7 +320,7 @@ class Drain:
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
         released = self._store.release(self.owner, now=self._clock())
         if released:
-            log.info("released %d leased events for another drain to deliver", released)
+            log.info("released %s leased for another drain to deliver", events_phrase(released))
         report = self._report
         report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         counts = self._store.counts(now=self._clock())
@@ -319,7 +328,21 @@ class Drain:
         self._reclaim_space()
         # The last line says why the drain ended: a signal, --max-time, an error...
         self._log_summary(elapsed, heading=f"drain {self.owner} stopped ({report.stopped_by})")
+        self._log_unserved(still=True)
         return report
+
+    def _log_unserved(self, *, still: bool = False) -> None:
+        """Say which events wait for destinations this drain does not serve: "empty" or
+        a quiet daemon must not let them pass for delivered."""
+        others = queued_elsewhere(self._store.counts(now=self._clock()), self._destinations)
+        if others:
+            log.warning(
+                "%s%s for destinations this drain does not serve: %s (drain them with "
+                "-d NAME, or a --config that defines them)",
+                events_phrase(sum(others.values())),
+                " still wait" if still else " wait",
+                per_destination(others),
+            )
 
     def _reclaim_space(self) -> None:
         """Let a drained backlog give its pages back; failing to is not worth stopping for."""
@@ -700,6 +723,11 @@ def _resumed_breaker(
     # was kept would stretch it.
     paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)
     return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
+
+
+def _location(path: str) -> str:
+    """Where the spool is, for the log: a file's absolute path, or a database's URL."""
+    return path if is_url(path) else os.path.abspath(path)
 
 
 def _last_failed(failures: int) -> str:

@@ -9,14 +9,17 @@ builds one, which only drains and operator commands do.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+from .events import events_phrase
 from .store import ATTEMPT_LOG_ERROR_CHARS
 
 __all__ = [
     "DEAD_AGE_BUCKETS",
+    "DEAD_REASONS",
     "Attempt",
     "ClaimedEvent",
     "Counts",
@@ -25,10 +28,16 @@ __all__ = [
     "DeadSelection",
     "Failure",
     "QueueSelection",
+    "RetriedNow",
     "SpoolStatus",
     "iso_utc",
     "one_line",
+    "per_destination",
+    "queued_elsewhere",
 ]
+
+#: The reasons spooler dead-letters events for (a client may add its own).
+DEAD_REASONS = ("rejected", "invalid", "too_large", "max_attempts", "max_age", "manual", "corrupt")
 
 # Control characters a receiver's text may not bring into a log line or a terminal
 # (it could forge lines of its own, or send terminal escapes): shown escaped.
@@ -65,6 +74,13 @@ class ClaimedEvent(NamedTuple):
     attempts: int
     created_at: float
     queued_at: float
+
+
+class RetriedNow(NamedTuple):
+    """What ``retry_now`` did: events made due, and the destinations whose pause it ended."""
+
+    events: int
+    pauses_ended: tuple[str, ...]
 
 
 class KeptPause(NamedTuple):
@@ -141,6 +157,16 @@ class DeadGroup:
     count: int
     by_age: dict[str, int]
     top_error: str | None
+
+
+def queued_elsewhere(counts: Mapping[str, Counts], served: Collection[str]) -> dict[str, int]:
+    """Events queued per destination not in ``served``, by name (only those with some)."""
+    return {name: c.queued for name, c in sorted(counts.items()) if c.queued and name not in served}
+
+
+def per_destination(events: Mapping[str, int]) -> str:
+    """``"datalyr (2 events), segment (1 event)"``: counts of events by destination."""
+    return ", ".join(f"{name} ({events_phrase(count)})" for name, count in events.items())
 
 
 #: The age buckets of ``dead_summary``, by time since the event died.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import TracebackType
 
-from .errors import ConfigError, InvalidEventError
+from .errors import ConfigError, InvalidEventError, StoreError
 from .events import (
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
@@ -19,6 +20,7 @@ from .events import (
     parse_event,
     split_event_ids,
 )
+from .files import DEFAULT_FILE_MODE
 from .group_commit import GroupCommit
 from .store import Store
 
@@ -29,15 +31,19 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .dlq import DeadLetters
-    from .records import QueueSelection, SpoolStatus
+    from .records import QueueSelection, RetriedNow, SpoolStatus
+    from .store_interface import SpoolStore
 
-__all__ = ["DEFAULT_DESTINATION", "Spool"]
+__all__ = ["DEFAULT_DESTINATION", "Spool", "is_url", "open_store"]
 
 DEFAULT_DESTINATION = "default"
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 
 class Spool:
-    """A spool file, opened for enqueueing events and for operator queries.
+    """A spool, opened for enqueueing events and for operator queries: a SQLite file, or
+    a PostgreSQL database shared by many hosts (a ``postgresql://`` URL, see
+    ``spooler.pgstore``).
 
     Usage::
 
@@ -48,7 +54,10 @@ class Spool:
     ``"normal"`` survives a crash of the process but may lose the last commits on
     power loss, and is several times faster. ``max_events`` / ``max_bytes`` bound the
     spool (queue plus dead letters): past them ``enqueue`` raises ``SpoolFullError``.
-    ``create=False`` refuses to create a missing file (for read-mostly tools).
+    ``create=False`` refuses to create a missing file (for read-mostly tools). A new
+    spool file (with its -wal and -shm) and the folders made for it get ``file_mode``
+    and its folder counterpart, whatever the umask: 0600 / 0700 by default; 0o640 lets
+    a group read.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class Spool:
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         create: bool = True,
+        file_mode: int = DEFAULT_FILE_MODE,
     ) -> None:
         for name, value in (
             ("max_event_bytes", max_event_bytes),
@@ -69,12 +79,14 @@ class Spool:
         ):
             if value is not None and (type(value) is not int or value < 1):  # not a bool
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-        self.path = os.fspath(path)
         self.max_event_bytes = max_event_bytes
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._clock = clock
-        self.store = Store(path, durability=durability, create=create)
+        self.store = open_store(
+            os.fspath(path), durability=durability, create=create, clock=clock, file_mode=file_mode
+        )
+        self.path = self.store.path  # a URL without its password
         self._group_commit = GroupCommit(self._insert)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
@@ -154,9 +166,10 @@ class Spool:
 
     def retry_now(
         self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
-    ) -> int:
+    ) -> RetriedNow:
         """Clear the backoff of waiting events so the next drain pass sends them, and end
-        the pauses of their destinations (running drains probe them at once)."""
+        the pauses of their destinations (running drains probe them at once). Returns
+        how many events it made due, and the destinations whose pause it ended."""
         selection = _queue_selection(ids, destination, everything)
         return self.store.retry_now(selection, now=self._clock())
 
@@ -224,6 +237,40 @@ class Spool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def open_store(
+    path: str,
+    *,
+    durability: str = "full",
+    create: bool = True,
+    clock: Callable[[], float] = time.time,
+    file_mode: int = DEFAULT_FILE_MODE,
+) -> SpoolStore:
+    """The store a spool path names: a SQLite file, or a PostgreSQL database for a
+    ``postgresql://`` URL (psycopg is imported only then; ``file_mode`` is the SQLite
+    file's). Any other URL is refused, before anything is created."""
+    if not is_url(path):
+        return Store(path, durability=durability, create=create, file_mode=file_mode)
+    # Only the scheme is shown: the rest of a database URL may hold a password.
+    scheme = path.partition(":")[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"the spool {scheme}://... is a URL spooler cannot open: give a file path, or a"
+            " postgresql:// URL"
+        )
+    try:
+        from .pgstore import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            f"a postgresql:// spool needs psycopg: pip install 'spooler[postgres]' ({exc})"
+        ) from None
+    return PostgresStore(path, durability=durability, create=create, clock=clock)
+
+
+def is_url(path: str) -> bool:
+    """Whether a spool path is a URL (``scheme://...``) rather than a file path."""
+    return _URL.match(path) is not None
 
 
 def _queue_selection(

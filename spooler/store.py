@@ -16,18 +16,21 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from itertools import chain
 from types import TracebackType
 
+from . import files
 from .errors import ConfigError, NotDurableError, SpoolFullError, StoreError, UnknownEventError
-from .events import EVENT_ID_CHARS, utf8_size
+from .events import EVENT_ID_CHARS, events_phrase, utf8_size
 
 # The record types come from .records where a method builds one, not here: a producer
 # never needs them, and they would make `import spooler` load dataclasses.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .records import (
         ClaimedEvent,
         Counts,
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
         Failure,
         KeptPause,
         QueueSelection,
+        RetriedNow,
     )
 
 __all__ = ["SCHEMA_VERSION", "Store"]
@@ -177,6 +181,7 @@ class Store:
         durability: str = "full",
         busy_timeout: float = 60.0,
         create: bool = True,
+        file_mode: int = files.DEFAULT_FILE_MODE,
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StoreError(
@@ -186,13 +191,12 @@ class Store:
         if durability not in DURABILITIES:
             raise ConfigError(f"durability must be 'full' or 'normal', not {durability!r}")
         self._flushes_commits = durability == "full"
+        file_mode = files.check_file_mode(file_mode)
         self._busy_timeout = busy_timeout
         if not create and not os.path.exists(self.path):
             raise StoreError(f"no spool at {self.path} (check --db / SPOOLER_DB)")
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
+        if create:
+            self._create(file_mode)
         self._closed = False
         self._current = self._open()
 
@@ -200,6 +204,20 @@ class Store:
     def directory(self) -> str:
         """The directory holding the spool file (and its -wal and -shm files)."""
         return os.path.dirname(os.path.abspath(self.path))
+
+    def _create(self, file_mode: int) -> None:
+        """Create the spool's folders and an empty file, if missing, with ``file_mode``
+        (SQLite gives the -wal and -shm files the mode of the file it finds). Where the
+        path is a symlink, they are created where it points, as SQLite would."""
+        real = os.path.realpath(self.path)
+        try:
+            files.make_folders(os.path.dirname(real), files.folder_mode(file_mode))
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
+        try:
+            os.close(files.open_creating(real, os.O_RDONLY, file_mode))
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path}: {exc}") from None
 
     # -- connection management ------------------------------------------------------
 
@@ -231,7 +249,8 @@ class Store:
         return current
 
     def _open_wal(self) -> int:
-        """A read-only descriptor of the connection's write-ahead log.
+        """A read-only descriptor of the connection's write-ahead log, its entry in its
+        folder made durable.
 
         SQLite names the log after the file's real path (it resolves symlinks). The log
         exists from the connection's first transaction, and is only deleted when the
@@ -239,9 +258,18 @@ class Store:
         """
         wal = os.path.realpath(self.path) + "-wal"
         try:
-            return os.open(wal, os.O_RDONLY)
+            fd = os.open(wal, os.O_RDONLY)
         except OSError as exc:
             raise StoreError(f"cannot open the write-ahead log {wal}: {exc}") from None
+        try:
+            # SQLite creates the log without syncing its folder (it would at its first
+            # sync of the log, which a commit at synchronous=NORMAL never makes): a
+            # flushed commit counts on the log's entry in the folder surviving too.
+            files.sync_folder(os.path.dirname(wal))
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot sync the folder of {wal}: {exc}") from None
+        return fd
 
     def _flush(self, current: _Connection) -> None:
         """Put every commit made so far on disk: what ``synchronous=FULL`` does inside
@@ -757,25 +785,20 @@ class Store:
         from .records import Attempt, DeadEvent
 
         where, params = selection.where()
-        after, left = 0, limit
-        while left is None or left > 0:
-            count = DEAD_PAGE if left is None else min(DEAD_PAGE, left)
+
+        def read_page(after: int, count: int) -> list[tuple[Any, ...]]:
             # Each page its own read, by rowid (the primary key): no OFFSET to skip over.
             with self._read() as conn:
-                page = conn.execute(
+                return conn.execute(
                     "SELECT id, event_id, destination, body, created_at, attempts, reason,"
                     f" status, error, dead_at, attempt_log FROM dead WHERE {where} AND id > ?"
                     " ORDER BY id LIMIT ?",
                     [*params, after, count],
                 ).fetchall()
-            for _, *row, log in page:
-                yield DeadEvent(
-                    *row, attempt_log=tuple(Attempt(*a) for a in json.loads(log or "[]"))
-                )
-            if len(page) < count:
-                return
-            after = page[-1][0]
-            left = None if left is None else left - count
+
+        for _, *row, log in read_in_pages(read_page, limit):
+            attempts = tuple(Attempt(*entry) for entry in json.loads(log or "[]"))
+            yield DeadEvent(*row, attempt_log=attempts)
 
     def replay(
         self,
@@ -842,25 +865,31 @@ class Store:
         condition_values: Sequence[object],
         *,
         also: Sequence[tuple[str, Sequence[object]]] = (),
+        returned: list[object] | None = None,
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
         and the statements ``also`` (with their parameters), in one transaction; named
-        ids must all be queued."""
+        ids must all be queued. The first column of the rows ``also`` return goes into
+        ``returned``."""
         where, params = selection.where()
         with self._write() as conn:
             self._require_ids(conn, selection, "queue")
             for statement, statement_params in also:
-                conn.execute(statement, statement_params)
+                rows = conn.execute(statement, statement_params).fetchall()
+                if returned is not None:
+                    returned.extend(row[0] for row in rows)
             return conn.execute(
                 f"UPDATE queue SET {assignments} WHERE {where} AND {condition}",
                 [*values, *params, *condition_values],
             ).rowcount
 
-    def retry_now(self, selection: QueueSelection, *, now: float) -> int:
+    def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:
         """Make waiting events due at once (their backoff is cleared); not those in flight
         or held. The selected destinations' pauses end (those of the named events, or
         every one): running drains see :meth:`retry_now_count` change and probe them,
         drains started later find no pause."""
+        from .records import RetriedNow
+
         if selection.destination is not None:
             paused, paused_params = "destination = ?", [selection.destination]
         elif selection.ids:
@@ -868,7 +897,8 @@ class Store:
             paused = f"destination IN (SELECT destination FROM queue WHERE {where})"
         else:
             paused, paused_params = "1", []
-        return self._update_selected(
+        ended: list[str] = []
+        events = self._update_selected(
             selection,
             "due_at = ?, lease_owner = NULL",
             "due_at > ? AND due_at < ? AND lease_owner IS NULL",
@@ -880,9 +910,17 @@ class Store:
                     " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
                     [],
                 ),
+                (
+                    # First the pauses still running, to say which ended; then the rest.
+                    "UPDATE destination_state SET paused_until = NULL"
+                    f" WHERE {paused} AND paused_until > ? RETURNING destination",
+                    [*paused_params, now],
+                ),
                 (f"UPDATE destination_state SET paused_until = NULL WHERE {paused}", paused_params),
             ),
+            returned=ended,
         )
+        return RetriedNow(events, tuple(sorted(ended)))
 
     def retry_now_count(self) -> int:
         """How many times an operator has run ``retry-now`` on this spool."""
@@ -1046,6 +1084,23 @@ def _check_header(path: str) -> bool:
             " cut short or damaged; refusing to use it"
         )
     return False
+
+
+def read_in_pages(
+    read_page: Callable[[int, int], list[tuple[Any, ...]]], limit: int | None
+) -> Iterator[tuple[Any, ...]]:
+    """The rows ``read_page(after, count)`` gives, page after page, up to ``limit`` in
+    all: each page the next ``count`` (``DEAD_PAGE`` at most) rows by key, the first
+    column, after ``after``. Memory holds one page, whatever the total."""
+    after, left = 0, limit
+    while left is None or left > 0:
+        count = DEAD_PAGE if left is None else min(DEAD_PAGE, left)
+        page = read_page(after, count)
+        yield from page
+        if len(page) < count:
+            return
+        after = page[-1][0]
+        left = None if left is None else left - count
 
 
 class _Translated:
@@ -1216,7 +1271,7 @@ def _check_limits(
     # Dead events count: they take the same disk until they are replayed or purged.
     if max_events is not None and events + count > max_events:
         raise SpoolFullError(
-            f"the spool holds {events} events, queued or dead, and {count} more "
+            f"the spool holds {events_phrase(events)}, queued or dead, and {count} more "
             f"would pass max_events={max_events}; nothing was enqueued"
         )
     if max_bytes is not None and size + added_bytes > max_bytes:

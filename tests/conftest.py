@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from pg_server import PostgresServer, missing_postgres
 
 import spooler.store as store_module
 from spooler import Spool
@@ -220,6 +221,8 @@ class Scenario:
     lost: int = 0
     duplicated: int = 0
     recover_s: float | None = None
+    rounds: int | None = None  # power-loss scenarios: how many power cuts
+    expected_loss: bool = False  # durability="normal" may lose its last commits by design
 
     def recover_with_drain(self, db: Path, url: str, *extra: str) -> None:
         """Recover by running ``drain_cli`` to the end, which must succeed; its time is
@@ -270,3 +273,33 @@ def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int,
 
     monkeypatch.setattr(store_module, "_flush_to_disk", spy)
     return flushes
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+def _postgres_server() -> Iterator[PostgresServer]:
+    why = missing_postgres()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (skips, saying why, where there is none)."""
+    yield from _postgres_server()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, to stop, crash and start."""
+    yield from _postgres_server()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh spool on the session's PostgreSQL: a schema of its own."""
+    return postgres.url()

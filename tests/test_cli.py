@@ -25,12 +25,12 @@ from conftest import (
     spooler_cmd,
     spy_on_flushes,
 )
-from spooler_cli.drain import JsonLogFormatter
-from spooler_cli.main import cli
 
 from spooler import Spool
 from spooler.receiver import Receiver
 from spooler.records import DeadSelection, Failure
+from spooler_cli.drain import JsonLogFormatter
+from spooler_cli.main import cli
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -462,6 +462,7 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
             [
                 "spooler.errors",
                 "spooler.events",
+                "spooler.files",
                 "spooler.group_commit",
                 "spooler.spool",
                 "spooler.store",

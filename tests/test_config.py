@@ -9,8 +9,10 @@ import pytest
 from spooler import ConfigError
 from spooler.config import (
     build_drain_config,
+    config_warnings,
     load_config_file,
     parse_duration,
+    read_config_file,
     resolved_settings,
 )
 
@@ -182,15 +184,57 @@ def test_unset_variables_are_all_reported(tmp_path: Path) -> None:
     ]
 
 
-def test_shared_tables_are_reported_before_destinations(tmp_path: Path) -> None:
-    # A destination is checked against [retry] and [drain]: with those wrong, its own
-    # checks would report problems that are not there.
-    text = "[retry]\nmax_age = 'x'\nbackof_cap = 1\n[drain]\nlease = 0\n[destinations.a]\n"
+def test_a_typo_in_a_shared_table_does_not_hide_the_destinations_mistakes(
+    tmp_path: Path,
+) -> None:
+    # Given mistakes in [retry], in [drain] and in a destination
+    text = (
+        "[retry]\nmax_age = 'x'\nbackof_cap = 1\n[drain]\nlease = 0\n"
+        "[destinations.a]\ntimeout = 30\n"
+    )
+    # Then one check reports them all; the destination is checked with what is right in
+    # the shared tables (its timeout against the default lease, not against lease = 0)
     assert [problem.split(":")[0] for problem in problems_in(tmp_path, text)] == [
         "retry.max_age",
         "retry.backof_cap",
         "drain.lease",
+        "destinations.a.url",
     ]
+
+
+def test_config_check_lists_the_mistakes_of_every_section_at_once(tmp_path: Path) -> None:
+    # Given a file with a mistake at the top level and in each section
+    path = write(
+        tmp_path,
+        "[retyr]\nmax_attempts = 3\n[spool]\ndurability = 'fast'\n[retry]\nmax_atempts = 3\n"
+        "[drain]\nlease = 'long'\n[destinations.a]\nurl = 'http://h'\nbatch_sise = 5\n",
+    )
+    # When all of it is checked (spooler config check), then each one is named
+    with pytest.raises(ConfigError) as caught:
+        resolved_settings(read_config_file(path), env={})
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        "retyr",
+        "spool.durability",
+        "retry.max_atempts",
+        "drain.lease",
+        "destinations.a.batch_sise",
+    ]
+
+
+def test_a_producer_only_file_has_its_shared_tables_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "[retry]\nmax_atempts = 3\n")
+    with pytest.raises(ConfigError, match=r"retry\.max_atempts: unknown key"):
+        resolved_settings(load_config_file(path), env={})
+
+
+def test_warnings_leave_out_variables_a_producer_need_not_set(tmp_path: Path) -> None:
+    raw = load_config_file(
+        write(tmp_path, "[destinations.a]\nurl = 'http://h'\napi_key = '${KEY}'\nbatchsize = 1\n")
+    )
+    assert config_warnings(raw, env={}) == (
+        "destinations.a.batchsize: unknown key (did you mean 'batch_size'?)",
+    )
+    assert config_warnings(load_config_file(write(tmp_path, CONFIG)), env={}) == ()
 
 
 def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
@@ -227,6 +271,35 @@ def test_an_api_key_with_a_trailing_newline_is_refused_without_showing_it(
     with pytest.raises(ConfigError, match=r"destinations\.a\.api_key: holds a line break") as err:
         build_drain_config(raw, env={"KEY": "sk_live_0123456789\n"})
     assert "sk_live" not in str(err.value)
+
+
+def test_one_named_destination_is_defined_by_the_flags_with_its_types_endpoint() -> None:
+    # spooler drain -d datalyr --type datalyr --api-key dk_...: no config file
+    config = build_drain_config(
+        {},
+        destination_flags={"type": "datalyr", "api_key": "dk_123"},
+        flag_destination="datalyr",
+    )
+    [(name, datalyr)] = config.destinations.items()
+    assert (name, datalyr.type, datalyr.url) == (
+        "datalyr",
+        "datalyr",
+        "https://ingest.datalyr.com/track",
+    )
+    assert datalyr.api_key == "dk_123"
+
+
+def test_flags_for_a_named_destination_override_its_table(tmp_path: Path) -> None:
+    raw = load_config_file(write(tmp_path, CONFIG))
+    config = build_drain_config(
+        raw,
+        destination_flags={"batch_size": 7},
+        flag_destination="collector",
+        env={"COLLECTOR_KEY": "k", "TEAM": "t"},
+    )
+    assert sorted(config.destinations) == ["archive", "collector"]
+    assert config.destinations["collector"].batch_size == 7
+    assert config.destinations["collector"].batch_key == "batch"  # the rest from the file
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from conftest import rows
-from spooler_cli.main import cli
 
 from spooler import Spool
 from spooler.doctor import diagnose
+from spooler_cli.main import cli
 
 
 def test_a_healthy_spool(db: Path) -> None:
@@ -25,6 +25,7 @@ def test_a_healthy_spool(db: Path) -> None:
         "integrity": "ok",
         "schema": "ok",
         "wal": "ok",
+        "files": "ok",
         "leases": "ok",
         "bodies": "ok",
         "disk": "ok",
@@ -90,6 +91,24 @@ def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:
     config.write_text(f"db = '{db}'\n[spool]\nmax_events = 8\n")
     result = CliRunner().invoke(cli, ["doctor", "--config", str(config)])
     assert result.exit_code == 1 and "problem  limits     8 of max_events=8 (100%)" in result.stdout
+
+
+def test_a_spool_others_can_read_is_a_warning(db: Path) -> None:
+    # Given a spool made readable by others (by an older spooler, or by hand)
+    with Spool(db) as spool:
+        spool.enqueue({"email": "someone@example.com"})
+    db.chmod(0o644)
+    # When the operator runs the doctor
+    result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
+    # Then it warns, naming the file and its mode, and says how to fix it
+    assert result.exit_code == 0, result.output
+    assert f"warning  files      readable by others, payloads included: {db} (0644)" in (
+        result.stdout
+    )
+    assert "chmod o-rwx" in result.stdout
+    db.chmod(0o640)  # a group may read it (file_mode = "0640"): not a warning
+    result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
+    assert "ok       files      not readable by others" in result.stdout
 
 
 def test_low_disk_space_is_a_problem(spool: Spool) -> None:

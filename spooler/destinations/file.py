@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .. import files
 from ..errors import ConfigError
 from ..records import ClaimedEvent
 from . import Verdict, event_text
@@ -20,7 +21,11 @@ __all__ = ["FileDestination"]
 
 
 class FileDestination:
-    """Appends one JSON line per event and, for a file, fsyncs before reporting delivery."""
+    """Appends one JSON line per event and, for a file, fsyncs before reporting delivery.
+
+    A missing file is created with ``file_mode`` (0600 by default), and missing folders
+    on its path with the matching folder mode (0700), whatever the umask.
+    """
 
     def __init__(self, config: DestinationConfig) -> None:
         self.config = config
@@ -31,9 +36,14 @@ class FileDestination:
             return
         self._path = config.url.removeprefix("file://")
         try:
+            # A new file and its missing folders are private, as the spool's are: the
+            # lines hold the same payloads.
+            files.make_folders(
+                os.path.dirname(os.path.abspath(self._path)), files.folder_mode(config.file_mode)
+            )
             # Unbuffered: a failed write must leave no bytes behind in a buffer, to be
             # written again (or fail again) by the next write or by close().
-            self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            self._fd = files.open_creating(self._path, os.O_RDWR | os.O_APPEND, config.file_mode)
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         except OSError as exc:
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""Scenarios 16 and 17: inputs far larger than the limits: a 200 MiB line on the stdin
+"""Scenarios 21 and 22: inputs far larger than the limits: a 200 MiB line on the stdin
 of `spooler enqueue`, and `spooler dlq inspect` over a large dead-letter table."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ print(written, file=sys.stderr)
 
 def test_an_endless_line_on_stdin_is_refused_with_bounded_memory(db: Path, scenario) -> None:
     row = scenario(
-        "16",
+        "21",
         f"a {LINE_MIB} MiB line on the stdin of `spooler enqueue`",
         "a writer process streams one JSON line a MiB at a time into the pipe",
     )
@@ -96,7 +96,7 @@ def inspect_peak_mib(db: Path, *args: str) -> float:
 
 def test_dlq_inspect_memory_stays_flat_in_the_size_of_the_table(tmp_path: Path, scenario) -> None:
     row = scenario(
-        "17",
+        "22",
         "`spooler dlq inspect` (table and --json) over 200,000 dead events",
         "dead-letter tables of 20,000 and 200,000 events, written with SQL",
     )

@@ -1,4 +1,4 @@
-"""Scenarios 3 and 14: many producers and drains on one spool at once, drains killed and
+"""Scenarios 3 and 19: many producers and drains on one spool at once, drains killed and
 restarted; a drain giving space back to the disk while its workers commit."""
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_space_is_given_back_while_workers_commit(
     db: Path, receiver: Receiver, scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     row = scenario(
-        "14",
+        "19",
         "the drain gives free pages back to the disk while 8 workers commit",
         "a 20,000-event backlog drained 5 a batch by 8 workers, the check for free pages"
         " run every 0.1 s instead of every minute, from 1 free page instead of 256",

@@ -1,4 +1,4 @@
-"""Scenario 15: the file system refuses: a full disk, a read-only mount, no permission.
+"""Scenario 20: the file system refuses: a full disk, a read-only mount, no permission.
 
 Real ones, not SQLite's imitations of them: the full disk and the read-only mount are a
 small tmpfs that the test mounts in a user and mount namespace of its own (``unshare
@@ -59,7 +59,7 @@ def test_a_really_full_disk_is_named_even_by_doctor(
     tmp_path: Path, receiver: Receiver, scenario
 ) -> None:
     row = scenario(
-        "15 (full disk)",
+        "20 (full disk)",
         "the disk is full, and no connection to the spool is open",
         "a 512 KiB tmpfs in a mount namespace of the test's own, filled by dd",
     )
@@ -95,7 +95,7 @@ def test_a_really_full_disk_is_named_even_by_doctor(
 
 def test_a_read_only_file_system_is_named(tmp_path: Path, receiver: Receiver, scenario) -> None:
     row = scenario(
-        "15 (read-only)",
+        "20 (read-only)",
         "the spool's file system is remounted read-only",
         "a tmpfs in a mount namespace of the test's own, remounted with -o remount,ro",
     )
@@ -129,7 +129,7 @@ def test_a_read_only_file_system_is_named(tmp_path: Path, receiver: Receiver, sc
 
 def test_no_permission_is_named_with_the_user_and_the_path(scenario) -> None:
     row = scenario(
-        "15 (no permission)",
+        "20 (no permission)",
         "the spool belongs to another user",
         "root's spool (0644, in a 0755 folder) used by the user nobody (setpriv)",
     )
@@ -158,10 +158,9 @@ def test_no_permission_is_named_with_the_user_and_the_path(scenario) -> None:
         assert f"no permission to read and write {db} (as user nobody)" in existing.stderr, (
             existing.stderr
         )
+        # (A new spool's file is made before SQLite opens it: the OS's own words.)
         assert new.returncode == 1
-        assert f"no permission to create files in {folder} (as user nobody)" in new.stderr, (
-            new.stderr
-        )
+        assert f"cannot create {folder}/new.db: [Errno 13] Permission denied" in new.stderr
         with Spool(db) as spool:
             assert spool.status().total.queued == 1  # the spool is as it was
     finally:

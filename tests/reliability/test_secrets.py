@@ -1,4 +1,4 @@
-"""Scenario 18: a receiver that echoes credentials back: in its error body, in its
+"""Scenario 23: a receiver that echoes credentials back: in its error body, in its
 headers, with session cookies; and URL credentials next to an API key."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_echoed_credentials_are_masked_in_the_spool_the_logs_and_the_output(
     db: Path, receiver: Receiver, scenario
 ) -> None:
     row = scenario(
-        "18",
+        "23",
         "a receiver echoes the request's credentials back: URL user info (a 2-character"
         " password), as HTTP Basic, in its 401 body and headers, with a session cookie",
         "scripted receiver; `spooler drain --debug` (httpcore prints every header it gets)",

@@ -220,7 +220,7 @@ def test_a_damaged_page_stops_the_drain_and_keeps_what_it_cannot_read(
     finally:
         conn.close()
     assert 0 < len(unreadable) < 50  # one page's worth
-    assert receiver.delivered and queued
+    assert queued  # (how many were delivered first depends on what the drain read first)
     # (Not dead letters, but accounted for the same way: still queued, and readable.)
     row.tally(set(ids) - unreadable, [e["id"] for e in receiver.delivered], dead=queued)
     assert row.lost == 0 and row.duplicated == 0

@@ -1,0 +1,206 @@
+"""The PostgreSQL store, on a server this script starts (initdb + pg_ctl, fsync on, a Unix
+socket; as the tests do, see tests/pg_server.py):
+
+- target 8: durable enqueue from 8 producer processes (``Spool.enqueue``, one event a
+  call) against raw psycopg single-row inserts from 8 connections (one process each,
+  autocommit: one commit per insert);
+- target 9: a drain of a backlog to a loopback receiver against a raw loop on the same
+  server: claim a batch with ``FOR UPDATE SKIP LOCKED``, post it, delete it.
+
+For context, what limits cost: raw inserts that also add to one counter row (every
+producer queues behind its lock) and to one of 16 counter rows (what the spool does).
+
+    python benchmarks/postgres.py           # needs: pip install -e '.[bench]'
+    python benchmarks/postgres.py --quick   # a short run that only shows it works
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from common import EVENT, Row, at_least, context, interleaved, report
+from loopback import Loopback
+
+import spooler
+from spooler.config import build_drain_config
+from spooler.drain import Drain, Mode
+from spooler.events import encode_event, new_event_ids
+from spooler.spool import open_store
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from pg_server import PostgresServer  # the tests' own harness
+
+PROCESSES = 8
+QUICK = "--quick" in sys.argv
+PER_PROCESS = 50 if QUICK else 500  # enqueues per process per round
+BACKLOG = 2_000 if QUICK else 50_000
+ROUNDS = 1 if QUICK else 3
+SHARDS = 16
+
+RAW_TABLE = (
+    "CREATE TABLE IF NOT EXISTS raw_q (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " event_id text NOT NULL, body text NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS counter (shard int PRIMARY KEY, n bigint NOT NULL);"
+    "INSERT INTO counter SELECT s, 0 FROM generate_series(0, 15) s ON CONFLICT DO NOTHING"
+)
+RAW_INSERTS = {
+    "plain": "INSERT INTO raw_q (event_id, body) VALUES (%s, %s)",
+    "one counter": "WITH i AS (INSERT INTO raw_q (event_id, body) VALUES (%s, %s))"
+    " UPDATE counter SET n = n + 1 WHERE shard = 0",
+    "16 counters": "WITH i AS (INSERT INTO raw_q (event_id, body) VALUES (%s, %s))"
+    f" UPDATE counter SET n = n + 1 WHERE shard = mod(pg_backend_pid(), {SHARDS})",
+}
+
+
+def in_processes(work: Callable[[str, int, Any], None], url: str) -> float:
+    """Events per second of ``work(url, count, ready)`` run at once in PROCESSES
+    processes, from the moment all of them are connected and waiting on ``ready``."""
+    ready = multiprocessing.Barrier(PROCESSES + 1)
+    processes = [
+        multiprocessing.Process(target=work, args=(url, PER_PROCESS, ready))
+        for _ in range(PROCESSES)
+    ]
+    for process in processes:
+        process.start()
+    ready.wait()
+    began = time.perf_counter()
+    for process in processes:
+        process.join()
+        assert process.exitcode == 0
+    return PROCESSES * PER_PROCESS / (time.perf_counter() - began)
+
+
+def spooler_enqueue(url: str, count: int, ready: Any) -> None:
+    with spooler.Spool(url) as spool:
+        spool.enqueue(EVENT)  # connected and prepared, as a long-lived producer is
+        ready.wait()
+        for _ in range(count):
+            spool.enqueue(EVENT)
+
+
+def raw_insert(statement: str) -> Callable[[str, int, Any], None]:
+    def work(url: str, count: int, ready: Any) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            ready.wait()
+            for _ in range(count):
+                conn.execute(statement, (str(uuid.uuid4()), encode_event(EVENT)))
+
+    return work
+
+
+def spooler_drain(url: str, loopback: str) -> float:
+    with spooler.Spool(url) as spool:
+        spool.enqueue_many([EVENT] * BACKLOG)
+    # As `spooler drain` opens it: its own connections, commits that do not wait for disk.
+    store = open_store(url, durability="normal")
+    config = build_drain_config({}, destination_flags={"url": loopback})
+    began = time.perf_counter()
+    report = Drain(store, config).run(Mode.UNTIL_EMPTY)
+    elapsed = time.perf_counter() - began
+    store.close()
+    assert report.delivered == BACKLOG, report
+    return BACKLOG / elapsed
+
+
+def raw_skip_locked(url: str, loopback: str, batch_size: int) -> float:
+    """Claim a batch (``UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING``), post it,
+    delete it; commits do not wait for the disk, as the drain's do not."""
+    text = encode_event(EVENT)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("ALTER TABLE raw_q ADD COLUMN IF NOT EXISTS leased_until float8")
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO raw_q (event_id, body) VALUES (%s, %s)",
+                [(i, text) for i in new_event_ids(BACKLOG)],
+            )
+        with httpx.Client() as client:
+            began = time.perf_counter()
+            while batch := conn.execute(
+                "UPDATE raw_q SET leased_until = extract(epoch FROM now()) + 60 WHERE id IN"
+                " (SELECT id FROM raw_q ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, body",
+                (batch_size,),
+            ).fetchall():
+                body = "[" + ",".join(text for _, text in batch) + "]"
+                client.post(
+                    loopback, content=body.encode(), headers={"Content-Type": "application/json"}
+                ).raise_for_status()
+                conn.execute("DELETE FROM raw_q WHERE id = ANY(%s)", ([i for i, _ in batch],))
+            return BACKLOG / (time.perf_counter() - began)
+
+
+def measure(server: PostgresServer) -> list[Row]:
+    url = server.url("bench")
+    raw_url = server.admin_url()
+    with psycopg.connect(raw_url, autocommit=True) as conn:
+        conn.execute(RAW_TABLE)
+    open_store(url).close()  # the schema exists before the producers start
+    enqueue = interleaved(
+        {
+            "spooler": lambda: in_processes(spooler_enqueue, url),
+            **{
+                name: lambda statement=statement: in_processes(raw_insert(statement), raw_url)
+                for name, statement in RAW_INSERTS.items()
+            },
+        },
+        ROUNDS,
+    )
+    batch_size = (
+        build_drain_config({}, destination_flags={"url": "http://x"})
+        .destinations["default"]
+        .batch_size
+    )
+    with psycopg.connect(raw_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE raw_q")
+    with Loopback() as loopback:
+        drain = interleaved(
+            {
+                "spooler": lambda: spooler_drain(server.url(), loopback),  # a fresh schema
+                "raw": lambda: raw_skip_locked(raw_url, loopback, batch_size),
+            },
+            ROUNDS,
+        )
+    enqueue_target = f"8. PostgreSQL: durable enqueue, {PROCESSES} processes"
+    drain_target = f"9. PostgreSQL: drain {BACKLOG // 1000}k to loopback, defaults"
+    return [
+        at_least(
+            enqueue_target,
+            enqueue["spooler"],
+            enqueue["plain"],
+            f"raw psycopg single-row inserts, {PROCESSES} connections",
+            1.0,
+            "ev/s",
+        ),
+        context(
+            enqueue_target,
+            enqueue["16 counters"],
+            enqueue["one counter"],
+            "raw inserts + 16 counter rows vs + 1 counter row",
+            "ev/s",
+        ),
+        at_least(
+            drain_target,
+            drain["spooler"],
+            drain["raw"],
+            f"raw SKIP LOCKED claim, post, delete, {batch_size}/batch",
+            0.5,
+            "ev/s",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    started = PostgresServer(fsync=True, parent=str(Path(__file__).parent))
+    try:
+        report(measure(started))
+    finally:
+        started.close()

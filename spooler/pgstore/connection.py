@@ -1,0 +1,247 @@
+"""Connections of the PostgreSQL store: the URL, a small pool per process, and the
+retries that carry an operation across a server restart.
+
+A store operation takes a connection from the pool for its one transaction and gives
+it back, so a drain's worker threads never share one. While the server cannot be
+reached, an operation keeps trying for ``wait`` seconds (the URL's ``wait``, default
+10), then fails with ``StoreError``: docs/guarantees.md says why a producer waits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import pq
+
+from ..errors import ConfigError, StoreError
+
+__all__ = ["DEFAULT_SCHEMA", "DEFAULT_WAIT", "Connections", "Target", "parse_url"]
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = "spooler"
+DEFAULT_WAIT = 10.0  # seconds an operation waits for an unreachable server
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds, where the URL sets none: libpq's own is forever
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SPOOLER_PARAMETERS = ("schema", "wait", "prepared_statements")
+# Query parameters that hold a secret: masked wherever the URL is shown.
+_SECRET_PARAMETERS = ("password", "sslpassword")
+# Errors after which the same operation may simply run again: the server went away
+# (57P01-57P03: shut down, crashed, starting up) or chose this transaction to abort
+# (a deadlock, a serialization failure); in each case nothing of it was committed.
+_RETRY_STATES = ("57P01", "57P02", "57P03", "40P01", "40001")
+_LONGEST_PAUSE = 1.0  # seconds between tries while the server is away
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a PostgreSQL spool is: what libpq connects to, and what spooler adds."""
+
+    conninfo: str  # the URL as libpq takes it (spooler's own parameters removed)
+    schema: str
+    wait: float
+    prepared_statements: bool  # off for a pooler that cannot carry them (PgBouncer < 1.21)
+    shown: str  # the URL for messages: no password
+
+    @property
+    def quoted_schema(self) -> str:
+        """The schema as an SQL identifier."""
+        return f'"{self.schema}"'
+
+
+def parse_url(url: str, *, schema: str | None = None) -> Target:
+    """Read a ``postgresql://`` URL; its ``schema``, ``wait`` and ``prepared_statements``
+    parameters are spooler's."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    own = {key: value for key, value in params if key in _SPOOLER_PARAMETERS}
+    schema = schema or own.get("schema") or DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ConfigError(
+            f"schema must be a plain SQL name (letters, digits, underscores), not {schema!r}"
+        )
+    try:
+        wait = float(own.get("wait", DEFAULT_WAIT))
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        raise ConfigError(f"wait must be a number of seconds, not {own['wait']!r}")
+    prepared = own.get("prepared_statements", "on")
+    if prepared not in ("on", "off"):
+        raise ConfigError(f"prepared_statements must be 'on' or 'off', not {prepared!r}")
+    libpq = [(key, value) for key, value in params if key not in own]
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", "@", 1)
+    shown_query = [(key, "***" if key in _SECRET_PARAMETERS else value) for key, value in libpq] + [
+        ("schema", schema)
+    ]
+    return Target(
+        conninfo=urlunsplit(parts._replace(query=urlencode(libpq))),
+        schema=schema,
+        wait=wait,
+        prepared_statements=prepared == "on",
+        shown=urlunsplit(parts._replace(netloc=netloc, query=urlencode(shown_query, safe="/*"))),
+    )
+
+
+class Connections:
+    """The store's connections in this process, and ``run``, which retries operations."""
+
+    def __init__(self, target: Target, *, synchronous: bool) -> None:
+        self.target = target
+        self._synchronous = synchronous
+        self._options = psycopg.conninfo.conninfo_to_dict(target.conninfo)
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection] = []
+        self._pid = os.getpid()
+        self._inherited: list[psycopg.Connection] = []
+        self._closed = False
+
+    def run(self, operation: Callable[[psycopg.Connection], T]) -> T:
+        """Run ``operation`` (one transaction) on a connection of the pool.
+
+        While the server is unreachable (or chose the transaction to abort) it runs
+        again on a new connection, for up to ``wait`` seconds; any other database error
+        leaves as ``StoreError``. So an operation must be safe to repeat after its
+        connection broke at commit: each checks its own lease or event ids.
+        """
+        deadline: float | None = None
+        pause = 0.0
+        refused = False
+        while True:
+            try:
+                conn = self._take()
+                try:
+                    return operation(conn)
+                finally:
+                    self._give_back(conn)
+            except psycopg.Error as exc:
+                verdict = self._verdict(exc)
+                if verdict == "fail" or (verdict == "refused" and refused):
+                    raise self._store_error(exc) from None
+                refused = refused or verdict == "refused"
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.target.wait
+                if now + pause > deadline:
+                    raise StoreError(
+                        f"{self.target.shown}: PostgreSQL could not be reached for "
+                        f"{self.target.wait:g}s: {_first_line(exc)}"
+                    ) from None
+                if pause:
+                    time.sleep(pause)
+                pause = min(max(pause * 2, 0.05), _LONGEST_PAUSE)
+
+    def writing(
+        self, conn: psycopg.Connection, *, one_statement: bool = False
+    ) -> AbstractContextManager[object]:
+        """The block's statements as one transaction that commits at the durability asked
+        (with ``durability="normal"`` a commit does not wait for the disk). A block of
+        ``one_statement`` needs no BEGIN: the statement is its own transaction."""
+        if self._synchronous and one_statement:
+            return nullcontext()
+        return _pipelined(conn, synchronous=self._synchronous)
+
+    @staticmethod
+    @contextmanager
+    def snapshot(conn: psycopg.Connection) -> Iterator[None]:
+        """The block's reads as one read-only transaction that sees one instant."""
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+
+    def close(self) -> None:
+        """Close this process's idle connections; no operation runs afterwards."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for conn in idle:
+                conn.close()
+
+    def _take(self) -> psycopg.Connection:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.target.shown}: this spool was closed")
+            if self._pid != os.getpid():
+                # A connection must never be used on both sides of a fork(). The
+                # parent's are kept, unused, so that nothing here ends their sessions.
+                self._inherited += self._idle
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return psycopg.connect(
+            self.target.conninfo,
+            autocommit=True,
+            # psycopg prepares a statement on the server once it has run it 5 times.
+            prepare_threshold=5 if self.target.prepared_statements else None,
+            **{
+                key: value
+                for key, value in (
+                    ("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+                    ("application_name", "spooler"),
+                )
+                if key not in self._options
+            },
+        )
+
+    def _give_back(self, conn: psycopg.Connection) -> None:
+        usable = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        with self._lock:
+            if usable and not self._closed and self._pid == os.getpid():
+                self._idle.append(conn)
+                return
+            if conn.broken:
+                # The server went away: the other idle connections are as dead.
+                stale, self._idle = self._idle, []
+            else:
+                stale = []
+        for each in [conn, *stale]:
+            each.close()
+
+    def _verdict(self, exc: psycopg.Error) -> str:
+        """``retry``: the server is away, or chose this transaction to abort; ``refused``:
+        a connection failed, yet the server now accepts connections (it may just have
+        finished starting: worth one more try, after which it is refusing us, over a
+        password say); ``fail``: anything else."""
+        if exc.sqlstate in _RETRY_STATES:
+            return "retry"
+        if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
+            return "fail"
+        # No SQL state: the connection failed or broke.
+        ping = pq.PGconn.ping(self.target.conninfo.encode())
+        if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
+            return "retry"
+        return "refused" if ping == pq.Ping.OK else "fail"
+
+    def _store_error(self, exc: psycopg.Error) -> StoreError:
+        """The ``StoreError`` an operator reads for a database error on this spool."""
+        hint = ""
+        if exc.sqlstate == "42501":
+            hint = " (see 'One queue for many hosts' in docs/operations.md for the grants)"
+        return StoreError(f"{self.target.shown}: {_first_line(exc)}{hint}")
+
+
+@contextmanager
+def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]:
+    # BEGIN, the statements and COMMIT go out together (a pipeline): one round trip
+    # unless a statement's result is read before the end. SET LOCAL, not a setting of
+    # the session: a pooler may hand the session to someone else.
+    with conn.pipeline(), conn.transaction():
+        if not synchronous:
+            conn.execute("SET LOCAL synchronous_commit TO off")
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

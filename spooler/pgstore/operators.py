@@ -1,0 +1,356 @@
+"""What operators do to a PostgreSQL spool: counts, the dead-letter table, hold and
+release, retry-now and expire, and the health checks of ``spooler doctor``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from ..records import (
+    DEAD_AGE_BUCKETS,
+    Attempt,
+    Counts,
+    DeadEvent,
+    DeadGroup,
+    DeadSelection,
+    Failure,
+    QueueSelection,
+    RetriedNow,
+)
+from ..store import REPLAY_CHUNK, read_in_pages
+from .base import StoreBase
+from .sql import (
+    CLAIMABLE_AT,
+    HELD,
+    LEASED,
+    NOW,
+    change_totals,
+    from_db,
+    move_to_dead,
+    where,
+    with_ctes,
+)
+
+__all__ = ["OperatorOperations"]
+
+
+class OperatorOperations(StoreBase):
+    """What operators do to a PostgreSQL spool."""
+
+    def counts(self, *, now: float) -> dict[str, Counts]:
+        """Counts per destination (every destination with a queued or dead event)."""
+        params = {"h": now}
+
+        def read(conn: psycopg.Connection) -> dict[str, Counts]:
+            by_destination: dict[str, Counts] = {}
+            with self._db.snapshot(conn):
+                for dest, *numbers, oldest in self._rows(
+                    conn,
+                    "SELECT destination, count(*),"
+                    f" count(*) FILTER (WHERE {CLAIMABLE_AT} <= {NOW}),"
+                    f" count(*) FILTER (WHERE {LEASED}), count(*) FILTER (WHERE due_at < {HELD}"
+                    f" AND attempts > CASE WHEN {LEASED} THEN 1 ELSE 0 END),"
+                    f" count(*) FILTER (WHERE due_at >= {HELD}), {from_db('min(queued_at)')}"
+                    " FROM {s}.queue GROUP BY destination",
+                    params,
+                ):
+                    queued, due, leased, retrying, held = numbers
+                    by_destination[dest] = Counts(
+                        queued, due, leased, retrying, 0, oldest, held=held
+                    )
+                for dest, dead in self._rows(
+                    conn, "SELECT destination, count(*) FROM {s}.dead GROUP BY 1", params
+                ):
+                    by_destination.setdefault(dest, Counts()).dead = dead
+                for dest, *state in self._rows(
+                    conn,
+                    f"SELECT destination, {from_db('last_success_at')},"
+                    f" {from_db('last_error_at')}, last_error, failures,"
+                    f" {from_db('paused_until')} FROM {{s}}.destination_state",
+                    params,
+                ):
+                    counts = by_destination.setdefault(dest, Counts())
+                    (
+                        counts.last_success_at,
+                        counts.last_error_at,
+                        counts.last_error,
+                        counts.failed_in_a_row,
+                        counts.paused_until,
+                    ) = state
+            return by_destination
+
+        return self._db.run(read)
+
+    def totals(self) -> tuple[int, int]:
+        """How many events the spool holds, queued or dead, and their bodies' bytes: what
+        ``max_events`` and ``max_bytes`` are checked against."""
+        return self._db.run(
+            lambda conn: tuple(
+                self._rows(
+                    conn,
+                    "SELECT coalesce(sum(events), 0)::bigint, coalesce(sum(bytes), 0)::bigint"
+                    " FROM {s}.totals",
+                    {},
+                )[0]
+            )
+        )
+
+    def dead_summary(self, *, now: float) -> list[DeadGroup]:
+        """Dead events grouped by destination, reason and status, the largest group first."""
+        ages = [f"dead_at > {NOW} - 3600"]
+        ages += [
+            f"dead_at <= {NOW} - {a} AND dead_at > {NOW} - {b}"
+            for a, b in ((3600, 86400), (86400, 7 * 86400))
+        ]
+        ages.append(f"dead_at <= {NOW} - {7 * 86400}")
+        filtered = ", ".join(f"count(*) FILTER (WHERE {age})" for age in ages)
+
+        def read(conn: psycopg.Connection) -> list[DeadGroup]:
+            with self._db.snapshot(conn):
+                groups = self._rows(
+                    conn,
+                    f"SELECT destination, reason, status, count(*), {filtered} FROM {{s}}.dead"
+                    " GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2",
+                    {},
+                )
+                errors: dict[tuple[object, ...], str] = {}
+                for dest, reason, status, error, _ in self._rows(
+                    conn,
+                    "SELECT destination, reason, status, error, count(*) FROM {s}.dead"
+                    " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC",
+                    {},
+                ):
+                    errors.setdefault((dest, reason, status), error)
+            return [
+                DeadGroup(
+                    dest,
+                    reason,
+                    status,
+                    count,
+                    dict(zip(DEAD_AGE_BUCKETS, by_age, strict=True)),
+                    errors.get((dest, reason, status)),
+                )
+                for dest, reason, status, count, *by_age in groups
+            ]
+
+        return self._db.run(read)
+
+    def dead_events(
+        self, selection: DeadSelection, *, limit: int | None = None
+    ) -> Iterator[DeadEvent]:
+        """Dead events matching ``selection``, oldest first, read a page at a time as the
+        iterator goes; named ids are checked at once."""
+        if selection.ids:
+            self._db.run(lambda conn: self._require_ids(conn, selection, "dead"))
+        return self._dead_pages(selection, limit)
+
+    def _dead_pages(self, selection: DeadSelection, limit: int | None) -> Iterator[DeadEvent]:
+        def read_page(after: int, count: int) -> list[tuple[Any, ...]]:
+            params: dict[str, Any] = {"h": self._clock(), "after": after, "count": count}
+            condition = where(selection, params)
+            return self._db.run(
+                lambda conn: self._rows(
+                    conn,
+                    f"SELECT id, event_id, destination, body, {from_db('created_at')}, attempts,"
+                    f" reason, status, error, {from_db('dead_at')}, attempt_log, {NOW} - %(h)s"
+                    f" FROM {{s}}.dead WHERE {condition} AND id > %(after)s ORDER BY id"
+                    " LIMIT %(count)s",
+                    params,
+                )
+            )
+
+        for _, *row, log, offset in read_in_pages(read_page, limit):
+            attempts = tuple(Attempt(at - offset, status, error) for at, status, error in log or ())
+            yield DeadEvent(*row, attempt_log=attempts)
+
+    def replay(
+        self,
+        selection: DeadSelection,
+        *,
+        now: float,
+        dry_run: bool = False,
+        to: str | None = None,
+        limit: int | None = None,
+        chunk: int = REPLAY_CHUNK,
+    ) -> int:
+        """Move matching dead events back to the queue (attempts reset, same event id),
+        oldest first, optionally to another destination (``to``).
+
+        Each chunk of ``chunk`` rows is one transaction, so a crash halfway leaves each
+        row in exactly one table. Named ids must all be dead letters, or nothing moves.
+        """
+        params: dict[str, Any] = {"h": now, "limit": limit}
+        condition = where(selection, params)
+
+        def select(conn: psycopg.Connection) -> list[int]:
+            with self._db.snapshot(conn):
+                self._require_ids(conn, selection, "dead")
+                return [
+                    rowid
+                    for (rowid,) in self._rows(
+                        conn,
+                        f"SELECT id FROM {{s}}.dead WHERE {condition} ORDER BY id LIMIT %(limit)s",
+                        params,
+                    )
+                ]
+
+        rowids = self._db.run(select)
+        if dry_run:
+            return len(rowids)
+        statement = with_ctes(
+            {
+                "moved": "DELETE FROM {s}.dead WHERE id = ANY(%(chunk)s::bigint[]) RETURNING id,"
+                " event_id, destination, body, created_at, attempt_log",
+                # An event also still queued (an enqueue run twice) keeps its queued copy.
+                "added": "INSERT INTO {s}.queue (event_id, destination, body, created_at,"
+                " queued_at, due_at, attempt_log) SELECT event_id, coalesce(%(to)s::text,"
+                f" destination), body, created_at, {NOW}, {NOW}, attempt_log FROM moved"
+                " ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                "counted": change_totals(
+                    "SELECT octet_length(body) AS n FROM moved"
+                    " WHERE event_id NOT IN (SELECT event_id FROM added)",
+                    "-",
+                ),
+            },
+            "SELECT count(*) FROM added",
+        )
+        moved = 0
+        for start in range(0, len(rowids), chunk):
+            part = {"chunk": rowids[start : start + chunk], "to": to}
+            moved += self._run_one(statement, part)
+        return moved
+
+    def purge(self, selection: DeadSelection, *, dry_run: bool = False) -> int:
+        """Delete matching dead events for good."""
+        params: dict[str, Any] = {"h": self._clock()}
+        condition = where(selection, params)
+        if dry_run:
+            statement = f"SELECT count(*) FROM {{s}}.dead WHERE {condition}"
+        else:
+            statement = with_ctes(
+                {
+                    "gone": f"DELETE FROM {{s}}.dead WHERE {condition}"
+                    " RETURNING octet_length(body) AS n",
+                    "counted": change_totals("SELECT n FROM gone", "-"),
+                },
+                "SELECT count(*) FROM gone",
+            )
+        return self._run_one(statement, params, require=(selection, "dead"))
+
+    def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:
+        """Make waiting events due at once (their backoff is cleared); not those in flight
+        or held. The selected destinations' pauses end (those of the named events, or
+        every one), and running drains see :meth:`retry_now_count` change; returns how
+        many events, and which destinations' running pauses ended."""
+        params: dict[str, Any] = {"h": now}
+        condition = where(selection, params)
+        if selection.destination is not None:
+            paused = "destination = %(sel_destination)s"
+        elif selection.ids:
+            paused = f"destination IN (SELECT destination FROM {{s}}.queue WHERE {condition})"
+        else:
+            paused = "TRUE"
+        events, ended = self._update_selected(
+            selection,
+            params,
+            f"due_at = {NOW}, lease_owner = NULL",
+            f"due_at > {NOW} AND due_at < {HELD} AND lease_owner IS NULL",
+            also={
+                "counter": "INSERT INTO {s}.meta AS m (key, value) VALUES ('retry_now_count', '1')"
+                " ON CONFLICT (key) DO UPDATE SET value = (m.value::bigint + 1)::text",
+                # RETURNING shows the new row: the old pause is read first, locked.
+                "unpaused": "UPDATE {s}.destination_state AS d SET paused_until = NULL FROM"
+                " (SELECT destination, paused_until AS was FROM {s}.destination_state"
+                f" WHERE {paused} FOR UPDATE) AS old WHERE d.destination = old.destination"
+                f" RETURNING d.destination, old.was > {NOW} AS ran",
+            },
+            also_selected="(SELECT coalesce(array_agg(destination ORDER BY destination),"
+            " '{}') FROM unpaused WHERE ran)",
+        )
+        return RetriedNow(events, tuple(ended))
+
+    def hold(self, selection: QueueSelection, *, now: float) -> int:
+        """Park queued events: never claimed, so never sent and never expired, until
+        ``release_held``. Events being delivered at this moment are left alone."""
+        return self._update_selected(
+            selection,
+            {"h": now},
+            f"due_at = {HELD}, lease_owner = NULL, lease_until = NULL",
+            f"NOT ({LEASED}) AND due_at < {HELD}",
+        )
+
+    def release_held(self, selection: QueueSelection, *, now: float) -> int:
+        """Make held events due at once."""
+        return self._update_selected(selection, {"h": now}, f"due_at = {NOW}", f"due_at >= {HELD}")
+
+    def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:
+        """Move queued events to the dead-letter table (reason ``manual``), except those a
+        drain is delivering right now."""
+        params: dict[str, Any] = {"h": now, "reason": "manual", "status": None, "error": error}
+        condition = where(selection, params)
+        statement = with_ctes(
+            move_to_dead(f"{condition} AND NOT ({LEASED})"), "SELECT count(*) FROM moved"
+        )
+        return self._run_one(statement, params, require=(selection, "queue"))
+
+    # -- health ---------------------------------------------------------------------
+
+    def integrity_check(self) -> list[str]:
+        """``["ok"]``: PostgreSQL checks its own pages; there is no file for spooler to check."""
+        return ["ok"]
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the spool's schema."""
+        return int(
+            self._db.run(
+                lambda conn: self._rows(
+                    conn, "SELECT value FROM {s}.meta WHERE key = 'schema_version'", {}
+                )[0][0]
+            )
+        )
+
+    def stale_leases(self, *, now: float) -> int:
+        """Events still marked as leased by a drain whose lease has run out."""
+        return self._run_one(
+            "SELECT count(*) FROM {s}.queue WHERE lease_owner IS NOT NULL"
+            f" AND lease_until <= {NOW}",
+            {"h": now},
+        )
+
+    def quarantine_corrupt(self, *, now: float) -> int:
+        """Move queued events whose body is not a JSON object to the dead-letter table
+        (reason ``corrupt``), so no drain sends them; returns how many."""
+        failure = Failure(None, "the stored body is not a JSON object")
+        params = {"h": now, "reason": "corrupt", "status": None, "error": failure.error}
+        statement = with_ctes(
+            move_to_dead("NOT {s}.is_json_object(q.body)"), "SELECT count(*) FROM moved"
+        )
+        return self._run_one(statement, params)
+
+    def _update_selected(
+        self,
+        selection: QueueSelection,
+        params: dict[str, Any],
+        assignments: str,
+        condition: str,
+        *,
+        also: dict[str, str] | None = None,
+        also_selected: str | None = None,
+    ) -> Any:
+        """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
+        with the ``WITH`` queries ``also``, in one transaction; named ids must be queued.
+        Returns how many events changed, or that and ``also_selected`` if given."""
+        selected = where(selection, params)
+        statement = with_ctes(
+            {
+                **(also or {}),
+                "updated": f"UPDATE {{s}}.queue SET {assignments}"
+                f" WHERE {selected} AND {condition} RETURNING 1",
+            },
+            "SELECT (SELECT count(*) FROM updated)"
+            + (f", {also_selected}" if also_selected else ""),
+        )
+        row = self._run_row(statement, params, require=(selection, "queue"))
+        return row if also_selected else row[0]

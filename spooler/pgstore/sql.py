@@ -1,0 +1,136 @@
+"""SQL pieces the PostgreSQL store's operations share: the database's clock, selections,
+the totals' bookkeeping, the attempt log, and the move to the dead-letter table.
+
+Statements are templates: ``{s}`` is the spool's schema. Parameters are psycopg's named
+``%(name)s``; ``%(h)s`` is always the caller's present (``now``, or the store's clock),
+the anchor of every time the caller gives or gets (see ``store_interface``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import DeadSelection, QueueSelection
+from ..store import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
+from .schema import SHARDS
+
+__all__ = [
+    "CLAIMABLE_AT",
+    "HELD",
+    "LEASED",
+    "NOW",
+    "append_attempt",
+    "change_totals",
+    "from_db",
+    "move_to_dead",
+    "to_db",
+    "where",
+    "with_ctes",
+]
+
+#: The database's present, in Unix seconds: the start of the transaction.
+NOW = "extract(epoch FROM now())::float8"
+#: A queued event that a drain is delivering at this moment.
+LEASED = f"lease_owner IS NOT NULL AND lease_until > {NOW}"
+#: When a queued event can next be claimed: when it falls due, or its lease runs out.
+CLAIMABLE_AT = "greatest(due_at, lease_until)"
+
+
+def to_db(value: str) -> str:
+    """The caller's time ``value`` (a parameter, a column) on the database's clock."""
+    return f"({NOW} + ({value} - %(h)s))"
+
+
+def from_db(column: str) -> str:
+    """The database time ``column`` on the caller's clock."""
+    return f"({column} - {NOW} + %(h)s)"
+
+
+def with_ctes(ctes: dict[str, str], final: str) -> str:
+    """One statement: the named ``WITH`` queries, then ``final``."""
+    return "WITH " + ", ".join(f"{name} AS ({body})" for name, body in ctes.items()) + " " + final
+
+
+def where(selection: QueueSelection, params: dict[str, Any]) -> str:
+    """The SQL condition of ``selection``, its values added to ``params``; refuses an
+    empty selection that does not say ``everything``."""
+    clauses = []
+    if selection.ids:
+        clauses.append("event_id = ANY(%(sel_ids)s::text[])")
+        params["sel_ids"] = list(selection.ids)
+    if selection.destination is not None:
+        clauses.append("destination = %(sel_destination)s")
+        params["sel_destination"] = selection.destination
+    if isinstance(selection, DeadSelection):
+        for value, clause, name in (
+            (selection.dead_after, f"dead_at > {to_db('%(sel_after)s')}", "sel_after"),
+            (selection.reason, "reason = %(sel_reason)s", "sel_reason"),
+            (selection.dead_before, f"dead_at < {to_db('%(sel_before)s')}", "sel_before"),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params[name] = value
+    if not clauses:
+        if not selection.everything:
+            raise ValueError(f"an empty {type(selection).__name__} must say everything=True")
+        return "TRUE"
+    return " AND ".join(clauses)
+
+
+def change_totals(source: str, sign: str = "+") -> str:
+    """A ``WITH`` query adding (``+``) or taking off (``-``) the rows of ``source`` (a
+    query of body sizes, column ``n``) to this backend's row of ``totals``."""
+    return (
+        f"UPDATE {{s}}.totals AS t SET events = t.events {sign} c.events,"
+        f" bytes = t.bytes {sign} c.bytes"
+        " FROM (SELECT count(*) AS events, coalesce(sum(n), 0) AS bytes"
+        f" FROM ({source}) AS changed) AS c"
+        f" WHERE shard = mod(pg_backend_pid(), {SHARDS}) AND c.events > 0"
+    )
+
+
+def append_attempt(log: str, status: str, error: str) -> str:
+    """The attempt log ``log`` with an entry ``[now, status, error]`` appended, the oldest
+    dropped past ``ATTEMPT_LOG_ENTRIES``."""
+    base = f"coalesce({log}, '[]'::jsonb)"
+    return (
+        f"(CASE WHEN jsonb_array_length({base}) >= {ATTEMPT_LOG_ENTRIES} THEN {base} - 0"
+        f" ELSE {base} END) || jsonb_build_array(jsonb_build_array({NOW}, {status},"
+        f" left({error}, {ATTEMPT_LOG_ERROR_CHARS})))"
+    )
+
+
+def move_to_dead(
+    condition: str,
+    *,
+    using: str = "",
+    reason: str = "%(reason)s",
+    status: str = "%(status)s::int",
+    error: str = "%(error)s",
+    attempted: bool = False,
+) -> dict[str, str]:
+    """``WITH`` queries that move the queued rows ``q`` meeting ``condition`` (joined to
+    ``using``) to the dead-letter table, oldest first, in one statement: ``moved`` is
+    what left the queue, and the totals lose any copy the table already held.
+
+    ``attempted``: the failure ended a delivery attempt, so it joins the attempt log.
+    """
+    log = append_attempt("attempt_log", "status", "error") if attempted else "attempt_log"
+    return {
+        "moved": (
+            f"DELETE FROM {{s}}.queue AS q {using} WHERE {condition} RETURNING q.id,"
+            " q.event_id, q.destination, q.body, q.created_at, q.attempts, q.attempt_log,"
+            f" {reason} AS reason, {status} AS status, {error} AS error"
+        ),
+        "kept": (
+            "INSERT INTO {s}.dead (event_id, destination, body, created_at, attempts, reason,"
+            f" status, error, dead_at, attempt_log) SELECT event_id, destination, body,"
+            f" created_at, attempts, reason, status, error, {NOW}, {log} FROM moved ORDER BY id"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        ),
+        "dead_copies": change_totals(
+            "SELECT octet_length(body) AS n FROM moved"
+            " WHERE event_id NOT IN (SELECT event_id FROM kept)",
+            "-",
+        ),
+    }

@@ -1,0 +1,196 @@
+"""The store seam: what the spool, the drain, the dead-letter commands and doctor ask of a
+backend. ``store.Store`` (a SQLite file) and ``pgstore.PostgresStore`` (a PostgreSQL
+schema) both provide it, and ``tests/test_store_contract.py`` holds both to it.
+
+Times cross the seam as Unix seconds on the caller's clock. The SQLite backend keeps
+them as given. The PostgreSQL backend keeps the database's clock instead (one clock for
+every host): it reads a time it is given as an offset from the caller's present (the
+``now`` of the call, else its own clock's reading) and hands times back the same way,
+so a lease of 60 s lasts 60 s of the server's time whatever the hosts' clocks say.
+
+Each method is one transaction unless its docstring says otherwise. A failure leaves as
+``StoreError``; a method that names event ids which are not there raises
+``UnknownEventError`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from .store import REPLAY_CHUNK
+
+if TYPE_CHECKING:
+    from .records import (
+        ClaimedEvent,
+        Counts,
+        DeadEvent,
+        DeadGroup,
+        DeadSelection,
+        Failure,
+        KeptPause,
+        QueueSelection,
+        RetriedNow,
+    )
+
+__all__ = ["SpoolStore"]
+
+
+class SpoolStore(Protocol):
+    """A spool's storage: the queue, the dead-letter table and per-destination state."""
+
+    #: Where the spool is, for messages: a file path, or a URL without its password.
+    path: str
+
+    def close(self) -> None:
+        """Close the connections; the store is not usable afterwards."""
+
+    # -- producers --------------------------------------------------------------------
+
+    def insert(
+        self,
+        rows: Sequence[tuple[str, str, str]],
+        *,
+        now: float,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Queue ``(event_id, destination, body)`` rows, all or none, within the limits
+        (``SpoolFullError``)."""
+
+    def insert_array(
+        self,
+        array: str,
+        size: int,
+        id_block: bytes,
+        destination: str,
+        *,
+        now: float,
+        max_event_bytes: int,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+    ) -> bool:
+        """Queue the elements of a JSON array text as events with the ids of ``id_block``;
+        False, queueing nothing, if one is over ``max_event_bytes`` or they do not pair up."""
+
+    def insert_dead(
+        self,
+        event_id: str,
+        destination: str,
+        body: str,
+        *,
+        now: float,
+        reason: str,
+        failure: Failure,
+    ) -> None:
+        """Put an event straight into the dead-letter table."""
+
+    # -- drains -----------------------------------------------------------------------
+
+    def claim(
+        self, destination: str, limit: int, owner: str, *, due_by: float, lease_until: float
+    ) -> list[ClaimedEvent]:
+        """Lease up to ``limit`` events of ``destination`` due by ``due_by``, earliest due
+        first, to ``owner`` until ``lease_until``; returned in enqueue order."""
+
+    def extend_lease(self, owner: str, rowids: Sequence[int], lease_until: float) -> None:
+        """Push out the lease of the events ``owner`` still holds."""
+
+    def settle(
+        self,
+        owner: str,
+        *,
+        now: float,
+        delivered: Sequence[int] = (),
+        retry: Sequence[tuple[int, float, Failure]] = (),
+        dead: Sequence[tuple[int, str, Failure]] = (),
+        destination: str | None = None,
+    ) -> int:
+        """Delete, reschedule or dead-letter events ``owner`` still leases; returns how
+        many changed (a lease lost to another drain changes nothing)."""
+
+    def release(self, owner: str, *, now: float) -> int:
+        """Make every event ``owner`` leases due at once."""
+
+    def shift_schedule(self, seconds: float, *, now: float) -> int:
+        """Undo a backward jump of the caller's wall clock on the events scheduled by it."""
+
+    def record_pause(
+        self, destination: str, *, failures: int, until: float | None, url_digest: str
+    ) -> None:
+        """Keep a destination's circuit breaker for every drain of the spool."""
+
+    def forget_failures(self, destination: str, *, url_digest: str, now: float) -> int:
+        """End a destination's pause and failure count, and make its retries due now."""
+
+    def pauses(self) -> dict[str, KeptPause]:
+        """The kept circuit breakers of destinations whose last requests failed."""
+
+    def next_due_at(self, destination: str) -> float | None:
+        """When the earliest event of ``destination`` falls due (None: none but held ones)."""
+
+    def retry_now_count(self) -> int:
+        """How many times an operator has run ``retry-now`` on this spool."""
+
+    def reclaim_space(self) -> int:
+        """Give unused space back to the file system where the backend must; how much."""
+
+    # -- operators --------------------------------------------------------------------
+
+    def counts(self, *, now: float) -> dict[str, Counts]:
+        """Queue and dead-letter counts and destination state, per destination."""
+
+    def totals(self) -> tuple[int, int]:
+        """Events held, queued or dead, and their bytes: what the limits are checked against."""
+
+    def dead_summary(self, *, now: float) -> list[DeadGroup]:
+        """Dead events grouped by destination, reason and status, the largest group first."""
+
+    def dead_events(
+        self, selection: DeadSelection, *, limit: int | None = None
+    ) -> Iterator[DeadEvent]:
+        """Dead events matching ``selection``, oldest first, read a page at a time (each
+        its own transaction) as the iterator goes, so a listing of a million holds one
+        page in memory. Named ids must all be dead letters: checked at once."""
+
+    def replay(
+        self,
+        selection: DeadSelection,
+        *,
+        now: float,
+        dry_run: bool = False,
+        to: str | None = None,
+        limit: int | None = None,
+        chunk: int = REPLAY_CHUNK,
+    ) -> int:
+        """Move dead events back to the queue, ``chunk`` per transaction; how many."""
+
+    def purge(self, selection: DeadSelection, *, dry_run: bool = False) -> int:
+        """Delete dead events for good; how many."""
+
+    def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:
+        """Make waiting events due at once and end their destinations' pauses; how many
+        events, and whose running pauses ended."""
+
+    def hold(self, selection: QueueSelection, *, now: float) -> int:
+        """Park queued events (not those being delivered) until ``release_held``."""
+
+    def release_held(self, selection: QueueSelection, *, now: float) -> int:
+        """Make held events due at once."""
+
+    def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:
+        """Dead-letter queued events (reason ``manual``), not those being delivered."""
+
+    # -- health -----------------------------------------------------------------------
+
+    def integrity_check(self) -> list[str]:
+        """``["ok"]``, or the damage found."""
+
+    def schema_version(self) -> int:
+        """The schema version the spool records."""
+
+    def stale_leases(self, *, now: float) -> int:
+        """Events still leased by a drain whose lease ran out."""
+
+    def quarantine_corrupt(self, *, now: float) -> int:
+        """Dead-letter queued events whose body is not a JSON object (reason ``corrupt``)."""

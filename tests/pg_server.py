@@ -1,0 +1,214 @@
+"""A real PostgreSQL server for the tests: Debian's ``postgresql`` package, started with
+``initdb`` and ``pg_ctl`` in a temporary folder, listening on a Unix socket only.
+
+The server runs as the ``postgres`` user when the tests run as root (initdb refuses
+root), as the current user otherwise. ``fsync`` is off unless asked for: the tests stop
+and crash the server, never the machine, and the operating system keeps what was
+written either way. (The benchmarks start one too, with fsync on.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from urllib.parse import quote
+
+__all__ = ["DRAIN", "PASSWORD_ROLE", "PgBouncer", "PostgresServer", "missing_postgres"]
+
+# A role that must give its password (every other role is trusted on the socket).
+PASSWORD_ROLE = "spooler_pw"
+
+
+def _bindir() -> str | None:
+    """The folder of initdb and pg_ctl: the newest Debian version, else pg_config's."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda path: int(path.split("/")[4]),
+    )
+    if found:
+        return os.path.dirname(found[-1])
+    if shutil.which("pg_config"):
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if os.path.exists(os.path.join(bindir, "initdb")):
+            return bindir
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+def missing_postgres() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None if they can."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "needs psycopg (pip install -e '.[test]')"
+    if _bindir() is None:
+        return (
+            "needs PostgreSQL's initdb and pg_ctl (Debian package postgresql; .ci/run installs it)"
+        )
+    return None
+
+
+class PostgresServer:
+    """One PostgreSQL cluster in its own temporary folder; ``url()`` connects to it."""
+
+    def __init__(self, *, fsync: bool = False, parent: str | None = None) -> None:
+        bindir = _bindir()
+        if bindir is None:
+            raise RuntimeError(missing_postgres())
+        self._bindir = bindir
+        self._fsync = fsync
+        self._as_postgres = os.geteuid() == 0
+        self.folder = tempfile.mkdtemp(prefix="spooler-pg-", dir=parent)
+        self.data = os.path.join(self.folder, "data")
+        self.log = os.path.join(self.folder, "server.log")
+        if self._as_postgres:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(
+            "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+        hba = os.path.join(self.data, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as file:
+            rules = file.read()
+        with open(hba, "w", encoding="utf-8") as file:  # the first matching line counts
+            file.write(f"local all {PASSWORD_ROLE} scram-sha-256\n{rules}")
+        self.start()
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [os.path.join(self._bindir, program), *args]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as file:
+                return file.read()[-2000:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        """Start the server (on the socket in ``folder``, with no TCP listener)."""
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.folder}'"
+            f" -c fsync={'on' if self._fsync else 'off'} -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl", "start", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends sessions cleanly, ``immediate`` is a crash."""
+        self._run("pg_ctl", "stop", "-D", self.data, "-m", mode, "-w", "-t", "60")
+
+    def url(self, schema: str | None = None, *, user: str = "postgres", password: str = "") -> str:
+        """A ``postgresql://`` URL of the database ``postgres``, in a fresh schema unless
+        one is named."""
+        schema = schema or f"t_{uuid.uuid4().hex[:12]}"
+        secret = f":{quote(password, safe='')}" if password else ""
+        return f"postgresql://{user}{secret}@{quote(self.folder, safe='')}/postgres?schema={schema}"
+
+    def admin_url(self) -> str:
+        """A plain libpq URL as the superuser, for the tests' own SQL."""
+        return f"postgresql://postgres@{quote(self.folder, safe='')}/postgres"
+
+    def close(self) -> None:
+        """Stop the server if it runs, and remove its folder."""
+        with contextlib.suppress(RuntimeError):  # already stopped
+            self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PgBouncer:
+    """PgBouncer in transaction mode in front of ``server``, on a Unix socket of its own
+    (Debian package pgbouncer); ``url()`` connects through it."""
+
+    PORT = 6432
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.folder = tempfile.mkdtemp(prefix="spooler-bouncer-")
+        files = {
+            "pgbouncer.ini": (
+                f"[databases]\npostgres = host={server.folder} port=5432 user=postgres\n"
+                f"[pgbouncer]\nlisten_addr =\nlisten_port = {self.PORT}\n"
+                f"unix_socket_dir = {self.folder}\nauth_type = trust\n"
+                f"auth_file = {self.folder}/users.txt\npool_mode = transaction\n"
+                # Fewer server connections than clients: sessions change hands.
+                "default_pool_size = 2\nmax_client_conn = 100\n"
+                f"logfile = {self.folder}/pgbouncer.log\n"
+            ),
+            "users.txt": '"postgres" ""\n',
+        }
+        for name, text in files.items():
+            with open(os.path.join(self.folder, name), "w", encoding="utf-8") as file:
+                file.write(text)
+        command = ["pgbouncer", os.path.join(self.folder, "pgbouncer.ini")]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            for name in [".", *files]:
+                shutil.chown(os.path.join(self.folder, name), "postgres", "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self._process = subprocess.Popen(command)
+        socket = os.path.join(self.folder, f".s.PGSQL.{self.PORT}")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(socket):
+            if time.monotonic() > deadline or self._process.poll() is not None:
+                raise RuntimeError(f"pgbouncer did not start: {self._log_tail()}")
+            time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.folder, "pgbouncer.log"), encoding="utf-8") as file:
+                return file.read()[-2000:]
+        except OSError:
+            return ""
+
+    def url(self, schema: str) -> str:
+        """A spool URL through the pooler, in ``schema``."""
+        where = f"{quote(self.folder, safe='')}:{self.PORT}"
+        return f"postgresql://postgres@{where}/postgres?schema={schema}"
+
+    def close(self) -> None:
+        """Stop PgBouncer and remove its folder."""
+        self._process.terminate()
+        self._process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# A drain as a process of its own, through the library (the command line opens spool
+# files only, so far): python -c DRAIN URL RECEIVER MODE. SIGTERM stops it as it stops
+# `spooler drain`; it exits 1 if the drain stopped on an error.
+DRAIN = """
+import signal, sys
+from spooler.config import build_drain_config
+from spooler.drain import Drain, Mode
+from spooler.spool import open_store
+store = open_store(sys.argv[1], durability="normal")
+config = build_drain_config(
+    {},
+    destination_flags={"url": sys.argv[2], "id_field": "id", "batch_size": 20, "timeout": 2},
+    drain_flags={"lease": 5, "poll_interval": 0.05},
+)
+drain = Drain(store, config)
+signal.signal(signal.SIGTERM, lambda *_: drain.stop())
+report = drain.run(Mode[sys.argv[3]], max_time=120)
+store.close()
+sys.exit(1 if report.error or report.remaining and sys.argv[3] == "UNTIL_EMPTY" else 0)
+"""

@@ -1,0 +1,274 @@
+"""What users install: the wheel and the sdist built from this checkout, installed the
+way the README says, and the commands a newcomer runs first.
+
+The rest of the suite runs on the editable install of ``make``, which finds every module
+in the checkout whether or not the package would ship it. Here:
+
+- ``python -m build`` makes the sdist from a copy of the checkout, then the wheel from
+  that sdist (so the sdist is proven to build), and both are checked against the
+  source tree: a module left out is named;
+- the wheel goes into a fresh venv (not editable, the checkout out of reach) for an
+  end-to-end run: ``spooler --help``, enqueue, a drain to a receiver on 127.0.0.1, the
+  Datalyr drop-in client drained with no config file, ``dlq inspect``;
+- ``pipx install '.[metrics]'`` from the copy (pipx runs ``pip install`` on the
+  path, as ``pip install .`` does), and its drain serves ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import free_port, wait_until
+
+from spooler.receiver import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+# Source folders and the package each installs as.
+PACKAGES = {"spooler": "spooler", "cli": "spooler_cli"}
+# What a copy of the checkout leaves out: local state, not sources.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+)
+INSTALL_TIMEOUT = 600  # seconds: a cold pip cache on a slow mirror
+
+
+def source_modules() -> set[str]:
+    """Every module of the source tree, as a path relative to the checkout."""
+    return {
+        path.relative_to(ROOT).as_posix()
+        for folder in PACKAGES
+        for path in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+
+
+def installed_modules() -> set[str]:
+    """Every module of the source tree, as the wheel names it (``cli/`` is ``spooler_cli/``)."""
+    return {
+        f"{PACKAGES[folder]}/{rest}"
+        for folder, _, rest in (module.partition("/") for module in source_modules())
+    }
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: nothing that points back into the checkout or
+    its venv, and no SPOOLER_ settings of the test run."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not key.startswith("SPOOLER_")
+    }
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return {**env, **extra}
+
+
+def run(*command: str | Path, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; fail the test, with its output, if it fails."""
+    proc = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=kwargs.pop("env", clean_env()),  # type: ignore[arg-type]
+        timeout=kwargs.pop("timeout", 120),  # type: ignore[arg-type]
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, command))} exited {proc.returncode}\n"
+        f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
+    return proc
+
+
+@dataclass(frozen=True)
+class Built:
+    """The sdist and the wheel built from a copy of the checkout (``source``)."""
+
+    source: Path
+    sdist: Path
+    wheel: Path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The checkout's sdist and wheel, as ``python -m build`` makes them."""
+    work = tmp_path_factory.mktemp("build")
+    # A copy: building writes build/ and *.egg-info next to the sources.
+    source = work / "spooler"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    dist = work / "dist"
+    run(sys.executable, "-m", "build", "--outdir", dist, source, cwd=work, timeout=INSTALL_TIMEOUT)
+    [sdist] = dist.glob("*.tar.gz")
+    [wheel] = dist.glob("*.whl")
+    return Built(source, sdist, wheel)
+
+
+def test_the_wheel_holds_every_module_of_the_source_tree(built: Built) -> None:
+    with zipfile.ZipFile(built.wheel) as wheel:
+        shipped = set(wheel.namelist())
+    missing = sorted(installed_modules() - shipped)
+    assert not missing, (
+        f"the wheel leaves out {len(missing)} modules of the source tree: {', '.join(missing)}"
+        " (setup.py does not find them)"
+    )
+
+
+def test_the_sdist_holds_the_sources_and_builds(built: Built) -> None:
+    # `python -m build` built the wheel from this sdist: that it exists proves the build.
+    with tarfile.open(built.sdist) as sdist:
+        shipped = {name.partition("/")[2] for name in sdist.getnames()}
+    missing = sorted((source_modules() | {"pyproject.toml", "setup.py", "README.md"}) - shipped)
+    assert not missing, f"the sdist leaves out {', '.join(missing)}"
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin directory of a fresh venv with the wheel installed (not editable)."""
+    venv = tmp_path_factory.mktemp("venv")
+    run(sys.executable, "-m", "venv", venv, cwd=venv)
+    bin_dir = venv / "bin"
+    run(bin_dir / "python", "-m", "pip", "install", "-q", built.wheel, cwd=venv, timeout=600)
+    return bin_dir
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path) -> Path:
+    """An empty working directory: nothing of the checkout is importable from it."""
+    home = tmp_path / "user"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A receiver that rejects the events marked "bad" with 400."""
+    with Receiver() as live:
+        live.reject = lambda event: bool(event.get("bad"))
+        yield live
+
+
+def test_the_installed_wheel_enqueues_drains_and_dead_letters(
+    installed: Path, user_dir: Path, receiver: Receiver
+) -> None:
+    spooler = installed / "spooler"
+    # Given the installed package, not the checkout
+    where = run(
+        installed / "python",
+        "-c",
+        "import spooler, spooler_cli, spooler.destinations, spooler.clients;"
+        "print(spooler.__file__)",
+        cwd=user_dir,
+    ).stdout
+    assert Path(where).resolve().is_relative_to(installed.parent.resolve()), where
+    helped = run(spooler, "--help", cwd=user_dir).stdout
+    assert all(command in helped for command in ("drain", "dlq", "enqueue", "status"))
+
+    # When events are enqueued and drained to a receiver that refuses one of them
+    ids = run(
+        spooler, "enqueue", '{"event": "signup"}', '{"event": "oops", "bad": true}', cwd=user_dir
+    ).stdout.split()
+    assert len(ids) == 2
+    run(
+        *(spooler, "drain", "--url", f"{receiver.url}/events", "--until-empty"),
+        *("--backoff-base", "0.01", "--max-time", "60"),
+        cwd=user_dir,
+    )
+
+    # Then the good one arrived, and the bad one is in the dead-letter table
+    assert [event["event"] for event in receiver.delivered] == ["signup"]
+    inspected = run(spooler, "dlq", "inspect", "--json", cwd=user_dir).stdout.splitlines()
+    [dead] = [json.loads(line) for line in inspected]
+    assert (dead["id"], dead["reason"], dead["status"]) == (ids[1], "rejected", 400)
+    status = run(spooler, "status", "--json", cwd=user_dir).stdout
+    assert json.loads(status)["destinations"]["default"]["dead"] == 1
+
+
+def test_the_installed_datalyr_client_drains_with_flags_only(
+    installed: Path, user_dir: Path, receiver: Receiver
+) -> None:
+    # Given an event queued by the drop-in client, in a program of the user's
+    run(
+        installed / "python",
+        "-c",
+        "from spooler import Spool\n"
+        "from spooler.clients import Datalyr\n"
+        "with Spool('spool.db') as spool:\n"
+        "    Datalyr(spool).track('user_123', 'signup_completed', {'plan': 'pro'})\n",
+        cwd=user_dir,
+    )
+    # When it is drained with the flags alone: no config file
+    drained = run(
+        *(installed / "spooler", "drain", "--db", "spool.db", "-d", "datalyr"),
+        *("--type", "datalyr", "--api-key", "dk_smoke_test", "--url", f"{receiver.url}/track"),
+        *("--until-empty", "--max-time", "60"),
+        cwd=user_dir,
+    )
+    # Then the receiver has it, sent with the key, and the key was never printed
+    [request] = receiver.requests
+    assert (request.path, request.status) == ("/track", 200)
+    assert request.events[0]["event"] == "signup_completed"
+    assert "dk_smoke_test" in json.dumps(request.headers)
+    assert "dk_smoke_test" not in drained.stdout + drained.stderr
+
+
+def test_pipx_installs_the_checkout_with_the_metrics_extra(built: Built, tmp_path: Path) -> None:
+    # pipx comes with the test extra; everything it writes stays under tmp_path.
+    pipx_env = clean_env(
+        PIPX_HOME=str(tmp_path / "pipx"),
+        PIPX_BIN_DIR=str(tmp_path / "bin"),
+        PIPX_MAN_DIR=str(tmp_path / "man"),
+    )
+    run(
+        *(sys.executable, "-m", "pipx", "install", f"{built.source}[metrics]"),
+        cwd=tmp_path,
+        env=pipx_env,
+        timeout=INSTALL_TIMEOUT,
+    )
+    spooler = tmp_path / "bin" / "spooler"
+    assert "drain" in run(spooler, "--help", cwd=tmp_path).stdout
+
+    # The metrics extra is there: the drain serves /metrics.
+    port = free_port()
+    drain = subprocess.Popen(
+        [
+            spooler,
+            "drain",
+            "--db",
+            tmp_path / "spool.db",
+            "--url",
+            "-",
+            "--metrics-port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def metrics_served() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+                    return page.status == 200 and b"spooler_" in page.read()
+            except OSError:
+                assert drain.poll() is None, drain.communicate()[1]
+                return False
+
+        assert wait_until(metrics_served, timeout=60)
+    finally:
+        drain.terminate()
+        _, stderr = drain.communicate(timeout=60)
+    assert drain.returncode == 0, stderr

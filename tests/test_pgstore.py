@@ -1,0 +1,310 @@
+"""What only the PostgreSQL store does: URLs and passwords, schemas, the database's clock,
+waiting for a server that went away, and fork safety. (What both backends do is in
+test_store_contract.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import require_program, wait_until
+from pg_server import DRAIN, PASSWORD_ROLE, PgBouncer, PostgresServer
+
+from spooler import ConfigError, Spool, StoreError
+from spooler.receiver import Receiver
+from spooler.records import QueueSelection
+
+psycopg = pytest.importorskip("psycopg")
+
+SECRET = "s3cr:t/p@ss w0rd"
+
+
+def sql(server: PostgresServer, statement: str) -> list[tuple[object, ...]]:
+    """Run one statement as the superuser (the test's own look into the database)."""
+    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+def password_role(postgres: PostgresServer) -> str:
+    """The role that must give its password (``SECRET``), allowed to create a schema."""
+    sql(
+        postgres,
+        f"DO $$ BEGIN CREATE ROLE {PASSWORD_ROLE} LOGIN; EXCEPTION WHEN duplicate_object"
+        " THEN NULL; END $$",
+    )
+    sql(postgres, f"ALTER ROLE {PASSWORD_ROLE} PASSWORD '{SECRET}'")
+    sql(postgres, f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE}")
+    return PASSWORD_ROLE
+
+
+# -- the URL and its password ---------------------------------------------------------
+
+
+def test_the_password_comes_from_the_url_and_is_never_shown(
+    postgres: PostgresServer, password_role: str
+) -> None:
+    url = postgres.url(user=password_role, password=SECRET)
+    with Spool(url) as spool:
+        spool.enqueue({"e": 1})
+        shown = f"{spool.path} {spool.store!r} {spool.status().to_dict()}"
+    assert "s3cr" not in shown and "p%40ss" not in shown
+    assert spool.path.startswith(f"postgresql://{password_role}@")
+
+
+@pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE"])
+def test_the_password_comes_from_libpq_s_environment(
+    postgres: PostgresServer,
+    password_role: str,
+    source: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    url = postgres.url(user=password_role)
+    with pytest.raises(StoreError, match="no password supplied"):
+        Spool(url)
+    if source == "PGPASSWORD":
+        monkeypatch.setenv("PGPASSWORD", SECRET)
+    else:
+        passfile = tmp_path / "pgpass"
+        escaped = SECRET.replace("\\", "\\\\").replace(":", "\\:")
+        passfile.write_text(f"*:*:*:{password_role}:{escaped}\n")
+        passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(passfile))
+    with Spool(url) as spool:
+        assert spool.enqueue({"e": 1})
+
+
+def test_a_refused_password_fails_at_once_without_showing_it(
+    postgres: PostgresServer, password_role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spooler.pgstore import connection
+
+    def no_waiting(seconds: float) -> None:
+        raise AssertionError("a server that refuses the password is not waited for")
+
+    monkeypatch.setattr(connection.time, "sleep", no_waiting)
+    wrong = "wr0ng-s3cr3t"
+    with pytest.raises(StoreError, match="password authentication failed") as info:
+        Spool(postgres.url(user=password_role, password=wrong) + "&wait=600")
+    assert wrong not in str(info.value)
+
+
+def test_bad_spooler_parameters_are_config_errors(postgres: PostgresServer) -> None:
+    with pytest.raises(ConfigError, match="schema must be a plain SQL name"):
+        Spool(postgres.url(schema='x"; DROP TABLE y; --'))
+    with pytest.raises(ConfigError, match="wait must be a number of seconds"):
+        Spool(postgres.url() + "&wait=soon")
+
+
+def test_psycopg_is_imported_only_for_a_database_url(pg_url: str, tmp_path: Path) -> None:
+    code = (
+        "import sys, spooler; spooler.Spool(sys.argv[1]).enqueue({'e': 1});"
+        "print('psycopg' in sys.modules)"
+    )
+    for location, loaded in ((str(tmp_path / "spool.db"), "False"), (pg_url, "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", code, location], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == loaded
+
+
+# -- the schema ---------------------------------------------------------------------
+
+
+def test_the_schema_is_named_by_the_url_and_spools_in_one_database_are_apart(
+    postgres: PostgresServer,
+) -> None:
+    base = postgres.admin_url()
+    with Spool(base) as default, Spool(base + "?schema=other_app") as other:
+        default.enqueue({"e": 1})
+        assert other.status().total.queued == 0
+        assert default.store.schema_version() == 1
+    assert sql(postgres, "SELECT count(*) FROM spooler.queue") == [(1,)]
+    assert sql(postgres, "SELECT count(*) FROM other_app.queue") == [(0,)]
+    sql(postgres, "DROP SCHEMA spooler CASCADE")
+
+
+def test_a_schema_of_other_tables_is_left_untouched(postgres: PostgresServer) -> None:
+    sql(postgres, "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int)")
+    with pytest.raises(StoreError, match="not a spooler spool; refusing"):
+        Spool(postgres.url(schema="billing"))
+    assert sql(postgres, "SELECT tablename FROM pg_tables WHERE schemaname = 'billing'") == [
+        ("invoices",)
+    ]
+
+
+def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
+    url = postgres.url()
+    with pytest.raises(StoreError, match="no spool at"):
+        Spool(url, create=False)
+    Spool(url).close()
+    schema = url.rsplit("=", 1)[1]
+    sql(postgres, f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer than this spooler understands"):
+        Spool(url)
+
+
+def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer) -> None:
+    sql(postgres, "CREATE SCHEMA made_for_spooler")
+    with Spool(postgres.url(schema="made_for_spooler")) as spool:
+        spool.enqueue({"e": 1})
+        assert spool.status().total.queued == 1
+
+
+# -- one clock for every host --------------------------------------------------------
+
+
+def test_leases_run_on_the_database_s_clock(pg_url: str) -> None:
+    # Given a host whose clock is an hour slow, and one whose clock is right
+    slow = Spool(pg_url, clock=lambda: time.time() - 3600)
+    right = Spool(pg_url)
+    right.enqueue({"e": 1})
+    # When the slow host's drain leases the event for 60 seconds of its own clock
+    now = slow.store._clock()
+    [event] = slow.store.claim("default", 10, "slow", due_by=now, lease_until=now + 60)
+    # Then the lease holds for every host, and every host sees its own times
+    later = time.time()
+    assert right.store.claim("default", 10, "right", due_by=later, lease_until=later + 60) == []
+    assert abs(event.queued_at - now) < 5
+    assert abs(right.store.next_due_at("default") - (later + 60)) < 5
+    assert abs(slow.status().destinations["default"].oldest_queued_at - now) < 5
+    assert slow.store.shift_schedule(3600, now=now) == 0  # nothing to undo
+    slow.close()
+    right.close()
+
+
+# -- retried operations --------------------------------------------------------------
+
+
+def test_an_insert_run_again_stores_each_event_once(pg_url: str) -> None:
+    # What happens when an enqueue's connection broke at commit and it is sent again.
+    with Spool(pg_url) as spool:
+        rows = [("a" * 36, "default", "{}"), ("b" * 36, "default", "{}")]
+        spool.store.insert(rows, now=time.time())
+        spool.store.insert(rows, now=time.time())
+        assert spool.status().total.queued == 2
+        assert spool.store.totals() == (2, 4)
+
+
+def test_a_stopped_server_with_no_wait_is_a_store_error_at_once(
+    own_postgres: PostgresServer,
+) -> None:
+    with Spool(own_postgres.url() + "&wait=0") as spool:
+        spool.enqueue({"e": 1})
+        own_postgres.stop()
+        with pytest.raises(StoreError, match="could not be reached for 0s"):
+            spool.enqueue({"e": 2})
+        own_postgres.start()
+        spool.enqueue({"e": 3})  # the broken connection is replaced
+        assert spool.status().total.queued == 2
+
+
+def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) -> None:
+    # Given a producer enqueueing in a loop
+    spool = Spool(own_postgres.url() + "&wait=120")
+    acknowledged: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                acknowledged.append(spool.enqueue({"n": len(acknowledged)}))
+        except BaseException as exc:
+            errors.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert wait_until(lambda: len(acknowledged) >= 20)
+    # When the server stops, and starts again
+    own_postgres.stop("immediate")
+    during = len(acknowledged)
+    own_postgres.start()
+    assert wait_until(lambda: len(acknowledged) >= during + 20, timeout=60)
+    stop.set()
+    producer.join()
+    # Then the producer waited instead of failing, and every enqueue it was told of is there
+    assert errors == []
+    count = sql(own_postgres, f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
+    assert count >= len(acknowledged)
+    spool.close()
+
+
+def test_a_forked_child_opens_its_own_connections(pg_url: str) -> None:
+    spool = Spool(pg_url)
+    spool.enqueue({"who": "parent"})
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's exit code is the assertion
+        try:
+            spool.enqueue({"who": "child"})
+        finally:
+            os._exit(0 if spool.status().total.queued == 2 else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    spool.enqueue({"who": "parent again"})  # the parent's connection was left alone
+    assert spool.status().total.queued == 3
+    assert spool.hold(everything=True) == 3
+    assert spool.release(everything=True) == 3
+    spool.close()
+
+
+def test_selections_name_events_by_id(pg_url: str) -> None:
+    with Spool(pg_url) as spool:
+        first, second = spool.enqueue_many([{"n": 1}, {"n": 2}])
+        assert spool.store.hold(QueueSelection(ids=(second,)), now=time.time()) == 1
+        assert spool.status().total.held == 1
+        assert spool.expire([first]) == 1
+        assert [d.event_id for d in spool.dead_letters.inspect()] == [first]
+
+
+# -- poolers -------------------------------------------------------------------------
+
+PRODUCE = (
+    "import sys; from spooler import Spool\n"
+    "with Spool(sys.argv[1]) as spool:\n"
+    "    for n in range(200): spool.enqueue({'n': n})"
+)
+
+
+def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
+    postgres: PostgresServer, receiver: Receiver
+) -> None:
+    # Each store operation is one transaction that leaves nothing in the session, so a
+    # pooler may hand every transaction to another server connection. Only the
+    # statements psycopg prepares on the server cannot follow (PgBouncer < 1.21).
+    require_program("pgbouncer", "pgbouncer")
+    bouncer = PgBouncer(postgres)
+    try:
+        url = bouncer.url("bounced") + "&prepared_statements=off"
+        Spool(url).close()
+        producers = [subprocess.Popen([sys.executable, "-c", PRODUCE, url]) for _ in range(3)]
+        drains = [
+            subprocess.Popen(
+                [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        assert [p.wait(timeout=120) for p in producers] == [0, 0, 0]
+        for drain in drains:
+            _, errors = drain.communicate(timeout=180)
+            assert drain.returncode == 0, errors[-2000:]
+        last = subprocess.run(
+            [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert last.returncode == 0, last.stderr[-2000:]
+        ids = [event["id"] for event in receiver.delivered]
+        assert len(ids) == 600 and len(set(ids)) == 600
+    finally:
+        bouncer.close()

@@ -1,0 +1,432 @@
+"""The store contract: one suite, run against every backend (SQLite and PostgreSQL).
+
+Written against the public methods of the store interface only, with the real clock:
+the PostgreSQL store keeps the database's clock, so a test cannot move time for it;
+leases that must run out are given an end already past, or a short one polled for.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+import spooler.store as store_module
+from spooler import SpoolFullError, UnknownEventError
+from spooler.records import DeadSelection, Failure, QueueSelection
+from spooler.spool import open_store
+from spooler.store import Store
+from spooler.store_interface import SpoolStore
+
+ALL = QueueSelection(everything=True)
+ALL_DEAD = DeadSelection(everything=True)
+BOOM = Failure(503, "service unavailable")
+
+
+@pytest.fixture(params=["sqlite", "postgres", "postgres-normal"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SpoolStore]:
+    """A fresh, empty store of each backend (PostgreSQL's commits differ by durability)."""
+    location = (
+        str(tmp_path / "spool.db")
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    opened = open_store(location, durability=request.param.partition("-")[2] or "full")
+    yield opened
+    opened.close()
+
+
+def add(store: SpoolStore, *names: str, destination: str = "d") -> list[str]:
+    """Queue one event per name (its event id is the name); returns the ids."""
+    store.insert([(n, destination, f'{{"n": "{n}"}}') for n in names], now=time.time())
+    return list(names)
+
+
+def claim(
+    store: SpoolStore,
+    owner: str = "a",
+    *,
+    limit: int = 100,
+    lease: float = 60.0,
+    destination: str = "d",
+) -> list[str]:
+    """Claim what is due now; returns the claimed event ids."""
+    now = time.time()
+    batch = store.claim(destination, limit, owner, due_by=now, lease_until=now + lease)
+    return [event.event_id for event in batch]
+
+
+def rowids(store: SpoolStore, owner: str, lease: float = 60.0) -> list[int]:
+    """Claim everything due for ``owner``; returns the rowids."""
+    now = time.time()
+    return [e.rowid for e in store.claim("d", 100, owner, due_by=now, lease_until=now + lease)]
+
+
+def counts(store: SpoolStore, destination: str = "d") -> tuple[int, ...]:
+    c = store.counts(now=time.time())[destination]
+    return c.queued, c.due, c.leased, c.retrying, c.dead, c.held
+
+
+# -- the interface -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_every_backend_has_every_method_of_the_interface(backend: str) -> None:
+    if backend == "sqlite":
+        implementation: type = Store
+    else:
+        implementation = pytest.importorskip("spooler.pgstore").PostgresStore
+    for name, member in vars(SpoolStore).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        assert inspect.signature(getattr(implementation, name)) == inspect.signature(member), name
+
+
+# -- insert and claim ----------------------------------------------------------------
+
+
+def test_claim_leases_events_in_enqueue_order(store: SpoolStore) -> None:
+    add(store, "e1", "e2", "e3")
+    now = time.time()
+    batch = store.claim("d", 2, "a", due_by=now, lease_until=now + 60)
+    assert [(e.event_id, e.body, e.attempts, e.destination) for e in batch] == [
+        ("e1", '{"n": "e1"}', 1, "d"),
+        ("e2", '{"n": "e2"}', 1, "d"),
+    ]
+    assert abs(batch[0].queued_at - now) < 5 and batch[0].created_at == batch[0].queued_at
+    assert claim(store, "b") == ["e3"]
+    assert claim(store, "c") == []  # every event is leased
+    assert counts(store) == (3, 0, 3, 0, 0, 0)
+
+
+def test_destinations_are_isolated(store: SpoolStore) -> None:
+    add(store, "a1", "a2", destination="a")
+    add(store, "b1", destination="b")
+    assert claim(store, destination="b") == ["b1"]
+    assert claim(store, destination="a", limit=1) == ["a1"]
+    assert store.counts(now=time.time())["a"].queued == 2
+    assert store.counts(now=time.time())["b"].leased == 1
+    assert store.next_due_at("c") is None
+
+
+def test_insert_is_all_or_nothing_within_limits(store: SpoolStore) -> None:
+    add(store, "e1", "e2")
+    assert store.totals() == (2, 2 * len('{"n": "e1"}'))
+    rows = [("x1", "d", "{}"), ("x2", "d", "{}")]
+    with pytest.raises(SpoolFullError, match="max_events=3"):
+        store.insert(rows, now=time.time(), max_events=3)
+    with pytest.raises(SpoolFullError, match="max_bytes=25"):
+        store.insert(rows, now=time.time(), max_bytes=25)
+    assert store.totals() == (2, 22)
+    store.insert(rows, now=time.time(), max_events=4, max_bytes=26)
+    assert store.totals() == (4, 26)
+    # Dead events take room too.
+    store.settle("a", now=time.time(), dead=[(r, "rejected", BOOM) for r in rowids(store, "a")])
+    with pytest.raises(SpoolFullError, match="holds 4 events"):
+        store.insert([("x3", "d", "{}")], now=time.time(), max_events=4)
+
+
+def test_insert_array_pairs_ids_and_refuses_what_does_not_fit(store: SpoolStore) -> None:
+    ids = b"a" * 36 + b"b" * 36
+    assert store.insert_array(
+        '[{"x":1},{"y":[2]}]', 16, ids, "d", now=time.time(), max_event_bytes=100
+    )
+    assert [
+        (e.event_id, e.body)
+        for e in store.claim("d", 9, "o", due_by=time.time(), lease_until=time.time() + 60)
+    ] == [
+        ("a" * 36, '{"x":1}'),
+        ("b" * 36, '{"y":[2]}'),
+    ]
+    big = '[{"x": 1}, {"y": "' + "z" * 100 + '"}]'
+    assert not store.insert_array(
+        big,
+        len(big),
+        ids.replace(b"a", b"c").replace(b"b", b"e"),
+        "d",
+        now=time.time(),
+        max_event_bytes=50,
+    )
+    assert not store.insert_array(
+        '[{"x": 1}]', 8, b"f" * 72, "d", now=time.time(), max_event_bytes=100
+    )
+    assert not store.insert_array("[{", 2, b"g" * 36, "d", now=time.time(), max_event_bytes=100)
+    assert store.totals() == (2, 16)
+    with pytest.raises(SpoolFullError):
+        store.insert_array(
+            '[{"x": 1}]', 8, b"h" * 36, "d", now=time.time(), max_event_bytes=100, max_events=2
+        )
+
+
+# -- leases --------------------------------------------------------------------------
+
+
+def test_a_lease_that_ran_out_is_claimed_again_and_the_late_settle_changes_nothing(
+    store: SpoolStore,
+) -> None:
+    add(store, "e1")
+    now = time.time()
+    [first] = store.claim("d", 10, "a", due_by=now, lease_until=now - 1)  # already over
+    assert store.stale_leases(now=time.time()) == 1
+    [second] = store.claim("d", 10, "b", due_by=time.time(), lease_until=time.time() + 60)
+    assert second.event_id == "e1" and second.attempts == 2 and second.rowid == first.rowid
+    # Drain a, whose lease ran out, finally answers: nothing it says counts.
+    assert store.settle("a", now=time.time(), delivered=[first.rowid]) == 0
+    assert store.settle("a", now=time.time(), dead=[(first.rowid, "rejected", BOOM)]) == 0
+    assert counts(store) == (1, 0, 1, 1, 0, 0)  # leased, and on its second attempt
+    assert store.settle("b", now=time.time(), delivered=[second.rowid]) == 1
+    assert store.counts(now=time.time()) == {}
+
+
+def test_a_short_lease_runs_out_on_its_own(store: SpoolStore) -> None:
+    add(store, "e1")
+    assert claim(store, "a", lease=0.3) == ["e1"]
+    assert claim(store, "b") == []
+    assert wait_until(lambda: claim(store, "b") == ["e1"])
+
+
+def test_extend_lease_and_release_touch_only_the_owners_events(store: SpoolStore) -> None:
+    add(store, "e1", "e2")
+    now = time.time()
+    [mine] = store.claim("d", 1, "a", due_by=now, lease_until=now + 60)
+    [theirs] = store.claim("d", 1, "b", due_by=now, lease_until=now + 60)
+    store.extend_lease("a", [mine.rowid, theirs.rowid], time.time() - 1)  # a's lease is over
+    assert claim(store, "c") == ["e1"]
+    assert store.release("b", now=time.time()) == 1
+    assert store.release("b", now=time.time()) == 0
+    assert claim(store, "c") == ["e2"]
+    assert store.stale_leases(now=time.time()) == 0
+
+
+def test_concurrent_claims_never_share_an_event(store: SpoolStore) -> None:
+    names = [f"e{n:03}" for n in range(300)]
+    add(store, *names)
+    got: dict[str, list[str]] = {}
+
+    def worker(owner: str) -> None:
+        mine = got[owner] = []
+        while batch := claim(store, owner, limit=7):
+            mine.extend(batch)
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [name for batch in got.values() for name in batch]
+    assert sorted(claimed) == names
+
+
+# -- settle --------------------------------------------------------------------------
+
+
+def test_settle_delivers_retries_and_dead_letters_in_one_call(store: SpoolStore) -> None:
+    add(store, "ok", "again", "bad")
+    ok, again, bad = rowids(store, "a")
+    later = time.time() + 3600
+    changed = store.settle(
+        "a",
+        now=time.time(),
+        delivered=[ok],
+        retry=[(again, later, BOOM)],
+        dead=[(bad, "rejected", Failure(400, "no userId"))],
+        destination="d",
+    )
+    assert changed == 3
+    assert counts(store) == (1, 0, 0, 1, 1, 0)
+    assert abs(store.next_due_at("d") - later) < 1
+    assert claim(store, "b") == []  # the retry waits for its time
+    state = store.counts(now=time.time())["d"]
+    assert state.last_success_at is not None and state.last_error == "service unavailable"
+    [dead] = store.dead_events(ALL_DEAD)
+    assert (dead.event_id, dead.reason, dead.status, dead.error, dead.attempts) == (
+        "bad",
+        "rejected",
+        400,
+        "no userId",
+        1,
+    )
+    assert [(a.status, a.error) for a in dead.attempt_log] == [(400, "no userId")]
+    assert abs(dead.dead_at - time.time()) < 5
+    assert store.totals() == (2, len('{"n": "again"}') + len('{"n": "bad"}'))
+
+
+def test_the_attempt_log_keeps_each_failure_up_to_its_limit(store: SpoolStore) -> None:
+    add(store, "e1")
+    for n in range(7):
+        [rowid] = rowids(store, "a")
+        store.settle("a", now=time.time(), retry=[(rowid, time.time() - 1, Failure(500 + n, "x"))])
+    [rowid] = rowids(store, "a")
+    store.settle("a", now=time.time(), dead=[(rowid, "max_attempts", Failure(599, "y" * 500))])
+    [dead] = store.dead_events(ALL_DEAD)
+    assert dead.attempts == 8
+    statuses = [a.status for a in dead.attempt_log]
+    assert statuses[-1] == 599 and statuses == sorted(statuses) and len(statuses) == 5
+    assert dead.attempt_log[-1].error == "y" * 100
+    assert all(abs(a.at - time.time()) < 5 for a in dead.attempt_log)
+
+
+# -- the dead-letter table ----------------------------------------------------------
+
+
+def dead_letter(
+    store: SpoolStore, *names: str, destination: str = "d", reason: str = "rejected"
+) -> None:
+    add(store, *names, destination=destination)
+    now = time.time()
+    batch = store.claim(destination, 100, "x", due_by=now, lease_until=now + 60)
+    store.settle("x", now=now, dead=[(e.rowid, reason, BOOM) for e in batch])
+
+
+def test_replay_moves_dead_events_back_with_their_ids(store: SpoolStore) -> None:
+    dead_letter(store, "r1", "r2", "r3", "r4", "r5")
+    dead_letter(store, "o1", destination="other", reason="invalid")
+    with pytest.raises(UnknownEventError, match="not-there"):
+        store.replay(DeadSelection(ids=("r1", "not-there")), now=time.time())
+    assert store.replay(DeadSelection(reason="rejected"), now=time.time(), dry_run=True) == 5
+    assert store.replay(DeadSelection(ids=("r2",)), now=time.time(), to="elsewhere") == 1
+    assert claim(store, destination="elsewhere") == ["r2"]
+    moved = store.replay(DeadSelection(destination="d"), now=time.time(), limit=3, chunk=2)
+    assert moved == 3
+    assert [e.event_id for e in store.dead_events(ALL_DEAD)] == ["r5", "o1"]
+    assert [
+        e.attempts
+        for e in store.claim("d", 9, "b", due_by=time.time(), lease_until=time.time() + 60)
+    ] == [1, 1, 1]
+    assert store.totals()[0] == 6
+
+
+def test_dead_events_are_read_a_page_at_a_time_in_order(
+    store: SpoolStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of 3 (else 1000): the listing goes on past page ends, a limit included,
+    # and a named id that is not there is refused before anything is listed.
+    monkeypatch.setattr(store_module, "DEAD_PAGE", 3)
+    names = [f"p{n}" for n in range(7)]
+    dead_letter(store, *names)
+    assert [d.event_id for d in store.dead_events(ALL_DEAD)] == names
+    assert [d.event_id for d in store.dead_events(ALL_DEAD, limit=5)] == names[:5]
+    assert [d.event_id for d in store.dead_events(DeadSelection(ids=("p5", "p1")))] == [
+        "p1",
+        "p5",
+    ]
+    with pytest.raises(UnknownEventError, match="nope"):
+        store.dead_events(DeadSelection(ids=("p1", "nope")))
+
+
+def test_purge_deletes_dead_events_for_good(store: SpoolStore) -> None:
+    dead_letter(store, "p1", "p2", "p3")
+    before = store.totals()
+    assert store.purge(DeadSelection(dead_before=time.time() - 3600)) == 0
+    assert store.purge(DeadSelection(ids=("p1",)), dry_run=True) == 1
+    with pytest.raises(UnknownEventError):
+        store.purge(DeadSelection(ids=("p1", "nope")))
+    assert store.purge(DeadSelection(ids=("p1",))) == 1
+    assert store.totals() == (before[0] - 1, before[1] - len('{"n": "p1"}'))
+    assert store.purge(DeadSelection(dead_after=time.time() - 3600)) == 2
+    assert list(store.dead_events(ALL_DEAD)) == [] and store.totals() == (0, 0)
+
+
+def test_insert_dead_and_the_summary(store: SpoolStore) -> None:
+    store.insert_dead(
+        "c1", "d", "{}", now=time.time(), reason="invalid", failure=Failure(None, "no event name")
+    )
+    dead_letter(store, "r1", "r2")
+    summary = store.dead_summary(now=time.time())
+    assert [
+        (g.destination, g.reason, g.status, g.count, g.by_age["<1h"], g.top_error) for g in summary
+    ] == [
+        ("d", "rejected", 503, 2, 2, "service unavailable"),
+        ("d", "invalid", None, 1, 1, "no event name"),
+    ]
+    [first, *_] = store.dead_events(DeadSelection(reason="invalid"))
+    assert (first.event_id, first.attempts, first.attempt_log) == ("c1", 0, ())
+    assert store.totals()[0] == 3
+    assert [d.event_id for d in store.dead_events(ALL_DEAD, limit=1)] == ["c1"]
+
+
+# -- operators on the queue ----------------------------------------------------------
+
+
+def test_hold_and_release(store: SpoolStore) -> None:
+    add(store, "h1", "h2", "h3")
+    assert claim(store, "a", limit=1) == ["h1"]
+    assert store.hold(ALL, now=time.time()) == 2  # not the one being delivered
+    assert claim(store, "b") == []
+    assert counts(store) == (3, 0, 1, 0, 0, 2)
+    assert abs(store.next_due_at("d") - (time.time() + 60)) < 5  # held ones never fall due
+    with pytest.raises(UnknownEventError):
+        store.release_held(QueueSelection(ids=("h2", "zz")), now=time.time())
+    assert store.release_held(QueueSelection(ids=("h3",)), now=time.time()) == 1
+    assert claim(store, "b") == ["h3"]
+
+
+def test_retry_now_clears_backoff_and_ends_the_pause(store: SpoolStore) -> None:
+    add(store, "w1", "w2")
+    first, second = rowids(store, "a")
+    store.settle("a", now=time.time(), retry=[(first, time.time() + 3600, BOOM)])
+    store.record_pause("d", failures=3, until=time.time() + 600, url_digest="u1")
+    assert store.retry_now_count() == 0
+    store.record_pause("e", failures=1, until=time.time() - 1, url_digest="u1")  # over
+    assert store.retry_now(QueueSelection(destination="d"), now=time.time()) == (1, ("d",))
+    assert store.retry_now_count() == 1
+    assert store.pauses()["d"].until is None and store.pauses()["d"].failures == 3
+    assert claim(store, "b") == ["w1"]  # w2 stays with its drain
+    store.record_pause("f", failures=1, until=time.time() + 600, url_digest="u1")
+    assert store.retry_now(ALL, now=time.time()) == (0, ("f",))  # not e's, already over
+    assert store.retry_now_count() == 2
+    assert store.settle("a", now=time.time(), delivered=[second]) == 1
+
+
+def test_expire_dead_letters_what_is_not_in_flight(store: SpoolStore) -> None:
+    add(store, "x1", "x2", "x3")
+    assert claim(store, "a", limit=1) == ["x1"]
+    with pytest.raises(UnknownEventError):
+        store.expire(QueueSelection(ids=("x2", "gone")), now=time.time(), error="e")
+    assert store.expire(ALL, now=time.time(), error="expired by an operator") == 2
+    assert [(d.event_id, d.reason, d.error) for d in store.dead_events(ALL_DEAD)] == [
+        ("x2", "manual", "expired by an operator"),
+        ("x3", "manual", "expired by an operator"),
+    ]
+    assert store.totals()[0] == 3
+
+
+def test_pauses_are_kept_and_forgotten_for_a_new_url(store: SpoolStore) -> None:
+    until = time.time() + 120
+    store.record_pause("d", failures=2, until=until, url_digest="old")
+    store.record_pause("e", failures=0, until=None, url_digest="x")
+    kept = store.pauses()
+    assert list(kept) == ["d"] and kept["d"].failures == 2 and kept["d"].url_digest == "old"
+    assert abs(kept["d"].until - until) < 1
+    add(store, "f1", "f2")
+    first, _ = rowids(store, "a")
+    store.settle("a", now=time.time(), retry=[(first, time.time() + 3600, BOOM)])
+    assert store.forget_failures("d", url_digest="new", now=time.time()) == 1
+    assert store.pauses() == {}
+    assert claim(store, "b") == ["f1"]
+
+
+def test_counts_and_health(store: SpoolStore) -> None:
+    add(store, "c1", "c2", "c3")
+    store.insert([("bad", "d", "not json")], now=time.time())
+    assert claim(store, "a", limit=1) == ["c1"]
+    c = store.counts(now=time.time())["d"]
+    assert (c.queued, c.due, c.leased) == (4, 3, 1)
+    assert abs(c.oldest_queued_at - time.time()) < 5
+    assert store.quarantine_corrupt(now=time.time()) == 1
+    [dead] = store.dead_events(ALL_DEAD)
+    assert (dead.event_id, dead.reason) == ("bad", "corrupt")
+    assert store.integrity_check() == ["ok"]
+    assert store.schema_version() >= 1
+    assert store.reclaim_space() >= 0
+
+
+def test_a_closed_store_refuses_work(store: SpoolStore) -> None:
+    store.close()
+    with pytest.raises(Exception, match="closed"):
+        add(store, "late")
