@@ -14,7 +14,18 @@ import pytest
 from amplitude import Amplitude as Official
 from amplitude import BaseEvent, Config, EventOptions, Identify, Revenue
 from amplitude.constants import SDK_LIBRARY, SDK_VERSION
-from wire import FIXED_IDS, Run, assert_same_wire, drain, node_package, run_node, spooler, view
+from amplitude.storage import InMemoryStorage, InMemoryStorageProvider
+from wire import (
+    FIXED_IDS,
+    Run,
+    arrived,
+    assert_same_wire,
+    drain,
+    node_package,
+    run_node,
+    spooler,
+    views,
+)
 
 from spooler import ConfigError, InvalidEventError, Spool
 from spooler.clients import Amplitude
@@ -75,11 +86,30 @@ def answer(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], b
     return 200, {}, json.dumps({"code": 200, "events_ingested": len(events)}).encode()
 
 
+class KeptStorage(InMemoryStorageProvider):
+    """The SDK's in-memory buffer, kept at hand to wake the SDK's sending thread when done:
+    that thread is not a daemon, and would keep the process alive until its next flush."""
+
+    def get_storage(self) -> InMemoryStorage:
+        self.storage = super().get_storage()
+        return self.storage
+
+    def wake(self) -> None:
+        with self.storage.lock:
+            self.storage.lock.notify_all()
+
+
 def official(receiver: Receiver, calls: list[Call], requests: int = 1, **config: Any) -> None:
     """Make ``calls`` with amplitude-analytics, flushing until ``requests`` were made."""
+    buffer = KeptStorage()
     client = Official(
         KEY,
-        Config(server_url=receiver.url + "/2/httpapi", flush_interval_millis=600_000, **config),
+        Config(
+            server_url=receiver.url + "/2/httpapi",
+            flush_interval_millis=600_000,  # it sends when flushed: one request for all calls
+            storage_provider=buffer,
+            **config,
+        ),
     )
     try:
         for call in calls:
@@ -93,6 +123,7 @@ def official(receiver: Receiver, calls: list[Call], requests: int = 1, **config:
             receiver.wait_for(lambda r: len(r.requests) >= requests, timeout=0.1)
     finally:
         client.shutdown()
+        buffer.wake()
 
 
 def through_spooler(db: Path, calls: list[Call], **options: Any) -> list[Any]:
@@ -114,8 +145,8 @@ def test_every_python_sdk_call_sends_what_the_sdk_sends(tmp_path: Path) -> None:
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
     # Then the request is the SDK's, field by field (the short id too: left to the API)
     assert_same_wire(
-        [view(r, ignore_headers=NOT_COMPARED) for r in theirs.requests],
-        [view(r, ignore_headers=NOT_COMPARED) for r in ours.requests],
+        views(theirs, ignore_headers=NOT_COMPARED),
+        views(ours, ignore_headers=NOT_COMPARED),
         run,
         SDK_NAMES,
     )
@@ -131,12 +162,12 @@ def test_min_id_length_reaches_the_request(tmp_path: Path) -> None:
         through_spooler(db, calls, min_id_length=3)
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
     assert_same_wire(
-        [view(r, ignore_headers=NOT_COMPARED) for r in theirs.requests],
-        [view(r, ignore_headers=NOT_COMPARED) for r in ours.requests],
+        views(theirs, ignore_headers=NOT_COMPARED),
+        views(ours, ignore_headers=NOT_COMPARED),
         run,
         SDK_NAMES,
     )
-    assert json.loads(ours.requests[0].body)["options"] == {"min_id_length": 3}
+    assert json.loads(arrived(ours)[0].body)["options"] == {"min_id_length": 3}
 
 
 def test_the_insert_id_stays_the_same_across_retries_and_replay(tmp_path: Path) -> None:
@@ -152,10 +183,10 @@ def test_the_insert_id_stays_the_same_across_retries_and_replay(tmp_path: Path) 
         [event_id] = through_spooler(db, calls)
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
         # Then the retry repeats the request, insert_id and all, for both
-        assert [r.status for r in ours.requests] == [r.status for r in theirs.requests]
+        assert [r.status for r in arrived(ours)] == [r.status for r in arrived(theirs)]
         assert_same_wire(
-            [view(r, ignore_headers=NOT_COMPARED) for r in theirs.requests],
-            [view(r, ignore_headers=NOT_COMPARED) for r in ours.requests],
+            views(theirs, ignore_headers=NOT_COMPARED),
+            views(ours, ignore_headers=NOT_COMPARED),
             run,
             SDK_NAMES,
         )
@@ -165,9 +196,9 @@ def test_the_insert_id_stays_the_same_across_retries_and_replay(tmp_path: Path) 
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
         spooler("dlq", "replay", "--db", str(db), "--all")
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
-    ids = [[e["insert_id"] for e in json.loads(r.body)["events"]] for r in ours.requests]
+    ids = [[e["insert_id"] for e in json.loads(r.body)["events"]] for r in arrived(ours)]
     assert ids == [[event_id], [event_id], [refund_id], [refund_id]]
-    assert [r.status for r in ours.requests] == [503, 200, 400, 200]
+    assert [r.status for r in arrived(ours)] == [503, 200, 400, 200]
 
 
 @pytest.mark.parametrize(
@@ -259,8 +290,8 @@ def test_log_event_and_middleware_send_what_the_node_sdk_sends(tmp_path: Path) -
                 client.log_event(event, "cron")
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
     # Then the request is the SDK's, field by field, but for spooler's own additions
-    official_views = [view(r, ignore_headers=NOT_COMPARED) for r in theirs.requests]
-    our_views = [view(r, ignore_headers=NOT_COMPARED) for r in ours.requests]
+    official_views = views(theirs, ignore_headers=NOT_COMPARED)
+    our_views = views(ours, ignore_headers=NOT_COMPARED)
     assert len(our_views) == len(official_views) == 1
     spooler_additions(official_views[0], our_views[0], run)
     assert_same_wire(official_views, our_views, run, SDK_NAMES)
@@ -288,8 +319,8 @@ def test_events_with_different_options_never_share_a_request(tmp_path: Path) -> 
         # When one drain sends them all (one claimed batch)
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
     # Then each set of options has a request of its own, with those options
-    official_views = [view(r, ignore_headers=NOT_COMPARED) for r in theirs.requests]
-    our_views = [view(r, ignore_headers=NOT_COMPARED) for r in ours.requests]
+    official_views = views(theirs, ignore_headers=NOT_COMPARED)
+    our_views = views(ours, ignore_headers=NOT_COMPARED)
     for theirs_view, ours_view in zip(official_views, our_views, strict=True):
         spooler_additions(theirs_view, ours_view, run)
     assert_same_wire(official_views, our_views, run, SDK_NAMES)

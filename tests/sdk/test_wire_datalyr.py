@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wire import Run, assert_same_wire, datalyr_sdk, drain, node_package, run_node, spooler, view
+from wire import (
+    Run,
+    arrived,
+    assert_same_wire,
+    datalyr_sdk,
+    drain,
+    node_package,
+    run_node,
+    spooler,
+    views,
+)
 
 from spooler import InvalidEventError, Spool, __version__
 from spooler.clients import Datalyr
@@ -84,10 +94,8 @@ def test_every_call_sends_what_the_sdk_sends(tmp_path: Path) -> None:
         # When spooler's drain delivers them, one request at a time, in order
         drain(db, "datalyr", "datalyr", KEY, ours.url + "/track", concurrency=1)
     # Then each request is the SDK's, field by field (X-API-Key, eventId, $alias...)
-    assert_same_wire(
-        [view(r) for r in theirs.requests], [view(r) for r in ours.requests], run, SDK_NAMES
-    )
-    assert ours.requests[0].headers["User-Agent"] == f"spooler/{__version__}"
+    assert_same_wire(views(theirs), views(ours), run, SDK_NAMES)
+    assert arrived(ours)[0].headers["User-Agent"] == f"spooler/{__version__}"
 
 
 def test_the_event_id_stays_the_same_across_retries_and_replay(tmp_path: Path) -> None:
@@ -102,12 +110,10 @@ def test_the_event_id_stays_the_same_across_retries_and_replay(tmp_path: Path) -
         through_spooler(db, call)
         drain(db, "datalyr", "datalyr", KEY, ours.url + "/track")
         # Then the retry repeats the request, eventId and all, for both
-        assert [r.status for r in theirs.requests] == [503, 200]
-        assert [r.status for r in ours.requests] == [503, 200]
-        assert_same_wire(
-            [view(r) for r in theirs.requests], [view(r) for r in ours.requests], run, SDK_NAMES
-        )
-        first, retry = (json.loads(r.body)["eventId"] for r in ours.requests)
+        assert [r.status for r in arrived(theirs)] == [503, 200]
+        assert [r.status for r in arrived(ours)] == [503, 200]
+        assert_same_wire(views(theirs), views(ours), run, SDK_NAMES)
+        first, retry = (json.loads(r.body)["eventId"] for r in arrived(ours))
         assert first == retry
         # And an event dead-lettered, then replayed, goes out with the same eventId
         ours.fail_next(400)
@@ -116,6 +122,6 @@ def test_the_event_id_stays_the_same_across_retries_and_replay(tmp_path: Path) -
         drain(db, "datalyr", "datalyr", KEY, ours.url + "/track")
         spooler("dlq", "replay", "--db", str(db), "--all")
         drain(db, "datalyr", "datalyr", KEY, ours.url + "/track")
-    rejected, replayed = (json.loads(r.body)["eventId"] for r in ours.requests[2:])
-    assert [r.status for r in ours.requests[2:]] == [400, 200]
+    rejected, replayed = (json.loads(r.body)["eventId"] for r in arrived(ours)[2:])
+    assert [r.status for r in arrived(ours)[2:]] == [400, 200]
     assert rejected == replayed == event_id

@@ -11,7 +11,7 @@ from typing import Any
 
 import posthog
 import pytest
-from wire import FIXED_IDS, Run, assert_same_wire, drain, spooler, view
+from wire import FIXED_IDS, Run, arrived, assert_same_wire, drain, spooler, views
 
 from spooler import InvalidEventError, Spool
 from spooler.clients import PostHog
@@ -77,10 +77,8 @@ def test_every_call_sends_what_the_sdk_sends(tmp_path: Path) -> None:
         drain(db, "posthog", "posthog", KEY, ours.url + "/batch/")
     # Then the request is the SDK's, field by field ($geoip_disable, $is_server, the
     # alias's ids, $set, personless capture, system properties...)
-    assert_same_wire(
-        [view(r) for r in theirs.requests], [view(r) for r in ours.requests], run, SDK_NAMES
-    )
-    [event] = [e for e in json.loads(ours.requests[0].body)["batch"] if e["event"] == "geolocated"]
+    assert_same_wire(views(theirs), views(ours), run, SDK_NAMES)
+    [event] = [e for e in json.loads(arrived(ours)[0].body)["batch"] if e["event"] == "geolocated"]
     assert event["properties"]["$lib"] == "spooler"
 
 
@@ -96,19 +94,17 @@ def test_the_uuid_stays_the_same_across_retries_and_replay(tmp_path: Path) -> No
         [event_id] = through_spooler(db, call)
         drain(db, "posthog", "posthog", KEY, ours.url + "/batch/")
         # Then the retry repeats the request, uuid and all, for both
-        assert [r.status for r in ours.requests] == [r.status for r in theirs.requests]
-        assert_same_wire(
-            [view(r) for r in theirs.requests], [view(r) for r in ours.requests], run, SDK_NAMES
-        )
+        assert [r.status for r in arrived(ours)] == [r.status for r in arrived(theirs)]
+        assert_same_wire(views(theirs), views(ours), run, SDK_NAMES)
         # And an event dead-lettered, then replayed, goes out with the same uuid
         ours.fail_next(400)
         drain_id = through_spooler(db, [lambda c: c.capture("refund", distinct_id="user_123")])
         drain(db, "posthog", "posthog", KEY, ours.url + "/batch/")
         spooler("dlq", "replay", "--db", str(db), "--all")
         drain(db, "posthog", "posthog", KEY, ours.url + "/batch/")
-    uuids = [[e["uuid"] for e in json.loads(r.body)["batch"]] for r in ours.requests]
+    uuids = [[e["uuid"] for e in json.loads(r.body)["batch"]] for r in arrived(ours)]
     assert uuids == [[event_id], [event_id], drain_id, drain_id]
-    assert [r.status for r in ours.requests] == [503, 200, 400, 200]
+    assert [r.status for r in arrived(ours)] == [503, 200, 400, 200]
 
 
 @pytest.mark.parametrize(

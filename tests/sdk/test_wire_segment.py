@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import segment.analytics as sdk
 from segment.analytics.version import VERSION
-from wire import FIXED_IDS, Run, assert_same_wire, drain, spooler, view
+from wire import FIXED_IDS, Run, arrived, assert_same_wire, drain, spooler, views
 
 import spooler.clients.analytics as analytics
 from spooler import ConfigError, Spool, __version__
@@ -89,10 +89,8 @@ def test_every_call_sends_what_the_sdk_sends(
     with Receiver() as ours:
         drain(tmp_path / "spool.db", "segment", "segment", KEY, ours.url + "/v1/batch")
     # Then the request is the SDK's, field by field (writeKey, context.library...)
-    assert_same_wire(
-        [view(r) for r in receiver.requests], [view(r) for r in ours.requests], run, SDK_NAMES
-    )
-    assert json.loads(ours.requests[0].body)["batch"][0]["context"]["library"] == {
+    assert_same_wire(views(receiver), views(ours), run, SDK_NAMES)
+    assert json.loads(arrived(ours)[0].body)["batch"][0]["context"]["library"] == {
         "name": "spooler",
         "version": __version__,
     }
@@ -117,18 +115,16 @@ def test_the_message_id_stays_the_same_across_retries_and_replay(
         call(spooler_module)
         drain(db, "segment", "segment", KEY, ours.url + "/v1/batch")
         # Then the retry repeats the batch, messageId and all, with X-Retry-Count: 1
-        assert [r.status for r in ours.requests] == [r.status for r in receiver.requests]
-        assert ours.requests[1].headers["X-Retry-Count"] == "1"
-        assert_same_wire(
-            [view(r) for r in receiver.requests], [view(r) for r in ours.requests], run, SDK_NAMES
-        )
+        assert [r.status for r in arrived(ours)] == [r.status for r in arrived(receiver)]
+        assert arrived(ours)[1].headers["X-Retry-Count"] == "1"
+        assert_same_wire(views(receiver), views(ours), run, SDK_NAMES)
         # And a message dead-lettered, then replayed, goes out with the same messageId
         ours.fail_next(400)
         event_id = spooler_module.track("user_1", "Refunded")
         drain(db, "segment", "segment", KEY, ours.url + "/v1/batch")
         spooler("dlq", "replay", "--db", str(db), "--all")
         drain(db, "segment", "segment", KEY, ours.url + "/v1/batch")
-    rejected, replayed = ours.requests[2:]
+    rejected, replayed = arrived(ours)[2:]
     assert [rejected.status, replayed.status] == [400, 200]
     assert "X-Retry-Count" not in replayed.headers  # a replay starts its attempts afresh
     ids = [[m["messageId"] for m in json.loads(r.body)["batch"]] for r in (rejected, replayed)]

@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from spooler import __version__
-from spooler.receiver import RecordedRequest
+from spooler.receiver import Receiver, RecordedRequest
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -99,6 +99,17 @@ def view(request: RecordedRequest, *, ignore_headers: frozenset[str] = frozenset
     if headers.get("content-encoding") == "gzip":
         body = gzip.decompress(body)
     return {"path": request.path, "headers": headers, "body": json.loads(body)}
+
+
+def arrived(receiver: Receiver) -> list[RecordedRequest]:
+    """The requests ``receiver`` got, in the order they arrived (it records each once it
+    has answered, and answers run in threads of their own)."""
+    return sorted(receiver.requests, key=lambda request: request.received_at)
+
+
+def views(receiver: Receiver, *, ignore_headers: frozenset[str] = frozenset()) -> list[dict]:
+    """The requests ``receiver`` got, as compared, in the order they arrived."""
+    return [view(request, ignore_headers=ignore_headers) for request in arrived(receiver)]
 
 
 def leaves(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
