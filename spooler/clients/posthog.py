@@ -24,7 +24,8 @@ import time
 import uuid as uuid_module
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from functools import partialmethod
+from typing import Any, Literal
 
 from ..errors import InvalidEventError
 from ..spool import Spool
@@ -118,8 +119,9 @@ class PostHog(SpoolClient):
         message = {"properties": props, "distinct_id": person, "event": event}
         return self._send(message, timestamp, uuid, disable_geoip)
 
-    def set(
+    def update_person(
         self,
+        kind: Literal["$set", "$set_once"],
         *,
         distinct_id: Any = None,
         properties: Mapping[str, Any] | None = None,
@@ -127,22 +129,19 @@ class PostHog(SpoolClient):
         uuid: Any = None,
         disable_geoip: bool | None = None,
     ) -> str | None:
-        """Set person properties (sends ``$set``); None, and nothing sent, when there are
-        no properties."""
-        return self._set("$set", distinct_id, properties, timestamp, uuid, disable_geoip)
+        """Set person properties (``$set``), or those not set before (``$set_once``);
+        ``set`` and ``set_once`` are this. None, and nothing sent, without properties."""
+        person = _id(distinct_id)
+        if person is None:
+            raise InvalidEventError(f"{kind[1:]} needs a distinct_id")
+        props = as_object(properties, "properties")
+        if not props:
+            return None
+        message = {"distinct_id": person, kind: props, "event": kind}
+        return self._send(message, timestamp, uuid, disable_geoip)
 
-    def set_once(
-        self,
-        *,
-        distinct_id: Any = None,
-        properties: Mapping[str, Any] | None = None,
-        timestamp: datetime | str | None = None,
-        uuid: Any = None,
-        disable_geoip: bool | None = None,
-    ) -> str | None:
-        """Set person properties not set before (sends ``$set_once``); None, and nothing
-        sent, when there are no properties."""
-        return self._set("$set_once", distinct_id, properties, timestamp, uuid, disable_geoip)
+    set = partialmethod(update_person, "$set")
+    set_once = partialmethod(update_person, "$set_once")
 
     def alias(
         self,
@@ -186,24 +185,6 @@ class PostHog(SpoolClient):
             # Always a person, as in the SDK: a fresh id when none is given.
             "distinct_id": _id(distinct_id) or str(uuid_module.uuid4()),
         }
-        return self._send(message, timestamp, uuid, disable_geoip)
-
-    def _set(
-        self,
-        kind: str,
-        distinct_id: Any,
-        properties: Mapping[str, Any] | None,
-        timestamp: datetime | str | None,
-        uuid: Any,
-        disable_geoip: bool | None,
-    ) -> str | None:
-        person = _id(distinct_id)
-        if person is None:
-            raise InvalidEventError(f"{kind[1:]} needs a distinct_id")
-        props = as_object(properties, "properties")
-        if not props:
-            return None
-        message = {"distinct_id": person, kind: props, "event": kind}
         return self._send(message, timestamp, uuid, disable_geoip)
 
     def _send(

@@ -126,6 +126,15 @@ def official(receiver: Receiver, calls: list[Call], requests: int = 1, **config:
         buffer.wake()
 
 
+def assert_same_requests(theirs: Receiver, ours: Receiver, run: Run) -> None:
+    """``assert_same_wire`` for what two receivers got, user agents aside."""
+    official, mine = (
+        views(theirs, ignore_headers=NOT_COMPARED),
+        views(ours, ignore_headers=NOT_COMPARED),
+    )
+    assert_same_wire(official, mine, run, SDK_NAMES)
+
+
 def through_spooler(db: Path, calls: list[Call], **options: Any) -> list[Any]:
     """Make ``calls`` with spooler's client; what each returned."""
     with Spool(db) as spool:
@@ -144,12 +153,7 @@ def test_every_python_sdk_call_sends_what_the_sdk_sends(tmp_path: Path) -> None:
         # When spooler's drain delivers them
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
     # Then the request is the SDK's, field by field (the short id too: left to the API)
-    assert_same_wire(
-        views(theirs, ignore_headers=NOT_COMPARED),
-        views(ours, ignore_headers=NOT_COMPARED),
-        run,
-        SDK_NAMES,
-    )
+    assert_same_requests(theirs, ours, run)
 
 
 def test_min_id_length_reaches_the_request(tmp_path: Path) -> None:
@@ -161,12 +165,7 @@ def test_min_id_length_reaches_the_request(tmp_path: Path) -> None:
         official(theirs, calls, min_id_length=3)
         through_spooler(db, calls, min_id_length=3)
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
-    assert_same_wire(
-        views(theirs, ignore_headers=NOT_COMPARED),
-        views(ours, ignore_headers=NOT_COMPARED),
-        run,
-        SDK_NAMES,
-    )
+    assert_same_requests(theirs, ours, run)
     assert json.loads(arrived(ours)[0].body)["options"] == {"min_id_length": 3}
 
 
@@ -184,12 +183,7 @@ def test_the_insert_id_stays_the_same_across_retries_and_replay(tmp_path: Path) 
         drain(db, "amplitude", "amplitude", KEY, ours.url + "/2/httpapi")
         # Then the retry repeats the request, insert_id and all, for both
         assert [r.status for r in arrived(ours)] == [r.status for r in arrived(theirs)]
-        assert_same_wire(
-            views(theirs, ignore_headers=NOT_COMPARED),
-            views(ours, ignore_headers=NOT_COMPARED),
-            run,
-            SDK_NAMES,
-        )
+        assert_same_requests(theirs, ours, run)
         # And an event dead-lettered, then replayed, goes out with the same insert_id
         ours.fail_next(400)
         [refund_id] = through_spooler(db, CALLS[7:8])
