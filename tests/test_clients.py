@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -328,3 +330,13 @@ def test_properties_that_are_not_a_dict_are_refused_and_nothing_is_enqueued(
     with pytest.raises(InvalidEventError, match=rf"^{field} must be a dict, not \w+$"):
         call(spool)
     assert stored(db) == []
+
+
+def test_the_clients_import_no_sdk() -> None:
+    # The Amplitude client takes amplitude-analytics's objects without importing it.
+    code = (
+        "import sys, spooler.clients, spooler.clients.analytics;"
+        "print(sorted({'amplitude', 'posthog', 'segment'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
