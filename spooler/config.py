@@ -323,7 +323,9 @@ _DEFAULT_URLS = {
     "segment": "https://api.segment.io/v1/batch",
     "posthog": "https://us.i.posthog.com/batch/",
 }
-_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {"datalyr": {"batch_size": 1, "concurrency": 10}}
+_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "datalyr": {"batch_size": 1, "concurrency": 10, "auth_header": "X-API-Key"}
+}
 _MAX_BATCH = {"amplitude": 2000, "datalyr": 1}
 _TYPE_ONLY_KEYS = {
     "min_id_length": "amplitude",

@@ -445,7 +445,9 @@ class Drain:
         the halves are settled as they are (a bisection would only add requests to a
         receiver that is down).
         """
-        pending = [batch]
+        # Events whose per-event request options differ go in requests of their own;
+        # reversed, as requests are popped from the end: the first events go first.
+        pending = destination.request_batches(batch)[::-1]
         failing: list[tuple[list[ClaimedEvent], Verdict, float]] = []
         got_through = False
         lone_tries = 0

@@ -65,10 +65,10 @@ def amplitude(api_key: str, *, max_bytes: int = 1_000_000) -> Respond:
 
 
 def datalyr(api_key: str) -> Respond:
-    """Datalyr's /track: one event per request, the key as a Bearer token, the seed's payload."""
+    """Datalyr's /track: one event per request, the key in X-API-Key, the seed's payload."""
 
     def answer(body: bytes, headers: dict[str, str]) -> Answer:
-        if headers.get("Authorization") != f"Bearer {api_key}":
+        if headers.get("X-API-Key") != api_key:
             return _json(401, {"error": "invalid API key"})
         event = json.loads(body)
         if not isinstance(event, dict) or "event" not in event:

@@ -48,6 +48,31 @@ def test_a_clean_batch(spool: Spool, amp: Receiver) -> None:
     assert report.delivered == 2 and request.status == 200
 
 
+def test_each_events_own_options_override_the_destinations_in_requests_of_their_own(
+    spool: Spool, amp: Receiver, db: Path
+) -> None:
+    # Given events enqueued with their own options (as the Amplitude client keeps them),
+    # interleaved with events without, and one whose options are not an object
+    ids = spool.enqueue_many(
+        [
+            track(0, user_id="abc", **{"$options": {"min_id_length": 3}}),
+            track(1),
+            track(2, user_id="xyz", **{"$options": {"min_id_length": 3}}),
+            track(3, **{"$options": 3}),
+        ]
+    )
+    # When one drain pass sends them, with the destination's own min_id_length 4
+    deliver(spool, amp, min_id_length=4)
+    # Then each set of options went in a request of its own, the options out of the events
+    sent = [json.loads(r.body) for r in amp.requests]
+    assert [(b.get("options"), [e["n"] for e in b["events"]]) for b in sent] == [
+        ({"min_id_length": 3}, [0, 2]),
+        ({"min_id_length": 4}, [1]),
+    ]
+    assert not any("$options" in e for b in sent for e in b["events"])
+    assert rows(db, "SELECT event_id, reason, status FROM dead") == [(ids[3], "invalid", None)]
+
+
 def test_an_events_own_insert_id_is_kept(spool: Spool, amp: Receiver) -> None:
     spool.enqueue(track(0, insert_id="order-88231"))
     deliver(spool, amp)

@@ -27,16 +27,20 @@ def bodies(receiver: Receiver) -> list[dict]:
 # -- datalyr -------------------------------------------------------------------------------
 
 
-def test_datalyr_posts_each_event_alone_with_the_key_as_bearer(
+def test_datalyr_posts_each_event_alone_with_its_event_id_and_the_key_in_x_api_key(
     spool: Spool, receiver: Receiver
 ) -> None:
     receiver.respond = datalyr(DATALYR_KEY)
     events = [{"event": "signup", "userId": f"u{n}", "properties": {"n": n}} for n in range(3)]
-    ids = spool.enqueue_many(events)
+    ids = spool.enqueue_many([*events[:2], {**events[2], "eventId": "own-id"}])
     report = drain_once(spool, receiver.url + "/track", type="datalyr", api_key=DATALYR_KEY)
-    assert sorted(bodies(receiver), key=lambda b: b["properties"]["n"]) == events
-    assert sorted(r.headers["Idempotency-Key"] for r in receiver.requests) == sorted(ids)
-    assert {r.headers["Authorization"] for r in receiver.requests} == {f"Bearer {DATALYR_KEY}"}
+    assert sorted(bodies(receiver), key=lambda b: b["properties"]["n"]) == [
+        {"eventId": ids[0], **events[0]},
+        {"eventId": ids[1], **events[1]},
+        {**events[2], "eventId": "own-id"},
+    ]
+    assert {r.headers["X-API-Key"] for r in receiver.requests} == {DATALYR_KEY}
+    assert not any({"Authorization", "Idempotency-Key"} & set(r.headers) for r in receiver.requests)
     assert report.delivered == 3
 
 
@@ -56,6 +60,7 @@ def test_datalyr_config() -> None:
     datalyr_config = config.destinations["default"]
     assert datalyr_config.url == "https://ingest.datalyr.com/track"
     assert (datalyr_config.batch_size, datalyr_config.concurrency) == (1, 10)
+    assert datalyr_config.auth_header == "X-API-Key"
     with pytest.raises(ConfigError, match="api_key: a Datalyr API key starts with 'dk_'"):
         build_drain_config({}, destination_flags={"type": "datalyr", "api_key": "sk_x"})
     with pytest.raises(ConfigError, match="datalyr accepts at most 1 events"):
@@ -78,7 +83,8 @@ def test_segment_batch_shape_auth_and_message_id(spool: Spool, receiver: Receive
     [request] = receiver.requests
     body = json.loads(request.body)
     assert body["batch"] == [{"messageId": ids[0], **track(0)}, track(1, messageId="own-id")]
-    assert body["sentAt"].endswith("Z") and request.path == "/v1/batch"
+    assert body["sentAt"].endswith("+00:00") and request.path == "/v1/batch"
+    assert body["writeKey"] == SEGMENT_KEY
     expected = base64.b64encode(f"{SEGMENT_KEY}:".encode()).decode()
     assert request.headers["Authorization"] == f"Basic {expected}"
 
@@ -97,6 +103,7 @@ def test_segment_sent_at_is_made_again_on_every_attempt(spool: Spool, receiver: 
     first, second = bodies(receiver)
     assert first["batch"][0]["messageId"] == second["batch"][0]["messageId"]
     assert first["sentAt"] < second["sentAt"]
+    assert [r.headers.get("X-Retry-Count") for r in receiver.requests] == [None, "1"]
 
 
 def test_segment_limits(spool: Spool, receiver: Receiver, db: Path) -> None:
@@ -137,7 +144,7 @@ def test_posthog_batch_shape_uuid_and_sent_at(spool: Spool, receiver: Receiver) 
     assert all(first["sent_at"] < body["sent_at"] for body in again)
     assert all(body["api_key"] == POSTHOG_KEY for body in [first, *again])
     assert all("Authorization" not in request.headers for request in receiver.requests)
-    assert all("historical_migration" not in body for body in [first, *again])
+    assert all(body["historical_migration"] is False for body in [first, *again])
 
 
 def test_posthog_marks_an_old_backlog_historical(db: Path, receiver: Receiver) -> None:
@@ -148,7 +155,7 @@ def test_posthog_marks_an_old_backlog_historical(db: Path, receiver: Receiver) -
         drain_once(spool, receiver.url, type="posthog", api_key=POSTHOG_KEY, historical_after=3600)
         spool.enqueue(capture(1))
         drain_once(spool, receiver.url, type="posthog", api_key=POSTHOG_KEY, historical_after=3600)
-    assert [b.get("historical_migration") for b in bodies(receiver)] == [True, None]
+    assert [b["historical_migration"] for b in bodies(receiver)] == [True, False]
 
 
 @pytest.mark.parametrize(

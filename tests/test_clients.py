@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from conftest import drain_once, rows
 from fakes import amplitude as fake_amplitude
 from fakes import datalyr as fake_datalyr
 
-from spooler import InvalidEventError, Spool
+from spooler import InvalidEventError, Spool, __version__
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment
+from spooler.clients.posthog import system_context
 from spooler.receiver import Receiver
 
 NOW = 1_767_323_045.678  # 2026-01-02T03:04:05.678Z
@@ -47,7 +50,7 @@ def test_datalyr_track_builds_the_sdks_payload_key_for_key(spool: Spool, db: Pat
             "userId": "user_123",
             "anonymousId": anonymous_id,
             "properties": {"amount": 99.99, "currency": "USD", "anonymous_id": anonymous_id},
-            "context": {"library": "@datalyr/api", "version": "1.3.0", "source": "api"},
+            "context": {"library": "spooler", "version": __version__, "source": "api"},
             "timestamp": "2026-01-02T03:04:05.678Z",
         }
     )
@@ -75,9 +78,14 @@ def test_datalyr_call_forms_and_special_events(spool: Spool, db: Path) -> None:
     assert [p["event"] for p in payloads[2:]] == ["$identify", "$pageview", "$alias", "$group"]
     assert payloads[2]["properties"]["email"] == "jane@example.com"
     assert payloads[3]["properties"]["name"] == "Pricing"
-    assert payloads[4]["userId"] == "new_456" and payloads[4]["properties"]["previousId"] == (
-        "old_123"
-    )
+    assert payloads[4]["userId"] == "new_456"
+    assert payloads[4]["properties"] == {
+        "new_user_id": "new_456",
+        "previous_id": "old_123",
+        "userId": "new_456",
+        "previousId": "old_123",
+        "anonymous_id": payloads[4]["anonymousId"],
+    }
     assert payloads[5]["properties"]["groupId"] == "company_456"
 
 
@@ -101,14 +109,16 @@ def test_datalyr_needs_an_event_name(spool: Spool, db: Path) -> None:
     assert stored(db) == []
 
 
-def test_datalyr_end_to_end_the_receiver_gets_the_payload_as_built(
+def test_datalyr_end_to_end_the_receiver_gets_the_payload_as_built_with_its_event_id(
     spool: Spool, receiver: Receiver, db: Path
 ) -> None:
     receiver.respond = fake_datalyr("dk_test_key")
-    Datalyr(spool, destination="default").track("user_123", "signup", {"plan": "pro"})
+    event_id = Datalyr(spool, destination="default").track("user_123", "signup", {"plan": "pro"})
     [built] = stored(db)
     drain_once(spool, receiver.url, type="datalyr", api_key="dk_test_key")
-    assert [r.body.decode() for r in receiver.requests] == [built]
+    assert [json.loads(r.body) for r in receiver.requests] == [
+        {"eventId": event_id, **json.loads(built)}
+    ]
 
 
 # -- Amplitude -----------------------------------------------------------------------------
@@ -131,9 +141,15 @@ def test_amplitude_track_and_log_event(spool: Spool, db: Path) -> None:
             "user_id": "datamonster@gmail.com",
             "event_properties": {"keyString": "valueString", "keyInt": 11},
             "ip": "127.0.0.1",
+            "library": f"spooler/{__version__}",
             "time": 1767323045678,
         },
-        {"event_type": "Node.js Event", "device_id": "device-1234", "time": 1700000000000},
+        {
+            "event_type": "Node.js Event",
+            "device_id": "device-1234",
+            "time": 1700000000000,
+            "library": f"spooler/{__version__}",
+        },
     ]
 
 
@@ -141,8 +157,9 @@ def test_amplitude_track_and_log_event(spool: Spool, db: Path) -> None:
     ("event", "message"),
     [
         ({"user_id": "user_1234"}, "needs an event_type"),
-        ({"event_type": "x"}, "user_id or device_id of at least 5"),
-        ({"event_type": "x", "user_id": "abc"}, "at least 5"),
+        ({"event_type": "x"}, "needs a user_id or a device_id"),
+        ({"event_type": "x", "user_id": ""}, "needs a user_id or a device_id"),
+        ({"event_type": "x", "device_id": 12345}, "device_id must be a string"),
     ],
 )
 def test_amplitude_validation_enqueues_nothing(
@@ -151,7 +168,15 @@ def test_amplitude_validation_enqueues_nothing(
     with pytest.raises(InvalidEventError, match=message):
         Amplitude(spool).log_event(event)
     assert stored(db) == []
-    assert Amplitude(spool, min_id_length=3).log_event({"event_type": "x", "user_id": "abc"})
+
+
+def test_amplitude_short_ids_are_left_to_the_api_and_min_id_length_goes_with_the_event(
+    spool: Spool, db: Path
+) -> None:
+    Amplitude(spool).log_event({"event_type": "x", "user_id": "abc"})
+    Amplitude(spool, min_id_length=3).log_event({"event_type": "x", "user_id": "abc"})
+    first, second = map(json.loads, stored(db))
+    assert "$options" not in first and second["$options"] == {"min_id_length": 3}
 
 
 def test_amplitude_middleware_runs_in_order_and_can_drop(spool: Spool, db: Path) -> None:
@@ -168,8 +193,8 @@ def test_amplitude_middleware_runs_in_order_and_can_drop(spool: Spool, db: Path)
         if payload["event"]["event_type"] != "test":
             next_(payload)
 
-    client.add_middleware(enrich)
-    client.add_middleware(drop_tests)
+    client.add_event_middleware(enrich)
+    client.add_event_middleware(drop_tests)
     kept = client.track(event_type="real", user_id="user_1234")
     dropped = client.log_event({"event_type": "test", "user_id": "user_1234"}, extra="x")
     assert kept and dropped is None
@@ -217,6 +242,7 @@ def test_segment_messages_match_analytics_python(
     finally:
         sdk.shutdown()
     del reference["messageId"]  # spooler sets it to the event id when it sends
+    reference["context"]["library"] = {"name": "spooler", "version": __version__}
     getattr(Segment(spool), call)(timestamp=TIMESTAMP, **kwargs)
     assert stored(db) == [compact(reference)]
 
@@ -236,29 +262,26 @@ def test_segment_message_id_and_oversized_messages(spool: Spool, db: Path) -> No
 # -- PostHog -------------------------------------------------------------------------------
 
 
-def test_posthog_capture_both_signatures(spool: Spool, db: Path) -> None:
+def test_posthog_capture_builds_the_7x_message(spool: Spool, db: Path) -> None:
     client = PostHog(spool, clock=lambda: NOW)
-    client.capture("user_1", "$pageview", {"path": "/"})
     client.capture("$pageview", distinct_id="user_1", properties={"path": "/"})
-    client.identify("user_1", {"email": "x@example.com"})
-    client.alias("anon_1", "user_1")
-    first, second, identify, alias = [json.loads(b) for b in stored(db)]
-    assert (
-        first
-        == second
-        == {
-            "event": "$pageview",
-            "distinct_id": "user_1",
-            "properties": {"path": "/", "$lib": "posthog-python", "$lib_version": "6.0.0"},
-            "timestamp": "2026-01-02T03:04:05.678000+00:00",
-        }
-    )
-    assert identify["event"] == "$identify" and identify["properties"]["$set"] == {
-        "email": "x@example.com"
+    client.capture("anonymous")
+    named, personless = [json.loads(b) for b in stored(db)]
+    assert named == {
+        "properties": {
+            "path": "/",
+            **system_context(),
+            "$lib": "spooler",
+            "$lib_version": __version__,
+            "$geoip_disable": True,
+            "$is_server": True,
+        },
+        "distinct_id": "user_1",
+        "event": "$pageview",
+        "timestamp": "2026-01-02T03:04:05.678000+00:00",
     }
-    assert alias["event"] == "$create_alias" and alias["properties"]["alias"] == "anon_1"
-    with pytest.raises(InvalidEventError, match="distinct_id"):
-        client.capture("$pageview")
+    assert personless["properties"]["$process_person_profile"] is False
+    assert re.fullmatch(r"[0-9a-f-]{36}", personless["distinct_id"])
 
 
 # -- every client ----------------------------------------------------------------------------
@@ -296,9 +319,9 @@ def test_a_timestamp_that_is_not_a_datetime_is_refused(spool: Spool, db: Path, c
         (lambda s: Segment(s).identify("user_1", ["a"]), "traits"),
         (lambda s: Segment(s).page("user_1", properties="x", context="y"), "properties"),
         (lambda s: Segment(s).track("user_1", "e", context="not a dict"), "context"),
-        (lambda s: PostHog(s).capture("user_1", "e", "not a dict"), "properties"),
+        (lambda s: PostHog(s).capture("e", distinct_id="u", properties="x"), "properties"),
         (lambda s: PostHog(s).capture("e", distinct_id="user_1", groups="x"), "groups"),
-        (lambda s: PostHog(s).identify("user_1", ["a"]), "properties"),
+        (lambda s: PostHog(s).set(distinct_id="user_1", properties=["a"]), "properties"),
     ],
 )
 def test_properties_that_are_not_a_dict_are_refused_and_nothing_is_enqueued(
@@ -307,3 +330,13 @@ def test_properties_that_are_not_a_dict_are_refused_and_nothing_is_enqueued(
     with pytest.raises(InvalidEventError, match=rf"^{field} must be a dict, not \w+$"):
         call(spool)
     assert stored(db) == []
+
+
+def test_the_clients_import_no_sdk() -> None:
+    # The Amplitude client takes amplitude-analytics's objects without importing it.
+    code = (
+        "import sys, spooler.clients, spooler.clients.analytics;"
+        "print(sorted({'amplitude', 'posthog', 'segment'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

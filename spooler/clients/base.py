@@ -7,11 +7,16 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import __version__
 from ..errors import InvalidEventError
 from ..records import iso_utc
 from ..spool import Spool
 
-__all__ = ["SpoolClient", "as_object"]
+__all__ = ["LIBRARY_NAME", "LIBRARY_VERSION", "SpoolClient", "as_object"]
+
+# What the library-identifying fields of every event say: spooler built it, not an SDK.
+LIBRARY_NAME = "spooler"
+LIBRARY_VERSION = __version__
 
 
 def as_object(value: Any, what: str) -> dict[str, Any]:
@@ -25,7 +30,12 @@ def as_object(value: Any, what: str) -> dict[str, Any]:
 
 
 class SpoolClient:
-    """Enqueues payloads for one destination of a spool."""
+    """Enqueues payloads for one destination of a spool.
+
+    The SDKs' lifecycle calls (``flush``, ``join``, ``shutdown``, ``close``) have nothing
+    to do: every call has committed its event before it returned, and the spool belongs
+    to the caller.
+    """
 
     def __init__(
         self, spool: Spool, *, destination: str, clock: Callable[[], float] = time.time
@@ -49,6 +59,12 @@ class SpoolClient:
 
     def flush(self) -> None:
         """Nothing to do: every call has already committed its event to the spool."""
+
+    def join(self) -> None:
+        """Nothing to wait for: no thread sends events in the background."""
+
+    def shutdown(self) -> None:
+        """Nothing to do: events are durable, and the spool belongs to the caller."""
 
     def close(self) -> None:
         """Nothing to do: events are durable, and the spool belongs to the caller."""

@@ -1,14 +1,18 @@
-"""``Datalyr``: the calls of the ``@datalyr/api`` SDK, with every event durable.
+"""``Datalyr``: the calls of the ``@datalyr/api`` SDK (1.3) in Python, with every event
+durable.
 
-The payload is the SDK's "Event Payload", key for key::
+The payload is the SDK's, key for key::
 
     {"event", "userId" (only when given), "anonymousId",
      "properties": {..., "anonymous_id"}, "context": {"library", "version", "source"},
      "timestamp"}
 
-Differences from the SDK, on purpose: nothing is queued in memory, so nothing is
-dropped when a buffer fills or the process exits; calls after ``close()`` still
-enqueue (the SDK silently ignores them).
+``context`` names spooler as the library. The drain adds ``eventId`` = the spooler
+event id, which stays the same through retries and replays, as the SDK's stays the same
+through its retries. Differences from the SDK, on purpose: nothing is queued in memory,
+so nothing is dropped when a buffer fills or the process exits; calls after ``close()``
+still enqueue (the SDK silently ignores them); properties that are not a dict are
+refused (the SDK spreads whatever it gets).
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from typing import Any
 
 from ..errors import InvalidEventError
 from ..spool import Spool
-from .base import SpoolClient, as_object
+from .base import LIBRARY_NAME, LIBRARY_VERSION, SpoolClient, as_object
 
 __all__ = ["Datalyr"]
 
 log = logging.getLogger("spooler.clients.datalyr")
 
-SDK_CONTEXT = {"library": "@datalyr/api", "version": "1.3.0", "source": "api"}
+CONTEXT = {"library": LIBRARY_NAME, "version": LIBRARY_VERSION, "source": "api"}
 
 
 class Datalyr(SpoolClient):
@@ -77,12 +81,14 @@ class Datalyr(SpoolClient):
     def identify(
         self, user_id: str, traits: Mapping[str, Any] | None = None, anonymous_id: str | None = None
     ) -> str:
-        """Link a user id to traits (sends ``$identify``)."""
+        """Link a user id to traits (sends ``$identify``); the id is required."""
+        if not user_id:
+            raise InvalidEventError("userId is required for identify")
         return self._send("$identify", user_id, traits, anonymous_id)
 
     def page(
         self,
-        user_id: str,
+        user_id: str | None,
         name: str | None = None,
         properties: Mapping[str, Any] | None = None,
         anonymous_id: str | None = None,
@@ -97,19 +103,30 @@ class Datalyr(SpoolClient):
         self, new_user_id: str, previous_id: str | None = None, anonymous_id: str | None = None
     ) -> str:
         """Link a new user id to a previous one, by default the call's anonymous id
-        (sends ``$alias``)."""
+        (sends ``$alias``); the new id is required."""
+        if not new_user_id:
+            raise InvalidEventError("newUserId is required for alias")
         anonymous_id = anonymous_id or self.get_anonymous_id()
-        props = {"previousId": previous_id or anonymous_id}
+        previous = previous_id or anonymous_id
+        # Both spellings, as the SDK sends them: Datalyr's ingest reads the camelCase ones.
+        props = {
+            "new_user_id": new_user_id,
+            "previous_id": previous,
+            "userId": new_user_id,
+            "previousId": previous,
+        }
         return self._send("$alias", new_user_id, props, anonymous_id)
 
     def group(
         self,
-        user_id: str,
+        user_id: str | None,
         group_id: str,
         traits: Mapping[str, Any] | None = None,
         anonymous_id: str | None = None,
     ) -> str:
-        """Associate a user with a group (sends ``$group``)."""
+        """Associate a user with a group (sends ``$group``); the group id is required."""
+        if not group_id:
+            raise InvalidEventError("groupId is required for group")
         traits = {"groupId": group_id, **as_object(traits, "traits")}
         return self._send("$group", user_id, traits, anonymous_id)
 
@@ -122,7 +139,7 @@ class Datalyr(SpoolClient):
     ) -> str:
         if not isinstance(event, str) or not event:
             raise InvalidEventError("a Datalyr event needs a non-empty event name")
-        if user_id is None and anonymous_id is None and not self._warned_anonymous:
+        if not user_id and not anonymous_id and not self._warned_anonymous:
             self._warned_anonymous = True
             log.warning(
                 "Datalyr: a call without userId or anonymousId gets a fresh anonymous "
@@ -130,11 +147,11 @@ class Datalyr(SpoolClient):
             )
         anonymous_id = anonymous_id or self.get_anonymous_id()
         payload: dict[str, Any] = {"event": event}
-        if user_id is not None:
+        if user_id:  # the SDK leaves out an empty id as well as a missing one
             payload["userId"] = user_id
         payload["anonymousId"] = anonymous_id
         payload["properties"] = as_object(properties, "properties")
         payload["properties"]["anonymous_id"] = anonymous_id
-        payload["context"] = dict(SDK_CONTEXT)
+        payload["context"] = dict(CONTEXT)
         payload["timestamp"] = self._now_iso()
         return self._enqueue(payload)

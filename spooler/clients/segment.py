@@ -1,8 +1,10 @@
 """``Segment``: the calls of Segment's ``analytics-python``, with every message durable.
 
-Messages are built as ``analytics-python`` 2.4 builds them (same keys, same order,
-``context.library``), except ``messageId``: unless you pass ``message_id``, the drain
-sets it to the spooler event id, which never changes across retries and replays.
+Messages are built as ``analytics-python`` 2.4 builds them (same keys, same order),
+except that ``context.library`` names spooler, and ``messageId``: unless you pass
+``message_id``, the drain sets it to the spooler event id, which never changes across
+retries and replays. For the SDK's module-level style (``analytics.track(...)``), see
+``spooler.clients.analytics``.
 Events for the ``segment`` destination; Segment's limits are checked here too: a
 message over 32 KB goes straight to the dead-letter table (``too_large``) instead of
 failing later in the drain.
@@ -19,17 +21,18 @@ from typing import Any
 
 from ..errors import InvalidEventError
 from ..spool import Spool
-from .base import SpoolClient, as_object
+from .base import LIBRARY_NAME, LIBRARY_VERSION, SpoolClient, as_object
 
 __all__ = ["Segment"]
 
-LIBRARY = {"name": "analytics-python", "version": "2.4.0"}
+LIBRARY = {"name": LIBRARY_NAME, "version": LIBRARY_VERSION}
 MAX_MESSAGE_BYTES = 32 * 1024
 
 
 class Segment(SpoolClient):
     """Durable drop-in for ``segment.analytics.Client``: ``track``, ``identify``,
-    ``alias``, ``group``, ``page`` and ``screen`` with the SDK's signatures."""
+    ``alias``, ``group``, ``page`` and ``screen`` with the SDK's signatures, and its
+    ``flush``, ``join`` and ``shutdown`` (which have nothing to do)."""
 
     def __init__(
         self, spool: Spool, *, destination: str = "segment", clock: Callable[[], float] = time.time

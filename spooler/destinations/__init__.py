@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..records import ClaimedEvent, Failure
@@ -18,7 +19,14 @@ from ..records import ClaimedEvent, Failure
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
-__all__ = ["Destination", "Verdict", "build_destination", "event_text", "event_text_with_id"]
+__all__ = [
+    "Destination",
+    "Verdict",
+    "build_destination",
+    "event_text",
+    "event_text_with_id",
+    "isoformat_utc",
+]
 
 MAX_ERROR_BYTES = 2048
 
@@ -59,6 +67,11 @@ class Destination(Protocol):
 
     config: DestinationConfig
 
+    def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
+        """A claimed batch split into the batches that may each go in one request (events
+        whose per-event options differ may not share one); ``[events]`` when all may."""
+        ...
+
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """Deliver ``events`` in one request and judge the answer. Never raises for I/O."""
         ...
@@ -89,6 +102,12 @@ def event_text_with_id(event: ClaimedEvent, key: str) -> str:
     return event_text(event, key)
 
 
+def isoformat_utc(timestamp: float) -> str:
+    """A Unix time as the Python SDKs write ``sent_at`` / ``sentAt``:
+    ``datetime.isoformat()`` in UTC (``2026-01-02T03:04:05.678901+00:00``)."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
+
+
 def excerpt(text: str, redact: Callable[[str], str]) -> str:
     """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, secrets masked first (so
     that a cut never leaves half a secret)."""
@@ -115,6 +134,10 @@ def build_destination(
         from .segment import SegmentDestination
 
         return SegmentDestination(config, clock=clock)
+    if config.type == "datalyr":
+        from .datalyr import DatalyrDestination
+
+        return DatalyrDestination(config, clock=clock)
     if config.type == "posthog":
         from .posthog import PostHogDestination
 

@@ -6,6 +6,11 @@ Body: ``{"api_key": KEY, "events": [...], "options": {"min_id_length": N}}``. Ea
 gets ``insert_id`` = its spooler event id unless it carries one, so Amplitude's 7-day
 de-duplication absorbs redeliveries. A 400 that names events (by index) dead-letters
 exactly those, as ``invalid`` with the field names, and the rest are sent again.
+
+``options`` are the destination's ``min_id_length``, overridden by the event's own
+options: the ``Amplitude`` client keeps its ``min_id_length`` with each event under
+``OPTIONS_KEY``. That key is taken out of the event sent, and events whose options
+differ go in separate requests, so no event is judged by another's options.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import httpx
 
+from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent
 from . import Verdict, event_text_with_id
 from .http import HttpDestination
 
-__all__ = ["AmplitudeDestination", "bad_events"]
+__all__ = ["AmplitudeDestination", "bad_events", "own_options"]
 
 THROTTLED_WAIT = 30.0  # Amplitude's guidance for 429 when no Retry-After is given
 _INDEXED = {
@@ -49,6 +56,21 @@ def bad_events(answer: object) -> dict[int, str]:
     return {i: "Amplitude 400: " + ", ".join(why) for i, why in reasons.items()}
 
 
+def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:
+    """The event without its ``OPTIONS_KEY``, and the value that key held (None: absent).
+
+    Parses only when the text mentions the key: the common case stays a text splice.
+    """
+    if f'"{OPTIONS_KEY}"' not in event.body:
+        return event, None
+    fields = json.loads(event.body)
+    if OPTIONS_KEY not in fields:
+        return event, None  # the text only mentioned it inside a value
+    options = fields.pop(OPTIONS_KEY)
+    stripped = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return event._replace(body=stripped), options
+
+
 class AmplitudeDestination(HttpDestination):
     """Delivers to Amplitude's HTTP V2 API; see the module docstring for the rules."""
 
@@ -58,19 +80,54 @@ class AmplitudeDestination(HttpDestination):
         """None: the API key travels in the body."""
         return {}
 
+    def request_options(self, own: Any) -> dict[str, Any]:
+        """The ``options`` of a request for events whose own options are ``own``."""
+        options = (
+            {}
+            if self.config.min_id_length is None
+            else {"min_id_length": self.config.min_id_length}
+        )
+        return {**options, **(own or {})}
+
+    def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
+        """``events`` grouped by the ``options`` their request must carry (first seen first)."""
+        groups: dict[str, list[ClaimedEvent]] = {}
+        for event in events:
+            own = own_options(event)[1]
+            options = self.request_options(own) if isinstance(own, (dict, type(None))) else own
+            groups.setdefault(json.dumps(options, sort_keys=True), []).append(event)
+        return list(groups.values()) if len(groups) > 1 else [events]
+
+    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
+        """None: each event's id travels in the body, as ``insert_id``."""
+        return {}
+
+    def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
+        """As for ``http``; an event whose own options are not a JSON object is
+        dead-lettered ``invalid`` unsent (only ``spooler enqueue`` can store one)."""
+        bad = {
+            i: f"{OPTIONS_KEY} must be a JSON object of Amplitude request options"
+            for i, event in enumerate(events)
+            if not isinstance(own_options(event)[1], (dict, type(None)))
+        }
+        if bad:
+            return Verdict("partial", reason="invalid", bad=bad, sent=False)
+        return super().send(events)
+
     def body(self, events: Sequence[ClaimedEvent]) -> str:
-        """``{"api_key", "events", "options"}``, joined from the stored texts."""
-        options = ""
-        if self.config.min_id_length is not None:
-            options = f',"options":{{"min_id_length":{self.config.min_id_length}}}'
-        texts = ",".join(event_text_with_id(event, "insert_id") for event in events)
+        """``{"api_key", "events", "options"}``, joined from the stored texts (the events
+        of one request share their options: ``request_batches`` saw to that)."""
+        stripped = [own_options(event) for event in events]
+        options = self.request_options(stripped[0][1])
+        texts = ",".join(event_text_with_id(event, "insert_id") for event, _ in stripped)
         return (
             '{"api_key":'
             + json.dumps(self.config.api_key)
             + ',"events":['
             + texts
             + "]"
-            + (options + "}")
+            + (f',"options":{json.dumps(options)}' if options else "")
+            + "}"
         )
 
     def judge(self, response: httpx.Response) -> Verdict:

@@ -50,6 +50,10 @@ class FileDestination:
                 f"destinations.{config.name}.url: cannot open {self._path}: {exc.strerror}"
             ) from None
 
+    def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
+        """``events`` in one write: lines carry no per-request options."""
+        return [events]
+
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """Write the events (a file: and fsync it); a failed write is cut back off and retried."""
         text = "".join(event_text(event, self.config.id_field) + "\n" for event in events)

@@ -146,6 +146,14 @@ class HttpDestination:
             return {"Authorization": f"Bearer {self.config.api_key}"}
         return {self.config.auth_header: self.config.api_key}
 
+    def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
+        """``events`` as one request: this API takes no options that differ per event."""
+        return [events]
+
+    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
+        """Headers of this one request: a lone event's id as ``Idempotency-Key``."""
+        return {"Idempotency-Key": events[0].event_id} if len(events) == 1 else {}
+
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """The request body, built by joining the stored JSON texts."""
         texts = [event_text(event, self.config.id_field) for event in events]
@@ -182,7 +190,7 @@ class HttpDestination:
                 reason="too_large",
                 sent=False,
             )
-        headers = {"Idempotency-Key": events[0].event_id} if len(events) == 1 else {}
+        headers = self.request_headers(events)
         if self.config.gzip:
             content = gzip.compress(content)
             headers["Content-Encoding"] = "gzip"

@@ -1,10 +1,11 @@
 """The ``posthog`` destination: PostHog's ``/batch/`` capture endpoint.
 
-Body: ``{"api_key": KEY, "batch": [...], "sent_at": ISO-8601}``, with ``sent_at`` made
-afresh on every attempt and ``uuid`` = the spooler event id unless the event carries
-one (PostHog de-duplicates on it). A request holding an event enqueued longer ago than
-``historical_after`` (default one day: an outage backlog) is sent with
-``"historical_migration": true``, as PostHog asks for old data.
+Body: ``{"api_key": KEY, "batch": [...], "historical_migration": false, "sent_at":
+ISO-8601}``, as ``posthog-python`` sends it, with ``sent_at`` made afresh on every attempt
+and ``uuid`` = the spooler event id unless the event carries one (PostHog de-duplicates
+on it). A request holding an event enqueued longer ago than ``historical_after`` (default
+one day: an outage backlog) says ``"historical_migration": true``, as PostHog asks for
+old data.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..records import ClaimedEvent, iso_utc
-from . import event_text_with_id
+from ..records import ClaimedEvent
+from . import event_text_with_id, isoformat_utc
 from .http import HttpDestination
 
 __all__ = ["PostHogDestination"]
@@ -26,15 +27,20 @@ class PostHogDestination(HttpDestination):
         """None: the project API key travels in the body."""
         return {}
 
+    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
+        """None: each event's id travels in the body, as ``uuid``."""
+        return {}
+
     def body(self, events: Sequence[ClaimedEvent]) -> str:
-        """``{"api_key", "batch", "sent_at"}`` (+ ``historical_migration``), joined as text."""
+        """``{"api_key", "batch", "historical_migration", "sent_at"}``, joined as text."""
         now = self._clock()
         batch = ",".join(event_text_with_id(event, "uuid") for event in events)
         old = min(event.created_at for event in events) < now - self.config.historical_after
         return (
             '{"api_key":' + json.dumps(self.config.api_key) + ',"batch":[' + batch + "]"
-            ',"sent_at":'
-            + json.dumps(iso_utc(now))
-            + (',"historical_migration":true' if old else "")
+            ',"historical_migration":'
+            + json.dumps(old)
+            + ',"sent_at":'
+            + json.dumps(isoformat_utc(now))
             + "}"
         )

@@ -1,10 +1,13 @@
 """The ``segment`` destination: Segment's HTTP Tracking API batch endpoint.
 
-Body: ``{"batch": [...], "sentAt": ISO-8601}``, with ``sentAt`` made afresh on every
-attempt and ``messageId`` = the spooler event id unless the message carries one (Segment
-de-duplicates on it). The write key is the HTTP Basic user name. Segment takes at most
-500 KB per request and 32 KB per message: larger batches are split before sending, and
-a larger message is dead-lettered ``too_large`` without being sent.
+Body: ``{"batch": [...], "sentAt": ISO-8601, "writeKey": KEY}``, as
+``analytics-python`` sends it, with ``sentAt`` made afresh on every attempt and
+``messageId`` = the spooler event id unless the message carries one (Segment
+de-duplicates on it). The write key is also the HTTP Basic user name. A request that
+repeats an earlier attempt says how many came before in ``X-Retry-Count``, as the SDK
+does. Segment takes at most 500 KB per request and 32 KB per message: larger batches are
+split before sending, and a larger message is dead-lettered ``too_large`` without being
+sent.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import base64
 import json
 from collections.abc import Sequence
 
-from ..records import ClaimedEvent, iso_utc
-from . import event_text_with_id
+from ..records import ClaimedEvent
+from . import event_text_with_id, isoformat_utc
 from .http import HttpDestination
 
 __all__ = ["SegmentDestination"]
@@ -31,7 +34,21 @@ class SegmentDestination(HttpDestination):
         token = base64.b64encode(f"{self.config.api_key}:".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
+    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
+        """``X-Retry-Count`` when the batch was tried before: the attempts of its most
+        tried message, less this one. (Each id travels in the body, as ``messageId``.)"""
+        retries = max(event.attempts for event in events) - 1
+        return {"X-Retry-Count": str(retries)} if retries > 0 else {}
+
     def body(self, events: Sequence[ClaimedEvent]) -> str:
-        """``{"batch": [...], "sentAt": now}``, joined from the stored texts."""
+        """``{"batch": [...], "sentAt": now, "writeKey": KEY}``, joined from the stored texts."""
         messages = ",".join(event_text_with_id(event, "messageId") for event in events)
-        return '{"batch":[' + messages + '],"sentAt":' + json.dumps(iso_utc(self._clock())) + "}"
+        return (
+            '{"batch":['
+            + messages
+            + '],"sentAt":'
+            + json.dumps(isoformat_utc(self._clock()))
+            + ',"writeKey":'
+            + json.dumps(self.config.api_key)
+            + "}"
+        )

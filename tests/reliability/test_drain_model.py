@@ -45,6 +45,9 @@ class ScriptedDestination:
         self.delivered: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def request_batches(self, events: list) -> list[list]:
+        return [events]
+
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         with self._lock:
             ids = [e.event_id for e in events]
