@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "EVENT_ID_CHARS",
+    "OPTIONS_KEY",
     "check_destination_name",
     "encode_event",
     "encode_event_array",
@@ -38,6 +39,11 @@ _ARRAY_ENCODER = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
 )
 EVENT_ID_CHARS = 36  # an event id: a UUID string
+#: The reserved key of a stored event that holds the request options the API takes per
+#: request, kept with each event by the client that set them (Amplitude's
+#: ``{"min_id_length": 3}``). The destination takes it out of the event it sends, and
+#: sends events whose options differ in separate requests.
+OPTIONS_KEY = "$options"
 # Byte -> the same byte with its low nibble made an RFC 9562 variant digit (8, 9, a, b).
 _VARIANT_NIBBLE = bytes((b & 0xF0) | 0x08 | (b & 0x03) for b in range(256))
 # Where in an id the random digits go ("tttttttt-tttt-7rrr-vrrr-rrrrrrrrrrrr"), in the
