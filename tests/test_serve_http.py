@@ -28,7 +28,7 @@ class EchoApp:
     def too_large(self, path: str) -> Response:
         return Response(413, b'{"error":"too large"}')
 
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response:
         self.handled.append(request)
         return Response(200, f"{request.method} {request.path} ".encode() + request.body)
 

@@ -3,8 +3,10 @@
 Each request's events are one batch, committed all or none. One thread commits: while
 it commits (and fsyncs), the batches of the requests that arrive wait, and the next
 commit takes all of them, so a commit's cost is shared by every request that waited
-for it. A request is answered only once the commit that holds its events has returned
-(after the fsync, at ``durability = "full"``). A failed shared commit is retried one
+for it; and after a commit of several, the next one waits a moment (at most as long as
+that commit took) for the clients it answered, which are about to send again. A
+request is answered only once the commit that holds its events has returned (after
+the fsync, at ``durability = "full"``). A failed shared commit is retried one
 batch at a time (``commit_together``), so a request learns only of its own error.
 """
 
@@ -21,6 +23,8 @@ from ..group_commit import commit_together
 __all__ = ["Committer"]
 
 Row = tuple[str, str, str]
+# The longest the thread waits for the batches of a group, however slow the last commit.
+MAX_GATHER_SECONDS = 0.005
 
 
 class _Batch:
@@ -58,6 +62,9 @@ class Committer:
         self._arrived = threading.Condition()
         self._idle = True  # the thread waits for work: a submit must wake it
         self._closed = False
+        self._gathering = False
+        self._last_group = 1  # batches in the last commit
+        self._last_commit_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="spooler-commit", daemon=True)
         self._thread.start()
 
@@ -69,7 +76,9 @@ class Committer:
             if self._closed:
                 raise RuntimeError("the committer is closed")
             self._pending.append(_Batch(events, future))
-            if self._idle:  # a busy thread takes the batch when its commit returns
+            # A busy thread takes the batch when its commit returns; a gathering one is
+            # woken only once its group is complete (a wake-up costs a GIL hand-over).
+            if self._idle or (self._gathering and len(self._pending) >= self._last_group):
                 self._arrived.notify()
         return future
 
@@ -80,9 +89,20 @@ class Committer:
                     self._idle = True
                     self._arrived.wait()
                 self._idle = False
+                if self._last_group > 1 and not self._closed:
+                    # The clients answered after the last commit are about to send again:
+                    # wait for as many batches as it held, but never longer than a commit
+                    # takes, or the groups would alternate between a few and the rest.
+                    self._gathering = True
+                    self._arrived.wait_for(
+                        lambda: len(self._pending) >= self._last_group or self._closed,
+                        timeout=min(self._last_commit_seconds, MAX_GATHER_SECONDS),
+                    )
+                    self._gathering = False
                 group, self._pending = self._pending, []
                 if not group and self._closed:
                     return
+            self._last_group = len(group)
             self._commit_group(group)
 
     def _commit_group(self, group: list[_Batch]) -> None:
@@ -102,8 +122,9 @@ class Committer:
             start += len(batch.events)
         began = time.perf_counter()
         errors = commit_together(self._commit, rows)
+        self._last_commit_seconds = time.perf_counter() - began
         if self._on_commit is not None:
-            self._on_commit(time.perf_counter() - began, len(group))
+            self._on_commit(self._last_commit_seconds, len(group))
         outcomes = [
             (batch, error, [row[0] for row in batch_rows])
             for batch, error, batch_rows in zip(group, errors, rows, strict=True)

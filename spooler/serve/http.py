@@ -21,12 +21,12 @@ of its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -83,8 +83,9 @@ class App(Protocol):
         """The answer to a body over ``body_limit`` (the API's own 413)."""
         ...
 
-    def handle(self, request: Request) -> Awaitable[Response]:
-        """Answer a request."""
+    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+        """Answer a request: at once, or with a future (no task per request: a commit's
+        callback settles it)."""
         ...
 
 
@@ -100,16 +101,25 @@ _IDLE, _HEAD, _BODY, _WAITING = range(4)
 
 def encode_response(response: Response, *, close: bool) -> bytes:
     """The response as bytes on the wire."""
-    reason = HTTPStatus(response.status).phrase
+    head = _head(response.status, response.content_type, response.headers, close)
+    return head % len(response.body) + response.body
+
+
+@functools.lru_cache(maxsize=256)
+def _head(
+    status: int, content_type: str, headers: tuple[tuple[str, str], ...], close: bool
+) -> bytes:
+    """A response's head, with ``%d`` for its Content-Length: the same few heads make
+    nearly every answer, so each is built once."""
     lines = [
-        f"HTTP/1.1 {response.status} {reason}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-        *(f"{name}: {value}" for name, value in response.headers),
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        f"Content-Type: {content_type}",
+        "Content-Length: %d",
+        *(f"{name}: {value}" for name, value in headers),
     ]
     if close:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class _Connection(asyncio.Protocol):
@@ -130,20 +140,20 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._body_limit = 0
-        # Requests to answer in order (with whether the connection stays open after),
-        # and last, an answer decided already: a refusal, after which it closes.
-        self._queue: deque[tuple[Request | Response, bool]] = deque()
-        self._answering = False
+        # What to answer, in order (with whether the connection stays open after): a
+        # request, the future of its answer, or an answer decided already (a refusal,
+        # after which it closes).
+        self._queue: deque[tuple[Request | Response | asyncio.Future[Response], bool]] = deque()
         self._closing = False  # answer what is queued, then close
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A socket's transport (uvloop's is not an asyncio.Transport subclass).
+        self._transport = cast(asyncio.Transport, transport)
         if len(self._server.connections) >= self._limits.max_connections:
-            transport.write(encode_response(_BUSY, close=True))
-            transport.close()
+            self._transport.write(encode_response(_BUSY, close=True))
+            self._transport.close()
             return
         self._server.connections.add(self)
 
@@ -232,27 +242,35 @@ class _Connection(asyncio.Protocol):
 
     def _enqueue(self, item: Request | Response, *, keep_alive: bool) -> None:
         self._queue.append((item, keep_alive))
-        if not self._answering:
-            self._answering = True
-            self._loop.create_task(self._answer_queued())
+        if len(self._queue) == 1:  # else the answer ahead of it is pending
+            self._answer_queued()
 
-    async def _answer_queued(self) -> None:
+    def _answer_queued(self, _ready: object = None) -> None:
+        """Answer what is queued, in order, until an answer is not ready yet (then this
+        runs again when it is)."""
         while self._queue:
             item, keep_alive = self._queue[0]
-            if isinstance(item, Response):
-                response = item
-            else:
+            if isinstance(item, Request):
                 try:
-                    response = await self._app.handle(item)
+                    item = self._app.handle(item)
                 except Exception:
                     log.exception("answering %s %s failed", item.method, item.path)
-                    response = _FAILED
+                    item = _FAILED
+            if not isinstance(item, Response):
+                if not item.done():
+                    self._queue[0] = (item, keep_alive)
+                    item.add_done_callback(self._answer_queued)
+                    return
+                try:
+                    item = item.result()
+                except Exception:
+                    log.exception("answering a request failed")
+                    item = _FAILED
             self._queue.popleft()
             close = not keep_alive or self._server.stopping
-            self._write(response, close=close)
+            self._write(item, close=close)
             if close:
                 return
-        self._answering = False
         if self._transport is not None:
             if self._phase == _WAITING:
                 self._phase = _IDLE
@@ -285,7 +303,7 @@ class _Connection(asyncio.Protocol):
 
     def stop_when_idle(self) -> None:
         """Close now if no request is in progress; else after its answer."""
-        if self._phase == _IDLE and not self._answering and self._transport is not None:
+        if self._phase == _IDLE and not self._queue and self._transport is not None:
             self._transport.close()
 
 

@@ -11,6 +11,10 @@ from .http import Request, Response
 __all__ = ["PostHog"]
 
 
+# The same answer every time: built once.
+_ACCEPTED = json_response(200, {"status": 1})
+
+
 class PostHog(API):
     """PostHog's capture endpoints: ``/batch/``, and ``/capture/``, ``/e/``, ``/i/v0/e/``."""
 
@@ -67,7 +71,7 @@ class PostHog(API):
 
     def accepted(self, request: Request, ingest: Ingest, ids: list[str], now: float) -> Response:
         """``{"status": 1}``."""
-        return json_response(200, {"status": 1})
+        return _ACCEPTED
 
     def malformed(self, reason: str) -> Response:
         """``{"type": "validation_error", "code": "invalid_payload", "detail", "attr"}``."""
