@@ -47,8 +47,10 @@ def relay(folder: Path) -> Iterator[int]:
     """``spooler serve`` on a fresh spool in ``folder``; its port, once it listens."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "spooler_cli", "serve", "--db", str(folder / "serve.db")]
-        + ["--port", str(port), "--log-level", "warning"],
+        [
+            *(sys.executable, "-m", "spooler_cli", "serve", "--db", str(folder / "serve.db")),
+            *("--port", str(port), "--log-level", "warning"),
+        ],
     )
     try:
         deadline = time.monotonic() + 30
