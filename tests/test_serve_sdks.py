@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import spooler_cmd
+from conftest import rows, spooler_cmd
 from relay import RunningRelay, relay, write_config
 
 from spooler.receiver import Receiver
@@ -288,3 +289,56 @@ def test_datalyr_node(tmp_path: Path, receiver: Receiver) -> None:
         acked = run_node_until_killed("serve_datalyr.js", spec, running)
     delivered = drain_and_check(db, config, receiver, "datalyr", acked)
     assert [e["eventId"] for e in delivered] == [acked[n]["eventId"] for n in sorted(acked)]
+
+
+def readme_js_snippets() -> list[str]:
+    """The JavaScript blocks of the README's section on ``spooler serve``."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## From Node, Go, Ruby: point the SDK at spooler serve", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return re.findall(r"^```js\n(.*?)^```$", section, re.S | re.M)
+
+
+def test_the_readmes_snippets_run_as_written(tmp_path: Path, receiver: Receiver) -> None:
+    # Given the README's config (its two destinations, keys from the environment)
+    snippets = readme_js_snippets()
+    assert len(snippets) == 2
+    if shutil.which("node") is None:
+        pytest.skip("needs node (Node.js 20; .ci/run installs it)")
+    sdk = datalyr_sdk()
+    modules = tmp_path / "node_modules" / "@datalyr"
+    modules.mkdir(parents=True)
+    (modules / "api").symlink_to(sdk)  # where npm would put it, were it on npm
+    db = tmp_path / "spool.db"
+    config = write_config(
+        tmp_path / "spooler.toml",
+        {
+            "datalyr": {"type": "datalyr", "api_key": "${DATALYR_API_KEY}"},
+            "amplitude": {"type": "amplitude", "api_key": "${AMPLITUDE_API_KEY}"},
+        },
+    )
+    env = {"DATALYR_API_KEY": KEYS["datalyr"], "AMPLITUDE_API_KEY": KEYS["amplitude"]}
+    # When each snippet runs as pasted, but for the relay's port
+    with relay(db, "--config", str(config), env=env) as running:
+        port = running.url.rsplit(":", 1)[1]
+        for index, snippet in enumerate(snippets):
+            script = tmp_path / f"snippet{index}.js"
+            script.write_text(snippet.replace("127.0.0.1:8420", f"127.0.0.1:{port}"))
+            done = subprocess.run(
+                ["node", str(script)],
+                cwd=tmp_path,
+                env={
+                    **os.environ,
+                    **env,
+                    "NODE_PATH": f"{tmp_path / 'node_modules'}:{NODE_DIR / 'node_modules'}",
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+    # Then each SDK's event is in the spool, for its destination
+    assert sorted(d for (d,) in rows(db, "SELECT destination FROM queue")) == [
+        "amplitude",
+        "datalyr",
+    ]
