@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import EVENT, Row, at_least, context, interleaved, report, workdir
+from common import EVENT, Row, at_least, context, interleaved, report, wait_for_port, workdir
 
 import spooler
 
@@ -53,15 +53,7 @@ def relay(folder: Path) -> Iterator[int]:
         ],
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("spooler serve did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, process, "spooler serve")
         yield port
     finally:
         process.terminate()

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from common import Row, context, interleaved, report, workdir
+from common import Row, context, interleaved, report, wait_for_port, workdir
 
 from spooler import Spool
 from spooler.events import encode_event, new_event_ids
@@ -230,15 +230,7 @@ def measure(folder: Path, name: str, connections: int, events: int) -> float:
     db = folder / f"{time.monotonic_ns()}.db"
     server = subprocess.Popen([sys.executable, __file__, "--serve", name, str(port), str(db)])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{name} did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, server, name)
         path = "/track" if events == 1 else "/batch"
         done = subprocess.run(
             [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import click
 
 from spooler.config import ServeConfig, build_serve_config
 
 from .options import Options, common_options
+from .service import service_options, setup_logging
 
 __all__ = ["serve"]
 
@@ -29,28 +29,7 @@ __all__ = ["serve"]
     default=None,
     help="Listen beyond loopback without a token (anyone who reaches the port can post).",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    help="Serve Prometheus metrics and /healthz on this port (needs spooler[metrics]).",
-)
-@click.option(
-    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["plain", "json"]),
-    default="plain",
-    show_default=True,
-    help="json: one JSON object per line (for journald / log shippers).",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-    help="Leave out log lines below this level (debug: every refused request).",
-)
+@service_options("debug: every refused request")
 @common_options
 def serve(
     opts: Options,
@@ -71,8 +50,6 @@ def serve(
     """
     from spooler.serve import Relay
 
-    from .drain import JsonLogFormatter
-
     opts.warn_of_config_mistakes()
     config = build_serve_config(
         opts.raw_config,
@@ -83,14 +60,7 @@ def serve(
             "allow_unauthenticated": allow_unauthenticated,
         },
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonLogFormatter()
-        if log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
-    debug = click.get_current_context().meta.get("spooler.debug")
-    logging.basicConfig(level="DEBUG" if debug else log_level.upper(), handlers=[handler])
+    setup_logging(log_format, log_level)
     log = logging.getLogger("spooler.serve")
     open_apis = [api for api, name in config.destinations.items() if not _checked(config, name)]
     if open_apis:
