@@ -91,7 +91,7 @@ class IngestApp:
     def handle(self, request: Request) -> Response | asyncio.Future[Response]:
         """Read and check the request's events, and commit them: the API's answer at once
         for a request refused, else its future, settled once the commit has returned."""
-        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
+        if request.path == "/healthz" and request.method == "GET":
             return json_response(200, {"ok": True})
         route = self._route(request.path)
         if isinstance(route, Response):
