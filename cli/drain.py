@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,31 +19,13 @@ from spooler.config import (
 )
 from spooler.drain import Drain, DrainReport, Mode
 from spooler.events import events_phrase
-from spooler.records import Counts, iso_utc
+from spooler.records import Counts
 from spooler.spool import DEFAULT_DESTINATION
 
 from .options import Options, common_options, parse_duration_option
+from .service import JsonLogFormatter, service_options, setup_logging
 
-__all__ = ["drain"]
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log line: time (ISO 8601 UTC), level, logger, message; also
-    destination, for a line about one destination, and traceback (with ``--debug``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as a JSON line."""
-        line = {
-            "time": iso_utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if hasattr(record, "destination"):
-            line["destination"] = record.destination
-        if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+__all__ = ["JsonLogFormatter", "drain"]
 
 
 def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict | None:
@@ -136,28 +117,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--summary-interval", callback=parse_duration_option, help="Summary log period [default 60s]."
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    help="Serve Prometheus metrics and /healthz on this port (needs spooler[metrics]).",
-)
-@click.option(
-    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["plain", "json"]),
-    default="plain",
-    show_default=True,
-    help="json: one JSON object per line (for journald / log shippers).",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-    help="Leave out log lines below this level (warning: retries, dead letters, errors).",
-)
+@service_options("warning: retries, dead letters, errors")
 @common_options
 def drain(
     opts: Options,
@@ -212,17 +172,10 @@ def drain(
             )
         config = replace(config, destinations={n: config.destinations[n] for n in only})
     ctx = click.get_current_context()
-    debug = ctx.meta.get("spooler.debug")
     show_progress = bool(mode) and sys.stderr.isatty()
     if show_progress and ctx.get_parameter_source("log_level") is ParameterSource.DEFAULT:
         log_level = "warning"  # per-batch lines would break up the progress bar
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonLogFormatter()
-        if log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
-    logging.basicConfig(level="DEBUG" if debug else log_level.upper(), handlers=[handler])
+    setup_logging(log_format, log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines repeat ours
     # The drain's own commits (claims, acks, reschedules, dead-letter moves) skip the
     # fsync: losing the last of them to a power cut only puts events back where they
