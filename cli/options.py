@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 
 from spooler import ConfigError, InvalidEventError, Spool
-from spooler.spool import is_url
+from spooler.store import is_url
 
 __all__ = [
     "DEFAULT_DB",

@@ -22,7 +22,8 @@ from .events import check_destination_name
 from .files import DEFAULT_FILE_MODE, check_file_mode
 from .redact import mask, masked_url
 from .retry import RetryPolicy
-from .spool import DEFAULT_DESTINATION, is_url
+from .spool import DEFAULT_DESTINATION
+from .store import is_url
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -38,12 +38,11 @@ from .records import (
     queued_elsewhere,
 )
 from .redact import masked_url
-from .spool import is_url
-from .store import Store
 
 if TYPE_CHECKING:
     from .metrics import DrainMetrics
     from .retry import RetryPolicy
+    from .store.interface import SpoolStore
 
 __all__ = ["CRASH_ENV", "Drain", "DrainReport", "Mode"]
 
@@ -97,7 +96,7 @@ class Drain:
 
     def __init__(
         self,
-        store: Store,
+        store: SpoolStore,
         config: DrainConfig,
         *,
         destinations: Mapping[str, Destination] | None = None,
@@ -110,11 +109,9 @@ class Drain:
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        spool_files = {os.path.realpath(store.path + suffix) for suffix in ("", "-wal", "-shm")}
         for dest in config.destinations.values():
             # Appending JSON lines to the spool's own files would corrupt it.
-            path = dest.url.removeprefix("file://")
-            if dest.type == "file" and os.path.realpath(path) in spool_files:
+            if dest.type == "file" and store.is_own_file(dest.url.removeprefix("file://")):
                 raise ConfigError(f"destinations.{dest.name}.url: {dest.url} is the spool itself")
         self._destinations = (
             dict(destinations)
@@ -214,7 +211,7 @@ class Drain:
             "drain %s started (%s) on %s for %s",
             self.owner,
             mode.value,
-            _location(self._store.path),
+            self._store.location,
             ", ".join(
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
@@ -318,7 +315,7 @@ class Drain:
         return current
 
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
-        released = self._store.release(self.owner, now=self._clock())
+        released = self._store.release_leases(self.owner, now=self._clock())
         if released:
             log.info("released %s leased for another drain to deliver", events_phrase(released))
         report = self._report
@@ -723,11 +720,6 @@ def _resumed_breaker(
     # was kept would stretch it.
     paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)
     return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
-
-
-def _location(path: str) -> str:
-    """Where the spool is, for the log: a file's absolute path, or a database's URL."""
-    return path if is_url(path) else os.path.abspath(path)
 
 
 def _last_failed(failures: int) -> str:

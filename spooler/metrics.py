@@ -11,11 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from .errors import ConfigError
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store.interface import SpoolStore
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -29,7 +31,7 @@ __all__ = ["DrainMetrics"]
 class _SpoolCollector:
     """Queue gauges, read from the spool when Prometheus scrapes."""
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: SpoolStore, clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
 
@@ -73,7 +75,7 @@ class DrainMetrics:
         metrics.close()
     """
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SpoolStore, *, clock: Callable[[], float] = time.time) -> None:
         if CollectorRegistry is None:
             raise ConfigError(
                 "--metrics-port needs prometheus-client: pip install 'spooler[metrics]'"

@@ -21,7 +21,7 @@ from typing import IO, Any
 import pytest
 from pg_server import PostgresServer, missing_postgres
 
-import spooler.store as store_module
+import spooler.store.sqlite.base as sqlite_base
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, DrainReport, Mode
@@ -264,14 +264,14 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str, str
 def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int, int]]:
     """Record each flush to disk as (inode flushed, events committed at that moment)."""
     flushes: list[tuple[int, int]] = []
-    flush = store_module._flush_to_disk
+    flush = sqlite_base._flush_to_disk
 
     def spy(fd: int) -> None:
         queued = rows(db, "SELECT count(*) FROM queue")[0][0] if db.exists() else 0
         flushes.append((os.fstat(fd).st_ino, queued))
         flush(fd)
 
-    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
+    monkeypatch.setattr(sqlite_base, "_flush_to_disk", spy)
     return flushes
 
 

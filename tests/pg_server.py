@@ -199,7 +199,7 @@ DRAIN = """
 import signal, sys
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
-from spooler.spool import open_store
+from spooler.store import open_store
 store = open_store(sys.argv[1], durability="normal")
 config = build_drain_config(
     {},

@@ -84,7 +84,7 @@ def test_the_password_comes_from_libpq_s_environment(
 def test_a_refused_password_fails_at_once_without_showing_it(
     postgres: PostgresServer, password_role: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spooler.pgstore import connection
+    from spooler.store.postgres import connection
 
     def no_waiting(seconds: float) -> None:
         raise AssertionError("a server that refuses the password is not waited for")

@@ -18,7 +18,8 @@ from conftest import rows, spy_on_flushes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import spooler.store as store_module
+import spooler.store.sqlite.base as sqlite_base
+import spooler.store.sqlite.maintenance as sqlite_maintenance
 from spooler import (
     ConfigError,
     InvalidEventError,
@@ -30,15 +31,12 @@ from spooler import (
 )
 from spooler.events import encode_event
 from spooler.records import DeadSelection, Failure, QueueSelection
-from spooler.sqlite_errors import store_error
-from spooler.store import (
-    APPLICATION_ID,
-    ATTEMPT_LOG_ENTRIES,
-    ATTEMPT_LOG_ERROR_CHARS,
-    RECLAIM_MIN_PAGES,
-    SCHEMA_VERSION,
-    Store,
-)
+from spooler.store.shared import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS
+from spooler.store.sqlite import SCHEMA_VERSION
+from spooler.store.sqlite import SQLiteStore as Store
+from spooler.store.sqlite.errors import store_error
+from spooler.store.sqlite.maintenance import RECLAIM_MIN_PAGES
+from spooler.store.sqlite.schema import APPLICATION_ID
 
 NOW = 1_000_000.0
 
@@ -368,7 +366,7 @@ def test_a_failed_flush_says_the_change_is_committed_but_not_durable(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Spool(db) as spool:
-        monkeypatch.setattr(store_module, "_flush_to_disk", fail_flushes)
+        monkeypatch.setattr(sqlite_base, "_flush_to_disk", fail_flushes)
         with pytest.raises(NotDurableError, match=r"committed but may not survive a power"):
             spool.enqueue({"n": 1})
     assert rows(db, "SELECT count(*) FROM queue") == [(1,)]
@@ -377,7 +375,7 @@ def test_a_failed_flush_says_the_change_is_committed_but_not_durable(
 def test_a_spool_whose_first_flush_fails_is_not_opened(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_flush_to_disk", fail_flushes)
+    monkeypatch.setattr(sqlite_base, "_flush_to_disk", fail_flushes)
     with pytest.raises(NotDurableError):
         Spool(db)
     # Nothing of the spool is left open: not the log, not the database file.
@@ -525,7 +523,7 @@ def test_release_makes_leased_events_due_now(db: Path) -> None:
     store = Store(db)
     enqueue(store, "{}", "{}")
     store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
-    assert store.release("me", now=NOW + 1) == 1
+    assert store.release_leases("me", now=NOW + 1) == 1
     assert len(store.claim("default", 5, "you", due_by=NOW + 1, lease_until=NOW + 60)) == 2
 
 
@@ -625,7 +623,7 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
 
 def test_an_empty_selection_is_refused() -> None:
     with pytest.raises(ValueError, match="everything=True"):
-        DeadSelection().where()
+        DeadSelection()
 
 
 def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> None:
@@ -694,7 +692,7 @@ def test_space_is_reclaimed_while_other_threads_commit(
 ) -> None:
     # Given four threads that enqueue, claim and ack on one spool's connection, so pages
     # keep being freed, and a fifth that gives them back as fast as it can (from one page)
-    monkeypatch.setattr(store_module, "RECLAIM_MIN_PAGES", 1)
+    monkeypatch.setattr(sqlite_maintenance, "RECLAIM_MIN_PAGES", 1)
     with Spool(db, durability="normal") as spool:
         store, stop = spool.store, threading.Event()
         errors: list[BaseException] = []

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-import spooler.store as store_module
+import spooler.store.shared as store_shared
 from spooler import SpoolFullError, UnknownEventError
 from spooler.records import DeadSelection, Failure, QueueSelection
-from spooler.spool import open_store
-from spooler.store import Store
-from spooler.store_interface import SpoolStore
+from spooler.store import open_store
+from spooler.store.interface import SpoolStore
+from spooler.store.sqlite import SQLiteStore
 
 ALL = QueueSelection(everything=True)
 ALL_DEAD = DeadSelection(everything=True)
@@ -78,9 +78,12 @@ def counts(store: SpoolStore, destination: str = "d") -> tuple[int, ...]:
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_every_backend_has_every_method_of_the_interface(backend: str) -> None:
     if backend == "sqlite":
-        implementation: type = Store
+        implementation: type = SQLiteStore
     else:
-        implementation = pytest.importorskip("spooler.pgstore").PostgresStore
+        pytest.importorskip("psycopg")
+        from spooler.store.postgres import PostgresStore
+
+        implementation = PostgresStore
     for name, member in vars(SpoolStore).items():
         if name.startswith("_") or not callable(member):
             continue
@@ -197,8 +200,8 @@ def test_extend_lease_and_release_touch_only_the_owners_events(store: SpoolStore
     [theirs] = store.claim("d", 1, "b", due_by=now, lease_until=now + 60)
     store.extend_lease("a", [mine.rowid, theirs.rowid], time.time() - 1)  # a's lease is over
     assert claim(store, "c") == ["e1"]
-    assert store.release("b", now=time.time()) == 1
-    assert store.release("b", now=time.time()) == 0
+    assert store.release_leases("b", now=time.time()) == 1
+    assert store.release_leases("b", now=time.time()) == 0
     assert claim(store, "c") == ["e2"]
     assert store.stale_leases(now=time.time()) == 0
 
@@ -306,7 +309,7 @@ def test_dead_events_are_read_a_page_at_a_time_in_order(
 ) -> None:
     # Pages of 3 (else 1000): the listing goes on past page ends, a limit included,
     # and a named id that is not there is refused before anything is listed.
-    monkeypatch.setattr(store_module, "DEAD_PAGE", 3)
+    monkeypatch.setattr(store_shared, "DEAD_PAGE", 3)
     names = [f"p{n}" for n in range(7)]
     dead_letter(store, *names)
     assert [d.event_id for d in store.dead_events(ALL_DEAD)] == names

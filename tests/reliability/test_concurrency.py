@@ -21,7 +21,7 @@ from conftest import (
 )
 
 import spooler.drain as drain_module
-import spooler.store as store_module
+import spooler.store.sqlite.maintenance as sqlite_maintenance
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
@@ -152,7 +152,7 @@ def test_space_is_given_back_while_workers_commit(
     # When a drain gives them back to the disk as often as its loop turns (every 0.1 s),
     # while its workers claim and ack small batches on the same connection
     monkeypatch.setattr(drain_module, "RECLAIM_INTERVAL", 0.0)
-    monkeypatch.setattr(store_module, "RECLAIM_MIN_PAGES", 1)
+    monkeypatch.setattr(sqlite_maintenance, "RECLAIM_MIN_PAGES", 1)
     config = build_drain_config(
         {},
         destination_flags={

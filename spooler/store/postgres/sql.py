@@ -3,15 +3,15 @@ the totals' bookkeeping, the attempt log, and the move to the dead-letter table.
 
 Statements are templates: ``{s}`` is the spool's schema. Parameters are psycopg's named
 ``%(name)s``; ``%(h)s`` is always the caller's present (``now``, or the store's clock),
-the anchor of every time the caller gives or gets (see ``store_interface``).
+the anchor of every time the caller gives or gets (see ``store.interface``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..records import DeadSelection, QueueSelection
-from ..store import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
+from ...records import DeadSelection, QueueSelection
+from ..shared import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
 from .schema import SHARDS
 
 __all__ = [
@@ -52,8 +52,7 @@ def with_ctes(ctes: dict[str, str], final: str) -> str:
 
 
 def where(selection: QueueSelection, params: dict[str, Any]) -> str:
-    """The SQL condition of ``selection``, its values added to ``params``; refuses an
-    empty selection that does not say ``everything``."""
+    """The SQL condition of ``selection``, its values added to ``params``."""
     clauses = []
     if selection.ids:
         clauses.append("event_id = ANY(%(sel_ids)s::text[])")
@@ -70,11 +69,7 @@ def where(selection: QueueSelection, params: dict[str, Any]) -> str:
             if value is not None:
                 clauses.append(clause)
                 params[name] = value
-    if not clauses:
-        if not selection.everything:
-            raise ValueError(f"an empty {type(selection).__name__} must say everything=True")
-        return "TRUE"
-    return " AND ".join(clauses)
+    return " AND ".join(clauses) or "TRUE"
 
 
 def change_totals(source: str, sign: str = "+") -> str:

@@ -13,13 +13,13 @@ from typing import Any
 
 import psycopg
 
-from ..errors import SpoolFullError
-from ..events import EVENT_ID_CHARS, split_event_ids
-from ..records import Failure
-from .base import StoreBase
+from ...events import EVENT_ID_CHARS, split_event_ids
+from ...records import Failure
+from ..shared import check_room
+from .base import PostgresBase
 from .sql import NOW, change_totals, with_ctes
 
-__all__ = ["ProducerOperations"]
+__all__ = ["PostgresProducers"]
 
 # Where the rows of an insert come from: columns event_id, destination, body, position.
 # One row as plain parameters: arrays cost a producer ~35 us more to send, per call.
@@ -80,7 +80,7 @@ def _insert_statement(source: str, checks: tuple[str, ...]) -> str:
     )
 
 
-class ProducerOperations(StoreBase):
+class PostgresProducers(PostgresBase):
     """What producers do to a PostgreSQL spool."""
 
     def insert(
@@ -178,17 +178,7 @@ class ProducerOperations(StoreBase):
         if row[0]:
             return True
         _, events, size, held, held_bytes = row
-        # Dead events count: they take the same disk until they are replayed or purged.
-        if max_events is not None and held + events > max_events:
-            raise SpoolFullError(
-                f"the spool holds {held} events, queued or dead, and {events} more "
-                f"would pass max_events={max_events}; nothing was enqueued"
-            )
-        if max_bytes is not None and held_bytes + size > max_bytes:
-            raise SpoolFullError(
-                f"the spool's events, queued or dead, take {held_bytes} bytes, and "
-                f"{size} more would pass max_bytes={max_bytes}; nothing was enqueued"
-            )
+        check_room((held, held_bytes), (events, size), max_events, max_bytes)
         return False  # ids and elements do not pair up, or one is too large
 
     def insert_dead(

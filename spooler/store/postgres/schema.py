@@ -1,7 +1,7 @@
 """The PostgreSQL spool's tables, created on first use inside one schema, and the checks
 that refuse a schema spooler did not make or cannot read.
 
-The tables mirror the SQLite file's (``spooler/store.py``); the differences are what a
+The tables mirror the SQLite file's (``store/sqlite/schema.py``); the differences are what a
 server shared by many hosts needs. Times are Unix seconds on the database's clock.
 ``totals`` has ``SHARDS`` rows, not one: each transaction adds its change to the row
 of its own backend (``pg_backend_pid() % SHARDS``), so producers do not queue behind
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import psycopg
 
-from ..errors import StoreError
-from .connection import Target
+from ...errors import StoreError
+from ..postgres_url import Target
 
 __all__ = ["SCHEMA_VERSION", "SHARDS", "prepare"]
 
@@ -86,9 +86,11 @@ CREATE FUNCTION {s}.is_json_object(body text) RETURNS boolean
 """
 
 
-def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> None:
-    """Check the spool's schema, creating it first if it is missing and ``create``."""
+def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
+    """Check the spool's schema, creating it first if it is missing and ``create``;
+    returns whether this created it."""
     s = target.quoted_schema
+    created = False
     if conn.execute("SELECT to_regclass(%s)", (f"{s}.meta",)).fetchone()[0] is None:
         if not create:
             raise StoreError(
@@ -100,7 +102,9 @@ def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> None:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
             if conn.execute("SELECT to_regclass(%s)", (f"{s}.meta",)).fetchone()[0] is None:
                 _create(conn, target)
+                created = True
     _check(conn, target)
+    return created
 
 
 def _create(conn: psycopg.Connection, target: Target) -> None:
