@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_program, wait_until
-from pg_server import DRAIN, PASSWORD_ROLE, PgBouncer, PostgresServer
+from conftest import SPOOLER, require_program, wait_until
+from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 
 from spooler import ConfigError, Spool, StoreError
 from spooler.receiver import Receiver
@@ -21,27 +21,13 @@ from spooler.records import QueueSelection
 
 psycopg = pytest.importorskip("psycopg")
 
-SECRET = "s3cr:t/p@ss w0rd"
-
-
-def sql(server: PostgresServer, statement: str) -> list[tuple[object, ...]]:
-    """Run one statement as the superuser (the test's own look into the database)."""
-    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-        cursor = conn.execute(statement)
-        return cursor.fetchall() if cursor.description else []
+SECRET = PASSWORD
 
 
 @pytest.fixture
 def password_role(postgres: PostgresServer) -> str:
     """The role that must give its password (``SECRET``), allowed to create a schema."""
-    sql(
-        postgres,
-        f"DO $$ BEGIN CREATE ROLE {PASSWORD_ROLE} LOGIN; EXCEPTION WHEN duplicate_object"
-        " THEN NULL; END $$",
-    )
-    sql(postgres, f"ALTER ROLE {PASSWORD_ROLE} PASSWORD '{SECRET}'")
-    sql(postgres, f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE}")
-    return PASSWORD_ROLE
+    return postgres.password_role()
 
 
 # -- the URL and its password ---------------------------------------------------------
@@ -126,16 +112,16 @@ def test_the_schema_is_named_by_the_url_and_spools_in_one_database_are_apart(
         default.enqueue({"e": 1})
         assert other.status().total.queued == 0
         assert default.store.schema_version() == 1
-    assert sql(postgres, "SELECT count(*) FROM spooler.queue") == [(1,)]
-    assert sql(postgres, "SELECT count(*) FROM other_app.queue") == [(0,)]
-    sql(postgres, "DROP SCHEMA spooler CASCADE")
+    assert postgres.sql("SELECT count(*) FROM spooler.queue") == [(1,)]
+    assert postgres.sql("SELECT count(*) FROM other_app.queue") == [(0,)]
+    postgres.sql("DROP SCHEMA spooler CASCADE")
 
 
 def test_a_schema_of_other_tables_is_left_untouched(postgres: PostgresServer) -> None:
-    sql(postgres, "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int)")
+    postgres.sql("CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int)")
     with pytest.raises(StoreError, match="not a spooler spool; refusing"):
         Spool(postgres.url(schema="billing"))
-    assert sql(postgres, "SELECT tablename FROM pg_tables WHERE schemaname = 'billing'") == [
+    assert postgres.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'billing'") == [
         ("invoices",)
     ]
 
@@ -146,13 +132,13 @@ def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
         Spool(url, create=False)
     Spool(url).close()
     schema = url.rsplit("=", 1)[1]
-    sql(postgres, f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
+    postgres.sql(f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer than this spooler understands"):
         Spool(url)
 
 
 def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer) -> None:
-    sql(postgres, "CREATE SCHEMA made_for_spooler")
+    postgres.sql("CREATE SCHEMA made_for_spooler")
     with Spool(postgres.url(schema="made_for_spooler")) as spool:
         spool.enqueue({"e": 1})
         assert spool.status().total.queued == 1
@@ -232,7 +218,7 @@ def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) 
     producer.join()
     # Then the producer waited instead of failing, and every enqueue it was told of is there
     assert errors == []
-    count = sql(own_postgres, f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
+    count = own_postgres.sql(f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
     assert count >= len(acknowledged)
     spool.close()
 
@@ -287,7 +273,7 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         producers = [subprocess.Popen([sys.executable, "-c", PRODUCE, url]) for _ in range(3)]
         drains = [
             subprocess.Popen(
-                [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+                [*SPOOLER, *drain_args(url, receiver.url, until_empty=True)],
                 stderr=subprocess.PIPE,
                 text=True,
             )
@@ -298,7 +284,7 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
             _, errors = drain.communicate(timeout=180)
             assert drain.returncode == 0, errors[-2000:]
         last = subprocess.run(
-            [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+            [*SPOOLER, *drain_args(url, receiver.url, until_empty=True)],
             capture_output=True,
             text=True,
             timeout=180,
