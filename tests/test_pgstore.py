@@ -15,7 +15,9 @@ import pytest
 from conftest import SPOOLER, require_program, wait_until
 from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 
+import spooler.store.postgres.maintenance as postgres_maintenance
 from spooler import ConfigError, Spool, StoreError
+from spooler.doctor import diagnose
 from spooler.receiver import Receiver
 from spooler.records import QueueSelection
 
@@ -294,3 +296,48 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         assert len(ids) == 600 and len(set(ids)) == 600
     finally:
         bouncer.close()
+
+
+# -- spooler doctor -------------------------------------------------------------------
+
+
+def findings(spool: Spool) -> dict[str, tuple[str, str]]:
+    """``spooler doctor``'s findings on ``spool``, by check: (level, detail)."""
+    return {f.check: (f.level, f.detail) for f in diagnose(spool, now=time.time())}
+
+
+def test_doctor_checks_the_server_not_files(pg_url: str) -> None:
+    with Spool(pg_url) as spool:
+        spool.enqueue({"e": 1})
+        found = findings(spool)
+    assert set(found) == {"integrity", "schema", "server", "bloat", "leases", "bodies"}
+    assert found["server"][0] == "ok" and found["server"][1].startswith("PostgreSQL 15")
+    assert found["schema"] == ("ok", "version 1")
+
+
+def test_doctor_warns_of_dead_rows_autovacuum_left(postgres: PostgresServer, pg_url: str) -> None:
+    # Given a queue whose table autovacuum may not clean, and 12,000 events gone from it
+    with Spool(pg_url) as spool:
+        schema = spool.store.schema
+        postgres.sql(f"ALTER TABLE {schema}.queue SET (autovacuum_enabled = false)")
+        for _ in range(3):
+            spool.enqueue_many([{"n": n} for n in range(4000)])
+        assert spool.expire(everything=True) == 12_000
+        # When the doctor looks (the statistics trail the deletes by a second or so)
+        assert wait_until(lambda: findings(spool)["bloat"][0] == "warning", timeout=30)
+        # Then it says how many rows are dead, and where to read what to do
+        detail = findings(spool)["bloat"][1]
+        assert "queue 12,000 dead of 0" in detail and "Table bloat" in detail
+        postgres.sql(f"VACUUM {schema}.queue")
+        assert wait_until(lambda: findings(spool)["bloat"][0] == "ok", timeout=30)
+
+
+def test_doctor_warns_of_a_long_held_transaction(
+    postgres: PostgresServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_maintenance, "LONG_TRANSACTION", 0.0)
+    with Spool(pg_url) as spool, psycopg.connect(postgres.admin_url()) as other:
+        assert findings(spool)["bloat"][0] == "ok"
+        other.execute("SELECT 1")  # psycopg began a transaction, and leaves it open
+        level, detail = findings(spool)["bloat"]
+        assert level == "warning" and "a transaction in this database has been open" in detail
