@@ -5,6 +5,8 @@ password), and the password never in any output."""
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import spooler_cmd
+from conftest import SPOOLER, spooler_cmd, wait_until
 from pg_server import PASSWORD, PostgresServer
 
 from spooler import Spool
@@ -275,3 +277,61 @@ def test_the_drain_warns_of_a_new_spool_only_when_it_made_one(
         f"no spool was at {shown_location(fresh)}, so the drain created an empty one" in made.stderr
     )
     assert not _leaks(made.stderr)
+
+
+# -- drains that share a destination ------------------------------------------------------
+
+
+class Logged:
+    """A process whose stderr lines are collected as they come, by a thread of their own."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen([*SPOOLER, *args], stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def said(self, text: str) -> bool:
+        """Whether a line so far holds ``text``."""
+        return any(text in line for line in self.lines)
+
+    def stop(self) -> int:
+        """SIGTERM, as a supervisor stops a drain; returns its exit code."""
+        self.process.terminate()
+        code = self.process.wait(timeout=60)
+        self._reader.join()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return code
+
+
+def test_running_drains_share_a_destination_s_pause(pg_url: str) -> None:
+    # Given two drains of one PostgreSQL spool, and a receiver that fails the first
+    # request it gets, asking for a minute's rest
+    with Receiver() as receiver, Spool(pg_url) as spool:
+        receiver.fail_next(503, headers={"Retry-After": "60"})
+        args = ["drain", "--db", pg_url, "--url", receiver.url, "--concurrency", "1"]
+        drains = [Logged([*args, "--poll-interval", "0.05"]) for _ in range(2)]
+        try:
+            assert wait_until(lambda: all(d.said("started") for d in drains), timeout=60)
+            # When one of them sends an event and fails
+            spool.enqueue({"n": 1})
+            assert wait_until(lambda: len(receiver.requests) == 1, timeout=30)
+            # Then the other takes up its pause, sends nothing meanwhile, and says so
+            assert wait_until(
+                lambda: any(d.said("in another drain; pausing it here too") for d in drains),
+                timeout=30,
+            )
+            [failed] = [d for d in drains if d.said("pausing the destination for")]
+            [follower] = [d for d in drains if d is not failed]
+            assert not follower.said("pausing the destination for")
+            spool.enqueue({"n": 2})
+        finally:
+            codes = [drain.stop() for drain in drains]
+        assert codes == [0, 0]
+        assert len(receiver.requests) == 1 and spool.status().total.queued == 2
