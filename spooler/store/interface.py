@@ -126,7 +126,8 @@ class SpoolStore(Protocol):
         """Give back every lease ``owner`` holds, making those events due at once."""
 
     def shift_schedule(self, seconds: float, *, now: float) -> int:
-        """Undo a backward jump of the caller's wall clock on the events scheduled by it."""
+        """Undo a backward jump of the caller's wall clock on the events and pauses
+        scheduled by it; returns how many events moved."""
 
     def record_pause(
         self, destination: str, *, failures: int, until: float | None, url_digest: str

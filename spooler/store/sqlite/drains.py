@@ -115,12 +115,19 @@ class SQLiteDrains(SQLiteBase):
             ).rowcount
 
     def shift_schedule(self, seconds: float, *, now: float) -> int:
-        """Move every event due after ``now`` earlier by ``seconds`` (never before ``now``).
+        """Move every event due after ``now`` earlier by ``seconds`` (never before ``now``),
+        and every pause that ends after it; returns how many events moved.
 
-        After the wall clock jumps back, leases and retry times computed before the jump
-        lie that much too far in the future; this gives them their intended wait back.
+        After the wall clock jumps back, leases, retry times and pauses computed before
+        the jump lie that much too far in the future; this gives them their intended
+        wait back.
         """
         with self._write() as conn:
+            conn.execute(
+                "UPDATE destination_state SET paused_until = max(?, paused_until - ?)"
+                " WHERE paused_until > ?",
+                (now, seconds, now),
+            )
             return conn.execute(
                 "UPDATE queue SET due_at = max(?, due_at - ?) WHERE due_at > ? AND due_at < ?",
                 (now, seconds, now, HELD),
