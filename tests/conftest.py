@@ -82,8 +82,28 @@ def enqueue_backlog(spool: Spool, *, pad: int) -> list[str]:
     ]
 
 
+def queued_count(location: Path | str) -> int:
+    """How many events the spool at ``location`` holds queued (its public status)."""
+    with Spool(location, create=False) as spool:
+        return spool.status().total.queued
+
+
+def dead_count(location: Path | str) -> int:
+    """How many events the spool at ``location`` holds dead (its public status)."""
+    with Spool(location, create=False) as spool:
+        return spool.status().total.dead
+
+
+def dead_rows(location: Path | str, *fields: str) -> list[tuple[Any, ...]]:
+    """The named fields of each dead event of the spool at ``location``, oldest first, as
+    ``spooler dlq inspect`` reads them (``event_id``, ``reason``, ``status``, ...)."""
+    with Spool(location, create=False) as spool:
+        return [tuple(getattr(d, f) for f in fields) for d in spool.dead_letters.inspect()]
+
+
 def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run a read-only query on a spool file with plain sqlite3 (what an operator would do)."""
+    """Run a read-only query on a spool file with plain sqlite3 (what an operator would
+    do): for what only a SQLite file has, or no public interface shows."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()
@@ -303,3 +323,11 @@ def own_postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """The URL of a fresh spool on the session's PostgreSQL: a schema of its own."""
     return postgres.url()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def spool_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh spool goes on each backend: a file path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "spool.db")
+    return str(request.getfixturevalue("pg_url"))

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import rows, spooler_cmd
+from conftest import dead_count, queued_count, spooler_cmd
 
 from spooler import Spool, SpoolFullError
 from spooler.clients import Datalyr
@@ -138,7 +138,7 @@ def test_no_ids_on_stdin_is_nothing_to_do(db: Path, command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert result.stderr == f"no ids on stdin: nothing to {command[-1]}\n"
-    assert rows(db, "SELECT count(*) FROM dead") == [(1,)]
+    assert dead_count(db) == 1
 
 
 def test_dlq_inspect_selects_by_age_like_replay(db: Path) -> None:
@@ -242,7 +242,7 @@ def test_a_drop_in_clients_events_drain_with_the_flags_alone(db: Path, receiver:
     [request] = receiver.requests
     assert request.events[0]["event"] == "signup_completed"
     assert "dk_test_key" in json.dumps(request.headers)
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
 
 
 def test_without_a_url_the_named_destination_gets_its_types_endpoint(db: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     drain_args,
     enqueue_backlog,
+    queued_count,
     rows,
     spooler_cmd,
     start_drain,
@@ -112,7 +113,7 @@ def test_producers_and_drains_at_once_with_drains_killed(
     assert row.lost == 0 and row.duplicated <= 2 * 4 * 25  # two kills, 4 workers, 25 a batch
     # ...and no event was ever in two requests at once: a lease is exclusive.
     assert overlapping_deliveries(receiver) == []
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -134,7 +135,7 @@ def test_threads_share_one_spool(spool: Spool, db: Path) -> None:
         thread.join()
     assert errors == []
     assert len(set(ids)) == 800
-    assert rows(db, "SELECT count(*) FROM queue") == [(800,)]
+    assert queued_count(db) == 800
 
 
 def test_space_is_given_back_while_workers_commit(
@@ -171,5 +172,5 @@ def test_space_is_given_back_while_workers_commit(
     assert report.error is None and report.stopped_by == "empty"
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated == 0
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
