@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,78 @@ def test_doctor_warns_of_a_long_held_transaction(
         other.execute("SELECT 1")  # psycopg began a transaction, and leaves it open
         level, detail = findings(spool)["bloat"]
         assert level == "warning" and "a transaction in this database has been open" in detail
+
+
+# -- totals and limits ----------------------------------------------------------------
+
+
+def test_totals_are_kept_from_the_first_limit_on_and_miss_no_event(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    # Given producers that set no limit: the totals cost their inserts nothing
+    spool = Spool(pg_url)
+    schema = spool.store.schema
+    spool.enqueue_many([{"n": n} for n in range(10)])
+    spool.enqueue({"n": 10})
+    assert postgres.sql(f"SELECT sum(events)::int FROM {schema}.totals") == [(0,)]
+    assert spool.store.totals() == (11, 11 * len('{"n":1}') + 1)  # counted row by row
+    # When a producer with a limit starts, while others enqueue and a drain delivers
+    stop, errors = threading.Event(), []
+
+    def busy(work: Callable[[], object]) -> None:
+        try:
+            while not stop.is_set():
+                work()
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def deliver() -> None:
+        now = time.time()
+        batch = spool.store.claim("default", 5, "drain", due_by=now, lease_until=now + 60)
+        spool.store.settle("drain", now=now, delivered=[e.rowid for e in batch])
+
+    threads = [
+        threading.Thread(target=busy, args=(work,))
+        for work in (
+            lambda: spool.enqueue({"n": 1}),
+            lambda: spool.enqueue_many([{"n": 2}, {"n": 3}]),
+            deliver,
+        )
+    ]
+    for thread in threads:
+        thread.start()
+    with Spool(pg_url, max_events=10**9) as limited:
+        limited.enqueue({"limited": True})
+        before = spool.store.totals()[0]
+        assert wait_until(lambda: spool.status().total.queued > before + 20, timeout=30)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    # Then the totals kept match a count of every row: no event went uncounted
+    assert errors == []
+    kept = postgres.sql(f"SELECT sum(events)::int, sum(bytes)::int FROM {schema}.totals")
+    counted = postgres.sql(
+        f"SELECT (SELECT count(*) FROM {schema}.queue)::int + (SELECT count(*) FROM"
+        f" {schema}.dead)::int, (SELECT coalesce(sum(octet_length(body)), 0) FROM"
+        f" {schema}.queue)::int"
+    )
+    assert kept == counted and spool.store.totals() == counted[0]
+    spool.close()
+
+
+def test_a_role_that_may_not_insert_is_told_which_grants_to_read(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    Spool(pg_url).close()
+    schema = pg_url.rsplit("=", 1)[1]
+    postgres.sql(
+        "DO $$ BEGIN CREATE ROLE spooler_reader LOGIN; EXCEPTION WHEN duplicate_object"
+        f" THEN NULL; END $$; GRANT USAGE ON SCHEMA {schema} TO spooler_reader;"
+        f" GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO spooler_reader"
+    )
+    with Spool(pg_url.replace("postgres@", "spooler_reader@")) as spool:
+        for enqueue in (lambda: spool.enqueue({"e": 1}), lambda: spool.enqueue_many([{}, {}])):
+            with pytest.raises(StoreError, match=": permission denied for table ") as info:
+                enqueue()
+            assert "'One queue for many hosts' in docs/operations.md" in str(info.value)
+        assert spool.status().total.queued == 0

@@ -39,7 +39,7 @@ class Connections:
 
     def __init__(self, target: Target, *, synchronous: bool) -> None:
         self.target = target
-        self._synchronous = synchronous
+        self.synchronous = synchronous
         self._options = psycopg.conninfo.conninfo_to_dict(target.conninfo)
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection] = []
@@ -81,15 +81,38 @@ class Connections:
                     time.sleep(pause)
                 pause = min(max(pause * 2, 0.05), _LONGEST_PAUSE)
 
+    def execute_direct(
+        self, conn: psycopg.Connection, name: bytes, statement: bytes, params: list[str]
+    ) -> None:
+        """Run one statement that returns no rows (``$1``, ``$2``... its text parameters)
+        straight through libpq (``Connection.pgconn``), prepared on the server as
+        ``name`` the first time a connection runs it; without prepared statements (a
+        pooler), sent whole each time. Its own transaction, at full durability.
+
+        For the statement every enqueue runs: psycopg's cursor costs a producer as much
+        CPU again as this (docs/performance.md, target 8).
+        """
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        values = [value.encode(encoding) for value in params]
+        if not self.target.prepared_statements:
+            result = pgconn.exec_params(statement, values)
+        else:
+            result = pgconn.exec_prepared(name, values)
+            if _sqlstate(result) == "26000":  # not prepared on this connection yet
+                _raise_for(pgconn, pgconn.prepare(name, statement))
+                result = pgconn.exec_prepared(name, values)
+        _raise_for(pgconn, result)
+
     def writing(
         self, conn: psycopg.Connection, *, one_statement: bool = False
     ) -> AbstractContextManager[object]:
         """The block's statements as one transaction that commits at the durability asked
         (with ``durability="normal"`` a commit does not wait for the disk). A block of
         ``one_statement`` needs no BEGIN: the statement is its own transaction."""
-        if self._synchronous and one_statement:
+        if self.synchronous and one_statement:
             return nullcontext()
-        return _pipelined(conn, synchronous=self._synchronous)
+        return _pipelined(conn, synchronous=self.synchronous)
 
     @staticmethod
     @contextmanager
@@ -180,6 +203,29 @@ def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]
         if not synchronous:
             conn.execute("SET LOCAL synchronous_commit TO off")
         yield
+
+
+def _sqlstate(result: pq.PGresult) -> str | None:
+    state = result.error_field(pq.DiagnosticField.SQLSTATE)
+    return state.decode() if state else None
+
+
+def _raise_for(pgconn: pq.PGconn, result: pq.PGresult) -> None:
+    """Raise the psycopg error a failed libpq result stands for, as psycopg's cursor
+    would: the class of its SQL state, or ``OperationalError`` when the connection
+    failed (no SQL state)."""
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return
+    primary = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+    message = (primary or pgconn.error_message).decode(errors="replace").strip()
+    state = _sqlstate(result)
+    if state is None:
+        raise psycopg.OperationalError(message)
+    try:
+        error = psycopg.errors.lookup(state)
+    except KeyError:
+        error = psycopg.DatabaseError
+    raise error(message)
 
 
 def _first_line(exc: BaseException) -> str:

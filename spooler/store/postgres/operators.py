@@ -82,20 +82,6 @@ class PostgresOperators(PostgresBase):
 
         return self._db.run(read)
 
-    def totals(self) -> tuple[int, int]:
-        """How many events the spool holds, queued or dead, and their bodies' bytes: what
-        ``max_events`` and ``max_bytes`` are checked against."""
-        return self._db.run(
-            lambda conn: tuple(
-                self._rows(
-                    conn,
-                    "SELECT coalesce(sum(events), 0)::bigint, coalesce(sum(bytes), 0)::bigint"
-                    " FROM {s}.totals",
-                    {},
-                )[0]
-            )
-        )
-
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
         ages = [f"dead_at > {NOW} - 3600"]

@@ -16,9 +16,12 @@ from .schema import SHARDS
 
 __all__ = [
     "CLAIMABLE_AT",
+    "COUNT_TOTALS",
     "HELD",
     "LEASED",
     "NOW",
+    "SHARD",
+    "TOTALS_KEPT",
     "append_attempt",
     "change_totals",
     "from_db",
@@ -28,12 +31,23 @@ __all__ = [
     "with_ctes",
 ]
 
+#: This server process's row of ``totals``.
+SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 #: The database's present, in Unix seconds: the start of the transaction.
 NOW = "extract(epoch FROM now())::float8"
 #: A queued event that a drain is delivering at this moment.
 LEASED = f"lease_owner IS NOT NULL AND lease_until > {NOW}"
 #: When a queued event can next be claimed: when it falls due, or its lease runs out.
 CLAIMABLE_AT = "greatest(due_at, lease_until)"
+#: Whether producers keep the totals: from the first limit checked on the spool on (see
+#: ``PostgresProducers``); until then, what ``totals`` holds means nothing.
+TOTALS_KEPT = "EXISTS (SELECT FROM {s}.meta WHERE key = 'totals')"
+#: The spool's events and their bodies' bytes, counted row by row.
+COUNT_TOTALS = (
+    "SELECT (SELECT count(*) FROM {s}.queue) + (SELECT count(*) FROM {s}.dead),"
+    " (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.queue)"
+    " + (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.dead)"
+)
 
 
 def to_db(value: str) -> str:
@@ -72,15 +86,16 @@ def where(selection: QueueSelection, params: dict[str, Any]) -> str:
     return " AND ".join(clauses) or "TRUE"
 
 
-def change_totals(source: str, sign: str = "+") -> str:
+def change_totals(source: str, sign: str = "+", *, if_kept: bool = False) -> str:
     """A ``WITH`` query adding (``+``) or taking off (``-``) the rows of ``source`` (a
-    query of body sizes, column ``n``) to this backend's row of ``totals``."""
+    query of body sizes, column ``n``) to this backend's row of ``totals``; ``if_kept``:
+    only while producers keep the totals (``TOTALS_KEPT``)."""
     return (
         f"UPDATE {{s}}.totals AS t SET events = t.events {sign} c.events,"
         f" bytes = t.bytes {sign} c.bytes"
         " FROM (SELECT count(*) AS events, coalesce(sum(n), 0) AS bytes"
         f" FROM ({source}) AS changed) AS c"
-        f" WHERE shard = mod(pg_backend_pid(), {SHARDS}) AND c.events > 0"
+        f" WHERE shard = {SHARD} AND c.events > 0" + (f" AND {TOTALS_KEPT}" if if_kept else "")
     )
 
 
