@@ -277,11 +277,13 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_config_file(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Read and parse a TOML config file, unchecked but for ``db``, which is resolved:
-    ``${VAR}`` replaced from the environment (a database password kept out of the
-    file), then a relative path made relative to the file. ``resolved_settings``
-    checks all of it."""
+    ``${VAR}`` replaced from ``env`` (default: the environment; a database password
+    kept out of the file), then a relative path made relative to the file.
+    ``resolved_settings`` checks all of it."""
     try:
         with open(path, "rb") as file:
             raw = tomllib.load(file)
@@ -294,7 +296,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets this one through
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
     if isinstance(raw.get("db"), str):
-        raw["db"] = _interpolate(raw["db"], "db", os.environ)
+        raw["db"] = _interpolate(raw["db"], "db", os.environ if env is None else env)
         if not is_url(raw["db"]):
             # Relative to the file, not to wherever the command runs: a shell script and
             # a service (whose working directory is /) reading one config share one spool.

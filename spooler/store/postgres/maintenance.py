@@ -19,6 +19,7 @@ DEAD_ROWS_WARNING = 10_000
 # A transaction open this long anywhere in the database keeps autovacuum from removing
 # the rows that died since it began (docs/operations.md, "Table bloat").
 LONG_TRANSACTION = 15 * 60.0
+_TABLES = {"queue": "queue", "totals": "totals", "dead": "dead letters"}
 
 
 class PostgresMaintenance(PostgresBase):
@@ -71,7 +72,7 @@ class PostgresMaintenance(PostgresBase):
         tables = self._read(
             "SELECT relname, n_live_tup, n_dead_tup FROM pg_stat_user_tables"
             " WHERE schemaname = %(schema)s AND relname IN ('queue', 'dead', 'totals')"
-            " ORDER BY relname DESC",
+            " ORDER BY array_position(ARRAY['queue', 'dead', 'totals'], relname::text)",
             {"schema": self._db.target.schema},
         )
         [(oldest,)] = self._read(
@@ -79,16 +80,18 @@ class PostgresMaintenance(PostgresBase):
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
             {},
         )
-        detail = ", ".join(f"{name} {dead:,} dead of {live:,}" for name, live, dead in tables)
+        detail = ", ".join(
+            f"{_TABLES[name]} {dead:,} of {live + dead:,} rows dead" for name, live, dead in tables
+        )
         bloated = [name for name, live, dead in tables if dead > max(DEAD_ROWS_WARNING, live)]
         held = oldest is not None and oldest > LONG_TRANSACTION
         if held:
             detail += f"; a transaction in this database has been open for {oldest / 60:.0f} min"
         if not bloated and not held:
-            return Finding("ok", "bloat", f"rows: {detail}" if detail else "no rows yet")
+            return Finding("ok", "bloat", detail or "no rows yet")
         return Finding(
             "warning",
             "bloat",
-            f"rows: {detail}; autovacuum cannot keep up, or a long-held transaction keeps it"
+            f"{detail}; autovacuum cannot keep up, or a long-held transaction keeps it"
             " from removing dead rows (see 'Table bloat' in docs/operations.md)",
         )
