@@ -9,7 +9,7 @@ imports them where it builds one, which only drains and operator commands do.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -31,6 +31,7 @@ __all__ = [
     "QueueSelection",
     "RetriedNow",
     "SpoolStatus",
+    "dead_event",
     "iso_utc",
     "one_line",
     "per_destination",
@@ -123,6 +124,24 @@ class DeadEvent:
     error: str | None
     dead_at: float
     attempt_log: tuple[Attempt, ...] = ()
+
+
+def dead_event(columns: Sequence[Any], attempt_log: tuple[Attempt, ...]) -> DeadEvent:
+    """A dead event from its table's columns in ``DeadEvent``'s order (``event_id`` to
+    ``dead_at``), and its attempt log."""
+    event_id, destination, body, created_at, attempts, reason, status, error, dead_at = columns
+    return DeadEvent(
+        event_id,
+        destination,
+        body,
+        created_at,
+        attempts,
+        reason,
+        status,
+        error,
+        dead_at,
+        attempt_log,
+    )
 
 
 @dataclass

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
+from psycopg.pq.abc import PGconn, PGresult
 
 from ...errors import StoreError
 from ..postgres_url import Target
@@ -142,19 +143,20 @@ class Connections:
                 self._idle, self._pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop()
+        defaults: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+                ("application_name", "spooler"),
+            )
+            if key not in self._options
+        }
         return psycopg.connect(
             self.target.conninfo,
             autocommit=True,
             # psycopg prepares a statement on the server once it has run it 5 times.
             prepare_threshold=5 if self.target.prepared_statements else None,
-            **{
-                key: value
-                for key, value in (
-                    ("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-                    ("application_name", "spooler"),
-                )
-                if key not in self._options
-            },
+            **defaults,
         )
 
     def _give_back(self, conn: psycopg.Connection) -> None:
@@ -205,12 +207,12 @@ def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]
         yield
 
 
-def _sqlstate(result: pq.PGresult) -> str | None:
+def _sqlstate(result: PGresult) -> str | None:
     state = result.error_field(pq.DiagnosticField.SQLSTATE)
     return state.decode() if state else None
 
 
-def _raise_for(pgconn: pq.PGconn, result: pq.PGresult) -> None:
+def _raise_for(pgconn: PGconn, result: PGresult) -> None:
     """Raise the psycopg error a failed libpq result stands for, as psycopg's cursor
     would: the class of its SQL state, or ``OperationalError`` when the connection
     failed (no SQL state)."""

@@ -17,6 +17,7 @@ from ...records import (
     DeadSelection,
     QueueSelection,
     RetriedNow,
+    dead_event,
 )
 from ..shared import REPLAY_CHUNK, read_in_pages
 from .base import PostgresBase
@@ -146,9 +147,9 @@ class PostgresOperators(PostgresBase):
                 )
             )
 
-        for _, *row, log, offset in read_in_pages(read_page, limit):
+        for _, *event, log, offset in read_in_pages(read_page, limit):
             attempts = tuple(Attempt(at - offset, status, error) for at, status, error in log or ())
-            yield DeadEvent(*row, attempt_log=attempts)
+            yield dead_event(event, attempts)
 
     def replay(
         self,

@@ -119,7 +119,7 @@ class PostgresProducers(PostgresBase):
         if len(rows) == 1:
             [(event_id, destination, body)] = rows
             source = _ONE_ROW
-            params = {"id": event_id, "destination": destination, "body": body}
+            params: dict[str, Any] = {"id": event_id, "destination": destination, "body": body}
         else:
             ids, destinations, bodies = (list(column) for column in zip(*rows, strict=True))
             source = _ROWS

@@ -134,6 +134,8 @@ class SQLiteBase:
         ``COMMIT``, done just after it, once SQLite's write lock is free again, so that
         another process's commit overlaps this flush instead of waiting behind it
         (docs/guarantees.md says why this is as durable)."""
+        if current.wal_fd is None:
+            return  # "normal" durability: commits are left to checkpoints
         try:
             _flush_to_disk(current.wal_fd)
         except OSError as exc:

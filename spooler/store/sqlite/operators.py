@@ -117,7 +117,7 @@ class SQLiteOperators(SQLiteBase):
         return self._dead_pages(selection, limit)
 
     def _dead_pages(self, selection: DeadSelection, limit: int | None) -> Iterator[DeadEvent]:
-        from ...records import Attempt, DeadEvent
+        from ...records import Attempt, dead_event
 
         condition, params = where(selection)
 
@@ -131,9 +131,9 @@ class SQLiteOperators(SQLiteBase):
                     [*params, after, count],
                 ).fetchall()
 
-        for _, *row, log in read_in_pages(read_page, limit):
+        for _, *event, log in read_in_pages(read_page, limit):
             attempts = tuple(Attempt(*entry) for entry in json.loads(log or "[]"))
-            yield DeadEvent(*row, attempt_log=attempts)
+            yield dead_event(event, attempts)
 
     def replay(
         self,
@@ -199,6 +199,7 @@ class SQLiteOperators(SQLiteBase):
         from ...records import RetriedNow
 
         condition, params = where(selection)
+        paused_params: list[object]
         if selection.destination is not None:
             paused, paused_params = "destination = ?", [selection.destination]
         elif selection.ids:
@@ -268,7 +269,7 @@ class SQLiteOperators(SQLiteBase):
         condition_values: Sequence[object],
         *,
         also: Sequence[tuple[str, Sequence[object]]] = (),
-        returned: list[object] | None = None,
+        returned: list[Any] | None = None,
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
         and the statements ``also`` (with their parameters), in one transaction; named
