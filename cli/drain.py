@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from dataclasses import replace
@@ -180,16 +179,14 @@ def drain(
     # The drain's own commits (claims, acks, reschedules, dead-letter moves) skip the
     # fsync: losing the last of them to a power cut only puts events back where they
     # were, never loses one (docs/guarantees.md). Producers keep their durability.
-    path = opts.db_path()
-    new_spool = not os.path.exists(path)
     with opts.open_spool(durability="normal") as spool:
-        if new_spool:
+        if spool.store.created:
             # Created so that a drain may start before any producer has run; but a
             # mistyped path would otherwise drain an empty spool without a word.
             logging.getLogger("spooler.drain").warning(
                 "no spool was at %s, so the drain created an empty one: check --db / "
                 "SPOOLER_DB if your producers have been writing elsewhere",
-                os.path.abspath(path),
+                spool.store.location,
             )
         metrics = None
         if metrics_port is not None:

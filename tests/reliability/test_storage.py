@@ -14,7 +14,7 @@ from conftest import drain_cli, drain_once, enqueue_backlog, rows, spooler_cmd
 
 from spooler import Spool, StoreError
 from spooler.receiver import Receiver
-from spooler.store import SCHEMA_VERSION
+from spooler.store.sqlite import SCHEMA_VERSION
 
 
 def test_a_full_disk_fails_enqueue_clearly_and_recovers(
