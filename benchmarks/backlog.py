@@ -67,7 +67,8 @@ def claim_ack(store: SQLiteStore, count: int) -> float:
         for _ in range(count // BATCH):
             now = time.time()
             batch = store.claim("default", BATCH, "bench", due_by=now, lease_until=now + 60)
-            store.settle("bench", now=now, delivered=[e.rowid for e in batch])
+            assert batch is not None
+            store.settle(batch.lease, now=now, delivered=[e.rowid for e in batch.events])
 
     return rate(count, work)
 

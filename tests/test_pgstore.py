@@ -114,7 +114,7 @@ def test_the_schema_is_named_by_the_url_and_spools_in_one_database_are_apart(
     with Spool(base) as default, Spool(base + "?schema=other_app") as other:
         default.enqueue({"e": 1})
         assert other.status().total.queued == 0
-        assert default.store.schema_version() == 1
+        assert default.store.schema_version() == default.store.SCHEMA_VERSION
     assert postgres.sql("SELECT count(*) FROM spooler.queue") == [(1,)]
     assert postgres.sql("SELECT count(*) FROM other_app.queue") == [(0,)]
     postgres.sql("DROP SCHEMA spooler CASCADE")
@@ -140,6 +140,36 @@ def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
         Spool(url)
 
 
+def test_a_version_1_spool_keeps_its_leases_until_they_end(postgres: PostgresServer) -> None:
+    # Given a spool of version 1, where a drain leased an event in its row (its attempt
+    # counted), and another event waits its turn
+    url = postgres.url()
+    with Spool(url) as spool:
+        leased, waiting = spool.enqueue_many([{"n": 1}, {"n": 2}])
+    schema = url.rsplit("=", 1)[1]
+    postgres.sql(
+        f"DROP TABLE {schema}.leases;"
+        f" ALTER TABLE {schema}.queue ADD COLUMN lease_owner text, ADD COLUMN lease_until float8;"
+        f" UPDATE {schema}.queue SET lease_owner = 'old', attempts = 1,"
+        f" lease_until = extract(epoch FROM now()) + 60 WHERE event_id = '{leased}';"
+        f" UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'"
+    )
+    # When this version opens it (two hosts at once)
+    with Spool(url) as first, Spool(url) as second:
+        assert first.store.schema_version() == second.store.schema_version() == 2
+        # Then the leased event waits for its old lease to end, and counts that attempt
+        now = time.time()
+        claim = first.store.claim("default", 9, "new", due_by=now, lease_until=now + 60)
+        assert [e.event_id for e in claim.events] == [waiting]
+        first.store.settle(claim.lease, now=now, delivered=[claim.events[0].rowid])
+        later = first.store.claim("default", 9, "new", due_by=now + 61, lease_until=now + 120)
+        assert [(e.event_id, e.attempts) for e in later.events] == [(leased, 2)]
+    assert postgres.sql(
+        "SELECT count(*) FROM information_schema.columns"
+        f" WHERE table_schema = '{schema}' AND column_name LIKE 'lease%'"
+    ) == [(0,)]
+
+
 def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer) -> None:
     postgres.sql("CREATE SCHEMA made_for_spooler")
     with Spool(postgres.url(schema="made_for_spooler")) as spool:
@@ -157,10 +187,10 @@ def test_leases_run_on_the_database_s_clock(pg_url: str) -> None:
     right.enqueue({"e": 1})
     # When the slow host's drain leases the event for 60 seconds of its own clock
     now = slow.store._clock()
-    [event] = slow.store.claim("default", 10, "slow", due_by=now, lease_until=now + 60)
+    [event] = slow.store.claim("default", 10, "slow", due_by=now, lease_until=now + 60).events
     # Then the lease holds for every host, and every host sees its own times
     later = time.time()
-    assert right.store.claim("default", 10, "right", due_by=later, lease_until=later + 60) == []
+    assert right.store.claim("default", 10, "right", due_by=later, lease_until=later + 60) is None
     assert abs(event.queued_at - now) < 5
     assert abs(right.store.next_due_at("default") - (later + 60)) < 5
     assert abs(slow.status().destinations["default"].oldest_queued_at - now) < 5
@@ -313,7 +343,7 @@ def test_doctor_checks_the_server_not_files(pg_url: str) -> None:
         found = findings(spool)
     assert set(found) == {"integrity", "schema", "server", "bloat", "leases", "bodies"}
     assert found["server"][0] == "ok" and found["server"][1].startswith("PostgreSQL 15")
-    assert found["schema"] == ("ok", "version 1")
+    assert found["schema"] == ("ok", f"version {spool.store.SCHEMA_VERSION}")
 
 
 def test_doctor_warns_of_dead_rows_autovacuum_left(postgres: PostgresServer, pg_url: str) -> None:
@@ -370,7 +400,8 @@ def test_totals_are_kept_from_the_first_limit_on_and_miss_no_event(
     def deliver() -> None:
         now = time.time()
         batch = spool.store.claim("default", 5, "drain", due_by=now, lease_until=now + 60)
-        spool.store.settle("drain", now=now, delivered=[e.rowid for e in batch])
+        if batch:
+            spool.store.settle(batch.lease, now=now, delivered=[e.rowid for e in batch.events])
 
     threads = [
         threading.Thread(target=busy, args=(work,))

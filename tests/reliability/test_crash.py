@@ -15,7 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_cli, queued_count, rows, spooler_cmd, start_drain, wait_until
+from conftest import (
+    dead_rows,
+    drain_cli,
+    leased_count,
+    queued_count,
+    rows,
+    spooler_cmd,
+    start_drain,
+    wait_until,
+)
 
 from spooler.drain import CRASH_ENV
 from spooler.receiver import Receiver
@@ -132,7 +141,7 @@ def test_drain_killed_while_the_request_is_in_flight(
     proc = start_drain(
         db, receiver.url, "--timeout", "5", "--lease", "6", stderr=subprocess.DEVNULL
     )
-    assert wait_until(lambda: rows(db, "SELECT count(lease_owner) FROM queue")[0][0] == 20)
+    assert wait_until(lambda: leased_count(db) == 20)
     proc.kill()
     proc.wait()
     receiver.release()  # the receiver finishes processing the orphaned request

@@ -3,7 +3,8 @@
 One file holds three tables: ``queue`` (events waiting or in flight), ``dead`` (the
 dead-letter table) and ``meta`` (application name and schema version), plus a
 one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check,
-and ``destination_state`` (each destination's last outcome and circuit breaker).
+``destination_state`` (each destination's last outcome and circuit breaker) and
+``leases`` (one row per batch a drain holds: ``store/leases.py``).
 """
 
 from __future__ import annotations
@@ -22,19 +23,39 @@ __all__ = [
     "prepare",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION = "spooler"
 # In the file's header (PRAGMA application_id), set before anything else is written to a
 # new spool: a file with this id and no tables yet is a spool whose creation was cut
 # short, not another application's empty database. ("SPLR"; spools made before it have 0.)
 APPLICATION_ID = 0x53504C52
-_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state"})
-MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
+# The tables of a spool, by the schema version that added them.
+_TABLES = {"meta": 1, "totals": 1, "queue": 1, "dead": 1, "destination_state": 1, "leases": 5}
+MIN_SQLITE_VERSION = (3, 35, 0)  # RETURNING, and DROP COLUMN (the upgrade to leases)
 # The WAL file is cut back to this whenever a checkpoint empties it (it otherwise stays
 # at its high mark).
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
-_SCHEMA = """
+# A lease's id is its token: AUTOINCREMENT, so that no later lease ever gets the id of
+# one that ended (a drain that lost its lease must find none under its token).
+_LEASES = """
+CREATE TABLE leases (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner       TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    until       REAL NOT NULL,
+    first_id    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    ids         TEXT,
+    events      INTEGER NOT NULL,
+    bytes       INTEGER,
+    low_due     REAL NOT NULL,
+    low_id      INTEGER NOT NULL,
+    high_due    REAL NOT NULL,
+    high_id     INTEGER NOT NULL
+)"""
+_SCHEMA = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 0),
                      events INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -48,7 +69,6 @@ CREATE TABLE queue (
     queued_at   REAL NOT NULL,
     due_at      REAL NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
     last_status INTEGER,
     last_error  TEXT,
     attempt_log TEXT
@@ -79,6 +99,8 @@ CREATE TABLE destination_state (
     url_digest      TEXT
 );
 """
+    + _LEASES
+)
 # Schema upgrades, by the version they lead from; each runs in one transaction.
 _MIGRATIONS = {
     1: (
@@ -93,6 +115,10 @@ _MIGRATIONS = {
         " WHERE last_error_at > coalesce(last_success_at, 0)",
     ),
     3: ("ALTER TABLE destination_state ADD COLUMN url_digest TEXT",),
+    # Leases move out of the rows into a table of their own. An event leased the old
+    # way is due when its old lease ends, its attempt in flight counted: as it would
+    # be after a lease of the new kind ran out.
+    4: (_LEASES, "ALTER TABLE queue DROP COLUMN lease_owner"),
 }
 
 
@@ -168,13 +194,13 @@ def _check_schema(conn: sqlite3.Connection, path: str, tables: set[str]) -> int:
         raise StoreError(
             f"{path} is a SQLite database but not a spooler spool; refusing to touch it"
         )
-    missing = _TABLES - tables
+    version = int(meta.get("schema_version", "0"))
+    missing = {name for name, since in _TABLES.items() if since <= version} - tables
     if missing:
         raise StoreError(
             f"{path}: the spool has no {', '.join(sorted(missing))} table: damaged,"
             " or changed by hand; refusing to use it"
         )
-    version = int(meta.get("schema_version", "0"))
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} has schema version {version}, newer than this spooler "
