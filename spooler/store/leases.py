@@ -72,6 +72,17 @@ class Held(NamedTuple):
         """The rowids, in order."""
         return list(range(self.first, self.last + 1)) if self.ids is None else list(self.ids)
 
+    def is_all(self, rowids: Collection[int]) -> bool:
+        """Whether ``rowids`` are exactly the events the lease holds."""
+        if self.ids is None:
+            return (
+                len(rowids) == self.last - self.first + 1
+                and min(rowids) == self.first
+                and max(rowids) == self.last
+                and len(set(rowids)) == len(rowids)
+            )
+        return set(rowids) == set(self.ids)
+
     def only(self, rowids: Iterable[int]) -> list[int]:
         """Those of ``rowids`` the lease holds, each once."""
         if self.ids is None:
