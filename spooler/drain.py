@@ -1,9 +1,10 @@
 """The drain worker: claim due events under a lease, deliver them, settle each outcome.
 
 Each destination gets ``concurrency`` worker threads; each one loops claim → send →
-settle, so one batch is being claimed or settled while others are in flight. A batch's
-requests, and the bisection of those refused, are ``bisection``'s; what each answer
-means for the events, ``settling``'s. Every settle is one transaction, and only
+settle, so one batch is being claimed or settled while others are in flight. How many
+of them send at once is ``pacing``'s: as many as the receiver's latency pays for. A
+batch's requests, and the bisection of those refused, are ``bisection``'s; what each
+answer means for the events, ``settling``'s. Every settle is one transaction, and only
 touches events the batch's lease still holds.
 """
 
@@ -31,6 +32,7 @@ from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
+from .pacing import Pacer
 from .records import ClaimedEvent, KeptPause, per_destination, queued_elsewhere
 from .redact import masked_url
 from .settling import Settler
@@ -116,6 +118,9 @@ class Drain:
             }
         )
         self._logs = {name: DestinationLog(log, name) for name in self._destinations}
+        self._pacers = {
+            name: Pacer(each.config.concurrency) for name, each in self._destinations.items()
+        }
         self._settlers = {
             name: Settler(
                 store,
@@ -182,6 +187,8 @@ class Drain:
         self._stop.set()
         for progress in self._progress.values():
             progress.set()
+        for pacer in self._pacers.values():
+            pacer.close()
 
     def run(
         self,
@@ -205,7 +212,10 @@ class Drain:
         )
         workers = [
             threading.Thread(
-                target=self._work, args=(dest, mode, started), daemon=True, name=f"drain-{name}-{n}"
+                target=self._work,
+                args=(dest, mode, started, n),
+                daemon=True,
+                name=f"drain-{name}-{n}",
             )
             for name, dest in self._destinations.items()
             for n in range(dest.config.concurrency)
@@ -396,12 +406,16 @@ class Drain:
 
     # -- the worker loop ----------------------------------------------------------------
 
-    def _work(self, destination: Destination, mode: Mode, started: float) -> None:
+    def _work(self, destination: Destination, mode: Mode, started: float, worker: int) -> None:
         name = destination.config.name
         breaker = self._breakers[name]
         progress = self._progress[name]
+        pacer = self._pacers[name]
         try:
             while not self._stop.is_set():
+                if not pacer.admits(worker):
+                    pacer.park(worker, timeout=self._config.poll_interval)
+                    continue
                 # --once is one pass: a destination that fails in it ends it (what is
                 # left is due again at the next run) rather than trying every batch
                 # against it. (The epoch counts the failures that opened the breaker.)
@@ -435,6 +449,9 @@ class Drain:
                 self._report.error = self._report.error or f"{name}: {exc}"
             self.stop("error")
         finally:
+            # A worker ends only when its destination is done (or the drain stops):
+            # the parked ones end too, each as it finds out.
+            pacer.close()
             with self._lock:
                 self._running -= 1
                 last = self._running == 0
@@ -450,7 +467,9 @@ class Drain:
 
     def _claim_and_deliver(self, destination: Destination, mode: Mode, started: float) -> bool:
         """Claim a due batch and deliver it; False if nothing was due."""
-        breaker = self._breakers[destination.config.name]
+        name = destination.config.name
+        breaker = self._breakers[name]
+        cpu_at_start = time.thread_time()
         try:
             now = self._clock()
             # A probe of a paused destination carries one event: it only has to show
@@ -481,8 +500,15 @@ class Drain:
                 settler=self._settlers[destination.config.name],
                 lease=lease,
                 stopping=self._stop.is_set,
-                log=self._logs[destination.config.name],
+                log=self._logs[name],
             ).run()
+            sending = self._pacers[name].cycled(time.thread_time() - cpu_at_start)
+            if sending is not None:
+                self._logs[name].info(
+                    "%d of %d workers now send at once",
+                    sending,
+                    destination.config.concurrency,
+                )
             return True
         finally:
             breaker.leave()
@@ -493,13 +519,17 @@ class Drain:
         """One send: its verdict (told to the breaker and the metrics when a request went
         out) and its time."""
         breaker = self._breakers[destination.config.name]
-        sent_at = time.monotonic()
+        sent_at, cpu_at_send = time.monotonic(), time.thread_time()
         epoch = breaker.epoch
         verdict = destination.send(events)
         self._crash_point("after_response")
         elapsed = time.monotonic() - sent_at
         if not verdict.sent:
             return verdict, elapsed  # judged without a request: says nothing about the API
+        if verdict.status is not None:  # answered: how long it waited for the receiver
+            self._pacers[destination.config.name].waited(
+                elapsed - (time.thread_time() - cpu_at_send)
+            )
         # Kept in the spool, so that every drain of it goes on from here. Counted and
         # written under one lock: the last write holds the latest state, even when
         # another worker's answer changed it meanwhile, and the pauses other drains
