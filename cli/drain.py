@@ -19,9 +19,8 @@ from spooler.config import (
     build_drain_config,
 )
 from spooler.drain import Drain, DrainReport, Mode
-from spooler.events import events_phrase
+from spooler.events import DEFAULT_DESTINATION, events_phrase
 from spooler.records import Counts, iso_utc
-from spooler.spool import DEFAULT_DESTINATION
 
 from .options import Options, common_options, parse_duration_option
 

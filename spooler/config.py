@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .events import check_destination_name
+from .events import DEFAULT_DESTINATION, check_destination_name
 from .files import DEFAULT_FILE_MODE, check_file_mode
 from .redact import mask, masked_url
 from .retry import RetryPolicy
-from .spool import DEFAULT_DESTINATION, is_url
+from .spool import is_url
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "DEFAULT_DESTINATION",
     "DEFAULT_MAX_EVENT_BYTES",
     "EVENT_ID_CHARS",
     "OPTIONS_KEY",
@@ -28,6 +29,8 @@ __all__ = [
     "utf8_size",
 ]
 
+#: The destination of an event enqueued without one, and of a drain's flags without -d.
+DEFAULT_DESTINATION = "default"
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 # One encoder for every event: json.dumps with options builds a new one per call.

@@ -11,6 +11,7 @@ from types import TracebackType
 
 from .errors import ConfigError, InvalidEventError, StoreError
 from .events import (
+    DEFAULT_DESTINATION,
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
     encode_event,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_DESTINATION", "Spool", "is_url", "open_store"]
 
-DEFAULT_DESTINATION = "default"
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 

@@ -170,13 +170,6 @@ def test_insert_id_is_the_event_id_across_retries_and_replay(spool: Spool, amp: 
     assert sent[2] == sent[3]  # the invalid event, then the same event after replay
 
 
-def test_the_api_key_is_never_in_the_spool(spool: Spool, amp: Receiver, db: Path) -> None:
-    spool.enqueue_many([track(0), track(1, user_id="u1")])
-    deliver(spool, amp)
-    for path in db.parent.glob("spool.db*"):
-        assert KEY.encode() not in path.read_bytes()
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

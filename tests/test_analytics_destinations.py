@@ -159,25 +159,6 @@ def test_posthog_marks_an_old_backlog_historical(db: Path, receiver: Receiver) -
 
 
 @pytest.mark.parametrize(
-    ("kind", "key", "fake"),
-    [
-        ("datalyr", DATALYR_KEY, datalyr),
-        ("segment", SEGMENT_KEY, segment),
-        ("posthog", POSTHOG_KEY, posthog),
-    ],
-)
-def test_keys_never_reach_the_spool(
-    spool: Spool, receiver: Receiver, db: Path, kind: str, key: str, fake
-) -> None:
-    receiver.respond = fake(key)
-    spool.enqueue_many([{"event": "x", "type": "track", "userId": "u", "distinct_id": "u"}] * 3)
-    receiver.fail_next(400)
-    drain_once(spool, receiver.url, type=kind, api_key=key)
-    for path in db.parent.glob("spool.db*"):
-        assert key.encode() not in path.read_bytes()
-
-
-@pytest.mark.parametrize(
     ("kind", "key", "fake", "event"),
     [
         ("datalyr", DATALYR_KEY, datalyr, {"event": "signup", "userId": "u1"}),

@@ -28,6 +28,7 @@ __all__ = [
     "isoformat_utc",
 ]
 
+#: The most of an error text kept with an event (the contract's 2 KiB excerpt).
 MAX_ERROR_BYTES = 2048
 
 
@@ -106,16 +107,6 @@ def isoformat_utc(timestamp: float) -> str:
     """A Unix time as the Python SDKs write ``sent_at`` / ``sentAt``:
     ``datetime.isoformat()`` in UTC (``2026-01-02T03:04:05.678901+00:00``)."""
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
-
-
-def excerpt(text: str, redact: Callable[[str], str]) -> str:
-    """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, secrets masked first (so
-    that a cut never leaves half a secret)."""
-    text = redact(text)
-    data = text.encode("utf-8")
-    if len(data) <= MAX_ERROR_BYTES:
-        return text
-    return data[: MAX_ERROR_BYTES - 3].decode("utf-8", errors="ignore") + "..."
 
 
 def build_destination(

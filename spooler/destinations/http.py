@@ -18,7 +18,7 @@ from .. import __version__
 from ..records import ClaimedEvent
 from ..redact import RedactingFilter, Redactor, url_secrets
 from ..retry import parse_retry_after
-from . import Verdict, event_text, excerpt
+from . import MAX_ERROR_BYTES, Verdict, event_text
 from .deadline import DeadlineClients
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_ERROR_SCAN_BYTES = 64 * 1024
 
 
-def judge_response(
-    response: httpx.Response, *, now: float, redact: Callable[[str], str]
-) -> Verdict:
+def judge_response(response: httpx.Response, *, now: float, redact: Redactor) -> Verdict:
     """Classify an HTTP answer per the delivery rules (2xx, retryable, 413, other 4xx);
     the error text is the answer's start, with ``redact``'s secrets masked."""
     status = response.status_code
@@ -48,7 +46,7 @@ def judge_response(
         return Verdict("delivered", status)
     # Masked before it is cut (to 2 KiB), so that no cut leaves half a secret.
     body = response.content[:MAX_ERROR_SCAN_BYTES].decode("utf-8", "replace")
-    text = excerpt(f"HTTP {status}: {body}", redact)
+    text = redact.excerpt(f"HTTP {status}: {body}", MAX_ERROR_BYTES)
     if status in RETRYABLE_STATUSES or status >= 500:
         wait = parse_retry_after(response.headers.get("retry-after"), now=now)
         return Verdict("retry", status, text, retry_after=wait)
@@ -211,7 +209,8 @@ class HttpDestination:
             except httpx.HTTPError as exc:
                 if lane.cut_off or isinstance(exc, httpx.TimeoutException):
                     return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
-                return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self.redact))
+                error = f"{type(exc).__name__}: {exc}"
+                return Verdict("retry", error=self.redact.excerpt(error, MAX_ERROR_BYTES))
         return self.judge(response)
 
     def _read_bounded(self, client: httpx.Client, request: httpx.Request) -> httpx.Response:
