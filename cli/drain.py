@@ -7,17 +7,14 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from spooler import ConfigError, SpoolerError
-from spooler.config import (
-    DESTINATION_TYPES,
-    build_drain_config,
-)
+from spooler import SpoolerError
+from spooler.config import build_drain_config, select_destinations
+from spooler.destinations._registry import destination_types
 from spooler.drain import Drain, DrainReport, Mode
 from spooler.events import DEFAULT_DESTINATION, events_phrase
 from spooler.records import Counts, iso_utc
@@ -65,7 +62,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--type",
     "type_",
-    type=click.Choice(DESTINATION_TYPES),
+    type=click.Choice(destination_types()),
     help="Destination type [default: from the URL].",
 )
 @click.option("--api-key", help="Sent as 'Authorization: Bearer KEY' (see --auth-header).")
@@ -201,15 +198,7 @@ def drain(
         drain_flags={k: flags[k] for k in drain_keys},
         flag_destination=only[0] if only else DEFAULT_DESTINATION,
     )
-    if only:
-        unknown = sorted(set(only) - set(config.destinations))
-        if unknown:
-            raise ConfigError(
-                f"unknown destination {', '.join(unknown)}; configured: "
-                f"{', '.join(sorted(config.destinations))} (one -d with --type or --url "
-                "defines the destination it names)"
-            )
-        config = replace(config, destinations={n: config.destinations[n] for n in only})
+    config = select_destinations(config, only)
     ctx = click.get_current_context()
     debug = ctx.meta.get("spooler.debug")
     show_progress = bool(mode) and sys.stderr.isatty()

@@ -14,7 +14,6 @@ import time
 from email.utils import formatdate
 from pathlib import Path
 
-import fakes
 import pytest
 from conftest import drain_once, rows, spooler_cmd, wait_until
 
@@ -503,53 +502,6 @@ def test_batch_size_one_sends_bare_objects_with_an_idempotency_key(
     assert [json.loads(r.body) for r in receiver.requests] == events(2)
     assert [r.headers["Idempotency-Key"] for r in receiver.requests] == ids
     assert receiver.requests[0].headers["X-Api-Key"] == "k123456"
-
-
-# Each destination type: its options, a fake of its API, and where the event id lands.
-CONTRACT = {
-    "http": ({"id_field": "id"}, None, "id"),
-    "file": ({"id_field": "id"}, None, "id"),
-    "amplitude": ({"type": "amplitude", "api_key": "amp_key_123"}, fakes.amplitude, "insert_id"),
-    "datalyr": ({"type": "datalyr", "api_key": "dk_123"}, fakes.datalyr, "eventId"),
-    "segment": ({"type": "segment", "api_key": "seg_123"}, fakes.segment, "messageId"),
-    "posthog": ({"type": "posthog", "api_key": "phc_123"}, fakes.posthog, "uuid"),
-}
-
-
-@pytest.mark.parametrize("kind", sorted(CONTRACT))
-def test_destination_contract_every_event_arrives_once_with_its_id(
-    spool: Spool, receiver: Receiver, tmp_path: Path, kind: str
-) -> None:
-    options, fake, id_key = CONTRACT[kind]
-    # Given events for one destination, shaped so that every API accepts them
-    ids = spool.enqueue_many(
-        [
-            {
-                "event": "e",
-                "type": "track",
-                "event_type": "e",
-                "user_id": "user_1",
-                "userId": "user_1",
-                "distinct_id": "user_1",
-                "n": n,
-            }
-            for n in range(7)
-        ]
-    )
-    out = tmp_path / "out.jsonl"
-    url = f"file://{out}" if kind == "file" else receiver.url
-    receiver.respond = fake(options["api_key"]) if fake else None
-    # When a drain delivers them (over HTTP, through one 503 and its retry)
-    receiver.fail_next(503)
-    report = drain_once(spool, url, batch_size=1 if kind == "datalyr" else 3, **options)
-    # Then the sink holds each event once, with its id (in any order: requests run
-    # concurrently)
-    if kind == "file":
-        got = [(e["n"], e[id_key]) for e in map(json.loads, out.read_text().splitlines())]
-    else:
-        got = [(e["n"], e[id_key]) for e in receiver.delivered]
-    assert sorted(got) == list(enumerate(ids))
-    assert report.delivered == 7 and report.dead == 0
 
 
 def test_stop_while_the_receiver_hangs_releases_the_batch(
