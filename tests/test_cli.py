@@ -29,7 +29,7 @@ from conftest import (
 from spooler import Spool
 from spooler.receiver import Receiver
 from spooler.records import DeadSelection, Failure
-from spooler_cli.drain import JsonLogFormatter
+from spooler.service import JsonLogFormatter
 from spooler_cli.main import cli
 
 
