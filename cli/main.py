@@ -28,7 +28,7 @@ LINE_BYTES_PER_EVENT_BYTE = 4
 
 # Commands whose modules load only when they run (click's lazy subcommand pattern): a
 # shell loop of `spooler enqueue` never imports the drain, the DLQ or the queue controls
-# (~15 ms a call).
+# (what each call saves: docs/performance.md, "spooler enqueue from a shell").
 LAZY_COMMANDS = {
     "drain": ".drain:drain",
     "dlq": ".dlq:dlq",

@@ -27,7 +27,8 @@ from .store import Store
 
 # Operator and dead-letter features are imported where used: a producer's
 # `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
+# typing.TYPE_CHECKING without importing typing (its cost: benchmarks/import_time.py)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -13,7 +13,7 @@ from fakes import amplitude
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.drain import Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 KEY = "amp_key_0123456789abcdef"
 

@@ -13,7 +13,7 @@ from fakes import datalyr, posthog, segment
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 DATALYR_KEY = "dk_live_0123456789"
 SEGMENT_KEY = "seg_write_key_0123456789"

@@ -27,9 +27,9 @@ from conftest import (
 )
 
 from spooler import Spool
-from spooler.receiver import Receiver
 from spooler.records import DeadSelection, Failure
 from spooler.service import JsonLogFormatter
+from spooler.testing import Receiver
 from spooler_cli.main import cli
 
 

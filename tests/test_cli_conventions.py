@@ -16,7 +16,7 @@ from conftest import rows, spooler_cmd
 
 from spooler import Spool, SpoolFullError
 from spooler.clients import Datalyr
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 from spooler_cli.main import cli
 
 

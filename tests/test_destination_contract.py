@@ -20,7 +20,7 @@ from conftest import drain_once
 import spooler.destinations
 from spooler import Spool
 from spooler.destinations._registry import all_options, destination_types, spec_for
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 

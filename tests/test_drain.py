@@ -21,7 +21,7 @@ from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.destinations import Verdict
 from spooler.drain import CRASH_ENV, Drain, DrainReport, Mode, url_digest
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 def events(n: int, **extra: object) -> list[dict[str, object]]:

@@ -9,7 +9,7 @@ in the checkout whether or not the package would ship it. Here:
   source tree: a module left out is named;
 - the wheel goes into a fresh venv (not editable, the checkout out of reach) for an
   end-to-end run: ``spooler --help``, enqueue, a drain to a receiver on 127.0.0.1, the
-  Datalyr drop-in client drained with no config file, ``dlq inspect``;
+  Datalyr drop-in client drained with no config file, ``dlq inspect``, ``spooler demo``;
 - ``pipx install '.[metrics]'`` from the copy (pipx runs ``pip install`` on the
   path, as ``pip install .`` does), and its drain serves ``/metrics``.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, wait_until
 
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 # Source folders and the package each installs as.
@@ -192,6 +192,12 @@ def test_the_installed_wheel_enqueues_drains_and_dead_letters(
     assert (dead["id"], dead["reason"], dead["status"]) == (ids[1], "rejected", 400)
     status = run(spooler, "status", "--json", cwd=user_dir).stdout
     assert json.loads(status)["destinations"]["default"]["dead"] == 1
+
+
+def test_the_installed_wheel_runs_the_demo(installed: Path, user_dir: Path) -> None:
+    # The demo's receiver lives in spooler.testing: the wheel must carry it.
+    demo = run(installed / "spooler", "demo", cwd=user_dir, timeout=120).stdout
+    assert "The receiver got" in demo and "nothing was lost" in demo
 
 
 def test_the_installed_datalyr_client_drains_with_flags_only(

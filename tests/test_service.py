@@ -21,8 +21,8 @@ from conftest import SPOOLER, rows, start_drain, wait_until
 
 from spooler import Spool
 from spooler.drain import HANG_ENV
-from spooler.receiver import Receiver
 from spooler.sd_notify import Notifier
+from spooler.testing import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 WATCHDOG_USEC = 1_000_000  # one second: the drain pings every half second while alive

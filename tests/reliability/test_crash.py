@@ -18,7 +18,7 @@ import pytest
 from conftest import drain_cli, rows, spooler_cmd, start_drain, wait_until
 
 from spooler.drain import CRASH_ENV
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 PRODUCER = """
 import sys

@@ -32,7 +32,7 @@ import pytest
 from conftest import SPOOLER, drain_cli, drain_command, wait_until
 from lazyfs import LazyFS, lazyfs_binary
 
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 # Power cuts per scenario in `make test` (about 30 s in all on 2 cores); the
 # campaign before a release multiplies them: SPOOLER_POWER_LOSS_SCALE=10 make reliability

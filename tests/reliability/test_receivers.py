@@ -15,7 +15,7 @@ import pytest
 from conftest import drain_once, free_port, rows, start_drain, wait_until
 
 from spooler import Spool
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 ENDLESS_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"
 ENDLESS_500 = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 99999999999\r\n\r\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import drain_args, rows, spooler_cmd, start_drain, wait_until
 
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 def in_flight(db: Path) -> bool:
