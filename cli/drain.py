@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from spooler.config import build_drain_config, select_destinations
-from spooler.destinations._registry import destination_types
+from spooler.destinations import destination_types
 from spooler.drain import Mode
 from spooler.events import DEFAULT_DESTINATION
 from spooler.service import JsonLogFormatter, ServiceOptions, run_drain

@@ -25,7 +25,7 @@ from .checks import (
     positive_seconds,
     secret,
 )
-from .destinations._registry import (
+from .destinations import (
     DEFAULT_TYPE,
     DestinationSpec,
     all_options,

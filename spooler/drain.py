@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 from .breaker import CircuitBreaker
 from .config import DrainConfig
 from .destination_log import DestinationLog
-from .destinations import Destination, Verdict
-from .destinations._registry import build_destination
+from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
 from .records import (

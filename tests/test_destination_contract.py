@@ -19,7 +19,7 @@ from conftest import drain_once
 
 import spooler.destinations
 from spooler import Spool
-from spooler.destinations._registry import all_options, destination_types, spec_for
+from spooler.destinations import all_options, destination_types, spec_for
 from spooler.testing import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def test_a_key_two_types_share_is_checked_alike() -> None:
 def test_the_types_and_their_config_checks_load_no_httpx() -> None:
     code = (
         "import sys; from spooler.config import build_drain_config;"
-        "from spooler.destinations._registry import destination_types, spec_for;"
+        "from spooler.destinations import destination_types, spec_for;"
         "[build_drain_config({}, destination_flags={'type': t, 'url': '-' if t == 'file'"
         " else 'https://h/', 'api_key': spec_for(t).api_key_prefix + 'k'})"
         " for t in destination_types()];"

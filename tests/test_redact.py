@@ -16,7 +16,7 @@ from conftest import drain_once, rows
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config, load_config_file, resolved_settings
-from spooler.destinations._registry import destination_types, spec_for
+from spooler.destinations import destination_types, spec_for
 from spooler.drain import Mode, url_digest
 from spooler.redact import RedactingFilter, Redactor, mask, masked_url, url_secrets
 from spooler.testing import Receiver

@@ -18,17 +18,37 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..records import ClaimedEvent, Failure
+from ._registry import (
+    DEFAULT_TYPE,
+    DestinationSpec,
+    all_options,
+    build_destination,
+    destination_types,
+    option,
+    options_of,
+    spec_for,
+    type_for_url,
+)
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
 __all__ = [
+    "DEFAULT_TYPE",
     "MAX_ERROR_BYTES",
     "Destination",
+    "DestinationSpec",
     "Verdict",
+    "all_options",
+    "build_destination",
+    "destination_types",
     "event_text",
     "event_text_with_id",
     "isoformat_utc",
+    "option",
+    "options_of",
+    "spec_for",
+    "type_for_url",
 ]
 
 #: The most of an error text kept with an event (the contract's 2 KiB excerpt).
