@@ -461,9 +461,9 @@ def _destination_config(
     return dest
 
 
-def _default_url(kind: str | None) -> str | None:
-    """The well-known endpoint of destination type ``kind``, if it has one."""
-    return None if kind is None else spec_for(kind).default_url
+def _default_url(kind: Any) -> str | None:
+    """The well-known endpoint of destination type ``kind``, if it is one and has one."""
+    return spec_for(kind).default_url if kind in destination_types() else None
 
 
 def config_db_path(raw: Mapping[str, Any]) -> str | None:

@@ -272,6 +272,13 @@ def test_one_named_destination_is_defined_by_the_flags_with_its_types_endpoint()
     assert datalyr.api_key == "dk_123"
 
 
+def test_flags_of_an_unknown_type_are_refused_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="destination flags need --url, or a --type with"):
+        build_drain_config({}, destination_flags={"type": "bogus"})
+    with pytest.raises(ConfigError, match=r"type: must be one of amplitude, datalyr, file, http"):
+        build_drain_config({}, destination_flags={"type": "bogus", "url": "http://h"})
+
+
 def test_flags_for_a_named_destination_override_its_table(tmp_path: Path) -> None:
     raw = load_config_file(write(tmp_path, CONFIG))
     config = build_drain_config(
