@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,6 +158,20 @@ def workdir() -> Iterator[Path]:
     """A scratch directory on the same disk as the checkout (not a tmpfs in /tmp)."""
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
         yield Path(tmp)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    """Return once something listens on 127.0.0.1:``port``; raise if ``process`` exits
+    first or 30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
 
 
 def environment() -> str:

@@ -22,6 +22,8 @@ SCRIPTS = [
     "import_time.py",
     "disk.py",
     "postgres.py",
+    "serve.py",
+    "serve_servers.py",
 ]
 
 

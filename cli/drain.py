@@ -11,13 +11,12 @@ from spooler.config import build_drain_config, select_destinations
 from spooler.destinations import destination_types
 from spooler.drain import Mode
 from spooler.events import DEFAULT_DESTINATION
-from spooler.service import JsonLogFormatter, ServiceOptions, run_drain
+from spooler.service import ServiceOptions, run_drain
 
-from .options import Options, common_options, parse_duration_option, service_options
+from .options import Options, common_options, parse_duration_option
+from .service import service_options
 
-# JsonLogFormatter: spooler serve's command takes it from here, until it runs as a service
-# of spooler.service too.
-__all__ = ["JsonLogFormatter", "drain"]
+__all__ = ["drain"]
 
 
 def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict | None:
@@ -109,9 +108,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--summary-interval", callback=parse_duration_option, help="Summary log period [default 60s]."
 )
-@service_options(
-    log_level_help="Leave out log lines below this level (warning: retries, dead letters, errors)."
-)
+@service_options("warning: retries, dead letters, errors")
 @common_options
 def drain(
     opts: Options,

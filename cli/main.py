@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "release": ".queue:release",
     "retry-now": ".queue:retry_now",
     "expire": ".queue:expire",
+    "serve": ".serve:serve",
 }
 
 

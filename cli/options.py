@@ -34,7 +34,6 @@ __all__ = [
     "parse_duration_option",
     "reason_filter",
     "require_selection",
-    "service_options",
     "set_debug",
     "stdin_lines",
 ]
@@ -222,65 +221,6 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         )
 
     return wrapper
-
-
-def service_options(*, log_level_help: str) -> Callable[..., Any]:
-    """Add the options of a command that runs as a service (--log-format, --log-level,
-    --metrics-port, --metrics-host): it receives them as one ``service``, a
-    ``spooler.service.ServiceOptions``, which also says whether stderr is a terminal."""
-
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        @click.option(
-            "--metrics-port",
-            type=click.IntRange(1, 65535),
-            help="Serve Prometheus metrics and /healthz on this port (needs spooler[metrics]).",
-        )
-        @click.option(
-            "--metrics-host",
-            default="127.0.0.1",
-            show_default=True,
-            help="Address for --metrics-port.",
-        )
-        @click.option(
-            "--log-format",
-            type=click.Choice(["plain", "json"]),
-            default="plain",
-            show_default=True,
-            help="json: one JSON object per line (for journald / log shippers).",
-        )
-        @click.option(
-            "--log-level",
-            type=click.Choice(["debug", "info", "warning", "error"]),
-            default="info",
-            show_default=True,
-            help=log_level_help,
-        )
-        @functools.wraps(command)
-        def wrapper(
-            *args: Any,
-            metrics_port: int | None,
-            metrics_host: str,
-            log_format: str,
-            log_level: str,
-            **kwargs: Any,
-        ) -> Any:
-            from spooler.service import ServiceOptions
-
-            ctx = click.get_current_context()
-            level_given = ctx.get_parameter_source("log_level") is not ParameterSource.DEFAULT
-            service = ServiceOptions(
-                log_format=log_format,
-                log_level=log_level if level_given else None,
-                debug=bool(ctx.meta.get("spooler.debug")),
-                metrics_host=metrics_host,
-                metrics_port=metrics_port,
-                progress_bar=sys.stderr.isatty(),
-            )
-            return command(*args, service=service, **kwargs)
-
-        return wrapper
-
-    return decorate
 
 
 def parse_duration_option(

@@ -98,7 +98,37 @@ def status_table(status: SpoolStatus) -> str:
         "last_error",
         "error",
     ]
-    return table(headers, rows)
+    lines = [table(headers, rows)]
+    for name, report in sorted(status.services.items()):
+        lines.append(service_line(name, report, status.now))
+    return "\n".join(lines)
+
+
+def service_line(name: str, report: dict[str, object], now: float) -> str:
+    """One line on a service's report: ``serve 127.0.0.1:8420 (pid 12, up 2h, as of 3s
+    ago): 10 requests accepted (1000 events), 2 refused (503: 2); commit p50 ... ms``."""
+
+    def number(key: str) -> float:
+        value = report.get(key)
+        return value if isinstance(value, (int, float)) else 0
+
+    state = "stopped" if report.get("stopped") else f"up {human_age(now - number('started_at'))}"
+    refused = report.get("refused_by_status") or {}
+    by_status = ", ".join(f"{code}: {count}" for code, count in dict(refused).items())
+    latency = report.get("commit_ms")
+    commits = (
+        f"commit p50 {latency['p50']:g} ms, p99 {latency['p99']:g} ms, max {latency['max']:g} ms"
+        if isinstance(latency, dict)
+        else "no commit yet"
+    )
+    return (
+        f"{report.get('service', 'service')} {name} (pid {report.get('pid')}, {state}, as of "
+        f"{human_age(now - number('updated_at'))} ago): "
+        f"{number('requests_accepted'):.0f} requests accepted "
+        f"({number('events_accepted'):.0f} events), {number('requests_refused'):.0f} refused"
+        + (f" ({by_status})" if by_status else "")
+        + f"; {commits}"
+    )
 
 
 def dead_table(dead: Iterable[DeadEvent]) -> Iterator[str]:

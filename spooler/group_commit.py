@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .errors import NotDurableError
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "commit_together"]
 
 Row = tuple[str, str, str]
 
@@ -46,11 +46,9 @@ class GroupCommit:
 
     There is no background thread: the first caller to arrive leads, committing every
     request pending at that moment in one ``commit``; callers that arrive meanwhile
-    wait, and the first of them leads the next group. If a shared commit fails (a
-    spool limit, say), each request of the group is retried on its own, so an error
-    reaches exactly the callers it concerns and the others still commit. A commit that
-    went through but could not be flushed to disk (``NotDurableError``) is not retried:
-    every caller of the group gets the error.
+    wait, and the first of them leads the next group. A failed shared commit is
+    handled as ``commit_together`` says: an error reaches exactly the callers it
+    concerns.
     """
 
     def __init__(self, commit: Callable[[Sequence[Row]], None]) -> None:
@@ -143,26 +141,38 @@ class GroupCommit:
                 successor.wakeup.release()
 
     def _commit_group(self, group: list[_Request]) -> None:
-        try:
-            self._commit([row for request in group for row in request.rows])
-        except NotDurableError as exc:
-            # Committed, only not flushed: the rows are in the spool, so committing them
-            # again one request at a time would store every event twice.
-            for request in group:
-                request.error = exc
-            return
-        except Exception as exc:
-            if len(group) == 1:
-                group[0].error = exc
-                return
-            # Whose rows caused it is unknown: give each request its own transaction.
-            for request in group:
-                try:
-                    self._commit(request.rows)
-                except Exception as own:
-                    request.error = own
-                else:
-                    request.error = None
-            return
-        for request in group:
-            request.error = None
+        errors = commit_together(self._commit, [request.rows for request in group])
+        for request, error in zip(group, errors, strict=True):
+            request.error = error
+
+
+def commit_together(
+    commit: Callable[[Sequence[Row]], None], batches: Sequence[Sequence[Row]]
+) -> list[Exception | None]:
+    """Commit every batch of rows in one ``commit``; each batch's error (None: committed).
+
+    If the shared commit fails (a spool limit, say), each batch is committed on its own,
+    so an error reaches exactly the batches it concerns and the others still commit. A
+    commit that went through but could not be flushed to disk (``NotDurableError``) is
+    not retried: every batch gets the error.
+    """
+    try:
+        commit([row for rows in batches for row in rows])
+    except NotDurableError as exc:
+        # Committed, only not flushed: the rows are in the spool, so committing them
+        # again one batch at a time would store every event twice.
+        return [exc] * len(batches)
+    except Exception as exc:
+        if len(batches) == 1:
+            return [exc]
+        # Whose rows caused it is unknown: give each batch its own transaction.
+        errors: list[Exception | None] = []
+        for rows in batches:
+            try:
+                commit(rows)
+            except Exception as own:
+                errors.append(own)
+            else:
+                errors.append(None)
+        return errors
+    return [None] * len(batches)

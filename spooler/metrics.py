@@ -1,9 +1,10 @@
-"""Prometheus metrics for a running drain: ``spooler drain --metrics-port PORT``.
+"""Prometheus metrics for a running drain or relay: ``spooler drain --metrics-port PORT``,
+``spooler serve --metrics-port PORT``.
 
 Needs the optional ``prometheus-client`` (``pip install 'spooler[metrics]'``); nothing
-else imports this module. Counters and the request-latency histogram are fed by the
-drain; queue gauges are read from the spool at scrape time, so they are right even for
-events other drains delivered.
+else imports this module. Counters and histograms are fed by the drain or the relay;
+queue gauges are read from the spool at scrape time, so they are right even for events
+other processes enqueued or delivered.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     CollectorRegistry = None  # type: ignore[assignment,misc]
 
-__all__ = ["DrainMetrics"]
+__all__ = ["DrainMetrics", "ServeMetrics"]
 
 
 class _SpoolCollector:
@@ -62,7 +63,42 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # a scrape every few seconds is not news
 
 
-class DrainMetrics:
+class _Endpoint:
+    """A registry with the spool's queue gauges, and the HTTP server that exposes it."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        if CollectorRegistry is None:
+            raise ConfigError(
+                "--metrics-port needs prometheus-client: pip install 'spooler[metrics]'"
+            )
+        self.registry = CollectorRegistry()
+        self.registry.register(_SpoolCollector(store, clock))
+        self._server: Any = None
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` (Prometheus text format) and ``/healthz`` in a thread."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("PATH_INFO") == "/healthz":
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [b"ok\n"]
+            return metrics_app(environ, start_response)
+
+        try:
+            self._server = make_server(host, port, app, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port {port}: cannot listen on {host}: {exc}") from None
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class DrainMetrics(_Endpoint):
     """The drain's counters, histogram and gauges, and the HTTP server that exposes them.
 
     Usage::
@@ -74,11 +110,7 @@ class DrainMetrics:
     """
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
-        if CollectorRegistry is None:
-            raise ConfigError(
-                "--metrics-port needs prometheus-client: pip install 'spooler[metrics]'"
-            )
-        self.registry = CollectorRegistry()
+        super().__init__(store, clock)
         self._delivered = Counter(
             "spooler_delivered_total", "Events delivered", ["destination"], registry=self.registry
         )
@@ -106,8 +138,6 @@ class DrainMetrics:
             ["destination"],
             registry=self.registry,
         )
-        self.registry.register(_SpoolCollector(store, clock))
-        self._server: Any = None
 
     def delivered(self, destination: str, count: int) -> None:
         """Count delivered events."""
@@ -129,24 +159,45 @@ class DrainMetrics:
         """Record how many requests in a row have failed (0: the destination answers)."""
         self._failing.labels(destination).set(count)
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` (Prometheus text format) and ``/healthz`` in a thread."""
-        metrics_app = make_wsgi_app(self.registry)
 
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            if environ.get("PATH_INFO") == "/healthz":
-                start_response("200 OK", [("Content-Type", "text/plain")])
-                return [b"ok\n"]
-            return metrics_app(environ, start_response)
+class ServeMetrics(_Endpoint):
+    """``spooler serve``'s counters and commit latency, with the spool's queue gauges.
 
-        try:
-            self._server = make_server(host, port, app, handler_class=_QuietHandler)
-        except OSError as exc:
-            raise ConfigError(f"--metrics-port {port}: cannot listen on {host}: {exc}") from None
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+    Usage::
 
-    def close(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        metrics = ServeMetrics(store)
+        metrics.serve("127.0.0.1", 9465)
+    """
+
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(store, clock)
+        self._requests = Counter(
+            "spooler_serve_requests_total",
+            "Ingest requests answered, by API and status (2xx: its events were committed)",
+            ["api", "status"],
+            registry=self.registry,
+        )
+        self._events = Counter(
+            "spooler_serve_events_total",
+            "Events committed from ingest requests",
+            ["api", "destination"],
+            registry=self.registry,
+        )
+        self._commit = Histogram(
+            "spooler_serve_commit_seconds",
+            "Time per shared commit of ingest requests (with its fsync at durability=full)",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, float("inf")),
+        )
+
+    def answered(self, api: str, status: int) -> None:
+        """Count one answered request."""
+        self._requests.labels(api, str(status)).inc()
+
+    def committed(self, api: str, destination: str, events: int) -> None:
+        """Count the events of one accepted request."""
+        self._events.labels(api, destination).inc(events)
+
+    def commit(self, seconds: float) -> None:
+        """Record how long one shared commit took."""
+        self._commit.observe(seconds)

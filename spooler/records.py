@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -228,11 +228,13 @@ class DeadSelection(QueueSelection):
 
 @dataclass(frozen=True)
 class SpoolStatus:
-    """Counts overall and per destination at one instant."""
+    """Counts overall and per destination at one instant, and the reports that running
+    services (``spooler serve``) keep in the spool, by name."""
 
     total: Counts
     destinations: dict[str, Counts]
     now: float
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``spooler status --json`` document."""
@@ -259,4 +261,5 @@ class SpoolStatus:
         return {
             **overall,
             "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
+            "services": self.services,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -88,7 +89,7 @@ class Spool:
             os.fspath(path), durability=durability, create=create, clock=clock, file_mode=file_mode
         )
         self.path = self.store.path  # a URL without its password
-        self._group_commit = GroupCommit(self._insert)
+        self._group_commit = GroupCommit(self.commit_rows)
 
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
         """Commit one event to the spool and return its event id."""
@@ -160,7 +161,11 @@ class Spool:
             )
         return ids
 
-    def _insert(self, rows: Sequence[tuple[str, str, str]]) -> None:
+    def commit_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Commit ``(event_id, destination, JSON text)`` rows in one transaction of their
+        own, within the spool's limits: for callers that gather commits themselves
+        (``spooler serve``). The texts must be ``encode_event``'s, the ids
+        ``new_event_ids``'."""
         self.store.insert(
             rows, now=self._clock(), max_events=self.max_events, max_bytes=self.max_bytes
         )
@@ -222,7 +227,13 @@ class Spool:
                 total.oldest_queued_at = min(
                     total.oldest_queued_at or counts.oldest_queued_at, counts.oldest_queued_at
                 )
-        return SpoolStatus(total, per_destination, now)
+        services = {}
+        for name, report in self.store.service_reports().items():
+            try:
+                services[name] = json.loads(report)
+            except ValueError:
+                continue  # written by a newer spooler, say: not this one's to show
+        return SpoolStatus(total, per_destination, now, services)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         RetriedNow,
     )
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "SERVICE_PREFIX", "Store"]
 
 SCHEMA_VERSION = 4
 APPLICATION = "spooler"
@@ -72,6 +72,7 @@ ATTEMPT_LOG_ERROR_CHARS = 100
 # A held event's due_at: later than any real time, so the claim (an index range on
 # due_at) never reaches it, and no other index or column is needed.
 HELD = 1e18
+SERVICE_PREFIX = "service:"  # meta keys of the reports services keep (record_service)
 _ROWS_PER_INSERT = 500  # 3 parameters a row: far below SQLite's limit of 32766
 
 _SCHEMA = """
@@ -927,6 +928,25 @@ class Store:
         with self._read() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'retry_now_count'").fetchone()
             return int(row[0]) if row else 0
+
+    def record_service(self, name: str, report: str) -> None:
+        """Keep the report (a JSON text) of a running service such as ``spooler serve``
+        under ``name``, for ``spooler status``; it replaces that name's last one."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (SERVICE_PREFIX + name, report),
+            )
+
+    def service_reports(self) -> dict[str, str]:
+        """The reports services keep, by name."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                (len(SERVICE_PREFIX), SERVICE_PREFIX),
+            ).fetchall()
+        return {key.removeprefix(SERVICE_PREFIX): value for key, value in rows}
 
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events: never claimed, so never sent and never expired, until

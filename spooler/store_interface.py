@@ -181,6 +181,12 @@ class SpoolStore(Protocol):
     def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:
         """Dead-letter queued events (reason ``manual``), not those being delivered."""
 
+    def record_service(self, name: str, report: str) -> None:
+        """Keep a running service's report (a JSON text) under ``name``, replacing its last."""
+
+    def service_reports(self) -> dict[str, str]:
+        """The reports services keep, by name."""
+
     # -- health -----------------------------------------------------------------------
 
     def integrity_check(self) -> list[str]:

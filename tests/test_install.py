@@ -11,7 +11,9 @@ in the checkout whether or not the package would ship it. Here:
   end-to-end run: ``spooler --help``, enqueue, a drain to a receiver on 127.0.0.1, the
   Datalyr drop-in client drained with no config file, ``dlq inspect``, ``spooler demo``;
 - ``pipx install '.[metrics]'`` from the copy (pipx runs ``pip install`` on the
-  path, as ``pip install .`` does), and its drain serves ``/metrics``.
+  path, as ``pip install .`` does), and its drain serves ``/metrics``;
+- ``spooler serve``: without its extra it names it; with ``pip install 'spooler[serve]'``
+  it takes an SDK's request into the spool.
 """
 
 from __future__ import annotations
@@ -278,3 +280,67 @@ def test_pipx_installs_the_checkout_with_the_metrics_extra(built: Built, tmp_pat
         drain.terminate()
         _, stderr = drain.communicate(timeout=60)
     assert drain.returncode == 0, stderr
+
+
+def test_spooler_serve_without_its_extra_says_what_to_install(
+    installed: Path, user_dir: Path
+) -> None:
+    # The plain install has no httptools: the command names the extra, in one line
+    done = subprocess.run(
+        [installed / "spooler", "serve", "--port", str(free_port())],
+        cwd=user_dir,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "spooler: error: spooler serve needs httptools: pip install 'spooler[serve]'"
+    )
+
+
+def test_the_serve_extra_relays_an_sdk_request_into_the_spool(
+    built: Built, tmp_path: Path, user_dir: Path
+) -> None:
+    # Given the wheel installed with the serve extra, as the README says
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    wheel = f"{built.wheel}[serve]"
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, cwd=tmp_path, timeout=600)
+    port = free_port()
+    relay = subprocess.Popen(
+        [venv / "bin" / "spooler", "serve", "--port", str(port)],
+        cwd=user_dir,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        # When a Datalyr request reaches it
+        url = f"http://127.0.0.1:{port}/track"
+        request = urllib.request.Request(
+            url,
+            data=b'{"event": "signup", "userId": "u_1", "eventId": "e-1"}',
+            headers={"Content-Type": "application/json", "X-API-Key": "dk_test"},
+        )
+
+        def answered() -> bool:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    return answer.status == 200
+            except OSError:
+                return False
+
+        assert wait_until(answered, timeout=30)
+    finally:
+        relay.terminate()
+        assert relay.wait(timeout=30) == 0
+        assert relay.stderr is not None
+        relay.stderr.close()
+    # Then the event waits in the spool for the datalyr destination
+    status = json.loads(run(venv / "bin" / "spooler", "status", "--json", cwd=user_dir).stdout)
+    assert status["destinations"]["datalyr"]["queued"] == 1
+    (report,) = status["services"].values()
+    assert report["requests_accepted"] == 1

@@ -430,3 +430,15 @@ def test_a_closed_store_refuses_work(store: SpoolStore) -> None:
     store.close()
     with pytest.raises(Exception, match="closed"):
         add(store, "late")
+
+
+def test_service_reports_are_kept_by_name(store: SpoolStore) -> None:
+    assert store.service_reports() == {}
+    store.record_service("127.0.0.1:8420", '{"requests_accepted": 1}')
+    store.record_service("127.0.0.1:8421", '{"requests_accepted": 5}')
+    store.record_service("127.0.0.1:8420", '{"requests_accepted": 2}')  # replaces the first
+    assert store.service_reports() == {
+        "127.0.0.1:8420": '{"requests_accepted": 2}',
+        "127.0.0.1:8421": '{"requests_accepted": 5}',
+    }
+    assert store.totals() == (0, 0)  # not events: nothing counts them against the limits

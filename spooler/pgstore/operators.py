@@ -19,7 +19,7 @@ from ..records import (
     QueueSelection,
     RetriedNow,
 )
-from ..store import REPLAY_CHUNK, read_in_pages
+from ..store import REPLAY_CHUNK, SERVICE_PREFIX, read_in_pages
 from .base import StoreBase
 from .sql import (
     CLAIMABLE_AT,
@@ -270,6 +270,22 @@ class OperatorOperations(StoreBase):
             " '{}') FROM unpaused WHERE ran)",
         )
         return RetriedNow(events, tuple(ended))
+
+    def record_service(self, name: str, report: str) -> None:
+        """Keep a running service's report (a JSON text) under ``name``, replacing its last."""
+        self._run_one(
+            "INSERT INTO {s}.meta (key, value) VALUES (%(key)s, %(report)s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING 1",
+            {"key": SERVICE_PREFIX + name, "report": report},
+        )
+
+    def service_reports(self) -> dict[str, str]:
+        """The reports services keep, by name."""
+        rows = self._read(
+            "SELECT key, value FROM {s}.meta WHERE starts_with(key, %(prefix)s) ORDER BY key",
+            {"prefix": SERVICE_PREFIX},
+        )
+        return {key.removeprefix(SERVICE_PREFIX): value for key, value in rows}
 
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events: never claimed, so never sent and never expired, until

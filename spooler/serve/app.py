@@ -1,0 +1,250 @@
+"""The relay: routes each ingest request to its API, checks its key, commits its events,
+and answers only once they are committed.
+
+A request's events are checked (as their API would), stored without the key, and
+committed in one transaction, shared with the requests that arrived meanwhile
+(``Committer``). A spool that cannot take them (full: ``max_events`` / ``max_bytes``;
+failing: a full disk, an I/O error, a commit that could not be flushed) gets the
+answer that makes the SDK send again later, never a success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from ..config import ServeConfig
+from ..errors import ConfigError, InvalidEventError, SpoolerError
+from ..events import check_destination_name, encode_event
+from ..spool import Spool
+from .amplitude import Amplitude
+from .apis import API, Datalyr, Events, Refused, json_response
+from .commits import Committer
+from .http import HttpServer, Limits, Request, Response
+from .posthog import PostHog
+from .segment import Segment
+from .stats import REPORT_INTERVAL, Metrics, ServeStats
+
+__all__ = ["IngestApp", "Relay"]
+
+log = logging.getLogger("spooler.serve")
+
+_NOT_FOUND_LIMIT = 64 * 1024  # a body to a path no API serves is read, then refused
+SUMMARY_INTERVAL = 60.0
+
+
+class IngestApp:
+    """Answers the requests of every API (``HttpServer``'s application)."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        config: ServeConfig,
+        committer: Committer,
+        stats: ServeStats,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._spool = spool
+        self._config = config
+        self._committer = committer
+        self._stats = stats
+        self._clock = clock
+        self._routes: dict[str, API] = {}
+        for api in (Amplitude(config.min_id_length), Segment(), PostHog(), Datalyr()):
+            for path in api.paths:
+                self._routes[path] = api
+        self._events = Events()
+
+    def _route(self, path: str) -> tuple[API, str] | Response:
+        """The API serving ``path``, and the destination its events go to."""
+        api = self._routes.get(path)
+        if api is not None:
+            return api, self._config.destinations[api.name]
+        name = path.removeprefix(Events.prefix)
+        if name == path:
+            return json_response(404, {"error": f"no ingest API at {path}"})
+        try:
+            check_destination_name(name)
+        except ConfigError as exc:
+            return json_response(404, {"error": str(exc)})
+        if self._config.configured is not None and name not in self._config.configured:
+            return json_response(404, {"error": f"no destination {name!r} is configured"})
+        return self._events, name
+
+    def body_limit(self, path: str) -> int:
+        """The limit of the API serving ``path``."""
+        route = self._route(path)
+        return _NOT_FOUND_LIMIT if isinstance(route, Response) else route[0].body_limit(path)
+
+    def too_large(self, path: str) -> Response:
+        """The API's own answer to a body over its limit."""
+        route = self._route(path)
+        if isinstance(route, Response):
+            return route
+        self._stats.refuse(route[0].name, 413)
+        return route[0].too_large(f"the body is over {route[0].body_limit(path)} bytes")
+
+    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+        """Read and check the request's events, and commit them: the API's answer at once
+        for a request refused, else its future, settled once the commit has returned."""
+        if request.path == "/healthz" and request.method == "GET":
+            return json_response(200, {"ok": True})
+        route = self._route(request.path)
+        if isinstance(route, Response):
+            return route
+        api, destination = route
+        if request.method != "POST":
+            return Response(405, b'{"error":"POST only"}', (("Allow", "POST"),))
+        now = self._clock()
+        try:
+            ingest = api.read(request, now)
+            self._check_key(api, destination, ingest.key)
+            texts = self._encode(api, ingest.events)
+        except Refused as refused:
+            log.debug("%s %s refused: %s", request.method, request.path, refused.reason)
+            self._stats.refuse(api.name, refused.response.status)
+            return refused.response
+        if not texts:
+            return api.accepted(request, ingest, [], now)
+        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def committed(commit: asyncio.Future[list[str]]) -> None:
+            try:
+                ids = commit.result()
+            except SpoolerError as exc:
+                log.warning(
+                    "%s %s: not stored, answered 503: %s", request.method, request.path, exc
+                )
+                self._stats.refuse(api.name, 503)
+                answer.set_result(api.unavailable(f"the spool cannot take events now: {exc}"))
+            except Exception as exc:  # a bug: the connection answers 500
+                answer.set_exception(exc)
+            else:
+                self._stats.accept(api.name, destination, len(texts))
+                answer.set_result(api.accepted(request, ingest, ids, now))
+
+        self._committer.submit([(destination, text) for text in texts]).add_done_callback(committed)
+        return answer
+
+    def _check_key(self, api: API, destination: str, key: str | None) -> None:
+        """Refuse a key that is neither the destination's nor the serve token (where
+        either is configured: else any key is taken, as on a loopback-only relay)."""
+        accepted = [k for k in (self._config.token, self._config.keys.get(destination)) if k]
+        if not accepted:
+            return
+        given = (key or "").encode()
+        # Compared in constant time, each: the key is a secret.
+        if not any(hmac.compare_digest(given, k.encode()) for k in accepted):
+            raise Refused(api.unauthorized(), "wrong or missing key")
+
+    def _encode(self, api: API, events: list[dict]) -> list[str]:
+        limit = self._spool.max_event_bytes
+        if api.max_event_bytes is not None:
+            limit = min(limit, api.max_event_bytes)
+        texts = []
+        for index, event in enumerate(events):
+            try:
+                texts.append(encode_event(event, max_bytes=limit))
+            except InvalidEventError as exc:
+                raise api.refuse(f"event {index}: {exc}") from None
+        return texts
+
+
+class Relay:
+    """``spooler serve``: one spool's HTTP ingest endpoint, until ``stop``.
+
+    Usage::
+
+        relay = Relay(spool, ServeConfig(port=8420))
+        relay.run(ready=lambda port: print("listening on", port))  # until relay.stop()
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        config: ServeConfig,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._spool = spool
+        self._config = config
+        self._clock = clock
+        self._metrics = metrics
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_asked = False
+
+    def run(self, *, ready: Callable[[int], None] | None = None) -> None:
+        """Serve until ``stop``; ``ready(port)`` is called once it listens."""
+        try:
+            # libuv's event loop, where installed (the serve extra installs it): its
+            # sockets cost less per request (docs/performance.md).
+            from uvloop import run as run_loop
+        except ImportError:
+            run_loop = asyncio.run
+        run_loop(self._serve(ready))
+
+    def stop(self) -> None:
+        """Stop accepting, answer the requests in progress, return from ``run``. Safe
+        from a signal handler or another thread."""
+        self._stop_asked = True
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def _serve(self, ready: Callable[[int], None] | None) -> None:
+        config = self._config
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        stats = ServeStats(f"{config.host}:{config.port}", metrics=self._metrics, clock=self._clock)
+        committer = Committer(self._spool.commit_rows, on_commit=stats.commit)
+        app = IngestApp(self._spool, config, committer, stats, clock=self._clock)
+        limits = Limits(
+            header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
+            idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
+        )
+        server = HttpServer(app, limits)
+        try:
+            await server.start(config.host, config.port)
+        except OSError as exc:
+            committer.close()
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+        stats.listen = f"{config.host}:{server.port}"
+        log.info("serving on http://%s for %s", stats.listen, self._spool.path)
+        if ready is not None:
+            ready(server.port)
+        reporter = asyncio.create_task(self._report(stats))
+        if self._stop_asked:
+            self._stopping.set()
+        await self._stopping.wait()
+        log.info("stopping: answering the requests in progress")
+        await server.stop()
+        reporter.cancel()
+        await asyncio.to_thread(committer.close)
+        await asyncio.to_thread(
+            self._spool.store.record_service, stats.listen, stats.report(stopped=True)
+        )
+        log.info("stopped: %s", stats.summary())
+
+    async def _report(self, stats: ServeStats) -> None:
+        """Keep the report in the spool while it changes; log a summary every minute."""
+        written, last_summary = -1, self._clock()
+        while True:
+            if stats.version != written:
+                written = stats.version
+                try:
+                    await asyncio.to_thread(
+                        self._spool.store.record_service, stats.listen, stats.report()
+                    )
+                except SpoolerError as exc:
+                    log.warning("could not keep the report in the spool: %s", exc)
+            if self._clock() - last_summary >= SUMMARY_INTERVAL:
+                last_summary = self._clock()
+                log.info("%s", stats.summary())
+            await asyncio.sleep(REPORT_INTERVAL)

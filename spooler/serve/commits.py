@@ -1,0 +1,149 @@
+"""Group commit for an event loop: the events of concurrent requests share transactions.
+
+Each request's events are one batch, committed all or none. One thread commits: while
+it commits (and fsyncs), the batches of the requests that arrive wait, and the next
+commit takes all of them, so a commit's cost is shared by every request that waited
+for it; and after a commit of several, the next one waits a moment (at most as long as
+that commit took) for the clients it answered, which are about to send again. A
+request is answered only once the commit that holds its events has returned (after
+the fsync, at ``durability = "full"``). A failed shared commit is retried one
+batch at a time (``commit_together``), so a request learns only of its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ..events import new_event_ids
+from ..group_commit import commit_together
+
+__all__ = ["Committer"]
+
+Row = tuple[str, str, str]
+# The longest the thread waits for the batches of a group, however slow the last commit.
+MAX_GATHER_SECONDS = 0.005
+
+
+class _Batch:
+    """One request's events: ``(destination, JSON text)`` pairs, and its future."""
+
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: Sequence[tuple[str, str]], future: asyncio.Future[list[str]]):
+        self.events = events
+        self.future = future
+
+
+class Committer:
+    """Commits batches of events submitted from one event loop, on a thread of its own.
+
+    Usage::
+
+        committer = Committer(spool.commit_rows, on_commit=stats.commit)
+        ids = await committer.submit([("amplitude", '{"event_type":"a"}')])
+        committer.close()
+
+    ``on_commit(seconds, batches)`` is called after each commit, from the thread.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[Sequence[Row]], None],
+        *,
+        on_commit: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self._commit = commit
+        self._on_commit = on_commit
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[_Batch] = []
+        self._arrived = threading.Condition()
+        self._idle = True  # the thread waits for work: a submit must wake it
+        self._closed = False
+        self._gathering = False
+        self._last_group = 1  # batches in the last commit
+        self._last_commit_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="spooler-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: Sequence[tuple[str, str]]) -> asyncio.Future[list[str]]:
+        """Commit ``(destination, JSON text)`` events in one transaction (maybe shared);
+        the future gives their new event ids once they are committed, or the error."""
+        future: asyncio.Future[list[str]] = self._loop.create_future()
+        with self._arrived:
+            if self._closed:
+                raise RuntimeError("the committer is closed")
+            self._pending.append(_Batch(events, future))
+            # A busy thread takes the batch when its commit returns; a gathering one is
+            # woken only once its group is complete (a wake-up costs a GIL hand-over).
+            if self._idle or (self._gathering and len(self._pending) >= self._last_group):
+                self._arrived.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._arrived:
+                while not self._pending and not self._closed:
+                    self._idle = True
+                    self._arrived.wait()
+                self._idle = False
+                if self._last_group > 1 and not self._closed:
+                    # The clients answered after the last commit are about to send again:
+                    # wait for as many batches as it held, but never longer than a commit
+                    # takes, or the groups would alternate between a few and the rest.
+                    self._gathering = True
+                    self._arrived.wait_for(
+                        lambda: len(self._pending) >= self._last_group or self._closed,
+                        timeout=min(self._last_commit_seconds, MAX_GATHER_SECONDS),
+                    )
+                    self._gathering = False
+                group, self._pending = self._pending, []
+                if not group and self._closed:
+                    return
+            self._last_group = len(group)
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[_Batch]) -> None:
+        # One call for the ids of the whole group: os.urandom is a system call.
+        ids = new_event_ids(sum(len(batch.events) for batch in group))
+        rows: list[list[Row]] = []
+        start = 0
+        for batch in group:
+            rows.append(
+                [
+                    (event_id, destination, body)
+                    for event_id, (destination, body) in zip(
+                        ids[start : start + len(batch.events)], batch.events, strict=True
+                    )
+                ]
+            )
+            start += len(batch.events)
+        began = time.perf_counter()
+        errors = commit_together(self._commit, rows)
+        self._last_commit_seconds = time.perf_counter() - began
+        if self._on_commit is not None:
+            self._on_commit(self._last_commit_seconds, len(group))
+        outcomes = [
+            (batch, error, [row[0] for row in batch_rows])
+            for batch, error, batch_rows in zip(group, errors, rows, strict=True)
+        ]
+        self._loop.call_soon_threadsafe(_settle, outcomes)
+
+    def close(self) -> None:
+        """Commit what was submitted, then stop the thread."""
+        with self._arrived:
+            self._closed = True
+            self._arrived.notify()
+        self._thread.join()
+
+
+def _settle(outcomes: list[tuple[_Batch, Exception | None, list[str]]]) -> None:
+    for batch, error, ids in outcomes:
+        if batch.future.done():  # the request went away (its client hung up)
+            continue
+        if error is None:
+            batch.future.set_result(ids)
+        else:
+            batch.future.set_exception(error)

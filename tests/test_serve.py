@@ -1,0 +1,391 @@
+"""``spooler serve`` as users run it: each API's requests, what it stores, how it answers,
+keys, limits, a full spool, and what ``spooler status`` and the metrics show."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import free_port, rows, spooler_cmd
+from relay import relay, write_config
+
+from spooler.events import OPTIONS_KEY
+
+KEYS = {
+    "amplitude": "amp-0123456789abcdef",
+    "segment": "seg-write-key-0123456789",
+    "posthog": "phc_0123456789abcdef",
+    "datalyr": "dk_0123456789abcdef",
+}
+TOKEN = "serve-token-0123456789"
+
+
+def keyed_config(tmp_path: Path, **serve: Any) -> Path:
+    """A config whose four API destinations have keys (so the relay checks them)."""
+    tables = {
+        api: {"type": api, "url": f"http://127.0.0.1:9/{api}", "api_key": key}
+        for api, key in KEYS.items()
+    }
+    return write_config(tmp_path / "spooler.toml", tables, **serve)
+
+
+def stored(db: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every queued event: (destination, event), in enqueue order."""
+    return [(d, json.loads(b)) for d, b in rows(db, "SELECT destination, body FROM queue")]
+
+
+def spool_bytes(db: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in db.parent.glob(db.name + "*"))
+
+
+def test_amplitude_stores_the_events_with_the_request_options(db: Path) -> None:
+    with relay(db) as running:
+        body = {
+            "api_key": KEYS["amplitude"],
+            "events": [
+                {"event_type": "a", "user_id": "usr", "insert_id": "i-1", "time": 1700000000000},
+                {"event_type": "b", "device_id": "dev"},
+            ],
+            "options": {"min_id_length": 3},
+        }
+        answer = httpx.post(running.url + "/2/httpapi", json=body)
+        plain = httpx.post(
+            running.url + "/batch",
+            json={"api_key": "k", "events": [{"event_type": "c", "user_id": "user_1"}]},
+        )
+    # The answer the SDKs read "code" from, and the events as the destination sends them
+    assert answer.status_code == 200
+    assert answer.json()["code"] == 200 and answer.json()["events_ingested"] == 2
+    assert plain.status_code == 200
+    (_, first), (_, second), (destination, third) = stored(db)
+    assert first == {
+        "event_type": "a",
+        "user_id": "usr",
+        "insert_id": "i-1",
+        "time": 1700000000000,
+        OPTIONS_KEY: {"min_id_length": 3},
+    }
+    assert second["device_id"] == "dev" and isinstance(second["time"], int)  # the receipt time
+    assert destination == "amplitude" and OPTIONS_KEY not in third
+    assert KEYS["amplitude"].encode() not in spool_bytes(db)
+
+
+def test_amplitude_refuses_the_requests_amplitude_refuses(db: Path) -> None:
+    with relay(db) as running:
+        missing = httpx.post(running.url + "/2/httpapi", json={"api_key": "k", "events": []})
+        bad = httpx.post(
+            running.url + "/2/httpapi",
+            json={
+                "api_key": "k",
+                "events": [
+                    {"event_type": "ok", "user_id": "user_1"},
+                    {"user_id": "user_2"},
+                    {"event_type": "short", "user_id": "u1"},
+                ],
+            },
+        )
+        not_json = httpx.post(running.url + "/2/httpapi", content=b"{oops")
+        too_big = httpx.post(
+            running.url + "/2/httpapi",
+            json={"api_key": "k", "events": [{"event_type": "x" * 1_000_000, "user_id": "u"}]},
+        )
+    assert (missing.status_code, missing.json()["missing_field"]) == (400, "events")
+    assert bad.status_code == 400
+    assert bad.json()["events_with_missing_fields"] == {"event_type": [1], "user_id": [2]}
+    assert bad.json()["events_with_invalid_id_lengths"] == {"user_id": [2]}
+    assert (not_json.status_code, not_json.json()["code"]) == (400, 400)
+    assert (too_big.status_code, too_big.json()) == (
+        413,
+        {"code": 413, "error": "Payload too large"},
+    )
+    assert stored(db) == []
+
+
+def test_segment_stores_messages_with_the_batch_context(db: Path) -> None:
+    with relay(db) as running:
+        auth = {"Authorization": "Basic " + base64.b64encode(b"wk:").decode()}
+        batch = httpx.post(
+            running.url + "/v1/batch",
+            headers=auth,
+            json={
+                "batch": [
+                    {
+                        "type": "track",
+                        "event": "e",
+                        "userId": "u",
+                        "messageId": "m-1",
+                        "context": {"page": 1},
+                        "timestamp": "2026-01-01T00:00:00Z",
+                    },
+                ],
+                "context": {"library": {"name": "x"}},
+                "sentAt": "2026-01-01T00:00:01Z",
+            },
+        )
+        single = httpx.post(
+            running.url + "/v1/identify",
+            json={"userId": "u", "traits": {"plan": "pro"}, "writeKey": "wk"},
+        )
+    assert (batch.status_code, batch.json()) == (200, {"success": True})
+    assert (single.status_code, single.json()) == (200, {"success": True})
+    (_, message), (destination, identify) = stored(db)
+    assert message == {
+        "type": "track",
+        "event": "e",
+        "userId": "u",
+        "messageId": "m-1",
+        "context": {"library": {"name": "x"}, "page": 1},
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
+    assert destination == "segment"
+    assert identify["type"] == "identify" and "writeKey" not in identify
+    assert "timestamp" in identify  # the time it was received
+
+
+def test_posthog_takes_batches_single_events_gzip_and_the_key_in_the_event(db: Path) -> None:
+    with relay(db) as running:
+        batch = httpx.post(
+            running.url + "/batch/",
+            json={
+                "api_key": "phc_x",
+                "batch": [{"event": "e", "distinct_id": "d", "uuid": "u-1", "properties": {}}],
+                "historical_migration": False,
+                "sent_at": "2026-01-01T00:00:00+00:00",
+            },
+        )
+        packed = gzip.compress(
+            json.dumps(
+                {"event": "f", "distinct_id": "d", "properties": {"token": "phc_x"}, "offset": 1000}
+            ).encode()
+        )
+        single = httpx.post(running.url + "/e/?compression=gzip-js", content=packed)
+        header_gzip = httpx.post(
+            running.url + "/i/v0/e/",
+            content=gzip.compress(b'[{"event":"g","distinct_id":"d","api_key":"phc_x"}]'),
+            headers={"Content-Encoding": "gzip"},
+        )
+        no_id = httpx.post(
+            running.url + "/batch/", json={"api_key": "k", "batch": [{"event": "e"}]}
+        )
+    assert [r.status_code for r in (batch, single, header_gzip)] == [200, 200, 200]
+    assert batch.json() == {"status": 1}
+    assert (no_id.status_code, no_id.json()["type"]) == (400, "validation_error")
+    events = [event for _, event in stored(db)]
+    assert [e["event"] for e in events] == ["e", "f", "g"]
+    assert events[0]["uuid"] == "u-1"
+    assert "offset" not in events[1] and "timestamp" in events[1]
+    assert b"phc_x" not in spool_bytes(db)
+
+
+def test_datalyr_keeps_the_event_id_and_not_the_key(db: Path) -> None:
+    with relay(db) as running:
+        answer = httpx.post(
+            running.url + "/track",
+            headers={"X-API-Key": KEYS["datalyr"]},
+            json={
+                "event": "signup",
+                "userId": "u",
+                "eventId": "e-1",
+                "timestamp": "2026-01-01T00:00:00.000Z",
+            },
+        )
+        no_name = httpx.post(running.url + "/track", json={"userId": "u"})
+    assert (answer.status_code, answer.json()) == (200, {"success": True})
+    assert no_name.status_code == 400 and "error" in no_name.json()
+    assert stored(db) == [
+        (
+            "datalyr",
+            {
+                "event": "signup",
+                "userId": "u",
+                "eventId": "e-1",
+                "timestamp": "2026-01-01T00:00:00.000Z",
+            },
+        )
+    ]
+    assert KEYS["datalyr"].encode() not in spool_bytes(db)
+
+
+def test_the_generic_endpoint_takes_objects_arrays_and_json_lines(db: Path) -> None:
+    with relay(db) as running:
+        one = httpx.post(running.url + "/v1/events/billing", json={"a": 1})
+        many = httpx.post(running.url + "/v1/events/billing", json=[{"b": 2}, {"c": 3}])
+        lines = httpx.post(
+            running.url + "/v1/events/audit",
+            content=b'{"d": 4}\n\n{"e": 5}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        bad_line = httpx.post(
+            running.url + "/v1/events/audit",
+            content=b'{"f": 6}\n{oops\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        bad_name = httpx.post(running.url + "/v1/events/no%20such", json={"a": 1})
+    assert [len(r.json()["ids"]) for r in (one, many, lines)] == [1, 2, 2]
+    assert (bad_line.status_code, "line 2" in bad_line.json()["error"]) == (400, True)
+    assert bad_name.status_code == 404
+    assert stored(db) == [
+        ("billing", {"a": 1}),
+        ("billing", {"b": 2}),
+        ("billing", {"c": 3}),
+        ("audit", {"d": 4}),
+        ("audit", {"e": 5}),
+    ]
+    ids = [i for r in (one, many, lines) for i in r.json()["ids"]]
+    assert ids == [row[0] for row in rows(db, "SELECT event_id FROM queue ORDER BY id")]
+
+
+@pytest.mark.parametrize(
+    ("path", "request_args", "status", "shape"),
+    [
+        (
+            "/2/httpapi",
+            {"json": {"api_key": "wrong", "events": [{"event_type": "a", "user_id": "user_1"}]}},
+            400,
+            {"code": 400},
+        ),
+        (
+            "/v1/track",
+            {"json": {"event": "e", "userId": "u"}, "auth": ("wrong", "")},
+            401,
+            {"success": False},
+        ),
+        (
+            "/batch/",
+            {"json": {"api_key": "wrong", "batch": [{"event": "e", "distinct_id": "d"}]}},
+            401,
+            {"code": "invalid_api_key"},
+        ),
+        (
+            "/track",
+            {"json": {"event": "e"}, "headers": {"X-API-Key": "dk_wrong"}},
+            401,
+            {"error": "Invalid API key"},
+        ),
+        ("/track", {"json": {"event": "e"}}, 401, {"error": "Invalid API key"}),
+        (
+            "/v1/events/segment",
+            {"json": {"a": 1}, "headers": {"Authorization": "Bearer x"}},
+            401,
+            {"error": "Invalid API key"},
+        ),
+    ],
+)
+def test_a_wrong_key_gets_the_apis_answer_and_stores_nothing(
+    tmp_path: Path, db: Path, path: str, request_args: dict, status: int, shape: dict
+) -> None:
+    config = keyed_config(tmp_path)
+    with relay(db, "--config", str(config)) as running:
+        answer = httpx.post(running.url + path, **request_args)
+    assert answer.status_code == status
+    assert shape.items() <= answer.json().items()
+    if path == "/2/httpapi":  # amplitude-analytics stops sending on exactly this
+        assert answer.json()["error"].startswith("Invalid API key:")
+    assert stored(db) == []
+
+
+def test_the_destination_key_or_the_token_is_taken(tmp_path: Path, db: Path) -> None:
+    config = keyed_config(tmp_path, token=TOKEN)
+    with relay(db, "--config", str(config)) as running:
+        by_key = httpx.post(
+            running.url + "/track", json={"event": "e"}, headers={"X-API-Key": KEYS["datalyr"]}
+        )
+        by_token = httpx.post(
+            running.url + "/track", json={"event": "e"}, headers={"X-API-Key": TOKEN}
+        )
+        generic = httpx.post(
+            running.url + "/v1/events/datalyr",
+            json={"event": "e"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        unknown = httpx.post(
+            running.url + "/v1/events/elsewhere",
+            json={"a": 1},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert [r.status_code for r in (by_key, by_token, generic)] == [200, 200, 200]
+    assert unknown.status_code == 404  # the config names its destinations
+    assert len(stored(db)) == 3
+    assert TOKEN.encode() not in spool_bytes(db)
+
+
+def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(
+    tmp_path: Path, db: Path
+) -> None:
+    config = tmp_path / "spooler.toml"
+    config.write_text("[spool]\nmax_events = 2\n")
+    with relay(db, "--config", str(config)) as running:
+        fits = httpx.post(running.url + "/v1/events/x", json=[{"a": 1}, {"a": 2}])
+        full = [
+            httpx.post(running.url + "/v1/events/x", json={"a": 3}),
+            httpx.post(
+                running.url + "/v1/batch",
+                json={"batch": [{"type": "track", "event": "e", "userId": "u"}]},
+            ),
+            httpx.post(
+                running.url + "/2/httpapi",
+                json={"api_key": "k", "events": [{"event_type": "a", "user_id": "user_1"}]},
+            ),
+            httpx.post(
+                running.url + "/batch/",
+                json={"api_key": "k", "batch": [{"event": "e", "distinct_id": "d"}]},
+            ),
+            httpx.post(running.url + "/track", json={"event": "e"}),
+        ]
+    assert fits.status_code == 200
+    assert [(r.status_code, r.headers.get("retry-after")) for r in full] == [(503, "10")] * 5
+    assert full[2].json()["code"] == 503  # what the Amplitude SDKs read
+    assert [event for _, event in stored(db)] == [{"a": 1}, {"a": 2}]
+
+
+def test_only_loopback_without_a_token(tmp_path: Path, db: Path) -> None:
+    refused = spooler_cmd("serve", "--db", str(db), "--host", "0.0.0.0", "--port", str(free_port()))
+    assert refused.returncode == 2
+    assert "token" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_status_and_metrics_show_requests_and_commit_latency(tmp_path: Path, db: Path) -> None:
+    metrics_port = free_port()
+    with relay(db, "--metrics-port", str(metrics_port)) as running:
+        # Given concurrent requests (they share commits) and a refused one
+        def post_some() -> None:
+            with httpx.Client() as client:
+                for n in range(20):
+                    client.post(running.url + "/v1/events/x", json={"n": n})
+
+        threads = [threading.Thread(target=post_some) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        httpx.post(running.url + "/track", content=b"not json")
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert running.stop() == 0  # SIGTERM: the last report is written, exit 0
+    status = json.loads(spooler_cmd("status", "--db", str(db), "--json").stdout)
+    (report,) = status["services"].values()
+    assert report["requests_accepted"] == 100 and report["events_accepted"] == 100
+    assert report["refused_by_status"] == {"400": 1}
+    assert report["stopped"] is True
+    assert 0 < report["commits"] <= 100
+    assert report["commit_ms"]["p50"] > 0
+    table = spooler_cmd("status", "--db", str(db)).stdout
+    assert "100 requests accepted (100 events), 1 refused (400: 1)" in table
+    assert 'spooler_serve_requests_total{api="events",status="200"} 100.0' in scraped
+    assert 'spooler_serve_requests_total{api="datalyr",status="400"} 1.0' in scraped
+    assert "spooler_serve_commit_seconds_count" in scraped
+
+
+def test_sigterm_answers_the_requests_in_progress_and_exits_0(db: Path) -> None:
+    with relay(db) as running, httpx.Client() as client:
+        assert client.post(running.url + "/v1/events/x", json={"a": 1}).status_code == 200
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 0
+    assert len(stored(db)) == 1
