@@ -28,7 +28,7 @@ from common import (
 from loopback import Loopback
 
 import spooler
-from spooler.store import Store
+from spooler.store.sqlite import SQLiteStore
 
 BIG = 1_000_000
 SMALL = 10_000
@@ -43,8 +43,8 @@ DRAIN_CHILD = """
 import sys, time
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
-from spooler.store import Store
-store = Store(sys.argv[1], durability="normal")  # as `spooler drain` opens it
+from spooler.store.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1], durability="normal")  # as `spooler drain` opens it
 drain = Drain(store, build_drain_config({}, destination_flags={"url": sys.argv[2]}))
 began = time.perf_counter()
 drain.run(Mode.UNTIL_EMPTY)
@@ -60,7 +60,7 @@ def fill(path: Path, count: int) -> None:
             spool.enqueue_many([EVENT] * min(CHUNK, count - start))
 
 
-def claim_ack(store: Store, count: int) -> float:
+def claim_ack(store: SQLiteStore, count: int) -> float:
     """Rate of claiming and acking ``count`` events in batches, as a drain does."""
 
     def work() -> None:
@@ -99,7 +99,7 @@ def bytes_per_event(enqueue: object, count: int = 20_000) -> float:
 def measure(tmp: Path) -> list[Row]:
     big, small = tmp / "big.db", tmp / "small.db"
     fill(big, BIG)
-    big_store, small_store = Store(big), Store(small)
+    big_store, small_store = SQLiteStore(big), SQLiteStore(small)
 
     def small_round() -> float:
         fill(small, SMALL)  # each round drains exactly what it filled

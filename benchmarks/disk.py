@@ -17,7 +17,7 @@ from loopback import Loopback
 import spooler
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
-from spooler.store import WAL_SIZE_LIMIT
+from spooler.store.sqlite.schema import WAL_SIZE_LIMIT
 
 BACKLOG = 200_000
 STEADY_SECONDS = 10.0

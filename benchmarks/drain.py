@@ -33,7 +33,7 @@ import spooler
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.events import encode_event
-from spooler.store import Store
+from spooler.store.sqlite import SQLiteStore
 
 BACKLOG = 50_000
 PQ_BACKLOG = 2_000  # persist-queue commits every put, get and ack: two fsyncs per event
@@ -45,7 +45,7 @@ def spooler_drain(path: Path, url: str) -> float:
     with spooler.Spool(path) as spool:
         spool.enqueue_many([EVENT] * BACKLOG)
     # As `spooler drain` opens it: its own connection, at synchronous=NORMAL.
-    store = Store(path, durability="normal")
+    store = SQLiteStore(path, durability="normal")
     config = build_drain_config({}, destination_flags={"url": url})
     began = time.perf_counter()
     report = Drain(store, config).run(Mode.UNTIL_EMPTY)

@@ -33,7 +33,7 @@ import spooler
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.events import encode_event, new_event_ids
-from spooler.spool import open_store
+from spooler.store import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from pg_server import PostgresServer  # the tests' own harness

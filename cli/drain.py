@@ -155,7 +155,6 @@ def drain(
         # fsync: losing the last of them to a power cut only puts events back where they
         # were, never loses one (docs/guarantees.md). Producers keep their durability.
         open_spool=functools.partial(opts.open_spool, durability="normal"),
-        spool_path=opts.db_path(),
         mode=Mode.ONCE if once else Mode.UNTIL_EMPTY if until_empty else Mode.DAEMON,
         max_time=max_time,
         options=service,

@@ -102,7 +102,8 @@ def _one_line(exc: click.UsageError, ctx: click.Context | None) -> click.UsageEr
 @group_options
 @debug_option
 def cli() -> None:
-    """Durable event spooler: enqueue to a local SQLite spool, drain to HTTP APIs."""
+    """Durable event spooler: enqueue to a local SQLite spool (or a PostgreSQL one shared
+    by many hosts), drain to HTTP APIs."""
 
 
 # -- enqueue ------------------------------------------------------------------------------
@@ -200,9 +201,10 @@ def status(opts: Options, as_json: bool, watch: float | None) -> None:
 @cli.command()
 @common_options
 def doctor(opts: Options) -> None:
-    """Check the spool: integrity, schema, WAL size, stale leases, corrupt events (moved
-    to the dead-letter table), events for destinations the config does not define, use
-    of the configured limits, free disk. Exit 1 when something needs action."""
+    """Check the spool: integrity, schema, WAL size, file modes, free disk (on
+    PostgreSQL: the server's reach, dead rows), stale leases, corrupt events (moved to
+    the dead-letter table), events for destinations the config does not define, use of
+    the configured limits. Exit 1 when something needs action."""
     from spooler.doctor import diagnose
 
     opts.warn_of_config_mistakes()

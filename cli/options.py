@@ -19,7 +19,6 @@ import click
 from click.core import ParameterSource
 
 from spooler import ConfigError, InvalidEventError, Spool
-from spooler.spool import is_url
 
 __all__ = [
     "DEFAULT_DB",
@@ -58,22 +57,13 @@ class Options:
         return load_config_file(self.config)
 
     def db_path(self) -> str:
-        """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db; a URL is
-        refused, before anything is created (the library opens ``postgresql://`` spools,
-        the command line files only, so far)."""
-        path = self.db
-        if not path:
-            from spooler.config import config_db_path
+        """--db / SPOOLER_DB, else the config file's ``db``, else ./spooler.db: a file
+        path, or a ``postgresql://`` URL."""
+        if self.db:
+            return self.db
+        from spooler.config import config_db_path
 
-            path = config_db_path(self.raw_config) or DEFAULT_DB
-        if is_url(path):
-            # Only the scheme is shown: the rest of a database URL may hold a password.
-            raise ConfigError(
-                f"the spool {path.partition(':')[0]}://... is a URL, and the command line"
-                " opens spool files only, for now: give a file path (--db, SPOOLER_DB, db in"
-                " the config)"
-            )
-        return path
+        return config_db_path(self.raw_config) or DEFAULT_DB
 
     def open_spool(self, *, create: bool = True, durability: str | None = None) -> Spool:
         """Open the spool with the config file's [spool] settings.
@@ -171,7 +161,7 @@ def _db_option(**kwargs: Any) -> Callable[..., Any]:
         "--db",
         envvar="SPOOLER_DB",
         metavar="PATH",
-        help=f"Spool file [env SPOOLER_DB; default {DEFAULT_DB}].",
+        help=f"Spool file, or postgresql:// URL [env SPOOLER_DB; default {DEFAULT_DB}].",
         **kwargs,
     )
 

@@ -13,7 +13,9 @@ not keep the whole destination paused.
 
 The drain keeps each breaker's state in the spool whenever it changes, so that a drain
 started later (the next cron run, a restarted daemon) goes on where it stopped: with the
-same pause, and the same count of failures to lengthen the next one.
+same pause, and the same count of failures to lengthen the next one. Drains running at
+the same time follow each other through it (``follow``): one that finds the
+destination failing pauses them all, and one whose probe gets through lets them all go.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from .destination_log import DestinationLog
 from .retry import RetryPolicy
 
 __all__ = ["CircuitBreaker"]
+
+# A pause kept by another drain is taken up when it ends this much later than this
+# breaker's own: its own pause, read back from the spool, ends within milliseconds of it.
+FOLLOW_TOLERANCE = 0.5
 
 
 class CircuitBreaker:
@@ -112,6 +118,28 @@ class CircuitBreaker:
                 wait,
             )
             return True
+
+    def follow(self, failures: int, paused_for: float) -> str:
+        """Take up the state another drain kept for the destination: ``failures`` in a
+        row, and ``paused_for`` seconds of its pause still to run. Returns what changed:
+        ``"paused"`` (its pause ends later than this breaker's: the destination fails
+        for that drain too), ``"resumed"`` (no failures, while this breaker counts some:
+        that drain got an answer), or ``""``."""
+        with self._lock:
+            if not failures:
+                if not self.failures:
+                    return ""
+                self.failures = 0
+                self._open_until = 0.0
+                return "resumed"
+            until = self._clock() + paused_for
+            if paused_for <= 0 or (self.failures and until <= self._open_until + FOLLOW_TOLERANCE):
+                return ""
+            self.failures = max(self.failures, failures)
+            # Requests sent before the pause began failed in the same outage.
+            self.epoch += 1
+            self._open_until = until
+            return "paused"
 
     def pause_left(self) -> float:
         """Seconds until the pause ends (0.0: not paused)."""

@@ -40,7 +40,7 @@ from .events import DEFAULT_DESTINATION, check_destination_name
 from .files import check_file_mode
 from .redact import mask, masked_url
 from .retry import RetryPolicy
-from .spool import is_url
+from .store import is_url, shown_location
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,7 +207,8 @@ _SERVE_KEYS: dict[str, Checker] = {
 }
 _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file
-# (and each type's own keys that are secrets, and serve.token).
+# (and each type's own keys that are secrets, serve.token, and the top level's db when
+# the file is read).
 _INTERPOLATED = {"url", "api_key", "auth_header", "headers"}
 _UNSET_VARIABLE = re.compile(r": environment variable \w+ is not set$")
 
@@ -280,9 +281,13 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and parse a TOML config file, unchecked (a relative ``db`` made relative to
-    the file); ``resolved_settings`` checks all of it."""
+def read_config_file(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Read and parse a TOML config file, unchecked but for ``db``, which is resolved:
+    ``${VAR}`` replaced from ``env`` (default: the environment; a database password
+    kept out of the file), then a relative path made relative to the file.
+    ``resolved_settings`` checks all of it."""
     try:
         with open(path, "rb") as file:
             raw = tomllib.load(file)
@@ -294,11 +299,13 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets this one through
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
-    if isinstance(raw.get("db"), str) and not is_url(raw["db"]):
-        # Relative to the file, not to wherever the command runs: a shell script and a
-        # service (whose working directory is /) reading one config share one spool.
-        db = os.path.expanduser(raw["db"])
-        raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
+    if isinstance(raw.get("db"), str):
+        raw["db"] = _interpolate(raw["db"], "db", os.environ if env is None else env)
+        if not is_url(raw["db"]):
+            # Relative to the file, not to wherever the command runs: a shell script and
+            # a service (whose working directory is /) reading one config share one spool.
+            db = os.path.expanduser(raw["db"])
+            raw["db"] = os.path.join(os.path.dirname(os.path.abspath(path)), db)
     return raw
 
 
@@ -595,9 +602,12 @@ def resolved_settings(
     Raises ``ConfigError`` for what ``spooler drain`` or ``spooler enqueue`` would refuse,
     listing every mistake of every section at once.
     """
-    settings: dict[str, Any] = {"db": raw.get("db")}
+    settings: dict[str, Any] = {"db": None}
     problems = _Problems()
     _check_top_level(raw, problems)
+    if isinstance(raw.get("db"), str):
+        with problems.noted():
+            settings["db"] = shown_location(raw["db"])
     settings["spool"] = _check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.", problems)
     if "file_mode" in settings["spool"]:  # as it is written: 0640, not 416
         settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .events import check_destination_name, encode_event, new_event_ids
 from .records import DEAD_REASONS, DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store.interface import SpoolStore
 
 __all__ = ["DeadLetters", "dead_event_to_dict"]
 
@@ -44,7 +46,7 @@ def dead_event_to_dict(dead: DeadEvent) -> dict[str, Any]:
 class DeadLetters:
     """The dead-letter table of one spool (``Spool.dead_letters``)."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SpoolStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from .events import events_phrase
-from .records import per_destination, queued_elsewhere
+from .records import Finding, per_destination, queued_elsewhere
 from .spool import Spool
-from .store import SCHEMA_VERSION
 
 __all__ = ["Finding", "diagnose"]
 
-WAL_WARNING_BYTES = 64 * 1024 * 1024  # SQLite checkpoints at ~4 MB: more means a stuck reader
 # Share of max_events / max_bytes past which enqueue is about to fail: time to act.
 LIMIT_WARNING_SHARE = 0.8
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's result: ``ok``, ``warning`` (needs a look) or ``problem`` (needs action)."""
-
-    level: str
-    check: str
-    detail: str
 
 
 def diagnose(
@@ -35,18 +21,19 @@ def diagnose(
     min_free_bytes: int = 100 * 1024 * 1024,
     configured: Collection[str] | None = None,
 ) -> list[Finding]:
-    """Run every check on ``spool``. Corrupt events are moved to the dead-letter table.
-    A damaged file is reported, and then neither read through nor written to.
+    """Run every check on ``spool``: its integrity and schema, what holds it (a file's
+    log, modes and disk, ``min_free_bytes``; a server's reach and dead rows), then its
+    events. Corrupt events are moved to the dead-letter table. A damaged file is
+    reported, and then neither read through nor written to.
 
     With ``configured`` (the destinations a config file defines), events queued for any
     other destination are reported: no drain with that config would ever send them. A
     spool opened with ``max_events`` or ``max_bytes`` is checked against them.
     """
     store = spool.store
-    findings = []
     integrity = store.integrity_check()
     damaged = integrity != ["ok"]
-    findings.append(
+    findings = [
         Finding(
             "problem",
             "integrity",
@@ -57,37 +44,16 @@ def diagnose(
         )
         if damaged
         else Finding("ok", "integrity", "ok")
-    )
+    ]
     version = store.schema_version()
     findings.append(
-        Finding("ok" if version == SCHEMA_VERSION else "problem", "schema", f"version {version}")
-    )
-    wal = f"{store.path}-wal"
-    wal_size = os.path.getsize(wal) if os.path.exists(wal) else 0
-    findings.append(
         Finding(
-            "warning" if wal_size > WAL_WARNING_BYTES else "ok",
-            "wal",
-            f"{wal_size / 1024 / 1024:.1f} MiB"
-            + (
-                " (a long-running reader may be blocking checkpoints)"
-                if wal_size > WAL_WARNING_BYTES
-                else ""
-            ),
+            "ok" if version == store.SCHEMA_VERSION else "problem", "schema", f"version {version}"
         )
     )
-    findings.append(_file_access(store.path))
+    findings += store.storage_checks(min_free_bytes=min_free_bytes)
     if not damaged:  # nothing is read past a damaged page, and nothing is written
         findings += _event_checks(spool, now=now, configured=configured)
-    free = shutil.disk_usage(store.directory).free
-    findings.append(
-        Finding(
-            "problem" if free < min_free_bytes else "ok",
-            "disk",
-            f"{free / 1024 / 1024:.0f} MiB free"
-            + (f" (under {min_free_bytes / 1024 / 1024:.0f} MiB)" if free < min_free_bytes else ""),
-        )
-    )
     return findings
 
 
@@ -121,27 +87,6 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
     if spool.max_events is not None or spool.max_bytes is not None:
         findings.append(_limits(spool))
     return findings
-
-
-def _file_access(path: str) -> Finding:
-    """Whether others may read the spool's files: they hold the event payloads."""
-    real = os.path.realpath(path)
-    exposed = []
-    for name in (real, f"{real}-wal", f"{real}-shm"):
-        try:
-            mode = os.stat(name).st_mode & 0o777
-        except FileNotFoundError:
-            continue
-        if mode & 0o006:
-            exposed.append(f"{name} ({mode:04o})")
-    if not exposed:
-        return Finding("ok", "files", "not readable by others")
-    return Finding(
-        "warning",
-        "files",
-        f"readable by others, payloads included: {', '.join(exposed)}; run chmod o-rwx on"
-        " them (SQLite gives new -wal and -shm files the spool file's mode)",
-    )
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:

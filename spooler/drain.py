@@ -38,12 +38,11 @@ from .records import (
     queued_elsewhere,
 )
 from .redact import masked_url
-from .spool import is_url
-from .store import Store
 
 if TYPE_CHECKING:
     from .metrics import DrainMetrics
     from .retry import RetryPolicy
+    from .store.interface import SpoolStore
 
 __all__ = ["CRASH_ENV", "HANG_ENV", "Drain", "DrainReport", "Mode"]
 
@@ -56,6 +55,9 @@ CRASH_ENV = "SPOOLER_CRASH_AT"
 HANG_ENV = "SPOOLER_HANG_AT"
 CRASH_POINTS = ("after_claim", "after_response")
 RECLAIM_INTERVAL = 60.0  # seconds between checks for free pages to give back to the disk
+# Seconds between reads of the pauses other drains of the spool kept: how soon a drain
+# stops sending to a destination another drain found failing.
+FOLLOW_INTERVAL = 1.0
 CLOCK_JUMP_TOLERANCE = 2.0  # seconds of wall-clock drift against monotonic before we act
 # When no half of a dying batch got through: how many of its events to send alone, one
 # after the other, to tell a receiver that is down from halves that each hold a bad
@@ -99,7 +101,7 @@ class Drain:
 
     def __init__(
         self,
-        store: Store,
+        store: SpoolStore,
         config: DrainConfig,
         *,
         destinations: Mapping[str, Destination] | None = None,
@@ -112,11 +114,9 @@ class Drain:
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        spool_files = {os.path.realpath(store.path + suffix) for suffix in ("", "-wal", "-shm")}
         for dest in config.destinations.values():
             # Appending JSON lines to the spool's own files would corrupt it.
-            path = dest.url.removeprefix("file://")
-            if dest.type == "file" and os.path.realpath(path) in spool_files:
+            if dest.type == "file" and store.is_own_file(dest.url.removeprefix("file://")):
                 raise ConfigError(f"destinations.{dest.name}.url: {dest.url} is the spool itself")
         self._destinations = (
             dict(destinations)
@@ -151,7 +151,8 @@ class Drain:
             )
             for name, each in self._destinations.items()
         }
-        self._pause_record_lock = threading.Lock()
+        # Held while a breaker's state and the pause the spool keeps of it change together.
+        self._pauses_lock = threading.Lock()
         if metrics:
             for name, breaker in self._breakers.items():
                 metrics.failed_in_a_row(name, breaker.failures)
@@ -226,7 +227,7 @@ class Drain:
             "drain %s started (%s) on %s for %s",
             self.owner,
             mode.value,
-            _location(self._store.path),
+            self._store.location,
             ", ".join(
                 f"{name} ({masked_url(d.config.url)})" for name, d in self._destinations.items()
             ),
@@ -239,6 +240,7 @@ class Drain:
             heartbeat(self.overdue())
         next_summary = started_mono + self._config.summary_interval
         next_reclaim = started_mono + RECLAIM_INTERVAL
+        next_follow = started_mono + FOLLOW_INTERVAL
         give_up_at = math.inf
         clock_offset = self._clock() - started_mono
         while not self._all_done.wait(timeout=0.1):
@@ -264,6 +266,9 @@ class Drain:
             if now_mono >= next_reclaim:
                 self._reclaim_space()
                 next_reclaim = now_mono + RECLAIM_INTERVAL
+            if now_mono >= next_follow:
+                self._follow_pauses()
+                next_follow = now_mono + FOLLOW_INTERVAL
             if progress:
                 with self._report_lock:
                     snapshot = replace(self._report)
@@ -315,6 +320,40 @@ class Drain:
                 then += f" (`spooler retry-now -d {name}` ends the pause)"
             self._logs[name].info("%s; %s", _last_failed(breaker.failures), then)
 
+    def _follow_pauses(self) -> None:
+        """Take up what other drains of the spool kept of their breakers: a destination
+        one of them found failing pauses here too, and one whose probe got through
+        sends here again. (Failures at another URL say nothing about ours; a pause
+        ``retry-now`` ended is ``_retry_now_requested``'s.)"""
+        with self._pauses_lock:
+            try:
+                kept, now = self._store.pauses(), self._clock()
+            except StoreError as exc:  # the workers meet it too, and stop the drain
+                log.warning("could not read the pauses other drains kept: %s", exc)
+                return
+            for name, breaker in self._breakers.items():
+                pause = kept.get(name)
+                if pause and (
+                    pause.until is None or pause.url_digest not in (None, self._url_digests[name])
+                ):
+                    continue
+                policy = self._destinations[name].config.retry
+                change = breaker.follow(
+                    pause.failures if pause else 0, _pause_left(pause, policy, now)
+                )
+                if change == "paused":
+                    self._logs[name].info(
+                        "%s, in another drain; pausing it here too for %.2fs, then one"
+                        " request will probe it",
+                        _last_failed(breaker.failures),
+                        breaker.pause_left(),
+                    )
+                elif change == "resumed":
+                    self._logs[name].info("another drain got an answer from it; resuming")
+                    self._wakeups[name].set()
+                if change and self._metrics:
+                    self._metrics.failed_in_a_row(name, breaker.failures)
+
     def _retry_now_requested(self) -> bool:
         """Whether an operator ran ``spooler retry-now`` since the drain last looked; if so,
         the paused destinations whose pause it ended are probed at once."""
@@ -353,7 +392,7 @@ class Drain:
         return current
 
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
-        released = self._store.release(self.owner, now=self._clock())
+        released = self._store.release_leases(self.owner, now=self._clock())
         if released:
             log.info("released %s leased for another drain to deliver", events_phrase(released))
         report = self._report
@@ -557,13 +596,14 @@ class Drain:
         self._alive(destination)
         if not verdict.sent:
             return verdict, elapsed  # judged without a request: says nothing about the API
-        if breaker.record(
-            failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
-        ):
-            # Kept in the spool, so that a drain started later goes on from here. Read
-            # and written under one lock: the last write holds the latest state, even
-            # when another worker's answer changed it meanwhile.
-            with self._pause_record_lock:
+        # Kept in the spool, so that every drain of it goes on from here. Counted and
+        # written under one lock: the last write holds the latest state, even when
+        # another worker's answer changed it meanwhile, and the pauses other drains
+        # kept are never read between the two (_follow_pauses).
+        with self._pauses_lock:
+            if breaker.record(
+                failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
+            ):
                 self._store.record_pause(
                     destination.config.name,
                     failures=breaker.failures,
@@ -760,17 +800,21 @@ def _resumed_breaker(
     pause: KeptPause | None,
     now: float,
 ) -> CircuitBreaker:
-    """A destination's breaker, in the state ``Store.pauses`` kept for it (if any)."""
-    failures, until = (pause.failures, pause.until) if pause else (0, None)
-    # Never longer than the policy's longest wait: a wall clock set back since the pause
-    # was kept would stretch it.
-    paused_for = min(max((until or now) - now, 0.0), policy.longest_delay)
-    return CircuitBreaker(name, policy, rng=rng, failures=failures, paused_for=paused_for)
+    """A destination's breaker, in the state ``SpoolStore.pauses`` kept for it (if any)."""
+    return CircuitBreaker(
+        name,
+        policy,
+        rng=rng,
+        failures=pause.failures if pause else 0,
+        paused_for=_pause_left(pause, policy, now),
+    )
 
 
-def _location(path: str) -> str:
-    """Where the spool is, for the log: a file's absolute path, or a database's URL."""
-    return path if is_url(path) else os.path.abspath(path)
+def _pause_left(pause: KeptPause | None, policy: RetryPolicy, now: float) -> float:
+    """Seconds of a kept pause still to run at ``now``: never longer than the policy's
+    longest wait, which a wall clock set back since the pause was kept would stretch."""
+    until = pause.until if pause else None
+    return min(max((until or now) - now, 0.0), policy.longest_delay)
 
 
 def _last_failed(failures: int) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from .errors import ConfigError
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store.interface import SpoolStore
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -30,7 +32,7 @@ __all__ = ["DrainMetrics", "ServeMetrics"]
 class _SpoolCollector:
     """Queue gauges, read from the spool when Prometheus scrapes."""
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: SpoolStore, clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
 
@@ -66,7 +68,7 @@ class _QuietHandler(WSGIRequestHandler):
 class _Endpoint:
     """A registry with the spool's queue gauges, and the HTTP server that exposes it."""
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: SpoolStore, clock: Callable[[], float]) -> None:
         if CollectorRegistry is None:
             raise ConfigError(
                 "--metrics-port needs prometheus-client: pip install 'spooler[metrics]'"
@@ -109,7 +111,7 @@ class DrainMetrics(_Endpoint):
         metrics.close()
     """
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SpoolStore, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(store, clock)
         self._delivered = Counter(
             "spooler_delivered_total", "Events delivered", ["destination"], registry=self.registry
@@ -169,7 +171,7 @@ class ServeMetrics(_Endpoint):
         metrics.serve("127.0.0.1", 9465)
     """
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SpoolStore, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(store, clock)
         self._requests = Counter(
             "spooler_serve_requests_total",

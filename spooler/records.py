@@ -1,21 +1,20 @@
 """The records spooler's operations take and return: claimed and dead events, counts,
-selections of events, and the status of a spool.
+selections of events, doctor's findings, and the status of a spool.
 
-They live apart from the store so that a producer's ``import spooler`` never loads
-``dataclasses`` (about 10 ms with its imports): the store imports them where it
-builds one, which only drains and operator commands do.
+Below every other module but ``events``: the store, the drain and the commands all use
+them, and they use none of those. They live apart from the store so that a producer's
+``import spooler`` never loads ``dataclasses`` (about 10 ms with its imports): the store
+imports them where it builds one, which only drains and operator commands do.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from .events import events_phrase
-from .store import ATTEMPT_LOG_ERROR_CHARS
 
 __all__ = [
     "DEAD_AGE_BUCKETS",
@@ -27,9 +26,12 @@ __all__ = [
     "DeadGroup",
     "DeadSelection",
     "Failure",
+    "Finding",
+    "KeptPause",
     "QueueSelection",
     "RetriedNow",
     "SpoolStatus",
+    "dead_event",
     "iso_utc",
     "one_line",
     "per_destination",
@@ -98,11 +100,6 @@ class Failure:
     status: int | None
     error: str
 
-    def log_entry(self, at: float) -> str:
-        """This failure as one compact JSON entry of an event's attempt log:
-        ``[at, status, error]``."""
-        return json.dumps([at, self.status, self.error[:ATTEMPT_LOG_ERROR_CHARS]])
-
 
 @dataclass(frozen=True)
 class Attempt:
@@ -127,6 +124,24 @@ class DeadEvent:
     error: str | None
     dead_at: float
     attempt_log: tuple[Attempt, ...] = ()
+
+
+def dead_event(columns: Sequence[Any], attempt_log: tuple[Attempt, ...]) -> DeadEvent:
+    """A dead event from its table's columns in ``DeadEvent``'s order (``event_id`` to
+    ``dead_at``), and its attempt log."""
+    event_id, destination, body, created_at, attempts, reason, status, error, dead_at = columns
+    return DeadEvent(
+        event_id,
+        destination,
+        body,
+        created_at,
+        attempts,
+        reason,
+        status,
+        error,
+        dead_at,
+        attempt_log,
+    )
 
 
 @dataclass
@@ -175,32 +190,19 @@ DEAD_AGE_BUCKETS = ("<1h", "1h-1d", "1d-7d", ">7d")
 
 @dataclass(frozen=True, kw_only=True)
 class QueueSelection:
-    """Which queued events an operation applies to; the given criteria are combined with AND."""
+    """Which queued events an operation applies to; the given criteria are combined with
+    AND. None given selects nothing, unless ``everything`` says so (``ValueError``)."""
 
     ids: tuple[str, ...] = ()
     destination: str | None = None
     everything: bool = False
 
-    def clauses(self) -> tuple[list[str], list[object]]:
-        """The SQL conditions this selection sets, and their parameters."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if self.ids:
-            clauses.append("event_id IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(self.ids)))
-        if self.destination is not None:
-            clauses.append("destination = ?")
-            params.append(self.destination)
-        return clauses, params
+    def __post_init__(self) -> None:
+        if not self.everything and not self._criteria():
+            raise ValueError(f"an empty {type(self).__name__} must say everything=True")
 
-    def where(self) -> tuple[str, list[object]]:
-        """Return the SQL condition and its parameters; refuse an empty selection."""
-        clauses, params = self.clauses()
-        if not clauses:
-            if not self.everything:
-                raise ValueError(f"an empty {type(self).__name__} must say everything=True")
-            return "1", params
-        return " AND ".join(clauses), params
+    def _criteria(self) -> bool:
+        return bool(self.ids) or self.destination is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,19 +213,20 @@ class DeadSelection(QueueSelection):
     dead_before: float | None = None
     dead_after: float | None = None
 
-    def clauses(self) -> tuple[list[str], list[object]]:
-        """The SQL conditions this selection sets, and their parameters."""
-        clauses, params = super().clauses()
-        if self.dead_after is not None:
-            clauses.append("dead_at > ?")
-            params.append(self.dead_after)
-        if self.reason is not None:
-            clauses.append("reason = ?")
-            params.append(self.reason)
-        if self.dead_before is not None:
-            clauses.append("dead_at < ?")
-            params.append(self.dead_before)
-        return clauses, params
+    def _criteria(self) -> bool:
+        return super()._criteria() or any(
+            value is not None for value in (self.reason, self.dead_before, self.dead_after)
+        )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One of ``spooler doctor``'s checks: ``ok``, ``warning`` (needs a look) or
+    ``problem`` (needs action), the check's name, and what it found."""
+
+    level: str
+    check: str
+    detail: str
 
 
 @dataclass(frozen=True)

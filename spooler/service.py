@@ -182,12 +182,11 @@ def run_drain(
     config: DrainConfig,
     *,
     open_spool: Callable[[], Spool],
-    spool_path: str,
     mode: Mode,
     max_time: float | None,
     options: ServiceOptions,
 ) -> DrainReport:
-    """Run a drain as a service, on the spool ``open_spool`` opens at ``spool_path``.
+    """Run a drain as a service, on the spool ``open_spool`` opens.
 
     Raises ``SpoolerError`` when the drain stopped on an error, or when ``max_time``
     ended an ``until_empty`` drain with events still queued.
@@ -195,15 +194,14 @@ def run_drain(
     progress_bar = options.progress_bar and mode is not Mode.DAEMON
     # Per-batch lines would break up the progress bar.
     configure_logging(options, default_level="warning" if progress_bar else "info")
-    new_spool = not os.path.exists(spool_path)
     with open_spool() as spool:
-        if new_spool:
+        if spool.store.created:
             # Created so that a drain may start before any producer has run; but a
             # mistyped path would otherwise drain an empty spool without a word.
             logging.getLogger("spooler.drain").warning(
                 "no spool was at %s, so the drain created an empty one: check --db / "
                 "SPOOLER_DB if your producers have been writing elsewhere",
-                os.path.abspath(spool_path),
+                spool.store.location,
             )
         metrics = None
         if options.metrics_port is not None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import TracebackType
 
-from .errors import ConfigError, InvalidEventError, StoreError
+from .errors import ConfigError, InvalidEventError
 from .events import (
     DEFAULT_DESTINATION,
     DEFAULT_MAX_EVENT_BYTES,
@@ -24,7 +23,7 @@ from .events import (
 )
 from .files import DEFAULT_FILE_MODE
 from .group_commit import GroupCommit
-from .store import Store
+from .store import open_store
 
 # Operator and dead-letter features are imported where used: a producer's
 # `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
@@ -35,17 +34,14 @@ if TYPE_CHECKING:
 
     from .dlq import DeadLetters
     from .records import QueueSelection, RetriedNow, SpoolStatus
-    from .store_interface import SpoolStore
 
-__all__ = ["DEFAULT_DESTINATION", "Spool", "is_url", "open_store"]
-
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
+__all__ = ["DEFAULT_DESTINATION", "Spool"]
 
 
 class Spool:
     """A spool, opened for enqueueing events and for operator queries: a SQLite file, or
     a PostgreSQL database shared by many hosts (a ``postgresql://`` URL, see
-    ``spooler.pgstore``).
+    ``spooler.store.postgres``).
 
     Usage::
 
@@ -249,40 +245,6 @@ class Spool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def open_store(
-    path: str,
-    *,
-    durability: str = "full",
-    create: bool = True,
-    clock: Callable[[], float] = time.time,
-    file_mode: int = DEFAULT_FILE_MODE,
-) -> SpoolStore:
-    """The store a spool path names: a SQLite file, or a PostgreSQL database for a
-    ``postgresql://`` URL (psycopg is imported only then; ``file_mode`` is the SQLite
-    file's). Any other URL is refused, before anything is created."""
-    if not is_url(path):
-        return Store(path, durability=durability, create=create, file_mode=file_mode)
-    # Only the scheme is shown: the rest of a database URL may hold a password.
-    scheme = path.partition(":")[0]
-    if scheme not in ("postgresql", "postgres"):
-        raise ConfigError(
-            f"the spool {scheme}://... is a URL spooler cannot open: give a file path, or a"
-            " postgresql:// URL"
-        )
-    try:
-        from .pgstore import PostgresStore
-    except ImportError as exc:
-        raise StoreError(
-            f"a postgresql:// spool needs psycopg: pip install 'spooler[postgres]' ({exc})"
-        ) from None
-    return PostgresStore(path, durability=durability, create=create, clock=clock)
-
-
-def is_url(path: str) -> bool:
-    """Whether a spool path is a URL (``scheme://...``) rather than a file path."""
-    return _URL.match(path) is not None
 
 
 def _queue_selection(

@@ -21,7 +21,7 @@ from typing import IO, Any
 import pytest
 from pg_server import PostgresServer, missing_postgres
 
-import spooler.store as store_module
+import spooler.store.sqlite.base as sqlite_base
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, DrainReport, Mode
@@ -82,8 +82,28 @@ def enqueue_backlog(spool: Spool, *, pad: int) -> list[str]:
     ]
 
 
+def queued_count(location: Path | str) -> int:
+    """How many events the spool at ``location`` holds queued (its public status)."""
+    with Spool(location, create=False) as spool:
+        return spool.status().total.queued
+
+
+def dead_count(location: Path | str) -> int:
+    """How many events the spool at ``location`` holds dead (its public status)."""
+    with Spool(location, create=False) as spool:
+        return spool.status().total.dead
+
+
+def dead_rows(location: Path | str, *fields: str) -> list[tuple[Any, ...]]:
+    """The named fields of each dead event of the spool at ``location``, oldest first, as
+    ``spooler dlq inspect`` reads them (``event_id``, ``reason``, ``status``, ...)."""
+    with Spool(location, create=False) as spool:
+        return [tuple(getattr(d, f) for f in fields) for d in spool.dead_letters.inspect()]
+
+
 def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run a read-only query on a spool file with plain sqlite3 (what an operator would do)."""
+    """Run a read-only query on a spool file with plain sqlite3 (what an operator would
+    do): for what only a SQLite file has, or no public interface shows."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()
@@ -264,14 +284,14 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str, str
 def spy_on_flushes(monkeypatch: pytest.MonkeyPatch, db: Path) -> list[tuple[int, int]]:
     """Record each flush to disk as (inode flushed, events committed at that moment)."""
     flushes: list[tuple[int, int]] = []
-    flush = store_module._flush_to_disk
+    flush = sqlite_base._flush_to_disk
 
     def spy(fd: int) -> None:
         queued = rows(db, "SELECT count(*) FROM queue")[0][0] if db.exists() else 0
         flushes.append((os.fstat(fd).st_ino, queued))
         flush(fd)
 
-    monkeypatch.setattr(store_module, "_flush_to_disk", spy)
+    monkeypatch.setattr(sqlite_base, "_flush_to_disk", spy)
     return flushes
 
 
@@ -303,3 +323,11 @@ def own_postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """The URL of a fresh spool on the session's PostgreSQL: a schema of its own."""
     return postgres.url()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def spool_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh spool goes on each backend: a file path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "spool.db")
+    return str(request.getfixturevalue("pg_url"))

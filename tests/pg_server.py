@@ -19,10 +19,19 @@ import time
 import uuid
 from urllib.parse import quote
 
-__all__ = ["DRAIN", "PASSWORD_ROLE", "PgBouncer", "PostgresServer", "missing_postgres"]
+__all__ = [
+    "PASSWORD",
+    "PASSWORD_ROLE",
+    "PgBouncer",
+    "PostgresServer",
+    "drain_args",
+    "missing_postgres",
+]
 
-# A role that must give its password (every other role is trusted on the socket).
+# A role that must give its password (every other role is trusted on the socket), and
+# the password, with characters a URL must escape.
 PASSWORD_ROLE = "spooler_pw"
+PASSWORD = "s3cr:t/p@ss w0rd"
 
 
 def _bindir() -> str | None:
@@ -130,6 +139,24 @@ class PostgresServer:
         """A plain libpq URL as the superuser, for the tests' own SQL."""
         return f"postgresql://postgres@{quote(self.folder, safe='')}/postgres"
 
+    def sql(self, statement: str) -> list[tuple[object, ...]]:
+        """Run one statement as the superuser (a test's own look into the database)."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def password_role(self) -> str:
+        """``PASSWORD_ROLE``, which must give ``PASSWORD``, allowed to create a schema."""
+        self.sql(
+            f"DO $$ BEGIN CREATE ROLE {PASSWORD_ROLE} LOGIN; EXCEPTION WHEN duplicate_object"
+            " THEN NULL; END $$"
+        )
+        self.sql(f"ALTER ROLE {PASSWORD_ROLE} PASSWORD '{PASSWORD}'")
+        self.sql(f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE}")
+        return PASSWORD_ROLE
+
     def close(self) -> None:
         """Stop the server if it runs, and remove its folder."""
         with contextlib.suppress(RuntimeError):  # already stopped
@@ -192,23 +219,12 @@ class PgBouncer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-# A drain as a process of its own, through the library (the command line opens spool
-# files only, so far): python -c DRAIN URL RECEIVER MODE. SIGTERM stops it as it stops
-# `spooler drain`; it exits 1 if the drain stopped on an error.
-DRAIN = """
-import signal, sys
-from spooler.config import build_drain_config
-from spooler.drain import Drain, Mode
-from spooler.spool import open_store
-store = open_store(sys.argv[1], durability="normal")
-config = build_drain_config(
-    {},
-    destination_flags={"url": sys.argv[2], "id_field": "id", "batch_size": 20, "timeout": 2},
-    drain_flags={"lease": 5, "poll_interval": 0.05},
-)
-drain = Drain(store, config)
-signal.signal(signal.SIGTERM, lambda *_: drain.stop())
-report = drain.run(Mode[sys.argv[3]], max_time=120)
-store.close()
-sys.exit(1 if report.error or report.remaining and sys.argv[3] == "UNTIL_EMPTY" else 0)
-"""
+def drain_args(url: str, receiver: str, *, until_empty: bool) -> list[str]:
+    """The arguments of ``spooler drain`` on the spool ``url``, delivering to ``receiver``
+    (ids in ``id``) in small batches, with a short lease; a daemon unless
+    ``until_empty``, for 2 minutes at most."""
+    return [
+        *("drain", "--db", url, "--url", receiver, "--id-field", "id"),
+        *("--batch-size", "20", "--timeout", "2", "--lease", "5", "--poll-interval", "0.05"),
+        *("--max-time", "120", *(["--until-empty"] if until_empty else [])),
+    ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, rows, spooler_cmd
+from conftest import dead_rows, drain_once, queued_count, rows, spooler_cmd
 from fakes import amplitude
 
 from spooler import ConfigError, Spool
@@ -89,11 +90,11 @@ def test_a_400_naming_two_events_dead_letters_exactly_those(
     report = deliver(spool, amp)
     assert [r.status for r in amp.requests] == [400, 200]
     assert sorted(e["n"] for e in amp.delivered) == [0, 2, 3, 5]  # each once
-    assert rows(db, "SELECT event_id, reason, status, error FROM dead ORDER BY id") == [
+    assert dead_rows(db, "event_id", "reason", "status", "error") == [
         (ids[1], "invalid", 400, "Amplitude 400: missing event_type"),
         (ids[4], "invalid", 400, "Amplitude 400: invalid id length user_id"),
     ]
-    assert report.dead == 2 and rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert report.dead == 2 and queued_count(db) == 0
 
 
 def test_a_400_naming_no_event_is_bisected_before_anything_dies(
@@ -107,7 +108,7 @@ def test_a_400_naming_no_event_is_bisected_before_anything_dies(
     spool.enqueue_many([track(n) for n in range(4)])
     deliver(spool, receiver)
     assert len(receiver.requests) == 1 + 2 + 4  # the batch, its halves, each event
-    assert rows(db, "SELECT reason, count(*) FROM dead GROUP BY 1") == [("rejected", 4)]
+    assert Counter(dead_rows(db, "reason")) == {("rejected",): 4}
 
 
 def test_a_wrong_api_key_kills_the_batch_without_bisecting_it(
@@ -117,9 +118,7 @@ def test_a_wrong_api_key_kills_the_batch_without_bisecting_it(
     spool.enqueue_many([track(n) for n in range(4)])
     deliver(spool, receiver)
     assert len(receiver.requests) == 1
-    assert rows(db, "SELECT reason, status, count(*) FROM dead GROUP BY 1") == [
-        ("rejected", 400, 4)
-    ]
+    assert dead_rows(db, "reason", "status") == [("rejected", 400)] * 4
 
 
 def test_413_splits_down_to_a_single_event_that_is_too_large(
@@ -129,7 +128,7 @@ def test_413_splits_down_to_a_single_event_that_is_too_large(
     ids = spool.enqueue_many([track(n) for n in range(6)] + [track(9, pad="x" * 700)])
     deliver(spool, receiver)
     assert sorted(e["n"] for e in receiver.delivered) == list(range(6))
-    assert rows(db, "SELECT event_id, reason, status FROM dead") == [(ids[6], "too_large", 413)]
+    assert dead_rows(db, "event_id", "reason", "status") == [(ids[6], "too_large", 413)]
 
 
 def test_a_request_over_1_mb_is_split_before_it_is_sent(
@@ -142,7 +141,7 @@ def test_a_request_over_1_mb_is_split_before_it_is_sent(
     assert all(len(r.body) < 1_000_000 for r in amp.requests)
     assert sorted(e["n"] for e in amp.delivered) == [0, 1]
     # The lone event too big for any request dies without ever being sent.
-    assert rows(db, "SELECT event_id, reason, status FROM dead") == [(ids[2], "too_large", None)]
+    assert dead_rows(db, "event_id", "reason", "status") == [(ids[2], "too_large", None)]
 
 
 @pytest.mark.parametrize(("header", "low", "high"), [(None, 30, 31), ("2", 2, 3)])
@@ -220,4 +219,4 @@ def test_any_200_is_a_success_whatever_its_body(
     receiver.respond = lambda body, headers: (200, {}, answer)
     spool.enqueue(track(0))
     report = deliver(spool, receiver)
-    assert report.delivered == 1 and rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert report.delivered == 1 and queued_count(db) == 0

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, rows, spooler_cmd
+from conftest import dead_rows, drain_once, spooler_cmd
 from fakes import datalyr, posthog, segment
 
 from spooler import ConfigError, Spool
@@ -52,7 +52,7 @@ def test_datalyr_4xx_is_permanent_and_5xx_is_retried(
     receiver.fail_next(502)
     drain_once(spool, receiver.url, type="datalyr", api_key=DATALYR_KEY, concurrency=1)
     assert [e["event"] for e in receiver.delivered] == ["ok"]
-    assert rows(db, "SELECT reason, status FROM dead") == [("rejected", 400)]
+    assert dead_rows(db, "reason", "status") == [("rejected", 400)]
 
 
 def test_datalyr_config() -> None:
@@ -115,7 +115,7 @@ def test_segment_limits(spool: Spool, receiver: Receiver, db: Path) -> None:
     assert all(len(r.body) <= 500 * 1024 for r in receiver.requests)
     assert sorted(e["n"] for e in receiver.delivered) == list(range(20))
     # The 40 KB message died without being sent: Segment takes at most 32 KB.
-    assert rows(db, "SELECT event_id, reason, status FROM dead") == [(ids[20], "too_large", None)]
+    assert dead_rows(db, "event_id", "reason", "status") == [(ids[20], "too_large", None)]
     assert all(b'"n":99' not in r.body for r in receiver.requests)
 
 

@@ -157,3 +157,28 @@ def test_probe_now_ends_the_pause_for_one_probe(clock: FakeClock) -> None:
     assert breaker.admit() == 0.0
     assert admit_from_another_thread(breaker) == math.inf
     assert breaker.failures == 1  # still failing until an answer says otherwise
+
+
+def test_following_another_drain_takes_up_a_longer_pause_and_a_recovery(
+    clock: FakeClock,
+) -> None:
+    # Given a breaker that never failed, and another drain whose requests failed
+    breaker = breaker_for(clock, backoff_base=10.0)
+    # When it follows that drain's kept pause of 30 s after 3 failures
+    assert breaker.follow(3, 30.0) == "paused"
+    # Then it pauses as long, counts as many failures, and ignores requests sent before
+    assert (breaker.admit(), breaker.failures, breaker.epoch) == (30.0, 3, 1)
+    assert not breaker.record(failed=True, epoch=0)
+    # A pause that ends no later than its own (its own, read back) changes nothing
+    assert breaker.follow(3, 30.2) == "" and breaker.follow(1, 5.0) == ""
+    assert breaker.follow(4, 60.0) == "paused" and breaker.admit() == 60.0
+    # When the other drain gets an answer, it resumes at once, without a probe of its own
+    assert breaker.follow(0, 0.0) == "resumed"
+    assert (breaker.admit(), breaker.failures) == (0.0, 0)
+    assert admit_from_another_thread(breaker) == 0.0
+    assert breaker.follow(0, 0.0) == ""
+
+
+def test_a_pause_that_is_over_is_not_taken_up(clock: FakeClock) -> None:
+    breaker = breaker_for(clock)
+    assert breaker.follow(2, 0.0) == "" and breaker.failures == 0

@@ -18,7 +18,10 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import (
     SPOOLER,
+    dead_count,
+    dead_rows,
     drain_args,
+    queued_count,
     require_program,
     rows,
     run_measuring_peak_rss,
@@ -133,7 +136,7 @@ def test_enqueue_of_a_large_file_takes_a_few_times_its_size_in_memory(
     # Then every event is queued, and the process grew by a few times the file's size
     # (~3.5 here: the compact texts, the ids, the rows), not by the ~16 times that
     # holding every parsed object took
-    assert rows(db, "SELECT count(*) FROM queue") == [(200_001,)]
+    assert queued_count(db) == 200_001
     grown = peak_mb - baseline_mb
     assert grown < 6 * size_mb, f"grew {grown:.0f} MiB for a {size_mb:.0f} MiB file"
 
@@ -231,7 +234,7 @@ def test_the_drain_never_flushes_its_commits_while_producers_flush_each_one(
     result = run("drain", "--db", str(db), "--url", f"file://{out}", "--once")
     assert result.exit_code == 0, result.output
     # The drain claimed and acked (committed twice), flushing nothing.
-    assert out.read_text().count("\n") == 1 and rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert out.read_text().count("\n") == 1 and queued_count(db) == 0
     assert flushed == []
     with Spool(db) as spool:  # a producer opened with the default durability
         assert flushed == []  # opening a spool that exists writes nothing to flush
@@ -341,7 +344,7 @@ def test_dlq_replay_then_drain_delivers_with_the_same_id(
     assert run("dlq", "replay", "--db", str(db), "--all", "--dry-run").stdout == (
         "would replay 2 events\n"
     )
-    assert rows(db, "SELECT count(*) FROM dead") == [(2,)]
+    assert dead_count(db) == 2
     result = run("dlq", "replay", "--db", str(db), "--reason", "rejected")
     assert result.exit_code == 0 and result.stdout == "replayed 2 events\n"
     assert rows(db, "SELECT event_id, attempts FROM queue ORDER BY id") == [
@@ -356,7 +359,7 @@ def test_dlq_replay_then_drain_delivers_with_the_same_id(
 def test_dlq_replay_unknown_id_changes_nothing(db: Path, dead_spool: list[str]) -> None:
     result = run("dlq", "replay", "--db", str(db), dead_spool[1], "nope")
     assert result.exit_code == 1 and "nope" in result.stderr
-    assert rows(db, "SELECT count(*) FROM dead") == [(2,)]
+    assert dead_count(db) == 2
 
 
 def test_dlq_purge(db: Path, dead_spool: list[str]) -> None:
@@ -366,9 +369,9 @@ def test_dlq_purge(db: Path, dead_spool: list[str]) -> None:
     assert run("dlq", "purge", "--db", str(db), dead_spool[1], "--yes").stdout == (
         "purged 1 event\n"
     )
-    assert rows(db, "SELECT event_id FROM dead") == [(dead_spool[3],)]
+    assert dead_rows(db, "event_id") == [(dead_spool[3],)]
     assert run("dlq", "purge", "--db", str(db), "--all").stdout == "purged 1 event\n"
-    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+    assert dead_count(db) == 0
 
 
 def test_dlq_purge_by_destination_reason_and_age(db: Path) -> None:
@@ -383,12 +386,12 @@ def test_dlq_purge_by_destination_reason_and_age(db: Path) -> None:
     purge = ["dlq", "purge", "--db", str(db)]
     # When the filters are combined, only the events matching all of them go
     assert run(*purge, "-d", "a", "-r", "rejected", "--yes").stdout == "purged 1 event\n"
-    assert sorted(rows(db, "SELECT event_id FROM dead")) == sorted((k,) for k in kept)
+    assert sorted(dead_rows(db, "event_id")) == sorted((k,) for k in kept)
     assert gone not in run("dlq", "inspect", "--db", str(db)).stdout
     # And the ages select too, a dry run counting without deleting
     assert run(*purge, "--older-than", "1h", "--dry-run").stdout == "would purge 0 events\n"
     assert run(*purge, "--newer-than", "1h", "--dry-run").stdout == "would purge 2 events\n"
-    assert rows(db, "SELECT count(*) FROM dead") == [(2,)]
+    assert dead_count(db) == 2
     mixed = run(*purge, "--all", "--reason", "invalid")
     assert mixed.exit_code == 2 and "--all cannot be combined" in mixed.stderr
 
@@ -466,6 +469,15 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
                 "spooler.group_commit",
                 "spooler.spool",
                 "spooler.store",
+                "spooler.store.shared",
+                "spooler.store.sqlite",
+                "spooler.store.sqlite.base",
+                "spooler.store.sqlite.drains",
+                "spooler.store.sqlite.maintenance",
+                "spooler.store.sqlite.operators",
+                "spooler.store.sqlite.producers",
+                "spooler.store.sqlite.schema",
+                "spooler.store.sqlite.sql",
                 "spooler_cli.main",
                 "spooler_cli.options",
             ]
@@ -488,7 +500,7 @@ def test_a_file_destination_that_is_the_spool_itself_is_refused(db: Path, suffix
     result = run("drain", "--db", str(db), "--url", f"file://{db}{suffix}", "--once")
     assert result.exit_code == 2
     assert f"url: file://{db}{suffix} is the spool itself" in result.stderr
-    assert db.read_bytes() == before and rows(db, "SELECT count(*) FROM queue") == [(1,)]
+    assert db.read_bytes() == before and queued_count(db) == 1
 
 
 def test_the_demo_never_runs_on_an_existing_spool(db: Path) -> None:
@@ -539,7 +551,7 @@ def test_a_receivers_text_cannot_forge_log_lines_or_send_terminal_escapes(
     assert "\\x1b[2J" in drained.stderr and "\\x1b[2J" in detail.stdout  # shown escaped
     assert not any(line.startswith("2026-11-24 03:00:00") for line in drained.stderr.splitlines())
     # The spool keeps the receiver's answer as it came.
-    assert "\x1b[2J" in rows(db, "SELECT error FROM dead")[0][0]
+    assert "\x1b[2J" in dead_rows(db, "error")[0][0]
 
 
 def test_a_relative_db_in_a_config_file_is_relative_to_the_file(
@@ -729,7 +741,7 @@ def test_dlq_replay_by_age_limit_and_to_another_destination(db: Path) -> None:
     assert run("dlq", "replay", "--db", str(db), "--newer-than", "1m").stdout == (
         "replayed 2 events\n"
     )
-    assert {eid for (eid,) in rows(db, "SELECT event_id FROM dead")} == {ids[3]}
+    assert {eid for (eid,) in dead_rows(db, "event_id")} == {ids[3]}
     bad = run("dlq", "replay", "--db", str(db), "--all", "--to", "no way")
     assert bad.exit_code == 2 and "bad destination name" in bad.stderr
 
@@ -747,7 +759,7 @@ def test_every_command_that_takes_ids_reads_them_from_stdin(db: Path) -> None:
         queued = spool.enqueue_many([{"n": n} for n in range(3)])
     purged = run("dlq", "purge", "--db", str(db), "-", "--yes", input=f"{dead[0]}\n{dead[2]}\n")
     assert purged.stdout == "purged 2 events\n"
-    assert rows(db, "SELECT event_id FROM dead") == [(dead[1],)]
+    assert dead_rows(db, "event_id") == [(dead[1],)]
     shown = run("dlq", "inspect", "--db", str(db), "-", "--json", input=f"{dead[1]}\n")
     assert json.loads(shown.stdout)["id"] == dead[1]
     held = run("hold", "--db", str(db), "-", input=f"{queued[1]}\n")
@@ -770,8 +782,8 @@ def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
             conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
         assert store.replay(selection, now=time.time(), chunk=10) == 25
     assert len(commits) == 1 + 3  # the read that checks the selection, then 10 + 10 + 5
-    assert rows(db, "SELECT count(*) FROM queue") == [(25,)]
-    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+    assert queued_count(db) == 25
+    assert dead_count(db) == 0
 
 
 def test_status_shows_each_destinations_last_error_and_pause(db: Path, receiver: Receiver) -> None:
@@ -970,7 +982,7 @@ def test_runbook_moving_the_spool_with_sqlite3_backup_keeps_every_event(
     assert (
         json.loads(spooler_cmd("dlq", "inspect", "--db", str(new), "--json").stdout)["id"] == dead
     )
-    assert rows(new, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(new) == 0
 
 
 @pytest.mark.parametrize(

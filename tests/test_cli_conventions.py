@@ -8,11 +8,12 @@ import json
 import os
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import rows, spooler_cmd
+from conftest import dead_count, queued_count, spooler_cmd
 
 from spooler import Spool, SpoolFullError
 from spooler.clients import Datalyr
@@ -137,7 +138,7 @@ def test_no_ids_on_stdin_is_nothing_to_do(db: Path, command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert result.stderr == f"no ids on stdin: nothing to {command[-1]}\n"
-    assert rows(db, "SELECT count(*) FROM dead") == [(1,)]
+    assert dead_count(db) == 1
 
 
 def test_dlq_inspect_selects_by_age_like_replay(db: Path) -> None:
@@ -160,28 +161,35 @@ def test_dlq_inspect_selects_by_age_like_replay(db: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "env"),
     [
-        (["status", "--db", "postgresql://app:s3cret@db.example/spool"], {}),
-        (["enqueue", "{}"], {"SPOOLER_DB": "postgresql://app:s3cret@db.example/spool"}),
-        (["drain", "--url", "-", "--once", "--db", "postgres://app:s3cret@db/spool"], {}),
-        (["--db", "postgresql://app:s3cret@db.example/spool", "dlq", "summary"], {}),
+        (["status", "--db", "mysql://app:s3cret@db.example/spool"], {}),
+        (["enqueue", "{}"], {"SPOOLER_DB": "sqlite://app:s3cret@db.example/spool"}),
+        (["drain", "--url", "-", "--once", "--db", "redis://app:s3cret@db/spool"], {}),
+        (["--db", "mysql://app:s3cret@db.example/spool", "dlq", "summary"], {}),
     ],
 )
-def test_a_url_for_a_spool_path_is_refused_without_making_a_folder(
+def test_a_url_spooler_cannot_open_is_refused_without_making_a_folder(
     tmp_path: Path, args: list[str], env: dict[str, str]
 ) -> None:
     result = spooler_cmd(*args, cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("spooler: error: the spool postgres")
-    assert "is a URL" in line and "s3cret" not in line
-    assert list(tmp_path.iterdir()) == []  # no postgresql:/ folder, no spool file
+    assert line.startswith("spooler: error: the spool ")
+    assert "is a URL spooler cannot open" in line and "s3cret" not in line
+    assert list(tmp_path.iterdir()) == []  # no mysql:/ folder, no spool file
 
 
-def test_a_url_as_the_config_files_db_is_refused_too(tmp_path: Path) -> None:
+def test_a_database_that_cannot_be_reached_is_an_error_without_its_password(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens on this socket: the URL names a server that is not there.
+    url = f"postgresql://app:s3cret@{quote(str(tmp_path), safe='')}/spool?wait=0"
     config = tmp_path / "spooler.toml"
-    config.write_text("db = 'postgresql://db.example/spool'\n")
-    result = spooler_cmd("enqueue", "--config", str(config), "{}", cwd=tmp_path)
-    assert result.returncode == 2 and "is a URL" in result.stderr
+    config.write_text(f"db = '{url}'\n")
+    for args in (["status", "--db", url], ["enqueue", "--config", str(config), "{}"]):
+        result = spooler_cmd(*args, cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        [line] = result.stderr.splitlines()
+        assert "PostgreSQL could not be reached for 0s" in line and "s3cret" not in line
     assert [path.name for path in tmp_path.iterdir()] == ["spooler.toml"]
 
 
@@ -234,7 +242,7 @@ def test_a_drop_in_clients_events_drain_with_the_flags_alone(db: Path, receiver:
     [request] = receiver.requests
     assert request.events[0]["event"] == "signup_completed"
     assert "dk_test_key" in json.dumps(request.headers)
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
 
 
 def test_without_a_url_the_named_destination_gets_its_types_endpoint(db: Path) -> None:

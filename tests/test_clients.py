@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import segment.analytics as segment_sdk
-from conftest import drain_once, rows
+from conftest import dead_rows, drain_once, rows
 from fakes import amplitude as fake_amplitude
 from fakes import datalyr as fake_datalyr
 
@@ -252,7 +252,7 @@ def test_segment_message_id_and_oversized_messages(spool: Spool, db: Path) -> No
     client.track(user_id="u1", event="e", message_id="own-id")
     dead_id = client.track(user_id="u1", event="big", properties={"pad": "x" * 40_000})
     assert json.loads(stored(db)[0])["messageId"] == "own-id"
-    assert rows(db, "SELECT event_id, destination, reason, attempts FROM dead") == [
+    assert dead_rows(db, "event_id", "destination", "reason", "attempts") == [
         (dead_id, "segment", "too_large", 0)
     ]
     with pytest.raises(InvalidEventError, match="user_id or an anonymous_id"):

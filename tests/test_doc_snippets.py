@@ -24,6 +24,8 @@ ABSOLUTE_PATH = re.compile(r"""(?<=["'])/(?:var|etc|srv|opt|tmp)/[^"']+(?=["'])"
 # A file a snippet reads, by a relative name: the user's data, given here.
 OPENED_FILE = re.compile(r"""open\(["']([\w.-]+)["']\)""")
 VARIABLE = re.compile(r"\$\{(\w+)\}")
+# A database URL in a snippet: the user's server.
+DATABASE_URL = re.compile(r"""(?<=["'])postgresql://[^"']+(?=["'])""")
 
 
 def blocks(language: str) -> list[pytest.param]:
@@ -45,8 +47,13 @@ def moved(snippet: str, into: Path) -> tuple[str, list[Path]]:
 
 
 @pytest.mark.parametrize("snippet", blocks("python"))
-def test_a_python_snippet_runs_as_pasted(snippet: str, tmp_path: Path) -> None:
+def test_a_python_snippet_runs_as_pasted(
+    snippet: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     code, paths = moved(snippet, tmp_path / "root")
+    if DATABASE_URL.search(code):  # a spool on PostgreSQL: the tests' server stands in
+        url = request.getfixturevalue("postgres").url()
+        code = DATABASE_URL.sub(url, code)
     for name in OPENED_FILE.findall(code):
         (tmp_path / name).write_text('{"event": "one"}\n{"event": "two"}\n')
     result = subprocess.run(
@@ -64,7 +71,7 @@ def test_a_config_snippet_passes_the_config_check(snippet: str, tmp_path: Path) 
     config.write_text(moved(snippet, tmp_path / "root")[0])
     # Its secrets come from the environment, as the snippet says (Datalyr's start dk_).
     env = {name: f"dk_{name.lower()}" for name in VARIABLE.findall(snippet)}
-    settings = resolved_settings(read_config_file(config), env=env)
+    settings = resolved_settings(read_config_file(config, env=env), env=env)
     assert "destinations" in settings
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import rows
+from conftest import dead_rows, rows
 
 from spooler import Spool
 from spooler.doctor import diagnose
@@ -53,7 +53,7 @@ def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> N
     )
     assert "warning  leases     1 event leased by drains that stopped" in result.stdout
     assert rows(db, "SELECT event_id FROM queue") == [(good,)]
-    assert sorted(rows(db, "SELECT event_id, reason FROM dead")) == sorted(
+    assert sorted(dead_rows(db, "event_id", "reason")) == sorted(
         [(broken, "corrupt"), (not_object, "corrupt")]
     )
     # And the quarantined events can be looked at, as the doctor's message says, damaged

@@ -15,7 +15,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, rows, spooler_cmd, wait_until
+from conftest import dead_rows, drain_once, queued_count, rows, spooler_cmd, wait_until
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
@@ -44,7 +44,7 @@ def test_delivers_in_batches_and_empties_the_queue(
     assert [e["n"] for e in receiver.delivered] == list(range(10))
     assert [len(r.events) for r in receiver.requests] == [4, 4, 2]
     assert report.delivered == 10 and report.dead == 0 and report.stopped_by == "empty"
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
     assert len(ids) == len(set(ids)) == 10
 
 
@@ -93,7 +93,7 @@ def test_a_failing_destination_ends_a_once_pass(spool: Spool, receiver: Receiver
     report = drain_once(spool, receiver.url, mode=Mode.ONCE, batch_size=1, concurrency=1)
     # Then the pass stops at the failure instead of trying every batch against it
     assert len(receiver.requests) == 1 and report.retried == 1
-    assert rows(db, "SELECT count(*) FROM queue") == [(10,)]
+    assert queued_count(db) == 10
 
 
 def test_during_an_outage_one_request_probes_at_a_time(spool: Spool, receiver: Receiver) -> None:
@@ -347,7 +347,7 @@ def test_timeouts_are_retried(spool: Spool, receiver: Receiver, db: Path) -> Non
     ]
     receiver.release()
     drain_once(spool, receiver.url)
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
 
 
 def test_an_unreachable_endpoint_keeps_events_queued(spool: Spool, db: Path) -> None:
@@ -377,10 +377,10 @@ def test_a_rejected_batch_is_bisected_so_only_poison_events_die(
     receiver.reject = lambda event: event["bad"]
     report = drain_once(spool, receiver.url, batch_size=8)
     assert sorted(e["n"] for e in receiver.delivered) == [i for i in range(8) if i not in poison]
-    dead = rows(db, "SELECT event_id, reason, status, error FROM dead ORDER BY id")
+    dead = dead_rows(db, "event_id", "reason", "status", "error")
     assert [(d[0], d[1], d[2]) for d in dead] == [(ids[i], "rejected", 400) for i in poison]
     assert all(d[3].startswith("HTTP 400: ") for d in dead)
-    assert report.dead == len(poison) and rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert report.dead == len(poison) and queued_count(db) == 0
 
 
 @pytest.mark.parametrize("poison", [0, 5])
@@ -394,9 +394,7 @@ def test_an_event_that_crashes_the_receiver_dies_alone_on_the_last_attempt(
     report = drain_once(spool, receiver.url, batch_size=8, concurrency=1, retry={"max_attempts": 2})
     # Then its last attempt bisects the batch: only that event dies, the others arrive
     assert sorted(e["n"] for e in receiver.delivered) == [i for i in range(8) if i != poison]
-    assert rows(db, "SELECT event_id, reason, status FROM dead") == [
-        (ids[poison], "max_attempts", 500)
-    ]
+    assert dead_rows(db, "event_id", "reason", "status") == [(ids[poison], "max_attempts", 500)]
     assert report.dead == 1
 
 
@@ -415,7 +413,7 @@ def test_two_events_that_crash_the_receiver_in_different_halves_die_alone(
     # are split further until only the two bad events die
     assert [len(r.events) for r in receiver.requests][:3] == [8, 4, 4]
     assert sorted(e["n"] for e in receiver.delivered) == [n for n in range(8) if n not in poison]
-    assert rows(db, "SELECT event_id, reason, status FROM dead ORDER BY id") == [
+    assert dead_rows(db, "event_id", "reason", "status") == [
         (ids[n], "max_attempts", 500) for n in poison
     ]
 
@@ -429,7 +427,7 @@ def test_a_receiver_that_is_down_costs_a_dying_batch_only_four_more_requests(
     # The batch, its two halves, then two events alone: nothing got through, so the
     # halves are not split further
     assert [len(r.events) for r in receiver.requests] == [8, 4, 4, 1, 1]
-    assert rows(db, "SELECT reason, status, count(*) FROM dead") == [("max_attempts", 503, 8)]
+    assert dead_rows(db, "reason", "status") == [("max_attempts", 503)] * 8
 
 
 def test_413_splits_the_batch_and_a_lone_oversized_event_dies(
@@ -444,7 +442,7 @@ def test_413_splits_the_batch_and_a_lone_oversized_event_dies(
     spool.enqueue({"huge": True})
     receiver.max_batch = 0
     drain_once(spool, receiver.url)
-    assert rows(db, "SELECT reason, status FROM dead") == [("too_large", 413)]
+    assert dead_rows(db, "reason", "status") == [("too_large", 413)]
 
 
 def test_max_attempts_dead_letters_with_the_last_error(
@@ -454,7 +452,7 @@ def test_max_attempts_dead_letters_with_the_last_error(
     receiver.fail_next(*[503] * 10)
     drain_once(spool, receiver.url, retry={"max_attempts": 3})
     assert len(receiver.requests) == 3
-    assert rows(db, "SELECT reason, status, attempts, error FROM dead") == [
+    assert dead_rows(db, "reason", "status", "attempts", "error") == [
         ("max_attempts", 503, 3, 'HTTP 503: {"error":"scripted failure"}')
     ]
 
@@ -706,7 +704,7 @@ def test_a_gzip_compressed_error_answer_is_recorded_decoded(
         gzip.compress(b'{"error":"field n is not allowed"}'),
     )
     drain_once(spool, receiver.url)
-    assert rows(db, "SELECT reason, status, error FROM dead") == [
+    assert dead_rows(db, "reason", "status", "error") == [
         ("rejected", 400, 'HTTP 400: {"error":"field n is not allowed"}')
     ]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import rows, wait_until
 
-import spooler.store as store_module
+import spooler.store.sqlite.base as sqlite_base
 from spooler import NotDurableError, Spool, SpoolFullError, StoreError
 from spooler.group_commit import GroupCommit, Row
 
@@ -202,7 +202,7 @@ def test_a_group_whose_flush_fails_is_told_so_and_not_committed_twice(
             return
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(store_module, "_flush_to_disk", flush)
+    monkeypatch.setattr(sqlite_base, "_flush_to_disk", flush)
     results: dict[int, object] = {}
 
     def call(n: int) -> None:

@@ -9,39 +9,28 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import require_program, wait_until
-from pg_server import DRAIN, PASSWORD_ROLE, PgBouncer, PostgresServer
+from conftest import SPOOLER, require_program, wait_until
+from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 
+import spooler.store.postgres.maintenance as postgres_maintenance
 from spooler import ConfigError, Spool, StoreError
+from spooler.doctor import diagnose
 from spooler.receiver import Receiver
 from spooler.records import QueueSelection
 
 psycopg = pytest.importorskip("psycopg")
 
-SECRET = "s3cr:t/p@ss w0rd"
-
-
-def sql(server: PostgresServer, statement: str) -> list[tuple[object, ...]]:
-    """Run one statement as the superuser (the test's own look into the database)."""
-    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-        cursor = conn.execute(statement)
-        return cursor.fetchall() if cursor.description else []
+SECRET = PASSWORD
 
 
 @pytest.fixture
 def password_role(postgres: PostgresServer) -> str:
     """The role that must give its password (``SECRET``), allowed to create a schema."""
-    sql(
-        postgres,
-        f"DO $$ BEGIN CREATE ROLE {PASSWORD_ROLE} LOGIN; EXCEPTION WHEN duplicate_object"
-        " THEN NULL; END $$",
-    )
-    sql(postgres, f"ALTER ROLE {PASSWORD_ROLE} PASSWORD '{SECRET}'")
-    sql(postgres, f"GRANT CREATE ON DATABASE postgres TO {PASSWORD_ROLE}")
-    return PASSWORD_ROLE
+    return postgres.password_role()
 
 
 # -- the URL and its password ---------------------------------------------------------
@@ -84,7 +73,7 @@ def test_the_password_comes_from_libpq_s_environment(
 def test_a_refused_password_fails_at_once_without_showing_it(
     postgres: PostgresServer, password_role: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spooler.pgstore import connection
+    from spooler.store.postgres import connection
 
     def no_waiting(seconds: float) -> None:
         raise AssertionError("a server that refuses the password is not waited for")
@@ -126,16 +115,16 @@ def test_the_schema_is_named_by_the_url_and_spools_in_one_database_are_apart(
         default.enqueue({"e": 1})
         assert other.status().total.queued == 0
         assert default.store.schema_version() == 1
-    assert sql(postgres, "SELECT count(*) FROM spooler.queue") == [(1,)]
-    assert sql(postgres, "SELECT count(*) FROM other_app.queue") == [(0,)]
-    sql(postgres, "DROP SCHEMA spooler CASCADE")
+    assert postgres.sql("SELECT count(*) FROM spooler.queue") == [(1,)]
+    assert postgres.sql("SELECT count(*) FROM other_app.queue") == [(0,)]
+    postgres.sql("DROP SCHEMA spooler CASCADE")
 
 
 def test_a_schema_of_other_tables_is_left_untouched(postgres: PostgresServer) -> None:
-    sql(postgres, "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int)")
+    postgres.sql("CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int)")
     with pytest.raises(StoreError, match="not a spooler spool; refusing"):
         Spool(postgres.url(schema="billing"))
-    assert sql(postgres, "SELECT tablename FROM pg_tables WHERE schemaname = 'billing'") == [
+    assert postgres.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'billing'") == [
         ("invoices",)
     ]
 
@@ -146,13 +135,13 @@ def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
         Spool(url, create=False)
     Spool(url).close()
     schema = url.rsplit("=", 1)[1]
-    sql(postgres, f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
+    postgres.sql(f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer than this spooler understands"):
         Spool(url)
 
 
 def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer) -> None:
-    sql(postgres, "CREATE SCHEMA made_for_spooler")
+    postgres.sql("CREATE SCHEMA made_for_spooler")
     with Spool(postgres.url(schema="made_for_spooler")) as spool:
         spool.enqueue({"e": 1})
         assert spool.status().total.queued == 1
@@ -232,7 +221,7 @@ def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) 
     producer.join()
     # Then the producer waited instead of failing, and every enqueue it was told of is there
     assert errors == []
-    count = sql(own_postgres, f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
+    count = own_postgres.sql(f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
     assert count >= len(acknowledged)
     spool.close()
 
@@ -287,7 +276,7 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         producers = [subprocess.Popen([sys.executable, "-c", PRODUCE, url]) for _ in range(3)]
         drains = [
             subprocess.Popen(
-                [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+                [*SPOOLER, *drain_args(url, receiver.url, until_empty=True)],
                 stderr=subprocess.PIPE,
                 text=True,
             )
@@ -298,7 +287,7 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
             _, errors = drain.communicate(timeout=180)
             assert drain.returncode == 0, errors[-2000:]
         last = subprocess.run(
-            [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+            [*SPOOLER, *drain_args(url, receiver.url, until_empty=True)],
             capture_output=True,
             text=True,
             timeout=180,
@@ -308,3 +297,123 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         assert len(ids) == 600 and len(set(ids)) == 600
     finally:
         bouncer.close()
+
+
+# -- spooler doctor -------------------------------------------------------------------
+
+
+def findings(spool: Spool) -> dict[str, tuple[str, str]]:
+    """``spooler doctor``'s findings on ``spool``, by check: (level, detail)."""
+    return {f.check: (f.level, f.detail) for f in diagnose(spool, now=time.time())}
+
+
+def test_doctor_checks_the_server_not_files(pg_url: str) -> None:
+    with Spool(pg_url) as spool:
+        spool.enqueue({"e": 1})
+        found = findings(spool)
+    assert set(found) == {"integrity", "schema", "server", "bloat", "leases", "bodies"}
+    assert found["server"][0] == "ok" and found["server"][1].startswith("PostgreSQL 15")
+    assert found["schema"] == ("ok", "version 1")
+
+
+def test_doctor_warns_of_dead_rows_autovacuum_left(postgres: PostgresServer, pg_url: str) -> None:
+    # Given a queue whose table autovacuum may not clean, and 12,000 events gone from it
+    with Spool(pg_url) as spool:
+        schema = spool.store.schema
+        postgres.sql(f"ALTER TABLE {schema}.queue SET (autovacuum_enabled = false)")
+        for _ in range(3):
+            spool.enqueue_many([{"n": n} for n in range(4000)])
+        assert spool.expire(everything=True) == 12_000
+        # When the doctor looks (the statistics trail the deletes by a second or so)
+        assert wait_until(lambda: findings(spool)["bloat"][0] == "warning", timeout=30)
+        # Then it says how many rows are dead, and where to read what to do
+        detail = findings(spool)["bloat"][1]
+        assert "queue 12,000 of 12,000 rows dead" in detail and "Table bloat" in detail
+        postgres.sql(f"VACUUM {schema}.queue")
+        assert wait_until(lambda: findings(spool)["bloat"][0] == "ok", timeout=30)
+
+
+def test_doctor_warns_of_a_long_held_transaction(
+    postgres: PostgresServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_maintenance, "LONG_TRANSACTION", 0.0)
+    with Spool(pg_url) as spool, psycopg.connect(postgres.admin_url()) as other:
+        assert findings(spool)["bloat"][0] == "ok"
+        other.execute("SELECT 1")  # psycopg began a transaction, and leaves it open
+        level, detail = findings(spool)["bloat"]
+        assert level == "warning" and "a transaction in this database has been open" in detail
+
+
+# -- totals and limits ----------------------------------------------------------------
+
+
+def test_totals_are_kept_from_the_first_limit_on_and_miss_no_event(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    # Given producers that set no limit: the totals cost their inserts nothing
+    spool = Spool(pg_url)
+    schema = spool.store.schema
+    spool.enqueue_many([{"n": n} for n in range(10)])
+    spool.enqueue({"n": 10})
+    assert postgres.sql(f"SELECT sum(events)::int FROM {schema}.totals") == [(0,)]
+    assert spool.store.totals() == (11, 11 * len('{"n":1}') + 1)  # counted row by row
+    # When a producer with a limit starts, while others enqueue and a drain delivers
+    stop, errors = threading.Event(), []
+
+    def busy(work: Callable[[], object]) -> None:
+        try:
+            while not stop.is_set():
+                work()
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def deliver() -> None:
+        now = time.time()
+        batch = spool.store.claim("default", 5, "drain", due_by=now, lease_until=now + 60)
+        spool.store.settle("drain", now=now, delivered=[e.rowid for e in batch])
+
+    threads = [
+        threading.Thread(target=busy, args=(work,))
+        for work in (
+            lambda: spool.enqueue({"n": 1}),
+            lambda: spool.enqueue_many([{"n": 2}, {"n": 3}]),
+            deliver,
+        )
+    ]
+    for thread in threads:
+        thread.start()
+    with Spool(pg_url, max_events=10**9) as limited:
+        limited.enqueue({"limited": True})
+        before = spool.store.totals()[0]
+        assert wait_until(lambda: spool.status().total.queued > before + 20, timeout=30)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    # Then the totals kept match a count of every row: no event went uncounted
+    assert errors == []
+    kept = postgres.sql(f"SELECT sum(events)::int, sum(bytes)::int FROM {schema}.totals")
+    counted = postgres.sql(
+        f"SELECT (SELECT count(*) FROM {schema}.queue)::int + (SELECT count(*) FROM"
+        f" {schema}.dead)::int, (SELECT coalesce(sum(octet_length(body)), 0) FROM"
+        f" {schema}.queue)::int"
+    )
+    assert kept == counted and spool.store.totals() == counted[0]
+    spool.close()
+
+
+def test_a_role_that_may_not_insert_is_told_which_grants_to_read(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    Spool(pg_url).close()
+    schema = pg_url.rsplit("=", 1)[1]
+    postgres.sql(
+        "DO $$ BEGIN CREATE ROLE spooler_reader LOGIN; EXCEPTION WHEN duplicate_object"
+        f" THEN NULL; END $$; GRANT USAGE ON SCHEMA {schema} TO spooler_reader;"
+        f" GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO spooler_reader"
+    )
+    with Spool(pg_url.replace("postgres@", "spooler_reader@")) as spool:
+        for enqueue in (lambda: spool.enqueue({"e": 1}), lambda: spool.enqueue_many([{}, {}])):
+            with pytest.raises(StoreError, match=": permission denied for table ") as info:
+                enqueue()
+            assert "'One queue for many hosts' in docs/operations.md" in str(info.value)
+        assert spool.status().total.queued == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import fakes
 import pytest
 from click.testing import CliRunner
-from conftest import drain_once, rows
+from conftest import dead_rows, drain_once
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config, load_config_file, resolved_settings
@@ -228,9 +228,7 @@ def test_a_short_api_key_echoed_by_the_receiver_is_masked_where_it_stands(
     caplog.set_level(logging.DEBUG)
     drain_once(spool, receiver.url, api_key="k9")
     assert receiver.requests[0].headers["Authorization"] == "Bearer k9"
-    assert rows(db, "SELECT error FROM dead") == [
-        ('HTTP 401: {"error": "Bearer *** revoked", "k9x": 1}',)
-    ]
+    assert dead_rows(db, "error") == [('HTTP 401: {"error": "Bearer *** revoked", "k9x": 1}',)]
     assert re.search(r"\bk9\b", caplog.text) is None  # httpcore's debug lines included
 
 
@@ -241,7 +239,7 @@ def test_a_key_in_the_url_is_masked_when_the_receiver_echoes_it(
     receiver.respond = lambda body, headers: (400, {}, b'{"error":"key key_0123456789 revoked"}')
     caplog.set_level(logging.INFO)
     drain_once(spool, receiver.url + "/in?key=key_0123456789")
-    [(error,)] = rows(db, "SELECT error FROM dead")
+    [(error,)] = dead_rows(db, "error")
     assert error == 'HTTP 400: {"error":"key *** revoked"}'
     # The log names where the drain sends, with the key masked there too (httpx's own
     # request lines, which `spooler drain` silences, are not ours to mask)

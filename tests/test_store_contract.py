@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-import spooler.store as store_module
+import spooler.store.shared as store_shared
 from spooler import SpoolFullError, UnknownEventError
 from spooler.records import DeadSelection, Failure, QueueSelection
-from spooler.spool import open_store
-from spooler.store import Store
-from spooler.store_interface import SpoolStore
+from spooler.store import open_store
+from spooler.store.interface import SpoolStore
+from spooler.store.sqlite import SQLiteStore
 
 ALL = QueueSelection(everything=True)
 ALL_DEAD = DeadSelection(everything=True)
@@ -78,13 +78,24 @@ def counts(store: SpoolStore, destination: str = "d") -> tuple[int, ...]:
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_every_backend_has_every_method_of_the_interface(backend: str) -> None:
     if backend == "sqlite":
-        implementation: type = Store
+        implementation: type = SQLiteStore
     else:
-        implementation = pytest.importorskip("spooler.pgstore").PostgresStore
+        pytest.importorskip("psycopg")
+        from spooler.store.postgres import PostgresStore
+
+        implementation = PostgresStore
     for name, member in vars(SpoolStore).items():
         if name.startswith("_") or not callable(member):
             continue
         assert inspect.signature(getattr(implementation, name)) == inspect.signature(member), name
+
+
+def test_an_empty_selection_is_refused() -> None:
+    with pytest.raises(ValueError, match="everything=True"):
+        DeadSelection()
+    with pytest.raises(ValueError, match="everything=True"):
+        QueueSelection(ids=())
+    assert DeadSelection(reason="rejected").reason == "rejected"
 
 
 # -- insert and claim ----------------------------------------------------------------
@@ -179,8 +190,9 @@ def test_a_lease_that_ran_out_is_claimed_again_and_the_late_settle_changes_nothi
     assert store.settle("a", now=time.time(), delivered=[first.rowid]) == 0
     assert store.settle("a", now=time.time(), dead=[(first.rowid, "rejected", BOOM)]) == 0
     assert counts(store) == (1, 0, 1, 1, 0, 0)  # leased, and on its second attempt
+    assert store.totals() == (1, len('{"n": "e1"}'))  # nothing taken off twice
     assert store.settle("b", now=time.time(), delivered=[second.rowid]) == 1
-    assert store.counts(now=time.time()) == {}
+    assert store.counts(now=time.time()) == {} and store.totals() == (0, 0)
 
 
 def test_a_short_lease_runs_out_on_its_own(store: SpoolStore) -> None:
@@ -197,8 +209,8 @@ def test_extend_lease_and_release_touch_only_the_owners_events(store: SpoolStore
     [theirs] = store.claim("d", 1, "b", due_by=now, lease_until=now + 60)
     store.extend_lease("a", [mine.rowid, theirs.rowid], time.time() - 1)  # a's lease is over
     assert claim(store, "c") == ["e1"]
-    assert store.release("b", now=time.time()) == 1
-    assert store.release("b", now=time.time()) == 0
+    assert store.release_leases("b", now=time.time()) == 1
+    assert store.release_leases("b", now=time.time()) == 0
     assert claim(store, "c") == ["e2"]
     assert store.stale_leases(now=time.time()) == 0
 
@@ -269,6 +281,18 @@ def test_the_attempt_log_keeps_each_failure_up_to_its_limit(store: SpoolStore) -
     assert statuses[-1] == 599 and statuses == sorted(statuses) and len(statuses) == 5
     assert dead.attempt_log[-1].error == "y" * 100
     assert all(abs(a.at - time.time()) < 5 for a in dead.attempt_log)
+    # A replayed event keeps its history; an operator's expiry adds no attempt.
+    assert store.replay(ALL_DEAD, now=time.time()) == 1
+    assert store.expire(QueueSelection(ids=("e1",)), now=time.time(), error="by hand") == 1
+    [expired] = store.dead_events(ALL_DEAD)
+    assert (expired.reason, expired.attempts) == ("manual", 0)
+    assert [(a.status, a.error) for a in expired.attempt_log] == [
+        (a.status, a.error) for a in dead.attempt_log
+    ]
+    # (the times read back within a millisecond: PostgreSQL's come from its own clock)
+    assert all(
+        abs(a.at - b.at) < 1 for a, b in zip(expired.attempt_log, dead.attempt_log, strict=True)
+    )
 
 
 # -- the dead-letter table ----------------------------------------------------------
@@ -306,7 +330,7 @@ def test_dead_events_are_read_a_page_at_a_time_in_order(
 ) -> None:
     # Pages of 3 (else 1000): the listing goes on past page ends, a limit included,
     # and a named id that is not there is refused before anything is listed.
-    monkeypatch.setattr(store_module, "DEAD_PAGE", 3)
+    monkeypatch.setattr(store_shared, "DEAD_PAGE", 3)
     names = [f"p{n}" for n in range(7)]
     dead_letter(store, *names)
     assert [d.event_id for d in store.dead_events(ALL_DEAD)] == names
@@ -396,19 +420,82 @@ def test_expire_dead_letters_what_is_not_in_flight(store: SpoolStore) -> None:
     assert store.totals()[0] == 3
 
 
-def test_pauses_are_kept_and_forgotten_for_a_new_url(store: SpoolStore) -> None:
-    until = time.time() + 120
-    store.record_pause("d", failures=2, until=until, url_digest="old")
-    store.record_pause("e", failures=0, until=None, url_digest="x")
-    kept = store.pauses()
-    assert list(kept) == ["d"] and kept["d"].failures == 2 and kept["d"].url_digest == "old"
-    assert abs(kept["d"].until - until) < 1
-    add(store, "f1", "f2")
-    first, _ = rowids(store, "a")
-    store.settle("a", now=time.time(), retry=[(first, time.time() + 3600, BOOM)])
-    assert store.forget_failures("d", url_digest="new", now=time.time()) == 1
+def kept(store: SpoolStore) -> dict[str, tuple[int, float | None, str | None]]:
+    """The kept breakers, their ends rounded to the second (PostgreSQL's come back on the
+    caller's clock from the database's, a few microseconds apart)."""
+    return {
+        name: (p.failures, None if p.until is None else round(p.until), p.url_digest)
+        for name, p in store.pauses().items()
+    }
+
+
+def test_a_pause_is_kept_until_a_later_change_or_retry_now(store: SpoolStore) -> None:
     assert store.pauses() == {}
-    assert claim(store, "b") == ["f1"]
+    # Given a destination paused after three failures, and another that recovered
+    until = round(time.time()) + 60
+    store.record_pause("d", failures=3, until=until, url_digest="d1")
+    store.record_pause("e", failures=1, until=until - 55, url_digest="e1")
+    store.record_pause("e", failures=0, until=None, url_digest="e1")
+    assert kept(store) == {"d": (3, until, "d1")}
+    # Then the pause lives beside the destination's last outcome without touching it
+    add(store, "p1")
+    [rowid] = rowids(store, "a")
+    store.settle("a", now=time.time(), destination="d", retry=[(rowid, time.time() + 1, BOOM)])
+    assert kept(store) == {"d": (3, until, "d1")}
+    assert store.counts(now=time.time())["d"].last_error == BOOM.error
+    # When an operator runs retry-now, the pause ends but the count of failures stays
+    store.retry_now(ALL, now=time.time())
+    assert kept(store) == {"d": (3, None, "d1")}
+
+
+@pytest.mark.parametrize(
+    ("selection", "ended"),
+    [
+        (QueueSelection(destination="a"), ["a"]),
+        (QueueSelection(ids=("b1",)), ["b"]),
+        (QueueSelection(everything=True), ["a", "b", "c"]),
+    ],
+)
+def test_retry_now_ends_the_pauses_of_the_selected_destinations(
+    store: SpoolStore, selection: QueueSelection, ended: list[str]
+) -> None:
+    # Given three paused destinations, "a" with no queued event
+    until = round(time.time()) + 60
+    for name in ("a", "b", "c"):
+        store.record_pause(name, failures=2, until=until, url_digest="u")
+    add(store, "b1", destination="b")
+    add(store, "c1", destination="c")
+    # When an operator runs retry-now for some of them
+    done = store.retry_now(selection, now=time.time())
+    # Then only theirs end, and every kept count of failures stays
+    assert done.pauses_ended == tuple(ended)
+    assert kept(store) == {
+        name: (2, None if name in ended else until, "u") for name in ("a", "b", "c")
+    }
+
+
+def test_forgetting_failures_touches_only_that_destinations_waiting_events(
+    store: SpoolStore,
+) -> None:
+    # Given two paused destinations, each with an event waiting out its backoff
+    later = time.time() + 3600
+    for name in ("moved", "other"):
+        add(store, f"{name}1", f"{name}2", f"{name}3", destination=name)
+        store.record_pause(name, failures=2, until=later, url_digest="old")
+        waiting, held, _ = (
+            e.rowid
+            for e in store.claim(name, 3, "a", due_by=time.time(), lease_until=time.time() + 60)
+        )
+        # and one held, and (the third) one in flight: claimed, not yet settled
+        store.settle("a", now=time.time(), retry=[(waiting, later, BOOM), (held, later, BOOM)])
+        store.hold(QueueSelection(ids=(f"{name}2",)), now=time.time())
+    # When "moved" is sent to another URL
+    assert store.forget_failures("moved", url_digest="new", now=time.time()) == 1
+    # Then only its waiting event is due, and only its pause is gone
+    assert claim(store, "b", destination="moved") == ["moved1"]
+    assert claim(store, "b", destination="other") == []
+    assert kept(store) == {"other": (2, round(later), "old")}
+    assert store.counts(now=time.time())["moved"].failed_in_a_row == 0
 
 
 def test_counts_and_health(store: SpoolStore) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from spooler.records import DeadSelection, Failure
-from spooler.store import Store
+from spooler.store.sqlite import SQLiteStore
 
 OWNERS = st.sampled_from(["a", "b"])
 LEASE = 10.0
@@ -33,7 +33,7 @@ class StoreMachine(RuleBasedStateMachine):
     @initialize()
     def open_store(self) -> None:
         self.dir = tempfile.TemporaryDirectory()
-        self.store = Store(Path(self.dir.name) / "spool.db")
+        self.store = SQLiteStore(Path(self.dir.name) / "spool.db")
         self.now = 1000.0
         self.events: dict[str, Modelled] = {}
         self.held: dict[str, list[int]] = {"a": [], "b": []}

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import FAST_RETRY, rows, wait_until
+from conftest import FAST_RETRY, dead_rows, rows, wait_until
 
 from spooler import Spool
 from spooler.config import build_drain_config
@@ -98,6 +98,6 @@ def test_clock_jumping_forward_causes_no_hot_loop(db: Path, receiver: Receiver, 
     # dead-lettered (not lost), with the reason.
     assert [len(r.events) for r in receiver.requests] == [5] + [1] * 5 * 5
     assert report.stopped_by == "empty"
-    dead = {eid for (eid,) in rows(db, "SELECT event_id FROM dead WHERE reason = 'max_attempts'")}
+    dead = {eid for eid, reason in dead_rows(db, "event_id", "reason") if reason == "max_attempts"}
     row.tally(ids, [], dead)
     assert row.lost == 0 and dead == set(ids)

@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     drain_args,
     enqueue_backlog,
+    queued_count,
     rows,
     spooler_cmd,
     start_drain,
@@ -21,7 +22,7 @@ from conftest import (
 )
 
 import spooler.drain as drain_module
-import spooler.store as store_module
+import spooler.store.sqlite.maintenance as sqlite_maintenance
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
@@ -112,7 +113,7 @@ def test_producers_and_drains_at_once_with_drains_killed(
     assert row.lost == 0 and row.duplicated <= 2 * 4 * 25  # two kills, 4 workers, 25 a batch
     # ...and no event was ever in two requests at once: a lease is exclusive.
     assert overlapping_deliveries(receiver) == []
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -134,7 +135,7 @@ def test_threads_share_one_spool(spool: Spool, db: Path) -> None:
         thread.join()
     assert errors == []
     assert len(set(ids)) == 800
-    assert rows(db, "SELECT count(*) FROM queue") == [(800,)]
+    assert queued_count(db) == 800
 
 
 def test_space_is_given_back_while_workers_commit(
@@ -152,7 +153,7 @@ def test_space_is_given_back_while_workers_commit(
     # When a drain gives them back to the disk as often as its loop turns (every 0.1 s),
     # while its workers claim and ack small batches on the same connection
     monkeypatch.setattr(drain_module, "RECLAIM_INTERVAL", 0.0)
-    monkeypatch.setattr(store_module, "RECLAIM_MIN_PAGES", 1)
+    monkeypatch.setattr(sqlite_maintenance, "RECLAIM_MIN_PAGES", 1)
     config = build_drain_config(
         {},
         destination_flags={
@@ -171,5 +172,5 @@ def test_space_is_given_back_while_workers_commit(
     assert report.error is None and report.stopped_by == "empty"
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated == 0
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]

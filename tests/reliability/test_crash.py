@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import drain_cli, rows, spooler_cmd, start_drain, wait_until
+from conftest import dead_rows, drain_cli, queued_count, rows, spooler_cmd, start_drain, wait_until
 
 from spooler.drain import CRASH_ENV
 from spooler.testing import Receiver
@@ -54,7 +54,7 @@ def acknowledged_ids(db: Path, kills: int, rng: random.Random) -> set[str]:
 
 
 def dead_ids(db: Path) -> set[str]:
-    return {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
+    return {event_id for (event_id,) in dead_rows(db, "event_id")}
 
 
 def test_killed_producers_lose_nothing_that_enqueue_returned(
@@ -75,7 +75,7 @@ def test_killed_producers_lose_nothing_that_enqueue_returned(
     # committed just before the kill, their ids never printed)
     row.tally(returned, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated == 0
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
 
 
 def enqueue(db: Path, count: int) -> list[str]:
@@ -176,5 +176,5 @@ def test_drain_killed_at_random_mid_batch_loses_nothing(
     # At most one batch per worker in flight at the kill: 4 workers x 20 events.
     assert row.lost == 0 and row.duplicated <= 4 * 20
     assert len(dead) == 6 and not {e["id"] for e in receiver.delivered} & dead
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import drain_command, require_program, rows, wait_for_line
+from conftest import drain_command, queued_count, require_program, rows, wait_for_line
 
 from spooler import Spool
 from spooler.testing import Receiver
@@ -212,4 +212,4 @@ def test_io_errors_under_a_drain_stop_it_and_a_new_drain_delivers_everything(
     row.tally(ids, [e["id"] for e in receiver.delivered])
     # Duplicates: at most the batches in flight when the fault hit (4 workers x 50).
     assert row.lost == 0 and row.duplicated <= 4 * 50
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0

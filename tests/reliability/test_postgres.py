@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from conftest import wait_until
-from pg_server import DRAIN, PostgresServer
+from conftest import SPOOLER, wait_until
+from pg_server import PostgresServer, drain_args
 from test_crash import PRODUCER  # the same loop, on a PostgreSQL spool
 
 from spooler import Spool
@@ -67,7 +67,7 @@ class Fleet:
     def drain(self) -> subprocess.Popen[str]:
         """Start a drain as a daemon process, with a short lease."""
         drain = subprocess.Popen(
-            [sys.executable, "-c", DRAIN, self.url, self.receiver.url, "DAEMON"],
+            [*SPOOLER, *drain_args(self.url, self.receiver.url, until_empty=False)],
             stderr=self.log,
             text=True,
         )
@@ -104,7 +104,7 @@ def fleet(own_postgres: PostgresServer, receiver: Receiver, tmp_path: Path) -> I
 def finish(url: str, receiver: Receiver) -> None:
     """Deliver what is left with a drain run until the queue is empty."""
     done = subprocess.run(
-        [sys.executable, "-c", DRAIN, url, receiver.url, "UNTIL_EMPTY"],
+        [*SPOOLER, *drain_args(url, receiver.url, until_empty=True)],
         capture_output=True,
         text=True,
         timeout=180,

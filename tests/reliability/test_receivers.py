@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_once, free_port, rows, start_drain, wait_until
+from conftest import dead_count, dead_rows, drain_once, free_port, rows, start_drain, wait_until
 
 from spooler import Spool
 from spooler.testing import Receiver
@@ -215,7 +215,7 @@ def test_a_receiver_down_longer_than_the_backoff_cap(db: Path, scenario) -> None
     assert drain.returncode == 0, err
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated == 0
-    assert rows(db, "SELECT count(*) FROM dead") == [(0,)]
+    assert dead_count(db) == 0
 
 
 ONE_IN_EACH_POSITION = [(position,) for position in range(8)]
@@ -265,7 +265,7 @@ def test_poison_events_in_every_position_of_a_batch(
             retry={"max_attempts": 3},
         )
     row.recover_s = time.monotonic() - started
-    dead = {event_id for (event_id,) in rows(db, "SELECT event_id FROM dead")}
+    dead = {event_id for (event_id,) in dead_rows(db, "event_id")}
     row.tally(ids, [e["id"] for e in receiver.delivered], dead)
     assert dead == poison  # only the poison events died, wherever they were
     assert row.lost == 0 and row.duplicated == 0

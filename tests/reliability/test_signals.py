@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_args, rows, spooler_cmd, start_drain, wait_until
+from conftest import drain_args, queued_count, rows, spooler_cmd, start_drain, wait_until
 
 from spooler.testing import Receiver
 
@@ -39,7 +39,7 @@ def test_a_signal_lets_the_in_flight_batch_finish(
     assert drain.returncode == 0, err
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated == 0
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
 
 
 def test_sigterm_while_the_receiver_hangs_exits_in_time(
@@ -72,7 +72,7 @@ def test_sigterm_while_the_receiver_hangs_exits_in_time(
     assert final.returncode == 0, final.stderr
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0
-    assert rows(db, "SELECT count(*) FROM queue") == [(0,)]
+    assert queued_count(db) == 0
 
 
 def test_a_second_signal_abandons_the_request_and_releases_its_events(

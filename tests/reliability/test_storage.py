@@ -13,7 +13,7 @@ import pytest
 from conftest import drain_cli, drain_once, enqueue_backlog, rows, spooler_cmd
 
 from spooler import Spool, StoreError
-from spooler.store import SCHEMA_VERSION
+from spooler.store.sqlite import SCHEMA_VERSION
 from spooler.testing import Receiver
 
 

@@ -1,5 +1,5 @@
-"""Connections of the PostgreSQL store: the URL, a small pool per process, and the
-retries that carry an operation across a server restart.
+"""Connections of the PostgreSQL store: a small pool per process, and the retries that
+carry an operation across a server restart.
 
 A store operation takes a connection from the pool for its one transaction and gives
 it back, so a drain's worker threads never share one. While the server cannot be
@@ -10,31 +10,24 @@ reached, an operation keeps trying for ``wait`` seconds (the URL's ``wait``, def
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
-from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
+from psycopg.pq.abc import PGconn, PGresult
 
-from ..errors import ConfigError, StoreError
+from ...errors import StoreError
+from ..postgres_url import Target
 
-__all__ = ["DEFAULT_SCHEMA", "DEFAULT_WAIT", "Connections", "Target", "parse_url"]
+__all__ = ["Connections"]
 
 T = TypeVar("T")
 
-DEFAULT_SCHEMA = "spooler"
-DEFAULT_WAIT = 10.0  # seconds an operation waits for an unreachable server
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds, where the URL sets none: libpq's own is forever
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_SPOOLER_PARAMETERS = ("schema", "wait", "prepared_statements")
-# Query parameters that hold a secret: masked wherever the URL is shown.
-_SECRET_PARAMETERS = ("password", "sslpassword")
 # Errors after which the same operation may simply run again: the server went away
 # (57P01-57P03: shut down, crashed, starting up) or chose this transaction to abort
 # (a deadlock, a serialization failure); in each case nothing of it was committed.
@@ -42,64 +35,12 @@ _RETRY_STATES = ("57P01", "57P02", "57P03", "40P01", "40001")
 _LONGEST_PAUSE = 1.0  # seconds between tries while the server is away
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a PostgreSQL spool is: what libpq connects to, and what spooler adds."""
-
-    conninfo: str  # the URL as libpq takes it (spooler's own parameters removed)
-    schema: str
-    wait: float
-    prepared_statements: bool  # off for a pooler that cannot carry them (PgBouncer < 1.21)
-    shown: str  # the URL for messages: no password
-
-    @property
-    def quoted_schema(self) -> str:
-        """The schema as an SQL identifier."""
-        return f'"{self.schema}"'
-
-
-def parse_url(url: str, *, schema: str | None = None) -> Target:
-    """Read a ``postgresql://`` URL; its ``schema``, ``wait`` and ``prepared_statements``
-    parameters are spooler's."""
-    parts = urlsplit(url)
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    own = {key: value for key, value in params if key in _SPOOLER_PARAMETERS}
-    schema = schema or own.get("schema") or DEFAULT_SCHEMA
-    if not _SCHEMA_NAME.fullmatch(schema):
-        raise ConfigError(
-            f"schema must be a plain SQL name (letters, digits, underscores), not {schema!r}"
-        )
-    try:
-        wait = float(own.get("wait", DEFAULT_WAIT))
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait < float("inf"):
-        raise ConfigError(f"wait must be a number of seconds, not {own['wait']!r}")
-    prepared = own.get("prepared_statements", "on")
-    if prepared not in ("on", "off"):
-        raise ConfigError(f"prepared_statements must be 'on' or 'off', not {prepared!r}")
-    libpq = [(key, value) for key, value in params if key not in own]
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", "@", 1)
-    shown_query = [(key, "***" if key in _SECRET_PARAMETERS else value) for key, value in libpq] + [
-        ("schema", schema)
-    ]
-    return Target(
-        conninfo=urlunsplit(parts._replace(query=urlencode(libpq))),
-        schema=schema,
-        wait=wait,
-        prepared_statements=prepared == "on",
-        shown=urlunsplit(parts._replace(netloc=netloc, query=urlencode(shown_query, safe="/*"))),
-    )
-
-
 class Connections:
     """The store's connections in this process, and ``run``, which retries operations."""
 
     def __init__(self, target: Target, *, synchronous: bool) -> None:
         self.target = target
-        self._synchronous = synchronous
+        self.synchronous = synchronous
         self._options = psycopg.conninfo.conninfo_to_dict(target.conninfo)
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection] = []
@@ -141,15 +82,38 @@ class Connections:
                     time.sleep(pause)
                 pause = min(max(pause * 2, 0.05), _LONGEST_PAUSE)
 
+    def execute_direct(
+        self, conn: psycopg.Connection, name: bytes, statement: bytes, params: list[str]
+    ) -> None:
+        """Run one statement that returns no rows (``$1``, ``$2``... its text parameters)
+        straight through libpq (``Connection.pgconn``), prepared on the server as
+        ``name`` the first time a connection runs it; without prepared statements (a
+        pooler), sent whole each time. Its own transaction, at full durability.
+
+        For the statement every enqueue runs: psycopg's cursor costs a producer as much
+        CPU again as this (docs/performance.md, target 8).
+        """
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        values = [value.encode(encoding) for value in params]
+        if not self.target.prepared_statements:
+            result = pgconn.exec_params(statement, values)
+        else:
+            result = pgconn.exec_prepared(name, values)
+            if _sqlstate(result) == "26000":  # not prepared on this connection yet
+                _raise_for(pgconn, pgconn.prepare(name, statement))
+                result = pgconn.exec_prepared(name, values)
+        _raise_for(pgconn, result)
+
     def writing(
         self, conn: psycopg.Connection, *, one_statement: bool = False
     ) -> AbstractContextManager[object]:
         """The block's statements as one transaction that commits at the durability asked
         (with ``durability="normal"`` a commit does not wait for the disk). A block of
         ``one_statement`` needs no BEGIN: the statement is its own transaction."""
-        if self._synchronous and one_statement:
+        if self.synchronous and one_statement:
             return nullcontext()
-        return _pipelined(conn, synchronous=self._synchronous)
+        return _pipelined(conn, synchronous=self.synchronous)
 
     @staticmethod
     @contextmanager
@@ -179,19 +143,20 @@ class Connections:
                 self._idle, self._pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop()
+        defaults: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+                ("application_name", "spooler"),
+            )
+            if key not in self._options
+        }
         return psycopg.connect(
             self.target.conninfo,
             autocommit=True,
             # psycopg prepares a statement on the server once it has run it 5 times.
             prepare_threshold=5 if self.target.prepared_statements else None,
-            **{
-                key: value
-                for key, value in (
-                    ("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-                    ("application_name", "spooler"),
-                )
-                if key not in self._options
-            },
+            **defaults,
         )
 
     def _give_back(self, conn: psycopg.Connection) -> None:
@@ -240,6 +205,29 @@ def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]
         if not synchronous:
             conn.execute("SET LOCAL synchronous_commit TO off")
         yield
+
+
+def _sqlstate(result: PGresult) -> str | None:
+    state = result.error_field(pq.DiagnosticField.SQLSTATE)
+    return state.decode() if state else None
+
+
+def _raise_for(pgconn: PGconn, result: PGresult) -> None:
+    """Raise the psycopg error a failed libpq result stands for, as psycopg's cursor
+    would: the class of its SQL state, or ``OperationalError`` when the connection
+    failed (no SQL state)."""
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return
+    primary = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+    message = (primary or pgconn.error_message).decode(errors="replace").strip()
+    state = _sqlstate(result)
+    if state is None:
+        raise psycopg.OperationalError(message)
+    try:
+        error = psycopg.errors.lookup(state)
+    except KeyError:
+        error = psycopg.DatabaseError
+    raise error(message)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """The store seam: what the spool, the drain, the dead-letter commands and doctor ask of a
-backend. ``store.Store`` (a SQLite file) and ``pgstore.PostgresStore`` (a PostgreSQL
-schema) both provide it, and ``tests/test_store_contract.py`` holds both to it.
+backend. ``sqlite.SQLiteStore`` (a SQLite file) and ``postgres.PostgresStore`` (a
+PostgreSQL schema) both provide it, and ``tests/test_store_contract.py`` holds both to it.
 
 Times cross the seam as Unix seconds on the caller's clock. The SQLite backend keeps
 them as given. The PostgreSQL backend keeps the database's clock instead (one clock for
@@ -18,16 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from .store import REPLAY_CHUNK
+from .shared import REPLAY_CHUNK
 
 if TYPE_CHECKING:
-    from .records import (
+    from ..records import (
         ClaimedEvent,
         Counts,
         DeadEvent,
         DeadGroup,
         DeadSelection,
         Failure,
+        Finding,
         KeptPause,
         QueueSelection,
         RetriedNow,
@@ -41,6 +42,18 @@ class SpoolStore(Protocol):
 
     #: Where the spool is, for messages: a file path, or a URL without its password.
     path: str
+    #: Whether opening the store created the spool (it was not there before).
+    created: bool
+    #: The schema version this code writes (and reads).
+    SCHEMA_VERSION: int
+
+    @property
+    def location(self) -> str:
+        """Where the spool is, for logs: a file's absolute path, or a URL without its
+        password."""
+
+    def is_own_file(self, path: str) -> bool:
+        """Whether writing to the file ``path`` would write into the spool itself."""
 
     def close(self) -> None:
         """Close the connections; the store is not usable afterwards."""
@@ -109,11 +122,12 @@ class SpoolStore(Protocol):
         """Delete, reschedule or dead-letter events ``owner`` still leases; returns how
         many changed (a lease lost to another drain changes nothing)."""
 
-    def release(self, owner: str, *, now: float) -> int:
-        """Make every event ``owner`` leases due at once."""
+    def release_leases(self, owner: str, *, now: float) -> int:
+        """Give back every lease ``owner`` holds, making those events due at once."""
 
     def shift_schedule(self, seconds: float, *, now: float) -> int:
-        """Undo a backward jump of the caller's wall clock on the events scheduled by it."""
+        """Undo a backward jump of the caller's wall clock on the events and pauses
+        scheduled by it; returns how many events moved."""
 
     def record_pause(
         self, destination: str, *, failures: int, until: float | None, url_digest: str
@@ -131,9 +145,6 @@ class SpoolStore(Protocol):
 
     def retry_now_count(self) -> int:
         """How many times an operator has run ``retry-now`` on this spool."""
-
-    def reclaim_space(self) -> int:
-        """Give unused space back to the file system where the backend must; how much."""
 
     # -- operators --------------------------------------------------------------------
 
@@ -189,6 +200,9 @@ class SpoolStore(Protocol):
 
     # -- health -----------------------------------------------------------------------
 
+    def reclaim_space(self) -> int:
+        """Give unused space back to the file system where the backend must; how much."""
+
     def integrity_check(self) -> list[str]:
         """``["ok"]``, or the damage found."""
 
@@ -200,3 +214,7 @@ class SpoolStore(Protocol):
 
     def quarantine_corrupt(self, *, now: float) -> int:
         """Dead-letter queued events whose body is not a JSON object (reason ``corrupt``)."""
+
+    def storage_checks(self, *, min_free_bytes: int) -> list[Finding]:
+        """``spooler doctor``'s checks of what holds the spool: a file's log, modes and
+        disk (``min_free_bytes``), or a server's reach and dead rows."""

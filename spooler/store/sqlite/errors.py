@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from .errors import StoreError
+from ...errors import StoreError
 
 __all__ = ["NOT_SQLITE", "damaged", "os_problem", "store_error"]
 

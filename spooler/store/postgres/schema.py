@@ -1,7 +1,7 @@
 """The PostgreSQL spool's tables, created on first use inside one schema, and the checks
 that refuse a schema spooler did not make or cannot read.
 
-The tables mirror the SQLite file's (``spooler/store.py``); the differences are what a
+The tables mirror the SQLite file's (``store/sqlite/schema.py``); the differences are what a
 server shared by many hosts needs. Times are Unix seconds on the database's clock.
 ``totals`` has ``SHARDS`` rows, not one: each transaction adds its change to the row
 of its own backend (``pg_backend_pid() % SHARDS``), so producers do not queue behind
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import psycopg
 
-from ..errors import StoreError
-from .connection import Target
+from ...errors import StoreError
+from ..postgres_url import Target
 
 __all__ = ["SCHEMA_VERSION", "SHARDS", "prepare"]
 
@@ -86,10 +86,12 @@ CREATE FUNCTION {s}.is_json_object(body text) RETURNS boolean
 """
 
 
-def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> None:
-    """Check the spool's schema, creating it first if it is missing and ``create``."""
+def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
+    """Check the spool's schema, creating it first if it is missing and ``create``;
+    returns whether this created it."""
     s = target.quoted_schema
-    if conn.execute("SELECT to_regclass(%s)", (f"{s}.meta",)).fetchone()[0] is None:
+    created = False
+    if _value(conn, "SELECT to_regclass(%s)", f"{s}.meta") is None:
         if not create:
             raise StoreError(
                 f"no spool at {target.shown} (schema {target.schema} has no spooler tables;"
@@ -98,20 +100,27 @@ def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> None:
         with conn.transaction():
             # Several hosts may start at once: one creates, the others wait and check.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
-            if conn.execute("SELECT to_regclass(%s)", (f"{s}.meta",)).fetchone()[0] is None:
+            if _value(conn, "SELECT to_regclass(%s)", f"{s}.meta") is None:
                 _create(conn, target)
+                created = True
     _check(conn, target)
+    return created
+
+
+def _value(conn: psycopg.Connection, query: str, argument: str) -> object:
+    """The one value ``query`` (of one ``%s``) selects."""
+    row = conn.execute(query, (argument,)).fetchone()
+    assert row is not None  # a SELECT without FROM or GROUP BY gives one row
+    return row[0]
 
 
 def _create(conn: psycopg.Connection, target: Target) -> None:
     s = target.quoted_schema
-    if conn.execute("SELECT to_regnamespace(%s)", (s,)).fetchone()[0] is None:
+    if _value(conn, "SELECT to_regnamespace(%s)", s) is None:
         # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the right to create
         # schemas even where an administrator made this one for spooler already.
         conn.execute(f"CREATE SCHEMA {s}")
-    elif conn.execute(
-        "SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace(%s)", (s,)
-    ).fetchone()[0]:
+    elif _value(conn, "SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace(%s)", s):
         raise StoreError(
             f"{target.shown}: schema {target.schema} holds tables that are not a spooler"
             " spool; refusing to touch it (name another with ?schema=)"
@@ -125,7 +134,9 @@ def _create(conn: psycopg.Connection, target: Target) -> None:
 
 def _check(conn: psycopg.Connection, target: Target) -> None:
     """Refuse a schema that is not a spool this code can use."""
-    meta = dict(conn.execute(f"SELECT key, value FROM {target.quoted_schema}.meta").fetchall())
+    meta: dict[str, str] = dict(
+        conn.execute(f"SELECT key, value FROM {target.quoted_schema}.meta").fetchall()
+    )
     if meta.get("application") != APPLICATION:
         raise StoreError(
             f"{target.shown}: schema {target.schema} is not a spooler spool; refusing to touch it"

@@ -1,5 +1,5 @@
 """What operators do to a PostgreSQL spool: counts, the dead-letter table, hold and
-release, retry-now and expire, and the health checks of ``spooler doctor``."""
+release, retry-now and expire."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ from typing import Any
 
 import psycopg
 
-from ..records import (
+from ...records import (
     DEAD_AGE_BUCKETS,
     Attempt,
     Counts,
     DeadEvent,
     DeadGroup,
     DeadSelection,
-    Failure,
     QueueSelection,
     RetriedNow,
+    dead_event,
 )
-from ..store import REPLAY_CHUNK, SERVICE_PREFIX, read_in_pages
-from .base import StoreBase
+from ..shared import REPLAY_CHUNK, SERVICE_PREFIX, read_in_pages
+from .base import PostgresBase
 from .sql import (
     CLAIMABLE_AT,
     HELD,
@@ -33,10 +33,10 @@ from .sql import (
     with_ctes,
 )
 
-__all__ = ["OperatorOperations"]
+__all__ = ["PostgresOperators"]
 
 
-class OperatorOperations(StoreBase):
+class PostgresOperators(PostgresBase):
     """What operators do to a PostgreSQL spool."""
 
     def counts(self, *, now: float) -> dict[str, Counts]:
@@ -82,20 +82,6 @@ class OperatorOperations(StoreBase):
             return by_destination
 
         return self._db.run(read)
-
-    def totals(self) -> tuple[int, int]:
-        """How many events the spool holds, queued or dead, and their bodies' bytes: what
-        ``max_events`` and ``max_bytes`` are checked against."""
-        return self._db.run(
-            lambda conn: tuple(
-                self._rows(
-                    conn,
-                    "SELECT coalesce(sum(events), 0)::bigint, coalesce(sum(bytes), 0)::bigint"
-                    " FROM {s}.totals",
-                    {},
-                )[0]
-            )
-        )
 
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
@@ -161,9 +147,9 @@ class OperatorOperations(StoreBase):
                 )
             )
 
-        for _, *row, log, offset in read_in_pages(read_page, limit):
+        for _, *event, log, offset in read_in_pages(read_page, limit):
             attempts = tuple(Attempt(at - offset, status, error) for at, status, error in log or ())
-            yield DeadEvent(*row, attempt_log=attempts)
+            yield dead_event(event, attempts)
 
     def replay(
         self,
@@ -310,40 +296,6 @@ class OperatorOperations(StoreBase):
             move_to_dead(f"{condition} AND NOT ({LEASED})"), "SELECT count(*) FROM moved"
         )
         return self._run_one(statement, params, require=(selection, "queue"))
-
-    # -- health ---------------------------------------------------------------------
-
-    def integrity_check(self) -> list[str]:
-        """``["ok"]``: PostgreSQL checks its own pages; there is no file for spooler to check."""
-        return ["ok"]
-
-    def schema_version(self) -> int:
-        """The schema version recorded in the spool's schema."""
-        return int(
-            self._db.run(
-                lambda conn: self._rows(
-                    conn, "SELECT value FROM {s}.meta WHERE key = 'schema_version'", {}
-                )[0][0]
-            )
-        )
-
-    def stale_leases(self, *, now: float) -> int:
-        """Events still marked as leased by a drain whose lease has run out."""
-        return self._run_one(
-            "SELECT count(*) FROM {s}.queue WHERE lease_owner IS NOT NULL"
-            f" AND lease_until <= {NOW}",
-            {"h": now},
-        )
-
-    def quarantine_corrupt(self, *, now: float) -> int:
-        """Move queued events whose body is not a JSON object to the dead-letter table
-        (reason ``corrupt``), so no drain sends them; returns how many."""
-        failure = Failure(None, "the stored body is not a JSON object")
-        params = {"h": now, "reason": "corrupt", "status": None, "error": failure.error}
-        statement = with_ctes(
-            move_to_dead("NOT {s}.is_json_object(q.body)"), "SELECT count(*) FROM moved"
-        )
-        return self._run_one(statement, params)
 
     def _update_selected(
         self,

@@ -3,22 +3,25 @@ the totals' bookkeeping, the attempt log, and the move to the dead-letter table.
 
 Statements are templates: ``{s}`` is the spool's schema. Parameters are psycopg's named
 ``%(name)s``; ``%(h)s`` is always the caller's present (``now``, or the store's clock),
-the anchor of every time the caller gives or gets (see ``store_interface``).
+the anchor of every time the caller gives or gets (see ``store.interface``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..records import DeadSelection, QueueSelection
-from ..store import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
+from ...records import DeadSelection, QueueSelection
+from ..shared import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
 from .schema import SHARDS
 
 __all__ = [
     "CLAIMABLE_AT",
+    "COUNT_TOTALS",
     "HELD",
     "LEASED",
     "NOW",
+    "SHARD",
+    "TOTALS_KEPT",
     "append_attempt",
     "change_totals",
     "from_db",
@@ -28,12 +31,23 @@ __all__ = [
     "with_ctes",
 ]
 
+#: This server process's row of ``totals``.
+SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 #: The database's present, in Unix seconds: the start of the transaction.
 NOW = "extract(epoch FROM now())::float8"
 #: A queued event that a drain is delivering at this moment.
 LEASED = f"lease_owner IS NOT NULL AND lease_until > {NOW}"
 #: When a queued event can next be claimed: when it falls due, or its lease runs out.
 CLAIMABLE_AT = "greatest(due_at, lease_until)"
+#: Whether producers keep the totals: from the first limit checked on the spool on (see
+#: ``PostgresProducers``); until then, what ``totals`` holds means nothing.
+TOTALS_KEPT = "EXISTS (SELECT FROM {s}.meta WHERE key = 'totals')"
+#: The spool's events and their bodies' bytes, counted row by row.
+COUNT_TOTALS = (
+    "SELECT (SELECT count(*) FROM {s}.queue) + (SELECT count(*) FROM {s}.dead),"
+    " (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.queue)"
+    " + (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.dead)"
+)
 
 
 def to_db(value: str) -> str:
@@ -52,8 +66,7 @@ def with_ctes(ctes: dict[str, str], final: str) -> str:
 
 
 def where(selection: QueueSelection, params: dict[str, Any]) -> str:
-    """The SQL condition of ``selection``, its values added to ``params``; refuses an
-    empty selection that does not say ``everything``."""
+    """The SQL condition of ``selection``, its values added to ``params``."""
     clauses = []
     if selection.ids:
         clauses.append("event_id = ANY(%(sel_ids)s::text[])")
@@ -70,22 +83,19 @@ def where(selection: QueueSelection, params: dict[str, Any]) -> str:
             if value is not None:
                 clauses.append(clause)
                 params[name] = value
-    if not clauses:
-        if not selection.everything:
-            raise ValueError(f"an empty {type(selection).__name__} must say everything=True")
-        return "TRUE"
-    return " AND ".join(clauses)
+    return " AND ".join(clauses) or "TRUE"
 
 
-def change_totals(source: str, sign: str = "+") -> str:
+def change_totals(source: str, sign: str = "+", *, if_kept: bool = False) -> str:
     """A ``WITH`` query adding (``+``) or taking off (``-``) the rows of ``source`` (a
-    query of body sizes, column ``n``) to this backend's row of ``totals``."""
+    query of body sizes, column ``n``) to this backend's row of ``totals``; ``if_kept``:
+    only while producers keep the totals (``TOTALS_KEPT``)."""
     return (
         f"UPDATE {{s}}.totals AS t SET events = t.events {sign} c.events,"
         f" bytes = t.bytes {sign} c.bytes"
         " FROM (SELECT count(*) AS events, coalesce(sum(n), 0) AS bytes"
         f" FROM ({source}) AS changed) AS c"
-        f" WHERE shard = mod(pg_backend_pid(), {SHARDS}) AND c.events > 0"
+        f" WHERE shard = {SHARD} AND c.events > 0" + (f" AND {TOTALS_KEPT}" if if_kept else "")
     )
 
 

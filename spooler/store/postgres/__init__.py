@@ -18,18 +18,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..errors import ConfigError
-from ..store import DURABILITIES
-from .connection import Connections, parse_url
-from .drains import DrainOperations
-from .operators import OperatorOperations
-from .producers import ProducerOperations
+from ..postgres_url import parse_url
+from ..shared import check_durability
+from .connection import Connections
+from .drains import PostgresDrains
+from .maintenance import PostgresMaintenance
+from .operators import PostgresOperators
+from .producers import PostgresProducers
 from .schema import SCHEMA_VERSION, prepare
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 
-class PostgresStore(ProducerOperations, DrainOperations, OperatorOperations):
+class PostgresStore(PostgresProducers, PostgresDrains, PostgresOperators, PostgresMaintenance):
     """The spool's tables in one PostgreSQL schema. Thread-safe; each thread's operation
     runs on a connection of its own, and a child process after ``fork()`` opens its own."""
 
@@ -44,8 +45,7 @@ class PostgresStore(ProducerOperations, DrainOperations, OperatorOperations):
         schema: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if durability not in DURABILITIES:
-            raise ConfigError(f"durability must be 'full' or 'normal', not {durability!r}")
+        check_durability(durability)
         target = parse_url(url, schema=schema)
         self.path = target.shown
         self.schema = target.schema
@@ -53,10 +53,19 @@ class PostgresStore(ProducerOperations, DrainOperations, OperatorOperations):
         self._db = Connections(target, synchronous=durability == "full")
         self._statements: dict[str, str] = {}
         try:
-            self._db.run(lambda conn: prepare(conn, target, create=create))
+            self.created = self._db.run(lambda conn: prepare(conn, target, create=create))
         except BaseException:
             self._db.close()
             raise
+
+    @property
+    def location(self) -> str:
+        """Where the spool is, for logs: the URL without its password."""
+        return self.path
+
+    def is_own_file(self, path: str) -> bool:
+        """False: the spool is in the server's files, which no destination may name."""
+        return False
 
     def close(self) -> None:
         """Close this process's connections; the store is not usable afterwards."""

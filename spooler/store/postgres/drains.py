@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from ..records import ClaimedEvent, Failure, KeptPause
-from .base import StoreBase
+from ...records import ClaimedEvent, Failure, KeptPause
+from .base import PostgresBase
 from .sql import (
     CLAIMABLE_AT,
     HELD,
@@ -26,10 +26,10 @@ from .sql import (
     with_ctes,
 )
 
-__all__ = ["DrainOperations"]
+__all__ = ["PostgresDrains"]
 
 
-class DrainOperations(StoreBase):
+class PostgresDrains(PostgresBase):
     """What drains do to a PostgreSQL spool."""
 
     def claim(
@@ -145,7 +145,7 @@ class DrainOperations(StoreBase):
         statement = with_ctes(ctes, "SELECT " + " + ".join(changed))
         return self._run_one(statement, params)
 
-    def release(self, owner: str, *, now: float) -> int:
+    def release_leases(self, owner: str, *, now: float) -> int:
         """Give back every lease ``owner`` holds, making those events due at once."""
         return self._run_one(
             "WITH released AS (UPDATE {s}.queue SET lease_owner = NULL, lease_until = NULL"
@@ -214,10 +214,6 @@ class DrainOperations(StoreBase):
         """How many times an operator has run ``retry-now`` on this spool."""
         rows = self._read("SELECT value FROM {s}.meta WHERE key = 'retry_now_count'", {})
         return int(rows[0][0]) if rows else 0
-
-    def reclaim_space(self) -> int:
-        """Nothing to do: autovacuum gives a drained backlog's space back for reuse."""
-        return 0
 
 
 def _columns(

@@ -2,7 +2,12 @@
 
 An insert is one statement, checks and all (its own transaction, one round trip): a
 data-modifying ``WITH`` query checks the sizes and the limits, inserts, and adds the
-events to the totals.
+events to the totals. One event without limits, what most enqueues are, goes straight
+through libpq (``Connections.execute_direct``).
+
+The totals cost every insert a row update, for the limits alone; so producers keep
+them only from the first limit checked on the spool (a ``totals`` row in ``meta``).
+That first check counts what the spool holds, once, with its writers held back.
 """
 
 from __future__ import annotations
@@ -13,13 +18,13 @@ from typing import Any
 
 import psycopg
 
-from ..errors import SpoolFullError
-from ..events import EVENT_ID_CHARS, split_event_ids
-from ..records import Failure
-from .base import StoreBase
-from .sql import NOW, change_totals, with_ctes
+from ...events import EVENT_ID_CHARS, split_event_ids
+from ...records import Failure
+from ..shared import check_room
+from .base import PostgresBase
+from .sql import COUNT_TOTALS, NOW, SHARD, TOTALS_KEPT, change_totals, with_ctes
 
-__all__ = ["ProducerOperations"]
+__all__ = ["PostgresProducers"]
 
 # Where the rows of an insert come from: columns event_id, destination, body, position.
 # One row as plain parameters: arrays cost a producer ~35 us more to send, per call.
@@ -31,6 +36,15 @@ _ROWS = (
     "SELECT event_id, destination, body, position FROM unnest(%(ids)s::text[],"
     " %(destinations)s::text[], %(bodies)s::text[]) WITH ORDINALITY"
     " AS r(event_id, destination, body, position)"
+)
+# One event, no limits: every enqueue of a producer that sets none.
+_ONE_EVENT = (
+    b"spooler_enqueue_one",
+    "WITH added AS (INSERT INTO {s}.queue (event_id, destination, body, created_at,"
+    f" queued_at, due_at) VALUES ($1, $2, $3::text, {NOW}, {NOW}, {NOW})"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
+    " UPDATE {s}.totals SET events = events + 1, bytes = bytes + octet_length($3::text)"
+    f" WHERE shard = {SHARD} AND EXISTS (SELECT FROM added) AND {TOTALS_KEPT}",
 )
 # From one JSON array text: PostgreSQL splits it, keeping each element's text.
 _ARRAY = (
@@ -49,6 +63,9 @@ def _add(condition: str = "TRUE") -> str:
     )
 
 
+_COUNTED = change_totals("SELECT n FROM added", if_kept=True)
+
+
 @lru_cache(maxsize=32)
 def _insert_statement(source: str, checks: tuple[str, ...]) -> str:
     """One statement that inserts the rows of ``source`` if they pass ``checks`` (SQL on
@@ -59,7 +76,7 @@ def _insert_statement(source: str, checks: tuple[str, ...]) -> str:
             {
                 "src": source,
                 "added": _add(),
-                "counted": change_totals("SELECT n FROM added"),
+                "counted": _COUNTED,
             },
             "SELECT TRUE",
         )
@@ -74,14 +91,16 @@ def _insert_statement(source: str, checks: tuple[str, ...]) -> str:
             else "SELECT 0::bigint AS events, 0::bigint AS bytes",
             "fits": f"SELECT {' AND '.join(checks)} AS ok FROM sizes, room",
             "added": _add("(SELECT ok FROM fits)"),
-            "counted": change_totals("SELECT n FROM added"),
+            "counted": _COUNTED,
         },
         "SELECT fits.ok, sizes.events, sizes.bytes, room.events, room.bytes FROM fits, sizes, room",
     )
 
 
-class ProducerOperations(StoreBase):
+class PostgresProducers(PostgresBase):
     """What producers do to a PostgreSQL spool."""
+
+    _totals_kept = False  # known to be kept (never unkept once they are)
 
     def insert(
         self,
@@ -92,10 +111,15 @@ class ProducerOperations(StoreBase):
         max_bytes: int | None = None,
     ) -> None:
         """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
+        if len(rows) == 1 and max_events is None and max_bytes is None and self._db.synchronous:
+            name, statement = _ONE_EVENT
+            sql = self._sql(statement).encode()
+            self._db.run(lambda conn: self._db.execute_direct(conn, name, sql, list(rows[0])))
+            return
         if len(rows) == 1:
             [(event_id, destination, body)] = rows
             source = _ONE_ROW
-            params = {"id": event_id, "destination": destination, "body": body}
+            params: dict[str, Any] = {"id": event_id, "destination": destination, "body": body}
         else:
             ids, destinations, bodies = (list(column) for column in zip(*rows, strict=True))
             source = _ROWS
@@ -151,6 +175,8 @@ class ProducerOperations(StoreBase):
         """Insert the rows of ``source`` if there are ``count`` (None: no need to check),
         none is over ``max_event_bytes`` and the limits allow: one statement, checks and
         all. Returns False if a check other than the limits failed."""
+        if max_events is not None or max_bytes is not None:
+            self._keep_totals()
         checks = []
         if count is not None:
             checks.append("sizes.events = %(count)s")
@@ -178,18 +204,50 @@ class ProducerOperations(StoreBase):
         if row[0]:
             return True
         _, events, size, held, held_bytes = row
-        # Dead events count: they take the same disk until they are replayed or purged.
-        if max_events is not None and held + events > max_events:
-            raise SpoolFullError(
-                f"the spool holds {held} events, queued or dead, and {events} more "
-                f"would pass max_events={max_events}; nothing was enqueued"
-            )
-        if max_bytes is not None and held_bytes + size > max_bytes:
-            raise SpoolFullError(
-                f"the spool's events, queued or dead, take {held_bytes} bytes, and "
-                f"{size} more would pass max_bytes={max_bytes}; nothing was enqueued"
-            )
+        check_room((held, held_bytes), (events, size), max_events, max_bytes)
         return False  # ids and elements do not pair up, or one is too large
+
+    def totals(self) -> tuple[int, int]:
+        """How many events the spool holds, queued or dead, and their bodies' bytes: what
+        ``max_events`` and ``max_bytes`` are checked against. (Counted row by row while
+        no limit has been checked yet, and producers keep no totals.)"""
+        [(events, size)] = self._read(
+            f"SELECT * FROM (SELECT coalesce(sum(events), 0)::bigint, coalesce(sum(bytes),"
+            f" 0)::bigint FROM {{s}}.totals) AS kept WHERE {TOTALS_KEPT}"
+            f" UNION ALL SELECT * FROM ({COUNT_TOTALS}) AS counted WHERE NOT {TOTALS_KEPT}",
+            {},
+        )
+        return int(events), int(size)
+
+    def _keep_totals(self) -> None:
+        """Have every producer keep the totals from now on; the first time on this spool,
+        count them, with its writers held back meanwhile so that none is missed."""
+        if self._totals_kept:
+            return
+
+        def start(conn: psycopg.Connection) -> None:
+            with conn.transaction():
+                # One process counts; any other waits for it, then finds it done.
+                self._rows(conn, "SELECT pg_advisory_xact_lock(hashtext('spooler {s} totals'))", {})
+                if self._rows(conn, "SELECT 1 FROM {s}.meta WHERE key = 'totals'", {}):
+                    return
+                # Waits for the transactions writing either table, and holds off new
+                # ones until the count and the mark are committed: an insert that starts
+                # meanwhile runs afterwards, and then keeps the totals.
+                conn.execute(self._sql("LOCK TABLE {s}.queue, {s}.dead IN SHARE MODE"))
+                conn.execute(self._sql("UPDATE {s}.totals SET events = 0, bytes = 0"))
+                conn.execute(
+                    self._sql(
+                        "UPDATE {s}.totals SET (events, bytes) = (" + COUNT_TOTALS + ")"
+                        " WHERE shard = 0"
+                    )
+                )
+                conn.execute(
+                    self._sql("INSERT INTO {s}.meta (key, value) VALUES ('totals', 'kept')")
+                )
+
+        self._db.run(start)
+        self._totals_kept = True
 
     def insert_dead(
         self,
@@ -209,7 +267,7 @@ class ProducerOperations(StoreBase):
                 f" %(destination)s, %(body)s, {NOW}, 0, %(reason)s, %(status)s::int,"
                 f" %(error)s, {NOW}) ON CONFLICT (event_id) DO NOTHING"
                 " RETURNING octet_length(body) AS n",
-                "counted": change_totals("SELECT n FROM added"),
+                "counted": _COUNTED,
             },
             "SELECT count(*) FROM added",
         )

@@ -8,14 +8,14 @@ from typing import Any
 
 import psycopg
 
-from ..errors import UnknownEventError
-from ..records import QueueSelection
+from ...records import QueueSelection
+from ..shared import check_found
 from .connection import Connections
 
-__all__ = ["StoreBase"]
+__all__ = ["PostgresBase"]
 
 
-class StoreBase:
+class PostgresBase:
     """A PostgreSQL spool's connections and clock (``PostgresStore`` sets them up)."""
 
     _db: Connections
@@ -84,10 +84,4 @@ class StoreBase:
                 {"ids": list(selection.ids)},
             )
         }
-        missing = [eid for eid in selection.ids if eid not in found]
-        if missing:
-            where_ = "the dead-letter table" if table == "dead" else "the queue"
-            raise UnknownEventError(
-                f"not in {where_}: {', '.join(missing[:5])}"
-                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            )
+        check_found(selection.ids, found, table)

@@ -1,0 +1,159 @@
+"""SQL pieces the spool file's operations share: selections, the totals' bookkeeping, the
+attempt log, a destination's last outcome, and the move to the dead-letter table.
+
+Each runs in the caller's transaction, on the connection it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from ..shared import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, check_found
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from ...records import Failure, QueueSelection
+
+__all__ = [
+    "APPEND_ATTEMPT",
+    "add_totals",
+    "attempt_entry",
+    "delete_counted",
+    "move_to_dead",
+    "record_outcome",
+    "require_ids",
+    "totals",
+    "where",
+]
+
+# SQL for "the attempt log with the JSON entry ? appended, oldest entries dropped".
+APPEND_ATTEMPT = (
+    "json_insert(CASE WHEN json_array_length(coalesce(attempt_log, '[]')) >= "
+    f"{ATTEMPT_LOG_ENTRIES} THEN json_remove(attempt_log, '$[0]')"
+    " ELSE coalesce(attempt_log, '[]') END, '$[#]', json(?))"
+)
+
+
+def attempt_entry(failure: Failure, at: float) -> str:
+    """A failure as one compact JSON entry of an event's attempt log: ``[at, status,
+    error]``, the error cut short."""
+    return json.dumps([at, failure.status, failure.error[:ATTEMPT_LOG_ERROR_CHARS]])
+
+
+def where(selection: QueueSelection) -> tuple[str, list[object]]:
+    """The SQL condition of ``selection`` (on ``queue`` or ``dead``), and its parameters."""
+    from ...records import DeadSelection
+
+    clauses: list[str] = []
+    params: list[object] = []
+    if selection.ids:
+        clauses.append("event_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(selection.ids)))
+    if selection.destination is not None:
+        clauses.append("destination = ?")
+        params.append(selection.destination)
+    if isinstance(selection, DeadSelection):
+        for value, clause in (
+            (selection.dead_after, "dead_at > ?"),
+            (selection.reason, "reason = ?"),
+            (selection.dead_before, "dead_at < ?"),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+    return " AND ".join(clauses) or "1", params
+
+
+def require_ids(conn: sqlite3.Connection, selection: QueueSelection, table: str) -> None:
+    """Refuse an operation naming ids that are not in ``table`` (``queue`` or ``dead``)."""
+    if not selection.ids:
+        return
+    found = {
+        row[0]
+        for row in conn.execute(
+            f"SELECT event_id FROM {table} WHERE event_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(selection.ids)),),
+        )
+    }
+    check_found(selection.ids, found, table)
+
+
+def move_to_dead(
+    conn: sqlite3.Connection,
+    condition: str,
+    params: Sequence[object],
+    *,
+    reason: str,
+    failure: Failure,
+    now: float,
+    attempted: bool = False,
+) -> int:
+    """Move the queued rows meeting ``condition`` to the dead-letter table, oldest first.
+
+    ``attempted``: the failure ended a delivery attempt, so it joins the attempt log (an
+    operator's expiry or a quarantine is not an attempt). The copy and the delete run
+    in the caller's transaction, so every row is in exactly one of the two tables
+    whatever happens; returns how many rows moved.
+    """
+    log = APPEND_ATTEMPT if attempted else "attempt_log"
+    log_params = [attempt_entry(failure, now)] if attempted else []
+    moved = conn.execute(
+        "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason, status,"
+        " error, dead_at, attempt_log) SELECT event_id, destination, body, created_at,"
+        f" attempts, ?, ?, ?, ?, {log} FROM queue WHERE {condition} ORDER BY id",
+        [reason, failure.status, failure.error, now, *log_params, *params],
+    ).rowcount
+    conn.execute(f"DELETE FROM queue WHERE {condition}", list(params))
+    return moved
+
+
+def record_outcome(
+    conn: sqlite3.Connection, destination: str, now: float, success: bool, failure: Failure | None
+) -> None:
+    """Keep a destination's last success and last error (for ``spooler status``)."""
+    if success:
+        conn.execute(
+            "INSERT INTO destination_state (destination, last_success_at) VALUES (?, ?)"
+            " ON CONFLICT (destination) DO UPDATE SET last_success_at = excluded.last_success_at",
+            (destination, now),
+        )
+    if failure is not None:
+        conn.execute(
+            "INSERT INTO destination_state (destination, last_error_at, last_status, last_error)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+            " last_error_at = excluded.last_error_at, last_status = excluded.last_status,"
+            " last_error = excluded.last_error",
+            (destination, now, failure.status, failure.error),
+        )
+
+
+def totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The spool's events, queued or dead, and their bodies' bytes (the ``totals`` row)."""
+    events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+    return events, size
+
+
+def add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:
+    """Add events (or, negative, take them off) to the spool's totals."""
+    conn.execute("UPDATE totals SET events = events + ?, bytes = bytes + ?", (events, size))
+
+
+def delete_counted(
+    conn: sqlite3.Connection, table: str, condition: str, params: Sequence[object]
+) -> int:
+    """Delete the rows of ``table`` meeting ``condition``, take them off the totals, and
+    return how many went.
+
+    The sizes are summed in SQL before the delete: a ``DELETE ... RETURNING`` would hand
+    every row to Python (~0.4 ms of a 500-event settle).
+    """
+    count, size = conn.execute(
+        "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
+        f" FROM {table} WHERE {condition}",
+        params,
+    ).fetchone()
+    conn.execute(f"DELETE FROM {table} WHERE {condition}", params)
+    add_totals(conn, -count, -size)
+    return count

@@ -1,0 +1,333 @@
+"""What only the SQLite file does: its header, WAL and schema checks, flushes to disk,
+upgrades of older spools, a full disk, a clock jumping back, and giving space back.
+(What both backends do is in test_store_contract.py and test_spool_contract.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import rows, spy_on_flushes
+
+import spooler.store.sqlite.base as sqlite_base
+import spooler.store.sqlite.maintenance as sqlite_maintenance
+from spooler import (
+    ConfigError,
+    NotDurableError,
+    Spool,
+    StoreError,
+)
+from spooler.records import DeadSelection, Failure
+from spooler.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from spooler.store.sqlite.errors import store_error
+from spooler.store.sqlite.maintenance import RECLAIM_MIN_PAGES
+from spooler.store.sqlite.schema import APPLICATION_ID
+
+NOW = 1_000_000.0
+
+
+def enqueue(store: SQLiteStore, *bodies: str, destination: str = "default") -> list[str]:
+    ids = [f"id-{destination}-{n}-{body}" for n, body in enumerate(bodies)]
+    store.insert([(i, destination, b) for i, b in zip(ids, bodies, strict=True)], now=NOW)
+    return ids
+
+
+def test_new_spool_has_wal_meta_and_the_claim_index(db: Path) -> None:
+    Spool(db).close()
+    assert rows(db, "PRAGMA journal_mode") == [("wal",)]
+    assert dict(rows(db, "SELECT key, value FROM meta")) == {
+        "application": "spooler",
+        "schema_version": str(SCHEMA_VERSION),
+    }
+    plan = " ".join(
+        r[-1]
+        for r in rows(
+            db,
+            "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE destination = 'd' AND due_at <= 1 "
+            "ORDER BY due_at LIMIT 5",
+        )
+    )
+    assert "INDEX queue_due (destination=? AND due_at<?)" in plan and "TEMP B-TREE" not in plan
+
+
+def test_a_new_spool_is_marked_as_spooler_s_in_its_header(db: Path) -> None:
+    Spool(db).close()
+    assert rows(db, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert rows(db, "PRAGMA auto_vacuum") == [(2,)]  # INCREMENTAL: set before the mark
+
+
+def test_a_spool_whose_creation_was_cut_short_is_taken_over(db: Path) -> None:
+    # Marked as spooler's, as a new spool's first write does, then the process died.
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.close()
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    assert rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
+def test_a_spool_made_before_the_header_mark_still_opens(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA application_id = 0")
+    conn.close()
+    with Spool(db) as spool:
+        spool.enqueue({"n": 2})
+    assert rows(db, "SELECT count(*) FROM queue") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    "text", ["database table is locked", "cannot commit transaction - SQL statements in progress"]
+)
+def test_only_a_busy_timeout_that_ran_out_is_called_still_locked(db: Path, text: str) -> None:
+    # SQLITE_LOCKED and "statements in progress" come at once, without any wait.
+    store = SQLiteStore(db)
+    assert "still locked" not in str(store._store_error(sqlite3.OperationalError(text)))
+    waited = store._store_error(sqlite3.OperationalError("database is locked"))
+    assert "still locked after 60s" in str(waited)
+
+
+def test_full_from_a_damaged_file_is_called_damage(db: Path) -> None:
+    # SQLite can answer SQLITE_FULL for a damaged page (issue 23 saw a drain stop with
+    # "the disk or database is full"): with room on the disk, the file is checked.
+    store = SQLiteStore(db)
+    store.insert([(f"e{n}", "default", '{"pad":"%s"}' % ("x" * 500)) for n in range(500)], now=NOW)
+    store.close()
+    with open(db, "r+b") as file:
+        file.seek(40 * 4096)
+        file.write(os.urandom(4096))
+    error = store_error(
+        str(db), sqlite3.OperationalError("database or disk is full"), busy_timeout=60
+    )
+    assert "the spool file is damaged (database or disk is full, and the check" in str(error)
+    assert f"spooler doctor --db {db}" in str(error)
+
+
+def test_creates_parent_directories(tmp_path: Path) -> None:
+    with Spool(tmp_path / "a" / "b" / "spool.db") as spool:
+        spool.enqueue({"x": 1})
+    assert (tmp_path / "a" / "b" / "spool.db").exists()
+
+
+def test_unwritable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the directory"):
+        Spool(tmp_path / "file" / "sub" / "spool.db")
+
+
+def test_full_durability_flushes_the_log_after_each_commit(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes = spy_on_flushes(monkeypatch, db)
+    with Spool(db) as spool:
+        flushes.clear()  # opening flushes once too (the schema)
+        spool.enqueue({"n": 1})
+        spool.enqueue_many([{"n": 2}, {"n": 3}])
+        wal = os.stat(f"{db}-wal").st_ino
+        # Each flush came after its commit (the events were already there to read)
+        # and before the call returned.
+        assert flushes == [(wal, 1), (wal, 3)]
+
+
+def test_normal_durability_never_flushes(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushes = spy_on_flushes(monkeypatch, db)
+    with Spool(db, durability="normal") as spool:
+        spool.enqueue({"n": 1})
+    assert flushes == [] and rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
+def test_a_spool_opened_through_a_symlink_flushes_the_real_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real" / "spool.db"
+    real.parent.mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    flushes = spy_on_flushes(monkeypatch, real)
+    with Spool(link) as spool:
+        spool.enqueue({"n": 1})
+        assert not Path(f"{link}-wal").exists()  # SQLite resolved the link
+        assert flushes[-1] == (os.stat(f"{real}-wal").st_ino, 1)
+
+
+def fail_flushes(fd: int) -> None:
+    raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_failed_flush_says_the_change_is_committed_but_not_durable(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Spool(db) as spool:
+        monkeypatch.setattr(sqlite_base, "_flush_to_disk", fail_flushes)
+        with pytest.raises(NotDurableError, match=r"committed but may not survive a power"):
+            spool.enqueue({"n": 1})
+    assert rows(db, "SELECT count(*) FROM queue") == [(1,)]
+
+
+def test_a_spool_whose_first_flush_fails_is_not_opened(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_base, "_flush_to_disk", fail_flushes)
+    with pytest.raises(NotDurableError):
+        Spool(db)
+    # Nothing of the spool is left open: not the log, not the database file.
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # an fd that closed while we looked
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert str(db) not in open_files and f"{db}-wal" not in open_files
+
+
+def test_an_unknown_durability_is_refused_before_any_file_exists(db: Path) -> None:
+    with pytest.raises(ConfigError, match="durability must be 'full' or 'normal', not 'fast'"):
+        Spool(db, durability="fast")
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("limit", "value"),
+    [("max_events", 0), ("max_bytes", -1), ("max_event_bytes", "10"), ("max_events", True)],
+)
+def test_a_bad_limit_is_refused_before_any_file_exists(db: Path, limit: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"{limit} must be a positive integer, not {value!r}"):
+        Spool(db, **{limit: value})
+    assert not db.exists()
+
+
+def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -> None:
+    with Spool(db) as spool:
+        event_id = spool.enqueue({"kept": 1})
+    conn = sqlite3.connect(db)
+    # A destination whose last outcome was a failure, one whose last was a success
+    conn.executemany(
+        "INSERT INTO destination_state (destination, last_success_at, last_error_at)"
+        " VALUES (?, ?, ?)",
+        [("down", NOW - 10, NOW), ("up", NOW, NOW - 10)],
+    )
+    conn.execute("ALTER TABLE destination_state DROP COLUMN url_digest")
+    conn.execute("ALTER TABLE destination_state DROP COLUMN failures")
+    conn.execute("ALTER TABLE destination_state DROP COLUMN paused_until")
+    conn.execute("ALTER TABLE queue DROP COLUMN attempt_log")
+    conn.execute("ALTER TABLE dead DROP COLUMN attempt_log")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    # The failing destination is probed first, as before the upgrade
+    assert store.pauses() == {"down": (1, None, None)}
+    [event] = store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+    assert (event.event_id, event.body) == (event_id, '{"kept":1}')
+    store.settle("me", now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
+    [dead] = store.dead_events(DeadSelection(everything=True))
+    assert [a.status for a in dead.attempt_log] == [400]
+
+
+def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"keep": 1})
+        page_count = rows(db, "PRAGMA page_count")[0][0]
+        # Cap the file at its current size, as a full disk would.
+        with spool.store._connection() as conn:
+            conn.execute(f"PRAGMA max_page_count = {page_count}")
+        with pytest.raises(StoreError, match=r"reached its largest size .*max_page_count"):
+            spool.enqueue_many([{"pad": "x" * 5000}] * 50)
+        assert rows(db, "SELECT body FROM queue") == [('{"keep":1}',)]
+        with spool.store._connection() as conn:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+        spool.enqueue({"after": 1})
+    assert rows(db, "SELECT count(*) FROM queue") == [(2,)]
+
+
+def test_shift_schedule_moves_future_events_and_pauses_earlier_but_not_into_the_past(
+    db: Path,
+) -> None:
+    store = SQLiteStore(db)
+    store.record_pause("long", failures=2, until=NOW + 5000, url_digest="u")
+    store.record_pause("short", failures=1, until=NOW + 100, url_digest="u")
+    enqueue(store, "{}", "{}")
+    [a, b] = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle(
+        "me",
+        now=NOW,
+        retry=[(a.rowid, NOW + 5000, Failure(503, "x")), (b.rowid, NOW + 100, Failure(503, "x"))],
+    )
+    assert store.shift_schedule(1000, now=NOW) == 2
+    assert rows(db, "SELECT due_at FROM queue ORDER BY id") == [(NOW + 4000,), (NOW,)]
+    assert {name: p.until for name, p in store.pauses().items()} == {
+        "long": NOW + 4000,
+        "short": NOW,
+    }
+
+
+def test_a_drained_backlog_gives_its_space_back(db: Path) -> None:
+    store = SQLiteStore(db)
+    for chunk in range(4):
+        enqueue(store, *[f'{{"pad":"{"x" * 1000}","n":{chunk}}}'] * 2000)
+    grown = db.stat().st_size
+    while batch := store.claim("default", 500, "me", due_by=NOW, lease_until=NOW + 60):
+        store.settle("me", now=NOW, delivered=[e.rowid for e in batch])
+    assert db.stat().st_size >= grown  # deleting rows alone frees no disk space
+    assert store.reclaim_space() > 0
+    assert db.stat().st_size < grown / 10
+    assert rows(db, "PRAGMA freelist_count")[0][0] < RECLAIM_MIN_PAGES
+    assert store.reclaim_space() == 0  # nothing left worth a transaction
+
+
+def test_reclaim_leaves_a_mostly_full_file_alone(db: Path) -> None:
+    store = SQLiteStore(db)
+    enqueue(store, *[f'{{"pad":"{"x" * 1000}"}}'] * 4000)
+    [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle("me", now=NOW, delivered=[event.rowid])
+    assert store.reclaim_space() == 0
+
+
+def test_space_is_reclaimed_while_other_threads_commit(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four threads that enqueue, claim and ack on one spool's connection, so pages
+    # keep being freed, and a fifth that gives them back as fast as it can (from one page)
+    monkeypatch.setattr(sqlite_maintenance, "RECLAIM_MIN_PAGES", 1)
+    with Spool(db, durability="normal") as spool:
+        store, stop = spool.store, threading.Event()
+        errors: list[BaseException] = []
+        reclaims, give_up = 0, time.monotonic() + 120  # a guard against a hang, not a limit
+
+        def work(n: int) -> None:
+            try:
+                while not stop.is_set():
+                    spool.enqueue_many([{"pad": "x" * 2000}] * 20, destination=f"d{n}")
+                    now = time.time()
+                    batch = store.claim(f"d{n}", 20, f"w{n}", due_by=now, lease_until=now + 60)
+                    store.settle(f"w{n}", now=now, delivered=[e.rowid for e in batch])
+            except BaseException as exc:  # surfaced by the assertion below
+                errors.append(exc)
+                stop.set()
+
+        def reclaim() -> None:
+            nonlocal reclaims
+            try:
+                while not stop.is_set() and reclaims < 200 and time.monotonic() < give_up:
+                    reclaims += store.reclaim_space() > 0
+            except BaseException as exc:  # surfaced by the assertion below
+                errors.append(exc)
+            stop.set()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        threads.append(threading.Thread(target=reclaim))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    # Then 200 reclaims (vacuum steps and checkpoints) ran, and no commit failed
+    assert errors == []
+    assert reclaims == 200
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
