@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .events import check_destination_name
 from .files import DEFAULT_FILE_MODE, check_file_mode
+from .history import DEFAULT_KEEP
 from .redact import mask, masked_url
 from .retry import RetryPolicy
 from .spool import DEFAULT_DESTINATION
@@ -107,6 +108,7 @@ class DrainConfig:
     lease: float = 60.0
     poll_interval: float = 1.0
     summary_interval: float = 60.0
+    history: float = DEFAULT_KEEP  # seconds of per-minute history kept (0: none)
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,7 @@ _DRAIN_KEYS: dict[str, Checker] = {
     "lease": _seconds,
     "poll_interval": _seconds,
     "summary_interval": _seconds,
+    "history": parse_duration,
 }
 _SPOOL_KEYS: dict[str, Checker] = {
     "durability": _choice("full", "normal"),
@@ -719,6 +722,7 @@ def resolved_settings(
         "lease": config.lease,
         "poll_interval": config.poll_interval,
         "summary_interval": config.summary_interval,
+        "history": config.history,
     }
     settings["destinations"] = {}
     for name, dest in config.destinations.items():
