@@ -38,8 +38,10 @@ __all__ = [
     "DestinationConfig",
     "DrainConfig",
     "ServeConfig",
+    "WebConfig",
     "build_drain_config",
     "build_serve_config",
+    "build_web_config",
     "config_db_path",
     "config_warnings",
     "load_config_file",
@@ -133,6 +135,16 @@ class ServeConfig:
     body_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_connections: int = 1024
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What ``spooler web`` listens on, and the token a browser logs in with (needed to
+    listen beyond loopback)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8421
+    token: str | None = field(default=None, repr=False)
 
 
 # -- value checkers: each takes (value, key) and returns the converted value -------------
@@ -262,7 +274,12 @@ _SERVE_KEYS: dict[str, Checker] = {
     "idle_timeout": _seconds,
     "max_connections": _int(1),
 }
-_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve"}
+_WEB_KEYS: dict[str, Checker] = {
+    "host": _string,
+    "port": _int(0, 65535),
+    "token": _secret,
+}
+_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve", "web"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file
 # (and serve.token, and the top level's db when the file is read).
 _INTERPOLATED = {"url", "api_key", "auth_header", "headers", "signing_secret"}
@@ -668,6 +685,30 @@ def build_serve_config(
     return config
 
 
+def build_web_config(
+    raw: Mapping[str, Any],
+    *,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> WebConfig:
+    """The file's ``[web]`` table with ``flags`` over it (None values: not given). Listening
+    on an address other than loopback needs a ``token``: the pages show the events'
+    payloads, and their actions replay and purge."""
+    env = os.environ if env is None else env
+    values = _check_table(raw.get("web", {}), _WEB_KEYS, "web.")
+    if "token" in values:
+        values["token"] = _interpolate(values["token"], "web.token", env)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    values.update(_check_table(given, _WEB_KEYS, "option "))
+    config = WebConfig(**values)
+    if not config.token and not _is_loopback(config.host):
+        raise ConfigError(
+            f"web.host: listening on {config.host} shows the spool's events to other hosts:"
+            " set a token (web.token, SPOOLER_WEB_TOKEN) to log in with"
+        )
+    return config
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -708,6 +749,12 @@ def resolved_settings(
             if serve["token"] is not None:
                 serve["token"] = mask(serve["token"])
             settings["serve"] = serve
+    if "web" in raw:
+        with problems.noted():
+            web = asdict(build_web_config(raw, env=env))
+            if web["token"] is not None:
+                web["token"] = mask(web["token"])
+            settings["web"] = web
     if not raw.get("destinations"):
         # A producer-only file: nothing to drain, but the shared tables are still its own.
         _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.", problems)

@@ -209,10 +209,11 @@ def _points(
 @dataclass
 class Bucket:
     """One destination's counts over ``seconds`` from ``start``, for a chart: sums of the
-    minutes in it, and the last backlog seen in it (None where none was)."""
+    minutes of history in it, and the last backlog seen in it (None where none was)."""
 
     start: int
     seconds: int
+    minutes: int = 0  # how many minutes of history fell in it (0: none, nothing is known)
     enqueued: int | None = None
     delivered: int = 0
     retried: int = 0
@@ -280,6 +281,7 @@ def _enqueued(points: Sequence[HistoryPoint]) -> list[int | None]:
 
 
 def _add(bucket: Bucket, point: HistoryPoint, enqueued: int | None) -> None:
+    bucket.minutes += 1
     if enqueued is not None:
         bucket.enqueued = (bucket.enqueued or 0) + enqueued
     bucket.delivered += point.delivered

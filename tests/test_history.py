@@ -111,10 +111,11 @@ def test_buckets_sum_minutes_and_derive_what_was_enqueued() -> None:
     ]
     series = buckets(points, start=m, end=m + 240, step=120)
     assert series["a"] == [
-        Bucket(m, 120, enqueued=10, delivered=5, dead=1, requests=2, latency_sum=1.0, backlog=14),
+        Bucket(m, 120, 2, 10, delivered=5, dead=1, requests=2, latency_sum=1.0, backlog=14),
         Bucket(
             m + 120,
             120,
+            2,
             enqueued=None,
             delivered=2,
             requests=1,
