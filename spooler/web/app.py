@@ -144,6 +144,8 @@ class WebApp:
         if not self._logged_in(request):
             return _redirect("/login") if method == "GET" else _text(403, "log in first")
         query = parse_qs(request.query)
+        if path.startswith("/actions/") and method != "POST":
+            return _text(405, "an action is a POST from its page", (("Allow", "POST"),))
         if method == "GET":
             if path == "/":
                 return self._overview(query)
@@ -152,7 +154,7 @@ class WebApp:
             if path.startswith("/dead/event/"):
                 return self._event(unquote(path.removeprefix("/dead/event/")))
             return self._error(404, f"no page at {path}")
-        if method == "POST" and path.startswith("/actions/"):
+        if path.startswith("/actions/"):
             return self._action(path.removeprefix("/actions/"), request)
         return _text(405, "pages are read with GET, actions are POSTs", (("Allow", "GET"),))
 
