@@ -53,10 +53,15 @@ HEADERS = (
     ("Content-Security-Policy", _POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    # (no-referrer would make the browser send "Origin: null" with the forms' POSTs)
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 )
-_STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_STATIC = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _LOOPBACK_NAMES = {"localhost", "::1"}
 
 
@@ -137,8 +142,7 @@ class WebApp:
         path, method = request.path, request.method
         if path.startswith("/static/") and path.removeprefix("/static/") in _STATIC:
             name = path.removeprefix("/static/")
-            content_type = f"{_STATIC[name]}; charset=utf-8"
-            return Response(200, self._static[name], HEADERS, content_type)
+            return Response(200, self._static[name], HEADERS, _STATIC[name])
         if path == "/login":
             return self._login(request)
         if not self._logged_in(request):

@@ -78,6 +78,7 @@ def frame(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>{} - spooler</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/dashboard.css">'
         '<script src="/static/dashboard.js" defer></script></head>'
         '<body><header><strong>spooler</strong><nav>{}</nav><span class="spool">{}</span>'
