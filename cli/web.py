@@ -44,8 +44,9 @@ def web(
     opts.warn_of_config_mistakes()
     config = build_web_config(opts.raw_config, flags={"host": host, "port": port, "token": token})
     setup_logging("plain", log_level)
-    with opts.open_spool(create=False) as spool:
-        dashboard = Dashboard(spool, config)
+    # A second connection for the counts read in the background (see WebApp).
+    with opts.open_spool(create=False) as spool, opts.open_spool(create=False) as counting:
+        dashboard = Dashboard(spool, config, counting=counting)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: dashboard.stop())
         dashboard.run()  # its log says where it listens

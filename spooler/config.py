@@ -239,7 +239,7 @@ _DRAIN_KEYS: dict[str, Checker] = {
     "lease": _seconds,
     "poll_interval": _seconds,
     "summary_interval": _seconds,
-    "history": parse_duration,
+    "history": lambda value, key: parse_duration(value, key=key),  # 0: keep none
 }
 _SPOOL_KEYS: dict[str, Checker] = {
     "durability": _choice("full", "normal"),

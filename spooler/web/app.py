@@ -17,6 +17,7 @@ parses and writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 from ..config import WebConfig
 from ..errors import ConfigError, SpoolerError, UnknownEventError
 from ..events import events_phrase
+from ..history import HistoryPoint
 from ..serve.http import HttpServer, Limits, Request, Response
 from ..spool import Spool
 from .actions import ACTIONS, Selection, confirm_page, perform, preview
@@ -82,10 +84,20 @@ def _is_loopback_name(host: str) -> bool:
 
 
 class WebApp:
-    """Answers the dashboard's requests (``HttpServer``'s application)."""
+    """Answers the dashboard's requests (``HttpServer``'s application).
+
+    ``counting`` is the spool the background readings use (default: ``spool``): opened a
+    second time, a SQLite file gives them a connection of their own, so a page never
+    waits behind a count of a large queue.
+    """
 
     def __init__(
-        self, spool: Spool, config: WebConfig, *, clock: Callable[[], float] = time.time
+        self,
+        spool: Spool,
+        config: WebConfig,
+        *,
+        counting: Spool | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._spool = spool
         self._config = config
@@ -98,11 +110,21 @@ class WebApp:
             if config.token
             else None
         )
-        self.status = Snapshot(spool.status)
-        self.summary = Snapshot(spool.dead_letters.summary)
+        counting = counting or spool
+        self.status = Snapshot(counting.status)
+        self.summary = Snapshot(counting.dead_letters.summary)
+        # The charts of each range, read as the counts are: a week's barely moves.
+        self.history = {
+            span: Snapshot(functools.partial(self._history, counting, seconds + step))
+            for span, (seconds, step) in RANGES.items()
+        }
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spooler-web")
         folder = files(__package__).joinpath("static")
         self._static = {name: folder.joinpath(name).read_bytes() for name in _STATIC}
+
+    def _history(self, spool: Spool, seconds: float) -> list[HistoryPoint]:
+        now = self._clock()
+        return spool.store.history(since=now - seconds, now=now)
 
     # -- what HttpServer asks --------------------------------------------------------
 
@@ -172,8 +194,7 @@ class WebApp:
             if part == "table":
                 return _page(table)
         now = self._clock()
-        seconds, step = RANGES[span]
-        points = self._spool.store.history(since=now - seconds - step, now=now)
+        points = self.history[span].get().value
         if part == "charts":
             return _page(charts(points, span, now))
         body = overview(reading.value, reading.age(), points, span, self._csrf)
@@ -309,9 +330,15 @@ class Dashboard:
     """
 
     def __init__(
-        self, spool: Spool, config: WebConfig, *, clock: Callable[[], float] = time.time
+        self,
+        spool: Spool,
+        config: WebConfig,
+        *,
+        counting: Spool | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._spool = spool
+        self._counting = counting
         self._config = config
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -332,7 +359,7 @@ class Dashboard:
     async def _serve(self, ready: Callable[[int], None] | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        app = WebApp(self._spool, self._config, clock=self._clock)
+        app = WebApp(self._spool, self._config, counting=self._counting, clock=self._clock)
         server = HttpServer(app, Limits())
         host, port = self._config.host, self._config.port
         try:
@@ -340,6 +367,9 @@ class Dashboard:
         except OSError as exc:
             app.close()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+        # The first page need not wait for the first count of a large queue.
+        for snapshot in (app.status, app.summary, app.history["hour"]):
+            snapshot.start()
         shown = f"[{host}]" if ":" in host else host
         log.info("dashboard on http://%s:%d/ for %s", shown, server.port, self._spool.path)
         if ready is not None:

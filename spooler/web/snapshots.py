@@ -71,6 +71,11 @@ class Snapshot(Generic[T]):
                 self._renew_locked()
             return reading
 
+    def start(self) -> None:
+        """Take a reading now, in the background, if none is being taken."""
+        with self._lock:
+            self._renew_locked()
+
     def stale(self) -> None:
         """Forget the reading: the spool changed, and the next ``get`` waits for a new one."""
         with self._lock:
