@@ -10,10 +10,12 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 from conftest import SPOOLER, dead_count, drain_once, free_port, queued_count, wait_for_line
+from pg_server import PASSWORD, PostgresServer
 
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
@@ -26,7 +28,7 @@ SCRIPT = "<script>window.pwned = 1</script>"
 class Served:
     """A dashboard of one spool, running in a thread, and a client for it."""
 
-    def __init__(self, db: Path, config: WebConfig) -> None:
+    def __init__(self, db: Path | str, config: WebConfig) -> None:
         self.spool = Spool(db, create=False)
         self.dashboard = Dashboard(self.spool, config)
         ready = threading.Event()
@@ -152,6 +154,34 @@ def test_an_action_asks_first_with_its_count_then_runs_the_library_call(
     # A selection that names nothing is refused, as on the command line
     refused = served.client.post("/actions/purge", data={"csrf": csrf, "confirmed": "1"})
     assert refused.status_code == 400 and "no events picked" in refused.text
+
+
+def test_the_dashboard_of_a_postgresql_spool(postgres: PostgresServer, receiver: Receiver) -> None:
+    # Given a PostgreSQL spool, reached with a password, that a drain delivered from and
+    # dead-lettered one event of
+    pg_url = postgres.url(user=postgres.password_role(), password=PASSWORD)
+    receiver.reject = lambda event: bool(event.get("bad"))
+    with Spool(pg_url) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}, {"bad": True, "x": SCRIPT}])
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    running = Served(pg_url, WebConfig(port=0))
+    try:
+        # Then its pages show the delivery in the charts, and the dead letter
+        overview = running.client.get("/").text
+        assert re.search(r'data-metric="delivered" data-total="[0-9.e-]+"', overview)
+        assert 'data-metric="delivered" data-total="0"' not in overview
+        dead = running.client.get("/dead?destination=default&reason=rejected").text
+        assert "Matching: 1 event." in dead
+        [event_id] = re.findall(r'href="/dead/event/([\w-]+)"', dead)
+        assert "&lt;script&gt;" in running.client.get(f"/dead/event/{event_id}").text
+        assert PASSWORD not in overview and quote(PASSWORD, safe="") not in overview
+        assert "spooler_pw@" in overview  # the spool's URL, without its password
+        # and a replay from it moves the event back
+        form = {"csrf": running.csrf(), "all": "1", "confirmed": "1"}
+        assert running.client.post("/actions/replay", data=form).status_code == 303
+        assert dead_count(pg_url) == 0 and queued_count(pg_url) == 1
+    finally:
+        running.close()
 
 
 def test_a_request_for_another_host_name_is_refused(served: Served) -> None:

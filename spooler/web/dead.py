@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
+from ..events import events_phrase
 from ..records import DEAD_AGE_BUCKETS, DeadEvent, DeadGroup, DeadPage, iso_utc, one_line
 from .markup import Markup, html, join
 from .pages import action_form, ago, duration
@@ -143,7 +144,7 @@ def dead_list(page: DeadPage, filters: Filters, csrf: str, now: float) -> Markup
         for name, value in {"csrf": csrf, "back": back}.items()
     )
     return html(
-        '<div class="meta">{} dead events match. {}</div>'
+        '<div class="meta">Matching: {}. {}</div>'
         '<form method="post" action="/actions/replay" id="picked">{}'
         '<table class="dead"><thead><tr><th><input type="checkbox" data-pick-all title="Pick all on'
         ' this page"></th><th>Event</th><th>Destination</th><th>Reason</th><th>Status</th>'
@@ -152,7 +153,7 @@ def dead_list(page: DeadPage, filters: Filters, csrf: str, now: float) -> Markup
         ' <button type="submit" formaction="/actions/purge" data-action="purge">'
         "Purge picked</button>"
         '</p></form><p class="pages">{} {}</p>',
-        f"{page.total:,}",
+        events_phrase(page.total),
         everything,
         hidden,
         rows,
