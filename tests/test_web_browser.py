@@ -33,6 +33,8 @@ from spooler.receiver import Receiver
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 SCRIPT = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2>"
 CHROMIUM_FLAGS = (
@@ -114,6 +116,14 @@ def web(drained: Path) -> Iterator[Web]:
     running.close()
 
 
+def follow(browser: Any, element: Any) -> None:
+    """Click a link or a button, and wait until the page it leads to has replaced this one
+    (a click returns before the next page loads)."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 60).until(expected_conditions.staleness_of(page))
+
+
 def no_errors(browser: Any) -> None:
     """The page logged no error (a script or a style the policy refused would)."""
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
@@ -141,14 +151,14 @@ def test_each_page_loads_and_the_charts_show_the_drain_run(browser: Any, web: We
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 7
     no_errors(browser)
     for span in ("day", "week"):
-        browser.find_element(By.LINK_TEXT, span).click()
+        follow(browser, browser.find_element(By.LINK_TEXT, span))
         assert browser.current_url.endswith(f"/?range={span}")
         assert browser.find_element(By.CSS_SELECTOR, 'svg[data-metric="delivered"]')
     # The dead letters: the summary, the list, one event in full
-    browser.find_element(By.LINK_TEXT, "Dead letters").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Dead letters"))
     summary = browser.find_element(By.CSS_SELECTOR, "table.summary tbody tr")
     assert summary.text.startswith("default rejected 400 1")
-    browser.find_element(By.CSS_SELECTOR, "table.dead a").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "table.dead a"))
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Dead event ")
     log = browser.find_element(By.XPATH, "//h2[.='Attempt log']/following-sibling::table")
     assert "HTTP 400" in log.text
@@ -157,7 +167,7 @@ def test_each_page_loads_and_the_charts_show_the_drain_run(browser: Any, web: We
 
 def test_a_script_in_a_payload_shows_as_text_and_does_not_run(browser: Any, web: Web) -> None:
     browser.get(web.url + "/dead")
-    browser.find_element(By.CSS_SELECTOR, "table.dead a").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "table.dead a"))
     payload = browser.find_element(By.CSS_SELECTOR, "pre.payload").text
     assert "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2>" in payload
     assert browser.execute_script("return window.pwned") is None
@@ -173,21 +183,29 @@ def test_a_dead_letter_replayed_from_the_page_is_delivered(
         stderr=subprocess.DEVNULL,
     )
     try:
+        # and the overview open in a tab, showing the dead letter
         browser.get(web.url + "/")
+        overview = browser.current_window_handle
+        assert _dead_shown(browser) == "1"
         browser.execute_script("window.notReloaded = true")
-        # When the operator finds the dead letters of that destination and reason
+        # When the operator, in another tab, finds the dead letters of that destination
+        # and reason
+        browser.switch_to.new_window("tab")
         browser.get(web.url + "/dead")
-        browser.find_element(By.CSS_SELECTOR, "table.summary a").click()
+        follow(browser, browser.find_element(By.CSS_SELECTOR, "table.summary a"))
         assert "destination=default" in browser.current_url
         assert "reason=rejected" in browser.current_url
         # and replays them, confirming the count
-        browser.find_element(
-            By.XPATH, "//button[starts-with(., 'Replay all 1 (destination default, reason')]"
-        ).click()
+        follow(
+            browser,
+            browser.find_element(
+                By.XPATH, "//button[starts-with(., 'Replay all 1 (destination default, reason')]"
+            ),
+        )
         question = browser.find_element(By.CSS_SELECTOR, "p.confirm")
         assert question.get_attribute("data-count") == "1"
         assert "move 1 event back to the queue" in question.text
-        browser.find_element(By.CSS_SELECTOR, "button[data-confirm]").click()
+        follow(browser, browser.find_element(By.CSS_SELECTOR, "button[data-confirm]"))
         # Then the page says so, and the drain delivers it
         assert (
             "Replayed 1 event to the queue." in browser.find_element(By.CLASS_NAME, "notice").text
@@ -196,8 +214,7 @@ def test_a_dead_letter_replayed_from_the_page_is_delivered(
             lambda r: any(event.get("bad") for event in r.delivered), timeout=30
         )
         # and the overview, left open, shows it without a reload
-        browser.get(web.url + "/")
-        browser.execute_script("window.notReloaded = true")
+        browser.switch_to.window(overview)
         assert wait_until(lambda: _dead_shown(browser) == "0", timeout=30)
         assert browser.execute_script("return window.notReloaded") is True
     finally:
@@ -206,8 +223,12 @@ def test_a_dead_letter_replayed_from_the_page_is_delivered(
 
 
 def _dead_shown(browser: Any) -> str:
-    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-destination="default"]')
-    return str(row.find_elements(By.TAG_NAME, "td")[5].text)
+    # Read in one script: the refresh may swap the row out between two of Selenium's calls.
+    return str(
+        browser.execute_script(
+            "return document.querySelector('tr[data-destination=\"default\"]').cells[6].textContent"
+        )
+    )
 
 
 def test_the_overview_during_an_outage(browser: Any, tmp_path: Path) -> None:
