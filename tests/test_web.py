@@ -19,6 +19,7 @@ from pg_server import PASSWORD, PostgresServer
 
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
+from spooler.drain import Mode
 from spooler.receiver import Receiver
 from spooler.web import Dashboard
 
@@ -154,6 +155,27 @@ def test_an_action_asks_first_with_its_count_then_runs_the_library_call(
     # A selection that names nothing is refused, as on the command line
     refused = served.client.post("/actions/purge", data={"csrf": csrf, "confirmed": "1"})
     assert refused.status_code == 400 and "no events picked" in refused.text
+
+
+def test_retry_now_from_the_page_makes_waiting_events_due(db: Path, receiver: Receiver) -> None:
+    # Given two events waiting out an hour's backoff after a 503
+    receiver.fail_next(503)
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}])
+        drain_once(spool, receiver.url, mode=Mode.ONCE, retry={"backoff_base": 3600})
+        assert spool.status().total.retrying == 2 and spool.status().total.due == 0
+    running = Served(db, WebConfig(port=0))
+    try:
+        form = {"csrf": running.csrf(), "destination": "default"}
+        # When retry-now is asked for, it says how many it will make due; confirmed, it does
+        asked = running.client.post("/actions/retry-now", data=form)
+        assert 'data-count="2"' in asked.text and "end the pause" in asked.text
+        done = running.client.post("/actions/retry-now", data={**form, "confirmed": "1"})
+        assert done.headers["location"] == "/?done=retry-now&count=2"
+    finally:
+        running.close()
+    with Spool(db) as spool:
+        assert spool.status().total.due == 2
 
 
 def test_the_dashboard_of_a_postgresql_spool(postgres: PostgresServer, receiver: Receiver) -> None:
