@@ -158,11 +158,13 @@ def test_an_action_asks_first_with_its_count_then_runs_the_library_call(
 
 
 def test_retry_now_from_the_page_makes_waiting_events_due(db: Path, receiver: Receiver) -> None:
-    # Given two events waiting out an hour's backoff after a 503
-    receiver.fail_next(503)
+    # Given two events waiting out the hour a 503's Retry-After asked for
+    receiver.fail_next(503, headers={"Retry-After": "3600"})
     with Spool(db) as spool:
         spool.enqueue_many([{"n": 1}, {"n": 2}])
-        drain_once(spool, receiver.url, mode=Mode.ONCE, retry={"backoff_base": 3600})
+        drain_once(
+            spool, receiver.url, mode=Mode.ONCE, retry={"backoff_base": 3600, "backoff_cap": 3600}
+        )
         assert spool.status().total.retrying == 2 and spool.status().total.due == 0
     running = Served(db, WebConfig(port=0))
     try:
