@@ -38,6 +38,7 @@ from .destinations import (
 from .errors import ConfigError
 from .events import DEFAULT_DESTINATION, check_destination_name
 from .files import check_file_mode
+from .history import DEFAULT_KEEP
 from .redact import mask, masked_url
 from .retry import RetryPolicy
 from .store import is_url, shown_location
@@ -52,8 +53,10 @@ __all__ = [
     "DestinationConfig",
     "DrainConfig",
     "ServeConfig",
+    "WebConfig",
     "build_drain_config",
     "build_serve_config",
+    "build_web_config",
     "config_db_path",
     "config_warnings",
     "load_config_file",
@@ -108,6 +111,7 @@ class DrainConfig:
     lease: float = 60.0
     poll_interval: float = 1.0
     summary_interval: float = 60.0
+    history: float = DEFAULT_KEEP  # seconds of per-minute history kept (0: none)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,16 @@ class ServeConfig:
     body_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_connections: int = 1024
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What ``spooler web`` listens on, and the token a browser logs in with (needed to
+    listen beyond loopback)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8421
+    token: str | None = field(default=None, repr=False)
 
 
 # -- the keys of each table, and how each value is checked ---------------------------------
@@ -171,6 +185,7 @@ _DRAIN_KEYS: dict[str, Checker] = {
     "lease": positive_seconds,
     "poll_interval": positive_seconds,
     "summary_interval": positive_seconds,
+    "history": lambda value, key: parse_duration(value, key=key),  # 0: keep none
 }
 _SPOOL_KEYS: dict[str, Checker] = {
     "durability": choice("full", "normal"),
@@ -205,7 +220,12 @@ _SERVE_KEYS: dict[str, Checker] = {
     "idle_timeout": positive_seconds,
     "max_connections": integer(1),
 }
-_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve"}
+_WEB_KEYS: dict[str, Checker] = {
+    "host": nonempty_string,
+    "port": integer(0, 65535),
+    "token": secret,
+}
+_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve", "web"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file
 # (and each type's own keys that are secrets, serve.token, and the top level's db when
 # the file is read).
@@ -579,6 +599,30 @@ def build_serve_config(
     return config
 
 
+def build_web_config(
+    raw: Mapping[str, Any],
+    *,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> WebConfig:
+    """The file's ``[web]`` table with ``flags`` over it (None values: not given). Listening
+    on an address other than loopback needs a ``token``: the pages show the events'
+    payloads, and their actions replay and purge."""
+    env = os.environ if env is None else env
+    values = _check_table(raw.get("web", {}), _WEB_KEYS, "web.")
+    if "token" in values:
+        values["token"] = _interpolate(values["token"], "web.token", env)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    values.update(_check_table(given, _WEB_KEYS, "option "))
+    config = WebConfig(**values)
+    if not config.token and not _is_loopback(config.host):
+        raise ConfigError(
+            f"web.host: listening on {config.host} shows the spool's events to other hosts:"
+            " set a token (web.token, SPOOLER_WEB_TOKEN) to log in with"
+        )
+    return config
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -619,6 +663,12 @@ def resolved_settings(
             if serve["token"] is not None:
                 serve["token"] = mask(serve["token"])
             settings["serve"] = serve
+    if "web" in raw:
+        with problems.noted():
+            web = asdict(build_web_config(raw, env=env))
+            if web["token"] is not None:
+                web["token"] = mask(web["token"])
+            settings["web"] = web
     if not raw.get("destinations"):
         # A producer-only file: nothing to drain, but the shared tables are still its own.
         _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.", problems)
@@ -633,6 +683,7 @@ def resolved_settings(
         "lease": config.lease,
         "poll_interval": config.poll_interval,
         "summary_interval": config.summary_interval,
+        "history": config.history,
     }
     settings["destinations"] = {}
     for name, dest in config.destinations.items():
