@@ -13,7 +13,7 @@ from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.events import events_phrase
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 from .render import dead_table, status_table
 

@@ -1,30 +1,22 @@
-"""``spooler drain``: run the delivery worker from the command line."""
+"""``spooler drain``: parse the flags, then run the delivery worker as a service."""
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
-from dataclasses import replace
+import functools
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from spooler import ConfigError, SpoolerError
-from spooler.config import (
-    DESTINATION_TYPES,
-    build_drain_config,
-)
-from spooler.drain import Drain, DrainReport, Mode
-from spooler.events import events_phrase
-from spooler.records import Counts
-from spooler.spool import DEFAULT_DESTINATION
+from spooler.config import build_drain_config, select_destinations
+from spooler.destinations import destination_types
+from spooler.drain import Mode
+from spooler.events import DEFAULT_DESTINATION
+from spooler.service import ServiceOptions, run_drain
 
 from .options import Options, common_options, parse_duration_option
-from .service import JsonLogFormatter, service_options, setup_logging
+from .service import service_options
 
-__all__ = ["JsonLogFormatter", "drain"]
+__all__ = ["drain"]
 
 
 def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict | None:
@@ -46,7 +38,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option(
     "--type",
     "type_",
-    type=click.Choice(DESTINATION_TYPES),
+    type=click.Choice(destination_types()),
     help="Destination type [default: from the URL].",
 )
 @click.option("--api-key", help="Sent as 'Authorization: Bearer KEY' (see --auth-header).")
@@ -126,10 +118,7 @@ def drain(
     once: bool,
     until_empty: bool,
     max_time: float | None,
-    metrics_port: int | None,
-    metrics_host: str,
-    log_format: str,
-    log_level: str,
+    service: ServiceOptions,
     **flags: Any,
 ) -> None:
     """Deliver queued events: a daemon, or --once, or --until-empty.
@@ -141,7 +130,6 @@ def drain(
             "--once and --until-empty cannot be combined: --once makes one pass over what is "
             "due now, --until-empty also waits through backoff"
         )
-    mode = "once" if once else "until_empty" if until_empty else None
     retry_keys = ("max_attempts", "max_age", "backoff_base", "backoff_cap")
     drain_keys = ("lease", "poll_interval", "summary_interval")
     destination_flags = {
@@ -161,90 +149,13 @@ def drain(
         drain_flags={k: flags[k] for k in drain_keys},
         flag_destination=only[0] if only else DEFAULT_DESTINATION,
     )
-    if only:
-        unknown = sorted(set(only) - set(config.destinations))
-        if unknown:
-            raise ConfigError(
-                f"unknown destination {', '.join(unknown)}; configured: "
-                f"{', '.join(sorted(config.destinations))} (one -d with --type or --url "
-                "defines the destination it names)"
-            )
-        config = replace(config, destinations={n: config.destinations[n] for n in only})
-    ctx = click.get_current_context()
-    show_progress = bool(mode) and sys.stderr.isatty()
-    if show_progress and ctx.get_parameter_source("log_level") is ParameterSource.DEFAULT:
-        log_level = "warning"  # per-batch lines would break up the progress bar
-    setup_logging(log_format, log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines repeat ours
-    # The drain's own commits (claims, acks, reschedules, dead-letter moves) skip the
-    # fsync: losing the last of them to a power cut only puts events back where they
-    # were, never loses one (docs/guarantees.md). Producers keep their durability.
-    with opts.open_spool(durability="normal") as spool:
-        if spool.store.created:
-            # Created so that a drain may start before any producer has run; but a
-            # mistyped path would otherwise drain an empty spool without a word.
-            logging.getLogger("spooler.drain").warning(
-                "no spool was at %s, so the drain created an empty one: check --db / "
-                "SPOOLER_DB if your producers have been writing elsewhere",
-                spool.store.location,
-            )
-        metrics = None
-        if metrics_port is not None:
-            from spooler.metrics import DrainMetrics
-
-            metrics = DrainMetrics(spool.store)
-        worker = Drain(spool.store, config, metrics=metrics)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: worker.stop())
-        try:
-            # Served once the signals are handled: a supervisor that sees /healthz and
-            # sends SIGTERM at once must get a clean stop, not the default kill.
-            if metrics:
-                metrics.serve(metrics_host, metrics_port)
-            if show_progress:
-                backlog = sum(
-                    spool.status().destinations.get(name, Counts()).queued
-                    for name in config.destinations
-                )
-                report = _run_with_progress(worker, Mode(mode), max_time, backlog)
-            else:
-                report = worker.run(Mode(mode or "daemon"), max_time=max_time)
-        finally:
-            if metrics:
-                metrics.close()
-    if report.error:
-        raise SpoolerError(report.error)
-    if mode == "until_empty" and report.stopped_by == "max_time" and report.remaining:
-        raise SpoolerError(
-            f"--max-time reached with {events_phrase(report.remaining)} still queued"
-        )
-
-
-def _run_with_progress(
-    worker: Drain, mode: Mode, max_time: float | None, backlog: int
-) -> DrainReport:
-    """Run the drain under a progress bar on the terminal: delivered or dead of the
-    backlog, rate, ETA, retries."""
-    done = 0
-
-    def shown(report: DrainReport | None) -> str:
-        return f"{report.retried} retries, {report.dead} dead" if report else ""
-
-    with click.progressbar(
-        length=backlog,
-        label="draining",
-        file=sys.stderr,
-        show_pos=True,
-        show_eta=True,
-        item_show_func=shown,
-    ) as bar:
-
-        def advance(report: DrainReport) -> None:
-            nonlocal done
-            finished = report.delivered + report.dead
-            bar.update(max(finished - done, 0), report)
-            done = max(done, finished)
-
-        report = worker.run(mode, max_time=max_time, progress=advance)
-        advance(report)  # the last tick may have come before the last batch settled
-        return report
+    run_drain(
+        select_destinations(config, only),
+        # The drain's own commits (claims, acks, reschedules, dead-letter moves) skip the
+        # fsync: losing the last of them to a power cut only puts events back where they
+        # were, never loses one (docs/guarantees.md). Producers keep their durability.
+        open_spool=functools.partial(opts.open_spool, durability="normal"),
+        mode=Mode.ONCE if once else Mode.UNTIL_EMPTY if until_empty else Mode.DAEMON,
+        max_time=max_time,
+        options=service,
+    )

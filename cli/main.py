@@ -28,7 +28,7 @@ LINE_BYTES_PER_EVENT_BYTE = 4
 
 # Commands whose modules load only when they run (click's lazy subcommand pattern): a
 # shell loop of `spooler enqueue` never imports the drain, the DLQ or the queue controls
-# (~15 ms a call).
+# (what each call saves: docs/performance.md, "spooler enqueue from a shell").
 LAZY_COMMANDS = {
     "drain": ".drain:drain",
     "dlq": ".dlq:dlq",
@@ -37,6 +37,7 @@ LAZY_COMMANDS = {
     "retry-now": ".queue:retry_now",
     "expire": ".queue:expire",
     "serve": ".serve:serve",
+    "web": ".web:web",
 }
 
 

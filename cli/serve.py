@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import signal
 
 import click
 
 from spooler.config import ServeConfig, build_serve_config
+from spooler.service import Service, ServiceOptions, configure_logging
 
 from .options import Options, common_options
-from .service import service_options, setup_logging
+from .service import service_options
 
 __all__ = ["serve"]
 
@@ -37,10 +37,7 @@ def serve(
     port: int | None,
     token: str | None,
     allow_unauthenticated: bool | None,
-    metrics_port: int | None,
-    metrics_host: str,
-    log_format: str,
-    log_level: str,
+    service: ServiceOptions,
 ) -> None:
     """Take events over HTTP, in the Amplitude, Segment, PostHog and Datalyr ingest APIs
     and POST /v1/events/DESTINATION, and answer each request once its events are
@@ -60,7 +57,7 @@ def serve(
             "allow_unauthenticated": allow_unauthenticated,
         },
     )
-    setup_logging(log_format, log_level)
+    configure_logging(service)
     log = logging.getLogger("spooler.serve")
     open_apis = [api for api, name in config.destinations.items() if not _checked(config, name)]
     if open_apis:
@@ -71,20 +68,13 @@ def serve(
         )
     with opts.open_spool() as spool:
         metrics = None
-        if metrics_port is not None:
+        if service.metrics_port is not None:
             from spooler.metrics import ServeMetrics
 
             metrics = ServeMetrics(spool.store)
         relay = Relay(spool, config, metrics=metrics)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: relay.stop())
-        try:
-            if metrics:
-                metrics.serve(metrics_host, metrics_port)
+        with Service(service, stop=relay.stop, metrics=metrics):
             relay.run()
-        finally:
-            if metrics:
-                metrics.close()
 
 
 def _checked(config: ServeConfig, destination: str) -> bool:

@@ -11,19 +11,36 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from string import Template
 from typing import Any
-from urllib.parse import urlsplit
 
+from .checks import (
+    Checker,
+    boolean,
+    choice,
+    integer,
+    nonempty_string,
+    parse_duration,
+    positive_seconds,
+    secret,
+)
+from .destinations import (
+    DEFAULT_TYPE,
+    DestinationSpec,
+    all_options,
+    destination_types,
+    spec_for,
+    type_for_url,
+)
 from .errors import ConfigError
-from .events import check_destination_name
-from .files import DEFAULT_FILE_MODE, check_file_mode
+from .events import DEFAULT_DESTINATION, check_destination_name
+from .files import check_file_mode
+from .history import DEFAULT_KEEP
 from .redact import mask, masked_url
 from .retry import RetryPolicy
-from .spool import DEFAULT_DESTINATION
 from .store import is_url, shown_location
 
 if sys.version_info >= (3, 11):
@@ -32,46 +49,34 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "DESTINATION_TYPES",
     "SERVE_APIS",
     "DestinationConfig",
     "DrainConfig",
     "ServeConfig",
+    "WebConfig",
     "build_drain_config",
     "build_serve_config",
+    "build_web_config",
     "config_db_path",
     "config_warnings",
     "load_config_file",
     "parse_duration",
     "read_config_file",
     "resolved_settings",
+    "select_destinations",
     "spool_options",
 ]
 
-DESTINATION_TYPES = ("http", "file", "amplitude", "datalyr", "segment", "posthog")
 #: The ingest APIs ``spooler serve`` speaks; each one's events go to a destination of
 #: the type of the same name.
 SERVE_APIS = ("amplitude", "segment", "posthog", "datalyr")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object, *, key: str = "duration") -> float:
-    """Seconds from ``90s``, ``15m``, ``12h``, ``3d`` or plain seconds (str or number)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
-    else:
-        raise ConfigError(f"{key}: expected a duration like 90s, 15m, 12h, 3d, got {value!r}")
-    if seconds < 0:
-        raise ConfigError(f"{key}: a duration cannot be negative, got {value!r}")
-    return seconds
 
 
 @dataclass(frozen=True)
 class DestinationConfig:
-    """Where and how one destination's events are delivered.
+    """Where and how one destination's events are delivered: the keys every type has,
+    and ``options``, the keys of its type alone (``HttpOptions``, ``AmplitudeOptions``,
+    ...: see the type's module in ``spooler.destinations``).
 
     Usage::
 
@@ -81,7 +86,7 @@ class DestinationConfig:
 
     name: str
     url: str
-    type: str = "http"
+    type: str = DEFAULT_TYPE
     batch_size: int = 500
     concurrency: int = 4
     timeout: float = 10.0
@@ -90,13 +95,12 @@ class DestinationConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     batch_key: str | None = None
     id_field: str | None = None
-    min_id_length: int | None = None
-    historical_after: float = 86400.0
-    gzip: bool = False
-    body_format: str = "json"
-    signing_secret: str | None = field(default=None, repr=False)
-    file_mode: int = DEFAULT_FILE_MODE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    options: Any = None  # None: the type's defaults
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            object.__setattr__(self, "options", spec_for(self.type).options())
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class DrainConfig:
     lease: float = 60.0
     poll_interval: float = 1.0
     summary_interval: float = 60.0
+    history: float = DEFAULT_KEEP  # seconds of per-minute history kept (0: none)
 
 
 @dataclass(frozen=True)
@@ -133,104 +138,60 @@ class ServeConfig:
     max_connections: int = 1024
 
 
-# -- value checkers: each takes (value, key) and returns the converted value -------------
+@dataclass(frozen=True)
+class WebConfig:
+    """What ``spooler web`` listens on, and the token a browser logs in with (needed to
+    listen beyond loopback)."""
 
-Checker = Callable[[Any, str], Any]
-
-
-def _int(low: int, high: int | None = None) -> Checker:
-    def check(value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ConfigError(f"{key}: must be {bound}, got {value}")
-        return value
-
-    return check
+    host: str = "127.0.0.1"
+    port: int = 8421
+    token: str | None = field(default=None, repr=False)
 
 
-def _seconds(value: Any, key: str) -> float:
-    seconds = parse_duration(value, key=key)
-    if seconds <= 0:
-        raise ConfigError(f"{key}: must be more than zero, got {value!r}")
-    return seconds
+# -- the keys of each table, and how each value is checked ---------------------------------
 
 
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _secret(value: Any, key: str) -> str:
-    """A string that may be a secret: a mistyped one is not shown, only its type."""
-    if value == "":
-        raise ConfigError(f"{key}: expected a non-empty string, got an empty one")
-    if not isinstance(value, str):
-        raise ConfigError(
-            f"{key}: expected a non-empty string, got a value of type {type(value).__name__}"
-            " (not shown: it may be a secret)"
-        )
-    return value
-
-
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _choice(*options: str) -> Checker:
-    def check(value: Any, key: str) -> str:
-        if value not in options:
-            raise ConfigError(f"{key}: must be one of {', '.join(options)}; got {value!r}")
-        return value
-
-    return check
+def _destination_type(value: Any, key: str) -> str:
+    return choice(*destination_types())(value, key)
 
 
 def _headers(value: Any, key: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: expected a table of header names to values")
-    return {name: _secret(text, f"{key}.{name}") for name, text in value.items()}
+    return {name: secret(text, f"{key}.{name}") for name, text in value.items()}
 
 
 _RETRY_KEYS: dict[str, Checker] = {
-    "max_attempts": _int(1),
-    "max_age": _seconds,
-    "backoff_base": _seconds,
-    "backoff_cap": _seconds,
+    "max_attempts": integer(1),
+    "max_age": positive_seconds,
+    "backoff_base": positive_seconds,
+    "backoff_cap": positive_seconds,
 }
+# The keys every destination type has; each type's own are in its options.
 _DESTINATION_KEYS: dict[str, Checker] = {
-    "type": _choice(*DESTINATION_TYPES),
-    "url": _string,
-    "batch_size": _int(1, 10_000),
-    "concurrency": _int(1, 64),
-    "timeout": _seconds,
-    "api_key": _secret,
-    "auth_header": _string,
+    "type": _destination_type,
+    "url": nonempty_string,
+    "batch_size": integer(1, 10_000),
+    "concurrency": integer(1, 64),
+    "timeout": positive_seconds,
+    "api_key": secret,
+    "auth_header": nonempty_string,
     "headers": _headers,
-    "batch_key": _string,
-    "id_field": _string,
-    "min_id_length": _int(1),
-    "historical_after": _seconds,
-    "gzip": _bool,
-    "body_format": _choice("json", "ndjson"),
-    "signing_secret": _secret,
-    "file_mode": check_file_mode,
+    "batch_key": nonempty_string,
+    "id_field": nonempty_string,
     **_RETRY_KEYS,
 }
 _DRAIN_KEYS: dict[str, Checker] = {
-    "lease": _seconds,
-    "poll_interval": _seconds,
-    "summary_interval": _seconds,
+    "lease": positive_seconds,
+    "poll_interval": positive_seconds,
+    "summary_interval": positive_seconds,
+    "history": lambda value, key: parse_duration(value, key=key),  # 0: keep none
 }
 _SPOOL_KEYS: dict[str, Checker] = {
-    "durability": _choice("full", "normal"),
-    "max_events": _int(1),
-    "max_bytes": _int(1),
-    "max_event_bytes": _int(1),
+    "durability": choice("full", "normal"),
+    "max_events": integer(1),
+    "max_bytes": integer(1),
+    "max_event_bytes": integer(1),
     "file_mode": check_file_mode,
 }
 
@@ -249,20 +210,26 @@ def _api_destinations(value: Any, key: str) -> dict[str, str]:
 
 
 _SERVE_KEYS: dict[str, Checker] = {
-    "host": _string,
-    "port": _int(0, 65535),
-    "token": _string,
-    "allow_unauthenticated": _bool,
+    "host": nonempty_string,
+    "port": integer(0, 65535),
+    "token": nonempty_string,
+    "allow_unauthenticated": boolean,
     "destinations": _api_destinations,
-    "header_timeout": _seconds,
-    "body_timeout": _seconds,
-    "idle_timeout": _seconds,
-    "max_connections": _int(1),
+    "header_timeout": positive_seconds,
+    "body_timeout": positive_seconds,
+    "idle_timeout": positive_seconds,
+    "max_connections": integer(1),
 }
-_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve"}
+_WEB_KEYS: dict[str, Checker] = {
+    "host": nonempty_string,
+    "port": integer(0, 65535),
+    "token": secret,
+}
+_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve", "web"}
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file
-# (and serve.token, and the top level's db when the file is read).
-_INTERPOLATED = {"url", "api_key", "auth_header", "headers", "signing_secret"}
+# (and each type's own keys that are secrets, serve.token, and the top level's db when
+# the file is read).
+_INTERPOLATED = {"url", "api_key", "auth_header", "headers"}
 _UNSET_VARIABLE = re.compile(r": environment variable \w+ is not set$")
 
 
@@ -369,7 +336,7 @@ def _check_top_level(raw: Mapping[str, Any], problems: _Problems) -> None:
                 raise _unknown_key(key, _TOP_KEYS, "")
     if "db" in raw:
         with problems.noted():
-            _string(raw["db"], "db")
+            nonempty_string(raw["db"], "db")
 
 
 def spool_options(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -377,47 +344,26 @@ def spool_options(raw: Mapping[str, Any]) -> dict[str, Any]:
     return _check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.")
 
 
-def _infer_type(url: str) -> str:
-    return "file" if url == "-" or url.startswith("file://") else "http"
-
-
-# Types whose API has a well-known endpoint, so `url` may be left out.
-_DEFAULT_URLS = {
-    "amplitude": "https://api2.amplitude.com/2/httpapi",
-    "datalyr": "https://ingest.datalyr.com/track",
-    "segment": "https://api.segment.io/v1/batch",
-    "posthog": "https://us.i.posthog.com/batch/",
-}
-_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "datalyr": {"batch_size": 1, "concurrency": 10, "auth_header": "X-API-Key"}
-}
-_MAX_BATCH = {"amplitude": 2000, "datalyr": 1}
-_TYPE_ONLY_KEYS = {
-    "min_id_length": "amplitude",
-    "historical_after": "posthog",
-    "gzip": "http",
-    "body_format": "http",
-    "signing_secret": "http",
-    "file_mode": "file",
-}
-
-
-def _check_type_rules(dest: DestinationConfig, where: str, given: Mapping[str, Any]) -> None:
-    if dest.type in _DEFAULT_URLS and not dest.api_key:
+def _check_type_rules(
+    dest: DestinationConfig, spec: DestinationSpec, where: str, foreign: Mapping[str, Any]
+) -> None:
+    """What the type asks of the keys every type has, and no key of another type."""
+    if spec.needs_api_key and not dest.api_key:
         raise ConfigError(f"{where}api_key: the {dest.type} destination needs its API key")
-    if dest.type == "datalyr" and not (dest.api_key or "").startswith("dk_"):
-        raise ConfigError(f"{where}api_key: a Datalyr API key starts with 'dk_'")
-    limit = _MAX_BATCH.get(dest.type)
+    if spec.api_key_prefix and not (dest.api_key or "").startswith(spec.api_key_prefix):
+        raise ConfigError(
+            f"{where}api_key: a {spec.title or spec.name} API key starts with"
+            f" '{spec.api_key_prefix}'"
+        )
+    limit = spec.max_batch_size
     if limit is not None and dest.batch_size > limit:
         raise ConfigError(
             f"{where}batch_size: {dest.type} accepts at most {limit} events "
             f"per request, got {dest.batch_size}"
         )
-    if dest.body_format == "ndjson" and dest.batch_key is not None:
-        raise ConfigError(f"{where}batch_key: NDJSON bodies have no enclosing object")
-    for key, owner in _TYPE_ONLY_KEYS.items():
-        if key in given and dest.type != owner:
-            raise ConfigError(f"{where}{key}: only for {owner} destinations")
+    for key in foreign:
+        owners = ", ".join(all_options()[key][1])
+        raise ConfigError(f"{where}{key}: only for {owners} destinations")
 
 
 # An HTTP header name is a "token" (RFC 9110); values must not hold control characters,
@@ -426,7 +372,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _check_headers(dest: DestinationConfig, where: str) -> None:
+def _check_headers(dest: DestinationConfig, spec: DestinationSpec, where: str) -> None:
     names = {**{name: f"headers.{name}" for name in dest.headers}, dest.auth_header: "auth_header"}
     for name, key in names.items():
         if not _HEADER_NAME.fullmatch(name):
@@ -440,55 +386,13 @@ def _check_headers(dest: DestinationConfig, where: str) -> None:
                 f"{where}{key}: holds a line break or another control character "
                 "(a trailing newline read from a file?)"
             )
-    if dest.api_key and dest.type in ("http", "datalyr"):
+    if dest.api_key and spec.key_in_auth_header:
         # The key's header would silently replace the one given in headers.
         clash = [h for h in dest.headers if h.lower() == dest.auth_header.lower()]
         if clash:
             raise ConfigError(
                 f"{where}headers: {clash[0]} is also where api_key goes; set one of the two"
             )
-
-
-def _check_url(dest: DestinationConfig, where: str) -> None:
-    if dest.type == "file":
-        if not (dest.url == "-" or dest.url.startswith("file://")):
-            raise ConfigError(
-                f"{where}url: a file destination needs '-' (stdout) or file://PATH, "
-                f"got {masked_url(dest.url)!r}"
-            )
-        return
-    problem = _http_url_problem(dest.url, dest.type)
-    if problem:
-        raise ConfigError(f"{where}url: {problem}")
-    # httpx sends a URL's user info as HTTP Basic auth, in place of any other
-    # Authorization header: the key would silently not be sent.
-    clashing = ["api_key"] if dest.api_key else []
-    clashing += [f"headers.{h}" for h in dest.headers if h.lower() == "authorization"]
-    if urlsplit(dest.url).username is not None and clashing:
-        raise ConfigError(
-            f"{where}url: holds credentials (user info before '@'), and {where}{clashing[0]}"
-            " is set too: httpx would send the URL's as HTTP Basic auth instead; give one of"
-            " the two"
-        )
-
-
-def _http_url_problem(url: str, kind: str) -> str | None:
-    """Why ``url`` cannot be requested (None: it can). Caught here, a bad URL is a config
-    error; caught by httpx, it stopped the drain after it had claimed a batch."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # a ValueError when it is not a number, or out of range
-    except ValueError as exc:  # the URL is not shown: it may hold a secret
-        return f"not a valid URL ({exc})"
-    if not url.startswith(("http://", "https://")):
-        return f"an {kind} destination needs an http:// or https:// URL, got {masked_url(url)!r}"
-    if not parts.hostname:
-        return f"names no host: {masked_url(url)!r}"
-    if any(char.isspace() or not char.isprintable() for char in url):
-        return f"holds a space or a control character: {masked_url(url)!r}"
-    if port == 0:
-        return f"port 0 cannot be connected to: {masked_url(url)!r}"
-    return None
 
 
 def build_drain_config(
@@ -529,7 +433,7 @@ def build_drain_config(
     flags = given(destination_flags)
     names = list(tables)
     if flags and flag_destination not in tables:
-        if "url" not in flags and flags.get("type") not in _DEFAULT_URLS:
+        if "url" not in flags and _default_url(flags.get("type")) is None:
             problems.found.append(
                 f"destination flags need --url, or a --type with a known endpoint (or "
                 f"[destinations.{flag_destination}] in the config)"
@@ -559,6 +463,21 @@ def build_drain_config(
     return DrainConfig(destinations=destinations, **drain)
 
 
+def select_destinations(config: DrainConfig, names: Sequence[str]) -> DrainConfig:
+    """``config`` with only the destinations ``names`` (all of them when there is none);
+    a name it does not define is a ``ConfigError`` that lists those it does."""
+    if not names:
+        return config
+    unknown = sorted(set(names) - set(config.destinations))
+    if unknown:
+        raise ConfigError(
+            f"unknown destination {', '.join(unknown)}; configured: "
+            f"{', '.join(sorted(config.destinations))} (one -d with --type or --url "
+            "defines the destination it names)"
+        )
+    return replace(config, destinations={name: config.destinations[name] for name in names})
+
+
 def _destination_config(
     name: str,
     table: Any,
@@ -576,37 +495,46 @@ def _destination_config(
         check_destination_name(name)
     except ConfigError as exc:
         raise ConfigError(f"destinations.{name}: {exc}") from None
+    # A key of any type is checked here (so that a typo is told from another type's
+    # key); whether it is this type's, once the type is known.
+    every_option = all_options()
+    keys = {**_DESTINATION_KEYS, **{key: how.check for key, (how, _) in every_option.items()}}
+    interpolated = _INTERPOLATED | {key for key, (how, _) in every_option.items() if how.secret}
     problems = _Problems()
     values: dict[str, Any] = {}
     with problems.noted():
-        values = _check_table(table, _DESTINATION_KEYS, where)
+        values = _check_table(table, keys, where)
     # Only the file is interpolated: a flag's value is taken as typed.
-    for key in _INTERPOLATED & values.keys():
+    for key in interpolated & values.keys():
         with problems.noted():
             values[key] = _interpolate(values[key], where + key, env)
     with problems.noted():
-        values.update(_check_table(flags, _DESTINATION_KEYS, where))
+        values.update(_check_table(flags, keys, where))
     problems.raise_any()
 
-    if "url" not in values and values.get("type") in _DEFAULT_URLS:
-        values["url"] = _DEFAULT_URLS[values["type"]]
+    if "url" not in values and _default_url(values.get("type")) is not None:
+        values["url"] = _default_url(values["type"])
     if "url" not in values:
         raise ConfigError(f"{where}url: missing (where should events go?)")
     own_retry = {k: values.pop(k) for k in _RETRY_KEYS if k in values}
     policy = RetryPolicy(**{**file_retry, **own_retry, **flag_retry})
     if policy.backoff_cap < policy.backoff_base:
         raise ConfigError(f"{where}backoff_cap: must not be below backoff_base")
-    values.setdefault("type", _infer_type(values["url"]))
-    given_keys = dict(values)
-    for key, value in _TYPE_DEFAULTS.get(values["type"], {}).items():
-        values.setdefault(key, value)
-    dest = DestinationConfig(name=name, retry=policy, **values)
+    spec = spec_for(values.setdefault("type", type_for_url(values["url"])))
+    given_options = {key: values.pop(key) for key in every_option.keys() & values.keys()}
+    own = spec.option_fields()
+    foreign = {key: value for key, value in given_options.items() if key not in own}
+    options = spec.options(**{k: v for k, v in given_options.items() if k in own})
+    dest = DestinationConfig(
+        name=name, retry=policy, options=options, **{**spec.defaults, **values}
+    )
+    for check in spec.checks:
+        with problems.noted():
+            check(dest, where)
     with problems.noted():
-        _check_url(dest, where)
+        _check_headers(dest, spec, where)
     with problems.noted():
-        _check_headers(dest, where)
-    with problems.noted():
-        _check_type_rules(dest, where, given_keys)
+        _check_type_rules(dest, spec, where, foreign)
     with problems.noted():
         if dest.timeout >= lease:
             raise ConfigError(
@@ -614,9 +542,14 @@ def _destination_config(
                 f"({lease:g}s), or another drain could take over in-flight events"
             )
     problems.raise_any()
-    if dest.type == "file":
-        dest = replace(dest, concurrency=1)  # one writer keeps lines whole and in order
+    if spec.max_concurrency is not None and dest.concurrency > spec.max_concurrency:
+        dest = replace(dest, concurrency=spec.max_concurrency)
     return dest
+
+
+def _default_url(kind: Any) -> str | None:
+    """The well-known endpoint of destination type ``kind``, if it is one and has one."""
+    return spec_for(kind).default_url if kind in destination_types() else None
 
 
 def build_serve_config(
@@ -653,14 +586,39 @@ def build_serve_config(
                 )
         values["keys"] = {n: d.api_key for n, d in drain.destinations.items() if d.api_key}
         values["configured"] = frozenset(drain.destinations)
+        # Of type amplitude (checked above), so its options are AmplitudeOptions.
         amplitude = drain.destinations.get(values["destinations"]["amplitude"])
-        values["min_id_length"] = amplitude.min_id_length if amplitude else None
+        values["min_id_length"] = amplitude.options.min_id_length if amplitude else None
     config = ServeConfig(**values)
     if not (config.token or config.allow_unauthenticated or _is_loopback(config.host)):
         raise ConfigError(
             f"serve.host: listening on {config.host} lets other hosts post events: set a"
             " token (serve.token, SPOOLER_SERVE_TOKEN) that requests must present, or"
             " --allow-unauthenticated"
+        )
+    return config
+
+
+def build_web_config(
+    raw: Mapping[str, Any],
+    *,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> WebConfig:
+    """The file's ``[web]`` table with ``flags`` over it (None values: not given). Listening
+    on an address other than loopback needs a ``token``: the pages show the events'
+    payloads, and their actions replay and purge."""
+    env = os.environ if env is None else env
+    values = _check_table(raw.get("web", {}), _WEB_KEYS, "web.")
+    if "token" in values:
+        values["token"] = _interpolate(values["token"], "web.token", env)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    values.update(_check_table(given, _WEB_KEYS, "option "))
+    config = WebConfig(**values)
+    if not config.token and not _is_loopback(config.host):
+        raise ConfigError(
+            f"web.host: listening on {config.host} shows the spool's events to other hosts:"
+            " set a token (web.token, SPOOLER_WEB_TOKEN) to log in with"
         )
     return config
 
@@ -695,7 +653,7 @@ def resolved_settings(
         with problems.noted():
             settings["db"] = shown_location(raw["db"])
     settings["spool"] = _check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.", problems)
-    if "file_mode" in settings["spool"]:
+    if "file_mode" in settings["spool"]:  # as it is written: 0640, not 416
         settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
     if "serve" in raw:
         with problems.noted():
@@ -705,6 +663,12 @@ def resolved_settings(
             if serve["token"] is not None:
                 serve["token"] = mask(serve["token"])
             settings["serve"] = serve
+    if "web" in raw:
+        with problems.noted():
+            web = asdict(build_web_config(raw, env=env))
+            if web["token"] is not None:
+                web["token"] = mask(web["token"])
+            settings["web"] = web
     if not raw.get("destinations"):
         # A producer-only file: nothing to drain, but the shared tables are still its own.
         _check_table(raw.get("retry", {}), _RETRY_KEYS, "retry.", problems)
@@ -719,19 +683,31 @@ def resolved_settings(
         "lease": config.lease,
         "poll_interval": config.poll_interval,
         "summary_interval": config.summary_interval,
+        "history": config.history,
     }
     settings["destinations"] = {}
     for name, dest in config.destinations.items():
-        shown = asdict(dest)
-        del shown["name"]
-        for key in ("api_key", "signing_secret"):
-            if shown[key] is not None:
-                shown[key] = mask(shown[key])
-        shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
-        shown["url"] = masked_url(dest.url)
-        shown["file_mode"] = f"{dest.file_mode:04o}"  # as it is written: 0640, not 416
-        settings["destinations"][name] = shown
+        settings["destinations"][name] = _shown(dest)
     return settings
+
+
+def _shown(dest: DestinationConfig) -> dict[str, Any]:
+    """A destination's settings as ``spooler config check`` shows them: its type's own
+    keys beside the others, secrets masked."""
+    shown = asdict(dest)
+    del shown["name"], shown["options"]
+    if dest.api_key is not None:
+        shown["api_key"] = mask(dest.api_key)
+    shown["headers"] = {header: mask(value) for header, value in dest.headers.items()}
+    shown["url"] = masked_url(dest.url)
+    for key, how in spec_for(dest.type).option_fields().items():
+        value = getattr(dest.options, key)
+        if how.secret and value is not None:
+            value = mask(value)
+        elif how.shown is not None:
+            value = how.shown(value)
+        shown[key] = value
+    return shown
 
 
 def config_warnings(

@@ -32,6 +32,7 @@ from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
+from .history import HistoryRecorder
 from .pacing import Pacer
 from .records import ClaimedEvent, KeptPause, per_destination, queued_elsewhere
 from .redact import masked_url
@@ -42,13 +43,15 @@ if TYPE_CHECKING:
     from .retry import RetryPolicy
     from .store.interface import SpoolStore
 
-__all__ = ["CRASH_ENV", "Drain", "DrainReport", "Mode"]
+__all__ = ["CRASH_ENV", "HANG_ENV", "Drain", "DrainReport", "Mode"]
 
 log = logging.getLogger("spooler.drain")
 
 # Test-only: the reliability tests name a point here and the drain SIGKILLs itself
-# there, so "crash after the receiver answered, before the ack" is exact, not lucky.
+# there, so "crash after the receiver answered, before the ack" is exact, not lucky;
+# or the worker that reaches it hangs there for good (a stuck drain, for the watchdog).
 CRASH_ENV = "SPOOLER_CRASH_AT"
+HANG_ENV = "SPOOLER_HANG_AT"
 CRASH_POINTS = ("after_claim", "after_response")
 RECLAIM_INTERVAL = 60.0  # seconds between checks for free pages to give back to the disk
 # Seconds between reads of the pauses other drains of the spool kept: how soon a drain
@@ -118,6 +121,7 @@ class Drain:
             }
         )
         self._logs = {name: DestinationLog(log, name) for name in self._destinations}
+        self._history = HistoryRecorder(store, keep=config.history, clock=clock)
         self._pacers = {
             name: Pacer(each.config.concurrency) for name, each in self._destinations.items()
         }
@@ -141,7 +145,7 @@ class Drain:
         }
         # Failures met at another URL (an operator fixed a wrong one) say nothing about
         # this one: that destination starts afresh.
-        self._moved = {
+        self._failed_elsewhere = {
             name: pause.failures
             for name, pause in pauses.items()
             if name in self._url_digests and pause.url_digest not in (None, self._url_digests[name])
@@ -151,41 +155,48 @@ class Drain:
                 name,
                 each.config.retry,
                 self._rng,
-                None if name in self._moved else pauses.get(name),
+                None if name in self._failed_elsewhere else pauses.get(name),
                 now,
             )
             for name, each in self._destinations.items()
         }
-        self._keeping_breakers = threading.Lock()
+        # Held while a breaker's state and the pause the spool keeps of it change together.
+        self._pauses_lock = threading.Lock()
         if metrics:
             for name, breaker in self._breakers.items():
                 metrics.failed_in_a_row(name, breaker.failures)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crash_at = os.environ.get(CRASH_ENV)
-        if self._crash_at not in (None, *CRASH_POINTS):
-            raise ConfigError(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
+        self._hang_at = os.environ.get(HANG_ENV)
+        for variable, point in ((CRASH_ENV, self._crash_at), (HANG_ENV, self._hang_at)):
+            if point not in (None, *CRASH_POINTS):
+                raise ConfigError(f"{variable} must be one of {', '.join(CRASH_POINTS)}")
         self._stop = threading.Event()
         # Set when a worker of the destination finishes a batch (or the drain stops): a
         # worker waiting for its siblings' in-flight events need not sleep out the poll
         # interval. One per destination, so that a busy one does not keep waking the
         # workers of an idle one, each to claim nothing.
-        self._progress = {name: threading.Event() for name in self._destinations}
-        self._hurry = threading.Event()
-        self._lock = threading.Lock()
+        self._wakeups = {name: threading.Event() for name in self._destinations}
+        self._abandon_in_flight = threading.Event()  # set by a second stop()
+        # Guards the report, the count of running workers, and the retry-now count.
+        self._report_lock = threading.Lock()
         self._report = DrainReport()
         self._running = 0
         self._retry_now_seen = 0  # how many `spooler retry-now` runs the workers have seen
+        # Each running worker's last sign of life (time.monotonic()), and how long one
+        # step of its loop may take: one request, or one wait for work.
+        self._signs_of_life: dict[str, tuple[float, float]] = {}
         self._all_done = threading.Event()
 
     def stop(self, reason: str = "signal") -> None:
         """Stop claiming; a second call also abandons in-flight requests at once."""
         if self._stop.is_set():
-            self._hurry.set()
+            self._abandon_in_flight.set()
             return
-        with self._lock:
+        with self._report_lock:
             self._report.stopped_by = self._report.stopped_by or reason
         self._stop.set()
-        for progress in self._progress.values():
+        for progress in self._wakeups.values():
             progress.set()
         for pacer in self._pacers.values():
             pacer.close()
@@ -197,10 +208,14 @@ class Drain:
         max_time: float | None = None,
         shutdown_grace: float | None = None,
         progress: Callable[[DrainReport], None] | None = None,
+        heartbeat: Callable[[float], None] | None = None,
     ) -> DrainReport:
         """Run the workers until ``mode`` says they are done, ``max_time`` passes or ``stop()``.
 
         ``progress`` is called about ten times a second with a copy of the report so far.
+        ``heartbeat`` is called by the loop that watches the workers, once they have
+        started and then about ten times a second, with ``overdue()``: a loop that stops
+        turning, or a worker stuck past its step, shows there.
         """
         started = self._clock()
         started_mono = time.monotonic()
@@ -235,6 +250,8 @@ class Drain:
         self._take_up_pauses(mode, started)
         for worker in workers:
             worker.start()
+        if heartbeat:
+            heartbeat(self.overdue())
         next_summary = started_mono + self._config.summary_interval
         next_reclaim = started_mono + RECLAIM_INTERVAL
         next_follow = started_mono + FOLLOW_INTERVAL
@@ -254,7 +271,7 @@ class Drain:
                         self._report.stopped_by,
                         grace,
                     )
-                if self._hurry.is_set() or now_mono >= give_up_at:
+                if self._abandon_in_flight.is_set() or now_mono >= give_up_at:
                     log.warning("in-flight requests did not finish in time; releasing their events")
                     break
             if now_mono >= next_summary:
@@ -266,16 +283,39 @@ class Drain:
             if now_mono >= next_follow:
                 self._follow_pauses()
                 next_follow = now_mono + FOLLOW_INTERVAL
+            if self._history.due():
+                self._history.flush()
             if progress:
-                with self._lock:
+                with self._report_lock:
                     snapshot = replace(self._report)
                 progress(snapshot)
+            if heartbeat:
+                heartbeat(self.overdue())
         return self._finish(mode, time.monotonic() - started_mono)
+
+    def overdue(self) -> float:
+        """How far past its step the most overdue worker is, in seconds (0: none is).
+
+        A worker shows a sign of life at every turn of its loop and around each request,
+        so a step lasts one request (at most the destination's timeout) or one wait for
+        work (at most the poll interval), plus the spool's answers: a worker quiet for
+        longer is stuck, or waiting on a spool that does not answer.
+        """
+        now = time.monotonic()
+        with self._report_lock:
+            signs = list(self._signs_of_life.values())
+        return max([0.0, *(now - seen - step for seen, step in signs)])
+
+    def _alive(self, destination: Destination) -> None:
+        """Note a sign of life of the calling worker, one of ``destination``'s."""
+        step = max(destination.config.timeout, self._config.poll_interval)
+        with self._report_lock:
+            self._signs_of_life[threading.current_thread().name] = (time.monotonic(), step)
 
     def _take_up_pauses(self, mode: Mode, started: float) -> None:
         """Say which destinations an earlier run left paused, and what happens next; forget
         the failures met at another URL (their events are due by ``started``, for --once)."""
-        for name, failures in self._moved.items():
+        for name, failures in self._failed_elsewhere.items():
             due = self._store.forget_failures(name, url_digest=self._url_digests[name], now=started)
             self._logs[name].info(
                 "%s at another URL, not this one: sending at once%s",
@@ -301,7 +341,7 @@ class Drain:
         one of them found failing pauses here too, and one whose probe got through
         sends here again. (Failures at another URL say nothing about ours; a pause
         ``retry-now`` ended is ``_retry_now_requested``'s.)"""
-        with self._keeping_breakers:
+        with self._pauses_lock:
             try:
                 kept, now = self._store.pauses(), self._clock()
             except StoreError as exc:  # the workers meet it too, and stop the drain
@@ -326,7 +366,7 @@ class Drain:
                     )
                 elif change == "resumed":
                     self._logs[name].info("another drain got an answer from it; resuming")
-                    self._progress[name].set()
+                    self._wakeups[name].set()
                 if change and self._metrics:
                     self._metrics.failed_in_a_row(name, breaker.failures)
 
@@ -334,7 +374,7 @@ class Drain:
         """Whether an operator ran ``spooler retry-now`` since the drain last looked; if so,
         the paused destinations whose pause it ended are probed at once."""
         count = self._store.retry_now_count()
-        with self._lock:
+        with self._report_lock:
             if count == self._retry_now_seen:
                 return False
             self._retry_now_seen = count
@@ -375,6 +415,7 @@ class Drain:
         report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         counts = self._store.counts(now=self._clock())
         report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
+        self._history.flush(closing=True)
         self._reclaim_space()
         # The last line says why the drain ended: a signal, --max-time, an error...
         self._log_summary(elapsed, heading=f"drain {self.owner} stopped ({report.stopped_by})")
@@ -409,10 +450,11 @@ class Drain:
     def _work(self, destination: Destination, mode: Mode, started: float, worker: int) -> None:
         name = destination.config.name
         breaker = self._breakers[name]
-        progress = self._progress[name]
+        wakeup = self._wakeups[name]
         pacer = self._pacers[name]
         try:
             while not self._stop.is_set():
+                self._alive(destination)
                 if not pacer.admits(worker):
                     pacer.park(worker, timeout=self._config.poll_interval)
                     continue
@@ -425,7 +467,7 @@ class Drain:
                 if paused and self._retry_now_requested():
                     continue
                 if not paused and self._claim_and_deliver(destination, mode, started):
-                    progress.set()
+                    wakeup.set()
                     continue
                 if mode is Mode.ONCE:
                     return
@@ -437,22 +479,23 @@ class Drain:
                     wait = min(wait, paused)
                 elif next_due is not None:
                     wait = min(wait, max(next_due - self._clock(), 0.005))
-                progress.wait(wait)
-                progress.clear()
+                wakeup.wait(wait)
+                wakeup.clear()
         except Exception as exc:
             # A store error (disk gone, file corrupted) stops the whole drain: looping
             # on it would only fill the logs. The events stay queued.
             self._logs[name].error(
                 "drain stopped: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG)
             )
-            with self._lock:
+            with self._report_lock:
                 self._report.error = self._report.error or f"{name}: {exc}"
             self.stop("error")
         finally:
             # A worker ends only when its destination is done (or the drain stops):
             # the parked ones end too, each as it finds out.
             pacer.close()
-            with self._lock:
+            with self._report_lock:
+                self._signs_of_life.pop(threading.current_thread().name, None)
                 self._running -= 1
                 last = self._running == 0
             if last:
@@ -519,11 +562,13 @@ class Drain:
         """One send: its verdict (told to the breaker and the metrics when a request went
         out) and its time."""
         breaker = self._breakers[destination.config.name]
+        self._alive(destination)
         sent_at, cpu_at_send = time.monotonic(), time.thread_time()
         epoch = breaker.epoch
         verdict = destination.send(events)
         self._crash_point("after_response")
         elapsed = time.monotonic() - sent_at
+        self._alive(destination)
         if not verdict.sent:
             return verdict, elapsed  # judged without a request: says nothing about the API
         if verdict.status is not None:  # answered: how long it waited for the receiver
@@ -534,7 +579,7 @@ class Drain:
         # written under one lock: the last write holds the latest state, even when
         # another worker's answer changed it meanwhile, and the pauses other drains
         # kept are never read between the two (_follow_pauses).
-        with self._keeping_breakers:
+        with self._pauses_lock:
             if breaker.record(
                 failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
             ):
@@ -544,8 +589,9 @@ class Drain:
                     until=self._clock() + breaker.pause_left() if breaker.failures else None,
                     url_digest=self._url_digests[destination.config.name],
                 )
-        with self._lock:
+        with self._report_lock:
             self._report.requests += 1
+        self._history.request(destination.config.name, elapsed)
         if self._metrics:
             self._metrics.request(destination.config.name, elapsed)
             self._metrics.failed_in_a_row(destination.config.name, breaker.failures)
@@ -561,12 +607,15 @@ class Drain:
         retried: int = 0,
         dead: Mapping[str, int] | None = None,
     ) -> None:
-        """Add an outcome to the report, and to the metrics when they are served."""
+        """Add an outcome to the report, the history, and the metrics when they are served."""
         dead = dead or {}
-        with self._lock:
+        with self._report_lock:
             self._report.delivered += delivered
             self._report.retried += retried
             self._report.dead += sum(dead.values())
+        self._history.outcome(
+            destination, delivered=delivered, retried=retried, dead=sum(dead.values())
+        )
         if self._metrics:
             if delivered:
                 self._metrics.delivered(destination, delivered)
@@ -593,6 +642,8 @@ class Drain:
     def _crash_point(self, name: str) -> None:
         if self._crash_at == name:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._hang_at == name:
+            threading.Event().wait()  # for good: the worker is stuck
 
 
 def url_digest(url: str) -> str:

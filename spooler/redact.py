@@ -51,6 +51,14 @@ class Redactor:
         """``text`` with every secret masked as ``***``."""
         return self._pattern.sub(MASK, text) if self._pattern else text
 
+    def excerpt(self, text: str, limit: int) -> str:
+        """``text`` with every secret masked, then cut to at most ``limit`` UTF-8 bytes:
+        masked first, so that no cut leaves half a secret."""
+        data = self(text).encode("utf-8")
+        if len(data) <= limit:
+            return data.decode("utf-8")
+        return data[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
 
 class RedactingFilter(logging.Filter):
     """Masks secrets in the log records of the loggers it is added to, and the values of

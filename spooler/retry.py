@@ -30,8 +30,9 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         pass
     else:
         return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf", "nan"
-    # Imported here: the email package costs ~10 ms, and only a drain reading a dated
-    # Retry-After needs it, never `import spooler` on a producer's path.
+    # Imported here: the email package is slow to import (benchmarks/import_time.py
+    # measures `import spooler`), and only a drain reading a dated Retry-After needs it,
+    # never a producer.
     from email.utils import parsedate_to_datetime
 
     try:

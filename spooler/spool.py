@@ -11,6 +11,7 @@ from types import TracebackType
 
 from .errors import ConfigError, InvalidEventError
 from .events import (
+    DEFAULT_DESTINATION,
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
     encode_event,
@@ -26,7 +27,8 @@ from .store import open_store
 
 # Operator and dead-letter features are imported where used: a producer's
 # `import spooler` stays free of dataclasses and typing (docs/performance.md, target 7).
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
+# typing.TYPE_CHECKING without importing typing (its cost: benchmarks/import_time.py)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
     from .records import QueueSelection, RetriedNow, SpoolStatus
 
 __all__ = ["DEFAULT_DESTINATION", "Spool"]
-
-DEFAULT_DESTINATION = "default"
 
 
 class Spool:

@@ -25,7 +25,7 @@ import spooler.store.sqlite.base as sqlite_base
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, DrainReport, Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 @pytest.fixture

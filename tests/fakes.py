@@ -114,3 +114,12 @@ def posthog(api_key: str) -> Respond:
         return _json(200, {"status": 1})
 
     return answer
+
+
+#: The fake of each API destination type, by type name.
+FAKES: dict[str, Callable[[str], Respond]] = {
+    "amplitude": amplitude,
+    "datalyr": datalyr,
+    "segment": segment,
+    "posthog": posthog,
+}

@@ -17,7 +17,7 @@ from conftest import dead_count, queued_count, spooler_cmd
 
 from spooler import Spool, SpoolFullError
 from spooler.clients import Datalyr
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 from spooler_cli.main import cli
 
 

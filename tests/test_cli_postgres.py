@@ -19,9 +19,9 @@ from pg_server import PASSWORD, PostgresServer
 
 from spooler import Spool
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment
-from spooler.receiver import Receiver
 from spooler.records import Failure
 from spooler.store import shown_location
+from spooler.testing import Receiver
 
 pytest.importorskip("psycopg")
 

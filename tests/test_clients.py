@@ -20,7 +20,7 @@ from fakes import datalyr as fake_datalyr
 from spooler import InvalidEventError, Spool, __version__
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment
 from spooler.clients.posthog import system_context
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 NOW = 1_767_323_045.678  # 2026-01-02T03:04:05.678Z
 ANON = re.compile(r"anon_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")

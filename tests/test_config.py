@@ -116,10 +116,6 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
         ("[destinations.a]\nurl = 'http://h:0/'", r"url: port 0 cannot be connected to"),
         ("[destinations.a]\nurl = 'http://ex ample.com/'", r"url: holds a space or a control"),
         (
-            "[destinations.a]\nurl = 'ftp://u:pw@h/?key=k1'",
-            r"an http destination needs an http:// or https:// URL, got 'ftp://u:\*\*\*@h/\?key=\*\*\*'",
-        ),
-        (
             "[destinations.a]\nurl = 'http://h'\napi_key = '${NOPE}'",
             r"api_key: environment "
             "variable NOPE is not set",
@@ -260,19 +256,6 @@ def test_flags_are_not_interpolated_but_the_file_is(tmp_path: Path) -> None:
     assert default.headers == {"X-A": "v${B}"}  # $$ is a literal $ in the file
 
 
-def test_an_api_key_with_a_trailing_newline_is_refused_without_showing_it(
-    tmp_path: Path,
-) -> None:
-    # A key read from a file often keeps its newline; sent, it would fail every request
-    # (and httpx's error would quote the header, key and all).
-    raw = load_config_file(
-        write(tmp_path, "[destinations.a]\nurl = 'http://h'\napi_key = '${KEY}'")
-    )
-    with pytest.raises(ConfigError, match=r"destinations\.a\.api_key: holds a line break") as err:
-        build_drain_config(raw, env={"KEY": "sk_live_0123456789\n"})
-    assert "sk_live" not in str(err.value)
-
-
 def test_one_named_destination_is_defined_by_the_flags_with_its_types_endpoint() -> None:
     # spooler drain -d datalyr --type datalyr --api-key dk_...: no config file
     config = build_drain_config(
@@ -289,6 +272,13 @@ def test_one_named_destination_is_defined_by_the_flags_with_its_types_endpoint()
     assert datalyr.api_key == "dk_123"
 
 
+def test_flags_of_an_unknown_type_are_refused_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="destination flags need --url, or a --type with"):
+        build_drain_config({}, destination_flags={"type": "bogus"})
+    with pytest.raises(ConfigError, match=r"type: must be one of amplitude, datalyr, file, http"):
+        build_drain_config({}, destination_flags={"type": "bogus", "url": "http://h"})
+
+
 def test_flags_for_a_named_destination_override_its_table(tmp_path: Path) -> None:
     raw = load_config_file(write(tmp_path, CONFIG))
     config = build_drain_config(
@@ -300,27 +290,6 @@ def test_flags_for_a_named_destination_override_its_table(tmp_path: Path) -> Non
     assert sorted(config.destinations) == ["archive", "collector"]
     assert config.destinations["collector"].batch_size == 7
     assert config.destinations["collector"].batch_key == "batch"  # the rest from the file
-
-
-@pytest.mark.parametrize(
-    ("setting", "key"),
-    [
-        ("api_key = 918273645", "api_key"),
-        ("signing_secret = 918273645", "signing_secret"),
-        ("headers = {X-Token = 918273645}", "headers.X-Token"),
-    ],
-)
-def test_a_mistyped_secret_is_refused_without_showing_it(
-    tmp_path: Path, setting: str, key: str
-) -> None:
-    # A key typed without its quotes is a TOML number: the check says so, not what it is.
-    for check in (build_drain_config, resolved_settings):
-        with pytest.raises(ConfigError, match=rf"destinations\.a\.{key}: expected a") as err:
-            check(
-                load_config_file(write(tmp_path, f"[destinations.a]\nurl = 'http://h'\n{setting}"))
-            )
-        assert "918273645" not in str(err.value)
-        assert "got a value of type int (not shown: it may be a secret)" in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -342,3 +311,12 @@ def test_credentials_in_the_url_and_another_authorization_are_refused(
         f"destinations.a.{other} is set too: httpx would send the URL's as HTTP Basic auth "
         "instead; give one of the two",
     )
+
+
+def test_the_history_a_drain_keeps_is_a_duration_and_zero_keeps_none() -> None:
+    url = {"url": "http://127.0.0.1:9"}
+    assert build_drain_config({}, destination_flags=url).history == 7 * 86400
+    assert build_drain_config({"drain": {"history": "1d"}}, destination_flags=url).history == 86400
+    assert build_drain_config({"drain": {"history": 0}}, destination_flags=url).history == 0
+    with pytest.raises(ConfigError, match=r"drain\.history: expected a duration"):
+        build_drain_config({"drain": {"history": "a week"}}, destination_flags=url)

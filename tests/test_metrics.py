@@ -14,7 +14,7 @@ from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.metrics import DrainMetrics
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

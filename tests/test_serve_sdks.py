@@ -31,7 +31,7 @@ import pytest
 from conftest import rows, spooler_cmd
 from relay import RunningRelay, relay, write_config
 
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 NODE_DIR = Path(__file__).parent / "sdk" / "node"
 REPO = Path(__file__).resolve().parents[1]

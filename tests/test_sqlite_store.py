@@ -24,6 +24,7 @@ from spooler import (
     Spool,
     StoreError,
 )
+from spooler.history import HistoryPoint
 from spooler.records import DeadSelection, Failure
 from spooler.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from spooler.store.sqlite.errors import store_error
@@ -271,6 +272,8 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     conn.execute("ALTER TABLE dead DROP COLUMN attempt_log")
     conn.execute("DROP TABLE leases")
     conn.execute("ALTER TABLE queue ADD COLUMN lease_owner TEXT")
+    conn.execute("DROP TABLE history")
+    conn.execute("DROP INDEX dead_by_destination")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -285,11 +288,15 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     store.settle(claim.lease, now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
     [dead] = store.dead_events(DeadSelection(everything=True))
     assert [a.status for a in dead.attempt_log] == [400]
+    # and it keeps a history from now on
+    store.record_history([HistoryPoint(60, "default", delivered=1)], now=120, keep=3600)
+    assert store.history(since=0, now=120) == [HistoryPoint(60, "default", delivered=1)]
 
 
-def test_a_version_4_spool_keeps_its_leases_until_they_end(db: Path) -> None:
-    # Given a spool of version 4, where a drain leased an event by marking its row (due
-    # at the lease's end, its attempt counted), and another event waits its turn
+def test_a_version_5_spool_keeps_its_leases_until_they_end(db: Path) -> None:
+    # Given a spool of version 5 (with the history), where a drain leased an event by
+    # marking its row (due at the lease's end, its attempt counted), and another event
+    # waits its turn
     with Spool(db) as spool:
         leased, waiting = spool.enqueue_many([{"n": 1}, {"n": 2}])
     now = time.time()
@@ -300,7 +307,7 @@ def test_a_version_4_spool_keeps_its_leases_until_they_end(db: Path) -> None:
         "UPDATE queue SET lease_owner = 'old', due_at = ?, attempts = 1 WHERE event_id = ?",
         (now + 60, leased),
     )
-    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     # When this version opens it

@@ -1,33 +1,57 @@
 """Destinations: build a request from a batch of stored events, and judge the answer.
 
-Each destination type is one module with a class that has ``send(events) -> Verdict``
-and ``close()``. The drain owns everything else (leases, retries, bisection), so a new
-API is a small module, and httpx is imported only when a drain actually starts.
+Each destination type is one module of this package: a class that has
+``send(events) -> Verdict`` and ``close()``, and the module's ``SPEC``
+(``DestinationSpec``), which says what the type is (its name, default URL, limits,
+defaults, its own config keys and how to make it). Adding a type is adding its module:
+``config`` and the drain find it in the registry (``_registry``). The drain owns
+everything else (leases, retries, bisection), so a new API is a small module, and httpx
+is imported only when a drain actually starts.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..records import ClaimedEvent, Failure
+from ._registry import (
+    DEFAULT_TYPE,
+    DestinationSpec,
+    all_options,
+    build_destination,
+    destination_types,
+    option,
+    options_of,
+    spec_for,
+    type_for_url,
+)
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
 __all__ = [
+    "DEFAULT_TYPE",
+    "MAX_ERROR_BYTES",
     "Destination",
+    "DestinationSpec",
     "Verdict",
+    "all_options",
     "build_destination",
+    "destination_types",
     "event_text",
     "event_text_with_id",
     "isoformat_utc",
+    "option",
+    "options_of",
+    "spec_for",
+    "type_for_url",
 ]
 
+#: The most of an error text kept with an event (the contract's 2 KiB excerpt).
 MAX_ERROR_BYTES = 2048
 
 
@@ -106,42 +130,3 @@ def isoformat_utc(timestamp: float) -> str:
     """A Unix time as the Python SDKs write ``sent_at`` / ``sentAt``:
     ``datetime.isoformat()`` in UTC (``2026-01-02T03:04:05.678901+00:00``)."""
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
-
-
-def excerpt(text: str, redact: Callable[[str], str]) -> str:
-    """Shorten text to at most ``MAX_ERROR_BYTES`` UTF-8 bytes, secrets masked first (so
-    that a cut never leaves half a secret)."""
-    text = redact(text)
-    data = text.encode("utf-8")
-    if len(data) <= MAX_ERROR_BYTES:
-        return text
-    return data[: MAX_ERROR_BYTES - 3].decode("utf-8", errors="ignore") + "..."
-
-
-def build_destination(
-    config: DestinationConfig, *, clock: Callable[[], float] = time.time
-) -> Destination:
-    """Create the destination object that ``config.type`` names."""
-    if config.type == "file":
-        from .file import FileDestination
-
-        return FileDestination(config)
-    if config.type == "amplitude":
-        from .amplitude import AmplitudeDestination
-
-        return AmplitudeDestination(config, clock=clock)
-    if config.type == "segment":
-        from .segment import SegmentDestination
-
-        return SegmentDestination(config, clock=clock)
-    if config.type == "datalyr":
-        from .datalyr import DatalyrDestination
-
-        return DatalyrDestination(config, clock=clock)
-    if config.type == "posthog":
-        from .posthog import PostHogDestination
-
-        return PostHogDestination(config, clock=clock)
-    from .http import HttpDestination
-
-    return HttpDestination(config, clock=clock)

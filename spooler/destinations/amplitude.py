@@ -1,7 +1,5 @@
 """The ``amplitude`` destination: Amplitude's HTTP V2 API (or ``/batch``, or the EU host).
 
-The default URL and the 2000-events-per-request limit are checked in ``config``.
-
 Body: ``{"api_key": KEY, "events": [...], "options": {"min_id_length": N}}``. Each event
 gets ``insert_id`` = its spooler event id unless it carries one, so Amplitude's 7-day
 de-duplication absorbs redeliveries. A 400 that names events (by index) dead-letters
@@ -16,18 +14,24 @@ differ go in separate requests, so no event is judged by another's options.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from .. import checks
 from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent
 from . import Verdict, event_text_with_id
-from .http import HttpDestination
+from ._http import HttpApiDestination, check_http_url
+from ._registry import DestinationSpec, option, options_of
 
-__all__ = ["AmplitudeDestination", "bad_events", "own_options"]
+if TYPE_CHECKING:
+    import httpx
+
+    from ..config import DestinationConfig
+
+__all__ = ["SPEC", "AmplitudeDestination", "AmplitudeOptions", "bad_events", "own_options"]
 
 THROTTLED_WAIT = 30.0  # Amplitude's guidance for 429 when no Retry-After is given
 _INDEXED = {
@@ -35,6 +39,26 @@ _INDEXED = {
     "events_with_missing_fields": "missing",
     "events_with_invalid_id_lengths": "invalid id length",
 }
+
+
+@dataclass(frozen=True)
+class AmplitudeOptions:
+    """The ``amplitude`` type's own keys."""
+
+    min_id_length: int | None = option(None, checks.integer(1))
+
+
+SPEC = DestinationSpec(
+    name="amplitude",
+    title="Amplitude",
+    factory=lambda config, clock: AmplitudeDestination(config, clock=clock),
+    default_url="https://api2.amplitude.com/2/httpapi",
+    max_batch_size=2000,
+    options=AmplitudeOptions,
+    needs_api_key=True,
+    event_id_key="insert_id",
+    checks=(check_http_url,),
+)
 
 
 def bad_events(answer: object) -> dict[int, str]:
@@ -71,10 +95,16 @@ def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:
     return event._replace(body=stripped), options
 
 
-class AmplitudeDestination(HttpDestination):
+class AmplitudeDestination(HttpApiDestination):
     """Delivers to Amplitude's HTTP V2 API; see the module docstring for the rules."""
 
     max_request_bytes = 1_000_000 - 1  # "less than 1 MB"
+
+    def __init__(
+        self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.options: AmplitudeOptions = options_of(config, AmplitudeOptions)
+        super().__init__(config, clock=clock)
 
     def auth_headers(self) -> dict[str, str]:
         """None: the API key travels in the body."""
@@ -82,11 +112,8 @@ class AmplitudeDestination(HttpDestination):
 
     def request_options(self, own: Any) -> dict[str, Any]:
         """The ``options`` of a request for events whose own options are ``own``."""
-        options = (
-            {}
-            if self.config.min_id_length is None
-            else {"min_id_length": self.config.min_id_length}
-        )
+        length = self.options.min_id_length
+        options = {} if length is None else {"min_id_length": length}
         return {**options, **(own or {})}
 
     def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
@@ -97,10 +124,6 @@ class AmplitudeDestination(HttpDestination):
             options = self.request_options(own) if isinstance(own, (dict, type(None))) else own
             groups.setdefault(json.dumps(options, sort_keys=True), []).append(event)
         return list(groups.values()) if len(groups) > 1 else [events]
-
-    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
-        """None: each event's id travels in the body, as ``insert_id``."""
-        return {}
 
     def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
         """As for ``http``; an event whose own options are not a JSON object is

@@ -2,8 +2,8 @@
 
 Body: the event as stored, with ``eventId`` = its spooler event id unless it carries
 one: Datalyr drops an event whose ``eventId`` it has seen, and the id never changes
-through retries, dead-lettering and replay. The key goes in ``X-API-Key`` (set in
-``config``, as the destination's default ``auth_header``), as the SDK sends it.
+through retries, dead-lettering and replay. The key goes in ``X-API-Key`` (the type's
+default ``auth_header``), as the SDK sends it.
 """
 
 from __future__ import annotations
@@ -12,17 +12,28 @@ from collections.abc import Sequence
 
 from ..records import ClaimedEvent
 from . import event_text_with_id
-from .http import HttpDestination
+from ._http import HttpApiDestination, check_http_url
+from ._registry import DestinationSpec
 
-__all__ = ["DatalyrDestination"]
+__all__ = ["SPEC", "DatalyrDestination"]
+
+SPEC = DestinationSpec(
+    name="datalyr",
+    title="Datalyr",
+    factory=lambda config, clock: DatalyrDestination(config, clock=clock),
+    default_url="https://ingest.datalyr.com/track",
+    max_batch_size=1,
+    defaults={"batch_size": 1, "concurrency": 10, "auth_header": "X-API-Key"},
+    needs_api_key=True,
+    api_key_prefix="dk_",
+    key_in_auth_header=True,
+    event_id_key="eventId",
+    checks=(check_http_url,),
+)
 
 
-class DatalyrDestination(HttpDestination):
+class DatalyrDestination(HttpApiDestination):
     """Delivers to Datalyr's ``/track``; see the module docstring for the rules."""
-
-    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
-        """None: the event's id travels in the body, as ``eventId``."""
-        return {}
 
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """The one event of the request, with its ``eventId``."""

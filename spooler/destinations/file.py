@@ -7,17 +7,51 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import files
 from ..errors import ConfigError
 from ..records import ClaimedEvent
+from ..redact import masked_url
 from . import Verdict, event_text
+from ._registry import DestinationSpec, option, options_of
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
-__all__ = ["FileDestination"]
+__all__ = ["SPEC", "FileDestination", "FileOptions"]
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """The ``file`` type's own keys."""
+
+    # Shown as it is written in the file: 0640, not 416.
+    file_mode: int = option(files.DEFAULT_FILE_MODE, files.check_file_mode, shown="{:04o}".format)
+
+
+def _writes_to(url: str) -> bool:
+    return url == "-" or url.startswith("file://")
+
+
+def _check_url(dest: DestinationConfig, where: str) -> None:
+    if not _writes_to(dest.url):
+        raise ConfigError(
+            f"{where}url: a file destination needs '-' (stdout) or file://PATH, "
+            f"got {masked_url(dest.url)!r}"
+        )
+
+
+SPEC = DestinationSpec(
+    name="file",
+    factory=lambda config, clock: FileDestination(config),
+    # One writer keeps lines whole and in order.
+    max_concurrency=1,
+    options=FileOptions,
+    claims_url=_writes_to,
+    checks=(_check_url,),
+)
 
 
 class FileDestination:
@@ -29,6 +63,7 @@ class FileDestination:
 
     def __init__(self, config: DestinationConfig) -> None:
         self.config = config
+        mode = options_of(config, FileOptions).file_mode
         self._fd: int | None = None  # None: stdout
         self._regular = False  # a regular file: fsynced, and cut back after a failed write
         if config.url == "-":
@@ -39,11 +74,11 @@ class FileDestination:
             # A new file and its missing folders are private, as the spool's are: the
             # lines hold the same payloads.
             files.make_folders(
-                os.path.dirname(os.path.abspath(self._path)), files.folder_mode(config.file_mode)
+                os.path.dirname(os.path.abspath(self._path)), files.folder_mode(mode)
             )
             # Unbuffered: a failed write must leave no bytes behind in a buffer, to be
             # written again (or fail again) by the next write or by close().
-            self._fd = files.open_creating(self._path, os.O_RDWR | os.O_APPEND, config.file_mode)
+            self._fd = files.open_creating(self._path, os.O_RDWR | os.O_APPEND, mode)
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         except OSError as exc:
             raise ConfigError(

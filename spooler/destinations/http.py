@@ -1,4 +1,10 @@
-"""The ``http`` destination: a generic JSON webhook or collector, batched or one by one."""
+"""The ``http`` destination: a generic JSON webhook or collector, batched or one by one.
+
+Body: a JSON array of the events; ``{batch_key: [...]}`` with ``batch_key``; the bare
+event with ``batch_size = 1`` (and its event id in an ``Idempotency-Key`` header); or
+JSON Lines with ``body_format = "ndjson"``. Its own keys: ``gzip``, ``body_format``
+and ``signing_secret`` (an HMAC of each request, ``signature_headers``).
+"""
 
 from __future__ import annotations
 
@@ -6,64 +12,45 @@ import gzip
 import hashlib
 import hmac
 import json
-import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpcore  # noqa: F401 - its loggers must exist before they are filtered
-import httpx
-
-from .. import __version__
+from .. import checks
+from ..errors import ConfigError
 from ..records import ClaimedEvent
-from ..redact import RedactingFilter, Redactor, url_secrets
-from ..retry import parse_retry_after
-from . import Verdict, event_text, excerpt
-from .deadline import DeadlineClients
+from . import event_text
+from ._http import HttpApiDestination, check_http_url
+from ._registry import DestinationSpec, option, options_of
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
-__all__ = ["HttpDestination", "judge_response", "signature_headers"]
-
-RETRYABLE_STATUSES = frozenset({408, 429})
-# Refusals of the request itself, whatever events it carries: bad credentials (401, 407)
-# or a method the URL does not take (405). Bisecting such a batch would only send the
-# receiver ~2 requests per event, each refused the same way.
-REQUEST_REFUSED_STATUSES = frozenset({401, 405, 407})
-# The most of an answer's body read: enough for any error a receiver names events in.
-MAX_RESPONSE_BYTES = 1024 * 1024
-# The start of an error answer that secrets are looked for in before it is cut to 2 KiB
-# (masking shortens the text, so more than 2 KiB of it may be kept).
-MAX_ERROR_SCAN_BYTES = 64 * 1024
+__all__ = ["SPEC", "HttpDestination", "HttpOptions", "signature_headers"]
 
 
-def judge_response(
-    response: httpx.Response, *, now: float, redact: Callable[[str], str]
-) -> Verdict:
-    """Classify an HTTP answer per the delivery rules (2xx, retryable, 413, other 4xx);
-    the error text is the answer's start, with ``redact``'s secrets masked."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return Verdict("delivered", status)
-    # Masked before it is cut (to 2 KiB), so that no cut leaves half a secret.
-    body = response.content[:MAX_ERROR_SCAN_BYTES].decode("utf-8", "replace")
-    text = excerpt(f"HTTP {status}: {body}", redact)
-    if status in RETRYABLE_STATUSES or status >= 500:
-        wait = parse_retry_after(response.headers.get("retry-after"), now=now)
-        return Verdict("retry", status, text, retry_after=wait)
-    if status == 413:
-        return Verdict("reject", status, text, reason="too_large")
-    if 400 <= status < 500:
-        return Verdict(
-            "reject", status, text, reason="rejected", split=status not in REQUEST_REFUSED_STATUSES
-        )
-    # Redirects are not followed: httpx would turn a 301/302 POST into a GET. Keeping
-    # the events queued (and saying why) is safer than guessing.
-    where = response.headers.get("location", "?")
-    return Verdict(
-        "retry", status, f"HTTP {status} (redirect to {where} not followed; fix the URL)"
-    )
+@dataclass(frozen=True)
+class HttpOptions:
+    """The ``http`` type's own keys."""
+
+    gzip: bool = option(False, checks.boolean)
+    body_format: str = option("json", checks.choice("json", "ndjson"))
+    signing_secret: str | None = option(None, checks.secret, secret=True)
+
+
+def _check_body_format(dest: DestinationConfig, where: str) -> None:
+    if options_of(dest, HttpOptions).body_format == "ndjson" and dest.batch_key is not None:
+        raise ConfigError(f"{where}batch_key: NDJSON bodies have no enclosing object")
+
+
+SPEC = DestinationSpec(
+    name="http",
+    factory=lambda config, clock: HttpDestination(config, clock=clock),
+    options=HttpOptions,
+    key_in_auth_header=True,
+    checks=(check_http_url, _check_body_format),
+)
 
 
 def signature_headers(secret: str, body: bytes, *, now: float) -> dict[str, str]:
@@ -79,91 +66,38 @@ def signature_headers(secret: str, body: bytes, *, now: float) -> dict[str, str]
     return {"X-Spooler-Timestamp": timestamp, "X-Spooler-Signature": f"sha256={mac.hexdigest()}"}
 
 
-class HttpDestination:
-    """Posts batches as a JSON array, an object ``{batch_key: [...]}``, or one event per request.
-
-    With ``batch_size = 1`` and no ``batch_key`` each request body is the event object
-    itself (webhook style) and carries the event id in an ``Idempotency-Key`` header.
-    """
-
-    #: Largest request body the receiver accepts; larger batches are split before sending.
-    max_request_bytes: int | None = None
-    #: Largest single event the receiver accepts; larger ones die ``too_large`` unsent.
-    max_event_bytes: int | None = None
+class HttpDestination(HttpApiDestination):
+    """Posts batches as a JSON array, an object ``{batch_key: [...]}``, JSON Lines, or one
+    event per request; see the module docstring."""
 
     def __init__(
         self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.config = config
-        self._clock = clock
-        self._url = httpx.URL(config.url)  # parsed once, not at every request
-        content_type = (
-            "application/x-ndjson" if config.body_format == "ndjson" else ("application/json")
-        )
-        headers = {"Content-Type": content_type, "User-Agent": f"spooler/{__version__}"}
-        headers.update(config.headers)
-        auth = self.auth_headers()
-        headers.update(auth)
-        # Every secret, in each form it is sent in: the token of an auth header ("Bearer
-        # KEY", or Segment's "Basic BASE64"), and the URL's credentials as httpx sends them.
-        self.redact = Redactor(
-            [
-                config.api_key,
-                config.signing_secret,
-                *config.headers.values(),
-                *(value.split()[-1] for value in auth.values() if value.split()),
-                *url_secrets(config.url),
-            ]
-        )
-        # One client per worker thread, each with one connection: what a request is
-        # cut off on when its deadline passes (deadline.py). They share one TLS context:
-        # loading the CA certificates is most of what making a client costs (~20 ms).
-        tls = httpx.create_ssl_context()
-        self._clients = DeadlineClients(
-            lambda: httpx.Client(
-                headers=headers,
-                verify=tls,
-                timeout=httpx.Timeout(config.timeout),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                follow_redirects=False,
-            )
-        )
-        # httpx logs each request's URL at INFO, and httpcore every header it receives
-        # at DEBUG: its loggers exist once httpcore is imported (above, not left to httpx).
-        self._log_filter = RedactingFilter(self.redact)
-        self._http_loggers = [
-            logging.getLogger(name)
-            for name in list(logging.root.manager.loggerDict)
-            if name == "httpx" or name.startswith("httpcore")
-        ]
-        for logger in self._http_loggers:
-            logger.addFilter(self._log_filter)
+        self.options: HttpOptions = options_of(config, HttpOptions)
+        super().__init__(config, clock=clock)
 
-    def auth_headers(self) -> dict[str, str]:
-        """The API key as ``Authorization: Bearer KEY``, or as-is in ``auth_header``."""
-        if not self.config.api_key:
-            return {}
-        if self.config.auth_header.lower() == "authorization":
-            return {"Authorization": f"Bearer {self.config.api_key}"}
-        return {self.config.auth_header: self.config.api_key}
+    def content_type(self) -> str:
+        """JSON, or JSON Lines with ``body_format = "ndjson"``."""
+        ndjson = self.options.body_format == "ndjson"
+        return "application/x-ndjson" if ndjson else "application/json"
 
-    def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
-        """``events`` as one request: this API takes no options that differ per event."""
-        return [events]
+    def secrets(self) -> list[str | None]:
+        """The shared secrets, and the signing secret."""
+        return [*super().secrets(), self.options.signing_secret]
 
     def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
-        """Headers of this one request: a lone event's id as ``Idempotency-Key``."""
+        """A lone event's id as ``Idempotency-Key``."""
         return {"Idempotency-Key": events[0].event_id} if len(events) == 1 else {}
 
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """The request body, built by joining the stored JSON texts."""
         id_field = self.config.id_field
         texts = (
-            [event.body for event in events]
+            [event.body for event in events]  # no call per event when nothing is spliced
             if id_field is None
             else [event_text(event, id_field) for event in events]
         )
-        if self.config.body_format == "ndjson":
+        if self.options.body_format == "ndjson":
             return "".join(text + "\n" for text in texts)
         if self.config.batch_key is not None:
             return "{" + json.dumps(self.config.batch_key) + ":[" + ",".join(texts) + "]}"
@@ -171,83 +105,13 @@ class HttpDestination:
             return texts[0]
         return "[" + ",".join(texts) + "]"
 
-    def judge(self, response: httpx.Response) -> Verdict:
-        """What the receiver's answer means for the batch."""
-        return judge_response(response, now=self._clock(), redact=self.redact)
-
-    def send(self, events: Sequence[ClaimedEvent]) -> Verdict:
-        """POST the batch and judge the answer; network failures are retryable."""
-        if self.max_event_bytes is not None:
-            sizes = [len(event.body.encode("utf-8")) for event in events]
-            oversized = {
-                i: f"event is {size} bytes, over the {self.max_event_bytes}-byte limit"
-                for i, size in enumerate(sizes)
-                if size > self.max_event_bytes
-            }
-            if oversized:
-                return Verdict("partial", reason="too_large", bad=oversized, sent=False)
-        content = self.body(events).encode("utf-8")
-        if self.max_request_bytes is not None and len(content) > self.max_request_bytes:
-            # Never sent: the drain splits the batch, and dead-letters a lone event.
-            return Verdict(
-                "reject",
-                error=f"request of {len(content)} bytes is over the "
-                f"{self.max_request_bytes}-byte limit",
-                reason="too_large",
-                sent=False,
-            )
-        headers = self.request_headers(events)
-        if self.config.gzip:
+    def encode(self, content: bytes, headers: dict[str, str]) -> bytes:
+        """Compressed with ``gzip``, then signed with ``signing_secret`` (each if set)."""
+        if self.options.gzip:
             content = gzip.compress(content)
             headers["Content-Encoding"] = "gzip"
-        if self.config.signing_secret:
+        if self.options.signing_secret:
             headers.update(
-                signature_headers(self.config.signing_secret, content, now=self._clock())
+                signature_headers(self.options.signing_secret, content, now=self._clock())
             )
-        with self._clients.deadline(self.config.timeout) as lane:
-            request = lane.client.build_request(
-                "POST",
-                self._url,
-                content=content,
-                headers=headers,
-                extensions=lane.extensions,
-            )
-            try:
-                response = self._read_bounded(lane.client, request)
-            except httpx.HTTPError as exc:
-                if lane.cut_off or isinstance(exc, httpx.TimeoutException):
-                    return Verdict("retry", error=f"timed out after {self.config.timeout:g}s")
-                return Verdict("retry", error=excerpt(f"{type(exc).__name__}: {exc}", self.redact))
-        return self.judge(response)
-
-    def _read_bounded(self, client: httpx.Client, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; the answer with at most ``MAX_RESPONSE_BYTES`` of its body.
-
-        A huge body would fill memory, and one trickling in without end is cut off with
-        the rest of the request at its deadline. The status is what decides; the body
-        only explains it, so a body that breaks off does not make an accepted batch
-        look failed.
-        """
-        response = client.send(request, stream=True)
-        body = bytearray()
-        try:
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) >= MAX_RESPONSE_BYTES:
-                    break  # closing the response then drops the connection
-        except httpx.HTTPError:
-            pass  # the body broke off; the status came whole (a 2xx was accepted)
-        finally:
-            response.close()
-        headers = response.headers.copy()
-        headers.pop("content-encoding", None)  # the body read is decoded already
-        return httpx.Response(
-            response.status_code, headers=headers, content=bytes(body), request=request
-        )
-
-    def close(self) -> None:
-        """Close the connection pool, and stop masking this destination's secrets in the
-        logs of httpx and httpcore."""
-        self._clients.close()
-        for logger in self._http_loggers:
-            logger.removeFilter(self._log_filter)
+        return content

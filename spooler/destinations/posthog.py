@@ -11,31 +11,60 @@ old data.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from .. import checks
 from ..records import ClaimedEvent
 from . import event_text_with_id, isoformat_utc
-from .http import HttpDestination
+from ._http import HttpApiDestination, check_http_url
+from ._registry import DestinationSpec, option, options_of
 
-__all__ = ["PostHogDestination"]
+if TYPE_CHECKING:
+    from ..config import DestinationConfig
+
+__all__ = ["SPEC", "PostHogDestination", "PostHogOptions"]
 
 
-class PostHogDestination(HttpDestination):
+@dataclass(frozen=True)
+class PostHogOptions:
+    """The ``posthog`` type's own keys."""
+
+    historical_after: float = option(86400.0, checks.positive_seconds)
+
+
+SPEC = DestinationSpec(
+    name="posthog",
+    title="PostHog",
+    factory=lambda config, clock: PostHogDestination(config, clock=clock),
+    default_url="https://us.i.posthog.com/batch/",
+    options=PostHogOptions,
+    needs_api_key=True,
+    event_id_key="uuid",
+    checks=(check_http_url,),
+)
+
+
+class PostHogDestination(HttpApiDestination):
     """Delivers to PostHog's ``/batch/``; see the module docstring for the rules."""
+
+    def __init__(
+        self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.options: PostHogOptions = options_of(config, PostHogOptions)
+        super().__init__(config, clock=clock)
 
     def auth_headers(self) -> dict[str, str]:
         """None: the project API key travels in the body."""
-        return {}
-
-    def request_headers(self, events: Sequence[ClaimedEvent]) -> dict[str, str]:
-        """None: each event's id travels in the body, as ``uuid``."""
         return {}
 
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """``{"api_key", "batch", "historical_migration", "sent_at"}``, joined as text."""
         now = self._clock()
         batch = ",".join(event_text_with_id(event, "uuid") for event in events)
-        old = min(event.created_at for event in events) < now - self.config.historical_after
+        old = min(event.created_at for event in events) < now - self.options.historical_after
         return (
             '{"api_key":' + json.dumps(self.config.api_key) + ',"batch":[' + batch + "]"
             ',"historical_migration":'

@@ -18,12 +18,23 @@ from collections.abc import Sequence
 
 from ..records import ClaimedEvent
 from . import event_text_with_id, isoformat_utc
-from .http import HttpDestination
+from ._http import HttpApiDestination, check_http_url
+from ._registry import DestinationSpec
 
-__all__ = ["SegmentDestination"]
+__all__ = ["SPEC", "SegmentDestination"]
+
+SPEC = DestinationSpec(
+    name="segment",
+    title="Segment",
+    factory=lambda config, clock: SegmentDestination(config, clock=clock),
+    default_url="https://api.segment.io/v1/batch",
+    needs_api_key=True,
+    event_id_key="messageId",
+    checks=(check_http_url,),
+)
 
 
-class SegmentDestination(HttpDestination):
+class SegmentDestination(HttpApiDestination):
     """Delivers to ``/v1/batch``; see the module docstring for the rules."""
 
     max_request_bytes = 500 * 1024

@@ -14,7 +14,7 @@ from conftest import FAST_RETRY, dead_rows, rows, wait_until
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, DrainReport, Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 DAY = 86400.0
 

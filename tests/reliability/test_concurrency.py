@@ -26,7 +26,7 @@ import spooler.store.sqlite.maintenance as sqlite_maintenance
 from spooler import Spool
 from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 PRODUCER = """
 import sys

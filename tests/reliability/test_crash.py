@@ -27,7 +27,7 @@ from conftest import (
 )
 
 from spooler.drain import CRASH_ENV
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 PRODUCER = """
 import sys

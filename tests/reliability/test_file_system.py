@@ -19,7 +19,7 @@ import pytest
 from conftest import SPOOLER, require_program
 
 from spooler import Spool
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 # Runs inside the namespace: mounts the tmpfs, then runs the steps the test gives as
 # JSON (shell commands and spooler commands), printing one JSON result per step.

@@ -22,7 +22,7 @@ import pytest
 from conftest import drain_command, queued_count, require_program, rows, wait_for_line
 
 from spooler import Spool
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 # Each enqueue waits for a line on stdin, so the test decides exactly which calls run
 # while a failure is switched on. It prints "ok <ids>" or "error <events> <type>: <text>".

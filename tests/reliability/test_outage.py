@@ -14,7 +14,7 @@ import pytest
 from conftest import dead_rows, drain_command, free_port, rows, run_measuring_peak_rss
 
 from spooler import Spool
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 EVENTS = 50_000
 OLD = 1_000

@@ -19,7 +19,7 @@ from pg_server import PostgresServer, drain_args
 from test_crash import PRODUCER  # the same loop, on a PostgreSQL spool
 
 from spooler import Spool
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 class Producer:

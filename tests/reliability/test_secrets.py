@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import drain_cli, rows, spooler_cmd
 
 from spooler import Spool
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 PASSWORD = "Zq7x"  # short on purpose: a secret of any length is masked
 COOKIE = "sess10n-c00kie"

@@ -18,7 +18,7 @@ from conftest import (
     wait_until,
 )
 
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 def in_flight(db: Path) -> bool:

@@ -13,8 +13,8 @@ import pytest
 from conftest import drain_cli, drain_once, enqueue_backlog, rows, spooler_cmd
 
 from spooler import Spool, StoreError
-from spooler.receiver import Receiver
 from spooler.store.sqlite import SCHEMA_VERSION
+from spooler.testing import Receiver
 
 
 def test_a_full_disk_fails_enqueue_clearly_and_recovers(

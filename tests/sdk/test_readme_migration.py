@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wire import REPO, arrived, spooler
 
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 SECTION = re.compile(r"^## Moving from an analytics SDK\n(.*?)^## ", re.M | re.S)
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)

@@ -29,7 +29,7 @@ from wire import (
 
 from spooler import ConfigError, InvalidEventError, Spool
 from spooler.clients import Amplitude
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 KEY = "amp_api_key_0123456789"
 NODE_LIBRARY = "amplitude-node/1.10.2"

@@ -22,7 +22,7 @@ from wire import (
 
 from spooler import InvalidEventError, Spool, __version__
 from spooler.clients import Datalyr
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 KEY = "dk_test_0123456789"
 SDK_NAMES = frozenset({"@datalyr/api", "1.3.0", "@datalyr/api/1.3.0"})

@@ -15,7 +15,7 @@ from wire import FIXED_IDS, Run, arrived, assert_same_wire, drain, spooler, view
 
 from spooler import InvalidEventError, Spool
 from spooler.clients import PostHog
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 KEY = "phc_project_key_0123456789"
 SDK_NAMES = frozenset({"posthog-python", posthog.VERSION, f"posthog-python/{posthog.VERSION}"})

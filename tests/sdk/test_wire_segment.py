@@ -20,7 +20,7 @@ from wire import FIXED_IDS, Run, arrived, assert_same_wire, drain, spooler, view
 import spooler.clients.analytics as analytics
 from spooler import ConfigError, Spool, __version__
 from spooler.clients import Segment
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 KEY = "seg_write_key_0123456789"
 SDK_NAMES = frozenset({"analytics-python", VERSION, f"analytics-python/{VERSION}"})

@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from spooler import __version__
-from spooler.receiver import Receiver, RecordedRequest
+from spooler.testing import Receiver, RecordedRequest
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = Path(__file__).resolve().parent / "node"

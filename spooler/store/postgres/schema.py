@@ -18,7 +18,7 @@ from ..postgres_url import Target
 
 __all__ = ["SCHEMA_VERSION", "SHARDS", "prepare"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "spooler"
 SHARDS = 16
 
@@ -99,13 +99,32 @@ CREATE FUNCTION {s}.is_json_object(body text) RETURNS boolean
 """
     + _LEASES
 )
+# The history's minutes (store/postgres/history.py); the dead-letter table is read newest
+# first by destination and reason (the dashboard's pages). Added in version 2.
+_HISTORY = """
+CREATE TABLE {s}.history (
+    minute      bigint NOT NULL,
+    destination text NOT NULL,
+    delivered   bigint NOT NULL DEFAULT 0,
+    retried     bigint NOT NULL DEFAULT 0,
+    dead        bigint NOT NULL DEFAULT 0,
+    requests    bigint NOT NULL DEFAULT 0,
+    latency_sum float8 NOT NULL DEFAULT 0,
+    latency_max float8 NOT NULL DEFAULT 0,
+    backlog     bigint,
+    oldest_age  float8,
+    PRIMARY KEY (minute, destination)
+);
+CREATE INDEX dead_by_destination ON {s}.dead (destination, reason, id);
+"""
 # Schema upgrades, by the version they lead from; each runs in one transaction.
 _MIGRATIONS = {
+    1: (_HISTORY,),
     # Leases move out of the rows into a table of their own. An event leased the old
     # way is due when its old lease ends, its attempt in flight counted: as it would
     # be after a lease of the new kind ran out. (The half-empty pages were for leases
     # written into the rows.)
-    1: (
+    2: (
         _LEASES,
         "UPDATE {s}.queue SET due_at = greatest(due_at, lease_until) WHERE lease_until IS NOT NULL",
         "ALTER TABLE {s}.queue DROP COLUMN lease_owner, DROP COLUMN lease_until,"
@@ -131,7 +150,8 @@ def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
             if _value(conn, "SELECT to_regclass(%s)", f"{s}.meta") is None:
                 _create(conn, target)
                 created = True
-    _check(conn, target)
+    if _check(conn, target) < SCHEMA_VERSION:
+        _migrate(conn, target)
     return created
 
 
@@ -153,15 +173,15 @@ def _create(conn: psycopg.Connection, target: Target) -> None:
             f"{target.shown}: schema {target.schema} holds tables that are not a spooler"
             " spool; refusing to touch it (name another with ?schema=)"
         )
-    conn.execute(_TABLES.format(s=s, shards=SHARDS))
+    conn.execute(_TABLES.format(s=s, shards=SHARDS) + _HISTORY.format(s=s))
     conn.execute(
         f"INSERT INTO {s}.meta (key, value) VALUES ('application', %s), ('schema_version', %s)",
         (APPLICATION, str(SCHEMA_VERSION)),
     )
 
 
-def _check(conn: psycopg.Connection, target: Target) -> None:
-    """Refuse a schema that is not a spool this code can use."""
+def _check(conn: psycopg.Connection, target: Target) -> int:
+    """Refuse a schema that is not a spool this code can use; return its version."""
     meta: dict[str, str] = dict(
         conn.execute(f"SELECT key, value FROM {target.quoted_schema}.meta").fetchall()
     )
@@ -177,8 +197,7 @@ def _check(conn: psycopg.Connection, target: Target) -> None:
         )
     if version < SCHEMA_VERSION and version not in _MIGRATIONS:
         raise StoreError(f"{target.shown} has unknown schema version {version}")
-    if version < SCHEMA_VERSION:
-        _migrate(conn, target)
+    return version
 
 
 def _migrate(conn: psycopg.Connection, target: Target) -> None:

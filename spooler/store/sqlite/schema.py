@@ -3,7 +3,8 @@
 One file holds three tables: ``queue`` (events waiting or in flight), ``dead`` (the
 dead-letter table) and ``meta`` (application name and schema version), plus a
 one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check,
-``destination_state`` (each destination's last outcome and circuit breaker) and
+``destination_state`` (each destination's last outcome and circuit breaker),
+``history`` (a row per destination and minute, for the dashboard's charts) and
 ``leases`` (one row per batch a drain holds: ``store/leases.py``).
 """
 
@@ -23,14 +24,15 @@ __all__ = [
     "prepare",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION = "spooler"
 # In the file's header (PRAGMA application_id), set before anything else is written to a
 # new spool: a file with this id and no tables yet is a spool whose creation was cut
 # short, not another application's empty database. ("SPLR"; spools made before it have 0.)
 APPLICATION_ID = 0x53504C52
-# The tables of a spool, by the schema version that added them.
-_TABLES = {"meta": 1, "totals": 1, "queue": 1, "dead": 1, "destination_state": 1, "leases": 5}
+_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state", "history", "leases"})
+# Tables an older spool does not have yet, by the version that added them.
+_ADDED_IN = {"history": 5, "leases": 6}
 MIN_SQLITE_VERSION = (3, 35, 0)  # RETURNING, and DROP COLUMN (the upgrade to leases)
 # The WAL file is cut back to this whenever a checkpoint empties it (it otherwise stays
 # at its high mark).
@@ -101,6 +103,18 @@ CREATE TABLE destination_state (
 """
     + _LEASES
 )
+# The history's minutes (store/sqlite/history.py); the dead-letter table is read newest
+# first by destination and reason (the dashboard's pages).
+_HISTORY = (
+    "CREATE TABLE history ("
+    " minute INTEGER NOT NULL, destination TEXT NOT NULL,"
+    " delivered INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,"
+    " dead INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0,"
+    " latency_sum REAL NOT NULL DEFAULT 0, latency_max REAL NOT NULL DEFAULT 0,"
+    " backlog INTEGER, oldest_age REAL,"
+    " PRIMARY KEY (minute, destination)) WITHOUT ROWID",
+    "CREATE INDEX dead_by_destination ON dead (destination, reason)",
+)
 # Schema upgrades, by the version they lead from; each runs in one transaction.
 _MIGRATIONS = {
     1: (
@@ -115,10 +129,11 @@ _MIGRATIONS = {
         " WHERE last_error_at > coalesce(last_success_at, 0)",
     ),
     3: ("ALTER TABLE destination_state ADD COLUMN url_digest TEXT",),
+    4: _HISTORY,
     # Leases move out of the rows into a table of their own. An event leased the old
     # way is due when its old lease ends, its attempt in flight counted: as it would
     # be after a lease of the new kind ran out.
-    4: (_LEASES, "ALTER TABLE queue DROP COLUMN lease_owner"),
+    5: (_LEASES, "ALTER TABLE queue DROP COLUMN lease_owner"),
 }
 
 
@@ -174,7 +189,7 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> bool:
             conn.execute("COMMIT")
             _check_schema(conn, path, _table_names(conn))
             return False
-        for statement in filter(str.strip, _SCHEMA.split(";")):
+        for statement in [*filter(str.strip, _SCHEMA.split(";")), *_HISTORY]:
             conn.execute(statement)
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -195,7 +210,7 @@ def _check_schema(conn: sqlite3.Connection, path: str, tables: set[str]) -> int:
             f"{path} is a SQLite database but not a spooler spool; refusing to touch it"
         )
     version = int(meta.get("schema_version", "0"))
-    missing = {name for name, since in _TABLES.items() if since <= version} - tables
+    missing = {table for table in _TABLES - tables if _ADDED_IN.get(table, 0) <= version}
     if missing:
         raise StoreError(
             f"{path}: the spool has no {', '.join(sorted(missing))} table: damaged,"

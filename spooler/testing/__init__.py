@@ -1,0 +1,9 @@
+"""What the demo and the tests use, not the product: a local scriptable HTTP receiver.
+
+Not imported by ``import spooler``; shipped in the wheel because ``spooler demo`` runs
+against it.
+"""
+
+from .receiver import Receiver, RecordedRequest
+
+__all__ = ["Receiver", "RecordedRequest"]

@@ -1,0 +1,194 @@
+"""spooler drain as a systemd service: READY, WATCHDOG and STOPPING over a real
+$NOTIFY_SOCKET (a datagram socket the test binds, as systemd does), and the unit file
+checked by systemd's own parser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SPOOLER, start_drain, wait_until
+
+from spooler import Spool
+from spooler.drain import HANG_ENV
+from spooler.sd_notify import Notifier
+from spooler.testing import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+WATCHDOG_USEC = 1_000_000  # one second: the drain pings every half second while alive
+
+
+class NotifySocket:
+    """A datagram socket bound where ``$NOTIFY_SOCKET`` points, as systemd's is."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.received: list[str] = []
+
+    def next(self, timeout: float) -> str | None:
+        """The next state sent within ``timeout`` seconds (None: none came)."""
+        self._socket.settimeout(max(timeout, 0.001))
+        try:
+            state = self._socket.recv(4096).decode()
+        except TimeoutError:
+            return None
+        self.received.append(state)
+        return state
+
+    def wait_for(self, state: str, timeout: float = 30.0) -> bool:
+        """Read states until ``state`` comes, or ``timeout`` passes; whether it came."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if self.next(left) == state:
+                return True
+        return False
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify_socket(request: pytest.FixtureRequest) -> Iterator[NotifySocket]:
+    """systemd's socket: a file (in a short folder: socket paths are limited to 107
+    bytes) or a name in Linux's abstract namespace (``@...``)."""
+    if request.param == "abstract":
+        bound = NotifySocket(f"@spooler-test-{uuid.uuid4().hex}")
+        yield bound
+        bound.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="sd-") as folder:
+        bound = NotifySocket(os.path.join(folder, "notify"))
+        yield bound
+        bound.close()
+
+
+def test_the_notifier_sends_each_state_and_reads_the_watchdog_interval(
+    notify_socket: NotifySocket,
+) -> None:
+    env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "2500000"}
+    notifier = Notifier(env)
+    for state in ("READY=1", "WATCHDOG=1", "STOPPING=1"):
+        notifier.notify(state)
+        assert notify_socket.next(timeout=5) == state
+    assert notifier.watchdog_interval == 2.5
+    # The interval is for the process WATCHDOG_PID names, when it names one
+    assert Notifier({**env, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval == 2.5
+    assert Notifier({**env, "WATCHDOG_PID": "1"}).watchdog_interval is None
+    # Outside systemd: nothing to send to, nothing sent
+    Notifier({}).notify("READY=1")
+    assert notify_socket.next(timeout=0.2) is None
+
+
+def leased(db: Path) -> int:
+    """How many events of the spool are leased to a drain (its public status)."""
+    with Spool(db, create=False) as spool:
+        return spool.status().total.leased
+
+
+def notified_drain(
+    db: Path, receiver: Receiver, notify: NotifySocket, *extra: str, **env: str
+) -> subprocess.Popen[str]:
+    """A daemon ``spooler drain`` started as systemd would start it with Type=notify and
+    WatchdogSec=1s."""
+    environ = {
+        **os.environ,
+        "NOTIFY_SOCKET": notify.address,
+        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        **env,
+    }
+    return start_drain(
+        db,
+        receiver.url,
+        "--poll-interval",
+        "0.1",
+        *extra,
+        env=environ,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_drain_is_ready_pings_the_watchdog_while_it_works_and_says_when_it_stops(
+    db: Path, receiver: Receiver, notify_socket: NotifySocket
+) -> None:
+    # Given a drain started as a Type=notify service with a watchdog
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    drain = notified_drain(db, receiver, notify_socket)
+    try:
+        # Then it says READY once it runs, before anything else
+        assert notify_socket.next(timeout=30) == "READY=1"
+        # And while it works and waits for work, its watchdog pings keep coming
+        assert receiver.wait_for(lambda r: len(r.delivered) == 1, timeout=30)
+        for _ in range(4):
+            assert notify_socket.wait_for("WATCHDOG=1", timeout=10)
+    finally:
+        # When systemd stops it
+        drain.send_signal(signal.SIGTERM)
+        # Then it says STOPPING, and exits cleanly
+        assert notify_socket.wait_for("STOPPING=1", timeout=30)
+        _, err = drain.communicate(timeout=30)
+    assert drain.returncode == 0, err
+    assert notify_socket.received.count("READY=1") == 1
+    assert notify_socket.received.count("STOPPING=1") == 1
+
+
+def test_a_stuck_drain_stops_pinging_the_watchdog(
+    db: Path, receiver: Receiver, notify_socket: NotifySocket
+) -> None:
+    # Given a drain whose worker gets stuck for good once it has claimed a batch (a
+    # test-only hook), with a request timeout of one second
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    drain = notified_drain(
+        db, receiver, notify_socket, "--timeout", "1", **{HANG_ENV: "after_claim"}
+    )
+    try:
+        assert notify_socket.next(timeout=30) == "READY=1"
+        assert wait_until(lambda: leased(db) == 1, timeout=30)
+        # When the worker stays stuck past its step (the timeout), then the pings stop:
+        # three intervals go by without one, while the process runs on
+        silence = 3 * WATCHDOG_USEC / 1e6
+        deadline = time.monotonic() + 30
+        while notify_socket.next(timeout=silence) is not None:
+            assert time.monotonic() < deadline, notify_socket.received
+        assert drain.poll() is None
+        assert receiver.requests == []
+    finally:
+        # And a stop still says STOPPING, and ends the drain (the stuck batch released)
+        drain.send_signal(signal.SIGTERM)
+        assert notify_socket.wait_for("STOPPING=1", timeout=30)
+        _, err = drain.communicate(timeout=30)
+    assert drain.returncode == 0, err
+    assert "in-flight requests did not finish in time" in err
+    assert leased(db) == 0
+
+
+def test_the_unit_file_passes_systemds_own_check(tmp_path: Path) -> None:
+    # Given the unit of docs/, its ExecStart pointed at this spooler
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("needs systemd-analyze (Debian package systemd; .ci/run installs it)")
+    text = (ROOT / "docs" / "spooler-drain.service").read_text()
+    assert re.search(r"^Type=notify$", text, re.M) and re.search(r"^WatchdogSec=\d", text, re.M)
+    spooler = tmp_path / "spooler"
+    spooler.write_text(f'#!/bin/sh\nexec {" ".join(SPOOLER)} "$@"\n')
+    spooler.chmod(0o755)
+    unit = tmp_path / "spooler-drain.service"
+    unit.write_text(text.replace("/usr/local/bin/spooler", str(spooler)))
+    # When systemd's parser reads it, then it finds nothing to say
+    checked = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0 and not checked.stderr.strip(), checked.stderr
