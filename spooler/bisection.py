@@ -81,7 +81,8 @@ class Bisection:
 
     ``send(events)`` makes one request and returns its verdict and how long it took;
     ``stopping()`` says the drain is stopping, which leaves a batch mid-bisection for
-    its lease to be released.
+    its lease to be released. ``settled_part()`` is called whenever part of the batch
+    is settled and the rest is still held (the drain's ``mid_batch`` crash point).
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class Bisection:
         lease: LeaseKeeper,
         stopping: Callable[[], bool],
         log: DestinationLog,
+        settled_part: Callable[[], None] = lambda: None,
     ) -> None:
         self._claim = claim
         # A stack: the last request is sent first. Reversed, so the first events go first.
@@ -103,11 +105,13 @@ class Bisection:
         self._lease = lease
         self._stopping = stopping
         self._log = log
+        self._settled_part = settled_part
         # The requests of this round that a 5xx would dead-letter, held back until the
         # round ends, and whether a request of the round got through.
         self._failing: list[tuple[list[ClaimedEvent], Verdict, float]] = []
         self._got_through = False
         self._lone_tries = 0
+        self._settles = 0  # settles of this batch so far
 
     def run(self) -> None:
         """Send and settle until no event of the batch is left."""
@@ -124,7 +128,10 @@ class Bisection:
                     " leaving them to it"
                 )
                 return
+            settles = self._settles
             self._judge(self._pending.pop())
+            if self._settles > settles and (self._pending or self._failing):
+                self._settled_part()
 
     def _judge(self, events: list[ClaimedEvent]) -> None:
         """Send ``events`` in one request, and settle, split or hold back what it carried."""
@@ -135,6 +142,7 @@ class Bisection:
             bad = {i: why for i, why in verdict.bad.items() if 0 <= i < len(events)}
             if bad:
                 rest = self._settler.settle_named(lease, events, verdict, bad)
+                self._settles += 1
                 self._pending += [rest] if rest else []
                 return
             # Named no event of this batch after all: find the culprits by bisection.
@@ -158,6 +166,7 @@ class Bisection:
             self._pending += _halves(events)
         else:
             self._settler.settle(lease, events, verdict, elapsed)
+            self._settles += 1
 
     def _end_round(self) -> None:
         """Every request of a round was sent: judge the halves a 5xx would dead-letter."""

@@ -52,7 +52,9 @@ log = logging.getLogger("spooler.drain")
 # or the worker that reaches it hangs there for good (a stuck drain, for the watchdog).
 CRASH_ENV = "SPOOLER_CRASH_AT"
 HANG_ENV = "SPOOLER_HANG_AT"
-CRASH_POINTS = ("after_claim", "after_response")
+# mid_batch: part of a batch settled (its first half delivered in a bisection, say),
+# the rest still under the lease.
+CRASH_POINTS = ("after_claim", "after_response", "mid_batch")
 RECLAIM_INTERVAL = 60.0  # seconds between checks for free pages to give back to the disk
 # Seconds between reads of the pauses other drains of the spool kept: how soon a drain
 # stops sending to a destination another drain found failing.
@@ -544,6 +546,7 @@ class Drain:
                 lease=lease,
                 stopping=self._stop.is_set,
                 log=self._logs[name],
+                settled_part=lambda: self._crash_point("mid_batch"),
             ).run()
             sending = self._pacers[name].cycled(time.thread_time() - cpu_at_start)
             if sending is not None:

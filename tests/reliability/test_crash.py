@@ -128,6 +128,44 @@ def test_drain_killed_at_a_named_point(
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
+def test_drain_killed_mid_batch_after_part_of_it_settled(
+    db: Path, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "2 (mid_batch)",
+        "drain SIGKILLed mid-batch: half of a bisected batch settled, the rest leased",
+        f"{CRASH_ENV}=mid_batch: the drain kills itself there",
+    )
+    # Given a poison event in the second half of the first batch
+    ids = enqueue(db, 50)
+    receiver.reject = lambda event: event["n"] == 7
+    # When the drain splits that batch, delivers its first half and is killed
+    crashed = drain_cli(
+        db,
+        receiver.url,
+        "--batch-size",
+        "10",
+        "--concurrency",
+        "1",
+        "--timeout",
+        "0.5",
+        "--lease",
+        "1",
+        env={CRASH_ENV: "mid_batch"},
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert sorted(e["n"] for e in receiver.delivered) == [0, 1, 2, 3, 4]
+    # Then the first half is settled (not sent again), the rest of the batch comes back
+    # when its lease ends, and only the poison event dies
+    row.recover_with_drain(db, receiver.url, "--batch-size", "10")
+    dead = dead_ids(db)
+    row.tally(ids, [e["id"] for e in receiver.delivered], dead)
+    assert row.lost == 0 and row.duplicated == 0
+    assert dead == {ids[7]}
+    assert queued_count(db) == 0
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
 def test_drain_killed_while_the_request_is_in_flight(
     db: Path, receiver: Receiver, scenario
 ) -> None:
