@@ -15,6 +15,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..config import ServeConfig
 from ..errors import ConfigError, InvalidEventError, SpoolerError
@@ -141,7 +142,7 @@ class IngestApp:
         if not any(hmac.compare_digest(given, k.encode()) for k in accepted):
             raise Refused(api.unauthorized(), "wrong or missing key")
 
-    def _encode(self, api: API, events: list[dict]) -> list[str]:
+    def _encode(self, api: API, events: list[dict[str, Any]]) -> list[str]:
         limit = self._spool.max_event_bytes
         if api.max_event_bytes is not None:
             limit = min(limit, api.max_event_bytes)
@@ -184,10 +185,11 @@ class Relay:
         try:
             # libuv's event loop, where installed (the serve extra installs it): its
             # sockets cost less per request (docs/performance.md).
-            from uvloop import run as run_loop
+            import uvloop
         except ImportError:
-            run_loop = asyncio.run
-        run_loop(self._serve(ready))
+            asyncio.run(self._serve(ready))
+        else:
+            uvloop.run(self._serve(ready))
 
     def stop(self) -> None:
         """Stop accepting, answer the requests in progress, return from ``run``. Safe

@@ -251,10 +251,11 @@ class _Connection(asyncio.Protocol):
         while self._queue:
             item, keep_alive = self._queue[0]
             if isinstance(item, Request):
+                request = item
                 try:
-                    item = self._app.handle(item)
+                    item = self._app.handle(request)
                 except Exception:
-                    log.exception("answering %s %s failed", item.method, item.path)
+                    log.exception("answering %s %s failed", request.method, request.path)
                     item = _FAILED
             if not isinstance(item, Response):
                 if not item.done():
