@@ -24,7 +24,9 @@ from ..checks import (
 )
 from ..destinations import (
     DEFAULT_TYPE,
+    DestinationOptions,
     DestinationSpec,
+    NoOptions,
     all_options,
     destination_types,
     spec_for,
@@ -69,10 +71,11 @@ class DestinationConfig:
     batch_key: str | None = None
     id_field: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    options: Any = None  # None: the type's defaults
+    options: DestinationOptions = field(default_factory=NoOptions)
 
     def __post_init__(self) -> None:
-        if self.options is None:
+        # Options not given (NoOptions) are the type's defaults.
+        if type(self.options) is NoOptions:
             object.__setattr__(self, "options", spec_for(self.type).options())
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checks import Checker, boolean, integer, nonempty_string, positive_seconds
+from ..destinations import options_of
+from ..destinations.amplitude import AmplitudeOptions
 from ..errors import ConfigError
 from ..events import check_destination_name
 from .drain import build_drain_config
@@ -110,7 +112,9 @@ def build_serve_config(
         values["configured"] = frozenset(drain.destinations)
         # Of type amplitude (checked above), so its options are AmplitudeOptions.
         amplitude = drain.destinations.get(values["destinations"]["amplitude"])
-        values["min_id_length"] = amplitude.options.min_id_length if amplitude else None
+        values["min_id_length"] = (
+            options_of(amplitude, AmplitudeOptions).min_id_length if amplitude else None
+        )
     config = ServeConfig(**values)
     if not (config.token or config.allow_unauthenticated or _is_loopback(config.host)):
         raise ConfigError(

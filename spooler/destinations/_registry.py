@@ -17,7 +17,7 @@ import pkgutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..checks import Checker
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TYPE",
+    "DestinationOptions",
     "DestinationSpec",
     "NoOptions",
     "Option",
@@ -73,6 +74,13 @@ def option(
     )
 
 
+class DestinationOptions(Protocol):
+    """A type's own keys: an instance of the dataclass its spec names (``options``),
+    read through ``options_of`` as that class."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """The options of a type that has no keys of its own."""
@@ -108,7 +116,7 @@ class DestinationSpec:
     max_batch_size: int | None = None
     max_concurrency: int | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    options: type[Any] = NoOptions
+    options: type[DestinationOptions] = NoOptions
     needs_api_key: bool = False
     api_key_prefix: str = ""
     #: Whether the API key is sent in ``auth_header`` (so ``headers`` must not set it too).
