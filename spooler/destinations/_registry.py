@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 if TYPE_CHECKING:
     from ..checks import Checker
     from ..config import DestinationConfig
+    from ..store.interface import SpoolStore
     from . import Destination
 
 __all__ = [
@@ -47,6 +48,9 @@ Factory = Callable[["DestinationConfig", Callable[[], float]], "Destination"]
 #: A rule of a type about a whole destination: raises ``ConfigError`` naming the key as
 #: ``where + key`` (``where``: ``"destinations.NAME."``).
 Check = Callable[["DestinationConfig", str], None]
+#: A rule of a type about a destination and the spool it is drained from: raises
+#: ``ConfigError`` where the two cannot work together.
+SpoolCheck = Callable[["DestinationConfig", "SpoolStore"], None]
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,9 @@ class DestinationSpec:
     ``defaults`` are the type's own defaults for the keys every type has (``batch_size``,
     ``concurrency``, ``auth_header``); ``options`` is a dataclass of the keys only this
     type has, made with ``option()``; ``checks`` run on the whole destination once its
-    keys are checked one by one. ``claims_url`` says whether a URL given without a type
-    is this type's (else it is ``DEFAULT_TYPE``'s).
+    keys are checked one by one, and ``spool_checks`` once the spool it is drained from
+    is known (``check_against_spool``). ``claims_url`` says whether a URL given without
+    a type is this type's (else it is ``DEFAULT_TYPE``'s).
     """
 
     name: str
@@ -125,10 +130,17 @@ class DestinationSpec:
     event_id_key: str | None = None
     claims_url: Callable[[str], bool] | None = None
     checks: tuple[Check, ...] = ()
+    spool_checks: tuple[SpoolCheck, ...] = ()
 
     def option_fields(self) -> dict[str, Option]:
         """This type's own keys, and how each is checked."""
         return {f.name: f.metadata["option"] for f in dataclasses.fields(self.options)}
+
+    def check_against_spool(self, config: DestinationConfig, store: SpoolStore) -> None:
+        """Raise ``ConfigError`` if ``config`` cannot be drained from ``store`` (the file
+        type: a file of the spool itself)."""
+        for check in self.spool_checks:
+            check(config, store)
 
     def build(self, config: DestinationConfig, clock: Callable[[], float]) -> Destination:
         """The destination object for ``config`` (a drain calls this as it starts)."""
