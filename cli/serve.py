@@ -73,8 +73,8 @@ def serve(
 
             metrics = ServeMetrics(spool.store)
         relay = Relay(spool, config, metrics=metrics)
-        with Service(service, stop=relay.stop, metrics=metrics):
-            relay.run()
+        with Service(service, stop=relay.stop, metrics=metrics) as running:
+            relay.run(heartbeat=running.heartbeat)
 
 
 def _checked(config: ServeConfig, destination: str) -> bool:

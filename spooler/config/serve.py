@@ -48,6 +48,9 @@ class ServeConfig:
     body_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_connections: int = 1024
+    # A commit waits up to the SQLite spool's busy timeout (60s) for the write lock, then
+    # fails (503); one that has not returned well after that is stuck.
+    commit_timeout: float = 90.0
 
 
 def _api_destinations(value: Any, key: str) -> dict[str, str]:
@@ -73,6 +76,7 @@ _SERVE_KEYS: dict[str, Checker] = {
     "body_timeout": positive_seconds,
     "idle_timeout": positive_seconds,
     "max_connections": integer(1),
+    "commit_timeout": positive_seconds,
 }
 
 

@@ -302,6 +302,11 @@ class _Connection(asyncio.Protocol):
         else:
             self._refuse(_TIMED_OUT)
 
+    def close(self) -> None:
+        """Close now, whatever is in progress."""
+        if self._transport is not None:
+            self._transport.close()
+
     def stop_when_idle(self) -> None:
         """Close now if no request is in progress; else after its answer."""
         if self._phase == _IDLE and not self._queue and self._transport is not None:
@@ -358,6 +363,8 @@ class HttpServer:
         deadline = self.loop.time() + grace
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.close()  # its answer did not come in time (a commit that hangs)
         if self._reaper is not None:
             self._reaper.cancel()
         if self._server is not None:
