@@ -95,6 +95,20 @@ def test_the_notifier_sends_each_state_and_reads_the_watchdog_interval(
     assert notify_socket.next(timeout=0.2) is None
 
 
+def keeps_pinging(notify: NotifySocket, pings: int = 4) -> bool:
+    """Whether ``pings`` watchdog pings come, one after the other, each within 10 s."""
+    return all(notify.wait_for("WATCHDOG=1", timeout=10) for _ in range(pings))
+
+
+def stop_as_systemd(process: subprocess.Popen[str], notify: NotifySocket) -> tuple[int, str]:
+    """SIGTERM, as systemd stops a unit: once the service said STOPPING, its exit status
+    and what it wrote on stderr."""
+    process.send_signal(signal.SIGTERM)
+    assert notify.wait_for("STOPPING=1", timeout=30), notify.received
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
 def leased(db: Path) -> int:
     """How many events of the spool are leased to a drain (its public status)."""
     with Spool(db, create=False) as spool:
@@ -135,15 +149,11 @@ def test_a_drain_is_ready_pings_the_watchdog_while_it_works_and_says_when_it_sto
         assert notify_socket.next(timeout=30) == "READY=1"
         # And while it works and waits for work, its watchdog pings keep coming
         assert receiver.wait_for(lambda r: len(r.delivered) == 1, timeout=30)
-        for _ in range(4):
-            assert notify_socket.wait_for("WATCHDOG=1", timeout=10)
+        assert keeps_pinging(notify_socket)
     finally:
-        # When systemd stops it
-        drain.send_signal(signal.SIGTERM)
-        # Then it says STOPPING, and exits cleanly
-        assert notify_socket.wait_for("STOPPING=1", timeout=30)
-        _, err = drain.communicate(timeout=30)
-    assert drain.returncode == 0, err
+        # When systemd stops it, then it says STOPPING, and exits cleanly
+        code, err = stop_as_systemd(drain, notify_socket)
+    assert code == 0, err
     assert notify_socket.received.count("READY=1") == 1
     assert notify_socket.received.count("STOPPING=1") == 1
 
@@ -171,10 +181,8 @@ def test_a_stuck_drain_stops_pinging_the_watchdog(
         assert receiver.requests == []
     finally:
         # And a stop still says STOPPING, and ends the drain (the stuck batch released)
-        drain.send_signal(signal.SIGTERM)
-        assert notify_socket.wait_for("STOPPING=1", timeout=30)
-        _, err = drain.communicate(timeout=30)
-    assert drain.returncode == 0, err
+        code, err = stop_as_systemd(drain, notify_socket)
+    assert code == 0, err
     assert "in-flight requests did not finish in time" in err
     assert leased(db) == 0
 
@@ -211,15 +219,11 @@ def test_a_relay_is_ready_once_it_listens_pings_while_it_serves_and_says_when_it
         posted = httpx.post(f"{url}/v1/events/x", json={"n": 1}, timeout=30)
         assert posted.status_code == 200, posted.text
         # And while it serves and waits, its watchdog pings keep coming
-        for _ in range(4):
-            assert notify_socket.wait_for("WATCHDOG=1", timeout=10)
+        assert keeps_pinging(notify_socket)
     finally:
-        # When systemd stops it
-        relay.send_signal(signal.SIGTERM)
-        # Then it says STOPPING, and exits cleanly
-        assert notify_socket.wait_for("STOPPING=1", timeout=30)
-        _, err = relay.communicate(timeout=30)
-    assert relay.returncode == 0, err
+        # When systemd stops it, then it says STOPPING, and exits cleanly
+        code, err = stop_as_systemd(relay, notify_socket)
+    assert code == 0, err
     assert notify_socket.received.count("READY=1") == 1
     assert notify_socket.received.count("STOPPING=1") == 1
     with Spool(db, create=False) as spool:
@@ -261,12 +265,10 @@ def test_a_relay_whose_commit_hangs_stops_pinging_the_watchdog(
     finally:
         # And a stop still says STOPPING, and ends the relay, saying why it could not
         # answer the request
-        relay.send_signal(signal.SIGTERM)
-        assert notify_socket.wait_for("STOPPING=1", timeout=30)
-        _, err = relay.communicate(timeout=60)
+        code, err = stop_as_systemd(relay, notify_socket)
     if poster.ident is not None:
         poster.join(timeout=60)
-    assert relay.returncode == 1, err
+    assert code == 1, err
     assert "a commit has not returned after 1s (serve.commit_timeout)" in err
     assert len(answers) == 1 and not isinstance(answers[0], httpx.Response), answers
 
