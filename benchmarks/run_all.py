@@ -24,6 +24,7 @@ SCRIPTS = [
     "postgres.py",
     "serve.py",
     "serve_servers.py",
+    "web.py",
 ]
 
 

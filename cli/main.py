@@ -37,6 +37,7 @@ LAZY_COMMANDS = {
     "retry-now": ".queue:retry_now",
     "expire": ".queue:expire",
     "serve": ".serve:serve",
+    "web": ".web:web",
 }
 
 

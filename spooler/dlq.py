@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .events import check_destination_name, encode_event, new_event_ids
-from .records import DEAD_REASONS, DeadEvent, DeadGroup, DeadSelection, Failure, iso_utc
+from .records import (
+    DEAD_REASONS,
+    DeadEvent,
+    DeadGroup,
+    DeadPage,
+    DeadSelection,
+    Failure,
+    iso_utc,
+)
 
 if TYPE_CHECKING:
     from .store.interface import SpoolStore
@@ -92,6 +100,22 @@ class DeadLetters:
             ids, True, destination, reason, older_than, newer_than, now=self._clock()
         )
         return self._store.dead_events(selection, limit=limit)
+
+    def page(
+        self,
+        *,
+        destination: str | None = None,
+        reason: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> DeadPage:
+        """A page of dead events, newest first: the newest, those older than the key
+        ``before``, or the page newer than the key ``after`` (keys come with the events);
+        and how many match in all. For a listing that pages back and forth (the
+        dashboard), where ``inspect`` reads forward only."""
+        selection = self._selection((), True, destination, reason, None, None, now=self._clock())
+        return self._store.dead_page(selection, limit=limit, before=before, after=after)
 
     def replay(
         self,

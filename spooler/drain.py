@@ -29,6 +29,7 @@ from .destination_log import DestinationLog
 from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
+from .history import HistoryRecorder
 from .records import (
     ClaimedEvent,
     Failure,
@@ -127,6 +128,7 @@ class Drain:
             }
         )
         self._logs = {name: DestinationLog(log, name) for name in self._destinations}
+        self._history = HistoryRecorder(store, keep=config.history, clock=clock)
         # One per destination, shared by its workers: an outage pauses them all. Each
         # takes up the state an earlier run left (a cron job's --once, a restarted
         # daemon): the rest of its pause, then a probe before batches go out.
@@ -269,6 +271,8 @@ class Drain:
             if now_mono >= next_follow:
                 self._follow_pauses()
                 next_follow = now_mono + FOLLOW_INTERVAL
+            if self._history.due():
+                self._history.flush()
             if progress:
                 with self._report_lock:
                     snapshot = replace(self._report)
@@ -399,6 +403,7 @@ class Drain:
         report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         counts = self._store.counts(now=self._clock())
         report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
+        self._history.flush(closing=True)
         self._reclaim_space()
         # The last line says why the drain ended: a signal, --max-time, an error...
         self._log_summary(elapsed, heading=f"drain {self.owner} stopped ({report.stopped_by})")
@@ -612,6 +617,7 @@ class Drain:
                 )
         with self._report_lock:
             self._report.requests += 1
+        self._history.request(destination.config.name, elapsed)
         if self._metrics:
             self._metrics.request(destination.config.name, elapsed)
             self._metrics.failed_in_a_row(destination.config.name, breaker.failures)
@@ -750,12 +756,15 @@ class Drain:
         retried: int = 0,
         dead: Mapping[str, int] | None = None,
     ) -> None:
-        """Add an outcome to the report, and to the metrics when they are served."""
+        """Add an outcome to the report, the history, and the metrics when they are served."""
         dead = dead or {}
         with self._report_lock:
             self._report.delivered += delivered
             self._report.retried += retried
             self._report.dead += sum(dead.values())
+        self._history.outcome(
+            destination, delivered=delivered, retried=retried, dead=sum(dead.values())
+        )
         if self._metrics:
             if delivered:
                 self._metrics.delivered(destination, delivered)

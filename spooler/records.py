@@ -24,6 +24,7 @@ __all__ = [
     "Counts",
     "DeadEvent",
     "DeadGroup",
+    "DeadPage",
     "DeadSelection",
     "Failure",
     "Finding",
@@ -266,3 +267,11 @@ class SpoolStatus:
             "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
             "services": self.services,
         }
+
+
+class DeadPage(NamedTuple):
+    """One page of the dead-letter table, newest first: each event with its key (for the
+    next page's ``before`` or ``after``), and how many events the selection holds."""
+
+    events: list[tuple[int, DeadEvent]]
+    total: int

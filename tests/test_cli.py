@@ -473,6 +473,7 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
                 "spooler.store.sqlite",
                 "spooler.store.sqlite.base",
                 "spooler.store.sqlite.drains",
+                "spooler.store.sqlite.history",
                 "spooler.store.sqlite.maintenance",
                 "spooler.store.sqlite.operators",
                 "spooler.store.sqlite.producers",

@@ -311,3 +311,12 @@ def test_credentials_in_the_url_and_another_authorization_are_refused(
         f"destinations.a.{other} is set too: httpx would send the URL's as HTTP Basic auth "
         "instead; give one of the two",
     )
+
+
+def test_the_history_a_drain_keeps_is_a_duration_and_zero_keeps_none() -> None:
+    url = {"url": "http://127.0.0.1:9"}
+    assert build_drain_config({}, destination_flags=url).history == 7 * 86400
+    assert build_drain_config({"drain": {"history": "1d"}}, destination_flags=url).history == 86400
+    assert build_drain_config({"drain": {"history": 0}}, destination_flags=url).history == 0
+    with pytest.raises(ConfigError, match=r"drain\.history: expected a duration"):
+        build_drain_config({"drain": {"history": "a week"}}, destination_flags=url)

@@ -12,8 +12,9 @@ in the checkout whether or not the package would ship it. Here:
   Datalyr drop-in client drained with no config file, ``dlq inspect``, ``spooler demo``;
 - ``pipx install '.[metrics]'`` from the copy (pipx runs ``pip install`` on the
   path, as ``pip install .`` does), and its drain serves ``/metrics``;
-- ``spooler serve``: without its extra it names it; with ``pip install 'spooler[serve]'``
-  it takes an SDK's request into the spool.
+- ``spooler serve`` and ``spooler web``: without their extra they name it; with ``pip
+  install 'spooler[serve]'`` serve takes an SDK's request into the spool, and with
+  ``'spooler[web]'`` the dashboard serves its pages and the files the wheel ships.
 """
 
 from __future__ import annotations
@@ -289,12 +290,14 @@ def test_pipx_installs_the_checkout_with_the_metrics_extra(built: Built, tmp_pat
     assert drain.returncode == 0, stderr
 
 
-def test_spooler_serve_without_its_extra_says_what_to_install(
-    installed: Path, user_dir: Path
+@pytest.mark.parametrize("command", ["serve", "web"])
+def test_serve_and_web_without_their_extra_say_what_to_install(
+    installed: Path, user_dir: Path, command: str
 ) -> None:
-    # The plain install has no httptools: the command names the extra, in one line
+    # The plain install has no httptools: the command names its extra, in one line
+    run(installed / "spooler", "enqueue", "{}", cwd=user_dir)
     done = subprocess.run(
-        [installed / "spooler", "serve", "--port", str(free_port())],
+        [installed / "spooler", command, "--port", str(free_port())],
         cwd=user_dir,
         capture_output=True,
         text=True,
@@ -304,18 +307,26 @@ def test_spooler_serve_without_its_extra_says_what_to_install(
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "spooler: error: spooler serve needs httptools: pip install 'spooler[serve]'"
+        f"spooler: error: spooler {command} needs httptools: pip install 'spooler[{command}]'"
     )
 
 
+@pytest.fixture(scope="module")
+def with_extras(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel installed with the serve and web extras, as the README
+    says (``pip install 'spooler[serve]'``, ``'spooler[web]'``)."""
+    venv = tmp_path_factory.mktemp("extras")
+    run(sys.executable, "-m", "venv", venv, cwd=venv)
+    wheel = f"{built.wheel}[serve,web]"
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, cwd=venv, timeout=600)
+    return venv
+
+
 def test_the_serve_extra_relays_an_sdk_request_into_the_spool(
-    built: Built, tmp_path: Path, user_dir: Path
+    with_extras: Path, user_dir: Path
 ) -> None:
-    # Given the wheel installed with the serve extra, as the README says
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    wheel = f"{built.wheel}[serve]"
-    run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, cwd=tmp_path, timeout=600)
+    # Given the wheel installed with the serve extra
+    venv = with_extras
     port = free_port()
     relay = subprocess.Popen(
         [venv / "bin" / "spooler", "serve", "--port", str(port)],
@@ -351,3 +362,39 @@ def test_the_serve_extra_relays_an_sdk_request_into_the_spool(
     assert status["destinations"]["datalyr"]["queued"] == 1
     (report,) = status["services"].values()
     assert report["requests_accepted"] == 1
+
+
+def test_the_web_extra_serves_the_dashboard(with_extras: Path, user_dir: Path) -> None:
+    # Given a spool, and the wheel installed with the web extra
+    spooler = with_extras / "bin" / "spooler"
+    run(spooler, "enqueue", '{"event": "signup"}', cwd=user_dir)
+    port = free_port()
+    web = subprocess.Popen(
+        [spooler, "web", "--port", str(port)],
+        cwd=user_dir,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        # When a browser asks for the overview, its script and its style sheet
+        def page(path: str) -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                assert answer.status == 200
+                return answer.read()
+
+        def served() -> bool:
+            try:
+                return b'data-destination="default"' in page("/")
+            except OSError:
+                assert web.poll() is None
+                return False
+
+        # Then the page shows the spool, and the files the wheel ships are there
+        assert wait_until(served, timeout=30)
+        assert b"data-part" in page("/static/dashboard.js")
+        assert b"font-family" in page("/static/dashboard.css")
+    finally:
+        web.terminate()
+        _, stderr = web.communicate(timeout=30)
+    assert web.returncode == 0, stderr

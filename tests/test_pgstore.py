@@ -19,10 +19,13 @@ from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 import spooler.store.postgres.maintenance as postgres_maintenance
 from spooler import ConfigError, Spool, StoreError
 from spooler.doctor import diagnose
+from spooler.history import HistoryPoint, minute_of
 from spooler.receiver import Receiver
 from spooler.records import QueueSelection
 
 psycopg = pytest.importorskip("psycopg")
+
+from spooler.store.postgres import SCHEMA_VERSION  # noqa: E402 (needs psycopg)
 
 SECRET = PASSWORD
 
@@ -114,7 +117,7 @@ def test_the_schema_is_named_by_the_url_and_spools_in_one_database_are_apart(
     with Spool(base) as default, Spool(base + "?schema=other_app") as other:
         default.enqueue({"e": 1})
         assert other.status().total.queued == 0
-        assert default.store.schema_version() == 1
+        assert default.store.schema_version() == SCHEMA_VERSION
     assert postgres.sql("SELECT count(*) FROM spooler.queue") == [(1,)]
     assert postgres.sql("SELECT count(*) FROM other_app.queue") == [(0,)]
     postgres.sql("DROP SCHEMA spooler CASCADE")
@@ -138,6 +141,29 @@ def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
     postgres.sql(f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="newer than this spooler understands"):
         Spool(url)
+
+
+def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(
+    postgres: PostgresServer,
+) -> None:
+    # Given a spool as version 1 made it: no history, no index of dead letters by destination
+    url = postgres.url()
+    with Spool(url) as spool:
+        event_id = spool.enqueue({"kept": 1})
+    schema = url.rsplit("=", 1)[1]
+    postgres.sql(f"DROP TABLE {schema}.history")
+    postgres.sql(f"DROP INDEX {schema}.dead_by_destination")
+    postgres.sql(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
+    # When it is opened, it is upgraded, and keeps its events and a history from then on
+    with Spool(url) as spool:
+        assert spool.store.schema_version() == SCHEMA_VERSION == 2
+        [event] = spool.store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+        assert event.event_id == event_id
+        now = time.time()
+        spool.store.record_history([HistoryPoint(minute_of(now), "d", retried=2)], now=now, keep=60)
+        assert spool.store.history(since=now, now=now) == [
+            HistoryPoint(minute_of(now), "d", retried=2)
+        ]
 
 
 def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer) -> None:
@@ -313,7 +339,7 @@ def test_doctor_checks_the_server_not_files(pg_url: str) -> None:
         found = findings(spool)
     assert set(found) == {"integrity", "schema", "server", "bloat", "leases", "bodies"}
     assert found["server"][0] == "ok" and found["server"][1].startswith("PostgreSQL 15")
-    assert found["schema"] == ("ok", "version 1")
+    assert found["schema"] == ("ok", f"version {SCHEMA_VERSION}")
 
 
 def test_doctor_warns_of_dead_rows_autovacuum_left(postgres: PostgresServer, pg_url: str) -> None:

@@ -23,6 +23,7 @@ from spooler import (
     Spool,
     StoreError,
 )
+from spooler.history import HistoryPoint
 from spooler.records import DeadSelection, Failure
 from spooler.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from spooler.store.sqlite.errors import store_error
@@ -216,6 +217,8 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     conn.execute("ALTER TABLE destination_state DROP COLUMN paused_until")
     conn.execute("ALTER TABLE queue DROP COLUMN attempt_log")
     conn.execute("ALTER TABLE dead DROP COLUMN attempt_log")
+    conn.execute("DROP TABLE history")
+    conn.execute("DROP INDEX dead_by_destination")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -229,6 +232,9 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     store.settle("me", now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
     [dead] = store.dead_events(DeadSelection(everything=True))
     assert [a.status for a in dead.attempt_log] == [400]
+    # and it keeps a history from now on
+    store.record_history([HistoryPoint(60, "default", delivered=1)], now=120, keep=3600)
+    assert store.history(since=0, now=120) == [HistoryPoint(60, "default", delivered=1)]
 
 
 def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> None:

@@ -18,7 +18,8 @@ from conftest import wait_until
 
 import spooler.store.shared as store_shared
 from spooler import SpoolFullError, UnknownEventError
-from spooler.records import DeadSelection, Failure, QueueSelection
+from spooler.history import HistoryPoint, minute_of
+from spooler.records import DeadPage, DeadSelection, Failure, QueueSelection
 from spooler.store import open_store
 from spooler.store.interface import SpoolStore
 from spooler.store.sqlite import SQLiteStore
@@ -356,6 +357,40 @@ def test_purge_deletes_dead_events_for_good(store: SpoolStore) -> None:
     assert list(store.dead_events(ALL_DEAD)) == [] and store.totals() == (0, 0)
 
 
+def test_dead_events_are_read_newest_first_a_page_at_a_time(store: SpoolStore) -> None:
+    # Given seven dead letters of one destination, and one of another
+    names = [f"p{n}" for n in range(7)]
+    dead_letter(store, *names)
+    dead_letter(store, "o1", destination="other", reason="invalid")
+    mine = DeadSelection(destination="d", reason="rejected")
+
+    def ids(page: DeadPage) -> list[str]:
+        return [event.event_id for _, event in page.events]
+
+    # The newest first, then those older than the last key of a page
+    first = store.dead_page(mine, limit=3)
+    assert (ids(first), first.total) == (["p6", "p5", "p4"], 7)
+    second = store.dead_page(mine, limit=3, before=first.events[-1][0])
+    assert ids(second) == ["p3", "p2", "p1"]
+    assert ids(store.dead_page(mine, limit=3, before=second.events[-1][0])) == ["p0"]
+    # and back: the oldest of those newer than the first key of a page, newest first
+    assert ids(store.dead_page(mine, limit=2, after=second.events[0][0])) == ["p5", "p4"]
+    # Every dead event, in full; a named id that is not there is refused
+    everything = store.dead_page(ALL_DEAD, limit=1)
+    [(_, newest)] = everything.events
+    assert (newest.event_id, newest.reason, newest.status, everything.total) == (
+        "o1",
+        "invalid",
+        503,
+        8,
+    )
+    assert [a.status for a in newest.attempt_log] == [503]
+    assert abs(newest.attempt_log[0].at - time.time()) < 5 and abs(newest.dead_at - time.time()) < 5
+    assert store.dead_page(DeadSelection(reason="max_age"), limit=5) == DeadPage([], 0)
+    with pytest.raises(UnknownEventError, match="nope"):
+        store.dead_page(DeadSelection(ids=("p1", "nope")), limit=5)
+
+
 def test_insert_dead_and_the_summary(store: SpoolStore) -> None:
     store.insert_dead(
         "c1", "d", "{}", now=time.time(), reason="invalid", failure=Failure(None, "no event name")
@@ -511,6 +546,75 @@ def test_counts_and_health(store: SpoolStore) -> None:
     assert store.integrity_check() == ["ok"]
     assert store.schema_version() >= 1
     assert store.reclaim_space() >= 0
+
+
+# -- history ------------------------------------------------------------------------
+
+
+def test_history_adds_up_the_drains_minutes_and_keeps_the_latest_backlog(
+    store: SpoolStore,
+) -> None:
+    now = time.time()
+    minute = minute_of(now)
+    # Two drains write the same minute: counts add up, the later backlog stays, and a
+    # point without a backlog keeps the one written
+    store.record_history(
+        [
+            HistoryPoint(
+                minute - 60,
+                "a",
+                delivered=10,
+                requests=2,
+                latency_sum=0.5,
+                latency_max=0.3,
+                backlog=100,
+                oldest_age=30.0,
+            ),
+            HistoryPoint(minute - 60, "b", dead=1),
+        ],
+        now=now,
+        keep=3600,
+    )
+    store.record_history(
+        [
+            HistoryPoint(
+                minute - 60,
+                "a",
+                delivered=5,
+                retried=4,
+                requests=1,
+                latency_sum=0.25,
+                latency_max=0.25,
+                backlog=90,
+                oldest_age=40.0,
+            ),
+            HistoryPoint(minute - 60, "b", dead=2),
+            HistoryPoint(minute, "a", delivered=1),
+        ],
+        now=now,
+        keep=3600,
+    )
+    assert store.history(since=now - 60, now=now) == [
+        HistoryPoint(minute - 60, "a", 15, 4, 0, 3, 0.75, 0.3, 90, 40.0),
+        HistoryPoint(minute - 60, "b", 0, 0, 3, 0, 0.0, 0.0, None, None),
+        HistoryPoint(minute, "a", delivered=1),
+    ]
+    # One destination, from a later minute on
+    assert store.history(since=now, now=now, destination="a") == [
+        HistoryPoint(minute, "a", delivered=1)
+    ]
+    assert store.history(since=now, now=now, destination="b") == []
+
+
+def test_history_forgets_minutes_older_than_it_keeps(store: SpoolStore) -> None:
+    now = time.time()
+    minute = minute_of(now)
+    old = [HistoryPoint(minute - 60 * n, "a", delivered=n) for n in (10, 5, 1)]
+    store.record_history(old, now=now, keep=7 * 86400)
+    assert len(store.history(since=now - 3600, now=now)) == 3
+    # Keeping seven minutes from now on: the minute that began ten minutes ago goes
+    store.record_history([], now=now, keep=420)
+    assert [p.delivered for p in store.history(since=now - 3600, now=now)] == [5, 1]
 
 
 def test_a_closed_store_refuses_work(store: SpoolStore) -> None:

@@ -19,6 +19,7 @@ from ..checks import (
     choice,
     integer,
     nonempty_string,
+    parse_duration,
     positive_seconds,
     secret,
 )
@@ -34,6 +35,7 @@ from ..destinations import (
 )
 from ..errors import ConfigError
 from ..events import DEFAULT_DESTINATION, check_destination_name
+from ..history import DEFAULT_KEEP
 from ..retry import RetryPolicy
 from .file import Problems, check_table, interpolate
 
@@ -87,6 +89,7 @@ class DrainConfig:
     lease: float = 60.0
     poll_interval: float = 1.0
     summary_interval: float = 60.0
+    history: float = DEFAULT_KEEP  # seconds of per-minute history kept (0: none)
 
 
 # -- the keys of each table, and how each value is checked ---------------------------------
@@ -126,6 +129,7 @@ DRAIN_KEYS: dict[str, Checker] = {
     "lease": positive_seconds,
     "poll_interval": positive_seconds,
     "summary_interval": positive_seconds,
+    "history": lambda value, key: parse_duration(value, key=key),  # 0: keep none
 }
 # Strings where ${VAR} is replaced from the environment, so secrets stay out of the file
 # (and each type's own keys that are secrets).

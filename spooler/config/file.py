@@ -2,7 +2,7 @@
 tables checked so that one run reports every problem.
 
 The sections are each checked by the module of the command that reads them
-(``config.drain``, ``config.serve``); the ``[spool]`` table and the file's own keys
+(``config.drain``, ``config.serve``, ``config.web``); the ``[spool]`` table and the file's own keys
 (``db``) are checked here.
 """
 
@@ -38,7 +38,7 @@ __all__ = [
     "unknown_key",
 ]
 
-_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve"}
+_TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve", "web"}
 _SPOOL_KEYS: dict[str, Checker] = {
     "durability": choice("full", "normal"),
     "max_events": integer(1),

@@ -19,7 +19,7 @@ from ..events import check_destination_name
 from .drain import build_drain_config
 from .file import check_table, interpolate, unknown_key
 
-__all__ = ["SERVE_APIS", "ServeConfig", "build_serve_config"]
+__all__ = ["SERVE_APIS", "ServeConfig", "build_serve_config", "is_loopback"]
 
 #: The ingest APIs ``spooler serve`` speaks; each one's events go to a destination of
 #: the type of the same name.
@@ -120,7 +120,7 @@ def build_serve_config(
             options_of(amplitude, AmplitudeOptions).min_id_length if amplitude else None
         )
     config = ServeConfig(**values)
-    if not (config.token or config.allow_unauthenticated or _is_loopback(config.host)):
+    if not (config.token or config.allow_unauthenticated or is_loopback(config.host)):
         raise ConfigError(
             f"serve.host: listening on {config.host} lets other hosts post events: set a"
             " token (serve.token, SPOOLER_SERVE_TOKEN) that requests must present, or"
@@ -129,7 +129,9 @@ def build_serve_config(
     return config
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost``, ``127.0.0.1``, ``::1``):
+    else other hosts may reach what listens there."""
     if host == "localhost":
         return True
     try:

@@ -17,6 +17,7 @@ from ..store import shown_location
 from .drain import DRAIN_KEYS, RETRY_KEYS, DestinationConfig, build_drain_config
 from .file import Problems, check_table, check_top_level, spool_options
 from .serve import build_serve_config
+from .web import build_web_config
 
 __all__ = ["config_warnings", "resolved_settings"]
 
@@ -49,6 +50,12 @@ def resolved_settings(
             if serve["token"] is not None:
                 serve["token"] = mask(serve["token"])
             settings["serve"] = serve
+    if "web" in raw:
+        with problems.noted():
+            web = asdict(build_web_config(raw, env=env))
+            if web["token"] is not None:
+                web["token"] = mask(web["token"])
+            settings["web"] = web
     if not raw.get("destinations"):
         # A producer-only file: nothing to drain, but the shared tables are still its own.
         check_table(raw.get("retry", {}), RETRY_KEYS, "retry.", problems)
@@ -63,6 +70,7 @@ def resolved_settings(
         "lease": config.lease,
         "poll_interval": config.poll_interval,
         "summary_interval": config.summary_interval,
+        "history": config.history,
     }
     settings["destinations"] = {}
     for name, dest in config.destinations.items():

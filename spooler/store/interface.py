@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Protocol
 from .shared import REPLAY_CHUNK
 
 if TYPE_CHECKING:
+    from ..history import HistoryPoint
     from ..records import (
         ClaimedEvent,
         Counts,
         DeadEvent,
         DeadGroup,
+        DeadPage,
         DeadSelection,
         Failure,
         Finding,
@@ -164,6 +166,18 @@ class SpoolStore(Protocol):
         its own transaction) as the iterator goes, so a listing of a million holds one
         page in memory. Named ids must all be dead letters: checked at once."""
 
+    def dead_page(
+        self,
+        selection: DeadSelection,
+        *,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> DeadPage:
+        """Up to ``limit`` dead events matching ``selection``, newest first: the newest of
+        all, those older than the key ``before``, or the oldest of those newer than the
+        key ``after``; and how many match in all (one snapshot)."""
+
     def replay(
         self,
         selection: DeadSelection,
@@ -197,6 +211,17 @@ class SpoolStore(Protocol):
 
     def service_reports(self) -> dict[str, str]:
         """The reports services keep, by name."""
+
+    # -- history ----------------------------------------------------------------------
+
+    def record_history(self, points: Sequence[HistoryPoint], *, now: float, keep: float) -> None:
+        """Add drains' minutes to the spool's history (counts add up, a backlog replaces the
+        one kept), and forget the minutes that ended more than ``keep`` seconds ago."""
+
+    def history(
+        self, *, since: float, now: float, destination: str | None = None
+    ) -> list[HistoryPoint]:
+        """The history's minutes from the one ``since`` falls in on, oldest first."""
 
     # -- health -----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from ..postgres_url import parse_url
 from ..shared import check_durability
 from .connection import Connections
 from .drains import PostgresDrains
+from .history import PostgresHistory
 from .maintenance import PostgresMaintenance
 from .operators import PostgresOperators
 from .producers import PostgresProducers
@@ -30,7 +31,9 @@ from .schema import SCHEMA_VERSION, prepare
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 
-class PostgresStore(PostgresProducers, PostgresDrains, PostgresOperators, PostgresMaintenance):
+class PostgresStore(
+    PostgresProducers, PostgresDrains, PostgresOperators, PostgresMaintenance, PostgresHistory
+):
     """The spool's tables in one PostgreSQL schema. Thread-safe; each thread's operation
     runs on a connection of its own, and a child process after ``fork()`` opens its own."""
 

@@ -14,6 +14,7 @@ from ...records import (
     Counts,
     DeadEvent,
     DeadGroup,
+    DeadPage,
     DeadSelection,
     QueueSelection,
     RetriedNow,
@@ -34,6 +35,13 @@ from .sql import (
 )
 
 __all__ = ["PostgresOperators"]
+
+# A dead event's columns, its times on the caller's clock, then the offset of the two
+# clocks (for its attempt log's times, kept on the database's).
+_DEAD_COLUMNS = (
+    f"id, event_id, destination, body, {from_db('created_at')}, attempts, reason, status,"
+    f" error, {from_db('dead_at')}, attempt_log, {NOW} - %(h)s"
+)
 
 
 class PostgresOperators(PostgresBase):
@@ -139,17 +147,47 @@ class PostgresOperators(PostgresBase):
             return self._db.run(
                 lambda conn: self._rows(
                     conn,
-                    f"SELECT id, event_id, destination, body, {from_db('created_at')}, attempts,"
-                    f" reason, status, error, {from_db('dead_at')}, attempt_log, {NOW} - %(h)s"
-                    f" FROM {{s}}.dead WHERE {condition} AND id > %(after)s ORDER BY id"
-                    " LIMIT %(count)s",
+                    f"SELECT {_DEAD_COLUMNS} FROM {{s}}.dead WHERE {condition}"
+                    " AND id > %(after)s ORDER BY id LIMIT %(count)s",
                     params,
                 )
             )
 
         for _, *event, log, offset in read_in_pages(read_page, limit):
-            attempts = tuple(Attempt(at - offset, status, error) for at, status, error in log or ())
-            yield dead_event(event, attempts)
+            yield _dead_event(event, log, offset)
+
+    def dead_page(
+        self,
+        selection: DeadSelection,
+        *,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> DeadPage:
+        """Up to ``limit`` dead events matching ``selection``, newest first (by key: the
+        row's id), before or after a key; and how many match in all."""
+        params: dict[str, Any] = {"h": self._clock(), "limit": limit}
+        condition = where(selection, params)
+        if after is not None:
+            page = f"{condition} AND id > %(after)s ORDER BY id LIMIT %(limit)s"
+            params["after"] = after
+        else:
+            page = f"{condition} AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s"
+            params["before"] = 2**63 - 1 if before is None else before
+
+        def read(conn: psycopg.Connection) -> DeadPage:
+            with self._db.snapshot(conn):
+                self._require_ids(conn, selection, "dead")
+                rows = self._rows(
+                    conn, f"SELECT {_DEAD_COLUMNS} FROM {{s}}.dead WHERE {page}", params
+                )
+                [(total,)] = self._rows(
+                    conn, f"SELECT count(*) FROM {{s}}.dead WHERE {condition}", params
+                )
+            events = [(key, _dead_event(event, log, offset)) for key, *event, log, offset in rows]
+            return DeadPage(events[::-1] if after is not None else events, total)
+
+        return self._db.run(read)
 
     def replay(
         self,
@@ -322,3 +360,10 @@ class PostgresOperators(PostgresBase):
         )
         row = self._run_row(statement, params, require=(selection, "queue"))
         return row if also_selected else row[0]
+
+
+def _dead_event(columns: list[Any], log: list[Any] | None, offset: float) -> DeadEvent:
+    """A dead event from its columns (``event_id`` to ``dead_at``) and its attempt log,
+    whose times are ``offset`` ahead of the caller's clock."""
+    attempts = tuple(Attempt(at - offset, status, error) for at, status, error in log or ())
+    return dead_event(columns, attempts)

@@ -18,7 +18,7 @@ from ..postgres_url import Target
 
 __all__ = ["SCHEMA_VERSION", "SHARDS", "prepare"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "spooler"
 SHARDS = 16
 
@@ -86,6 +86,28 @@ CREATE FUNCTION {s}.is_json_object(body text) RETURNS boolean
 """
 
 
+# The history's minutes (store/postgres/history.py); the dead-letter table is read newest
+# first by destination and reason (the dashboard's pages). Added in version 2.
+_HISTORY = """
+CREATE TABLE {s}.history (
+    minute      bigint NOT NULL,
+    destination text NOT NULL,
+    delivered   bigint NOT NULL DEFAULT 0,
+    retried     bigint NOT NULL DEFAULT 0,
+    dead        bigint NOT NULL DEFAULT 0,
+    requests    bigint NOT NULL DEFAULT 0,
+    latency_sum float8 NOT NULL DEFAULT 0,
+    latency_max float8 NOT NULL DEFAULT 0,
+    backlog     bigint,
+    oldest_age  float8,
+    PRIMARY KEY (minute, destination)
+);
+CREATE INDEX dead_by_destination ON {s}.dead (destination, reason, id);
+"""
+# Schema upgrades, by the version they lead from.
+_MIGRATIONS = {1: _HISTORY}
+
+
 def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
     """Check the spool's schema, creating it first if it is missing and ``create``;
     returns whether this created it."""
@@ -103,7 +125,8 @@ def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
             if _value(conn, "SELECT to_regclass(%s)", f"{s}.meta") is None:
                 _create(conn, target)
                 created = True
-    _check(conn, target)
+    if _check(conn, target) < SCHEMA_VERSION:
+        _migrate(conn, target)
     return created
 
 
@@ -125,15 +148,15 @@ def _create(conn: psycopg.Connection, target: Target) -> None:
             f"{target.shown}: schema {target.schema} holds tables that are not a spooler"
             " spool; refusing to touch it (name another with ?schema=)"
         )
-    conn.execute(_TABLES.format(s=s, shards=SHARDS))
+    conn.execute(_TABLES.format(s=s, shards=SHARDS) + _HISTORY.format(s=s))
     conn.execute(
         f"INSERT INTO {s}.meta (key, value) VALUES ('application', %s), ('schema_version', %s)",
         (APPLICATION, str(SCHEMA_VERSION)),
     )
 
 
-def _check(conn: psycopg.Connection, target: Target) -> None:
-    """Refuse a schema that is not a spool this code can use."""
+def _check(conn: psycopg.Connection, target: Target) -> int:
+    """Refuse a schema that is not a spool this code can use; return its version."""
     meta: dict[str, str] = dict(
         conn.execute(f"SELECT key, value FROM {target.quoted_schema}.meta").fetchall()
     )
@@ -147,5 +170,22 @@ def _check(conn: psycopg.Connection, target: Target) -> None:
             f"{target.shown} has schema version {version}, newer than this spooler "
             f"understands ({SCHEMA_VERSION}); upgrade spooler"
         )
-    if version < SCHEMA_VERSION:
+    if version < SCHEMA_VERSION and version not in _MIGRATIONS:
         raise StoreError(f"{target.shown} has unknown schema version {version}")
+    return version
+
+
+def _migrate(conn: psycopg.Connection, target: Target) -> None:
+    """Upgrade an older spool in place, in one transaction, while no other host does."""
+    s = target.quoted_schema
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
+        version = int(
+            str(_value(conn, f"SELECT value FROM {s}.meta WHERE key = %s", "schema_version"))
+        )
+        while version < SCHEMA_VERSION:
+            conn.execute(_MIGRATIONS[version].format(s=s))
+            version += 1
+        conn.execute(
+            f"UPDATE {s}.meta SET value = %s WHERE key = 'schema_version'", (str(version),)
+        )

@@ -5,8 +5,8 @@ Usage::
     store = SQLiteStore("/var/spool/app/spool.db")
 
 The file is opened in WAL mode, checked (``schema``), and upgraded when its schema is
-older; the operations are split by who runs them: producers, drains, operators, and
-the maintenance of the file.
+older; the operations are split by who runs them: producers, drains, operators, the
+maintenance of the file, and the history the dashboard charts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ... import files
 from ...errors import StoreError
 from ..shared import check_durability
 from .drains import SQLiteDrains
+from .history import SQLiteHistory
 from .maintenance import SQLiteMaintenance
 from .operators import SQLiteOperators
 from .producers import SQLiteProducers
@@ -26,7 +27,7 @@ from .schema import MIN_SQLITE_VERSION, SCHEMA_VERSION
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
-class SQLiteStore(SQLiteProducers, SQLiteDrains, SQLiteOperators, SQLiteMaintenance):
+class SQLiteStore(SQLiteProducers, SQLiteDrains, SQLiteOperators, SQLiteMaintenance, SQLiteHistory):
     """The spool file. Thread-safe; reopens itself in a child after ``fork()``."""
 
     SCHEMA_VERSION = SCHEMA_VERSION

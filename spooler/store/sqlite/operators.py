@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Counts,
         DeadEvent,
         DeadGroup,
+        DeadPage,
         DeadSelection,
         QueueSelection,
         RetriedNow,
@@ -117,8 +118,6 @@ class SQLiteOperators(SQLiteBase):
         return self._dead_pages(selection, limit)
 
     def _dead_pages(self, selection: DeadSelection, limit: int | None) -> Iterator[DeadEvent]:
-        from ...records import Attempt, dead_event
-
         condition, params = where(selection)
 
         def read_page(after: int, count: int) -> list[tuple[Any, ...]]:
@@ -132,8 +131,39 @@ class SQLiteOperators(SQLiteBase):
                 ).fetchall()
 
         for _, *event, log in read_in_pages(read_page, limit):
-            attempts = tuple(Attempt(*entry) for entry in json.loads(log or "[]"))
-            yield dead_event(event, attempts)
+            yield _dead_event(event, log)
+
+    def dead_page(
+        self,
+        selection: DeadSelection,
+        *,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> DeadPage:
+        """Up to ``limit`` dead events matching ``selection``, newest first (by key: the
+        rowid), before or after a key; and how many match in all."""
+        from ...records import DeadPage
+
+        condition, params = where(selection)
+        if after is not None:
+            page = f"{condition} AND id > ? ORDER BY id LIMIT ?"
+            params_page = [*params, after, limit]
+        else:
+            page = f"{condition} AND id < ? ORDER BY id DESC LIMIT ?"
+            params_page = [*params, 2**63 - 1 if before is None else before, limit]
+        with self._read() as conn:
+            require_ids(conn, selection, "dead")
+            rows = conn.execute(
+                "SELECT id, event_id, destination, body, created_at, attempts, reason, status,"
+                f" error, dead_at, attempt_log FROM dead WHERE {page}",
+                params_page,
+            ).fetchall()
+            (total,) = conn.execute(
+                f"SELECT count(*) FROM dead WHERE {condition}", params
+            ).fetchone()
+        events = [(key, _dead_event(event, log)) for key, *event, log in rows]
+        return DeadPage(events[::-1] if after is not None else events, total)
 
     def replay(
         self,
@@ -305,3 +335,10 @@ class SQLiteOperators(SQLiteBase):
                 f"UPDATE queue SET {assignments} WHERE {selected} AND {condition}",
                 [*values, *params, *condition_values],
             ).rowcount
+
+
+def _dead_event(columns: list[Any], log: str | None) -> DeadEvent:
+    """A dead event from its columns (``event_id`` to ``dead_at``) and its attempt log."""
+    from ...records import Attempt, dead_event
+
+    return dead_event(columns, tuple(Attempt(*entry) for entry in json.loads(log or "[]")))

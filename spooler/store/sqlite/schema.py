@@ -3,7 +3,8 @@
 One file holds three tables: ``queue`` (events waiting or in flight), ``dead`` (the
 dead-letter table) and ``meta`` (application name and schema version), plus a
 one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check,
-and ``destination_state`` (each destination's last outcome and circuit breaker).
+``destination_state`` (each destination's last outcome and circuit breaker) and
+``history`` (a row per destination and minute, for the dashboard's charts).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ __all__ = [
     "prepare",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION = "spooler"
 # In the file's header (PRAGMA application_id), set before anything else is written to a
 # new spool: a file with this id and no tables yet is a spool whose creation was cut
 # short, not another application's empty database. ("SPLR"; spools made before it have 0.)
 APPLICATION_ID = 0x53504C52
-_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state"})
+_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state", "history"})
+# Tables an older spool does not have yet, by the version that added them.
+_ADDED_IN = {"history": 5}
 MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
 # The WAL file is cut back to this whenever a checkpoint empties it (it otherwise stays
 # at its high mark).
@@ -79,6 +82,18 @@ CREATE TABLE destination_state (
     url_digest      TEXT
 );
 """
+# The history's minutes (store/sqlite/history.py); the dead-letter table is read newest
+# first by destination and reason (the dashboard's pages).
+_HISTORY = (
+    "CREATE TABLE history ("
+    " minute INTEGER NOT NULL, destination TEXT NOT NULL,"
+    " delivered INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,"
+    " dead INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0,"
+    " latency_sum REAL NOT NULL DEFAULT 0, latency_max REAL NOT NULL DEFAULT 0,"
+    " backlog INTEGER, oldest_age REAL,"
+    " PRIMARY KEY (minute, destination)) WITHOUT ROWID",
+    "CREATE INDEX dead_by_destination ON dead (destination, reason)",
+)
 # Schema upgrades, by the version they lead from; each runs in one transaction.
 _MIGRATIONS = {
     1: (
@@ -93,6 +108,7 @@ _MIGRATIONS = {
         " WHERE last_error_at > coalesce(last_success_at, 0)",
     ),
     3: ("ALTER TABLE destination_state ADD COLUMN url_digest TEXT",),
+    4: _HISTORY,
 }
 
 
@@ -148,7 +164,7 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> bool:
             conn.execute("COMMIT")
             _check_schema(conn, path, _table_names(conn))
             return False
-        for statement in filter(str.strip, _SCHEMA.split(";")):
+        for statement in [*filter(str.strip, _SCHEMA.split(";")), *_HISTORY]:
             conn.execute(statement)
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -168,13 +184,13 @@ def _check_schema(conn: sqlite3.Connection, path: str, tables: set[str]) -> int:
         raise StoreError(
             f"{path} is a SQLite database but not a spooler spool; refusing to touch it"
         )
-    missing = _TABLES - tables
+    version = int(meta.get("schema_version", "0"))
+    missing = {table for table in _TABLES - tables if _ADDED_IN.get(table, 0) <= version}
     if missing:
         raise StoreError(
             f"{path}: the spool has no {', '.join(sorted(missing))} table: damaged,"
             " or changed by hand; refusing to use it"
         )
-    version = int(meta.get("schema_version", "0"))
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} has schema version {version}, newer than this spooler "

@@ -1,0 +1,157 @@
+"""The dashboard's actions: replay and purge dead letters, hold, release and retry-now
+queued events. Each runs the library call the command line runs (``spooler dlq
+replay``, ``spooler hold``...), on a selection read from the form: picked event ids, a
+destination (and, for dead letters, a reason), or everything.
+
+Before it runs, the dashboard shows how many events it will touch: the dead-letter
+calls count with ``dry_run``; for the queue, the count comes from the spool's status
+(the events a hold would park are the queued ones neither held nor being delivered,
+and so on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..events import events_phrase
+from ..records import Counts
+from ..spool import Spool
+from .markup import Markup, html, join
+
+__all__ = ["ACTIONS", "Selection", "confirm_page", "perform", "preview"]
+
+#: Each action: what the button says, and whether it acts on dead letters.
+ACTIONS = {
+    "replay": ("Replay", True),
+    "purge": ("Purge", True),
+    "hold": ("Hold", False),
+    "release": ("Release", False),
+    "retry-now": ("Retry now", False),
+}
+_WHAT = {
+    "replay": "move {} back to the queue, to be delivered again (same event ids)",
+    "purge": "delete {} for good",
+    "hold": "park {}: no drain sends them until they are released",
+    "release": "make {} due at once",
+    "retry-now": "make {} due at once, and end the pause of their destination",
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The events an action is for, as the form gave them."""
+
+    ids: tuple[str, ...] = ()
+    destination: str | None = None
+    reason: str | None = None
+    everything: bool = False
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, list[str]], *, dead: bool) -> Selection:
+        """The form's selection; ``ConfigError`` when it names none, or mixes ``all``
+        with others (as the command line refuses them)."""
+
+        def one(name: str) -> str | None:
+            value = form.get(name, [""])[0].strip()
+            return value or None
+
+        selection = cls(
+            ids=tuple(value for value in form.get("id", []) if value.strip()),
+            destination=one("destination"),
+            reason=one("reason") if dead else None,
+            everything=one("all") == "1",
+        )
+        named = bool(selection.ids) or selection.destination or selection.reason
+        if not named and not selection.everything:
+            raise ConfigError("no events picked: pick some, or filter, first")
+        if named and selection.everything:
+            raise ConfigError("'all' cannot be combined with ids or filters")
+        return selection
+
+    def fields(self) -> list[tuple[str, str]]:
+        """The selection as form fields again (for the confirmation's form)."""
+        fields = [("id", event_id) for event_id in self.ids]
+        fields += [
+            (k, v) for k, v in (("destination", self.destination), ("reason", self.reason)) if v
+        ]
+        return [*fields, ("all", "1")] if self.everything else fields
+
+    def describe(self) -> str:
+        """``"destination amplitude, reason rejected"``, ``"2 picked events"``, ``"all"``."""
+        if self.ids:
+            return f"{events_phrase(len(self.ids))} picked"
+        given = [
+            f"{k} {v}" for k, v in (("destination", self.destination), ("reason", self.reason)) if v
+        ]
+        return ", ".join(given) or "every destination"
+
+
+def _on_dead(spool: Spool, action: str, selection: Selection, *, dry_run: bool) -> int:
+    call = spool.dead_letters.replay if action == "replay" else spool.dead_letters.purge
+    return call(
+        selection.ids,
+        everything=selection.everything,
+        destination=selection.destination,
+        reason=selection.reason,
+        dry_run=dry_run,
+    )
+
+
+def preview(spool: Spool, action: str, selection: Selection) -> int:
+    """How many events ``action`` would touch now."""
+    if ACTIONS[action][1]:
+        return _on_dead(spool, action, selection, dry_run=True)
+    if selection.ids:
+        return len(selection.ids)
+    status = spool.status()
+    return sum(
+        _would_touch(action, counts)
+        for name, counts in status.destinations.items()
+        if selection.everything or name == selection.destination
+    )
+
+
+def _would_touch(action: str, c: Counts) -> int:
+    """Of one destination's queue, the events an action on all of it would touch."""
+    if action == "hold":
+        return c.queued - c.leased - c.held
+    if action == "release":
+        return c.held
+    return c.queued - c.due - c.leased - c.held  # retry-now: those waiting out a backoff
+
+
+def perform(spool: Spool, action: str, selection: Selection) -> int:
+    """Run ``action`` on ``selection``, as the command line does; how many events it touched."""
+    if ACTIONS[action][1]:
+        return _on_dead(spool, action, selection, dry_run=False)
+    ids, destination, everything = selection.ids, selection.destination, selection.everything
+    if action == "retry-now":
+        return spool.retry_now(ids, destination=destination, everything=everything).events
+    call = spool.hold if action == "hold" else spool.release
+    return call(ids, destination=destination, everything=everything)
+
+
+def confirm_page(action: str, selection: Selection, count: int, csrf: str, back: str) -> Markup:
+    """The question an action asks first, with how many events it will touch."""
+    label, _ = ACTIONS[action]
+    hidden = join(
+        html('<input type="hidden" name="{}" value="{}">', name, value)
+        for name, value in [*selection.fields(), ("csrf", csrf), ("back", back), ("confirmed", "1")]
+    )
+    question = _WHAT[action].format(events_phrase(count))
+    return html(
+        '<p class="confirm" data-count="{}">This will {} ({}).</p>'
+        '<form method="post" action="/actions/{}">{}'
+        '<button type="submit" data-confirm>{} {}</button>'
+        ' <a href="{}">Cancel</a></form>',
+        count,
+        question,
+        selection.describe(),
+        action,
+        hidden,
+        label,
+        events_phrase(count),
+        back,
+    )

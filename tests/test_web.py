@@ -1,0 +1,287 @@
+"""spooler web over HTTP: its pages, the actions and their confirmation, and what keeps it
+safe (a GET changes nothing, the CSRF token, the token login, loopback names, escaping,
+no secret in a page). The browser's view is tests/test_web_browser.py."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from conftest import SPOOLER, dead_count, drain_once, free_port, queued_count, wait_for_line
+from pg_server import PASSWORD, PostgresServer
+
+from spooler import ConfigError, Spool
+from spooler.config import WebConfig, build_web_config
+from spooler.drain import Mode
+from spooler.receiver import Receiver
+from spooler.web import Dashboard
+
+SCRIPT = "<script>window.pwned = 1</script>"
+
+
+class Served:
+    """A dashboard of one spool, running in a thread, and a client for it."""
+
+    def __init__(self, db: Path | str, config: WebConfig) -> None:
+        self.spool = Spool(db, create=False)
+        self.dashboard = Dashboard(self.spool, config)
+        ready = threading.Event()
+        self.port = 0
+
+        def started(port: int) -> None:
+            self.port = port
+            ready.set()
+
+        self.thread = threading.Thread(target=self.dashboard.run, kwargs={"ready": started})
+        self.thread.start()
+        assert ready.wait(30)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
+
+    def csrf(self) -> str:
+        """The CSRF token the overview's forms carry."""
+        found = re.search(r'name="csrf" value="([^"]+)"', self.client.get("/").text)
+        assert found
+        return found[1]
+
+    def close(self) -> None:
+        self.client.close()
+        self.dashboard.stop()
+        self.thread.join(30)
+        self.spool.close()
+
+
+@pytest.fixture
+def dead_spool(db: Path, receiver: Receiver) -> Path:
+    """A spool with one delivered event and three dead letters (one carrying a script)."""
+    receiver.reject = lambda event: bool(event.get("bad"))
+    with Spool(db) as spool:
+        spool.enqueue_many(
+            [{"event": "ok"}, {"bad": True, "x": SCRIPT}, {"bad": True, "n": 2}, {"bad": True}]
+        )
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    assert dead_count(db) == 3
+    return db
+
+
+@pytest.fixture
+def served(dead_spool: Path) -> Iterator[Served]:
+    running = Served(dead_spool, WebConfig(port=0))
+    yield running
+    running.close()
+
+
+def test_every_page_answers_with_its_headers(served: Served) -> None:
+    for path in ("/", "/?range=day", "/?range=week", "/dead", "/dead?reason=rejected"):
+        page = served.client.get(path)
+        assert page.status_code == 200, path
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+    for part in ("/?part=table", "/?part=charts", "/dead?part=summary", "/dead?part=list"):
+        fragment = served.client.get(part).text
+        assert "<html" not in fragment and fragment.startswith("<"), part
+    [event_id] = re.findall(r"/dead/event/([\w-]+)\"", served.client.get("/dead?limit=1").text)[:1]
+    assert event_id in served.client.get(f"/dead/event/{event_id}").text
+    assert served.client.get("/dead/event/no-such-id").status_code == 404
+    assert (
+        served.client.get("/static/dashboard.js")
+        .headers["content-type"]
+        .startswith("text/javascript")
+    )
+    assert served.client.get("/nowhere").status_code == 404
+
+
+def test_a_payload_is_shown_as_text(served: Served) -> None:
+    pages = [served.client.get("/dead").text]
+    for event_id in re.findall(r'href="/dead/event/([\w-]+)"', pages[0]):
+        pages.append(served.client.get(f"/dead/event/{event_id}").text)
+    assert any("&lt;script&gt;window.pwned = 1&lt;/script&gt;" in page for page in pages)
+    assert not any("<script>window" in page for page in pages)
+
+
+def test_a_get_changes_nothing(served: Served, dead_spool: Path) -> None:
+    for path in ("/actions/replay", "/actions/purge?all=1", "/actions/hold?all=1"):
+        assert served.client.get(path).status_code == 405
+    assert dead_count(dead_spool) == 3
+
+
+def test_an_action_needs_the_token_of_the_page_and_its_origin(
+    served: Served, dead_spool: Path
+) -> None:
+    csrf = served.csrf()
+    form = {"all": "1", "confirmed": "1", "back": "/dead"}
+    assert served.client.post("/actions/purge", data=form).status_code == 403
+    assert served.client.post("/actions/purge", data={**form, "csrf": "x" * 43}).status_code == 403
+    other = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    refused = served.client.post("/actions/purge", data={**form, "csrf": csrf}, headers=other)
+    assert refused.status_code == 403
+    assert dead_count(dead_spool) == 3
+
+
+def test_an_action_asks_first_with_its_count_then_runs_the_library_call(
+    served: Served, dead_spool: Path
+) -> None:
+    csrf = served.csrf()
+    form = {"csrf": csrf, "destination": "default", "reason": "rejected", "back": "/dead"}
+    # First the question, with how many events it will touch: nothing has moved
+    asked = served.client.post("/actions/replay", data=form)
+    assert asked.status_code == 200
+    assert 'data-count="3"' in asked.text and "move 3 events back to the queue" in asked.text
+    assert dead_count(dead_spool) == 3
+    # Then, confirmed, it runs, and the page it goes back to says what it did
+    done = served.client.post("/actions/replay", data={**form, "confirmed": "1"})
+    assert done.status_code == 303
+    assert done.headers["location"] == "/dead?done=replay&count=3"
+    assert (dead_count(dead_spool), queued_count(dead_spool)) == (0, 3)
+    assert "Replayed 3 events to the queue." in served.client.get(done.headers["location"]).text
+    # Queue actions too: hold all, confirmed with the count of what it parks
+    asked = served.client.post("/actions/hold", data={"csrf": csrf, "all": "1"})
+    assert 'data-count="3"' in asked.text
+    served.client.post("/actions/hold", data={"csrf": csrf, "all": "1", "confirmed": "1"})
+    assert (
+        'data-count="3"'
+        in served.client.post(
+            "/actions/release", data={"csrf": csrf, "destination": "default"}
+        ).text
+    )
+    # A selection that names nothing is refused, as on the command line
+    refused = served.client.post("/actions/purge", data={"csrf": csrf, "confirmed": "1"})
+    assert refused.status_code == 400 and "no events picked" in refused.text
+
+
+def test_retry_now_from_the_page_makes_waiting_events_due(db: Path, receiver: Receiver) -> None:
+    # Given two events waiting out the hour a 503's Retry-After asked for
+    receiver.fail_next(503, headers={"Retry-After": "3600"})
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}])
+        drain_once(
+            spool, receiver.url, mode=Mode.ONCE, retry={"backoff_base": 3600, "backoff_cap": 3600}
+        )
+        assert spool.status().total.retrying == 2 and spool.status().total.due == 0
+    running = Served(db, WebConfig(port=0))
+    try:
+        form = {"csrf": running.csrf(), "destination": "default"}
+        # When retry-now is asked for, it says how many it will make due; confirmed, it does
+        asked = running.client.post("/actions/retry-now", data=form)
+        assert 'data-count="2"' in asked.text and "end the pause" in asked.text
+        done = running.client.post("/actions/retry-now", data={**form, "confirmed": "1"})
+        assert done.headers["location"] == "/?done=retry-now&count=2"
+    finally:
+        running.close()
+    with Spool(db) as spool:
+        assert spool.status().total.due == 2
+
+
+def test_the_dashboard_of_a_postgresql_spool(postgres: PostgresServer, receiver: Receiver) -> None:
+    # Given a PostgreSQL spool, reached with a password, that a drain delivered from and
+    # dead-lettered one event of
+    pg_url = postgres.url(user=postgres.password_role(), password=PASSWORD)
+    receiver.reject = lambda event: bool(event.get("bad"))
+    with Spool(pg_url) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}, {"bad": True, "x": SCRIPT}])
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    running = Served(pg_url, WebConfig(port=0))
+    try:
+        # Then its pages show the delivery in the charts, and the dead letter
+        overview = running.client.get("/").text
+        assert re.search(r'data-metric="delivered" data-total="[0-9.e-]+"', overview)
+        assert 'data-metric="delivered" data-total="0"' not in overview
+        dead = running.client.get("/dead?destination=default&reason=rejected").text
+        assert "Matching: 1 event." in dead
+        [event_id] = re.findall(r'href="/dead/event/([\w-]+)"', dead)
+        assert "&lt;script&gt;" in running.client.get(f"/dead/event/{event_id}").text
+        assert PASSWORD not in overview and quote(PASSWORD, safe="") not in overview
+        assert "spooler_pw@" in overview  # the spool's URL, without its password
+        # and a replay from it moves the event back
+        form = {"csrf": running.csrf(), "all": "1", "confirmed": "1"}
+        assert running.client.post("/actions/replay", data=form).status_code == 303
+        assert dead_count(pg_url) == 0 and queued_count(pg_url) == 1
+    finally:
+        running.close()
+
+
+def test_a_request_for_another_host_name_is_refused(served: Served) -> None:
+    # A page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding)
+    assert served.client.get("/", headers={"Host": "evil.example"}).status_code == 403
+    assert served.client.get("/", headers={"Host": f"localhost:{served.port}"}).status_code == 200
+
+
+def test_a_token_is_asked_for_and_opens_a_session(dead_spool: Path) -> None:
+    running = Served(dead_spool, WebConfig(port=0, token="s3cret-token"))
+    try:
+        client = running.client
+        assert client.get("/").headers["location"] == "/login"
+        assert client.get("/dead?part=list").status_code == 303
+        assert client.post("/actions/purge", data={"all": "1"}).status_code == 403
+        assert client.post("/login", data={"token": "wrong"}).status_code == 403
+        logged_in = client.post("/login", data={"token": "s3cret-token"})
+        assert logged_in.status_code == 303
+        cookie = logged_in.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "s3cret-token" not in cookie
+        page = client.get("/")  # the client keeps the cookie
+        assert page.status_code == 200 and "s3cret-token" not in page.text
+        bearer = httpx.get(running.url + "/dead", headers={"Authorization": "Bearer s3cret-token"})
+        assert bearer.status_code == 200
+    finally:
+        running.close()
+
+
+def test_listening_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(ConfigError, match="set a token"):
+        build_web_config({"web": {"host": "0.0.0.0"}})
+    assert build_web_config({}, flags={"host": "0.0.0.0", "token": "t"}).host == "0.0.0.0"
+    assert build_web_config({"web": {"token": "${T}"}}, env={"T": "x"}).token == "x"
+
+
+def test_no_secret_reaches_a_page(db: Path, receiver: Receiver) -> None:
+    # Given drains with a password in their URL, or an API key, whose receiver fails
+    receiver.fail_next(*[503] * 20)
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(3)])
+        retry = {"max_attempts": 2}
+        with_password = receiver.url.replace("http://", "http://user:pa55word@")
+        drain_once(spool, with_password + "/v1?key=qu3rysecret", retry=retry, batch_size=1)
+        spool.dead_letters.replay(everything=True)
+        drain_once(spool, receiver.url, api_key="sk_live_k3y", retry=retry, batch_size=1)
+    running = Served(db, WebConfig(port=0))
+    try:
+        pages = [running.client.get(p).text for p in ("/", "/dead", "/?range=week")]
+        pages += [
+            running.client.get(f"/dead/event/{event_id}").text
+            for event_id in re.findall(r'href="/dead/event/([\w-]+)"', pages[1])
+        ]
+    finally:
+        running.close()
+    assert len(pages) > 3
+    for secret in ("sk_live_k3y", "pa55word", "qu3rysecret"):
+        assert not any(secret in page for page in pages), secret
+
+
+def test_spooler_web_runs_from_the_command_line(dead_spool: Path) -> None:
+    port = free_port()
+    web = subprocess.Popen(
+        [*SPOOLER, "web", "--db", str(dead_spool), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert web.stderr is not None
+        assert wait_for_line(web.stderr, f"dashboard on http://127.0.0.1:{port}/")
+        assert "Dead letters" in httpx.get(f"http://127.0.0.1:{port}/dead").text
+    finally:
+        web.send_signal(signal.SIGTERM)
+        _, stderr = web.communicate(timeout=30)
+    assert web.returncode == 0, stderr
+    missing = subprocess.run(
+        [*SPOOLER, "web", "--db", str(dead_spool) + ".nope"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "no spool at" in missing.stderr
