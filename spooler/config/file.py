@@ -34,6 +34,7 @@ __all__ = [
     "interpolate",
     "load_config_file",
     "read_config_file",
+    "section_with_flags",
     "spool_options",
     "unknown_key",
 ]
@@ -107,6 +108,23 @@ def interpolate(value: Any, key: str, env: Mapping[str, str]) -> Any:
         raise ConfigError(f"{key}: environment variable {exc.args[0]} is not set") from None
     except ValueError as exc:
         raise ConfigError(f"{key}: bad ${{VAR}} reference ({exc})") from None
+
+
+def section_with_flags(
+    raw: Mapping[str, Any],
+    section: str,
+    keys: Mapping[str, Checker],
+    flags: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    """The file's ``[section]`` table, checked, its ``token`` read from ``${VAR}``s in
+    ``env``, with ``flags`` (checked alike; None values: not given) over it."""
+    values = check_table(raw.get(section, {}), keys, f"{section}.")
+    if "token" in values:
+        values["token"] = interpolate(values["token"], f"{section}.token", env)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    values.update(check_table(given, keys, "option "))
+    return values
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ..destinations.amplitude import AmplitudeOptions
 from ..errors import ConfigError
 from ..events import check_destination_name
 from .drain import build_drain_config
-from .file import check_table, interpolate, unknown_key
+from .file import section_with_flags, unknown_key
 
 __all__ = ["SERVE_APIS", "ServeConfig", "build_serve_config", "is_loopback"]
 
@@ -94,11 +94,7 @@ def build_serve_config(
     ``allow_unauthenticated``): else any host that reaches the port could fill the spool.
     """
     env = os.environ if env is None else env
-    values = check_table(raw.get("serve", {}), _SERVE_KEYS, "serve.")
-    if "token" in values:
-        values["token"] = interpolate(values["token"], "serve.token", env)
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    values.update(check_table(given, _SERVE_KEYS, "option "))
+    values = section_with_flags(raw, "serve", _SERVE_KEYS, flags, env)
     values["destinations"] = {
         **{api: api for api in SERVE_APIS},
         **values.get("destinations", {}),

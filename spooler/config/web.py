@@ -10,7 +10,7 @@ from typing import Any
 
 from ..checks import Checker, integer, nonempty_string, secret
 from ..errors import ConfigError
-from .file import check_table, interpolate
+from .file import section_with_flags
 from .serve import is_loopback
 
 __all__ = ["WebConfig", "build_web_config"]
@@ -42,12 +42,7 @@ def build_web_config(
     """The file's ``[web]`` table with ``flags`` over it (None values: not given). Listening
     on an address other than loopback needs a ``token``: the pages show the events'
     payloads, and their actions replay and purge."""
-    env = os.environ if env is None else env
-    values = check_table(raw.get("web", {}), _WEB_KEYS, "web.")
-    if "token" in values:
-        values["token"] = interpolate(values["token"], "web.token", env)
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    values.update(check_table(given, _WEB_KEYS, "option "))
+    values = section_with_flags(raw, "web", _WEB_KEYS, flags, os.environ if env is None else env)
     config = WebConfig(**values)
     if not config.token and not is_loopback(config.host):
         raise ConfigError(
