@@ -4,19 +4,23 @@
 The server runs as the ``postgres`` user when the tests run as root (initdb refuses
 root), as the current user otherwise. ``fsync`` is off unless asked for: the tests stop
 and crash the server, never the machine, and the operating system keeps what was
-written either way. (The benchmarks start one too, with fsync on.)
+written either way. (The benchmarks start one too, with fsync on, and so do the
+power-loss scenarios, with the data directory on a LazyFS mount.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 __all__ = [
@@ -24,6 +28,7 @@ __all__ = [
     "PASSWORD_ROLE",
     "PgBouncer",
     "PostgresServer",
+    "adopting_orphans",
     "drain_args",
     "missing_postgres",
 ]
@@ -32,6 +37,7 @@ __all__ = [
 # the password, with characters a URL must escape.
 PASSWORD_ROLE = "spooler_pw"
 PASSWORD = "s3cr:t/p@ss w0rd"
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 def _bindir() -> str | None:
@@ -68,18 +74,36 @@ def missing_postgres() -> str | None:
 class PostgresServer:
     """One PostgreSQL cluster in its own temporary folder; ``url()`` connects to it."""
 
-    def __init__(self, *, fsync: bool = False, parent: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fsync: bool = False,
+        parent: str | None = None,
+        data: str | None = None,
+        initdb: Sequence[str] = (),
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """A new cluster in a temporary folder under ``parent``, its data directory
+        ``data`` if given (a folder that does not exist yet), made with the extra
+        ``initdb`` options and started with ``settings`` (``postgresql.conf`` names) on
+        top of the tests' own."""
         bindir = _bindir()
         if bindir is None:
             raise RuntimeError(missing_postgres())
         self._bindir = bindir
         self._fsync = fsync
+        self._settings = dict(settings or {})
+        self._running = False
         self._as_postgres = os.geteuid() == 0
         self.folder = tempfile.mkdtemp(prefix="spooler-pg-", dir=parent)
-        self.data = os.path.join(self.folder, "data")
+        self.data = data or os.path.join(self.folder, "data")
         self.log = os.path.join(self.folder, "server.log")
+        # Made here, not by initdb: on a FUSE mount a new folder belongs to the file
+        # system's process, and the server refuses a data directory not its user's.
+        os.mkdir(self.data, 0o700)
         if self._as_postgres:
             shutil.chown(self.folder, "postgres", "postgres")
+            shutil.chown(self.data, "postgres", "postgres")
         self._run(
             "initdb",
             "-D",
@@ -87,10 +111,12 @@ class PostgresServer:
             "-U",
             "postgres",
             "--auth=trust",
-            "--no-sync",
+            # With fsync on, the cluster itself must be on the disk before a power cut.
+            *([] if fsync else ["--no-sync"]),
             "-E",
             "UTF8",
             "--locale=C",
+            *initdb,
         )
         hba = os.path.join(self.data, "pg_hba.conf")
         with open(hba, encoding="utf-8") as file:
@@ -116,10 +142,15 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the server (on the socket in ``folder``, with no TCP listener)."""
-        options = (
-            f"-c listen_addresses='' -c unix_socket_directories='{self.folder}'"
-            f" -c fsync={'on' if self._fsync else 'off'} -c max_connections=200"
-        )
+        settings = {
+            "listen_addresses": "",
+            "unix_socket_directories": self.folder,
+            "fsync": "on" if self._fsync else "off",
+            "max_connections": "200",
+            **self._settings,
+        }
+        options = " ".join(f"-c {name}='{value}'" for name, value in settings.items())
+        self._running = True  # or starting: close() stops what a failed start left
         self._run(
             "pg_ctl", "start", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options
         )
@@ -127,6 +158,33 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` ends sessions cleanly, ``immediate`` is a crash."""
         self._run("pg_ctl", "stop", "-D", self.data, "-m", mode, "-w", "-t", "60")
+        self._running = False
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every process it started, as a power cut stops them:
+        no shutdown of any kind, no last write. Only inside ``adopting_orphans()``: a
+        killed postmaster nobody reaps keeps its process id, which its lock file names,
+        and the server then refuses to start again."""
+        if not self._running:
+            return
+        self._running = False
+        try:
+            with open(os.path.join(self.data, "postmaster.pid"), encoding="utf-8") as file:
+                postmaster = int(file.readline())
+        except FileNotFoundError:
+            return  # it never started
+        if _parent(postmaster) != os.getpid():  # a stale lock file: not ours to kill
+            raise RuntimeError(
+                f"the postmaster ({postmaster}) is not a child of this process: start and"
+                " kill() the server inside adopting_orphans()"
+            )
+        os.kill(postmaster, signal.SIGSTOP)  # so that it starts no process while we look
+        server = [postmaster, *(pid for pid in _processes() if _parent(pid) == postmaster)]
+        for pid in server:
+            os.kill(pid, signal.SIGKILL)
+        # The postmaster first: its children become ours once it has ended.
+        for pid in server:
+            os.waitpid(pid, 0)
 
     def url(self, schema: str | None = None, *, user: str = "postgres", password: str = "") -> str:
         """A ``postgresql://`` URL of the database ``postgres``, in a fresh schema unless
@@ -159,9 +217,40 @@ class PostgresServer:
 
     def close(self) -> None:
         """Stop the server if it runs, and remove its folder."""
-        with contextlib.suppress(RuntimeError):  # already stopped
-            self.stop("immediate")
+        if self._running:
+            with contextlib.suppress(RuntimeError):  # it ended without us
+                self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _processes() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of process ``pid``, or None if it has ended."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    # The name, in parentheses, may hold spaces and parentheses itself.
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this process the reaper of its descendants' orphans (Linux's child
+    subreaper): a server started by pg_ctl, and the processes of a killed postmaster,
+    become its children, which ``PostgresServer.kill`` reaps. (Here PID 1 reaps no
+    one.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 class PgBouncer:

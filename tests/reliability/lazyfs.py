@@ -26,6 +26,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,10 +74,13 @@ def lazyfs_binary() -> str:
 class LazyFS:
     """One LazyFS mount over a fresh scratch folder; ``mnt`` shows ``root``, the disk."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *, cache: str = CACHE) -> None:
         self._binary = binary
         # Short, because fault commands name files by their path under root.
         self.scratch = Path(tempfile.mkdtemp(prefix="lz", dir="/tmp"))
+        # Other users reach the mount too (it is mounted allow_other): a PostgreSQL
+        # server runs as its own user.
+        self.scratch.chmod(0o711)
         self.root = self.scratch / "root"
         self.mnt = self.scratch / "mnt"
         self.root.mkdir()
@@ -84,7 +89,7 @@ class LazyFS:
         os.mkfifo(self._faults)
         os.mkfifo(self.scratch / "done")
         self._config = self.scratch / "lazyfs.toml"
-        self._config.write_text(_CONFIG.format(scratch=self.scratch, cache=CACHE))
+        self._config.write_text(_CONFIG.format(scratch=self.scratch, cache=cache))
         # LazyFS handles no command until the "done" FIFO has a reader, and keeps that
         # reader for the whole mount; O_RDWR opens it without waiting for the writer.
         self._done = os.open(self.scratch / "done", os.O_RDWR | os.O_NONBLOCK)
@@ -185,3 +190,19 @@ class LazyFS:
         self.unmount()
         os.close(self._done)
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@contextmanager
+def mounted(*, cache: str = CACHE) -> Iterator[LazyFS]:
+    """A LazyFS mount with a cache of ``cache``, unmounted and removed afterwards; skips
+    the test, saying why, where LazyFS or FUSE cannot run."""
+    fs = LazyFS(lazyfs_binary(), cache=cache)
+    try:
+        fs.mount()
+    except RuntimeError as exc:
+        fs.close()
+        pytest.skip(f"FUSE is not usable here: {exc}")
+    try:
+        yield fs
+    finally:
+        fs.close()

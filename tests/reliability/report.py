@@ -4,8 +4,9 @@
 
 Each scenario test fills in one row (events at risk, lost, duplicated, time to
 recover) through the ``scenario`` fixture; this script collects the rows of one run.
-The power-loss scenarios (tests/reliability/test_power_loss.py) get a table of their
-own: how many power cuts, events acknowledged, lost and delivered twice.
+The power-loss scenarios (tests/reliability/test_power_loss*.py: a spool file, and a
+PostgreSQL server's data directory, on LazyFS) get a table of their own: how many power
+cuts, events acknowledged, lost and delivered twice.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}: {len(rows)} scenarios, "
         f"{sum(r['lost'] for r in rows if not r.get('expected_loss'))} events lost"
-        + (f' (and {by_design} at durability="normal", as documented)' if by_design else "")
+        + (
+            f' (and {by_design} at durability="normal" or synchronous_commit=off, as documented)'
+            if by_design
+            else ""
+        )
         + ".\n"
     )
     print(

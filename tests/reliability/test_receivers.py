@@ -161,14 +161,17 @@ def test_429_with_and_without_retry_after(
         "receiver answers 429 once",
     )
     ids = spool.enqueue_many([{"n": n} for n in range(3)])
-    headers = {}
     if retry_after == "http-date":
-        headers["Retry-After"] = time.strftime(
-            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 2)
-        )
-    elif retry_after:
-        headers["Retry-After"] = retry_after
-    receiver.fail_next(429, headers=headers)
+        # The date is written when the 429 is answered: one written before the drain
+        # started would leave less of a wait the slower the drain was to start.
+        def answer(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            receiver.respond = None  # once; then the default answers
+            when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 2))
+            return 429, {"Retry-After": when}, b'{"error":"slow down"}'
+
+        receiver.respond = answer
+    else:
+        receiver.fail_next(429, headers={"Retry-After": retry_after} if retry_after else {})
     started = time.monotonic()
     drain_once(spool, receiver.url, id_field="id")
     row.recover_s = time.monotonic() - started
