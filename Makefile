@@ -1,22 +1,25 @@
 # Two commands on a fresh machine with only Python 3 and make:
 #   make demo   - create .venv, install, run the end-to-end demo
-#   make test   - create .venv, install the test extra, lint and run the test suite
+#   make test   - create .venv, install the test extra and the dev tools, lint, type-check
+#                 and run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint format bench reliability clean
+.PHONY: demo test lint typecheck format bench reliability clean
 
+# pip >= 25.1 reads pyproject's [dependency-groups] (--group); a new venv may hold an older one.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade 'pip>=25.1'
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test]' --group dev
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -30,7 +33,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+test: lint typecheck
 	$(BIN)/python -m pytest
 
 format: $(VENV)/.installed-test
@@ -44,4 +50,4 @@ reliability: $(VENV)/.installed-test
 	$(BIN)/python tests/reliability/report.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -6,6 +6,7 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,7 +20,7 @@ from .render import dead_table, status_table
 
 __all__ = ["run_demo"]
 
-SAMPLE_EVENTS = [
+SAMPLE_EVENTS: list[dict[str, Any]] = [
     {"event": "signup", "userId": "u_1001", "properties": {"plan": "free"}},
     {"event": "purchase", "userId": "u_1001", "properties": {"amount": "lots"}, "bad": True},
     {"event": "upgrade", "userId": "u_1001", "properties": {"plan": "pro", "mrr": 49}},
@@ -100,7 +101,7 @@ def run_demo(db: str | None) -> None:
 
             _step("Final status (spooler status)")
             click.echo(_indent(status_table(spool.status())))
-            ids = {event.get("userId") for event in receiver.delivered}
+            ids = {str(event.get("userId")) for event in receiver.delivered}
             click.echo(
                 f"\n   The receiver got {len(receiver.delivered)} events "
                 f"({len(receiver.requests)} requests) for users {', '.join(sorted(ids))}; "

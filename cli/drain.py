@@ -19,7 +19,9 @@ from .service import service_options
 __all__ = ["drain"]
 
 
-def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict | None:
+def _headers(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str] | None:
     headers = {}
     for value in values:
         name, sep, text = value.partition(":")
@@ -113,7 +115,7 @@ def _headers(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 def drain(
     opts: Options,
     type_: str | None,
-    headers: dict | None,
+    headers: dict[str, str] | None,
     only: tuple[str, ...],
     once: bool,
     until_empty: bool,

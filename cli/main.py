@@ -146,6 +146,7 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
             raise InvalidEventError(f"{exc}; nothing was enqueued") from None
 
     with opts.open_spool() as spool:
+        numbered: Iterable[tuple[int, str]]
         if events and events != ("-",):
             label, numbered = "argument", enumerate(events, 1)
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_DB = "./spooler.db"
+#: A command, or a function on its way to become one, under click's decorators.
+CommandT = TypeVar("CommandT", bound=Callable[..., Any])
 
 
 class Options:
@@ -156,7 +158,7 @@ reason_filter = click.option(
 )
 
 
-def _db_option(**kwargs: Any) -> Callable[..., Any]:
+def _db_option(**kwargs: Any) -> Callable[[CommandT], CommandT]:
     return click.option(
         "--db",
         envvar="SPOOLER_DB",
@@ -166,7 +168,7 @@ def _db_option(**kwargs: Any) -> Callable[..., Any]:
     )
 
 
-def _config_option(**kwargs: Any) -> Callable[..., Any]:
+def _config_option(**kwargs: Any) -> Callable[[CommandT], CommandT]:
     return click.option(
         "--config",
         envvar="SPOOLER_CONFIG",

@@ -113,8 +113,12 @@ def service_line(name: str, report: dict[str, object], now: float) -> str:
         return value if isinstance(value, (int, float)) else 0
 
     state = "stopped" if report.get("stopped") else f"up {human_age(now - number('started_at'))}"
-    refused = report.get("refused_by_status") or {}
-    by_status = ", ".join(f"{code}: {count}" for code, count in dict(refused).items())
+    refused = report.get("refused_by_status")
+    by_status = (
+        ", ".join(f"{code}: {count}" for code, count in refused.items())
+        if isinstance(refused, dict)
+        else ""
+    )
     latency = report.get("commit_ms")
     commits = (
         f"commit p50 {latency['p50']:g} ms, p99 {latency['p99']:g} ms, max {latency['max']:g} ms"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
-from spooler.config import ServeConfig, build_serve_config
-from spooler.service import Service, ServiceOptions, configure_logging
+from spooler.config import build_serve_config
+from spooler.service import ServiceOptions, run_serve
 
 from .options import Options, common_options
 from .service import service_options
@@ -45,8 +43,6 @@ def serve(
 
     SIGTERM/SIGINT stop accepting, answer the requests in progress and exit 0.
     """
-    from spooler.serve import Relay
-
     opts.warn_of_config_mistakes()
     config = build_serve_config(
         opts.raw_config,
@@ -57,26 +53,4 @@ def serve(
             "allow_unauthenticated": allow_unauthenticated,
         },
     )
-    configure_logging(service)
-    log = logging.getLogger("spooler.serve")
-    open_apis = [api for api, name in config.destinations.items() if not _checked(config, name)]
-    if open_apis:
-        log.warning(
-            "no key to check requests against for %s (no api_key for the destination, no"
-            " token): any local process may post their events",
-            ", ".join(open_apis),
-        )
-    with opts.open_spool() as spool:
-        metrics = None
-        if service.metrics_port is not None:
-            from spooler.metrics import ServeMetrics
-
-            metrics = ServeMetrics(spool.store)
-        relay = Relay(spool, config, metrics=metrics)
-        with Service(service, stop=relay.stop, metrics=metrics):
-            relay.run()
-
-
-def _checked(config: ServeConfig, destination: str) -> bool:
-    """Whether requests for ``destination`` must present a key."""
-    return bool(config.token or config.keys.get(destination))
+    run_serve(config, open_spool=opts.open_spool, options=service)

@@ -43,7 +43,7 @@ def parse_duration(value: object, *, key: str = "duration") -> float:
     return seconds
 
 
-def integer(low: int, high: int | None = None) -> Checker:
+def integer(low: int, high: int | None = None) -> Callable[[Any, str], int]:
     """A checker for an integer from ``low`` to ``high`` (no upper bound: None)."""
 
     def check(value: Any, key: str) -> int:
@@ -91,11 +91,11 @@ def boolean(value: Any, key: str) -> bool:
     return value
 
 
-def choice(*options: str) -> Checker:
+def choice(*options: str) -> Callable[[Any, str], str]:
     """A checker for one of ``options``."""
 
     def check(value: Any, key: str) -> str:
-        if value not in options:
+        if not isinstance(value, str) or value not in options:
             raise ConfigError(f"{key}: must be one of {', '.join(options)}; got {value!r}")
         return value
 

@@ -1,6 +1,6 @@
 """Running a worker as a service: what a long-lived spooler process needs around its
-work. ``spooler drain`` parses its flags and calls ``run_drain``; a worker of another
-kind (``spooler serve``) is wrapped in the same ``Service``:
+work. ``spooler drain`` parses its flags and calls ``run_drain``, ``spooler serve``
+``run_serve``; both run their worker in a ``Service``:
 
 - log lines on stderr, plain or JSON (one object a line, for journald and log shippers);
 - SIGTERM and SIGINT stop the work cleanly (a second one hurries it);
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Protocol
 
-from .config import DrainConfig
+from .config import DrainConfig, ServeConfig
 from .drain import Drain, DrainReport, Mode
 from .errors import SpoolerError
 from .events import events_phrase
@@ -37,6 +37,7 @@ __all__ = [
     "ServiceOptions",
     "configure_logging",
     "run_drain",
+    "run_serve",
 ]
 
 
@@ -225,6 +226,39 @@ def run_drain(
             f"--max-time reached with {events_phrase(report.remaining)} still queued"
         )
     return report
+
+
+def run_serve(
+    config: ServeConfig, *, open_spool: Callable[[], Spool], options: ServiceOptions
+) -> None:
+    """Run the relay as a service, on the spool ``open_spool`` opens, until a signal.
+
+    Raises ``ConfigError`` without the serve extra or when it cannot listen, and
+    ``SpoolerError`` when a stop found a commit stuck (its requests went unanswered).
+    """
+    from .serve import Relay  # httptools: the serve extra, which the error names
+
+    configure_logging(options)
+    unchecked = [
+        api
+        for api, name in config.destinations.items()
+        if not (config.token or config.keys.get(name))
+    ]
+    if unchecked:
+        logging.getLogger("spooler.serve").warning(
+            "no key to check requests against for %s (no api_key for the destination, no"
+            " token): any local process may post their events",
+            ", ".join(unchecked),
+        )
+    with open_spool() as spool:
+        metrics = None
+        if options.metrics_port is not None:
+            from .metrics import ServeMetrics
+
+            metrics = ServeMetrics(spool.store)
+        relay = Relay(spool, config, metrics=metrics)
+        with Service(options, stop=relay.stop, metrics=metrics) as service:
+            relay.run(heartbeat=service.heartbeat)
 
 
 def _run_with_progress(

@@ -18,7 +18,8 @@ import pytest
 from conftest import drain_once
 
 import spooler.destinations
-from spooler import Spool
+from spooler import ConfigError, Spool
+from spooler.config import DestinationConfig
 from spooler.destinations import all_options, destination_types, spec_for
 from spooler.testing import Receiver
 
@@ -136,6 +137,22 @@ def test_a_key_two_types_share_is_checked_alike() -> None:
     for key, (how, owners) in all_options().items():
         for owner in owners:
             assert spec_for(owner).option_fields()[key].check is how.check, (key, owners)
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_the_file_type_refuses_the_files_of_the_spool_it_is_drained_from(
+    db: Path, tmp_path: Path, suffix: str
+) -> None:
+    # Given file destinations: one that would append to a file of the spool, one beside it
+    into_spool = DestinationConfig(name="out", type="file", url=f"file://{db}{suffix}")
+    beside = DestinationConfig(name="out", type="file", url=f"file://{tmp_path / 'out.jsonl'}")
+    spec = spec_for("file")
+    with Spool(db) as spool:
+        # When the type checks each against the spool (as a drain does, for any type)
+        # Then it refuses the first, naming the key, and lets the other through
+        with pytest.raises(ConfigError, match=r"^destinations\.out\.url: .* is the spool itself$"):
+            spec.check_against_spool(into_spool, spool.store)
+        spec.check_against_spool(beside, spool.store)
 
 
 def test_the_types_and_their_config_checks_load_no_httpx() -> None:

@@ -127,11 +127,18 @@ def test_the_wheel_holds_every_module_of_the_source_tree(built: Built) -> None:
     )
 
 
+def test_the_wheel_marks_the_library_as_typed(built: Built) -> None:
+    # PEP 561: without the marker, a type checker treats every spooler name as Any.
+    with zipfile.ZipFile(built.wheel) as wheel:
+        assert "spooler/py.typed" in wheel.namelist()
+
+
 def test_the_sdist_holds_the_sources_and_builds(built: Built) -> None:
     # `python -m build` built the wheel from this sdist: that it exists proves the build.
     with tarfile.open(built.sdist) as sdist:
         shipped = {name.partition("/")[2] for name in sdist.getnames()}
-    missing = sorted((source_modules() | {"pyproject.toml", "setup.py", "README.md"}) - shipped)
+    expected = {"pyproject.toml", "setup.py", "README.md", "spooler/py.typed"}
+    missing = sorted((source_modules() | expected) - shipped)
     assert not missing, f"the sdist leaves out {', '.join(missing)}"
 
 

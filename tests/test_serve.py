@@ -7,13 +7,14 @@ import base64
 import gzip
 import json
 import signal
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, rows, spooler_cmd
+from conftest import SPOOLER, free_port, rows, spooler_cmd, wait_for_line
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
@@ -350,6 +351,25 @@ def test_only_loopback_without_a_token(tmp_path: Path, db: Path) -> None:
     assert refused.returncode == 2
     assert "token" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert not db.exists()
+
+
+def test_the_relay_says_which_apis_take_requests_with_any_key(tmp_path: Path, db: Path) -> None:
+    # Given keys for the destinations of two of the four APIs, and no token
+    keyed = {api: {"type": api, "api_key": KEYS[api]} for api in ("amplitude", "segment")}
+    config = write_config(tmp_path / "spooler.toml", keyed)
+    command = ["serve", "--db", str(db), "--port", str(free_port()), "--config", str(config)]
+    process = subprocess.Popen([*SPOOLER, *command], stderr=subprocess.PIPE, text=True)
+    try:
+        # When it starts, then it warns of exactly the other two
+        assert process.stderr is not None
+        assert wait_for_line(
+            process.stderr, "no key to check requests against for posthog, datalyr (no api_key"
+        )
+        assert wait_for_line(process.stderr, "serving on")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
 
 
 def test_status_and_metrics_show_requests_and_commit_latency(tmp_path: Path, db: Path) -> None:

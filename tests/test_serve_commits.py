@@ -78,3 +78,45 @@ def test_a_failing_request_does_not_fail_those_it_shared_a_commit_with() -> None
 
     good_ids, last_commit = asyncio.run(scenario())
     assert last_commit == ["b"] and len(good_ids) == 1
+
+
+def test_a_commit_past_its_step_is_overdue_and_a_close_does_not_wait_for_it() -> None:
+    store = GatedStore()
+    now = [100.0]
+
+    async def scenario() -> tuple[float, float, float, bool]:
+        committer = Committer(store.commit, step=5.0, clock=lambda: now[0])
+        idle = committer.overdue()
+        # Given a commit in progress (held by the store)
+        pending = committer.submit([("d", "a")])
+        assert await asyncio.to_thread(store.first_started.wait, 10)
+        # When it runs for its step, then past it
+        now[0] += 5.0
+        within = committer.overdue()
+        now[0] += 2.5
+        past = committer.overdue()
+        # Then a close gives up on it at once, instead of waiting for it
+        closed = await asyncio.to_thread(committer.close)
+        store.gate.set()  # the commit returns after all: its request is answered
+        await pending
+        return idle, within, past, closed
+
+    idle, within, past, closed = asyncio.run(scenario())
+    assert (idle, within, past, closed) == (0.0, 0.0, 2.5, False)
+
+
+def test_a_close_waits_for_the_commits_that_are_not_stuck() -> None:
+    store = GatedStore()
+
+    async def scenario() -> bool:
+        committer = Committer(store.commit, step=60.0)
+        committer.submit([("d", "a")])
+        assert await asyncio.to_thread(store.first_started.wait, 10)
+        # Given a commit in progress, within its step, when the relay closes
+        closing = asyncio.ensure_future(asyncio.to_thread(committer.close))
+        store.gate.set()
+        return await closing
+
+    # Then the close returns once the commit has, and reports that it stopped cleanly
+    assert asyncio.run(scenario()) is True
+    assert [[body for _, _, body in commit] for commit in store.commits] == [["a"]]

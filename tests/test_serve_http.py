@@ -28,16 +28,24 @@ class EchoApp:
     def too_large(self, path: str) -> Response:
         return Response(413, b'{"error":"too large"}')
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
         self.handled.append(request)
         return Response(200, f"{request.method} {request.path} ".encode() + request.body)
+
+
+class UnansweredApp(EchoApp):
+    """Never answers: each request waits for a commit that does not return."""
+
+    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+        self.handled.append(request)
+        return asyncio.get_running_loop().create_future()
 
 
 class Served:
     """An ``HttpServer`` on its own event loop thread."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.app = EchoApp()
+    def __init__(self, limits: Limits, app: EchoApp | None = None) -> None:
+        self.app = app or EchoApp()
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._limits = limits
@@ -242,3 +250,18 @@ def test_connections_over_the_limit_get_503() -> None:
         second.close()
     finally:
         running.close()
+
+
+def test_a_stop_closes_the_connections_still_waiting_after_its_grace() -> None:
+    # Given a request whose answer never comes (its commit hangs)
+    running = Served(Limits(), UnansweredApp())
+    with running.connect() as conn:
+        conn.sendall(post("/a", b"1"))
+        deadline = time.monotonic() + 10
+        while not running.app.handled:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # When the server stops (a grace of one second)
+        running.close()
+        # Then the connection is closed, not left open with the client waiting on it
+        assert conn.closed(timeout=5)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import uuid
@@ -29,12 +28,11 @@ from typing import Any
 
 import pytest
 from conftest import rows, spooler_cmd
+from node_sdks import NODE_DIR, REPO, datalyr_sdk, node_package, require_node
 from relay import RunningRelay, relay, write_config
 
 from spooler.testing import Receiver
 
-NODE_DIR = Path(__file__).parent / "sdk" / "node"
-REPO = Path(__file__).resolve().parents[1]
 COUNT = 400  # events each SDK sends
 PER_FLUSH = 10
 KILL_AFTER = 100  # acknowledged events before the kill -9
@@ -221,8 +219,7 @@ def test_amplitude_analytics_python(tmp_path: Path, receiver: Receiver) -> None:
 def run_node_until_killed(script: str, spec: dict[str, Any], running: RunningRelay) -> Acknowledged:
     """Run a driver of tests/sdk/node; kill -9 the relay once it has printed
     ``KILL_AFTER`` acknowledgements. Every ``{"acked": n, ...}`` it printed, by ``n``."""
-    if shutil.which("node") is None:
-        pytest.skip("needs node (Node.js 20; .ci/run installs it)")
+    require_node()
     process = subprocess.Popen(
         ["node", str(NODE_DIR / script), json.dumps(spec)],
         cwd=NODE_DIR,
@@ -242,8 +239,7 @@ def run_node_until_killed(script: str, spec: dict[str, Any], running: RunningRel
 
 
 def test_amplitude_node(tmp_path: Path, receiver: Receiver) -> None:
-    if not (NODE_DIR / "node_modules" / "@amplitude" / "node").is_dir():
-        pytest.skip("needs @amplitude/node: run `npm ci` in tests/sdk/node (.ci/run does)")
+    node_package("@amplitude/node")
     db, config = setup(tmp_path, receiver, "amplitude")
     with relay(db, "--config", str(config)) as running:
         spec = {
@@ -261,21 +257,6 @@ def test_amplitude_node(tmp_path: Path, receiver: Receiver) -> None:
     # The SDK's minIdLength travelled with its events, through the spool, to the API.
     sent = [json.loads(request.body) for request in receiver.requests]
     assert sent and all(body["options"] == {"min_id_length": 3} for body in sent)
-
-
-def datalyr_sdk() -> Path:
-    """The reference build of ``@datalyr/api`` 1.3.0 (npm does not serve it), or skip."""
-    for place in (
-        os.environ.get("SPOOLER_REFERENCE_SDKS"),
-        REPO.parent / "shared" / "reference-sdks",
-        "/work/shared/reference-sdks",
-    ):
-        if place and (Path(place) / "datalyr-api-1.3.0" / "index.js").is_file():
-            return Path(place) / "datalyr-api-1.3.0"
-    pytest.skip(
-        "needs the reference build of @datalyr/api 1.3.0 (not on npm): set "
-        "SPOOLER_REFERENCE_SDKS to the folder that holds datalyr-api-1.3.0/"
-    )
 
 
 def test_datalyr_node(tmp_path: Path, receiver: Receiver) -> None:
@@ -306,8 +287,7 @@ def test_the_readmes_snippets_run_as_written(tmp_path: Path, receiver: Receiver)
     # Given the README's config (its two destinations, keys from the environment)
     snippets = readme_js_snippets()
     assert len(snippets) == 2
-    if shutil.which("node") is None:
-        pytest.skip("needs node (Node.js 20; .ci/run installs it)")
+    require_node()
     sdk = datalyr_sdk()
     modules = tmp_path / "node_modules" / "@datalyr"
     modules.mkdir(parents=True)

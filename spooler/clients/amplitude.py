@@ -179,7 +179,9 @@ class Amplitude(SpoolClient):
             raise InvalidEventError("an Amplitude event needs a user_id or a device_id")
 
 
-def _event_fields(event: Any, what: str = "an Amplitude event: a dict or a BaseEvent") -> dict:
+def _event_fields(
+    event: Any, what: str = "an Amplitude event: a dict or a BaseEvent"
+) -> dict[str, Any]:
     """An event as API fields: a dict as given, or an ``amplitude`` SDK event (anything
     with ``get_event_body()``) as that SDK would send it."""
     if isinstance(event, Mapping):

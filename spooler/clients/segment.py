@@ -44,10 +44,10 @@ class Segment(SpoolClient):
         user_id: Any = None,
         event: str | None = None,
         properties: Mapping[str, Any] | None = None,
-        context: Mapping | None = None,
+        context: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         anonymous_id: Any = None,
-        integrations: Mapping | None = None,
+        integrations: Mapping[str, Any] | None = None,
         message_id: str | None = None,
     ) -> str:
         """Record an action."""
@@ -72,10 +72,10 @@ class Segment(SpoolClient):
         self,
         user_id: Any = None,
         traits: Mapping[str, Any] | None = None,
-        context: Mapping | None = None,
+        context: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         anonymous_id: Any = None,
-        integrations: Mapping | None = None,
+        integrations: Mapping[str, Any] | None = None,
         message_id: str | None = None,
     ) -> str:
         """Tie a user to their traits."""
@@ -97,9 +97,9 @@ class Segment(SpoolClient):
         self,
         previous_id: Any = None,
         user_id: Any = None,
-        context: Mapping | None = None,
+        context: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
-        integrations: Mapping | None = None,
+        integrations: Mapping[str, Any] | None = None,
         message_id: str | None = None,
     ) -> str:
         """Merge two user identities."""
@@ -123,10 +123,10 @@ class Segment(SpoolClient):
         user_id: Any = None,
         group_id: Any = None,
         traits: Mapping[str, Any] | None = None,
-        context: Mapping | None = None,
+        context: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         anonymous_id: Any = None,
-        integrations: Mapping | None = None,
+        integrations: Mapping[str, Any] | None = None,
         message_id: str | None = None,
     ) -> str:
         """Associate a user with a group."""
@@ -154,10 +154,10 @@ class Segment(SpoolClient):
         category: str | None = None,
         name: str | None = None,
         properties: Mapping[str, Any] | None = None,
-        context: Mapping | None = None,
+        context: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         anonymous_id: Any = None,
-        integrations: Mapping | None = None,
+        integrations: Mapping[str, Any] | None = None,
         message_id: str | None = None,
     ) -> str:
         """Record a ``page`` or ``screen`` view (``page()`` / ``screen()`` fix ``kind``)."""
@@ -177,8 +177,8 @@ class Segment(SpoolClient):
             message_id,
         )
 
-    page = partialmethod(view, "page")
-    screen = partialmethod(view, "screen")
+    page: partialmethod[str] = partialmethod(view, "page")
+    screen: partialmethod[str] = partialmethod(view, "screen")
 
     def _send(
         self, message: dict[str, Any], message_id: str | None, *, anonymous_last: bool = False

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from ..records import ClaimedEvent, Failure
 from ._registry import (
     DEFAULT_TYPE,
+    DestinationOptions,
     DestinationSpec,
+    NoOptions,
     all_options,
     build_destination,
     destination_types,
@@ -37,7 +39,9 @@ __all__ = [
     "DEFAULT_TYPE",
     "MAX_ERROR_BYTES",
     "Destination",
+    "DestinationOptions",
     "DestinationSpec",
+    "NoOptions",
     "Verdict",
     "all_options",
     "build_destination",

@@ -17,15 +17,17 @@ import pkgutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..checks import Checker
     from ..config import DestinationConfig
+    from ..store.interface import SpoolStore
     from . import Destination
 
 __all__ = [
     "DEFAULT_TYPE",
+    "DestinationOptions",
     "DestinationSpec",
     "NoOptions",
     "Option",
@@ -46,6 +48,9 @@ Factory = Callable[["DestinationConfig", Callable[[], float]], "Destination"]
 #: A rule of a type about a whole destination: raises ``ConfigError`` naming the key as
 #: ``where + key`` (``where``: ``"destinations.NAME."``).
 Check = Callable[["DestinationConfig", str], None]
+#: A rule of a type about a destination and the spool it is drained from: raises
+#: ``ConfigError`` where the two cannot work together.
+SpoolCheck = Callable[["DestinationConfig", "SpoolStore"], None]
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,13 @@ def option(
     )
 
 
+class DestinationOptions(Protocol):
+    """A type's own keys: an instance of the dataclass its spec names (``options``),
+    read through ``options_of`` as that class."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """The options of a type that has no keys of its own."""
@@ -97,8 +109,9 @@ class DestinationSpec:
     ``defaults`` are the type's own defaults for the keys every type has (``batch_size``,
     ``concurrency``, ``auth_header``); ``options`` is a dataclass of the keys only this
     type has, made with ``option()``; ``checks`` run on the whole destination once its
-    keys are checked one by one. ``claims_url`` says whether a URL given without a type
-    is this type's (else it is ``DEFAULT_TYPE``'s).
+    keys are checked one by one, and ``spool_checks`` once the spool it is drained from
+    is known (``check_against_spool``). ``claims_url`` says whether a URL given without
+    a type is this type's (else it is ``DEFAULT_TYPE``'s).
     """
 
     name: str
@@ -108,7 +121,7 @@ class DestinationSpec:
     max_batch_size: int | None = None
     max_concurrency: int | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    options: type[Any] = NoOptions
+    options: type[DestinationOptions] = NoOptions
     needs_api_key: bool = False
     api_key_prefix: str = ""
     #: Whether the API key is sent in ``auth_header`` (so ``headers`` must not set it too).
@@ -117,10 +130,17 @@ class DestinationSpec:
     event_id_key: str | None = None
     claims_url: Callable[[str], bool] | None = None
     checks: tuple[Check, ...] = ()
+    spool_checks: tuple[SpoolCheck, ...] = ()
 
     def option_fields(self) -> dict[str, Option]:
         """This type's own keys, and how each is checked."""
         return {f.name: f.metadata["option"] for f in dataclasses.fields(self.options)}
+
+    def check_against_spool(self, config: DestinationConfig, store: SpoolStore) -> None:
+        """Raise ``ConfigError`` if ``config`` cannot be drained from ``store`` (the file
+        type: a file of the spool itself)."""
+        for check in self.spool_checks:
+            check(config, store)
 
     def build(self, config: DestinationConfig, clock: Callable[[], float]) -> Destination:
         """The destination object for ``config`` (a drain calls this as it starts)."""

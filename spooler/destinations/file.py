@@ -19,6 +19,7 @@ from ._registry import DestinationSpec, option, options_of
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
+    from ..store.interface import SpoolStore
 
 __all__ = ["SPEC", "FileDestination", "FileOptions"]
 
@@ -43,6 +44,12 @@ def _check_url(dest: DestinationConfig, where: str) -> None:
         )
 
 
+def _check_not_the_spool(dest: DestinationConfig, store: SpoolStore) -> None:
+    # Appending JSON lines to the spool's own files would corrupt it.
+    if store.is_own_file(dest.url.removeprefix("file://")):
+        raise ConfigError(f"destinations.{dest.name}.url: {dest.url} is the spool itself")
+
+
 SPEC = DestinationSpec(
     name="file",
     factory=lambda config, clock: FileDestination(config),
@@ -51,6 +58,7 @@ SPEC = DestinationSpec(
     options=FileOptions,
     claims_url=_writes_to,
     checks=(_check_url,),
+    spool_checks=(_check_not_the_spool,),
 )
 
 

@@ -15,6 +15,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..config import ServeConfig
 from ..errors import ConfigError, InvalidEventError, SpoolerError
@@ -34,6 +35,7 @@ log = logging.getLogger("spooler.serve")
 
 _NOT_FOUND_LIMIT = 64 * 1024  # a body to a path no API serves is read, then refused
 SUMMARY_INTERVAL = 60.0
+HEARTBEAT_INTERVAL = 0.1  # seconds between the loop's signs of life (Relay.run's heartbeat)
 
 
 class IngestApp:
@@ -141,7 +143,7 @@ class IngestApp:
         if not any(hmac.compare_digest(given, k.encode()) for k in accepted):
             raise Refused(api.unauthorized(), "wrong or missing key")
 
-    def _encode(self, api: API, events: list[dict]) -> list[str]:
+    def _encode(self, api: API, events: list[dict[str, Any]]) -> list[str]:
         limit = self._spool.max_event_bytes
         if api.max_event_bytes is not None:
             limit = min(limit, api.max_event_bytes)
@@ -161,6 +163,11 @@ class Relay:
 
         relay = Relay(spool, ServeConfig(port=8420))
         relay.run(ready=lambda port: print("listening on", port))  # until relay.stop()
+
+    ``run``'s ``heartbeat`` is for a service's watchdog (``spooler.service.Service``):
+    once the relay listens, its event loop calls it ten times a second, with how far the
+    commit in progress is past ``commit_timeout`` (0: none is). A loop that stops
+    turning, or a commit that is stuck, stops the calls or makes them overdue.
     """
 
     def __init__(
@@ -179,15 +186,27 @@ class Relay:
         self._stopping: asyncio.Event | None = None
         self._stop_asked = False
 
-    def run(self, *, ready: Callable[[int], None] | None = None) -> None:
-        """Serve until ``stop``; ``ready(port)`` is called once it listens."""
+    def run(
+        self,
+        *,
+        ready: Callable[[int], None] | None = None,
+        heartbeat: Callable[[float], None] | None = None,
+    ) -> None:
+        """Serve until ``stop``; ``ready(port)`` is called once it listens, then
+        ``heartbeat(overdue)`` while the loop turns.
+
+        Raises ``SpoolerError`` when a commit got stuck: the stop could not answer the
+        requests waiting for it.
+        """
+        serving = self._serve(ready, heartbeat)
         try:
             # libuv's event loop, where installed (the serve extra installs it): its
             # sockets cost less per request (docs/performance.md).
-            from uvloop import run as run_loop
+            import uvloop
         except ImportError:
-            run_loop = asyncio.run
-        run_loop(self._serve(ready))
+            asyncio.run(serving)
+        else:
+            uvloop.run(serving)
 
     def stop(self) -> None:
         """Stop accepting, answer the requests in progress, return from ``run``. Safe
@@ -196,12 +215,16 @@ class Relay:
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
 
-    async def _serve(self, ready: Callable[[int], None] | None) -> None:
+    async def _serve(
+        self, ready: Callable[[int], None] | None, heartbeat: Callable[[float], None] | None
+    ) -> None:
         config = self._config
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         stats = ServeStats(f"{config.host}:{config.port}", metrics=self._metrics, clock=self._clock)
-        committer = Committer(self._spool.commit_rows, on_commit=stats.commit)
+        committer = Committer(
+            self._spool.commit_rows, on_commit=stats.commit, step=config.commit_timeout
+        )
         app = IngestApp(self._spool, config, committer, stats, clock=self._clock)
         limits = Limits(
             header_timeout=config.header_timeout,
@@ -220,17 +243,29 @@ class Relay:
         if ready is not None:
             ready(server.port)
         reporter = asyncio.create_task(self._report(stats))
-        if self._stop_asked:
-            self._stopping.set()
-        await self._stopping.wait()
-        log.info("stopping: answering the requests in progress")
-        await server.stop()
-        reporter.cancel()
-        await asyncio.to_thread(committer.close)
-        await asyncio.to_thread(
-            self._spool.store.record_service, stats.listen, stats.report(stopped=True)
-        )
-        log.info("stopped: %s", stats.summary())
+        # Beats until the end: a stop that hangs is a hang too.
+        beating = asyncio.create_task(_beat(heartbeat, committer)) if heartbeat else None
+        try:
+            if self._stop_asked:
+                self._stopping.set()
+            await self._stopping.wait()
+            log.info("stopping: answering the requests in progress")
+            await server.stop()
+            reporter.cancel()
+            if not await asyncio.to_thread(committer.close):
+                # The spool does not answer: the last report could not be written either.
+                raise SpoolerError(
+                    f"a commit has not returned after {config.commit_timeout:g}s"
+                    " (serve.commit_timeout): the requests waiting for it were not answered,"
+                    " so their clients will send them again"
+                )
+            await asyncio.to_thread(
+                self._spool.store.record_service, stats.listen, stats.report(stopped=True)
+            )
+            log.info("stopped: %s", stats.summary())
+        finally:
+            if beating is not None:
+                beating.cancel()
 
     async def _report(self, stats: ServeStats) -> None:
         """Keep the report in the spool while it changes; log a summary every minute."""
@@ -248,3 +283,10 @@ class Relay:
                 last_summary = self._clock()
                 log.info("%s", stats.summary())
             await asyncio.sleep(REPORT_INTERVAL)
+
+
+async def _beat(heartbeat: Callable[[float], None], committer: Committer) -> None:
+    """Call ``heartbeat`` from the loop, ten times a second, with the committer's overdue."""
+    while True:
+        heartbeat(committer.overdue())
+        await asyncio.sleep(HEARTBEAT_INTERVAL)

@@ -13,18 +13,26 @@ batch at a time (``commit_together``), so a request learns only of its own error
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ..errors import ConfigError
 from ..events import new_event_ids
 from ..group_commit import commit_together
 
-__all__ = ["Committer"]
+__all__ = ["HANG_ENV", "Committer"]
 
 Row = tuple[str, str, str]
 # The longest the thread waits for the batches of a group, however slow the last commit.
 MAX_GATHER_SECONDS = 0.005
+# Test-only: set to "commit", the thread hangs for good at its next commit (a stuck
+# relay, for the watchdog's test).
+HANG_ENV = "SPOOLER_SERVE_HANG_AT"
+# How often a closing committer looks whether its last commits got stuck.
+_CLOSE_POLL_SECONDS = 0.1
 
 
 class _Batch:
@@ -46,7 +54,8 @@ class Committer:
         ids = await committer.submit([("amplitude", '{"event_type":"a"}')])
         committer.close()
 
-    ``on_commit(seconds, batches)`` is called after each commit, from the thread.
+    ``on_commit(seconds, batches)`` is called after each commit, from the thread. A
+    commit that has not returned after ``step`` seconds is stuck (``overdue``).
     """
 
     def __init__(
@@ -54,9 +63,18 @@ class Committer:
         commit: Callable[[Sequence[Row]], None],
         *,
         on_commit: Callable[[float, int], None] | None = None,
+        step: float = 90.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        hang_at = os.environ.get(HANG_ENV)
+        if hang_at not in (None, "commit"):
+            raise ConfigError(f"{HANG_ENV} must be commit")
+        self._hang = hang_at == "commit"
         self._commit = commit
         self._on_commit = on_commit
+        self._step = step
+        self._clock = clock
+        self._commit_began: float | None = None  # None: no commit in progress
         self._loop = asyncio.get_running_loop()
         self._pending: list[_Batch] = []
         self._arrived = threading.Condition()
@@ -121,7 +139,13 @@ class Committer:
             )
             start += len(batch.events)
         began = time.perf_counter()
-        errors = commit_together(self._commit, rows)
+        self._commit_began = self._clock()
+        try:
+            if self._hang:
+                threading.Event().wait()  # for good: the commit is stuck
+            errors = commit_together(self._commit, rows)
+        finally:
+            self._commit_began = None
         self._last_commit_seconds = time.perf_counter() - began
         if self._on_commit is not None:
             self._on_commit(self._last_commit_seconds, len(group))
@@ -131,12 +155,25 @@ class Committer:
         ]
         self._loop.call_soon_threadsafe(_settle, outcomes)
 
-    def close(self) -> None:
-        """Commit what was submitted, then stop the thread."""
+    def overdue(self) -> float:
+        """How far past ``step`` the commit in progress is, in seconds (0: none is; inf:
+        the thread is gone, and nothing submitted will be committed)."""
+        began = self._commit_began
+        if not self._thread.is_alive() and not self._closed:
+            return math.inf
+        return 0.0 if began is None else max(0.0, self._clock() - began - self._step)
+
+    def close(self) -> bool:
+        """Commit what was submitted, then stop the thread; False if a commit got stuck
+        first (the thread is left behind, and its batches unanswered)."""
         with self._arrived:
             self._closed = True
             self._arrived.notify()
-        self._thread.join()
+        while self._thread.is_alive():
+            if self.overdue() > 0:
+                return False
+            self._thread.join(_CLOSE_POLL_SECONDS)
+        return True
 
 
 def _settle(outcomes: list[tuple[_Batch, Exception | None, list[str]]]) -> None:

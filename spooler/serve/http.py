@@ -251,10 +251,11 @@ class _Connection(asyncio.Protocol):
         while self._queue:
             item, keep_alive = self._queue[0]
             if isinstance(item, Request):
+                request = item
                 try:
-                    item = self._app.handle(item)
+                    item = self._app.handle(request)
                 except Exception:
-                    log.exception("answering %s %s failed", item.method, item.path)
+                    log.exception("answering %s %s failed", request.method, request.path)
                     item = _FAILED
             if not isinstance(item, Response):
                 if not item.done():
@@ -300,6 +301,11 @@ class _Connection(asyncio.Protocol):
                 self._transport.close()
         else:
             self._refuse(_TIMED_OUT)
+
+    def close(self) -> None:
+        """Close now, whatever is in progress."""
+        if self._transport is not None:
+            self._transport.close()
 
     def stop_when_idle(self) -> None:
         """Close now if no request is in progress; else after its answer."""
@@ -357,6 +363,8 @@ class HttpServer:
         deadline = self.loop.time() + grace
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.close()  # its answer did not come in time (a commit that hangs)
         if self._reaper is not None:
             self._reaper.cancel()
         if self._server is not None:

@@ -103,8 +103,9 @@ def _posthog_error(kind: str, code: str, detail: str) -> dict[str, Any]:
 
 def _token(fields: dict[str, Any]) -> str | None:
     for field in ("api_key", "token"):
-        if isinstance(fields.get(field), str) and fields[field]:
-            return fields[field]
+        value = fields.get(field)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 

@@ -54,6 +54,9 @@ def _events_in(body: bytes, content_type: str = "") -> list[dict[str, Any]]:
     return lists[0] if len(lists) == 1 else [value]
 
 
+_HOST = "127.0.0.1"
+
+
 class _QuietServer(ThreadingHTTPServer):
     """A client that gave up on a held request is expected here, not worth a traceback."""
 
@@ -79,7 +82,7 @@ class Receiver:
         self._open.set()
         self._script: list[tuple[int, dict[str, str]]] = []
         self._changed = threading.Condition()
-        self._server = _QuietServer(("127.0.0.1", port), self._handler_class())
+        self._server = _QuietServer((_HOST, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
@@ -88,8 +91,7 @@ class Receiver:
     @property
     def url(self) -> str:
         """The receiver's base URL, e.g. ``http://127.0.0.1:41234``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{_HOST}:{self._server.server_port}"
 
     @property
     def delivered(self) -> list[dict[str, Any]]:
@@ -160,7 +162,8 @@ class Receiver:
                         plain = gzip.decompress(body)
                     events = _events_in(plain, self.headers.get("Content-Type", ""))
                 except (ValueError, OSError):  # OSError: a body that is not gzip
-                    status, headers, answer = 400, {}, b'{"error":"body is not JSON"}'
+                    status, answer = 400, b'{"error":"body is not JSON"}'
+                    headers: dict[str, str] = {}
                     events = []
                 else:
                     status, headers, answer = receiver._answer(body, dict(self.headers), events)

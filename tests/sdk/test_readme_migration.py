@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wire import REPO, arrived, spooler
+from wire import arrived, spooler
 
 from spooler.testing import Receiver
+
+REPO = Path(__file__).resolve().parents[2]
 
 SECTION = re.compile(r"^## Moving from an analytics SDK\n(.*?)^## ", re.M | re.S)
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)

@@ -15,13 +15,13 @@ from amplitude import Amplitude as Official
 from amplitude import BaseEvent, Config, EventOptions, Identify, Revenue
 from amplitude.constants import SDK_LIBRARY, SDK_VERSION
 from amplitude.storage import InMemoryStorage, InMemoryStorageProvider
+from node_sdks import node_package
 from wire import (
     FIXED_IDS,
     Run,
     arrived,
     assert_same_wire,
     drain,
-    node_package,
     run_node,
     spooler,
     views,

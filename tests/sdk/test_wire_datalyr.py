@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node_sdks import datalyr_sdk, require_node
 from wire import (
     Run,
     arrived,
     assert_same_wire,
-    datalyr_sdk,
     drain,
-    node_package,
     run_node,
     spooler,
     views,
@@ -81,7 +80,7 @@ def through_spooler(db: Path, calls: list[list[Any]]) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _sdk() -> None:
-    node_package(".")  # node itself; the Datalyr SDK comes from the reference folder
+    require_node()  # the Datalyr SDK comes from the reference folder
     datalyr_sdk()
 
 

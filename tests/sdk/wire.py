@@ -26,9 +26,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -38,13 +36,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
+from node_sdks import NODE_DIR
 
 from spooler import __version__
 from spooler.testing import Receiver, RecordedRequest
-
-REPO = Path(__file__).resolve().parents[2]
-NODE_DIR = Path(__file__).resolve().parent / "node"
 
 # Headers each HTTP client stack (requests, httpx, urllib, Node's fetch and http) sets
 # by itself; none of them says anything to the ingestion API.
@@ -248,31 +243,6 @@ def spooler(*args: str) -> subprocess.CompletedProcess[str]:
     )
     assert done.returncode == 0, done.stderr
     return done
-
-
-def node_package(name: str) -> None:
-    """Skip unless node runs and ``name`` is installed under tests/sdk/node."""
-    if shutil.which("node") is None:
-        pytest.skip("needs node (Node.js 20; .ci/run installs it)")
-    if not (NODE_DIR / "node_modules" / name).is_dir():
-        pytest.skip(f"needs {name}: run `npm ci` in tests/sdk/node (.ci/run does)")
-
-
-def datalyr_sdk() -> Path:
-    """The reference build of ``@datalyr/api`` 1.3.0 (npm does not serve it), or skip."""
-    candidates = [
-        os.environ.get("SPOOLER_REFERENCE_SDKS"),
-        REPO.parent / "shared" / "reference-sdks",
-        "/work/shared/reference-sdks",
-    ]
-    for place in filter(None, candidates):
-        sdk = Path(place) / "datalyr-api-1.3.0"
-        if (sdk / "index.js").is_file():
-            return sdk
-    pytest.skip(
-        "needs the reference build of @datalyr/api 1.3.0 (not on npm): set "
-        "SPOOLER_REFERENCE_SDKS to the folder that holds datalyr-api-1.3.0/"
-    )
 
 
 def run_node(script: str, spec: dict) -> list[str]:
