@@ -9,9 +9,9 @@ wait is a fraction of the cycle, and one worker is fastest (docs/performance.md:
 four cost ~12% more processor time per event for nothing); against one 20 ms away,
 four overlap their waits.
 
-So a destination starts with one worker sending, and lets in one more, or sends one
-back to wait, as the medians of the last requests' waits and batches' cycles say,
-never beyond ``concurrency``. Workers sent back finish their batch first.
+So a destination starts with one worker sending, and lets in as many as the medians of
+the last requests' waits and batches' cycles say, never beyond ``concurrency``; when
+they say fewer, it sends one back to wait at a time (each finishes its batch first).
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ class Pacer:
             )
             if wanted == self.active:
                 return None
-            # One step at a time: the next medians are taken with the new number.
-            self.active += 1 if wanted > self.active else -1
+            # Up at once (every batch sent short of them is time lost), down one at a
+            # time: the next medians are taken with the new number.
+            self.active = wanted if wanted > self.active else self.active - 1
             self._changed.notify_all()
             return self.active
 
