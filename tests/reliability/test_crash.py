@@ -94,6 +94,17 @@ def enqueue(db: Path, count: int) -> list[str]:
     return result.stdout.split()
 
 
+def drain_killed_at(db: Path, url: str, point: str) -> subprocess.CompletedProcess[str]:
+    """A drain of 10-event batches, one worker and a 1 s lease, that kills itself at
+    ``point``."""
+    return drain_cli(
+        db,
+        url,
+        *("--batch-size", "10", "--concurrency", "1", "--timeout", "0.5", "--lease", "1"),
+        env={CRASH_ENV: point},
+    )
+
+
 @pytest.mark.parametrize(("point", "duplicates"), [("after_claim", 0), ("after_response", 10)])
 def test_drain_killed_at_a_named_point(
     db: Path, receiver: Receiver, scenario, point: str, duplicates: int
@@ -104,19 +115,7 @@ def test_drain_killed_at_a_named_point(
         f"{CRASH_ENV}={point}: the drain kills itself there",
     )
     ids = enqueue(db, 50)
-    crashed = drain_cli(
-        db,
-        receiver.url,
-        "--batch-size",
-        "10",
-        "--concurrency",
-        "1",
-        "--timeout",
-        "0.5",
-        "--lease",
-        "1",
-        env={CRASH_ENV: point},
-    )
+    crashed = drain_killed_at(db, receiver.url, point)
     assert crashed.returncode == -signal.SIGKILL
     assert len(receiver.delivered) == duplicates  # the request was answered, or never sent
     # The recovery includes waiting out the 1 s lease.
@@ -140,19 +139,7 @@ def test_drain_killed_mid_batch_after_part_of_it_settled(
     ids = enqueue(db, 50)
     receiver.reject = lambda event: event["n"] == 7
     # When the drain splits that batch, delivers its first half and is killed
-    crashed = drain_cli(
-        db,
-        receiver.url,
-        "--batch-size",
-        "10",
-        "--concurrency",
-        "1",
-        "--timeout",
-        "0.5",
-        "--lease",
-        "1",
-        env={CRASH_ENV: "mid_batch"},
-    )
+    crashed = drain_killed_at(db, receiver.url, "mid_batch")
     assert crashed.returncode == -signal.SIGKILL
     assert sorted(e["n"] for e in receiver.delivered) == [0, 1, 2, 3, 4]
     # Then the first half is settled (not sent again), the rest of the batch comes back
