@@ -150,7 +150,7 @@ def test_each_page_loads_and_the_charts_show_the_drain_run(browser: Any, web: We
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 7
     no_errors(browser)
-    for span in ("day", "week"):
+    for span in ("15m", "day", "week"):
         follow(browser, browser.find_element(By.LINK_TEXT, span))
         assert browser.current_url.endswith(f"/?range={span}")
         assert browser.find_element(By.CSS_SELECTOR, 'svg[data-metric="delivered"]')
