@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint format bench reliability clean
+.PHONY: demo test lint format bench reliability screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ bench: $(VENV)/.installed-bench
 
 reliability: $(VENV)/.installed-test
 	$(BIN)/python tests/reliability/report.py
+
+# The README's picture of spooler web, from a real run of about 5 minutes: producers,
+# spooler drain and spooler web on a temporary spool while a local receiver is down for
+# 2 minutes, then headless chromium saves docs/dashboard-outage.png (needs chromium and
+# chromedriver, as the browser tests do). Not part of `make test`.
+screenshot: $(VENV)/.installed-test
+	$(BIN)/python docs/screenshot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
