@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
+# A .venv made before the dev group existed may hold an older pip: upgrade it here too.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install --upgrade 'pip>=25.1'
 	$(PIP) install -e '.[test]' --group dev
 	touch $@ $(VENV)/.installed
 
