@@ -18,6 +18,7 @@ from conftest import SPOOLER, free_port, rows, spooler_cmd, wait_for_line
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
+from spooler.testing import Receiver
 
 KEYS = {
     "amplitude": "amp-0123456789abcdef",
@@ -315,6 +316,59 @@ def test_the_destination_key_or_the_token_is_taken(tmp_path: Path, db: Path) -> 
     assert unknown.status_code == 404  # the config names its destinations
     assert len(stored(db)) == 3
     assert TOKEN.encode() not in spool_bytes(db)
+
+
+def test_each_apis_events_go_to_its_mapped_destination_and_its_drain_delivers_them(
+    tmp_path: Path, db: Path, receiver: Receiver
+) -> None:
+    # Given a config whose Amplitude and Datalyr events go to destinations of their own
+    # names ([serve] destinations), each with its own key and URL
+    config = write_config(
+        tmp_path / "spooler.toml",
+        {
+            "amp_prod": {
+                "type": "amplitude",
+                "url": receiver.url + "/amp_prod/2/httpapi",
+                "api_key": KEYS["amplitude"],
+            },
+            "dl_eu": {
+                "type": "datalyr",
+                "url": receiver.url + "/dl_eu/track",
+                "api_key": KEYS["datalyr"],
+            },
+        },
+        destinations={"amplitude": "amp_prod", "datalyr": "dl_eu"},
+    )
+    # When each SDK's request reaches the relay, with the key of the mapped destination
+    with relay(db, "--config", str(config)) as running:
+        amplitude = httpx.post(
+            running.url + "/2/httpapi",
+            json={
+                "api_key": KEYS["amplitude"],
+                "events": [{"event_type": "a", "user_id": "user_1"}],
+            },
+        )
+        datalyr = httpx.post(
+            running.url + "/track",
+            json={"event": "d", "userId": "u_2"},
+            headers={"X-API-Key": KEYS["datalyr"]},
+        )
+    assert (amplitude.status_code, datalyr.status_code) == (200, 200)
+    # Then each event waits under its mapped destination, and none under the API's name
+    assert [(d, e.get("event_type") or e.get("event")) for d, e in stored(db)] == [
+        ("amp_prod", "a"),
+        ("dl_eu", "d"),
+    ]
+    # ...and a drain of that one destination delivers it, to that destination's URL
+    done = spooler_cmd(
+        *("drain", "--db", str(db), "--config", str(config), "-d", "amp_prod", "--until-empty"),
+        *("--max-time", "60"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert [(r.path, [e["event_type"] for e in r.events]) for r in receiver.requests] == [
+        ("/amp_prod/2/httpapi", ["a"])
+    ]
+    assert [d for d, _ in stored(db)] == ["dl_eu"]  # the other destination's drain is its own
 
 
 def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(
