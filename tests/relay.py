@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +57,15 @@ def toml_value(value: Any) -> str:
 
 
 @contextmanager
-def relay(db: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningRelay]:
-    """``spooler serve --db DB ARGS`` on a free port, once it listens; stopped (SIGTERM)
-    at the end unless the test killed it."""
+def relay(
+    db: Path, *args: str, env: dict[str, str] | None = None, under: Sequence[str] = ()
+) -> Iterator[RunningRelay]:
+    """``spooler serve --db DB ARGS`` on a free port (run by the command ``under``, such
+    as libfiu's ``fiu-run``, if given), once it listens; stopped (SIGTERM) at the end
+    unless the test killed it."""
     port = free_port()
     process = subprocess.Popen(
-        [*SPOOLER, "serve", "--db", str(db), "--port", str(port), *args],
+        [*under, *SPOOLER, "serve", "--db", str(db), "--port", str(port), *args],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},

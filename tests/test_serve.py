@@ -4,6 +4,7 @@ keys, limits, a full spool, and what ``spooler status`` and the metrics show."""
 from __future__ import annotations
 
 import base64
+import errno
 import gzip
 import json
 import signal
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SPOOLER, free_port, rows, spooler_cmd, wait_for_line
+from conftest import SPOOLER, fiu, free_port, rows, spooler_cmd, switch, wait_for_line
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
@@ -398,6 +399,61 @@ def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(
     assert [(r.status_code, r.headers.get("retry-after")) for r in full] == [(503, "10")] * 5
     assert full[2].json()["code"] == 503  # what the Amplitude SDKs read
     assert [event for _, event in stored(db)] == [{"a": 1}, {"a": 2}]
+
+
+def one_request_per_api(url: str) -> list[httpx.Response]:
+    """One event to each API and to the generic endpoint; the five answers."""
+    return [
+        httpx.post(url + "/v1/events/x", json={"a": 3}),
+        httpx.post(
+            url + "/v1/batch", json={"batch": [{"type": "track", "event": "e", "userId": "u"}]}
+        ),
+        httpx.post(
+            url + "/2/httpapi",
+            json={"api_key": "k", "events": [{"event_type": "a", "user_id": "user_1"}]},
+        ),
+        httpx.post(
+            url + "/batch/", json={"api_key": "k", "batch": [{"event": "e", "distinct_id": "d"}]}
+        ),
+        httpx.post(url + "/track", json={"event": "e"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "committed"),
+    [
+        ("posix/io/rw/pwrite", errno.EIO, False),
+        ("posix/io/rw/pwrite", errno.ENOSPC, False),
+        # What a running SQLite meets when its file system is remounted read-only.
+        ("posix/io/rw/pwrite", errno.EROFS, False),
+        # The flush after the commit fails: the events are in the spool, but not safe
+        # from a power cut, so the SDK is not told they are stored: it sends them again.
+        ("posix/io/sync/fdatasync", errno.EIO, True),
+    ],
+    ids=["io-error", "disk-full", "read-only", "flush-fails"],
+)
+def test_a_failing_spool_answers_503_and_stores_nothing_then_recovers(
+    tmp_path: Path, db: Path, call: str, error: int, committed: bool
+) -> None:
+    # Given a relay under libfiu, which takes events
+    run, control = fiu(tmp_path)
+    with relay(db, under=run) as running:
+        before = httpx.post(running.url + "/v1/events/x", json={"a": 1})
+        # When the disk fails every write of the spool
+        switch(control, running.process.pid, f"enable name={call},failinfo={error}")
+        failing = one_request_per_api(running.url)
+        switch(control, running.process.pid, f"disable name={call}")
+        # ...and then recovers
+        after = httpx.post(running.url + "/v1/events/x", json={"a": 2})
+    # Then each request during the failure got the answer its SDK sends again on, and
+    # stored nothing (but what was committed before its flush failed); the relay took
+    # events again once the disk did
+    assert [(r.status_code, r.headers.get("retry-after")) for r in failing] == [(503, "10")] * 5
+    assert failing[2].json()["code"] == 503
+    assert (before.status_code, after.status_code) == (200, 200)
+    events = [event for _, event in stored(db)]
+    assert (events[0], events[-1], len(events)) == ({"a": 1}, {"a": 2}, 2 + 5 * committed)
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_only_loopback_without_a_token(tmp_path: Path, db: Path) -> None:
