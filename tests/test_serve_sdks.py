@@ -275,32 +275,38 @@ def test_datalyr_node(tmp_path: Path, receiver: Receiver) -> None:
     assert [e["eventId"] for e in delivered] == [acked[n]["eventId"] for n in sorted(acked)]
 
 
-def readme_js_snippets() -> list[str]:
-    """The JavaScript blocks of the README's section on ``spooler serve``."""
+SERVE_SECTION = "From Node, Go, Ruby: point the SDK at spooler serve"
+MIGRATION_SECTION = "Moving from an analytics SDK"
+README_CONFIG = "/etc/spooler.toml"
+
+
+def readme_blocks(heading: str, language: str) -> list[str]:
+    """The code blocks in ``language`` of the README's section ``heading``."""
     text = (REPO / "README.md").read_text()
-    section = text.split("## From Node, Go, Ruby: point the SDK at spooler serve", 1)[1]
-    section = section.split("\n## ", 1)[0]
-    return re.findall(r"^```js\n(.*?)^```$", section, re.S | re.M)
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"^```{language}\n(.*?)^```$", section, re.S | re.M)
 
 
 def test_the_readmes_snippets_run_as_written(tmp_path: Path, receiver: Receiver) -> None:
-    # Given the README's config (its two destinations, keys from the environment)
-    snippets = readme_js_snippets()
+    # Given the README's relay command, with the config it points to ("the config
+    # above", the migration section's), and the keys the README says to set
+    [command] = [b for b in readme_blocks(SERVE_SECTION, "sh") if "spooler serve" in b]
+    assert f"spooler serve --config {README_CONFIG}" in command
+    [toml] = readme_blocks(MIGRATION_SECTION, "toml")
+    config = tmp_path / "spooler.toml"
+    config.write_text(toml)
+    serve_text = (REPO / "README.md").read_text().split(f"## {SERVE_SECTION}", 1)[1]
+    named = re.findall(r"\$\{(\w+)\}", toml)
+    assert named and all(f"`{name}`" in serve_text.split("\n## ", 1)[0] for name in named)
+    env = {name: KEYS[name.split("_")[0].lower()] for name in named}
+    snippets = readme_blocks(SERVE_SECTION, "js")
     assert len(snippets) == 2
-    require_node()
+    node_package("@amplitude/node")
     sdk = datalyr_sdk()
     modules = tmp_path / "node_modules" / "@datalyr"
     modules.mkdir(parents=True)
     (modules / "api").symlink_to(sdk)  # where npm would put it, were it on npm
     db = tmp_path / "spool.db"
-    config = write_config(
-        tmp_path / "spooler.toml",
-        {
-            "datalyr": {"type": "datalyr", "api_key": "${DATALYR_API_KEY}"},
-            "amplitude": {"type": "amplitude", "api_key": "${AMPLITUDE_API_KEY}"},
-        },
-    )
-    env = {"DATALYR_API_KEY": KEYS["datalyr"], "AMPLITUDE_API_KEY": KEYS["amplitude"]}
     # When each snippet runs as pasted, but for the relay's port
     with relay(db, "--config", str(config), env=env) as running:
         port = running.url.rsplit(":", 1)[1]
