@@ -10,6 +10,8 @@ import json
 import signal
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,43 @@ def test_amplitude_refuses_the_requests_amplitude_refuses(db: Path) -> None:
         {"code": 413, "error": "Payload too large"},
     )
     assert stored(db) == []
+
+
+MB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("path", "limit", "status", "shape"),
+    [
+        ("/2/httpapi", 1_000_000, 413, {"code": 413, "error": "Payload too large"}),
+        # Segment answers a body over its limits with its 400.
+        ("/v1/batch", 500 * 1024, 400, {"success": False, "code": "invalid_request"}),
+        ("/batch/", 20 * MB, 413, {"type": "validation_error", "code": "payload_too_large"}),
+        ("/track", MB, 413, {"error": f"payload too large: the body is over {MB} bytes"}),
+    ],
+    ids=["amplitude", "segment", "posthog", "datalyr"],
+)
+def test_a_body_over_the_apis_limit_gets_its_answer_even_by_a_client_that_sends_it_all(
+    db: Path, path: str, limit: int, status: int, shape: dict[str, Any]
+) -> None:
+    # Given a client that sends its whole body before it reads the answer (urllib sends
+    # no "Expect: 100-continue"), and a body well over what the sockets buffer
+    body = b'{"pad": "' + b"x" * (limit + 8 * MB) + b'"}'
+    with relay(db) as running:
+        request = urllib.request.Request(
+            running.url + path, data=body, headers={"Content-Type": "application/json"}
+        )
+        # When it posts a body over the API's limit
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        # Then it reads the API's own answer (not a broken pipe or a reset), and the
+        # relay takes the next request
+        after = httpx.post(running.url + "/v1/events/x", json={"a": 1})
+    answer = json.loads(refused.value.read())
+    assert refused.value.code == status
+    assert shape.items() <= answer.items()
+    assert after.status_code == 200
+    assert [event for _, event in stored(db)] == [{"a": 1}]
 
 
 def test_segment_stores_messages_with_the_batch_context(db: Path) -> None:
