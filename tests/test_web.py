@@ -221,12 +221,13 @@ def list_page(served: Served, address: str) -> tuple[list[tuple[int, str]], dict
     return [(int(k), e) for k, e in ROW.findall(text)], {r: unescape(h) for h, r in links}
 
 
-def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path) -> None:
-    # Given 120 dead letters of destination "a" (and 5 of "b", filtered out)
+@pytest.mark.parametrize("count", [120, 2 * PAGE_SIZE])
+def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path, count: int) -> None:
+    # Given dead letters of destination "a" (and 5 of "b", filtered out)
     with Spool(db) as spool:
-        ids = spool.enqueue_many([{"n": n} for n in range(120)], destination="a")
+        ids = spool.enqueue_many([{"n": n} for n in range(count)], destination="a")
         spool.enqueue_many([{"n": n} for n in range(5)], destination="b")
-        assert spool.expire(everything=True) == 125
+        assert spool.expire(everything=True) == count + 5
     running = Served(db, WebConfig(port=0))
     try:
         # When the list of "a" is followed page by page, older and older
@@ -239,17 +240,21 @@ def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path) -> None:
             address = rel.get("next")
         # Then each page holds at most PAGE_SIZE rows, newest first, and together they
         # hold each of "a"'s dead letters once
-        assert [len(rows) for rows in pages] == [PAGE_SIZE, PAGE_SIZE, 120 - 2 * PAGE_SIZE]
+        # hold each of "a"'s dead letters once; the last has no "older" (not even when
+        # it is full)
+        sizes = [PAGE_SIZE, PAGE_SIZE, count - 2 * PAGE_SIZE]
+        assert [len(rows) for rows in pages] == [size for size in sizes if size]
         keys = [key for rows in pages for key, _ in rows]
-        assert keys == sorted(keys, reverse=True) and len(set(keys)) == 120
+        assert keys == sorted(keys, reverse=True) and len(set(keys)) == count
         assert sorted(e for rows in pages for _, e in rows) == sorted(ids)
+        assert "next" not in links[-1]
         # ...each link keeps the filter and names the key it pages from...
         assert links[0] == {"next": f"/dead?destination=a&before={pages[0][-1][0]}"}
         assert links[1]["prev"] == f"/dead?destination=a&after={pages[1][0][0]}"
-        assert "next" not in links[2]
-        # ...and "newer" from the last page leads back to the page before it
-        assert list_page(running, links[2]["prev"])[0] == pages[1]
-        assert list_page(running, links[1]["prev"])[0] == pages[0]
+        # ...and "newer" leads back page by page, to the newest, which has no "newer"
+        assert list_page(running, links[-1]["prev"])[0] == pages[-2]
+        newest, rel = list_page(running, links[1]["prev"])
+        assert newest == pages[0] and "prev" not in rel
     finally:
         running.close()
 
