@@ -186,6 +186,23 @@ def require_program(name: str, package: str) -> None:
         pytest.skip(f"needs {name} (Debian package {package}; .ci/run installs it)")
 
 
+def fiu(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """The command prefixes that start a process under libfiu (``fiu-run -x``: it can make
+    chosen libc calls fail) and control it from outside (``fiu-ctrl``)."""
+    require_program("fiu-run", "fiu-utils")
+    control = str(tmp_path / "fiu-ctrl")
+    return ["fiu-run", "-x", "-f", control], ["fiu-ctrl", "-f", control]
+
+
+def switch(control: list[str], pid: int, command: str) -> None:
+    """Run one ``fiu-ctrl`` command (``enable name=...``, ``disable name=...``) in ``pid``."""
+    result = subprocess.run(
+        [*control, "-c", command, str(pid)], capture_output=True, text=True, timeout=10
+    )
+    # fiu-ctrl exits 0 even when it cannot reach the process; it says so on stderr.
+    assert result.returncode == 0 and not result.stderr, result.stderr
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 where nothing listens (until a test starts something there)."""
     with socket.create_server(("127.0.0.1", 0)) as probe:
