@@ -84,11 +84,12 @@ class Connections:
 
     def execute_direct(
         self, conn: psycopg.Connection, name: bytes, statement: bytes, params: list[str]
-    ) -> None:
+    ) -> int:
         """Run one statement that returns no rows (``$1``, ``$2``... its text parameters)
         straight through libpq (``Connection.pgconn``), prepared on the server as
         ``name`` the first time a connection runs it; without prepared statements (a
-        pooler), sent whole each time. Its own transaction, at full durability.
+        pooler), sent whole each time. Its own transaction, at full durability. Returns
+        how many rows it inserted, updated or deleted.
 
         For the statement every enqueue runs: psycopg's cursor costs a producer as much
         CPU again as this (docs/performance.md, target 8).
@@ -104,6 +105,7 @@ class Connections:
                 _raise_for(pgconn, pgconn.prepare(name, statement))
                 result = pgconn.exec_prepared(name, values)
         _raise_for(pgconn, result)
+        return result.command_tuples or 0
 
     def writing(
         self, conn: psycopg.Connection, *, one_statement: bool = False
