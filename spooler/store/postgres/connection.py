@@ -101,7 +101,8 @@ class Connections:
             result = pgconn.exec_params(statement, values)
         else:
             result = pgconn.exec_prepared(name, values)
-            if _sqlstate(result) == "26000":  # not prepared on this connection yet
+            if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == "26000":
+                # Not prepared on this connection yet.
                 _raise_for(pgconn, pgconn.prepare(name, statement))
                 result = pgconn.exec_prepared(name, values)
         _raise_for(pgconn, result)
@@ -162,7 +163,8 @@ class Connections:
         )
 
     def _give_back(self, conn: psycopg.Connection) -> None:
-        usable = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        # pgconn's, not conn.info's: the same state, without a new object per operation.
+        usable = not conn.broken and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
         with self._lock:
             if usable and not self._closed and self._pid == os.getpid():
                 self._idle.append(conn)
