@@ -45,7 +45,7 @@ _NOW = "date_part('epoch', now())"
 # none was ever set. Inserts nothing once they keep them (the insert then goes again as
 # _ONE_EVENT). No ON CONFLICT: its speculative insertion costs the server ~2 us per
 # event, and a unique violation says the same, that an earlier try of this insert
-# committed. The server's CPU per event: ~16-18 us, _ONE_EVENT's ~22-24 us (target 8
+# committed. The server's CPU per event: ~16-17 us, _ONE_EVENT's ~22-25 us (target 8
 # in docs/performance.md).
 _ONE_EVENT_UNCOUNTED = (
     b"spooler_enqueue_uncounted",
