@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import drain_once
+from helpers.spools import drain_once
 
 from spooler import Spool, StoreError
 from spooler.history import Bucket, HistoryPoint, HistoryRecorder, buckets, minute_of

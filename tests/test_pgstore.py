@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, require_program, wait_until
+from helpers.cli import SPOOLER
+from helpers.processes import require_program, wait_until
 from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 
 import spooler.store.postgres.maintenance as postgres_maintenance

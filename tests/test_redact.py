@@ -12,7 +12,7 @@ from pathlib import Path
 import fakes
 import pytest
 from click.testing import CliRunner
-from conftest import dead_rows, drain_once
+from helpers.spools import dead_rows, drain_once
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config, load_config_file, resolved_settings

@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SPOOLER, free_port, rows, spooler_cmd, wait_for_line
+from helpers.cli import SPOOLER, spooler_cmd
+from helpers.processes import free_port, wait_for_line
+from helpers.spools import rows
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY

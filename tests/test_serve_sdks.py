@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import rows, spooler_cmd
+from helpers.cli import spooler_cmd
+from helpers.spools import rows
 from node_sdks import NODE_DIR, REPO, datalyr_sdk, node_package, require_node
 from relay import RunningRelay, relay, write_config
 

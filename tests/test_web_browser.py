@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
-    SPOOLER,
-    drain_command,
-    drain_once,
-    free_port,
-    wait_for_line,
-    wait_until,
-)
+from helpers.cli import SPOOLER, drain_command
+from helpers.processes import free_port, wait_for_line, wait_until
+from helpers.spools import drain_once
 
 from spooler import Spool
 from spooler.history import HistoryPoint, minute_of

@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import drain_command, queued_count, require_program, rows, wait_for_line
+from helpers.cli import drain_command
+from helpers.processes import require_program, wait_for_line
+from helpers.spools import queued_count, rows
 
 from spooler import Spool
 from spooler.testing import Receiver
