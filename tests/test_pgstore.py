@@ -21,8 +21,8 @@ import spooler.store.postgres.maintenance as postgres_maintenance
 from spooler import ConfigError, Spool, StoreError
 from spooler.doctor import diagnose
 from spooler.history import HistoryPoint, minute_of
-from spooler.receiver import Receiver
 from spooler.records import QueueSelection
+from spooler.testing import Receiver
 
 psycopg = pytest.importorskip("psycopg")
 

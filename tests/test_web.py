@@ -22,7 +22,7 @@ from pg_server import PASSWORD, PostgresServer
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
 from spooler.drain import Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 from spooler.web import Dashboard
 
 SCRIPT = "<script>window.pwned = 1</script>"

@@ -24,7 +24,7 @@ from helpers.spools import drain_once
 
 from spooler import Spool
 from spooler.history import HistoryPoint, minute_of
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
 from selenium.webdriver.common.by import By  # noqa: E402
