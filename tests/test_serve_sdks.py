@@ -288,7 +288,7 @@ def test_the_readmes_snippets_run_as_written(tmp_path: Path, receiver: Receiver)
     # Given the README's config (its two destinations, keys from the environment)
     snippets = readme_js_snippets()
     assert len(snippets) == 2
-    require_node()
+    node_package("@amplitude/node")  # the second snippet's SDK
     sdk = datalyr_sdk()
     modules = tmp_path / "node_modules" / "@datalyr"
     modules.mkdir(parents=True)
