@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck format bench reliability clean
+.PHONY: demo test lint typecheck format bench reliability screenshot clean
 
 # pip >= 25.1 reads pyproject's [dependency-groups] (--group); a new venv may hold an older one.
 $(BIN)/python:
@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
+# A .venv made before the dev group existed may hold an older pip: upgrade it here too.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install --upgrade 'pip>=25.1'
 	$(PIP) install -e '.[test]' --group dev
 	touch $@ $(VENV)/.installed
 
@@ -48,6 +50,13 @@ bench: $(VENV)/.installed-bench
 
 reliability: $(VENV)/.installed-test
 	$(BIN)/python tests/reliability/report.py
+
+# The README's picture of spooler web, from a real run of about 5 minutes: producers,
+# spooler drain and spooler web on a temporary spool while a local receiver is down for
+# 2 minutes, then headless chromium saves docs/dashboard-outage.png (needs chromium and
+# chromedriver, as the browser tests do). Not part of `make test`.
+screenshot: $(VENV)/.installed-test
+	$(BIN)/python docs/screenshot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

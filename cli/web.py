@@ -34,8 +34,9 @@ def web(
     opts: Options, host: str | None, port: int | None, token: str | None, log_level: str
 ) -> None:
     """An operator's dashboard in the browser: each destination's backlog and pause,
-    charts of the last hour, day or week (kept by running drains), the dead letters,
-    and replay, purge, hold, release and retry-now, each confirmed with its count.
+    charts of the last 15 minutes, hour, day or week (kept by running drains), the dead
+    letters, and replay, purge, hold, release and retry-now, each confirmed with its
+    count.
 
     SIGTERM/SIGINT stop it.
     """

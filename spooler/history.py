@@ -150,8 +150,9 @@ class HistoryRecorder:
         return bool(self._keep) and minute_of(self._clock()) > self._flushed_minute
 
     def flush(self, *, closing: bool = False) -> None:
-        """Write what was counted, with each destination's backlog now: the backlog at the
-        end of the minute just ended, or (``closing``, the drain stopping) of this one.
+        """Write the minutes that have ended, with each destination's backlog now: the
+        backlog at the end of the minute just ended; or (``closing``, the drain stopping)
+        everything counted, this minute too, with its backlog.
 
         A spool that cannot take it now gets it at the next write: a failing spool stops
         the drain's workers anyway, and the counts are only numbers in memory.
@@ -162,6 +163,11 @@ class HistoryRecorder:
         self._flushed_minute = minute_of(now)
         with self._lock:
             counters, self._counters = self._counters, {}
+            if not closing:
+                # The minute that has just begun waits for its end: written now, its first
+                # counts would chart as a minute of almost nothing until the next write.
+                for key in [key for key in counters if key[0] >= self._flushed_minute]:
+                    self._counters[key] = counters.pop(key)
         snapshot_minute = self._flushed_minute if closing else self._flushed_minute - MINUTE
         try:
             counts = self._store.counts(now=now)

@@ -2,14 +2,14 @@
 (Selenium), against ``spooler web`` run as a subprocess on a spool a real drain filled.
 
 The browser is never downloaded: without ``chromium`` and ``chromium-driver`` (which
-``.ci/run`` installs) these tests skip and say so. ``SPOOLER_SCREENSHOTS=DIR`` keeps the
-overview's screenshot during an outage there (docs/dashboard-outage.png is one).
+``.ci/run`` installs) these tests skip and say so. The outage test saves the overview's
+screenshot in its ``tmp_path`` (pytest keeps the last runs' folders); its chart history
+is made up, so the README's picture comes from a real run instead: ``make screenshot``
+(docs/screenshot.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import chromium
 import pytest
 from helpers.cli import SPOOLER, drain_command
 from helpers.processes import free_port, wait_for_line, wait_until
@@ -26,45 +27,21 @@ from spooler import Spool
 from spooler.history import HistoryPoint, minute_of
 from spooler.testing import Receiver
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
-from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
+pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 SCRIPT = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2>"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-)
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     """Headless Chromium, with a profile of its own, driven by Debian's chromedriver."""
-    chromium = shutil.which("chromium")
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        pytest.skip(
-            "needs chromium and chromedriver (Debian packages chromium, chromium-driver;"
-            " .ci/run installs them)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path=chromedriver)
-    )
-    driver.set_page_load_timeout(60)
+    found = chromium.find()
+    if found is None:
+        pytest.skip(chromium.MISSING)
+    driver = chromium.start(*found, profile=tmp_path / "chromium-profile")
     yield driver
     driver.quit()
 
@@ -145,7 +122,7 @@ def test_each_page_loads_and_the_charts_show_the_drain_run(browser: Any, web: We
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 7
     no_errors(browser)
-    for span in ("day", "week"):
+    for span in ("15m", "day", "week"):
         follow(browser, browser.find_element(By.LINK_TEXT, span))
         assert browser.current_url.endswith(f"/?range={span}")
         assert browser.find_element(By.CSS_SELECTOR, 'svg[data-metric="delivered"]')
@@ -227,8 +204,9 @@ def _dead_shown(browser: Any) -> str:
 
 
 def test_the_overview_during_an_outage(browser: Any, tmp_path: Path) -> None:
-    # Given an hour of history as a drain writes it: healthy, then the receiver of
-    # "amplitude" fails from twenty minutes ago on, and its backlog grows
+    # Given an hour of synthetic history, written into the spool in the drain's shape:
+    # healthy, then the receiver of "amplitude" fails from twenty minutes ago on, and its
+    # backlog grows (an hour of real time is too long for a test)
     db = tmp_path / "spool.db"
     now = time.time()
     with Spool(db) as spool:
@@ -275,9 +253,6 @@ def test_the_overview_during_an_outage(browser: Any, tmp_path: Path) -> None:
             shot = tmp_path / "dashboard-outage.png"
             assert browser.save_screenshot(str(shot))
             assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
-            keep = os.environ.get("SPOOLER_SCREENSHOTS")
-            if keep:
-                shutil.copy(shot, Path(keep) / shot.name)
         finally:
             web.close()
             drain.send_signal(signal.SIGTERM)
@@ -285,9 +260,9 @@ def test_the_overview_during_an_outage(browser: Any, tmp_path: Path) -> None:
 
 
 def _an_outage(now: float) -> list[HistoryPoint]:
-    """An hour of two destinations' minutes: steady traffic, then amplitude's receiver
-    down for the last twenty minutes (no deliveries, retries, slow requests, a growing
-    backlog)."""
+    """An hour of two destinations' minutes, made up: steady traffic, then amplitude's
+    receiver down for the last twenty minutes (no deliveries, retries, slow requests, a
+    growing backlog)."""
     points = []
     backlog = 40
     last = minute_of(now) - 60

@@ -26,8 +26,14 @@ __all__ = [
     "overview_table",
 ]
 
-#: The charts' spans: seconds shown, and seconds per point.
-RANGES = {"hour": (3600, MINUTE), "day": (86400, 10 * MINUTE), "week": (7 * 86400, 3600)}
+#: The charts' spans: seconds shown, and seconds per point. The last 15 minutes give the
+#: first minutes of an outage room enough to be read, a point each.
+RANGES = {
+    "15m": (15 * MINUTE, MINUTE),
+    "hour": (3600, MINUTE),
+    "day": (86400, 10 * MINUTE),
+    "week": (7 * 86400, 3600),
+}
 #: What a finished action says, by its name (the count goes in).
 DONE = {
     "replay": "Replayed {} to the queue.",
