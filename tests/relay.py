@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import SPOOLER, free_port, wait_for_line
+from helpers.cli import SPOOLER
+from helpers.processes import free_port, wait_for_line
 
 
 @dataclass

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_once, spooler_cmd
 from fakes import datalyr, posthog, segment
+from helpers.cli import spooler_cmd
+from helpers.spools import dead_rows, drain_once
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config

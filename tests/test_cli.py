@@ -16,18 +16,9 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import (
-    SPOOLER,
-    dead_count,
-    dead_rows,
-    drain_args,
-    queued_count,
-    require_program,
-    rows,
-    run_measuring_peak_rss,
-    spooler_cmd,
-    spy_on_flushes,
-)
+from helpers.cli import SPOOLER, drain_args, spooler_cmd
+from helpers.processes import require_program, run_measuring_peak_rss
+from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flushes
 
 from spooler import Spool
 from spooler.records import DeadSelection, Failure

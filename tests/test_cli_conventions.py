@@ -13,7 +13,8 @@ from urllib.parse import quote
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import dead_count, queued_count, spooler_cmd
+from helpers.cli import spooler_cmd
+from helpers.spools import dead_count, queued_count
 
 from spooler import Spool, SpoolFullError
 from spooler.clients import Datalyr

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from helpers.spools import rows
 
 from spooler.config import read_config_file, resolved_settings
 

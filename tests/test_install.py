@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_until
+from helpers.processes import free_port, wait_until
 
 from spooler.testing import Receiver
 

@@ -13,15 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, require_program, wait_until
+from helpers.cli import SPOOLER
+from helpers.processes import require_program, wait_until
 from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 
 import spooler.store.postgres.maintenance as postgres_maintenance
 from spooler import ConfigError, Spool, SpoolFullError, StoreError
 from spooler.doctor import diagnose
 from spooler.history import HistoryPoint, minute_of
-from spooler.receiver import Receiver
 from spooler.records import QueueSelection
+from spooler.testing import Receiver
 
 psycopg = pytest.importorskip("psycopg")
 

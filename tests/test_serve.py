@@ -17,7 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SPOOLER, fiu, free_port, rows, spooler_cmd, switch, wait_for_line
+from helpers.cli import SPOOLER, spooler_cmd
+from helpers.faults import fiu, switch
+from helpers.processes import free_port, wait_for_line
+from helpers.spools import rows
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY

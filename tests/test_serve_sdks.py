@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_program, rows, spooler_cmd
+from helpers.cli import spooler_cmd
+from helpers.processes import require_program
+from helpers.spools import rows
 from node_sdks import NODE_DIR, REPO, datalyr_sdk, node_package, require_node
 from relay import RunningRelay, relay, write_config
 
@@ -319,7 +321,7 @@ def test_the_readmes_snippets_run_as_written(tmp_path: Path, receiver: Receiver)
     env = {name: KEYS[name.split("_")[0].lower()] for name in named}
     snippets = readme_blocks(SERVE_SECTION, "js")
     assert len(snippets) == 2
-    node_package("@amplitude/node")
+    node_package("@amplitude/node")  # the second snippet's SDK
     sdk = datalyr_sdk()
     modules = tmp_path / "node_modules" / "@datalyr"
     modules.mkdir(parents=True)

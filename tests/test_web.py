@@ -15,13 +15,15 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import SPOOLER, dead_count, drain_once, free_port, queued_count, wait_for_line
+from helpers.cli import SPOOLER
+from helpers.processes import free_port, wait_for_line
+from helpers.spools import dead_count, drain_once, queued_count
 from pg_server import PASSWORD, PostgresServer
 
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
 from spooler.drain import Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 from spooler.web import Dashboard
 from spooler.web.dead import PAGE_SIZE
 

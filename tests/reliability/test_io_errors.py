@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import drain_command, fiu, queued_count, rows, switch, wait_for_line
+from helpers.cli import drain_command
+from helpers.faults import fiu, switch
+from helpers.processes import wait_for_line
+from helpers.spools import queued_count, rows
 
 from spooler import Spool
 from spooler.testing import Receiver

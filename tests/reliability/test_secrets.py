@@ -7,7 +7,8 @@ import base64
 import json
 from pathlib import Path
 
-from conftest import drain_cli, rows, spooler_cmd
+from helpers.cli import drain_cli, spooler_cmd
+from helpers.spools import rows
 
 from spooler import Spool
 from spooler.testing import Receiver
