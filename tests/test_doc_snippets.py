@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import require_program, rows
 
 from spooler import Spool
 from spooler.config import read_config_file, resolved_settings
@@ -156,8 +155,8 @@ def test_a_readme_shell_snippet_runs_as_pasted(snippet: str, tmp_path: Path) -> 
     script, left_out = shell_lines(snippet)
     if not script.strip():
         pytest.skip("; ".join(left_out))
-    if "jq " in script and shutil.which("jq") is None:
-        pytest.skip("jq is not installed (.ci/run installs it)")
+    if "jq " in script:
+        require_program("jq", "jq")
     root = tmp_path / "root"
     script = SHELL_PATH.sub(lambda m: str(root / Path(m[0]).relative_to("/")), script)
     dead_id = seeded(tmp_path / "spooler.db")
