@@ -661,7 +661,7 @@ def test_config_check_prints_every_problem_on_a_line_of_its_own(tmp_path: Path) 
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "spooler: error: spool.max_events: must be at least 1, got 0",
-        "spooler: error: destinations.a.url: an http destination needs an http:// or "
+        "spooler: error: destinations.a.url: http destinations need an http:// or "
         "https:// URL, got 'ftp://h'",
     ]
 

@@ -152,7 +152,7 @@ def test_a_url_with_credentials_is_masked_in_the_error_that_refuses_it(tmp_path:
     with pytest.raises(ConfigError) as err:
         build_drain_config(load_config_file(path), env={})
     assert err.value.problems == (
-        "destinations.a.url: an http destination needs an http:// or https:// URL, got"
+        "destinations.a.url: http destinations need an http:// or https:// URL, got"
         " 'ftp://u:***@h/?key=***'",
     )
 
