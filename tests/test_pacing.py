@@ -6,11 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
-from conftest import drain_once
+from helpers.spools import drain_once
 
 from spooler import Spool
 from spooler.pacing import REVIEW_EVERY, Pacer, workers_for
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 
 def feed(pacer: Pacer, *, wait: float, cycle: float, batches: int) -> list[int]:
