@@ -5,12 +5,14 @@ layout) but installs as ``spooler_cli`` (``cli`` would clash with other projects
 pyproject's ``packages.find`` cannot install a folder under another name.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 cli_packages = find_packages(include=["cli", "cli.*"])
 setup(
     packages=[
-        *find_packages(include=["spooler", "spooler.*"]),
+        # Namespace packages too: the dashboard's static files are a folder without an
+        # __init__.py (spooler.web.static), which setuptools warns of unless it is listed.
+        *find_namespace_packages(include=["spooler", "spooler.*"], exclude=["*.__pycache__"]),
         *("spooler_cli" + name.removeprefix("cli") for name in cli_packages),
     ],
     package_dir={"spooler_cli": "cli"},

@@ -7,16 +7,21 @@ socket; as the tests do, see tests/pg_server.py):
 - target 9: a drain of a backlog to a loopback receiver against a raw loop on the same
   server: claim a batch with ``FOR UPDATE SKIP LOCKED``, post it, delete it.
 
-For context, what limits cost: raw inserts that also add to one counter row (every
+For context: spooler's schema without spooler, raw psycopg sending the statement
+``Spool.enqueue`` sends from 8 connections, which against the raw inserts shows what
+the schema costs (a row three times as wide, two more indexes, the check of the limits'
+switch); and what limits cost, raw inserts that also add to one counter row (every
 producer queues behind its lock) and to one of 16 counter rows (what the spool does).
 
-    python benchmarks/postgres.py           # needs: pip install -e '.[bench]'
-    python benchmarks/postgres.py --quick   # a short run that only shows it works
+    python benchmarks/postgres.py             # needs: pip install -e '.[bench]'
+    python benchmarks/postgres.py --quick     # a short run that only shows it works
+    python benchmarks/postgres.py --enqueue --rounds 9   # target 8 alone, 9 rounds
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import re
 import sys
 import time
 import uuid
@@ -34,15 +39,20 @@ from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.events import encode_event, new_event_ids
 from spooler.store import open_store
+from spooler.store.postgres.producers import _ONE_EVENT_UNCOUNTED
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from pg_server import PostgresServer  # the tests' own harness
 
 PROCESSES = 8
 QUICK = "--quick" in sys.argv
+ENQUEUE_ONLY = "--enqueue" in sys.argv  # target 8 alone
 PER_PROCESS = 50 if QUICK else 500  # enqueues per process per round
 BACKLOG = 2_000 if QUICK else 50_000
 ROUNDS = 1 if QUICK else 3
+if "--rounds" in sys.argv:
+    ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1])
+SCHEMA = "bench"
 SHARDS = 16
 
 RAW_TABLE = (
@@ -58,40 +68,56 @@ RAW_INSERTS = {
     "16 counters": "WITH i AS (INSERT INTO raw_q (event_id, body) VALUES (%s, %s))"
     f" UPDATE counter SET n = n + 1 WHERE shard = mod(pg_backend_pid(), {SHARDS})",
 }
+# What Spool.enqueue sends for one event on a spool without limits, in psycopg's style.
+SPOOLER_INSERT = re.sub(r"\$\d", "%s", _ONE_EVENT_UNCOUNTED[1].replace("{s}", SCHEMA))
 
 
 def in_processes(work: Callable[[str, int, Any], None], url: str) -> float:
-    """Events per second of ``work(url, count, ready)`` run at once in PROCESSES
-    processes, from the moment all of them are connected and waiting on ``ready``."""
-    ready = multiprocessing.Barrier(PROCESSES + 1)
+    """Events per second of ``work(url, count, barrier)`` run at once in PROCESSES
+    processes: from the moment all of them are connected and waiting on ``barrier``
+    until the last one is done and waits on it again (not until the processes have
+    ended: the teardown of an interpreter is neither side's enqueue)."""
+    barrier = multiprocessing.Barrier(PROCESSES + 1)
     processes = [
-        multiprocessing.Process(target=work, args=(url, PER_PROCESS, ready))
+        multiprocessing.Process(target=work, args=(url, PER_PROCESS, barrier))
         for _ in range(PROCESSES)
     ]
     for process in processes:
         process.start()
-    ready.wait()
+    barrier.wait()
     began = time.perf_counter()
+    barrier.wait()
+    elapsed = time.perf_counter() - began
     for process in processes:
         process.join()
         assert process.exitcode == 0
-    return PROCESSES * PER_PROCESS / (time.perf_counter() - began)
+    return PROCESSES * PER_PROCESS / elapsed
 
 
-def spooler_enqueue(url: str, count: int, ready: Any) -> None:
+def spooler_enqueue(url: str, count: int, barrier: Any) -> None:
     with spooler.Spool(url) as spool:
         spool.enqueue(EVENT)  # connected and prepared, as a long-lived producer is
-        ready.wait()
+        barrier.wait()
         for _ in range(count):
             spool.enqueue(EVENT)
+        barrier.wait()
 
 
-def raw_insert(statement: str) -> Callable[[str, int, Any], None]:
-    def work(url: str, count: int, ready: Any) -> None:
+def raw_insert(statement: str, *, destination: bool = False) -> Callable[[str, int, Any], None]:
+    """Single-row inserts of ``statement``, as a competent engineer writes them: an
+    autocommit connection per process, the statement prepared on the server."""
+
+    def row() -> tuple[str, ...]:
+        body = encode_event(EVENT)
+        return (str(uuid.uuid4()), "default", body) if destination else (str(uuid.uuid4()), body)
+
+    def work(url: str, count: int, barrier: Any) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
-            ready.wait()
+            conn.execute(statement, row(), prepare=True)  # before the clock, as spooler's
+            barrier.wait()
             for _ in range(count):
-                conn.execute(statement, (str(uuid.uuid4()), encode_event(EVENT)))
+                conn.execute(statement, row())
+            barrier.wait()
 
     return work
 
@@ -139,7 +165,7 @@ def raw_skip_locked(url: str, loopback: str, batch_size: int) -> float:
 
 
 def measure(server: PostgresServer) -> list[Row]:
-    url = server.url("bench")
+    url = server.url(SCHEMA)
     raw_url = server.admin_url()
     with psycopg.connect(raw_url, autocommit=True) as conn:
         conn.execute(RAW_TABLE)
@@ -147,6 +173,9 @@ def measure(server: PostgresServer) -> list[Row]:
     enqueue = interleaved(
         {
             "spooler": lambda: in_processes(spooler_enqueue, url),
+            "spooler's statement": lambda: in_processes(
+                raw_insert(SPOOLER_INSERT, destination=True), raw_url
+            ),
             **{
                 name: lambda statement=statement: in_processes(raw_insert(statement), raw_url)
                 for name, statement in RAW_INSERTS.items()
@@ -154,6 +183,34 @@ def measure(server: PostgresServer) -> list[Row]:
         },
         ROUNDS,
     )
+    enqueue_target = f"8. PostgreSQL: durable enqueue, {PROCESSES} processes"
+    rows = [
+        at_least(
+            enqueue_target,
+            enqueue["spooler"],
+            enqueue["plain"],
+            f"raw psycopg single-row inserts, {PROCESSES} connections",
+            1.0,
+            "ev/s",
+        ),
+        context(
+            f"8. spooler's statement from raw psycopg, {PROCESSES} connections"
+            " (its schema, none of its Python)",
+            enqueue["spooler's statement"],
+            enqueue["plain"],
+            f"raw psycopg single-row inserts, {PROCESSES} connections",
+            "ev/s",
+        ),
+        context(
+            enqueue_target,
+            enqueue["16 counters"],
+            enqueue["one counter"],
+            "raw inserts + 16 counter rows vs + 1 counter row",
+            "ev/s",
+        ),
+    ]
+    if ENQUEUE_ONLY:
+        return rows
     batch_size = (
         build_drain_config({}, destination_flags={"url": "http://x"})
         .destinations["default"]
@@ -169,24 +226,9 @@ def measure(server: PostgresServer) -> list[Row]:
             },
             ROUNDS,
         )
-    enqueue_target = f"8. PostgreSQL: durable enqueue, {PROCESSES} processes"
     drain_target = f"9. PostgreSQL: drain {BACKLOG // 1000}k to loopback, defaults"
     return [
-        at_least(
-            enqueue_target,
-            enqueue["spooler"],
-            enqueue["plain"],
-            f"raw psycopg single-row inserts, {PROCESSES} connections",
-            1.0,
-            "ev/s",
-        ),
-        context(
-            enqueue_target,
-            enqueue["16 counters"],
-            enqueue["one counter"],
-            "raw inserts + 16 counter rows vs + 1 counter row",
-            "ev/s",
-        ),
+        *rows,
         at_least(
             drain_target,
             drain["spooler"],

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["DestinationLog"]
 
+# LoggerAdapter takes a type argument only from Python 3.11 on, and only for the checker.
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _LoggerAdapter = logging.LoggerAdapter
 
-class DestinationLog(logging.LoggerAdapter):
+
+class DestinationLog(_LoggerAdapter):
     """A logger for the lines about one destination.
 
     Usage::
@@ -24,10 +30,11 @@ class DestinationLog(logging.LoggerAdapter):
 
     def __init__(self, logger: logging.Logger, destination: str) -> None:
         super().__init__(logger, {"destination": destination})
+        self.destination = destination
 
     def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
+        self, msg: object, kwargs: MutableMapping[str, Any]
     ) -> tuple[str, MutableMapping[str, Any]]:
         """Prefix the message with the destination's name and add it to the record."""
-        kwargs["extra"] = {**kwargs.get("extra", {}), **self.extra}
-        return f"{self.extra['destination']}: {msg}", kwargs
+        kwargs["extra"] = {**kwargs.get("extra", {}), "destination": self.destination}
+        return f"{self.destination}: {msg}", kwargs

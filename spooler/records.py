@@ -3,7 +3,8 @@ selections of events, doctor's findings, and the status of a spool.
 
 Below every other module but ``events``: the store, the drain and the commands all use
 them, and they use none of those. They live apart from the store so that a producer's
-``import spooler`` never loads ``dataclasses`` (about 10 ms with its imports): the store
+``import spooler`` never loads ``dataclasses``, whose imports would weigh on the import
+time ``benchmarks/import_time.py`` measures (docs/performance.md, target 7): the store
 imports them where it builds one, which only drains and operator commands do.
 """
 
@@ -67,7 +68,8 @@ class ClaimedEvent(NamedTuple):
     """An event taken under lease by a drain; ``attempts`` counts this attempt.
 
     A named tuple, not a frozen dataclass: a drain builds one per event per claim, and a
-    frozen dataclass's ``__init__`` costs ~4x as much (~0.3 ms per 500-event batch).
+    frozen dataclass's ``__init__`` costs several times as much, on the claim path that
+    ``benchmarks/backlog.py`` measures.
     """
 
     rowid: int

@@ -20,9 +20,17 @@ import base64
 import logging
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
-__all__ = ["MASK", "RedactingFilter", "Redactor", "mask", "masked_url", "url_secrets"]
+__all__ = [
+    "MASK",
+    "RedactingFilter",
+    "Redactor",
+    "mask",
+    "masked_postgres_url",
+    "masked_url",
+    "url_secrets",
+]
 
 MASK = "***"
 LONG_SECRET = 6
@@ -33,6 +41,8 @@ _CREDENTIAL_HEADER = re.compile(
     r"""(\(b(['"])(?:set-cookie|cookie|authorization|proxy-authorization)\2,\s*b)(['"]).*?\3\)""",
     re.IGNORECASE,
 )
+# libpq's query parameters that hold a secret.
+_POSTGRES_SECRET_PARAMETERS = ("password", "sslpassword")
 
 
 class Redactor:
@@ -109,6 +119,22 @@ def masked_url(url: str) -> str:
         if pair
     )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def masked_postgres_url(url: str) -> str:
+    """A ``postgresql://`` URL for display, without its password: the user info keeps
+    only the user, and the values of libpq's secret parameters are ``***``. The rest of
+    the query stays (host, dbname, sslmode say which database it is, and hold no secret),
+    where ``masked_url`` would mask every value."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", "@", 1)
+    query = [
+        (key, MASK if key in _POSTGRES_SECRET_PARAMETERS else value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="/*")))
 
 
 def mask(secret: str) -> str:

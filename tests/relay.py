@@ -6,13 +6,14 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import SPOOLER, free_port, wait_for_line
+from helpers.cli import SPOOLER
+from helpers.processes import free_port, wait_for_line
 
 
 @dataclass
@@ -34,26 +35,38 @@ class RunningRelay:
         return self.process.wait(timeout=30)
 
 
-def write_config(path: Path, destinations: dict[str, dict[str, Any]], **serve: Any) -> Path:
-    """A config file with these ``[destinations.NAME]`` tables (and ``[serve]`` keys)."""
+def write_config(path: Path, tables: dict[str, dict[str, Any]], /, **serve: Any) -> Path:
+    """A config file with these ``[destinations.NAME]`` tables and ``[serve]`` keys (a
+    dict value, such as ``destinations={"amplitude": "amp_prod"}``, is an inline table)."""
     lines = []
     if serve:
         lines.append("[serve]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in serve.items()]
-    for name, table in destinations.items():
+        lines += [f"{key} = {toml_value(value)}" for key, value in serve.items()]
+    for name, table in tables.items():
         lines.append(f"[destinations.{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def toml_value(value: Any) -> str:
+    """``value`` in TOML: a dict as an inline table; strings, numbers, booleans and lists
+    of them are written alike in JSON."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 @contextmanager
-def relay(db: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningRelay]:
-    """``spooler serve --db DB ARGS`` on a free port, once it listens; stopped (SIGTERM)
-    at the end unless the test killed it."""
+def relay(
+    db: Path, *args: str, env: dict[str, str] | None = None, under: Sequence[str] = ()
+) -> Iterator[RunningRelay]:
+    """``spooler serve --db DB ARGS`` on a free port (run by the command ``under``, such
+    as libfiu's ``fiu-run``, if given), once it listens; stopped (SIGTERM) at the end
+    unless the test killed it."""
     port = free_port()
     process = subprocess.Popen(
-        [*SPOOLER, "serve", "--db", str(db), "--port", str(port), *args],
+        [*under, *SPOOLER, "serve", "--db", str(db), "--port", str(port), *args],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_once, queued_count, rows, spooler_cmd
 from fakes import amplitude
+from helpers.cli import spooler_cmd
+from helpers.spools import dead_rows, drain_once, queued_count, rows
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_once, spooler_cmd
 from fakes import datalyr, posthog, segment
+from helpers.cli import spooler_cmd
+from helpers.spools import dead_rows, drain_once
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
+from spooler.destinations import destination_types
 from spooler.testing import Receiver
 
 DATALYR_KEY = "dk_live_0123456789"
@@ -55,15 +57,27 @@ def test_datalyr_4xx_is_permanent_and_5xx_is_retried(
     assert dead_rows(db, "reason", "status") == [("rejected", 400)]
 
 
+@pytest.mark.parametrize("kind", [kind for kind in destination_types() if kind != "file"])
+def test_a_url_that_is_not_http_is_refused_in_words_that_fit_every_type(kind: str) -> None:
+    # "a"/"an" before a type name read "an datalyr destination": the message has none.
+    flags = {"type": kind, "url": "ftp://h/in", "api_key": "dk_x"}
+    with pytest.raises(ConfigError) as err:
+        build_drain_config({}, destination_flags=flags)
+    assert err.value.problems == (
+        f"destinations.default.url: {kind} destinations need an http:// or https:// URL,"
+        " got 'ftp://h/in'",
+    )
+
+
 def test_datalyr_config() -> None:
     config = build_drain_config({}, destination_flags={"type": "datalyr", "api_key": "dk_x"})
     datalyr_config = config.destinations["default"]
     assert datalyr_config.url == "https://ingest.datalyr.com/track"
     assert (datalyr_config.batch_size, datalyr_config.concurrency) == (1, 10)
     assert datalyr_config.auth_header == "X-API-Key"
-    with pytest.raises(ConfigError, match="api_key: a Datalyr API key starts with 'dk_'"):
+    with pytest.raises(ConfigError, match="api_key: Datalyr API keys start with 'dk_'"):
         build_drain_config({}, destination_flags={"type": "datalyr", "api_key": "sk_x"})
-    with pytest.raises(ConfigError, match="datalyr accepts at most 1 events"):
+    with pytest.raises(ConfigError, match="datalyr accepts at most 1 event per request, got 5"):
         build_drain_config(
             {}, destination_flags={"type": "datalyr", "api_key": "dk_x", "batch_size": 5}
         )

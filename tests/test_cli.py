@@ -16,18 +16,9 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import (
-    SPOOLER,
-    dead_count,
-    dead_rows,
-    drain_args,
-    queued_count,
-    require_program,
-    rows,
-    run_measuring_peak_rss,
-    spooler_cmd,
-    spy_on_flushes,
-)
+from helpers.cli import SPOOLER, drain_args, spooler_cmd
+from helpers.processes import require_program, run_measuring_peak_rss
+from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flushes
 
 from spooler import Spool
 from spooler.records import DeadSelection, Failure
@@ -670,7 +661,7 @@ def test_config_check_prints_every_problem_on_a_line_of_its_own(tmp_path: Path) 
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "spooler: error: spool.max_events: must be at least 1, got 0",
-        "spooler: error: destinations.a.url: an http destination needs an http:// or "
+        "spooler: error: destinations.a.url: http destinations need an http:// or "
         "https:// URL, got 'ftp://h'",
     ]
 

@@ -13,9 +13,10 @@ from urllib.parse import quote
 import click
 import pytest
 from click.testing import CliRunner, Result
-from conftest import dead_count, queued_count, spooler_cmd
+from helpers.cli import spooler_cmd
+from helpers.spools import dead_count, queued_count
 
-from spooler import Spool, SpoolFullError
+from spooler import ConfigError, Spool, SpoolFullError
 from spooler.clients import Datalyr
 from spooler.testing import Receiver
 from spooler_cli.main import cli
@@ -159,23 +160,65 @@ def test_dlq_inspect_selects_by_age_like_replay(db: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "env"),
+    ("args", "env", "shown"),
     [
-        (["status", "--db", "mysql://app:s3cret@db.example/spool"], {}),
-        (["enqueue", "{}"], {"SPOOLER_DB": "sqlite://app:s3cret@db.example/spool"}),
-        (["drain", "--url", "-", "--once", "--db", "redis://app:s3cret@db/spool"], {}),
-        (["--db", "mysql://app:s3cret@db.example/spool", "dlq", "summary"], {}),
+        (
+            ["status", "--db", "mysql://app:s3cret@db.example/spool"],
+            {},
+            "mysql://app:***@db.example/spool",
+        ),
+        (
+            ["enqueue", "{}"],
+            {"SPOOLER_DB": "sqlite://app:s3cret@db.example/spool"},
+            "sqlite://app:***@db.example/spool",
+        ),
+        (
+            ["drain", "--url", "-", "--once", "--db", "redis://app:s3cret@db/spool"],
+            {},
+            "redis://app:***@db/spool",
+        ),
+        (
+            ["--db", "mysql://app:s3cret@db.example/spool", "dlq", "summary"],
+            {},
+            "mysql://app:***@db.example/spool",
+        ),
+        # Mistyped PostgreSQL URLs: one slash, none, and credentials that no // marks.
+        (["enqueue", "--db", "postgresql:/host/db", "{}"], {}, "postgresql:/host/db"),
+        (["enqueue", "--db", "postgresql:x", "{}"], {}, "postgresql:x"),
+        (
+            ["enqueue", "{}"],
+            {"SPOOLER_DB": "postgresql:app:s3cret@db/spool"},
+            "postgresql:***@db/spool",
+        ),
+        (["status", "--db", "file:spool.db"], {}, "file:spool.db"),
     ],
 )
 def test_a_url_spooler_cannot_open_is_refused_without_making_a_folder(
-    tmp_path: Path, args: list[str], env: dict[str, str]
+    tmp_path: Path, args: list[str], env: dict[str, str], shown: str
 ) -> None:
     result = spooler_cmd(*args, cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("spooler: error: the spool ")
-    assert "is a URL spooler cannot open" in line and "s3cret" not in line
+    assert line.startswith(f"spooler: error: the spool {shown} is a URL spooler cannot open: ")
+    assert "postgresql://" in line.partition("cannot open")[2]  # and what it can open
+    assert "s3cret" not in line
     assert list(tmp_path.iterdir()) == []  # no mysql:/ folder, no spool file
+
+
+def test_a_mistyped_url_is_refused_by_the_library_and_in_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # Path() folds "//" into "/": the URL a caller meant is still refused, not a folder.
+    for location in ("postgresql:/host/db", Path("postgresql://host/db"), "pg:spool"):
+        with pytest.raises(ConfigError, match="is a URL spooler cannot open"):
+            Spool(location)
+    config = tmp_path / "spooler.toml"
+    config.write_text("db = 'postgresql:/host/db'\n")
+    result = spooler_cmd("enqueue", "--config", str(config), "{}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "the spool postgresql:/host/db is a URL spooler cannot open" in result.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["spooler.toml"]
 
 
 def test_a_database_that_cannot_be_reached_is_an_error_without_its_password(

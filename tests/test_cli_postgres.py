@@ -14,7 +14,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import SPOOLER, spooler_cmd, wait_until
+from helpers.cli import SPOOLER, spooler_cmd
+from helpers.processes import wait_until
 from pg_server import PASSWORD, PostgresServer
 
 from spooler import Spool

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import segment.analytics as segment_sdk
-from conftest import dead_rows, drain_once, rows
 from fakes import amplitude as fake_amplitude
 from fakes import datalyr as fake_datalyr
+from helpers.spools import dead_rows, drain_once, rows
 
 from spooler import InvalidEventError, Spool, __version__
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment

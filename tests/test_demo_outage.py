@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SPOOLER, free_port, rows, spooler_cmd, wait_for_line
+from helpers.cli import SPOOLER, spooler_cmd
+from helpers.processes import free_port, wait_for_line
+from helpers.spools import rows
 
 from spooler import Spool
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fakes
 import pytest
-from conftest import drain_once
+from helpers.spools import drain_once
 
 import spooler.destinations
 from spooler import ConfigError, Spool

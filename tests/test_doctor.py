@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import dead_rows, rows
+from helpers.spools import dead_rows, rows
 
 from spooler import Spool
 from spooler.doctor import diagnose

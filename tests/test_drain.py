@@ -15,7 +15,9 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_once, queued_count, rows, spooler_cmd, wait_until
+from helpers.cli import spooler_cmd
+from helpers.processes import wait_until
+from helpers.spools import dead_rows, drain_once, queued_count, rows
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import drain_args, drain_command, spooler_cmd
+from helpers.cli import drain_args, drain_command, spooler_cmd
 
 from spooler import Spool
 

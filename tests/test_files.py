@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, drain_args
+from helpers.cli import SPOOLER, drain_args
 
 from spooler import Spool
 from spooler.errors import ConfigError

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import rows, wait_until
+from helpers.processes import wait_until
+from helpers.spools import rows
 
 import spooler.store.sqlite.base as sqlite_base
 from spooler import NotDurableError, Spool, SpoolFullError, StoreError

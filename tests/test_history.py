@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import drain_once
+from helpers.spools import drain_once
 
 from spooler import Spool, StoreError
 from spooler.history import Bucket, HistoryPoint, HistoryRecorder, buckets, minute_of
-from spooler.receiver import Receiver
 from spooler.store.interface import SpoolStore
+from spooler.testing import Receiver
 
 T0 = 1_700_000_040.0  # the start of a minute
 

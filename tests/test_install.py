@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import free_port, rows, wait_until
+from helpers.processes import free_port, wait_until
+from helpers.spools import rows
 
 from spooler.testing import Receiver
 
@@ -45,6 +47,9 @@ NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
 )
 INSTALL_TIMEOUT = 600  # seconds: a cold pip cache on a slow mirror
+# How build shows a warning of the backend ("WARNING Package ... is absent"), or a
+# Python warning's class (BuildBackendWarning).
+WARNING = re.compile(r"\bWARNING\b|\b\w+Warning\b")
 
 
 def source_modules() -> set[str]:
@@ -102,6 +107,7 @@ class Built:
     source: Path
     sdist: Path
     wheel: Path
+    log: str  # what the build printed
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +118,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     source = work / "spooler"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
     dist = work / "dist"
-    run(sys.executable, "-m", "build", "--outdir", dist, source, cwd=work, timeout=INSTALL_TIMEOUT)
+    build = run(
+        sys.executable, "-m", "build", "--outdir", dist, source, cwd=work, timeout=INSTALL_TIMEOUT
+    )
     [sdist] = dist.glob("*.tar.gz")
     [wheel] = dist.glob("*.whl")
-    return Built(source, sdist, wheel)
+    return Built(source, sdist, wheel, build.stdout + build.stderr)
+
+
+def test_the_build_warns_of_nothing(built: Built) -> None:
+    # A warning on every build hides the one that matters (setuptools warned that the
+    # dashboard's static folder was not a listed package, and might one day be dropped).
+    warnings = sorted({line.strip() for line in built.log.splitlines() if WARNING.search(line)})
+    assert warnings == []
 
 
 def test_the_wheel_holds_every_module_of_the_source_tree(built: Built) -> None:

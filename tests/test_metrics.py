@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from conftest import free_port, spooler_cmd, start_drain, wait_until
+from helpers.cli import spooler_cmd, start_drain
+from helpers.processes import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from spooler import Spool

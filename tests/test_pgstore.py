@@ -13,15 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, require_program, wait_until
+from helpers.cli import SPOOLER
+from helpers.processes import require_program, wait_until
 from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
 
 import spooler.store.postgres.maintenance as postgres_maintenance
-from spooler import ConfigError, Spool, StoreError
+from spooler import ConfigError, Spool, SpoolFullError, StoreError
 from spooler.doctor import diagnose
 from spooler.history import HistoryPoint, minute_of
-from spooler.receiver import Receiver
 from spooler.records import QueueSelection
+from spooler.testing import Receiver
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -198,14 +199,16 @@ def test_leases_run_on_the_database_s_clock(pg_url: str) -> None:
 # -- retried operations --------------------------------------------------------------
 
 
-def test_an_insert_run_again_stores_each_event_once(pg_url: str) -> None:
-    # What happens when an enqueue's connection broke at commit and it is sent again.
+@pytest.mark.parametrize("count", [1, 2])
+def test_an_insert_run_again_stores_each_event_once(pg_url: str, count: int) -> None:
+    # What happens when an enqueue's connection broke at commit and it is sent again
+    # (one event: a plain INSERT that the unique index refuses; several: ON CONFLICT).
     with Spool(pg_url) as spool:
-        rows = [("a" * 36, "default", "{}"), ("b" * 36, "default", "{}")]
+        rows = [("a" * 36, "default", "{}"), ("b" * 36, "default", "{}")][:count]
         spool.store.insert(rows, now=time.time())
         spool.store.insert(rows, now=time.time())
-        assert spool.status().total.queued == 2
-        assert spool.store.totals() == (2, 4)
+        assert spool.status().total.queued == count
+        assert spool.store.totals() == (count, 2 * count)
 
 
 def test_a_stopped_server_with_no_wait_is_a_store_error_at_once(
@@ -425,6 +428,23 @@ def test_totals_are_kept_from_the_first_limit_on_and_miss_no_event(
     )
     assert kept == counted and spool.store.totals() == counted[0]
     spool.close()
+
+
+def test_a_producer_without_limits_counts_its_events_once_another_sets_one(pg_url: str) -> None:
+    # Given a producer that sets no limit and has enqueued: no totals are kept yet
+    free = Spool(pg_url)
+    free.enqueue({"n": 0})
+    # When a producer with a limit starts, and the first one enqueues again
+    with Spool(pg_url, max_events=5) as limited:
+        limited.enqueue({"limited": True})
+        for n in range(1, 4):
+            free.enqueue({"n": n})
+        # Then its events are stored, and count against the other's limit
+        assert free.status().total.queued == 5
+        assert limited.store.totals() == (5, 4 * len('{"n":0}') + len('{"limited":true}'))
+        with pytest.raises(SpoolFullError):
+            limited.enqueue({"limited": True})
+    free.close()
 
 
 def test_a_role_that_may_not_insert_is_told_which_grants_to_read(

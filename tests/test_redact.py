@@ -12,13 +12,21 @@ from pathlib import Path
 import fakes
 import pytest
 from click.testing import CliRunner
-from conftest import dead_rows, drain_once
+from helpers.spools import dead_rows, drain_once
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config, load_config_file, resolved_settings
 from spooler.destinations import destination_types, spec_for
 from spooler.drain import Mode, url_digest
-from spooler.redact import RedactingFilter, Redactor, mask, masked_url, url_secrets
+from spooler.redact import (
+    RedactingFilter,
+    Redactor,
+    mask,
+    masked_postgres_url,
+    masked_url,
+    url_secrets,
+)
+from spooler.store import shown_location
 from spooler.testing import Receiver
 from spooler_cli.main import cli
 
@@ -48,6 +56,19 @@ def test_a_url_s_credentials_in_every_form_they_travel_in() -> None:
     # With no password, the user name is the credential (https://KEY@host).
     assert masked_url("https://KEY123@host/") == "https://***@host/"
     assert "KEY123" in url_secrets("https://KEY123@host/")
+
+
+def test_a_postgresql_url_is_shown_without_its_password() -> None:
+    url = "postgresql://app:s3cr%40t@db:5432/events?sslpassword=k3y&sslmode=require&host=/run/pg"
+    assert masked_postgres_url(url) == (
+        "postgresql://app@db:5432/events?sslpassword=***&sslmode=require&host=/run/pg"
+    )
+    assert (
+        masked_postgres_url("postgresql://h/db?password=s3cr") == "postgresql://h/db?password=***"
+    )
+    # A spool's location is shown that way, with spooler's own parameters read off it
+    shown = shown_location("postgresql://app:s3cr@h/db?password=p4ss&wait=3")
+    assert shown == "postgresql://app@h/db?password=***&schema=spooler"
 
 
 def test_log_records_lose_their_secrets_and_credential_headers() -> None:
@@ -131,7 +152,7 @@ def test_a_url_with_credentials_is_masked_in_the_error_that_refuses_it(tmp_path:
     with pytest.raises(ConfigError) as err:
         build_drain_config(load_config_file(path), env={})
     assert err.value.problems == (
-        "destinations.a.url: an http destination needs an http:// or https:// URL, got"
+        "destinations.a.url: http destinations need an http:// or https:// URL, got"
         " 'ftp://u:***@h/?key=***'",
     )
 

@@ -4,20 +4,27 @@ keys, limits, a full spool, and what ``spooler status`` and the metrics show."""
 from __future__ import annotations
 
 import base64
+import errno
 import gzip
 import json
 import signal
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import SPOOLER, free_port, rows, spooler_cmd, wait_for_line
+from helpers.cli import SPOOLER, spooler_cmd
+from helpers.faults import fiu, switch
+from helpers.processes import free_port, wait_for_line
+from helpers.spools import rows
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
+from spooler.testing import Receiver
 
 KEYS = {
     "amplitude": "amp-0123456789abcdef",
@@ -107,6 +114,43 @@ def test_amplitude_refuses_the_requests_amplitude_refuses(db: Path) -> None:
         {"code": 413, "error": "Payload too large"},
     )
     assert stored(db) == []
+
+
+MB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("path", "limit", "status", "shape"),
+    [
+        ("/2/httpapi", 1_000_000, 413, {"code": 413, "error": "Payload too large"}),
+        # Segment answers a body over its limits with its 400.
+        ("/v1/batch", 500 * 1024, 400, {"success": False, "code": "invalid_request"}),
+        ("/batch/", 20 * MB, 413, {"type": "validation_error", "code": "payload_too_large"}),
+        ("/track", MB, 413, {"error": f"payload too large: the body is over {MB} bytes"}),
+    ],
+    ids=["amplitude", "segment", "posthog", "datalyr"],
+)
+def test_a_body_over_the_apis_limit_gets_its_answer_even_by_a_client_that_sends_it_all(
+    db: Path, path: str, limit: int, status: int, shape: dict[str, Any]
+) -> None:
+    # Given a client that sends its whole body before it reads the answer (urllib sends
+    # no "Expect: 100-continue"), and a body well over what the sockets buffer
+    body = b'{"pad": "' + b"x" * (limit + 8 * MB) + b'"}'
+    with relay(db) as running:
+        request = urllib.request.Request(
+            running.url + path, data=body, headers={"Content-Type": "application/json"}
+        )
+        # When it posts a body over the API's limit
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        # Then it reads the API's own answer (not a broken pipe or a reset), and the
+        # relay takes the next request
+        after = httpx.post(running.url + "/v1/events/x", json={"a": 1})
+    answer = json.loads(refused.value.read())
+    assert refused.value.code == status
+    assert shape.items() <= answer.items()
+    assert after.status_code == 200
+    assert [event for _, event in stored(db)] == [{"a": 1}]
 
 
 def test_segment_stores_messages_with_the_batch_context(db: Path) -> None:
@@ -317,6 +361,59 @@ def test_the_destination_key_or_the_token_is_taken(tmp_path: Path, db: Path) -> 
     assert TOKEN.encode() not in spool_bytes(db)
 
 
+def test_each_apis_events_go_to_its_mapped_destination_and_its_drain_delivers_them(
+    tmp_path: Path, db: Path, receiver: Receiver
+) -> None:
+    # Given a config whose Amplitude and Datalyr events go to destinations of their own
+    # names ([serve] destinations), each with its own key and URL
+    config = write_config(
+        tmp_path / "spooler.toml",
+        {
+            "amp_prod": {
+                "type": "amplitude",
+                "url": receiver.url + "/amp_prod/2/httpapi",
+                "api_key": KEYS["amplitude"],
+            },
+            "dl_eu": {
+                "type": "datalyr",
+                "url": receiver.url + "/dl_eu/track",
+                "api_key": KEYS["datalyr"],
+            },
+        },
+        destinations={"amplitude": "amp_prod", "datalyr": "dl_eu"},
+    )
+    # When each SDK's request reaches the relay, with the key of the mapped destination
+    with relay(db, "--config", str(config)) as running:
+        amplitude = httpx.post(
+            running.url + "/2/httpapi",
+            json={
+                "api_key": KEYS["amplitude"],
+                "events": [{"event_type": "a", "user_id": "user_1"}],
+            },
+        )
+        datalyr = httpx.post(
+            running.url + "/track",
+            json={"event": "d", "userId": "u_2"},
+            headers={"X-API-Key": KEYS["datalyr"]},
+        )
+    assert (amplitude.status_code, datalyr.status_code) == (200, 200)
+    # Then each event waits under its mapped destination, and none under the API's name
+    assert [(d, e.get("event_type") or e.get("event")) for d, e in stored(db)] == [
+        ("amp_prod", "a"),
+        ("dl_eu", "d"),
+    ]
+    # ...and a drain of that one destination delivers it, to that destination's URL
+    done = spooler_cmd(
+        *("drain", "--db", str(db), "--config", str(config), "-d", "amp_prod", "--until-empty"),
+        *("--max-time", "60"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert [(r.path, [e["event_type"] for e in r.events]) for r in receiver.requests] == [
+        ("/amp_prod/2/httpapi", ["a"])
+    ]
+    assert [d for d, _ in stored(db)] == ["dl_eu"]  # the other destination's drain is its own
+
+
 def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(
     tmp_path: Path, db: Path
 ) -> None:
@@ -344,6 +441,61 @@ def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(
     assert [(r.status_code, r.headers.get("retry-after")) for r in full] == [(503, "10")] * 5
     assert full[2].json()["code"] == 503  # what the Amplitude SDKs read
     assert [event for _, event in stored(db)] == [{"a": 1}, {"a": 2}]
+
+
+def one_request_per_api(url: str) -> list[httpx.Response]:
+    """One event to each API and to the generic endpoint; the five answers."""
+    return [
+        httpx.post(url + "/v1/events/x", json={"a": 3}),
+        httpx.post(
+            url + "/v1/batch", json={"batch": [{"type": "track", "event": "e", "userId": "u"}]}
+        ),
+        httpx.post(
+            url + "/2/httpapi",
+            json={"api_key": "k", "events": [{"event_type": "a", "user_id": "user_1"}]},
+        ),
+        httpx.post(
+            url + "/batch/", json={"api_key": "k", "batch": [{"event": "e", "distinct_id": "d"}]}
+        ),
+        httpx.post(url + "/track", json={"event": "e"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "committed"),
+    [
+        ("posix/io/rw/pwrite", errno.EIO, False),
+        ("posix/io/rw/pwrite", errno.ENOSPC, False),
+        # What a running SQLite meets when its file system is remounted read-only.
+        ("posix/io/rw/pwrite", errno.EROFS, False),
+        # The flush after the commit fails: the events are in the spool, but not safe
+        # from a power cut, so the SDK is not told they are stored: it sends them again.
+        ("posix/io/sync/fdatasync", errno.EIO, True),
+    ],
+    ids=["io-error", "disk-full", "read-only", "flush-fails"],
+)
+def test_a_failing_spool_answers_503_and_stores_nothing_then_recovers(
+    tmp_path: Path, db: Path, call: str, error: int, committed: bool
+) -> None:
+    # Given a relay under libfiu, which takes events
+    run, control = fiu(tmp_path)
+    with relay(db, under=run) as running:
+        before = httpx.post(running.url + "/v1/events/x", json={"a": 1})
+        # When the disk fails every write of the spool
+        switch(control, running.process.pid, f"enable name={call},failinfo={error}")
+        failing = one_request_per_api(running.url)
+        switch(control, running.process.pid, f"disable name={call}")
+        # ...and then recovers
+        after = httpx.post(running.url + "/v1/events/x", json={"a": 2})
+    # Then each request during the failure got the answer its SDK sends again on, and
+    # stored nothing (but what was committed before its flush failed); the relay took
+    # events again once the disk did
+    assert [(r.status_code, r.headers.get("retry-after")) for r in failing] == [(503, "10")] * 5
+    assert failing[2].json()["code"] == 503
+    assert (before.status_code, after.status_code) == (200, 200)
+    events = [event for _, event in stored(db)]
+    assert (events[0], events[-1], len(events)) == ({"a": 1}, {"a": 2}, 2 + 5 * committed)
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_only_loopback_without_a_token(tmp_path: Path, db: Path) -> None:

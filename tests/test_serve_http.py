@@ -173,6 +173,46 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(served: Ser
     assert served.app.handled == []
 
 
+def test_a_body_sent_despite_its_413_is_read_and_dropped_before_the_close(
+    served: Served,
+) -> None:
+    # Given a client that sends its body without waiting for a 100 (as urllib does)
+    body = b"x" * (16 * 1024 * 1024)  # far more than the sockets buffer
+    with served.connect() as conn:
+        head = post("/big", body)
+        conn.sendall(head[: head.index(b"\r\n\r\n") + 4])
+        # When it is answered 413 before its body is sent, and sends it all the same
+        status, headers, _ = conn.read_response()
+        conn.sendall(body)  # a reset here (BrokenPipeError) if the server had closed
+        # Then the server read it all, and only then closed the connection
+        assert (status, headers.get("connection")) == (413, "close")
+        assert conn.closed()
+    assert served.app.handled == []
+
+
+def test_a_refused_body_that_does_not_come_is_given_up_at_the_body_deadline(
+    served: Served,
+) -> None:
+    with served.connect() as conn:
+        head = post("/big", b"x" * (10 * BODY_LIMIT))
+        conn.sendall(head[: head.index(b"\r\n\r\n") + 4])
+        assert conn.read_response()[0] == 413
+        conn.sendall(b"x" * BODY_LIMIT)  # a part of it, then nothing
+        assert conn.closed()  # after body_timeout (0.5 s), not at its 5 s
+
+
+def test_a_refused_body_over_the_discard_limit_is_not_read() -> None:
+    served = Served(Limits(discard_bytes=2 * BODY_LIMIT))
+    try:
+        with served.connect() as conn:
+            head = post("/big", b"x" * (2 * BODY_LIMIT + 1))
+            conn.sendall(head[: head.index(b"\r\n\r\n") + 4])
+            assert conn.read_response()[0] == 413
+            assert conn.closed()  # at once, without waiting for the body
+    finally:
+        served.close()
+
+
 def test_a_chunked_body_over_the_limit_is_refused(served: Served) -> None:
     with served.connect() as conn:
         chunk = b"x" * 60

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import rows, spooler_cmd
+from helpers.cli import spooler_cmd
+from helpers.processes import require_program
+from helpers.spools import rows
 from node_sdks import NODE_DIR, REPO, datalyr_sdk, node_package, require_node
 from relay import RunningRelay, relay, write_config
 
@@ -216,25 +218,25 @@ def test_amplitude_analytics_python(tmp_path: Path, receiver: Receiver) -> None:
     assert [e["insert_id"] for e in delivered] == [acked[n] for n in sorted(acked)]
 
 
-def run_node_until_killed(script: str, spec: dict[str, Any], running: RunningRelay) -> Acknowledged:
-    """Run a driver of tests/sdk/node; kill -9 the relay once it has printed
-    ``KILL_AFTER`` acknowledgements. Every ``{"acked": n, ...}`` it printed, by ``n``."""
+def run_node_until_killed(
+    script: str, spec: dict[str, Any], running: RunningRelay
+) -> dict[int, Any]:
+    """Run a driver of tests/sdk/node, which kills -9 the relay itself, from the SDK's
+    success path, once it has been told of ``KILL_AFTER`` acknowledgements. Every
+    ``{"acked": n, ...}`` it printed, by ``n``."""
     require_node()
-    process = subprocess.Popen(
+    spec = {**spec, "relayPid": running.process.pid, "killAfter": KILL_AFTER}
+    done = subprocess.run(
         ["node", str(NODE_DIR / script), json.dumps(spec)],
         cwd=NODE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
+        timeout=120,
     )
-    acked = Acknowledged(running)
-    assert process.stdout is not None
-    for line in process.stdout:
-        record = json.loads(line)
-        acked.add(record["acked"], record)
-    _, errors = process.communicate(timeout=120)
-    assert process.returncode == 0, errors
-    assert running.process.poll() is not None, f"killed after {len(acked)} acknowledgements"
+    assert done.returncode == 0, done.stderr
+    acked = {record["acked"]: record for record in map(json.loads, done.stdout.splitlines())}
+    running.process.wait(timeout=10)
+    assert running.process.returncode == -9, f"not killed: {len(acked)} acknowledgements"
     return acked
 
 
@@ -259,10 +261,28 @@ def test_amplitude_node(tmp_path: Path, receiver: Receiver) -> None:
     assert sent and all(body["options"] == {"min_id_length": 3} for body in sent)
 
 
+def slow_writes() -> list[str]:
+    """The command prefix that runs a process with each of its ``pwrite`` calls (SQLite's
+    writes of its log) delayed by 20 ms (strace's fault injection), or skip.
+
+    A commit then lands well after an answer sent before it, so a kill -9 right after
+    the answer finds it uncommitted: that ordering, not the scheduler, decides the test.
+    """
+    require_program("strace", "strace")
+    probe = subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace here: {probe.stderr.strip()}")
+    # -D: strace is no parent of the relay, so the relay's pid is the one a kill -9 hits.
+    return [
+        *("strace", "-D", "-f", "-qq", "--seccomp-bpf", "-o", os.devnull),
+        *("-e", "trace=pwrite64", "-e", "inject=pwrite64:delay_enter=20000"),
+    ]
+
+
 def test_datalyr_node(tmp_path: Path, receiver: Receiver) -> None:
     sdk = datalyr_sdk()
     db, config = setup(tmp_path, receiver, "datalyr")
-    with relay(db, "--config", str(config)) as running:
+    with relay(db, "--config", str(config), under=slow_writes()) as running:
         spec = {
             "sdk": str(sdk),
             "apiKey": KEYS["datalyr"],
@@ -275,32 +295,38 @@ def test_datalyr_node(tmp_path: Path, receiver: Receiver) -> None:
     assert [e["eventId"] for e in delivered] == [acked[n]["eventId"] for n in sorted(acked)]
 
 
-def readme_js_snippets() -> list[str]:
-    """The JavaScript blocks of the README's section on ``spooler serve``."""
+SERVE_SECTION = "From Node, Go, Ruby: point the SDK at spooler serve"
+MIGRATION_SECTION = "Moving from an analytics SDK"
+README_CONFIG = "/etc/spooler.toml"
+
+
+def readme_blocks(heading: str, language: str) -> list[str]:
+    """The code blocks in ``language`` of the README's section ``heading``."""
     text = (REPO / "README.md").read_text()
-    section = text.split("## From Node, Go, Ruby: point the SDK at spooler serve", 1)[1]
-    section = section.split("\n## ", 1)[0]
-    return re.findall(r"^```js\n(.*?)^```$", section, re.S | re.M)
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"^```{language}\n(.*?)^```$", section, re.S | re.M)
 
 
 def test_the_readmes_snippets_run_as_written(tmp_path: Path, receiver: Receiver) -> None:
-    # Given the README's config (its two destinations, keys from the environment)
-    snippets = readme_js_snippets()
+    # Given the README's relay command, with the config it points to ("the config
+    # above", the migration section's), and the keys the README says to set
+    [command] = [b for b in readme_blocks(SERVE_SECTION, "sh") if "spooler serve" in b]
+    assert f"spooler serve --config {README_CONFIG}" in command
+    [toml] = readme_blocks(MIGRATION_SECTION, "toml")
+    config = tmp_path / "spooler.toml"
+    config.write_text(toml)
+    serve_text = (REPO / "README.md").read_text().split(f"## {SERVE_SECTION}", 1)[1]
+    named = re.findall(r"\$\{(\w+)\}", toml)
+    assert named and all(f"`{name}`" in serve_text.split("\n## ", 1)[0] for name in named)
+    env = {name: KEYS[name.split("_")[0].lower()] for name in named}
+    snippets = readme_blocks(SERVE_SECTION, "js")
     assert len(snippets) == 2
-    require_node()
+    node_package("@amplitude/node")  # the second snippet's SDK
     sdk = datalyr_sdk()
     modules = tmp_path / "node_modules" / "@datalyr"
     modules.mkdir(parents=True)
     (modules / "api").symlink_to(sdk)  # where npm would put it, were it on npm
     db = tmp_path / "spool.db"
-    config = write_config(
-        tmp_path / "spooler.toml",
-        {
-            "datalyr": {"type": "datalyr", "api_key": "${DATALYR_API_KEY}"},
-            "amplitude": {"type": "amplitude", "api_key": "${AMPLITUDE_API_KEY}"},
-        },
-    )
-    env = {"DATALYR_API_KEY": KEYS["datalyr"], "AMPLITUDE_API_KEY": KEYS["amplitude"]}
     # When each snippet runs as pasted, but for the relay's port
     with relay(db, "--config", str(config), env=env) as running:
         port = running.url.rsplit(":", 1)[1]

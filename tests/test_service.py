@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SPOOLER, free_port, start_drain, wait_until
+from helpers.cli import SPOOLER, start_drain
+from helpers.processes import free_port, wait_until
 from relay import write_config
 
 from spooler import Spool

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import rows, spy_on_flushes
+from helpers.spools import rows, spy_on_flushes
 
 import spooler.store.sqlite.base as sqlite_base
 import spooler.store.sqlite.maintenance as sqlite_maintenance

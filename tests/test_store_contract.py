@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from helpers.processes import wait_until
 
 import spooler.store.shared as store_shared
 from spooler import SpoolFullError, UnknownEventError

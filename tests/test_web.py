@@ -9,19 +9,23 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import SPOOLER, dead_count, drain_once, free_port, queued_count, wait_for_line
+from helpers.cli import SPOOLER
+from helpers.processes import free_port, wait_for_line
+from helpers.spools import dead_count, drain_once, queued_count
 from pg_server import PASSWORD, PostgresServer
 
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
 from spooler.drain import Mode
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 from spooler.web import Dashboard
+from spooler.web.dead import PAGE_SIZE
 
 SCRIPT = "<script>window.pwned = 1</script>"
 
@@ -206,6 +210,100 @@ def test_the_dashboard_of_a_postgresql_spool(postgres: PostgresServer, receiver:
         assert dead_count(pg_url) == 0 and queued_count(pg_url) == 1
     finally:
         running.close()
+
+
+ROW = re.compile(r'<tr data-key="(\d+)"><td><input type="checkbox" name="id" value="([\w-]+)"')
+
+
+def list_page(served: Served, address: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
+    """A page of the dead-letter list: its rows (key, event id), and its links by ``rel``
+    (``next``: older, ``prev``: newer)."""
+    text = served.client.get(address).text
+    links = re.findall(r'<a href="([^"]+)" rel="(next|prev)">', text)
+    return [(int(k), e) for k, e in ROW.findall(text)], {r: unescape(h) for h, r in links}
+
+
+@pytest.mark.parametrize("count", [120, 2 * PAGE_SIZE])
+def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path, count: int) -> None:
+    # Given dead letters of destination "a" (and 5 of "b", filtered out)
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"n": n} for n in range(count)], destination="a")
+        spool.enqueue_many([{"n": n} for n in range(5)], destination="b")
+        assert spool.expire(everything=True) == count + 5
+    running = Served(db, WebConfig(port=0))
+    try:
+        # When the list of "a" is followed page by page, older and older
+        pages, links = [], []
+        address: str | None = "/dead?destination=a"
+        while address is not None and len(pages) < 5:  # 3 expected
+            rows, rel = list_page(running, address)
+            pages.append(rows)
+            links.append(rel)
+            address = rel.get("next")
+        # Then each page holds at most PAGE_SIZE rows, newest first, and together they
+        # hold each of "a"'s dead letters once
+        # hold each of "a"'s dead letters once; the last has no "older" (not even when
+        # it is full)
+        sizes = [PAGE_SIZE, PAGE_SIZE, count - 2 * PAGE_SIZE]
+        assert [len(rows) for rows in pages] == [size for size in sizes if size]
+        keys = [key for rows in pages for key, _ in rows]
+        assert keys == sorted(keys, reverse=True) and len(set(keys)) == count
+        assert sorted(e for rows in pages for _, e in rows) == sorted(ids)
+        assert "next" not in links[-1]
+        # ...each link keeps the filter and names the key it pages from...
+        assert links[0] == {"next": f"/dead?destination=a&before={pages[0][-1][0]}"}
+        assert links[1]["prev"] == f"/dead?destination=a&after={pages[1][0][0]}"
+        # ...and "newer" leads back page by page, to the newest, which has no "newer"
+        assert list_page(running, links[-1]["prev"])[0] == pages[-2]
+        newest, rel = list_page(running, links[1]["prev"])
+        assert newest == pages[0] and "prev" not in rel
+    finally:
+        running.close()
+
+
+def test_a_confirmed_purge_of_picked_dead_letters_deletes_those_only(
+    served: Served, dead_spool: Path
+) -> None:
+    # Given the dead letters' list, and two of its events picked
+    rows, _ = list_page(served, "/dead")
+    picked = [event_id for _, event_id in rows[:2]]
+    form = {"csrf": served.csrf(), "id": picked, "back": "/dead"}
+    # When the purge is asked for, it says how many it will delete, and deletes none yet
+    asked = served.client.post("/actions/purge", data=form)
+    assert 'data-count="2"' in asked.text and "delete 2 events for good" in asked.text
+    assert dead_count(dead_spool) == 3
+    # Then, confirmed, it deletes exactly those, and the list shows the one left
+    done = served.client.post("/actions/purge", data={**form, "confirmed": "1"})
+    assert (done.status_code, done.headers["location"]) == (303, "/dead?done=purge&count=2")
+    assert dead_count(dead_spool) == 1
+    with Spool(dead_spool) as spool:
+        [left] = spool.dead_letters.inspect()
+    assert left.event_id not in picked
+    assert [e for _, e in list_page(served, "/dead")[0]] == [left.event_id]
+
+
+def test_a_confirmed_release_makes_held_events_due(db: Path) -> None:
+    # Given held events of two destinations
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}], destination="a")
+        spool.enqueue({"n": 3}, destination="b")
+        assert spool.hold(everything=True) == 3
+    running = Served(db, WebConfig(port=0))
+    try:
+        form = {"csrf": running.csrf(), "destination": "a", "back": "/"}
+        # When the release of destination "a" is asked for, then confirmed
+        asked = running.client.post("/actions/release", data=form)
+        assert 'data-count="2"' in asked.text and "make 2 events due at once" in asked.text
+        assert running.spool.status().total.held == 3
+        done = running.client.post("/actions/release", data={**form, "confirmed": "1"})
+        assert (done.status_code, done.headers["location"]) == (303, "/?done=release&count=2")
+    finally:
+        running.close()
+    # Then "a"'s events are due, and "b"'s still held
+    with Spool(db) as spool:
+        status = spool.status()
+    assert (status.destinations["a"].held, status.destinations["a"].due) == (0, 2)
+    assert (status.destinations["b"].held, status.destinations["b"].due) == (1, 0)
 
 
 def test_a_request_for_another_host_name_is_refused(served: Served) -> None:

@@ -19,18 +19,13 @@ from typing import Any
 
 import chromium
 import pytest
-from conftest import (
-    SPOOLER,
-    drain_command,
-    drain_once,
-    free_port,
-    wait_for_line,
-    wait_until,
-)
+from helpers.cli import SPOOLER, drain_command
+from helpers.processes import free_port, wait_for_line, wait_until
+from helpers.spools import drain_once
 
 from spooler import Spool
 from spooler.history import HistoryPoint, minute_of
-from spooler.receiver import Receiver
+from spooler.testing import Receiver
 
 pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
 from selenium.webdriver.common.by import By

@@ -34,7 +34,7 @@ from ..destinations import (
     type_for_url,
 )
 from ..errors import ConfigError
-from ..events import DEFAULT_DESTINATION, check_destination_name
+from ..events import DEFAULT_DESTINATION, check_destination_name, events_phrase
 from ..history import DEFAULT_KEEP
 from ..retry import RetryPolicy
 from .file import Problems, check_table, interpolate
@@ -144,13 +144,12 @@ def _check_type_rules(
         raise ConfigError(f"{where}api_key: the {dest.type} destination needs its API key")
     if spec.api_key_prefix and not (dest.api_key or "").startswith(spec.api_key_prefix):
         raise ConfigError(
-            f"{where}api_key: a {spec.title or spec.name} API key starts with"
-            f" '{spec.api_key_prefix}'"
+            f"{where}api_key: {spec.title or spec.name} API keys start with '{spec.api_key_prefix}'"
         )
     limit = spec.max_batch_size
     if limit is not None and dest.batch_size > limit:
         raise ConfigError(
-            f"{where}batch_size: {dest.type} accepts at most {limit} events "
+            f"{where}batch_size: {dest.type} accepts at most {events_phrase(limit)} "
             f"per request, got {dest.batch_size}"
         )
     for key in foreign:

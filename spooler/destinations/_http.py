@@ -71,7 +71,8 @@ def http_url_problem(url: str, kind: str) -> str | None:
     except ValueError as exc:  # the URL is not shown: it may hold a secret
         return f"not a valid URL ({exc})"
     if not url.startswith(("http://", "https://")):
-        return f"an {kind} destination needs an http:// or https:// URL, got {masked_url(url)!r}"
+        # No article: "a" or "an" depends on how the type name sounds.
+        return f"{kind} destinations need an http:// or https:// URL, got {masked_url(url)!r}"
     if not parts.hostname:
         return f"names no host: {masked_url(url)!r}"
     if any(char.isspace() or not char.isprintable() for char in url):

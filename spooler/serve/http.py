@@ -7,7 +7,11 @@ granian, and it lets the limits below be enforced where the bytes arrive:
 
 - request heads over ``max_header_bytes``: 431, before they are parsed further;
 - bodies over the application's limit for the path: its own 413, before they are read
-  when ``Content-Length`` says so (then ``Expect: 100-continue`` gets no 100);
+  when ``Content-Length`` says so (then ``Expect: 100-continue`` gets no 100). A client
+  that sends its body anyway (Python's urllib sends no ``Expect``) has the rest of it,
+  up to ``discard_bytes``, read and dropped before the connection closes, as nginx's
+  lingering close and Go's server do: closed at once, with its bytes unread, the
+  connection would be reset, and the client would see a broken pipe, not the 413;
 - a head not complete within ``header_timeout``, or a body within ``body_timeout``,
   of its first byte: 408, and the connection is closed (slow clients hold nothing for
   long); an idle keep-alive connection is closed after ``idle_timeout``;
@@ -45,6 +49,8 @@ class Limits:
     """
 
     max_header_bytes: int = 16 * 1024
+    # The most of a refused body read (and dropped) so that its client gets the answer.
+    discard_bytes: int = 64 * 1024 * 1024
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     idle_timeout: float = 60.0
@@ -145,6 +151,7 @@ class _Connection(asyncio.Protocol):
         # after which it closes).
         self._queue: deque[tuple[Request | Response | asyncio.Future[Response], bool]] = deque()
         self._closing = False  # answer what is queued, then close
+        self._discarding = False  # reading a refused body to its end, to drop it
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -162,7 +169,7 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing and not self._discarding:
             return  # a request after one we answered with "close", or a rejected body
         try:
             if self._phase in (_IDLE, _HEAD):
@@ -183,6 +190,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             if not self._closing:  # else a callback refused the request already
                 self._refuse(_BAD_REQUEST)
+            elif self._discarding:  # a refused body that is not what its head said
+                self._stop_discarding()
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -209,14 +218,21 @@ class _Connection(asyncio.Protocol):
         path = httptools.parse_url(self._url).path.decode("latin-1")
         self._body_limit = self._app.body_limit(path)
         declared = self._headers.get("content-length")
+        expects_continue = self._headers.get("expect", "").lower() == "100-continue"
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
-            # Refused before a byte of it is read; the client learns why at once.
+            # Refused before a byte of it is read; the client learns why at once. One
+            # that does not wait for a 100 is sending the body: it is read and dropped.
+            self._discarding = not expects_continue and int(declared) <= self._limits.discard_bytes
             self._refuse(self._app.too_large(path))
+            if self._discarding:
+                return
             raise httptools.HttpParserError("body too large")
-        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+        if expects_continue and self._transport:
             self._transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        if self._discarding:
+            return
         self._body_bytes += len(body)
         if self._body_bytes > self._body_limit:
             path = httptools.parse_url(self._url).path.decode("latin-1")
@@ -225,6 +241,10 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._discarding:
+            self._stop_discarding()
+            # Whatever follows the refused body is not read: the connection is closing.
+            raise httptools.HttpParserError("refused body read")
         parts = httptools.parse_url(self._url)
         request = Request(
             self._parser.get_method().decode("ascii"),
@@ -284,6 +304,13 @@ class _Connection(asyncio.Protocol):
         self._transport.write(encode_response(response, close=close))
         if close:
             self._closing = True
+            if not self._discarding:  # else it closes once the refused body is read
+                self._transport.close()
+
+    def _stop_discarding(self) -> None:
+        """The refused body is read (or will not be): close once its answer is out."""
+        self._discarding = False
+        if not self._queue and self._transport is not None:
             self._transport.close()
 
     def _refuse(self, response: Response) -> None:
@@ -294,6 +321,9 @@ class _Connection(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         """Close the connection if its phase has run out of time."""
+        if now >= self._deadline and self._discarding:
+            self._stop_discarding()  # the rest of a refused body is slow to come
+            return
         if now < self._deadline or self._phase == _WAITING or self._closing:
             return
         if self._phase == _IDLE:

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = ["is_url", "open_store", "shown_location"]
 
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
+# Any ``scheme:`` start (RFC 3986) makes a location a URL: a mistyped PostgreSQL URL
+# (``postgresql:/host/db``) must be refused, not become a folder that no drain reads.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_POSTGRESQL = re.compile(r"postgres(?:ql)?://")
 
 
 def open_store(
@@ -50,7 +53,8 @@ def open_store(
 
 
 def is_url(location: str) -> bool:
-    """Whether a spool location is a URL (``scheme://...``) rather than a file path."""
+    """Whether a spool location is a URL (``scheme:...``) rather than a file path (a
+    file whose name has a colon is written ``./name``)."""
     return _URL.match(location) is not None
 
 
@@ -66,11 +70,26 @@ def shown_location(location: str) -> str:
 
 
 def _check_scheme(url: str) -> None:
-    """Refuse a URL that is not ``postgresql://``."""
-    # Only the scheme is shown: the rest of a database URL may hold a password.
-    scheme = url.partition(":")[0]
-    if scheme not in ("postgresql", "postgres"):
+    """Refuse a URL that is not ``postgresql://`` (or libpq's ``postgres://``)."""
+    if not _POSTGRESQL.match(url):
         raise ConfigError(
-            f"the spool {scheme}://... is a URL spooler cannot open: give a file path, or a"
-            " postgresql:// URL"
+            f"the spool {_shown_refused(url)} is a URL spooler cannot open: give a file path"
+            " (./NAME for a file whose name has a colon), or a postgresql://host/dbname URL"
         )
+
+
+def _shown_refused(url: str) -> str:
+    """A refused URL without its credentials, also where a missing ``//`` hides them
+    from ``masked_url`` (``postgresql:user:pw@host``)."""
+    if "@" not in url and "?" not in url:  # no user info, no query: as given
+        return url
+    from ..redact import MASK, masked_url  # only here: it imports logging
+
+    scheme, _, rest = url.partition(":")
+    try:
+        rest = masked_url(url).partition(":")[2]
+    except ValueError:  # not even parseable (``mysql://[db``): show only the scheme
+        return f"{scheme}:{MASK}"
+    if not rest.startswith("//") and "@" in rest:
+        rest = f"{MASK}@{rest.rpartition('@')[2]}"
+    return f"{scheme}:{rest}"

@@ -1,5 +1,5 @@
 """A PostgreSQL spool's URL: what libpq connects to, spooler's own parameters, and the URL
-as messages show it (no password). Apart from ``store.postgres``, so that a config
+as messages show it (masked by ``redact``). Apart from ``store.postgres``, so that a config
 check can read and show a URL without psycopg.
 """
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError
+from ..redact import masked_postgres_url
 
 __all__ = ["DEFAULT_SCHEMA", "DEFAULT_WAIT", "Target", "parse_url"]
 
@@ -17,8 +18,6 @@ DEFAULT_SCHEMA = "spooler"
 DEFAULT_WAIT = 10.0  # seconds an operation waits for an unreachable server
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SPOOLER_PARAMETERS = ("schema", "wait", "prepared_statements")
-# Query parameters that hold a secret: masked wherever the URL is shown.
-_SECRET_PARAMETERS = ("password", "sslpassword")
 
 
 @dataclass(frozen=True)
@@ -58,16 +57,11 @@ def parse_url(url: str, *, schema: str | None = None) -> Target:
     if prepared not in ("on", "off"):
         raise ConfigError(f"prepared_statements must be 'on' or 'off', not {prepared!r}")
     libpq = [(key, value) for key, value in params if key not in own]
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", "@", 1)
-    shown_query = [(key, "***" if key in _SECRET_PARAMETERS else value) for key, value in libpq] + [
-        ("schema", schema)
-    ]
+    shown = urlunsplit(parts._replace(query=urlencode([*libpq, ("schema", schema)], safe="/")))
     return Target(
         conninfo=urlunsplit(parts._replace(query=urlencode(libpq))),
         schema=schema,
         wait=wait,
         prepared_statements=prepared == "on",
-        shown=urlunsplit(parts._replace(netloc=netloc, query=urlencode(shown_query, safe="/*"))),
+        shown=masked_postgres_url(shown),
     )

@@ -42,7 +42,7 @@ def _ceiling(value: float) -> float:
     """A round number at or above ``value``, for the top of an axis (1, 2 or 5 x 10^n)."""
     if value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power = 10.0 ** math.floor(math.log10(value))
     return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
 
 

@@ -116,7 +116,8 @@ def _filter_form(groups: Sequence[DeadGroup], filters: Filters) -> Markup:
 
 def dead_list(page: DeadPage, filters: Filters, csrf: str, now: float) -> Markup:
     """A page of the list, newest first, with the actions on what is picked and on all
-    that match."""
+    that match. ``page`` holds up to ``PAGE_SIZE + 1`` events: one over the page says
+    that another page follows in the direction it was read (``Older`` or ``Newer``)."""
     back = filters.address()
     what = ", ".join(f"{k} {v}" for k, v in filters.fields().items()) or "all"
     everything = join(
@@ -131,14 +132,24 @@ def dead_list(page: DeadPage, filters: Filters, csrf: str, now: float) -> Markup
     )
     if not page.events:
         return html('<p class="empty">No dead letters match.</p>')
-    rows = join(_event_row(key, event, now) for key, event in page.events)
-    keys = [key for key, _ in page.events]
+    events = page.events
+    more = len(events) > PAGE_SIZE
+    if filters.after is not None:  # read upwards: the one over is the newest
+        events, has_newer, has_older = events[1:] if more else events, more, True
+    else:
+        events, has_newer, has_older = events[:PAGE_SIZE], filters.before is not None, more
+    rows = join(_event_row(key, event, now) for key, event in events)
+    keys = [key for key, _ in events]
     newer = (
         html('<a href="{}" rel="prev">Newer</a>', filters.address(after=keys[0]))
-        if filters.before is not None or filters.after is not None
+        if has_newer
         else ""
     )
-    older = html('<a href="{}" rel="next">Older</a>', filters.address(before=keys[-1]))
+    older = (
+        html('<a href="{}" rel="next">Older</a>', filters.address(before=keys[-1]))
+        if has_older
+        else ""
+    )
     hidden = join(
         html('<input type="hidden" name="{}" value="{}">', name, value)
         for name, value in {"csrf": csrf, "back": back}.items()
@@ -158,7 +169,7 @@ def dead_list(page: DeadPage, filters: Filters, csrf: str, now: float) -> Markup
         hidden,
         rows,
         newer,
-        older if len(page.events) >= PAGE_SIZE else "",
+        older,
     )
 
 

@@ -49,7 +49,7 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = max(int(seconds), 0)
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             parts.append(f"{seconds // size}{unit}")

@@ -1,6 +1,7 @@
 """Run the reliability scenarios and print the table of docs/reliability.md.
 
     python tests/reliability/report.py        # or: make reliability
+    python tests/reliability/report.py -k file_modes   # some scenarios: pytest's -k
 
 Each scenario test fills in one row (events at risk, lost, duplicated, time to
 recover) through the ``scenario`` fixture; this script collects the rows of one run.
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def collect() -> list[dict]:
+def collect(pytest_args: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "rows.jsonl"
         env = {**os.environ, "SPOOLER_RELIABILITY_REPORT": str(report)}
@@ -40,6 +41,7 @@ def collect() -> list[dict]:
                 "-p",
                 "no:cacheprovider",
                 str(ROOT / "tests"),
+                *pytest_args,
             ],
             env=env,
             cwd=ROOT,
@@ -56,7 +58,7 @@ def order(row: dict) -> tuple[int, str]:
 
 
 def main() -> None:
-    rows = sorted(collect(), key=order)
+    rows = sorted(collect(sys.argv[1:]), key=order)
     power_cuts = [r for r in rows if r.get("rounds") is not None]
     faults = [r for r in rows if r.get("rounds") is None]
     by_design = sum(r["lost"] for r in rows if r.get("expected_loss"))

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SPOOLER, rows, run_measuring_peak_rss
+from helpers.cli import SPOOLER
+from helpers.processes import run_measuring_peak_rss
+from helpers.spools import rows
 
 from spooler import Spool
 from spooler.events import DEFAULT_MAX_EVENT_BYTES

@@ -9,7 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import FAST_RETRY, dead_rows, rows, wait_until
+from helpers.processes import wait_until
+from helpers.spools import FAST_RETRY, dead_rows, rows
 
 from spooler import Spool
 from spooler.config import build_drain_config

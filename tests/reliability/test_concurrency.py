@@ -11,15 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
-    drain_args,
-    enqueue_backlog,
-    queued_count,
-    rows,
-    spooler_cmd,
-    start_drain,
-    wait_for_line,
-)
+from helpers.cli import drain_args, spooler_cmd, start_drain
+from helpers.processes import wait_for_line
+from helpers.spools import enqueue_backlog, queued_count, rows
 
 import spooler.drain as drain_module
 import spooler.store.sqlite.maintenance as sqlite_maintenance

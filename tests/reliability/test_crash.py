@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_cli, queued_count, rows, spooler_cmd, start_drain, wait_until
+from helpers.cli import drain_cli, spooler_cmd, start_drain
+from helpers.processes import wait_until
+from helpers.spools import dead_rows, queued_count, rows
 
 from spooler.drain import CRASH_ENV
 from spooler.testing import Receiver

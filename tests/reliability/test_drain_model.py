@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from conftest import REPORT_ENV, Scenario
+from helpers.reliability import REPORT_ENV, Scenario
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

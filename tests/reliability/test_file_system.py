@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, require_program
+from helpers.cli import SPOOLER
+from helpers.processes import require_program
 
 from spooler import Spool
 from spooler.testing import Receiver

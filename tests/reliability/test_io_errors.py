@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import drain_command, queued_count, require_program, rows, wait_for_line
+from helpers.cli import drain_command
+from helpers.faults import fiu, switch
+from helpers.processes import wait_for_line
+from helpers.spools import queued_count, rows
 
 from spooler import Spool
 from spooler.testing import Receiver
@@ -38,21 +41,6 @@ for n, _ in enumerate(sys.stdin):
     except SpoolerError as exc:
         print("error", len(events), f"{type(exc).__name__}: {exc}", flush=True)
 """
-
-
-def fiu(tmp_path: Path) -> tuple[list[str], list[str]]:
-    """The command prefixes that start a process under libfiu and control it."""
-    require_program("fiu-run", "fiu-utils")
-    control = str(tmp_path / "fiu-ctrl")
-    return ["fiu-run", "-x", "-f", control], ["fiu-ctrl", "-f", control]
-
-
-def switch(control: list[str], pid: int, command: str) -> None:
-    result = subprocess.run(
-        [*control, "-c", command, str(pid)], capture_output=True, text=True, timeout=10
-    )
-    # fiu-ctrl exits 0 even when it cannot reach the process; it says so on stderr.
-    assert result.returncode == 0 and not result.stderr, result.stderr
 
 
 @contextmanager

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dead_rows, drain_command, free_port, rows, run_measuring_peak_rss
+from helpers.cli import drain_command
+from helpers.processes import free_port, run_measuring_peak_rss
+from helpers.spools import dead_rows, rows
 
 from spooler import Spool
 from spooler.testing import Receiver

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from conftest import SPOOLER, wait_until
+from helpers.cli import SPOOLER
+from helpers.processes import wait_until
 from pg_server import PostgresServer, drain_args
 from test_crash import PRODUCER  # the same loop, on a PostgreSQL spool
 

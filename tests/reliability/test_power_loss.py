@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import SPOOLER, drain_cli, drain_command, wait_until
+from helpers.cli import SPOOLER, drain_cli, drain_command
+from helpers.processes import wait_until
 from lazyfs import LazyFS, mounted
 
 from spooler.testing import Receiver

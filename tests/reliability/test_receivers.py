@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dead_count, dead_rows, drain_once, free_port, rows, start_drain, wait_until
+from helpers.cli import start_drain
+from helpers.processes import free_port, wait_until
+from helpers.spools import dead_count, dead_rows, drain_once, rows
 
 from spooler import Spool
 from spooler.testing import Receiver

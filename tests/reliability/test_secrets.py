@@ -7,20 +7,26 @@ import base64
 import json
 from pathlib import Path
 
-from conftest import drain_cli, rows, spooler_cmd
+import pytest
+from helpers.cli import drain_cli, spooler_cmd
+from helpers.spools import rows
 
 from spooler import Spool
 from spooler.testing import Receiver
 
-PASSWORD = "Zq7x"  # short on purpose: a secret of any length is masked
+# Short on purpose: a secret of any length is masked, below LONG_SECRET (6) included.
+PASSWORDS = ["Zq7x", "~q"]
 COOKIE = "sess10n-c00kie"
 
 
 def echo_everything(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """Refuse the request, echoing its headers (credentials included) in the answer's
-    body and headers, and set a session cookie, as some receivers' error pages do."""
+    body and headers, and the Basic credentials decoded, and set a session cookie, as
+    some receivers' error pages do."""
     echoed = {name: value for name, value in headers.items() if name.lower() != "content-length"}
-    answer = {"error": "unauthorized", "your_headers": echoed}
+    basic = headers.get("Authorization", "").removeprefix("Basic ")
+    user, _, password = base64.b64decode(basic).decode().partition(":")
+    answer = {"error": "unauthorized", "your_headers": echoed, "user": user, "password": password}
     return (
         401,
         {"X-Echo-Authorization": headers.get("Authorization", ""), "Set-Cookie": COOKIE},
@@ -28,22 +34,24 @@ def echo_everything(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str
     )
 
 
-def every_form(*secrets: str) -> list[str]:
+def every_form(password: str, *secrets: str) -> list[str]:
     """Secrets as they could travel: as is, and base64-encoded alone or as user:password."""
-    forms = list(secrets)
-    for secret in secrets:
+    forms = [password, *secrets]
+    for secret in (password, *secrets):
         forms.append(base64.b64encode(secret.encode()).decode())
-    forms.append(base64.b64encode(f"user:{PASSWORD}".encode()).decode())
+    forms.append(base64.b64encode(f"user:{password}".encode()).decode())
     return forms
 
 
+@pytest.mark.parametrize("password", PASSWORDS, ids=lambda p: f"{len(p)}-character password")
 def test_echoed_credentials_are_masked_in_the_spool_the_logs_and_the_output(
-    db: Path, receiver: Receiver, scenario
+    db: Path, receiver: Receiver, scenario, password: str
 ) -> None:
     row = scenario(
-        "23",
-        "a receiver echoes the request's credentials back: URL user info (a 2-character"
-        " password), as HTTP Basic, in its 401 body and headers, with a session cookie",
+        f"23 ({len(password)}-character password)",
+        f"a receiver echoes the request's credentials back: URL user info (a {len(password)}"
+        "-character password), as HTTP Basic and decoded, in its 401 body and headers, with a"
+        " session cookie",
         "scripted receiver; `spooler drain --debug` (httpcore prints every header it gets)",
     )
     # Given events for a receiver reached with credentials in its URL
@@ -51,13 +59,13 @@ def test_echoed_credentials_are_masked_in_the_spool_the_logs_and_the_output(
         ids = spool.enqueue_many([{"n": n} for n in range(3)])
     receiver.respond = echo_everything
     host = receiver.url.removeprefix("http://")
-    url = f"http://user:{PASSWORD}@{host}/in"
+    url = f"http://user:{password}@{host}/in"
     # When a drain delivers them, with debug logging, and the receiver echoes it all
     drained = drain_cli(db, url, "--debug", "--batch-size", "1")
     assert drained.returncode == 0, drained.stderr
     # Then the receiver did get the credentials, as HTTP Basic
     sent = receiver.requests[0].headers["Authorization"]
-    assert sent == "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+    assert sent == "Basic " + base64.b64encode(f"user:{password}".encode()).decode()
     # ...the events are dead letters (401 refuses the request itself)...
     dead = rows(db, "SELECT event_id, error, attempt_log FROM dead")
     assert sorted(event_id for event_id, *_ in dead) == sorted(ids)
@@ -72,7 +80,7 @@ def test_echoed_credentials_are_masked_in_the_spool_the_logs_and_the_output(
     assert "receive_response_headers.complete" in drained.stderr  # the debug lines ran
     leaks = [
         (form, where)
-        for form in every_form(PASSWORD, COOKIE)
+        for form in every_form(password, COOKIE)
         for where, text in [
             ("drain log", drained.stderr),
             *(("view", view) for view in views),

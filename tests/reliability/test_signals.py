@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_args, queued_count, rows, spooler_cmd, start_drain, wait_until
+from helpers.cli import drain_args, spooler_cmd, start_drain
+from helpers.processes import wait_until
+from helpers.spools import queued_count, rows
 
 from spooler.testing import Receiver
 

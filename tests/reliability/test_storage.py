@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain_cli, drain_once, enqueue_backlog, rows, spooler_cmd
+from helpers.cli import drain_cli, spooler_cmd
+from helpers.spools import drain_once, enqueue_backlog, rows
 
 from spooler import Spool, StoreError
 from spooler.store.sqlite import SCHEMA_VERSION

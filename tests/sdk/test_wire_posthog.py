@@ -4,6 +4,7 @@ the same calls, the same requests, field by field (see wire.py)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,3 +126,26 @@ def test_what_the_sdk_would_drop_or_alter_is_refused(tmp_path: Path, call: Call)
         with pytest.raises(InvalidEventError):
             call(PostHog(spool))
         assert spool.status().total.queued == 0
+
+
+# The SDK's calls that send events (its "Capture", "Identify" and "Error Tracking" API).
+SENDING_CALLS = (
+    "capture",
+    "capture_ai",
+    "capture_exception",
+    "set",
+    "set_once",
+    "alias",
+    "group_identify",
+)
+
+
+def test_each_call_that_sends_is_provided_or_listed_as_a_difference() -> None:
+    # Given the PostHog section's table of differences from the SDK
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "destinations.md").read_text()
+    section = docs.split("## `posthog`", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(\w+)\(", section, re.M))
+    # Then each SDK call that sends an event is spooler's client's, or a listed difference
+    assert all(callable(getattr(posthog.Posthog, name)) for name in SENDING_CALLS)
+    missing = [n for n in SENDING_CALLS if not hasattr(PostHog, n) and n not in listed]
+    assert not missing, f"neither provided nor in docs/destinations.md: {missing}"

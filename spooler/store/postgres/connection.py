@@ -84,11 +84,12 @@ class Connections:
 
     def execute_direct(
         self, conn: psycopg.Connection, name: bytes, statement: bytes, params: list[str]
-    ) -> None:
+    ) -> int:
         """Run one statement that returns no rows (``$1``, ``$2``... its text parameters)
         straight through libpq (``Connection.pgconn``), prepared on the server as
         ``name`` the first time a connection runs it; without prepared statements (a
-        pooler), sent whole each time. Its own transaction, at full durability.
+        pooler), sent whole each time. Its own transaction, at full durability. Returns
+        how many rows it inserted, updated or deleted.
 
         For the statement every enqueue runs: psycopg's cursor costs a producer as much
         CPU again as this (docs/performance.md, target 8).
@@ -100,10 +101,12 @@ class Connections:
             result = pgconn.exec_params(statement, values)
         else:
             result = pgconn.exec_prepared(name, values)
-            if _sqlstate(result) == "26000":  # not prepared on this connection yet
+            if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == "26000":
+                # Not prepared on this connection yet.
                 _raise_for(pgconn, pgconn.prepare(name, statement))
                 result = pgconn.exec_prepared(name, values)
         _raise_for(pgconn, result)
+        return result.command_tuples or 0
 
     def writing(
         self, conn: psycopg.Connection, *, one_statement: bool = False
@@ -160,7 +163,8 @@ class Connections:
         )
 
     def _give_back(self, conn: psycopg.Connection) -> None:
-        usable = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        # pgconn's, not conn.info's: the same state, without a new object per operation.
+        usable = not conn.broken and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
         with self._lock:
             if usable and not self._closed and self._pid == os.getpid():
                 self._idle.append(conn)

@@ -3,7 +3,8 @@
 An insert is one statement, checks and all (its own transaction, one round trip): a
 data-modifying ``WITH`` query checks the sizes and the limits, inserts, and adds the
 events to the totals. One event without limits, what most enqueues are, goes straight
-through libpq (``Connections.execute_direct``).
+through libpq (``Connections.execute_direct``), as a plain ``INSERT`` while producers
+keep no totals (docs/performance.md, target 8, says what each part of it costs).
 
 The totals cost every insert a row update, for the limits alone; so producers keep
 them only from the first limit checked on the spool (a ``totals`` row in ``meta``).
@@ -37,11 +38,25 @@ _ROWS = (
     " %(destinations)s::text[], %(bodies)s::text[]) WITH ORDINALITY"
     " AS r(event_id, destination, body, position)"
 )
-# One event, no limits: every enqueue of a producer that sets none.
+# The database's present as NOW, the same float8 (both round the exact seconds to the
+# nearest), without NOW's numeric arithmetic: ~1 us of the server's CPU per insert.
+_NOW = "date_part('epoch', now())"
+# One event, no limits, while producers keep no totals: every enqueue of a spool where
+# none was ever set. Inserts nothing once they keep them (the insert then goes again as
+# _ONE_EVENT). No ON CONFLICT: its speculative insertion costs the server ~2 us per
+# event, and a unique violation says the same, that an earlier try of this insert
+# committed. The server's CPU per event: ~16-17 us, _ONE_EVENT's ~22-25 us (target 8
+# in docs/performance.md).
+_ONE_EVENT_UNCOUNTED = (
+    b"spooler_enqueue_uncounted",
+    "INSERT INTO {s}.queue (event_id, destination, body, created_at, queued_at, due_at)"
+    f" SELECT $1, $2, $3, {_NOW}, {_NOW}, {_NOW} WHERE NOT {TOTALS_KEPT}",
+)
+# One event, no limits, added to the totals if producers keep them.
 _ONE_EVENT = (
     b"spooler_enqueue_one",
     "WITH added AS (INSERT INTO {s}.queue (event_id, destination, body, created_at,"
-    f" queued_at, due_at) VALUES ($1, $2, $3::text, {NOW}, {NOW}, {NOW})"
+    f" queued_at, due_at) VALUES ($1, $2, $3::text, {_NOW}, {_NOW}, {_NOW})"
     " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
     " UPDATE {s}.totals SET events = events + 1, bytes = bytes + octet_length($3::text)"
     f" WHERE shard = {SHARD} AND EXISTS (SELECT FROM added) AND {TOTALS_KEPT}",
@@ -112,9 +127,7 @@ class PostgresProducers(PostgresBase):
     ) -> None:
         """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
         if len(rows) == 1 and max_events is None and max_bytes is None and self._db.synchronous:
-            name, statement = _ONE_EVENT
-            sql = self._sql(statement).encode()
-            self._db.run(lambda conn: self._db.execute_direct(conn, name, sql, list(rows[0])))
+            self._db.run(lambda conn: self._insert_one(conn, list(rows[0])))
             return
         if len(rows) == 1:
             [(event_id, destination, body)] = rows
@@ -132,6 +145,21 @@ class PostgresProducers(PostgresBase):
             max_events=max_events,
             max_bytes=max_bytes,
         )
+
+    def _insert_one(self, conn: psycopg.Connection, row: list[str]) -> None:
+        """Insert one event, without limits, in one statement (its own transaction)."""
+        if not self._totals_kept:
+            try:
+                if self._execute(conn, _ONE_EVENT_UNCOUNTED, row):
+                    return
+            except psycopg.errors.UniqueViolation:
+                return  # sent again after its connection broke at commit: it is stored
+            self._totals_kept = True  # a producer with a limit started meanwhile
+        self._execute(conn, _ONE_EVENT, row)
+
+    def _execute(self, conn: psycopg.Connection, named: tuple[bytes, str], row: list[str]) -> int:
+        name, template = named
+        return self._db.execute_direct(conn, name, self._sql(template).encode(), row)
 
     def insert_array(
         self,

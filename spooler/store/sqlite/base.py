@@ -218,7 +218,8 @@ class Transaction:
     block ends, or rolls back if it raises; a read ends its snapshot either way.
 
     A class, not ``@contextmanager`` generators: every enqueue runs one, and the
-    generators cost 4-14 µs of a ~190 µs durable enqueue (docs/performance.md).
+    generators cost a share of a durable enqueue that ``benchmarks/enqueue_single.py``
+    measures (docs/performance.md, target 1).
     """
 
     __slots__ = ("_conn", "_current", "_store", "_write")
