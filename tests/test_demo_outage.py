@@ -125,3 +125,29 @@ def test_ctrl_c_stops_the_outage_demo_and_keeps_its_spool(tmp_path: Path) -> Non
     with Spool(db, create=False) as spool:
         assert spool.status().total.queued == int(still[1])
     assert rows(db, "SELECT count(*) FROM history")[0][0] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--after", "3s"), "--before and --after go with --outage"),
+        (("--outage", "0s"), "Invalid value for '--outage': an outage lasts more than 0s"),
+        (("--outage", "soon"), "Invalid value for '--outage': expected a duration like 90s"),
+    ],
+)
+def test_the_outage_demos_options_are_checked(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = spooler_cmd("demo", "--db", str(tmp_path / "demo.db"), *args)
+    assert result.returncode == 2 and result.stderr.startswith(f"spooler: error: {message}")
+    assert not (tmp_path / "demo.db").exists()
+
+
+def test_the_outage_demo_never_runs_on_an_existing_spool(tmp_path: Path) -> None:
+    db = tmp_path / "spool.db"
+    with Spool(db) as spool:
+        ids = spool.enqueue_many([{"real": True}], destination="amplitude")
+    result = spooler_cmd("demo", "--outage", "3s", "--db", str(db))
+    assert result.returncode == 2
+    assert "the demo needs a new file" in result.stderr and not result.stdout
+    assert [event_id for (event_id,) in rows(db, "SELECT event_id FROM queue")] == ids
