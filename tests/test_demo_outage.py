@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.cli import SPOOLER, spooler_cmd
-from helpers.processes import free_port, wait_for_line
+from helpers.processes import free_port, wait_for_line, wait_until
 from helpers.spools import rows
 
 from spooler import Spool
@@ -114,6 +114,12 @@ def test_ctrl_c_stops_the_outage_demo_and_keeps_its_spool(tmp_path: Path) -> Non
     )
     assert demo.stdout is not None
     assert wait_for_line(demo.stdout, "answers 503")
+    # (and a 503 already answered: a drain stopped before its first request has no
+    # history to keep)
+    assert wait_until(
+        lambda: rows(db, "SELECT count(*) FROM destination_state WHERE last_status = 503")[0][0],
+        timeout=30,
+    )
     # When Ctrl-C comes during the outage
     demo.send_signal(signal.SIGINT)
     out, err = demo.communicate(timeout=60)
