@@ -51,9 +51,9 @@ bench: $(VENV)/.installed-bench
 reliability: $(VENV)/.installed-test
 	$(BIN)/python tests/reliability/report.py
 
-# The README's picture of spooler web, from a real run of about 5 minutes: producers,
-# spooler drain and spooler web on a temporary spool while a local receiver is down for
-# 2 minutes, then headless chromium saves docs/dashboard-outage.png (needs chromium and
+# The README's picture of spooler web, from a real run of about 5 minutes: `spooler demo
+# --outage 2m` (a local receiver down for 2 minutes) and spooler web on a temporary spool,
+# then headless chromium saves docs/dashboard-outage.png (needs chromium and
 # chromedriver, as the browser tests do). Not part of `make test`.
 screenshot: $(VENV)/.installed-test
 	$(BIN)/python docs/screenshot.py

@@ -16,7 +16,15 @@ import click
 
 from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
 
-from .options import Options, UsageLine, common_options, debug_option, group_options, stdin_lines
+from .options import (
+    Options,
+    UsageLine,
+    common_options,
+    debug_option,
+    group_options,
+    parse_duration_option,
+    stdin_lines,
+)
 
 __all__ = ["cli"]
 
@@ -249,9 +257,38 @@ def check(opts: Options, file: str | None) -> None:
 
 @cli.command()
 @click.option("--db", metavar="PATH", help="A new spool file [default: a fresh temporary one].")
-def demo(db: str | None) -> None:
-    """A one-minute tour: enqueue, retries, a dead letter, replay, status."""
-    from .demo import run_demo
+@click.option(
+    "--outage",
+    callback=parse_duration_option,
+    metavar="DURATION",
+    help="Instead, an outage in real time, to watch in spooler web: a receiver answers 503"
+    " this long (e.g. 2m). The spool is kept.",
+)
+@click.option(
+    "--before",
+    callback=parse_duration_option,
+    metavar="DURATION",
+    help="With --outage: steady traffic before it [default 1m].",
+)
+@click.option(
+    "--after",
+    callback=parse_duration_option,
+    metavar="DURATION",
+    help="With --outage: keep the traffic up at least this long after the recovery"
+    " [default: until the backlog has drained].",
+)
+def demo(db: str | None, outage: float | None, before: float | None, after: float | None) -> None:
+    """A one-minute tour: enqueue, retries, a dead letter, replay, status. With --outage,
+    a receiver's outage and its recovery in real time, to watch in spooler web."""
+    from .demo import run_demo, run_outage_demo
     from .options import given_on_group
 
-    run_demo(given_on_group("db", db))
+    db = given_on_group("db", db)
+    if outage is None:
+        if before is not None or after is not None:
+            raise click.UsageError("--before and --after go with --outage")
+        run_demo(db)
+        return
+    if not outage:
+        raise click.BadParameter("an outage lasts more than 0s", param_hint="'--outage'")
+    run_outage_demo(db, outage, before=60.0 if before is None else before, after=after or 0.0)

@@ -1,16 +1,16 @@
 """Make the README's screenshot of ``spooler web`` from a real run: ``make screenshot``.
 
-In a temporary folder, two local receivers (``spooler.testing.Receiver``) stand in for
-Amplitude and Segment, producers enqueue events for both at a steady rate in real time,
-and the real ``spooler drain`` and ``spooler web`` run on the spool as subprocesses.
-The producers start on a minute's boundary (so that no minute in the charts is a
-partial one); a minute later amplitude's receiver answers 503, slowly, as a gateway
-whose upstream is gone, for ``--outage`` minutes, then 200 again. All along, segment's
-receiver answers 400 to a batch holding an order whose revenue is not a number, which
-the drain bisects and dead-letters. A minute after the recovery, once the drain has
-written that minute's history, Debian's headless Chromium (driven by its chromedriver,
-as in tests/test_web_browser.py) saves the overview's last 15 minutes to
-docs/dashboard-outage.png.
+In a temporary folder, ``spooler demo --outage`` stages the outage the README's picture
+shows (``spooler.testing.outage``): two local receivers stand in for Amplitude and
+Segment, producers enqueue events for both at a steady rate in real time, and the real
+drain delivers them; after a healthy minute amplitude's receiver answers 503, slowly, for
+``--outage`` minutes, then 200 again, while segment's answers 400 to the bad orders,
+which the drain dead-letters. The demo starts on a minute's boundary (so that no minute
+in the charts is a partial one), and ``spooler web`` runs on its spool. A minute after
+the recovery, once the drain has written that minute's history, Debian's headless
+Chromium (driven by its chromedriver, as in tests/test_web_browser.py) saves the
+overview's last 15 minutes to docs/dashboard-outage.png; then the demo is stopped with
+SIGINT, as Ctrl-C would.
 
 Nothing in the picture is made up: the charts are the history the drain recorded, a row
 per destination and minute. About 5 minutes with the defaults; not part of ``make test``.
@@ -21,88 +21,32 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from spooler import Spool
-from spooler.testing import Receiver
+from spooler.testing.outage import FAILING, RATES
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # Chromium as the browser tests start it
 import chromium  # noqa: E402
 
 SPOOLER = [sys.executable, "-m", "spooler_cli"]
-FAILING = "amplitude"
-RATES = {"amplitude": 5.0, "segment": 2.0}  # events a second
-PATHS = {"amplitude": "/2/httpapi", "segment": "/v1/batch"}
-ANSWER_DELAY = 2.0  # seconds the failing receiver takes to answer 503
-BAD_ORDER_EVERY = 25  # one segment event in so many has a revenue segment's receiver refuses
-# The retry schedule's longest wait: the default (300s) could keep the destination paused
-# for minutes after its receiver is back, and the run is meant to show the recovery.
-BACKOFF_CAP = "20s"
 WIDTH = 1200  # the browser window's width: GitHub shows a README's images ~880px wide
+# Traffic goes on after the recovery until the demo is stopped: longer than the picture takes.
+AFTER = "10m"
 
 
 def say(text: str) -> None:
     """Print a step of the run, with the time (UTC, as the charts label it)."""
     # (time.gmtime() alone reads a coarser clock, a few milliseconds behind time.time())
     print(time.strftime("%H:%M:%S", time.gmtime(time.time())), text, flush=True)
-
-
-def event(destination: str, n: int) -> dict[str, Any]:
-    """The ``n``-th event a producer enqueues for ``destination``."""
-    if destination == "amplitude":
-        return {
-            "event_type": "Song Played",
-            "user_id": f"user_{n % 97}",
-            "event_properties": {"n": n},
-        }
-    revenue: float | str = "n/a" if n % BAD_ORDER_EVERY == BAD_ORDER_EVERY - 1 else 9.99
-    return {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": f"user_{n % 89}",
-        "properties": {"n": n, "revenue": revenue},
-    }
-
-
-def refuses(event: dict[str, Any]) -> bool:
-    """Whether segment's receiver refuses the event (an order without a numeric revenue)."""
-    return not isinstance(event.get("properties", {}).get("revenue"), (int, float))
-
-
-def unavailable(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    """The failing receiver's answer: 503, slowly."""
-    time.sleep(ANSWER_DELAY)
-    return 503, {}, b'{"error":"upstream unavailable"}'
-
-
-@contextmanager
-def producer(db: Path, destination: str) -> Iterator[None]:
-    """A thread enqueueing ``RATES[destination]`` events a second, one at a time."""
-    stop = threading.Event()
-
-    def produce() -> None:
-        with Spool(db) as spool:
-            start, n = time.monotonic(), 0
-            while not stop.wait(max(start + n / RATES[destination] - time.monotonic(), 0.0)):
-                spool.enqueue(event(destination, n), destination=destination)
-                n += 1
-
-    thread = threading.Thread(target=produce, name=f"produce-{destination}")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 @contextmanager
@@ -158,8 +102,9 @@ def shown(driver: Any) -> tuple[str, str]:
     return queued, dot
 
 
-def screenshot(url: str, minute: int, profile: Path, out: Path) -> tuple[str, str]:
-    """Save the overview once its charts hold ``minute``; returns what ``shown`` read."""
+def screenshot(url: str, minute: str, profile: Path, out: Path) -> tuple[str, str]:
+    """Save the overview once its charts hold ``minute`` ("12:04 UTC"); returns what
+    ``shown`` read."""
     found = chromium.find()
     if found is None:
         raise SystemExit(f"screenshot: {chromium.MISSING}")
@@ -169,9 +114,9 @@ def screenshot(url: str, minute: int, profile: Path, out: Path) -> tuple[str, st
 
         def charted() -> tuple[str, str] | None:
             seen = shown(driver)
-            return seen if clock(minute) in seen[1] else None
+            return seen if minute in seen[1] else None
 
-        queued, dot = wait_for(charted, 120, f"the chart of {clock(minute)}")
+        queued, dot = wait_for(charted, 120, f"the chart of {minute}")
         height = driver.execute_script("return document.body.scrollHeight")
         # (the window's frame takes its share of the height, even headless)
         driver.set_window_size(WIDTH, height + 140)
@@ -193,60 +138,50 @@ def agree(queued: str, dot: str) -> bool:
 
 
 def run(work: Path, outage: int, out: Path) -> None:
-    """The run: a healthy minute, ``FAILING``'s receiver down for ``outage`` minutes, a
-    minute of recovery, then the screenshot."""
-    db = work / "spool.db"
-    with Spool(db):  # made before the processes that open it start
-        pass
+    """The run: ``spooler demo --outage`` (a healthy minute, ``FAILING``'s receiver down
+    for ``outage`` minutes, the recovery) and ``spooler web``, then the screenshot a minute
+    after the recovery."""
+    demo_log, web_log = work / "demo.log", work / "web.log"
     with ExitStack() as stack:
-        receivers = {name: stack.enter_context(Receiver()) for name in RATES}
-        receivers["segment"].reject = refuses
-        config = work / "spooler.toml"
-        config.write_text(
-            "".join(
-                f'[destinations.{name}]\ntype = "{name}"\napi_key = "demo-{name}-key"\n'
-                f'url = "{receiver.url}{PATHS[name]}"\nbackoff_cap = "{BACKOFF_CAP}"\n'
-                for name, receiver in receivers.items()
+        start = next_minute(time.time() + 1)
+        say(f"spooler demo --outage {outage}m starts at {clock(start)}")
+        sleep_until(start)
+        # (run in the spool's folder: the dashboard shows the name it was given)
+        demo = stack.enter_context(
+            process(
+                [*SPOOLER, "demo", "--db", "spool.db", "--outage", f"{outage}m", "--after", AFTER],
+                demo_log,
             )
         )
-        # (run in the spool's folder: the dashboard shows the name it was given)
-        spooler = [*SPOOLER, "--db", db.name, "--config", config.name]
-        stack.enter_context(process([*spooler, "drain"], work / "drain.log"))
-        stack.enter_context(process([*spooler, "web", "--port", "0"], work / "web.log"))
+        # The demo says how to watch it once its spool is there: first thing.
+        wait_for(lambda: "spooler web --db spool.db" in demo_log.read_text(), 30, "the demo")
+        stack.enter_context(process([*SPOOLER, "web", "--db", "spool.db", "--port", "0"], web_log))
         url = wait_for(
-            lambda: re.search(r"dashboard on (http://\S+)", (work / "web.log").read_text()),
-            30,
-            "spooler web",
+            lambda: re.search(r"dashboard on (http://\S+)", web_log.read_text()), 30, "spooler web"
         )[1]
-        start = next_minute(time.time() + 1)
-        down_at = start + 60
-        up_at = down_at + outage * 60
-        say(f"spooler drain and {url} running; producers start at {clock(start)}")
-        sleep_until(start)
-        for name in RATES:
-            stack.enter_context(producer(db, name))
-        say(f"producers enqueueing; {FAILING}'s receiver fails at {clock(down_at)}")
-        sleep_until(down_at)
-        receivers[FAILING].respond = unavailable
-        say(f"{FAILING}'s receiver answers 503 from now on")
-        sleep_until(up_at)
-        receivers[FAILING].respond = None
-        say(f"{FAILING}'s receiver answers 200 again")
-        sleep_until(up_at + 60)
+        say(f"{url} running; {FAILING}'s receiver fails a minute into the demo")
+        recovered = wait_for(
+            lambda: re.search(
+                r"^(\d\d:\d\d):\d\d .* answers 200 again", demo_log.read_text(), re.M
+            ),
+            outage * 60 + 120,
+            f"{FAILING}'s recovery",
+        )
+        minute = f"{recovered[1]} UTC"  # as the charts label it
+        say(f"{FAILING}'s receiver answers 200 again; waiting for the chart of {minute}")
         shot = work / out.name
-        queued, dot = screenshot(url, up_at, work / "chromium-profile", shot)
+        queued, dot = screenshot(url, minute, work / "chromium-profile", shot)
+        demo.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops and sums up
+        if demo.wait(timeout=60) != 0:
+            raise SystemExit(f"screenshot: spooler demo exited {demo.returncode}")
         if not agree(queued, dot):
             raise SystemExit(
                 f"screenshot: {FAILING} shows {queued} queued but its backlog chart ends at"
                 f" {dot!r}: the picture would not add up, so it was not saved"
             )
         shutil.copyfile(shot, out)
-        refused = {
-            name: sum(r.status >= 300 for r in receiver.requests)
-            for name, receiver in receivers.items()
-        }
         say(f"saved {out}: {FAILING} queued {queued}, its backlog chart ends at {dot!r}")
-        say(f"requests refused (503, 400) per receiver: {refused}")
+        print(demo_log.read_text(), end="", flush=True)
 
 
 def main() -> None:

@@ -42,6 +42,8 @@ ID_PLACEHOLDER = re.compile(r"\bID\b")
 NOT_RUN = {
     "make ": "builds .venv in the checkout and runs this suite, this test included",
     "pip install ": "installs from PyPI; tests/test_install.py installs the built wheel",
+    "spooler demo --outage ": "stages an outage in real time, for minutes; "
+    "tests/test_demo_outage.py runs it for seconds",
 }
 # What a user's own system provides to the snippets: a program writing JSON Lines, and
 # ``spooler`` itself, its daemons stopped as a service manager stops them: SIGTERM once

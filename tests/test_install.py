@@ -9,7 +9,8 @@ in the checkout whether or not the package would ship it. Here:
   source tree: a module left out is named;
 - the wheel goes into a fresh venv (not editable, the checkout out of reach) for an
   end-to-end run: ``spooler --help``, enqueue, a drain to a receiver on 127.0.0.1, the
-  Datalyr drop-in client drained with no config file, ``dlq inspect``, ``spooler demo``;
+  Datalyr drop-in client drained with no config file, ``dlq inspect``, ``spooler demo``
+  (and a second of its ``--outage``);
 - ``pipx install '.[metrics]'`` from the copy (pipx runs ``pip install`` on the
   path, as ``pip install .`` does), and its drain serves ``/metrics``;
 - ``spooler serve`` and ``spooler web``: without their extra they name it; with ``pip
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import pytest
 from helpers.processes import free_port, wait_until
+from helpers.spools import rows
 
 from spooler.testing import Receiver
 
@@ -222,6 +224,19 @@ def test_the_installed_wheel_runs_the_demo(installed: Path, user_dir: Path) -> N
     # The demo's receiver lives in spooler.testing: the wheel must carry it.
     demo = run(installed / "spooler", "demo", cwd=user_dir, timeout=120).stdout
     assert "The receiver got" in demo and "nothing was lost" in demo
+    # and its staged outage too (a second of it), on a spool it keeps for spooler web
+    outage = run(
+        *(installed / "spooler", "demo", "--outage", "1s", "--before", "0s"),
+        cwd=user_dir,
+        timeout=120,
+    ).stdout
+    kept = Path(outage.splitlines()[0].rpartition("spooler web --db ")[2])
+    assert kept.parent.name.startswith("spooler-demo-"), outage  # a folder of its own
+    try:
+        assert "x 503" in outage and "Nothing was lost" in outage
+        assert rows(kept, "SELECT count(*) FROM history")[0][0] > 0
+    finally:
+        shutil.rmtree(kept.parent)
 
 
 def test_the_installed_datalyr_client_drains_with_flags_only(

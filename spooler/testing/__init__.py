@@ -1,4 +1,5 @@
-"""What the demo and the tests use, not the product: a local scriptable HTTP receiver.
+"""What the demo and the tests use, not the product: a local scriptable HTTP receiver,
+and (``spooler.testing.outage``) the staged outage of ``spooler demo --outage``.
 
 Not imported by ``import spooler``; shipped in the wheel because ``spooler demo`` runs
 against it.
