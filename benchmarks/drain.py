@@ -83,7 +83,7 @@ def bare_httpx(url: str, batch_size: int) -> float:
         return BACKLOG / (time.perf_counter() - began)
 
 
-def raw_sqlite3(path: Path, url: str, batch_size: int) -> float:
+def raw_sqlite3(path: Path, url: str, batch_size: int, *, count: int = BACKLOG) -> float:
     """Post the rows of a plain table in rowid order, deleting each batch once the
     receiver took it; commits at synchronous=NORMAL, as the drain's own do."""
     path.unlink(missing_ok=True)
@@ -91,7 +91,7 @@ def raw_sqlite3(path: Path, url: str, batch_size: int) -> float:
     db.execute("PRAGMA synchronous=NORMAL")
     text = encode_event(EVENT)
     with db:
-        db.executemany(RAW_INSERT, ((i, text) for i in spooler.events.new_event_ids(BACKLOG)))
+        db.executemany(RAW_INSERT, ((i, text) for i in spooler.events.new_event_ids(count)))
     with httpx.Client() as client:
         began = time.perf_counter()
         while batch := db.execute(
@@ -105,7 +105,7 @@ def raw_sqlite3(path: Path, url: str, batch_size: int) -> float:
                 db.execute("DELETE FROM q WHERE id <= ?", (batch[-1][0],))
         elapsed = time.perf_counter() - began
     db.close()
-    return BACKLOG / elapsed
+    return count / elapsed
 
 
 def persist_queue(path: Path, url: str, batch_size: int) -> float:

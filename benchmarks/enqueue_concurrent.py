@@ -1,8 +1,9 @@
-"""Target 3: durable enqueue from 8 threads of one process (group commit) against the
-single-thread per-call rate and against analytics-python's in-memory ``track()`` from
-the same 8 threads; and from 4 processes at once against one process. For context:
-persist-queue and raw sqlite3 (a connection per thread, one commit per insert) from
-the same 8 threads.
+"""Target 3 (issue 26's target 4): durable enqueue from 8 threads of one process (group
+commit) against the single-thread per-call rate and against persist-queue from the same
+8 threads; and from 4 processes at once against one process, each warmed up first (its
+first call opens the file: it is not counted). For context: analytics-python's
+in-memory ``track()`` and raw sqlite3 (a connection per thread, one commit per insert)
+from the same 8 threads.
 
     python benchmarks/enqueue_concurrent.py     # needs: pip install -e '.[bench]'
 """
@@ -60,6 +61,7 @@ def threaded(call: Callable[[], object]) -> float:
 
 def _produce(path: str, ready: multiprocessing.Barrier, times: multiprocessing.Queue) -> None:
     with spooler.Spool(path) as spool:
+        spool.enqueue(EVENT)  # warm: the first call opens the file and starts the flusher
         ready.wait()
         began = time.time()
         for _ in range(PER_WORKER):
@@ -122,17 +124,17 @@ def measure(tmp: Path) -> list[Row]:
     spool.close()
     target = "3. durable enqueue, 8 threads (group commit)"
     return [
-        at_least(target, rates["threads"], rates["single"], "1 thread, same spool", 4.0, "ev/s"),
+        at_least(target, rates["threads"], rates["single"], "1 thread, same spool", 2.5, "ev/s"),
         at_least(
             target,
             rates["threads"],
-            rates["memory"],
-            "analytics-python track, 8 threads",
-            1.0,
+            rates["persist-queue"],
+            "persist-queue put, 8 threads",
+            2.0,
             "ev/s",
         ),
         context(
-            target, rates["threads"], rates["persist-queue"], "persist-queue put, 8 threads", "ev/s"
+            target, rates["threads"], rates["memory"], "analytics-python track, 8 threads", "ev/s"
         ),
         context(
             target,
@@ -141,12 +143,11 @@ def measure(tmp: Path) -> list[Row]:
             "raw sqlite3 insert+commit, 8 threads",
             "ev/s",
         ),
-        at_least(
-            "3. durable enqueue, 4 processes",
+        context(
+            "3. durable enqueue, 4 processes, warmed up",
             rates["4 processes"],
             rates["1 process"],
             "1 process",
-            1.0,
             "ev/s",
         ),
     ]

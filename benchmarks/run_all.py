@@ -18,6 +18,7 @@ SCRIPTS = [
     "enqueue_many.py",
     "enqueue_concurrent.py",
     "drain.py",
+    "drain_defaults.py",
     "backlog.py",
     "import_time.py",
     "disk.py",

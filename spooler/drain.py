@@ -1,8 +1,11 @@
 """The drain worker: claim due events under a lease, deliver them, settle each outcome.
 
 Each destination gets ``concurrency`` worker threads; each one loops claim → send →
-settle, so one batch is being claimed or settled while others are in flight. Every
-settle is one transaction, and only touches rows the worker still leases.
+settle, so one batch is being claimed or settled while others are in flight. How many
+of them send at once is ``pacing``'s: as many as the receiver's latency pays for. A
+batch's requests, and the bisection of those refused, are ``bisection``'s; what each
+answer means for the events, ``settling``'s. Every settle is one transaction, and only
+touches events the batch's lease still holds.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from .bisection import Bisection, LeaseKeeper
 from .breaker import CircuitBreaker
 from .config import DrainConfig
 from .destination_log import DestinationLog
@@ -30,15 +33,10 @@ from .destinations import Destination, Verdict, build_destination
 from .errors import ConfigError, StoreError
 from .events import events_phrase
 from .history import HistoryRecorder
-from .records import (
-    ClaimedEvent,
-    Failure,
-    KeptPause,
-    one_line,
-    per_destination,
-    queued_elsewhere,
-)
+from .pacing import Pacer
+from .records import ClaimedEvent, KeptPause, per_destination, queued_elsewhere
 from .redact import masked_url
+from .settling import Settler
 
 if TYPE_CHECKING:
     from .metrics import DrainMetrics
@@ -54,17 +52,14 @@ log = logging.getLogger("spooler.drain")
 # or the worker that reaches it hangs there for good (a stuck drain, for the watchdog).
 CRASH_ENV = "SPOOLER_CRASH_AT"
 HANG_ENV = "SPOOLER_HANG_AT"
-CRASH_POINTS = ("after_claim", "after_response")
+# mid_batch: part of a batch settled (its first half delivered in a bisection, say),
+# the rest still under the lease.
+CRASH_POINTS = ("after_claim", "after_response", "mid_batch")
 RECLAIM_INTERVAL = 60.0  # seconds between checks for free pages to give back to the disk
 # Seconds between reads of the pauses other drains of the spool kept: how soon a drain
 # stops sending to a destination another drain found failing.
 FOLLOW_INTERVAL = 1.0
 CLOCK_JUMP_TOLERANCE = 2.0  # seconds of wall-clock drift against monotonic before we act
-# When no half of a dying batch got through: how many of its events to send alone, one
-# after the other, to tell a receiver that is down from halves that each hold a bad
-# event. Two settle any two bad events (only one of them can be first); a receiver
-# that is down costs a dying batch that many requests more.
-LONE_EVENT_TRIES = 2
 
 
 class Mode(enum.Enum):
@@ -129,6 +124,20 @@ class Drain:
         )
         self._logs = {name: DestinationLog(log, name) for name in self._destinations}
         self._history = HistoryRecorder(store, keep=config.history, clock=clock)
+        self._pacers = {
+            name: Pacer(each.config.concurrency) for name, each in self._destinations.items()
+        }
+        self._settlers = {
+            name: Settler(
+                store,
+                each.config,
+                log=self._logs[name],
+                count=self._count,
+                clock=clock,
+                rng=self._rng,
+            )
+            for name, each in self._destinations.items()
+        }
         # One per destination, shared by its workers: an outage pauses them all. Each
         # takes up the state an earlier run left (a cron job's --once, a restarted
         # daemon): the rest of its pause, then a probe before batches go out.
@@ -191,6 +200,8 @@ class Drain:
         self._stop.set()
         for progress in self._wakeups.values():
             progress.set()
+        for pacer in self._pacers.values():
+            pacer.close()
 
     def run(
         self,
@@ -218,7 +229,10 @@ class Drain:
         )
         workers = [
             threading.Thread(
-                target=self._work, args=(dest, mode, started), daemon=True, name=f"drain-{name}-{n}"
+                target=self._work,
+                args=(dest, mode, started, n),
+                daemon=True,
+                name=f"drain-{name}-{n}",
             )
             for name, dest in self._destinations.items()
             for n in range(dest.config.concurrency)
@@ -435,13 +449,17 @@ class Drain:
 
     # -- the worker loop ----------------------------------------------------------------
 
-    def _work(self, destination: Destination, mode: Mode, started: float) -> None:
+    def _work(self, destination: Destination, mode: Mode, started: float, worker: int) -> None:
         name = destination.config.name
         breaker = self._breakers[name]
         wakeup = self._wakeups[name]
+        pacer = self._pacers[name]
         try:
             while not self._stop.is_set():
                 self._alive(destination)
+                if not pacer.admits(worker):
+                    pacer.park(worker, timeout=self._config.poll_interval)
+                    continue
                 # --once is one pass: a destination that fails in it ends it (what is
                 # left is due again at the next run) rather than trying every batch
                 # against it. (The epoch counts the failures that opened the breaker.)
@@ -475,6 +493,9 @@ class Drain:
                 self._report.error = self._report.error or f"{name}: {exc}"
             self.stop("error")
         finally:
+            # A worker ends only when its destination is done (or the drain stops):
+            # the parked ones end too, each as it finds out.
+            pacer.close()
             with self._report_lock:
                 self._signs_of_life.pop(threading.current_thread().name, None)
                 self._running -= 1
@@ -491,100 +512,52 @@ class Drain:
 
     def _claim_and_deliver(self, destination: Destination, mode: Mode, started: float) -> bool:
         """Claim a due batch and deliver it; False if nothing was due."""
-        breaker = self._breakers[destination.config.name]
+        name = destination.config.name
+        breaker = self._breakers[name]
+        cpu_at_start = time.thread_time()
         try:
             now = self._clock()
             # A probe of a paused destination carries one event: it only has to show
             # whether the destination answers again, and while it does not, one event
             # spends an attempt instead of a batch.
-            batch = self._store.claim(
+            claim = self._store.claim(
                 destination.config.name,
                 1 if breaker.probing() else destination.config.batch_size,
                 self.owner,
                 due_by=started if mode is Mode.ONCE else now,
                 lease_until=now + self._config.lease,
             )
-            if not batch:
+            if claim is None:
                 return False
             self._crash_point("after_claim")
-            self._deliver(destination, batch, now + self._config.lease)
+            lease = LeaseKeeper(
+                self._store.extend_lease,
+                claim.lease,
+                now + self._config.lease,
+                lease_seconds=self._config.lease,
+                timeout=destination.config.timeout,
+                clock=self._clock,
+            )
+            Bisection(
+                claim,
+                destination.request_batches(claim.events),
+                send=lambda events: self._send(destination, events),
+                settler=self._settlers[destination.config.name],
+                lease=lease,
+                stopping=self._stop.is_set,
+                log=self._logs[name],
+                settled_part=lambda: self._crash_point("mid_batch"),
+            ).run()
+            sending = self._pacers[name].cycled(time.thread_time() - cpu_at_start)
+            if sending is not None:
+                self._logs[name].info(
+                    "%d of %d workers now send at once",
+                    sending,
+                    destination.config.concurrency,
+                )
             return True
         finally:
             breaker.leave()
-
-    def _deliver(
-        self, destination: Destination, batch: list[ClaimedEvent], lease_until: float
-    ) -> None:
-        """Send a batch; bisect it while the receiver rejects it, to isolate bad events.
-
-        A batch that a 5xx would dead-letter (out of attempts or age) is bisected too, so
-        that an event that crashes the receiver dies alone. Such halves are judged when their
-        round of requests ends: split further if one request of the round got through
-        (the receiver is up, so these halves hold bad events). If none did, either the
-        receiver is down or every half holds a bad event: events of the first half sent
-        alone, one after the other (``LONE_EVENT_TRIES``), tell which. If they fail too,
-        the halves are settled as they are (a bisection would only add requests to a
-        receiver that is down).
-        """
-        # Events whose per-event request options differ go in requests of their own;
-        # reversed, as requests are popped from the end: the first events go first.
-        pending = destination.request_batches(batch)[::-1]
-        failing: list[tuple[list[ClaimedEvent], Verdict, float]] = []
-        got_through = False
-        lone_tries = 0
-        while pending or failing:
-            if not pending:
-                if not got_through and lone_tries < LONE_EVENT_TRIES and failing[0][0]:
-                    self._logs[destination.config.name].info(
-                        "no part of a dying batch got through; sending one event alone to "
-                        "see whether the receiver is up",
-                    )
-                    events, verdict, elapsed = failing[0]
-                    failing[0] = (events[1:], verdict, elapsed)
-                    pending.append(events[:1])
-                    lone_tries += 1
-                    continue
-                for events, verdict, elapsed in failing:
-                    if not events:
-                        continue  # every one of them went out alone
-                    if got_through:
-                        pending += _halves(events) if len(events) > 1 else [events]
-                    else:
-                        self._settle(destination, events, verdict, elapsed)
-                failing, got_through, lone_tries = [], False, 0
-                continue
-            if self._stop.is_set() and len(pending[-1]) < len(batch):
-                return  # mid-bisection: the rest is released when the drain exits
-            events = pending.pop()
-            lease_until = self._keep_lease(destination, events, lease_until)
-            verdict, elapsed = self._send(destination, events)
-            got_through = got_through or (verdict.sent and verdict.outcome != "retry")
-            if verdict.outcome == "partial":
-                bad = {i: why for i, why in verdict.bad.items() if 0 <= i < len(events)}
-                if bad:
-                    pending += self._settle_partial(destination, events, verdict, bad)
-                    continue
-                # Named no event of this batch after all: find the culprits by bisection.
-                verdict = replace(verdict, outcome="reject")
-            if verdict.outcome == "reject" and verdict.split and len(events) > 1:
-                self._logs[destination.config.name].info(
-                    "%s for a batch of %d; splitting it to find the events at fault",
-                    _short(verdict),
-                    len(events),
-                )
-                pending += _halves(events)
-            elif len(events) > 1 and self._dies_of_a_server_error(destination, events, verdict):
-                if events is not batch:
-                    failing.append((events, verdict, elapsed))
-                    continue
-                self._logs[destination.config.name].info(
-                    "%s would dead-letter a batch of %d; splitting it to find the events at fault",
-                    _short(verdict),
-                    len(events),
-                )
-                pending += _halves(events)
-            else:
-                self._settle(destination, events, verdict, elapsed)
 
     def _send(
         self, destination: Destination, events: Sequence[ClaimedEvent]
@@ -593,7 +566,7 @@ class Drain:
         out) and its time."""
         breaker = self._breakers[destination.config.name]
         self._alive(destination)
-        sent_at = time.monotonic()
+        sent_at, cpu_at_send = time.monotonic(), time.thread_time()
         epoch = breaker.epoch
         verdict = destination.send(events)
         self._crash_point("after_response")
@@ -601,6 +574,10 @@ class Drain:
         self._alive(destination)
         if not verdict.sent:
             return verdict, elapsed  # judged without a request: says nothing about the API
+        if verdict.status is not None:  # answered: how long it waited for the receiver
+            self._pacers[destination.config.name].waited(
+                elapsed - (time.thread_time() - cpu_at_send)
+            )
         # Kept in the spool, so that every drain of it goes on from here. Counted and
         # written under one lock: the last write holds the latest state, even when
         # another worker's answer changed it meanwhile, and the pauses other drains
@@ -622,129 +599,6 @@ class Drain:
             self._metrics.request(destination.config.name, elapsed)
             self._metrics.failed_in_a_row(destination.config.name, breaker.failures)
         return verdict, elapsed
-
-    def _dies_of_a_server_error(
-        self, destination: Destination, events: Sequence[ClaimedEvent], verdict: Verdict
-    ) -> bool:
-        """Whether this 5xx would dead-letter some of ``events``. (Timeouts, refused
-        connections and 429s say nothing about the events, and are not bisected.)"""
-        if verdict.outcome != "retry" or not (verdict.status and 500 <= verdict.status < 600):
-            return False
-        policy, now = destination.config.retry, self._clock()
-        return any(
-            policy.give_up_reason(attempts=e.attempts, queued_at=e.queued_at, now=now)
-            for e in events
-        )
-
-    def _settle_partial(
-        self,
-        destination: Destination,
-        events: Sequence[ClaimedEvent],
-        verdict: Verdict,
-        bad: Mapping[int, str],
-    ) -> list[list[ClaimedEvent]]:
-        """Dead-letter the events the receiver named; return the rest, to send again."""
-        dead = [
-            (events[i].rowid, verdict.reason, Failure(verdict.status, why))
-            for i, why in sorted(bad.items())
-        ]
-        self._store.settle(
-            self.owner, destination=destination.config.name, now=self._clock(), dead=dead
-        )
-        self._count(destination.config.name, dead={verdict.reason: len(dead)})
-        self._logs[destination.config.name].warning(
-            "the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
-            events_phrase(len(dead)),
-            len(events),
-            verdict.reason,
-        )
-        rest = [event for i, event in enumerate(events) if i not in bad]
-        return [rest] if rest else []
-
-    def _keep_lease(
-        self, destination: Destination, events: Sequence[ClaimedEvent], lease_until: float
-    ) -> float:
-        # Bisection can take many requests: never let the lease run out mid-request,
-        # or a second drain could deliver the same events at the same time.
-        now = self._clock()
-        if lease_until - now > 2 * destination.config.timeout + 1:
-            return lease_until
-        lease_until = now + self._config.lease
-        self._store.extend_lease(self.owner, [e.rowid for e in events], lease_until)
-        return lease_until
-
-    def _settle(
-        self,
-        destination: Destination,
-        events: Sequence[ClaimedEvent],
-        verdict: Verdict,
-        elapsed: float,
-    ) -> None:
-        name = destination.config.name
-        now = self._clock()
-        if verdict.outcome == "delivered":
-            self._store.settle(
-                self.owner,
-                destination=name,
-                now=now,
-                delivered=[e.rowid for e in events],
-            )
-            self._count(name, delivered=len(events))
-            self._logs[name].info(
-                "delivered %s (%s) in %.2fs",
-                events_phrase(len(events)),
-                f"HTTP {verdict.status}" if verdict.status else "ok",
-                elapsed,
-            )
-            return
-        if verdict.outcome == "reject":
-            self._store.settle(
-                self.owner,
-                destination=name,
-                now=now,
-                dead=[(event.rowid, verdict.reason, verdict.failure) for event in events],
-            )
-            self._count(name, dead={verdict.reason: len(events)})
-            self._logs[name].warning(
-                "dead-lettered %s (%s): %s",
-                f"event {events[0].event_id}" if len(events) == 1 else events_phrase(len(events)),
-                verdict.reason,
-                _short(verdict),
-            )
-            return
-        policy = destination.config.retry
-        # One wait for the whole batch keeps it together for the next claim; full jitter
-        # still spreads the batches of a crowd apart.
-        attempts = max(event.attempts for event in events)
-        due_at = now + policy.delay(attempts, retry_after=verdict.retry_after, rng=self._rng)
-        retry: list[tuple[int, float, Failure]] = []
-        dead: list[tuple[int, str, Failure]] = []
-        for event in events:
-            reason = policy.give_up_reason(
-                attempts=event.attempts, queued_at=event.queued_at, now=now
-            )
-            if reason:
-                dead.append((event.rowid, reason, verdict.failure))
-            else:
-                retry.append((event.rowid, due_at, verdict.failure))
-        self._store.settle(self.owner, destination=name, now=now, retry=retry, dead=dead)
-        self._count(name, retried=len(retry), dead=Counter(reason for _, reason, _ in dead))
-        if retry:
-            self._logs[name].warning(
-                "%s will be retried in %.2fs (attempt %d of %d): %s",
-                events_phrase(len(retry)),
-                due_at - now,
-                attempts,
-                policy.max_attempts,
-                _short(verdict),
-            )
-        if dead:
-            self._logs[name].warning(
-                "dead-lettered %s (%s): %s",
-                events_phrase(len(dead)),
-                dead[0][1],
-                _short(verdict),
-            )
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -829,15 +683,3 @@ def _pause_left(pause: KeptPause | None, policy: RetryPolicy, now: float) -> flo
 def _last_failed(failures: int) -> str:
     """``"its last request failed"``, ``"its last 3 requests failed"``."""
     return "its last request failed" if failures == 1 else f"its last {failures} requests failed"
-
-
-def _halves(events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
-    """A batch split in two, the first half last (``pending`` is a stack: it goes first)."""
-    half = len(events) // 2
-    return [events[half:], events[:half]]
-
-
-def _short(verdict: Verdict) -> str:
-    """A verdict's error for a log line: one line, at most 200 characters."""
-    text = verdict.error or (f"HTTP {verdict.status}" if verdict.status else verdict.outcome)
-    return one_line(text, 200)

@@ -21,6 +21,7 @@ __all__ = [
     "DEAD_AGE_BUCKETS",
     "DEAD_REASONS",
     "Attempt",
+    "Claim",
     "ClaimedEvent",
     "Counts",
     "DeadEvent",
@@ -65,7 +66,8 @@ def iso_utc(timestamp: float) -> str:
 
 
 class ClaimedEvent(NamedTuple):
-    """An event taken under lease by a drain; ``attempts`` counts this attempt.
+    """An event taken under lease by a drain; ``attempts`` counts this attempt (the
+    attempts that ended before it, and this one).
 
     A named tuple, not a frozen dataclass: a drain builds one per event per claim, and a
     frozen dataclass's ``__init__`` costs several times as much, on the claim path that
@@ -79,6 +81,14 @@ class ClaimedEvent(NamedTuple):
     attempts: int
     created_at: float
     queued_at: float
+
+
+class Claim(NamedTuple):
+    """A batch a drain took under one lease: the lease's token (what settles it), and
+    its events in enqueue order."""
+
+    lease: int
+    events: list[ClaimedEvent]
 
 
 class RetriedNow(NamedTuple):

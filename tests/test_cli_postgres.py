@@ -83,7 +83,9 @@ def _fail_all(story: Story) -> None:
     with story.spool() as spool:
         now = time.time()
         batch = spool.store.claim("default", 9, "x", due_by=now, lease_until=now + 60)
-        spool.store.settle("x", now=now, retry=[(e.rowid, now + 3600, BUSY) for e in batch])
+        spool.store.settle(
+            batch.lease, now=now, retry=[(e.rowid, now + 3600, BUSY) for e in batch.events]
+        )
 
 
 def _enqueued(story: Story, out: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import spooler_cmd
 from helpers.processes import wait_until
-from helpers.spools import dead_rows, drain_once, queued_count, rows
+from helpers.spools import dead_rows, drain_once, leased_count, queued_count, rows
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
@@ -520,13 +520,13 @@ def test_stop_while_the_receiver_hangs_releases_the_batch(
     drain.stop()
     thread.join(timeout=10)
     assert not thread.is_alive() and result
-    assert rows(db, "SELECT count(*), count(lease_owner) FROM queue") == [(3, 0)]
+    assert queued_count(db) == 3 and leased_count(db) == 0
     receiver.release()
     assert drain._all_done.wait(timeout=10)  # the abandoned worker ends and closes up
 
 
 def _in_flight(db: Path) -> bool:
-    return rows(db, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL")[0][0] > 0
+    return leased_count(db) > 0
 
 
 def test_two_drains_share_a_spool_without_delivering_twice(

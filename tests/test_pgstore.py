@@ -144,21 +144,57 @@ def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
         Spool(url)
 
 
+def test_a_version_2_spool_keeps_its_leases_until_they_end(postgres: PostgresServer) -> None:
+    # Given a spool of version 2 (with the history), where a drain leased an event in
+    # its row (its attempt counted), and another event waits its turn
+    url = postgres.url()
+    with Spool(url) as spool:
+        leased, waiting = spool.enqueue_many([{"n": 1}, {"n": 2}])
+    schema = url.rsplit("=", 1)[1]
+    postgres.sql(
+        f"DROP TABLE {schema}.leases;"
+        f" ALTER TABLE {schema}.queue ADD COLUMN lease_owner text, ADD COLUMN lease_until float8;"
+        f" UPDATE {schema}.queue SET lease_owner = 'old', attempts = 1,"
+        f" lease_until = extract(epoch FROM now()) + 60 WHERE event_id = '{leased}';"
+        f" UPDATE {schema}.meta SET value = '2' WHERE key = 'schema_version'"
+    )
+    # When this version opens it (two hosts at once)
+    with Spool(url) as first, Spool(url) as second:
+        assert first.store.schema_version() == second.store.schema_version() == 3
+        # Then the leased event waits for its old lease to end, and counts that attempt
+        now = time.time()
+        claim = first.store.claim("default", 9, "new", due_by=now, lease_until=now + 60)
+        assert [e.event_id for e in claim.events] == [waiting]
+        first.store.settle(claim.lease, now=now, delivered=[claim.events[0].rowid])
+        later = first.store.claim("default", 9, "new", due_by=now + 61, lease_until=now + 120)
+        assert [(e.event_id, e.attempts) for e in later.events] == [(leased, 2)]
+    assert postgres.sql(
+        "SELECT count(*) FROM information_schema.columns"
+        f" WHERE table_schema = '{schema}' AND column_name LIKE 'lease%'"
+    ) == [(0,)]
+
+
 def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(
     postgres: PostgresServer,
 ) -> None:
-    # Given a spool as version 1 made it: no history, no index of dead letters by destination
+    # Given a spool as version 1 made it: no history, no index of dead letters by
+    # destination, leases in the queue's rows
     url = postgres.url()
     with Spool(url) as spool:
         event_id = spool.enqueue({"kept": 1})
     schema = url.rsplit("=", 1)[1]
     postgres.sql(f"DROP TABLE {schema}.history")
     postgres.sql(f"DROP INDEX {schema}.dead_by_destination")
+    postgres.sql(
+        f"DROP TABLE {schema}.leases;"
+        f" ALTER TABLE {schema}.queue ADD COLUMN lease_owner text, ADD COLUMN lease_until float8"
+    )
     postgres.sql(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
     # When it is opened, it is upgraded, and keeps its events and a history from then on
     with Spool(url) as spool:
-        assert spool.store.schema_version() == SCHEMA_VERSION == 2
-        [event] = spool.store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+        assert spool.store.schema_version() == SCHEMA_VERSION == 3
+        claim = spool.store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+        [event] = claim.events
         assert event.event_id == event_id
         now = time.time()
         spool.store.record_history([HistoryPoint(minute_of(now), "d", retried=2)], now=now, keep=60)
@@ -184,10 +220,10 @@ def test_leases_run_on_the_database_s_clock(pg_url: str) -> None:
     right.enqueue({"e": 1})
     # When the slow host's drain leases the event for 60 seconds of its own clock
     now = slow.store._clock()
-    [event] = slow.store.claim("default", 10, "slow", due_by=now, lease_until=now + 60)
+    [event] = slow.store.claim("default", 10, "slow", due_by=now, lease_until=now + 60).events
     # Then the lease holds for every host, and every host sees its own times
     later = time.time()
-    assert right.store.claim("default", 10, "right", due_by=later, lease_until=later + 60) == []
+    assert right.store.claim("default", 10, "right", due_by=later, lease_until=later + 60) is None
     assert abs(event.queued_at - now) < 5
     assert abs(right.store.next_due_at("default") - (later + 60)) < 5
     assert abs(slow.status().destinations["default"].oldest_queued_at - now) < 5
@@ -399,7 +435,8 @@ def test_totals_are_kept_from_the_first_limit_on_and_miss_no_event(
     def deliver() -> None:
         now = time.time()
         batch = spool.store.claim("default", 5, "drain", due_by=now, lease_until=now + 60)
-        spool.store.settle("drain", now=now, delivered=[e.rowid for e in batch])
+        if batch:
+            spool.store.settle(batch.lease, now=now, delivered=[e.rowid for e in batch.events])
 
     threads = [
         threading.Thread(target=busy, args=(work,))

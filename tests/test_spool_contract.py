@@ -40,7 +40,7 @@ def stored(spool: Spool, destination: str = "default") -> list[tuple[str, str]]:
     now = time.time()
     batch = spool.store.claim(destination, 10_000, "reader", due_by=now, lease_until=now + 60)
     spool.store.release_leases("reader", now=now)
-    return [(event.event_id, event.body) for event in batch]
+    return [(event.event_id, event.body) for event in batch.events] if batch else []
 
 
 def fast_path_outcomes(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -93,7 +93,9 @@ def test_enqueue_many_round_trips_any_json_objects(
     assert stored(spool) == [(i, encode_event(e)) for i, e in zip(ids, events, strict=True)]
     now = time.time()
     batch = spool.store.claim("default", 100, "me", due_by=now, lease_until=now + 60)
-    assert spool.store.settle("me", now=now, delivered=[e.rowid for e in batch]) == len(events)
+    assert spool.store.settle(
+        batch.lease, now=now, delivered=[e.rowid for e in batch.events]
+    ) == len(events)
 
 
 def test_enqueue_many_checks_each_event_against_the_limit_not_the_whole_batch(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -46,15 +47,67 @@ def test_new_spool_has_wal_meta_and_the_claim_index(db: Path) -> None:
         "application": "spooler",
         "schema_version": str(SCHEMA_VERSION),
     }
-    plan = " ".join(
-        r[-1]
-        for r in rows(
-            db,
-            "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE destination = 'd' AND due_at <= 1 "
-            "ORDER BY due_at LIMIT 5",
-        )
-    )
-    assert "INDEX queue_due (destination=? AND due_at<?)" in plan and "TEMP B-TREE" not in plan
+
+
+def test_every_read_of_the_queue_a_claim_makes_walks_the_claim_index(db: Path) -> None:
+    # Given events enqueued at one instant and later, and leases with gaps between them
+    store = SQLiteStore(db)
+    enqueue(store, *["{}"] * 6)
+    store.insert([("late", "default", "{}")], now=NOW + 1)
+    statements: list[str] = []
+    with store._connection() as conn:
+        conn.set_trace_callback(statements.append)
+
+    def claim(owner: str, limit: int) -> list[str]:
+        taken = store.claim("default", limit, owner, due_by=NOW + 2, lease_until=NOW + 60)
+        return [e.event_id for e in taken.events] if taken else []
+
+    # When claims take the first gap, one between two leases, and the last one
+    first, middle, _ = claim("a", 2), claim("b", 2), claim("c", 2)
+    store.release_leases("b", now=NOW)
+    assert claim("d", 2) == middle and first != middle
+    assert claim("e", 9) == ["late"]
+    assert store.next_due_at("default") == NOW + 60
+    with store._connection() as conn:
+        conn.set_trace_callback(None)
+    # Then each is a search of the index in its order (or a look-up by rowid), never a
+    # scan or a sort
+    reads = [s for s in statements if s.startswith("SELECT") and "FROM queue" in s]
+    assert len(reads) >= 6
+    for read in reads:
+        plan = " ".join(r[-1] for r in rows(db, "EXPLAIN QUERY PLAN " + read))
+        assert re.match(
+            r"SEARCH queue USING (COVERING )?INDEX queue_due|SEARCH queue USING INTEGER"
+            r" PRIMARY KEY \(rowid=\?\)",
+            plan,
+        ), (read, plan)
+        assert "TEMP B-TREE" not in plan and "SCAN" not in plan, (read, plan)
+
+
+def test_a_claim_reads_no_more_of_the_queue_than_it_takes(db: Path) -> None:
+    # Given a backlog of 20,000 due events and three live leases at its front
+    store = SQLiteStore(db)
+    enqueue(store, *["{}"] * 20_000)
+    for owner in "abc":
+        store.claim("default", 2, owner, due_by=NOW, lease_until=NOW + 60)
+    store.release_leases("b", now=NOW)
+    # When a drain claims two events, counting SQLite's steps (a step each thousand
+    # instructions of its virtual machine)
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    with store._connection() as conn:
+        conn.set_progress_handler(step, 1000)
+    claim = store.claim("default", 2, "d", due_by=NOW, lease_until=NOW + 60)
+    with store._connection() as conn:
+        conn.set_progress_handler(None, 1000)
+    # Then it found the gap and read its two events, not the backlog behind them
+    assert [e.rowid for e in claim.events] == [3, 4]
+    assert steps < 20
 
 
 def test_a_new_spool_is_marked_as_spooler_s_in_its_header(db: Path) -> None:
@@ -217,6 +270,8 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     conn.execute("ALTER TABLE destination_state DROP COLUMN paused_until")
     conn.execute("ALTER TABLE queue DROP COLUMN attempt_log")
     conn.execute("ALTER TABLE dead DROP COLUMN attempt_log")
+    conn.execute("DROP TABLE leases")
+    conn.execute("ALTER TABLE queue ADD COLUMN lease_owner TEXT")
     conn.execute("DROP TABLE history")
     conn.execute("DROP INDEX dead_by_destination")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -227,14 +282,44 @@ def test_a_version_1_spool_is_upgraded_in_place_and_keeps_its_events(db: Path) -
     assert store.schema_version() == SCHEMA_VERSION
     # The failing destination is probed first, as before the upgrade
     assert store.pauses() == {"down": (1, None, None)}
-    [event] = store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+    claim = store.claim("default", 1, "me", due_by=9e9, lease_until=9e9 + 60)
+    [event] = claim.events
     assert (event.event_id, event.body) == (event_id, '{"kept":1}')
-    store.settle("me", now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
+    store.settle(claim.lease, now=NOW, dead=[(event.rowid, "rejected", Failure(400, "bad"))])
     [dead] = store.dead_events(DeadSelection(everything=True))
     assert [a.status for a in dead.attempt_log] == [400]
     # and it keeps a history from now on
     store.record_history([HistoryPoint(60, "default", delivered=1)], now=120, keep=3600)
     assert store.history(since=0, now=120) == [HistoryPoint(60, "default", delivered=1)]
+
+
+def test_a_version_5_spool_keeps_its_leases_until_they_end(db: Path) -> None:
+    # Given a spool of version 5 (with the history), where a drain leased an event by
+    # marking its row (due at the lease's end, its attempt counted), and another event
+    # waits its turn
+    with Spool(db) as spool:
+        leased, waiting = spool.enqueue_many([{"n": 1}, {"n": 2}])
+    now = time.time()
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE leases")
+    conn.execute("ALTER TABLE queue ADD COLUMN lease_owner TEXT")
+    conn.execute(
+        "UPDATE queue SET lease_owner = 'old', due_at = ?, attempts = 1 WHERE event_id = ?",
+        (now + 60, leased),
+    )
+    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    # When this version opens it
+    store = SQLiteStore(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert "lease_owner" not in {r[1] for r in rows(db, "PRAGMA table_info(queue)")}
+    # Then the leased event waits for its old lease to end, and counts that attempt
+    claim = store.claim("default", 9, "new", due_by=now, lease_until=now + 60)
+    assert [e.event_id for e in claim.events] == [waiting]
+    store.settle(claim.lease, now=now, delivered=[claim.events[0].rowid])
+    later = store.claim("default", 9, "new", due_by=now + 60, lease_until=now + 120)
+    assert [(e.event_id, e.attempts) for e in later.events] == [(leased, 2)]
 
 
 def test_a_disk_full_enqueue_is_a_store_error_and_keeps_old_events(db: Path) -> None:
@@ -260,9 +345,10 @@ def test_shift_schedule_moves_future_events_and_pauses_earlier_but_not_into_the_
     store.record_pause("long", failures=2, until=NOW + 5000, url_digest="u")
     store.record_pause("short", failures=1, until=NOW + 100, url_digest="u")
     enqueue(store, "{}", "{}")
-    [a, b] = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 60)
+    claim = store.claim("default", 2, "me", due_by=NOW, lease_until=NOW + 60)
+    [a, b] = claim.events
     store.settle(
-        "me",
+        claim.lease,
         now=NOW,
         retry=[(a.rowid, NOW + 5000, Failure(503, "x")), (b.rowid, NOW + 100, Failure(503, "x"))],
     )
@@ -280,7 +366,7 @@ def test_a_drained_backlog_gives_its_space_back(db: Path) -> None:
         enqueue(store, *[f'{{"pad":"{"x" * 1000}","n":{chunk}}}'] * 2000)
     grown = db.stat().st_size
     while batch := store.claim("default", 500, "me", due_by=NOW, lease_until=NOW + 60):
-        store.settle("me", now=NOW, delivered=[e.rowid for e in batch])
+        store.settle(batch.lease, now=NOW, delivered=[e.rowid for e in batch.events])
     assert db.stat().st_size >= grown  # deleting rows alone frees no disk space
     assert store.reclaim_space() > 0
     assert db.stat().st_size < grown / 10
@@ -291,8 +377,8 @@ def test_a_drained_backlog_gives_its_space_back(db: Path) -> None:
 def test_reclaim_leaves_a_mostly_full_file_alone(db: Path) -> None:
     store = SQLiteStore(db)
     enqueue(store, *[f'{{"pad":"{"x" * 1000}"}}'] * 4000)
-    [event] = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
-    store.settle("me", now=NOW, delivered=[event.rowid])
+    claim = store.claim("default", 1, "me", due_by=NOW, lease_until=NOW + 60)
+    store.settle(claim.lease, now=NOW, delivered=[claim.events[0].rowid])
     assert store.reclaim_space() == 0
 
 
@@ -313,7 +399,8 @@ def test_space_is_reclaimed_while_other_threads_commit(
                     spool.enqueue_many([{"pad": "x" * 2000}] * 20, destination=f"d{n}")
                     now = time.time()
                     batch = store.claim(f"d{n}", 20, f"w{n}", due_by=now, lease_until=now + 60)
-                    store.settle(f"w{n}", now=now, delivered=[e.rowid for e in batch])
+                    assert batch is not None
+                    store.settle(batch.lease, now=now, delivered=[e.rowid for e in batch.events])
             except BaseException as exc:  # surfaced by the assertion below
                 errors.append(exc)
                 stop.set()

@@ -19,7 +19,7 @@ from helpers.processes import wait_until
 import spooler.store.shared as store_shared
 from spooler import SpoolFullError, UnknownEventError
 from spooler.history import HistoryPoint, minute_of
-from spooler.records import DeadPage, DeadSelection, Failure, QueueSelection
+from spooler.records import Claim, DeadPage, DeadSelection, Failure, QueueSelection
 from spooler.store import open_store
 from spooler.store.interface import SpoolStore
 from spooler.store.sqlite import SQLiteStore
@@ -48,6 +48,19 @@ def add(store: SpoolStore, *names: str, destination: str = "d") -> list[str]:
     return list(names)
 
 
+def take(
+    store: SpoolStore,
+    owner: str = "a",
+    *,
+    limit: int = 100,
+    lease: float = 60.0,
+    destination: str = "d",
+) -> Claim | None:
+    """Claim what is due now."""
+    now = time.time()
+    return store.claim(destination, limit, owner, due_by=now, lease_until=now + lease)
+
+
 def claim(
     store: SpoolStore,
     owner: str = "a",
@@ -57,15 +70,15 @@ def claim(
     destination: str = "d",
 ) -> list[str]:
     """Claim what is due now; returns the claimed event ids."""
-    now = time.time()
-    batch = store.claim(destination, limit, owner, due_by=now, lease_until=now + lease)
-    return [event.event_id for event in batch]
+    taken = take(store, owner, limit=limit, lease=lease, destination=destination)
+    return [event.event_id for event in taken.events] if taken else []
 
 
-def rowids(store: SpoolStore, owner: str, lease: float = 60.0) -> list[int]:
-    """Claim everything due for ``owner``; returns the rowids."""
-    now = time.time()
-    return [e.rowid for e in store.claim("d", 100, owner, due_by=now, lease_until=now + lease)]
+def rowids(store: SpoolStore, owner: str = "a", limit: int = 100) -> tuple[int, list[int]]:
+    """Claim what is due for ``owner``; returns the lease and the rowids."""
+    taken = take(store, owner, limit=limit)
+    assert taken is not None
+    return taken.lease, [e.rowid for e in taken.events]
 
 
 def counts(store: SpoolStore, destination: str = "d") -> tuple[int, ...]:
@@ -105,7 +118,7 @@ def test_an_empty_selection_is_refused() -> None:
 def test_claim_leases_events_in_enqueue_order(store: SpoolStore) -> None:
     add(store, "e1", "e2", "e3")
     now = time.time()
-    batch = store.claim("d", 2, "a", due_by=now, lease_until=now + 60)
+    batch = store.claim("d", 2, "a", due_by=now, lease_until=now + 60).events
     assert [(e.event_id, e.body, e.attempts, e.destination) for e in batch] == [
         ("e1", '{"n": "e1"}', 1, "d"),
         ("e2", '{"n": "e2"}', 1, "d"),
@@ -138,7 +151,8 @@ def test_insert_is_all_or_nothing_within_limits(store: SpoolStore) -> None:
     store.insert(rows, now=time.time(), max_events=4, max_bytes=26)
     assert store.totals() == (4, 26)
     # Dead events take room too.
-    store.settle("a", now=time.time(), dead=[(r, "rejected", BOOM) for r in rowids(store, "a")])
+    lease, taken = rowids(store)
+    store.settle(lease, now=time.time(), dead=[(r, "rejected", BOOM) for r in taken])
     with pytest.raises(SpoolFullError, match="holds 4 events"):
         store.insert([("x3", "d", "{}")], now=time.time(), max_events=4)
 
@@ -150,7 +164,7 @@ def test_insert_array_pairs_ids_and_refuses_what_does_not_fit(store: SpoolStore)
     )
     assert [
         (e.event_id, e.body)
-        for e in store.claim("d", 9, "o", due_by=time.time(), lease_until=time.time() + 60)
+        for e in store.claim("d", 9, "o", due_by=time.time(), lease_until=time.time() + 60).events
     ] == [
         ("a" * 36, '{"x":1}'),
         ("b" * 36, '{"y":[2]}'),
@@ -183,16 +197,19 @@ def test_a_lease_that_ran_out_is_claimed_again_and_the_late_settle_changes_nothi
 ) -> None:
     add(store, "e1")
     now = time.time()
-    [first] = store.claim("d", 10, "a", due_by=now, lease_until=now - 1)  # already over
+    old = store.claim("d", 10, "a", due_by=now, lease_until=now - 1)  # already over
     assert store.stale_leases(now=time.time()) == 1
-    [second] = store.claim("d", 10, "b", due_by=time.time(), lease_until=time.time() + 60)
+    new = take(store, "b")
+    [first], [second] = old.events, new.events
     assert second.event_id == "e1" and second.attempts == 2 and second.rowid == first.rowid
+    assert new.lease != old.lease and store.stale_leases(now=time.time()) == 0
     # Drain a, whose lease ran out, finally answers: nothing it says counts.
-    assert store.settle("a", now=time.time(), delivered=[first.rowid]) == 0
-    assert store.settle("a", now=time.time(), dead=[(first.rowid, "rejected", BOOM)]) == 0
+    assert store.settle(old.lease, now=time.time(), delivered=[first.rowid]) == 0
+    assert store.settle(old.lease, now=time.time(), dead=[(first.rowid, "rejected", BOOM)]) == 0
+    assert not store.extend_lease(old.lease, time.time() + 60)
     assert counts(store) == (1, 0, 1, 1, 0, 0)  # leased, and on its second attempt
     assert store.totals() == (1, len('{"n": "e1"}'))  # nothing taken off twice
-    assert store.settle("b", now=time.time(), delivered=[second.rowid]) == 1
+    assert store.settle(new.lease, now=time.time(), delivered=[second.rowid]) == 1
     assert store.counts(now=time.time()) == {} and store.totals() == (0, 0)
 
 
@@ -205,15 +222,119 @@ def test_a_short_lease_runs_out_on_its_own(store: SpoolStore) -> None:
 
 def test_extend_lease_and_release_touch_only_the_owners_events(store: SpoolStore) -> None:
     add(store, "e1", "e2")
-    now = time.time()
-    [mine] = store.claim("d", 1, "a", due_by=now, lease_until=now + 60)
-    [theirs] = store.claim("d", 1, "b", due_by=now, lease_until=now + 60)
-    store.extend_lease("a", [mine.rowid, theirs.rowid], time.time() - 1)  # a's lease is over
+    mine, theirs = take(store, "a", limit=1), take(store, "b", limit=1)
+    assert store.extend_lease(mine.lease, time.time() - 1)  # a's lease is over
     assert claim(store, "c") == ["e1"]
+    assert not store.extend_lease(mine.lease, time.time() + 60)  # and c holds e1 now
+    assert store.extend_lease(theirs.lease, time.time() + 120)
     assert store.release_leases("b", now=time.time()) == 1
     assert store.release_leases("b", now=time.time()) == 0
-    assert claim(store, "c") == ["e2"]
+    assert store.settle(theirs.lease, now=time.time(), delivered=[theirs.events[0].rowid]) == 0
+    again = take(store, "c")
+    assert [(e.event_id, e.attempts) for e in again.events] == [("e2", 2)]  # released: counted
     assert store.stale_leases(now=time.time()) == 0
+
+
+def test_a_whole_batch_settles_by_its_lease(store: SpoolStore) -> None:
+    # Given a batch with bodies of several sizes, some of them multi-byte
+    bodies = ['{"n": 1}', '{"n": "é"}', '{"n": "' + "ü" * 40 + '"}']
+    store.insert([(f"e{n}", "d", body) for n, body in enumerate(bodies)], now=time.time())
+    batch = take(store)
+    assert store.counts(now=time.time())["d"].leased == 3
+    # When it is delivered whole
+    assert (
+        store.settle(batch.lease, now=time.time(), delivered=[e.rowid for e in batch.events]) == 3
+    )
+    # Then the events, their bytes and the lease are gone
+    assert store.counts(now=time.time()) == {} and store.totals() == (0, 0)
+    assert not store.extend_lease(batch.lease, time.time() + 60)
+    assert store.settle(batch.lease, now=time.time(), delivered=[batch.events[0].rowid]) == 0
+
+
+def test_a_lease_token_is_never_given_out_again(store: SpoolStore) -> None:
+    # Given a lease that ended with the last event the spool held
+    add(store, "e1")
+    first = take(store)
+    store.settle(first.lease, now=time.time(), delivered=[first.events[0].rowid])
+    # When a new event is claimed
+    add(store, "e2")
+    second = take(store)
+    # Then its lease is another, which the first lease's drain cannot settle
+    assert second.lease != first.lease
+    assert store.settle(first.lease, now=time.time(), delivered=[second.events[0].rowid]) == 0
+    assert claim(store, "b") == [] and counts(store)[:3] == (1, 0, 1)
+
+
+def test_claims_skip_the_spans_of_live_leases(store: SpoolStore) -> None:
+    # Given six events enqueued at one instant, in three leases of two
+    add(store, *(f"e{n}" for n in range(6)))
+    a, b, c = (take(store, owner, limit=2) for owner in "abc")
+    assert [[e.event_id for e in x.events] for x in (a, b, c)] == [
+        ["e0", "e1"],
+        ["e2", "e3"],
+        ["e4", "e5"],
+    ]
+    assert claim(store, "d") == []
+    # When the middle one is given back
+    assert store.release_leases("b", now=time.time()) == 2
+    # Then its events, between two live leases, are what the next claim finds
+    again = take(store, "d")
+    assert [(e.event_id, e.attempts) for e in again.events] == [("e2", 2), ("e3", 2)]
+    assert store.settle(a.lease, now=time.time(), delivered=[e.rowid for e in a.events]) == 2
+    assert claim(store, "e") == []
+    assert counts(store)[:3] == (4, 0, 4)
+
+
+def test_a_lease_settled_in_parts_ends_with_its_last_event(store: SpoolStore) -> None:
+    # Given a lease of five events, two of them sent back to wait, due before the rest
+    add(store, "e1", "e2", "e3", "e4", "e5")
+    first = take(store)
+    r1, r2, r3, r4, r5 = (e.rowid for e in first.events)
+    earlier = first.events[0].queued_at - 10
+    assert (
+        store.settle(first.lease, now=time.time(), retry=[(r2, earlier, BOOM), (r4, earlier, BOOM)])
+        == 2
+    )
+    assert store.settle(first.lease, now=time.time(), delivered=[r1]) == 1
+    # When another drain claims: the two, not the lease's others
+    second = take(store, "b")
+    assert [(e.event_id, e.attempts) for e in second.events] == [("e2", 2), ("e4", 2)]
+    # Then each lease settles what it holds, in parts, and nothing it does not
+    assert store.settle(second.lease, now=time.time(), delivered=[r3, r4]) == 1
+    assert (
+        store.settle(
+            first.lease, now=time.time(), dead=[(r3, "rejected", BOOM), (r4, "rejected", BOOM)]
+        )
+        == 1
+    )
+    assert store.settle(second.lease, now=time.time(), delivered=[r2]) == 1
+    assert not store.extend_lease(second.lease, time.time() + 60)  # it ended with e2
+    assert store.extend_lease(first.lease, time.time() + 60)  # e5 is still held
+    assert counts(store) == (1, 0, 1, 0, 1, 0)
+    assert store.settle(first.lease, now=time.time(), delivered=[r5]) == 1
+    assert not store.extend_lease(first.lease, time.time() + 60)
+    assert store.totals() == (1, len('{"n": "e3"}'))  # the dead one
+    assert [(d.event_id, d.attempts) for d in store.dead_events(ALL_DEAD)] == [("e3", 1)]
+
+
+def test_an_operator_ends_a_lease_that_ran_out_before_changing_its_events(
+    store: SpoolStore,
+) -> None:
+    # Given an event whose lease ran out, its drain stalled
+    add(store, "e1")
+    now = time.time()
+    stalled = store.claim("d", 1, "a", due_by=now, lease_until=now - 1)
+    # When an operator holds it
+    assert store.hold(ALL, now=time.time()) == 1
+    # Then the stalled drain's late answer changes nothing: the event stays held
+    assert (
+        store.settle(stalled.lease, now=time.time(), retry=[(stalled.events[0].rowid, now, BOOM)])
+        == 0
+    )
+    assert counts(store) == (1, 0, 0, 0, 0, 1) and store.stale_leases(now=time.time()) == 0
+    # (and the attempt its lease ended counts)
+    assert store.release_held(ALL, now=time.time()) == 1
+    assert [e.attempts for e in take(store, "b").events] == [2]
 
 
 def test_concurrent_claims_never_share_an_event(store: SpoolStore) -> None:
@@ -240,10 +361,10 @@ def test_concurrent_claims_never_share_an_event(store: SpoolStore) -> None:
 
 def test_settle_delivers_retries_and_dead_letters_in_one_call(store: SpoolStore) -> None:
     add(store, "ok", "again", "bad")
-    ok, again, bad = rowids(store, "a")
+    lease, (ok, again, bad) = rowids(store)
     later = time.time() + 3600
     changed = store.settle(
-        "a",
+        lease,
         now=time.time(),
         delivered=[ok],
         retry=[(again, later, BOOM)],
@@ -272,10 +393,12 @@ def test_settle_delivers_retries_and_dead_letters_in_one_call(store: SpoolStore)
 def test_the_attempt_log_keeps_each_failure_up_to_its_limit(store: SpoolStore) -> None:
     add(store, "e1")
     for n in range(7):
-        [rowid] = rowids(store, "a")
-        store.settle("a", now=time.time(), retry=[(rowid, time.time() - 1, Failure(500 + n, "x"))])
-    [rowid] = rowids(store, "a")
-    store.settle("a", now=time.time(), dead=[(rowid, "max_attempts", Failure(599, "y" * 500))])
+        lease, [rowid] = rowids(store)
+        store.settle(
+            lease, now=time.time(), retry=[(rowid, time.time() - 1, Failure(500 + n, "x"))]
+        )
+    lease, [rowid] = rowids(store)
+    store.settle(lease, now=time.time(), dead=[(rowid, "max_attempts", Failure(599, "y" * 500))])
     [dead] = store.dead_events(ALL_DEAD)
     assert dead.attempts == 8
     statuses = [a.status for a in dead.attempt_log]
@@ -303,9 +426,8 @@ def dead_letter(
     store: SpoolStore, *names: str, destination: str = "d", reason: str = "rejected"
 ) -> None:
     add(store, *names, destination=destination)
-    now = time.time()
-    batch = store.claim(destination, 100, "x", due_by=now, lease_until=now + 60)
-    store.settle("x", now=now, dead=[(e.rowid, reason, BOOM) for e in batch])
+    batch = take(store, "x", destination=destination)
+    store.settle(batch.lease, now=time.time(), dead=[(e.rowid, reason, BOOM) for e in batch.events])
 
 
 def test_replay_moves_dead_events_back_with_their_ids(store: SpoolStore) -> None:
@@ -321,7 +443,7 @@ def test_replay_moves_dead_events_back_with_their_ids(store: SpoolStore) -> None
     assert [e.event_id for e in store.dead_events(ALL_DEAD)] == ["r5", "o1"]
     assert [
         e.attempts
-        for e in store.claim("d", 9, "b", due_by=time.time(), lease_until=time.time() + 60)
+        for e in store.claim("d", 9, "b", due_by=time.time(), lease_until=time.time() + 60).events
     ] == [1, 1, 1]
     assert store.totals()[0] == 6
 
@@ -427,8 +549,8 @@ def test_hold_and_release(store: SpoolStore) -> None:
 
 def test_retry_now_clears_backoff_and_ends_the_pause(store: SpoolStore) -> None:
     add(store, "w1", "w2")
-    first, second = rowids(store, "a")
-    store.settle("a", now=time.time(), retry=[(first, time.time() + 3600, BOOM)])
+    lease, (first, second) = rowids(store)
+    store.settle(lease, now=time.time(), retry=[(first, time.time() + 3600, BOOM)])
     store.record_pause("d", failures=3, until=time.time() + 600, url_digest="u1")
     assert store.retry_now_count() == 0
     store.record_pause("e", failures=1, until=time.time() - 1, url_digest="u1")  # over
@@ -439,7 +561,7 @@ def test_retry_now_clears_backoff_and_ends_the_pause(store: SpoolStore) -> None:
     store.record_pause("f", failures=1, until=time.time() + 600, url_digest="u1")
     assert store.retry_now(ALL, now=time.time()) == (0, ("f",))  # not e's, already over
     assert store.retry_now_count() == 2
-    assert store.settle("a", now=time.time(), delivered=[second]) == 1
+    assert store.settle(lease, now=time.time(), delivered=[second]) == 1
 
 
 def test_expire_dead_letters_what_is_not_in_flight(store: SpoolStore) -> None:
@@ -474,8 +596,8 @@ def test_a_pause_is_kept_until_a_later_change_or_retry_now(store: SpoolStore) ->
     assert kept(store) == {"d": (3, until, "d1")}
     # Then the pause lives beside the destination's last outcome without touching it
     add(store, "p1")
-    [rowid] = rowids(store, "a")
-    store.settle("a", now=time.time(), destination="d", retry=[(rowid, time.time() + 1, BOOM)])
+    lease, [rowid] = rowids(store)
+    store.settle(lease, now=time.time(), destination="d", retry=[(rowid, time.time() + 1, BOOM)])
     assert kept(store) == {"d": (3, until, "d1")}
     assert store.counts(now=time.time())["d"].last_error == BOOM.error
     # When an operator runs retry-now, the pause ends but the count of failures stays
@@ -517,12 +639,12 @@ def test_forgetting_failures_touches_only_that_destinations_waiting_events(
     for name in ("moved", "other"):
         add(store, f"{name}1", f"{name}2", f"{name}3", destination=name)
         store.record_pause(name, failures=2, until=later, url_digest="old")
-        waiting, held, _ = (
-            e.rowid
-            for e in store.claim(name, 3, "a", due_by=time.time(), lease_until=time.time() + 60)
-        )
+        batch = take(store, destination=name)
+        waiting, held, _ = (e.rowid for e in batch.events)
         # and one held, and (the third) one in flight: claimed, not yet settled
-        store.settle("a", now=time.time(), retry=[(waiting, later, BOOM), (held, later, BOOM)])
+        store.settle(
+            batch.lease, now=time.time(), retry=[(waiting, later, BOOM), (held, later, BOOM)]
+        )
         store.hold(QueueSelection(ids=(f"{name}2",)), now=time.time())
     # When "moved" is sent to another URL
     assert store.forget_failures("moved", url_digest="new", now=time.time()) == 1

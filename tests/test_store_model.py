@@ -1,14 +1,15 @@
 """A Hypothesis state machine: random store operations against a model of where events are.
 
 Invariant: every event id is in exactly one of queue, dead-letter table, delivered or
-purged, and the store agrees with the model about which.
+purged, and the store agrees with the model about which, about which lease holds it,
+and about how many of its attempts ended.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypothesis import settings
@@ -26,7 +27,15 @@ LEASE = 10.0
 class Modelled:
     state: str  # queued | dead | delivered | purged
     due_at: float = 0.0
-    owner: str | None = None
+    attempts: int = 0  # attempts that ended
+    lease: int | None = None
+
+
+@dataclass
+class Lease:
+    owner: str
+    until: float
+    events: set[str] = field(default_factory=set)
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -36,16 +45,41 @@ class StoreMachine(RuleBasedStateMachine):
         self.store = SQLiteStore(Path(self.dir.name) / "spool.db")
         self.now = 1000.0
         self.events: dict[str, Modelled] = {}
-        self.held: dict[str, list[int]] = {"a": [], "b": []}
-        self.rowid_of: dict[int, str] = {}
+        self.leases: dict[int, Lease] = {}
+        self.ended: list[int] = []  # leases that ended: settling them changes nothing
+        self.rowid_of: dict[str, int] = {}
         self.next_id = 0
 
     def teardown(self) -> None:
         self.store.close()
         self.dir.cleanup()
 
-    def _due(self) -> set[str]:
-        return {i for i, e in self.events.items() if e.state == "queued" and e.due_at <= self.now}
+    def _live(self, lease: int) -> bool:
+        return lease in self.leases and self.leases[lease].until > self.now
+
+    def _free_and_due(self) -> set[str]:
+        return {
+            i
+            for i, e in self.events.items()
+            if e.state == "queued" and e.due_at <= self.now and e.lease is None
+        }
+
+    def _end(self, lease: int) -> None:
+        """A lease ends unsettled: its events count the attempt, and are due now."""
+        for event_id in self.leases.pop(lease).events:
+            event = self.events[event_id]
+            event.attempts += 1
+            event.due_at = min(event.due_at, self.now)
+            event.lease = None
+        self.ended.append(lease)
+
+    def _settled(self, lease: int, event_ids: set[str]) -> None:
+        for event_id in event_ids:
+            self.events[event_id].lease = None
+        self.leases[lease].events -= event_ids
+        if not self.leases[lease].events:
+            del self.leases[lease]
+            self.ended.append(lease)
 
     @rule(count=st.integers(1, 4))
     def enqueue(self, count: int) -> None:
@@ -62,52 +96,97 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(owner=OWNERS, limit=st.integers(1, 5))
     def claim(self, owner: str, limit: int) -> None:
-        due = self._due()
-        claimed = self.store.claim(
+        for lease in [n for n, held in self.leases.items() if held.until <= self.now]:
+            self._end(lease)  # a claim first ends the leases that ran out
+        free = self._free_and_due()
+        claim = self.store.claim(
             "default", limit, owner, due_by=self.now, lease_until=self.now + LEASE
         )
-        ids = {c.event_id for c in claimed}
-        assert ids <= due and len(ids) == min(limit, len(due))
-        for c in claimed:
-            self.events[c.event_id].due_at = self.now + LEASE
-            self.events[c.event_id].owner = owner
-            self.rowid_of[c.rowid] = c.event_id
-        self.held[owner] = [c.rowid for c in claimed]
+        if claim is None:
+            # Only events inside a live lease's span are passed over.
+            assert not free or self.leases
+            return
+        ids = [c.event_id for c in claim.events]
+        assert set(ids) <= free and 0 < len(ids) <= limit
+        assert claim.lease not in self.leases and claim.lease not in self.ended
+        for c in claim.events:
+            assert c.attempts == self.events[c.event_id].attempts + 1
+            self.events[c.event_id].lease = claim.lease
+            self.rowid_of[c.event_id] = c.rowid
+        self.leases[claim.lease] = Lease(owner, self.now + LEASE, set(ids))
 
-    def _still_held(self, owner: str) -> list[int]:
-        return [
-            r
-            for r in self.held[owner]
-            if self.events[self.rowid_of[r]].owner == owner
-            and self.events[self.rowid_of[r]].state == "queued"
-        ]
+    def _pick(self, data: st.DataObject) -> tuple[int, list[str]]:
+        """A lease, live, run out or ended, and some events it holds (or held)."""
+        lease = data.draw(st.sampled_from(sorted(self.leases) + self.ended[-3:]))
+        held = sorted(self.leases[lease].events) if lease in self.leases else []
+        if not held:
+            held = sorted(i for i in self.rowid_of if self.events[i].state == "queued")[:2]
+        chosen = data.draw(st.lists(st.sampled_from(held), unique=True)) if held else []
+        return lease, chosen
+
+    def _expected(self, lease: int, chosen: list[str]) -> set[str]:
+        """What a settle of ``chosen`` changes: those the lease still holds."""
+        if lease not in self.leases:
+            return set()
+        return set(chosen) & self.leases[lease].events
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        if not self.leases and not self.ended:
+            return
+        lease, chosen = self._pick(data)
+        expected = self._expected(lease, chosen)
+        rowids = [self.rowid_of[i] for i in chosen]
+        assert self.store.settle(lease, now=self.now, delivered=rowids) == len(expected)
+        for event_id in expected:
+            self.events[event_id].state = "delivered"
+        if expected:
+            self._settled(lease, expected)
+
+    @rule(data=st.data(), wait=st.floats(0, 30))
+    def fail(self, data: st.DataObject, wait: float) -> None:
+        if not self.leases and not self.ended:
+            return
+        lease, chosen = self._pick(data)
+        expected = self._expected(lease, chosen)
+        retry = [(self.rowid_of[i], self.now + wait, Failure(503, "x")) for i in chosen]
+        assert self.store.settle(lease, now=self.now, retry=retry) == len(expected)
+        for event_id in expected:
+            event = self.events[event_id]
+            event.due_at, event.attempts = self.now + wait, event.attempts + 1
+        if expected:
+            self._settled(lease, expected)
+
+    @rule(data=st.data())
+    def dead_letter(self, data: st.DataObject) -> None:
+        if not self.leases and not self.ended:
+            return
+        lease, chosen = self._pick(data)
+        expected = self._expected(lease, chosen)
+        dead = [(self.rowid_of[i], "rejected", Failure(400, "bad")) for i in chosen]
+        assert self.store.settle(lease, now=self.now, dead=dead) == len(expected)
+        for event_id in expected:
+            event = self.events[event_id]
+            event.state, event.attempts = "dead", event.attempts + 1
+        if expected:
+            self._settled(lease, expected)
 
     @rule(owner=OWNERS)
-    def ack(self, owner: str) -> None:
-        expected = self._still_held(owner)
-        assert self.store.settle(owner, now=self.now, delivered=self.held[owner]) == len(expected)
-        for rowid in expected:
-            self.events[self.rowid_of[rowid]].state = "delivered"
-        self.held[owner] = []
+    def release(self, owner: str) -> None:
+        mine = [n for n, held in self.leases.items() if held.owner == owner]
+        expected = sum(len(self.leases[n].events) for n in mine)
+        assert self.store.release_leases(owner, now=self.now) == expected
+        for lease in mine:
+            self._end(lease)
 
-    @rule(owner=OWNERS, wait=st.floats(0, 30))
-    def fail(self, owner: str, wait: float) -> None:
-        expected = self._still_held(owner)
-        retry = [(r, self.now + wait, Failure(503, "x")) for r in self.held[owner]]
-        assert self.store.settle(owner, now=self.now, retry=retry) == len(expected)
-        for rowid in expected:
-            event = self.events[self.rowid_of[rowid]]
-            event.due_at, event.owner = self.now + wait, None
-        self.held[owner] = []
-
-    @rule(owner=OWNERS)
-    def dead_letter(self, owner: str) -> None:
-        expected = self._still_held(owner)
-        dead = [(r, "rejected", Failure(400, "bad")) for r in self.held[owner]]
-        assert self.store.settle(owner, now=self.now, dead=dead) == len(expected)
-        for rowid in expected:
-            self.events[self.rowid_of[rowid]].state = "dead"
-        self.held[owner] = []
+    @rule(data=st.data(), seconds=st.floats(0, 20))
+    def extend(self, data: st.DataObject, seconds: float) -> None:
+        if not self.leases and not self.ended:
+            return
+        lease, _ = self._pick(data)
+        assert self.store.extend_lease(lease, self.now + seconds) == (lease in self.leases)
+        if lease in self.leases:
+            self.leases[lease].until = self.now + seconds
 
     @rule(seconds=st.floats(0, 25))
     def advance_clock(self, seconds: float) -> None:
@@ -119,6 +198,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.replay(DeadSelection(everything=True), now=self.now) == len(dead)
         for event_id in dead:
             self.events[event_id] = Modelled("queued", due_at=self.now)
+            self.rowid_of.pop(event_id, None)  # a new row
 
     @rule(data=st.data())
     def purge_some(self, data: st.DataObject) -> None:
@@ -137,13 +217,26 @@ class StoreMachine(RuleBasedStateMachine):
         counts = self.store.counts(now=self.now).get("default")
         queued = {i for i, e in self.events.items() if e.state == "queued"}
         dead = {i for i, e in self.events.items() if e.state == "dead"}
+        leased = {
+            i
+            for i in queued
+            if self.events[i].lease is not None and self._live(self.events[i].lease)
+        }
+        due = {i for i in queued if self.events[i].due_at <= self.now} - leased
         assert (counts.queued if counts else 0) == len(queued)
         assert (counts.dead if counts else 0) == len(dead)
-        assert (counts.due if counts else 0) == len(self._due())
-        stored_dead = {d.event_id for d in self.store.dead_events(DeadSelection(everything=True))}
-        assert stored_dead == dead
-        # The running totals (what limits are checked against) match a full count.
+        assert (counts.leased if counts else 0) == len(leased)
+        assert (counts.due if counts else 0) == len(due)
+        stored_dead = {
+            d.event_id: d for d in self.store.dead_events(DeadSelection(everything=True))
+        }
+        assert set(stored_dead) == dead
+        assert all(stored_dead[i].attempts == self.events[i].attempts for i in dead)
         with self.store._read() as conn:
+            # The attempts that ended, as each queued event keeps them.
+            stored = dict(conn.execute("SELECT event_id, attempts FROM queue"))
+            assert stored == {i: self.events[i].attempts for i in queued}
+            # The running totals (what limits are checked against) match a full count.
             totals = conn.execute("SELECT events, bytes FROM totals").fetchone()
             counted = conn.execute(
                 "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"

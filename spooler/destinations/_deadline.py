@@ -12,6 +12,7 @@ which ends whatever read or write the request is blocked in.
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import threading
 import time
@@ -81,6 +82,10 @@ class DeadlineClients:
         self._local = threading.local()
         self._lanes: list[Lane] = []
         self._due: dict[Lane, float] = {}  # lanes with a request in flight: its deadline
+        # When the watchdog wakes next (math.inf: only when told). A request whose
+        # deadline is later needs no wake-up: the watchdog finds it then, so with one
+        # timeout for every request it wakes about once per timeout, not per request.
+        self._wakes_at = math.inf
         self._changed = threading.Condition()
         self._watchdog: threading.Thread | None = None
         self._closed = False
@@ -92,8 +97,8 @@ class DeadlineClients:
         lane.cut_off = False
         with self._changed:
             at = time.monotonic() + seconds
-            # The watchdog sleeps until the earliest deadline: wake it only for an earlier one.
-            if not self._due or at < min(self._due.values()):
+            if at < self._wakes_at:
+                self._wakes_at = at
                 self._changed.notify()
             self._due[lane] = at
         try:
@@ -123,8 +128,8 @@ class DeadlineClients:
                     if at <= now:
                         del self._due[lane]
                         lane.cut()
-                earliest = min(self._due.values(), default=None)
-                self._changed.wait(None if earliest is None else earliest - now)
+                self._wakes_at = min(self._due.values(), default=math.inf)
+                self._changed.wait(None if self._wakes_at == math.inf else self._wakes_at - now)
 
     def close(self) -> None:
         """Close every thread's client, and stop the watchdog."""

@@ -112,7 +112,10 @@ class HttpApiDestination:
     def __init__(
         self, config: DestinationConfig, *, clock: Callable[[], float] = time.time
     ) -> None:
-        from ._sender import HttpSender  # httpx: only once a drain makes its destinations
+        # httpx: only once a drain makes its destinations
+        import httpx
+
+        from ._sender import HttpSender
 
         self.config = config
         self._clock = clock
@@ -130,6 +133,7 @@ class HttpApiDestination:
             ]
         )
         self._sender = HttpSender(headers, timeout=config.timeout, redact=self.redact)
+        self._url = httpx.URL(config.url)  # parsed once, not at every request
 
     def content_type(self) -> str:
         """The ``Content-Type`` of every request."""
@@ -190,7 +194,7 @@ class HttpApiDestination:
             )
         headers = self.request_headers(events)
         content = self.encode(content, headers)
-        return self._sender.post(self.config.url, content, headers, judge=self.judge)
+        return self._sender.post(self._url, content, headers, judge=self.judge)
 
     def close(self) -> None:
         """Close the connections, and stop masking this destination's secrets in the logs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore  # noqa: F401 - its loggers must exist before they are filtered
 import httpx
@@ -46,6 +47,9 @@ class HttpSender:
                 timeout=httpx.Timeout(timeout),
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                 follow_redirects=False,
+                # No cookie is kept: a receiver's session cookie, sent back with the
+                # next request, came back echoed in error answers that the spool keeps.
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             )
         )
         # httpx logs each request's URL at INFO, and httpcore every header it receives
@@ -61,7 +65,7 @@ class HttpSender:
 
     def post(
         self,
-        url: str,
+        url: httpx.URL | str,
         content: bytes,
         headers: Mapping[str, str],
         *,

@@ -23,7 +23,7 @@ from .shared import REPLAY_CHUNK
 if TYPE_CHECKING:
     from ..history import HistoryPoint
     from ..records import (
-        ClaimedEvent,
+        Claim,
         Counts,
         DeadEvent,
         DeadGroup,
@@ -104,16 +104,21 @@ class SpoolStore(Protocol):
 
     def claim(
         self, destination: str, limit: int, owner: str, *, due_by: float, lease_until: float
-    ) -> list[ClaimedEvent]:
+    ) -> Claim | None:
         """Lease up to ``limit`` events of ``destination`` due by ``due_by``, earliest due
-        first, to ``owner`` until ``lease_until``; returned in enqueue order."""
+        first, as one lease of ``owner``'s until ``lease_until`` (None: none is due).
 
-    def extend_lease(self, owner: str, rowids: Sequence[int], lease_until: float) -> None:
-        """Push out the lease of the events ``owner`` still holds."""
+        The claim writes one lease, not a mark in each event (``store/leases.py``). The
+        destination's leases that ran out by ``due_by`` end first, unsettled: each of
+        their events counts the attempt that ended, and can be claimed again."""
+
+    def extend_lease(self, lease: int, lease_until: float) -> bool:
+        """Push a lease out to ``lease_until``; False if it has ended (then its drain has
+        lost its events to another)."""
 
     def settle(
         self,
-        owner: str,
+        lease: int,
         *,
         now: float,
         delivered: Sequence[int] = (),
@@ -121,11 +126,13 @@ class SpoolStore(Protocol):
         dead: Sequence[tuple[int, str, Failure]] = (),
         destination: str | None = None,
     ) -> int:
-        """Delete, reschedule or dead-letter events ``owner`` still leases; returns how
-        many changed (a lease lost to another drain changes nothing)."""
+        """Delete, reschedule or dead-letter events the lease still holds (a retry or a
+        death counts the attempt); returns how many changed (none once the lease has
+        ended). The lease ends with its last event."""
 
     def release_leases(self, owner: str, *, now: float) -> int:
-        """Give back every lease ``owner`` holds, making those events due at once."""
+        """End every lease ``owner`` holds, unsettled: their events count the attempt and
+        are due at once; returns how many events."""
 
     def shift_schedule(self, seconds: float, *, now: float) -> int:
         """Undo a backward jump of the caller's wall clock on the events and pauses
@@ -235,7 +242,7 @@ class SpoolStore(Protocol):
         """The schema version the spool records."""
 
     def stale_leases(self, *, now: float) -> int:
-        """Events still leased by a drain whose lease ran out."""
+        """Events held by leases that ran out (their drains died or stalled)."""
 
     def quarantine_corrupt(self, *, now: float) -> int:
         """Dead-letter queued events whose body is not a JSON object (reason ``corrupt``)."""

@@ -55,6 +55,13 @@ def queued_count(location: Path | str) -> int:
         return spool.status().total.queued
 
 
+def leased_count(location: Path | str) -> int:
+    """How many events drains hold under live leases in the spool at ``location`` (its
+    public status)."""
+    with Spool(location, create=False) as spool:
+        return spool.status().total.leased
+
+
 def dead_count(location: Path | str) -> int:
     """How many events the spool at ``location`` holds dead (its public status)."""
     with Spool(location, create=False) as spool:

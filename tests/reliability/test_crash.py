@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import drain_cli, spooler_cmd, start_drain
 from helpers.processes import wait_until
-from helpers.spools import dead_rows, queued_count, rows
+from helpers.spools import dead_rows, leased_count, queued_count, rows
 
 from spooler.drain import CRASH_ENV
 from spooler.testing import Receiver
@@ -87,6 +87,17 @@ def enqueue(db: Path, count: int) -> list[str]:
     return result.stdout.split()
 
 
+def drain_killed_at(db: Path, url: str, point: str) -> subprocess.CompletedProcess[str]:
+    """A drain of 10-event batches, one worker and a 1 s lease, that kills itself at
+    ``point``."""
+    return drain_cli(
+        db,
+        url,
+        *("--batch-size", "10", "--concurrency", "1", "--timeout", "0.5", "--lease", "1"),
+        env={CRASH_ENV: point},
+    )
+
+
 @pytest.mark.parametrize(("point", "duplicates"), [("after_claim", 0), ("after_response", 10)])
 def test_drain_killed_at_a_named_point(
     db: Path, receiver: Receiver, scenario, point: str, duplicates: int
@@ -97,19 +108,7 @@ def test_drain_killed_at_a_named_point(
         f"{CRASH_ENV}={point}: the drain kills itself there",
     )
     ids = enqueue(db, 50)
-    crashed = drain_cli(
-        db,
-        receiver.url,
-        "--batch-size",
-        "10",
-        "--concurrency",
-        "1",
-        "--timeout",
-        "0.5",
-        "--lease",
-        "1",
-        env={CRASH_ENV: point},
-    )
+    crashed = drain_killed_at(db, receiver.url, point)
     assert crashed.returncode == -signal.SIGKILL
     assert len(receiver.delivered) == duplicates  # the request was answered, or never sent
     # The recovery includes waiting out the 1 s lease.
@@ -118,6 +117,32 @@ def test_drain_killed_at_a_named_point(
     # Only the batch whose answer came back before the crash is delivered twice,
     # with the same event ids.
     assert row.lost == 0 and row.duplicated == duplicates
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_drain_killed_mid_batch_after_part_of_it_settled(
+    db: Path, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "2 (mid_batch)",
+        "drain SIGKILLed mid-batch: half of a bisected batch settled, the rest leased",
+        f"{CRASH_ENV}=mid_batch: the drain kills itself there",
+    )
+    # Given a poison event in the second half of the first batch
+    ids = enqueue(db, 50)
+    receiver.reject = lambda event: event["n"] == 7
+    # When the drain splits that batch, delivers its first half and is killed
+    crashed = drain_killed_at(db, receiver.url, "mid_batch")
+    assert crashed.returncode == -signal.SIGKILL
+    assert sorted(e["n"] for e in receiver.delivered) == [0, 1, 2, 3, 4]
+    # Then the first half is settled (not sent again), the rest of the batch comes back
+    # when its lease ends, and only the poison event dies
+    row.recover_with_drain(db, receiver.url, "--batch-size", "10")
+    dead = dead_ids(db)
+    row.tally(ids, [e["id"] for e in receiver.delivered], dead)
+    assert row.lost == 0 and row.duplicated == 0
+    assert dead == {ids[7]}
+    assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -134,7 +159,7 @@ def test_drain_killed_while_the_request_is_in_flight(
     proc = start_drain(
         db, receiver.url, "--timeout", "5", "--lease", "6", stderr=subprocess.DEVNULL
     )
-    assert wait_until(lambda: rows(db, "SELECT count(lease_owner) FROM queue")[0][0] == 20)
+    assert wait_until(lambda: leased_count(db) == 20)
     proc.kill()
     proc.wait()
     receiver.release()  # the receiver finishes processing the orphaned request

@@ -41,10 +41,14 @@ def test_a_long_outage_with_a_large_backlog(db: Path, scenario) -> None:
         new_ids = spool.enqueue_many([{"n": n} for n in range(EVENTS - OLD)])
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    # During the outage every attempt fails; the old events die of max_age.
+    # During the outage every attempt fails; the old events die of max_age. (They are due
+    # first, and one batch holds them all: after its failure the drain only probes, one
+    # event per pause, however many workers it may run.)
     code, outage_rss = run_drain(
         db,
         url,
+        "--batch-size",
+        str(OLD),
         "--max-age",
         "1h",
         "--backoff-base",

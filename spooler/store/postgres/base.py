@@ -48,9 +48,10 @@ class PostgresBase:
         params: dict[str, Any],
         *,
         require: tuple[QueueSelection, str] | None = None,
+        first: str | None = None,
     ) -> int:
         """Run one statement that selects a count, and return it (see ``_run_row``)."""
-        return self._run_row(statement, params, require=require)[0]
+        return self._run_row(statement, params, require=require, first=first)[0]
 
     def _run_row(
         self,
@@ -58,16 +59,20 @@ class PostgresBase:
         params: dict[str, Any],
         *,
         require: tuple[QueueSelection, str] | None = None,
+        first: str | None = None,
     ) -> tuple[Any, ...]:
         """Run one statement that selects one row, and return it. With ``require`` (a
-        selection, and the table its named ids must be in) the ids are checked first, in
-        the same transaction; without, the statement is its own transaction."""
+        selection, and the table its named ids must be in) the ids are checked first, and
+        with ``first`` that statement runs first, in the same transaction; without
+        either, the statement is its own transaction."""
         params.setdefault("h", self._clock())
 
         def run(conn: psycopg.Connection) -> tuple[Any, ...]:
-            with self._db.writing(conn, one_statement=require is None):
+            with self._db.writing(conn, one_statement=require is None and first is None):
                 if require:
                     self._require_ids(conn, *require)
+                if first:
+                    self._rows(conn, first, params)
                 return self._rows(conn, statement, params)[0]
 
         return self._db.run(run)

@@ -8,7 +8,7 @@ import time
 
 from ...records import Failure, Finding
 from .base import PostgresBase
-from .sql import NOW, move_to_dead, with_ctes
+from .sql import NOW, dissolve, leased, move_to_dead, with_ctes
 
 __all__ = ["PostgresMaintenance"]
 
@@ -38,11 +38,10 @@ class PostgresMaintenance(PostgresBase):
         return 0
 
     def stale_leases(self, *, now: float) -> int:
-        """Events still marked as leased by a drain whose lease has run out."""
+        """Events held by leases that ran out (their drains died, or stalled): the next
+        claim of their destination ends those leases."""
         return self._run_one(
-            "SELECT count(*) FROM {s}.queue WHERE lease_owner IS NOT NULL"
-            f" AND lease_until <= {NOW}",
-            {"h": now},
+            f"SELECT coalesce(sum(events), 0) FROM {{s}}.leases WHERE until <= {NOW}", {"h": now}
         )
 
     def quarantine_corrupt(self, *, now: float) -> int:
@@ -50,10 +49,12 @@ class PostgresMaintenance(PostgresBase):
         (reason ``corrupt``), so no drain sends them; returns how many."""
         failure = Failure(None, "the stored body is not a JSON object")
         params = {"h": now, "reason": "corrupt", "status": None, "error": failure.error}
+        # Not those a drain is sending: their lease could not be settled as it was.
         statement = with_ctes(
-            move_to_dead("NOT {s}.is_json_object(q.body)"), "SELECT count(*) FROM moved"
+            move_to_dead(f"NOT {{s}}.is_json_object(q.body) AND NOT {leased('q')}"),
+            "SELECT count(*) FROM moved",
         )
-        return self._run_one(statement, params)
+        return self._run_one(statement, params, first=dissolve(f"until <= {NOW}", NOW))
 
     def storage_checks(self, *, min_free_bytes: int) -> list[Finding]:
         """The server's checks: that it answers, and the dead rows of the spool's tables

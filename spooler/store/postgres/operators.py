@@ -23,12 +23,13 @@ from ...records import (
 from ..shared import REPLAY_CHUNK, SERVICE_PREFIX, read_in_pages
 from .base import PostgresBase
 from .sql import (
-    CLAIMABLE_AT,
     HELD,
-    LEASED,
     NOW,
     change_totals,
+    dissolve,
     from_db,
+    held_by,
+    leased,
     move_to_dead,
     where,
     with_ctes,
@@ -56,18 +57,24 @@ class PostgresOperators(PostgresBase):
             with self._db.snapshot(conn):
                 for dest, *numbers, oldest in self._rows(
                     conn,
-                    "SELECT destination, count(*),"
-                    f" count(*) FILTER (WHERE {CLAIMABLE_AT} <= {NOW}),"
-                    f" count(*) FILTER (WHERE {LEASED}), count(*) FILTER (WHERE due_at < {HELD}"
-                    f" AND attempts > CASE WHEN {LEASED} THEN 1 ELSE 0 END),"
+                    f"SELECT destination, count(*), count(*) FILTER (WHERE due_at <= {NOW}),"
+                    f" count(*) FILTER (WHERE due_at < {HELD} AND attempts > 0),"
                     f" count(*) FILTER (WHERE due_at >= {HELD}), {from_db('min(queued_at)')}"
                     " FROM {s}.queue GROUP BY destination",
                     params,
                 ):
-                    queued, due, leased, retrying, held = numbers
-                    by_destination[dest] = Counts(
-                        queued, due, leased, retrying, 0, oldest, held=held
-                    )
+                    queued, due, retrying, held = numbers
+                    by_destination[dest] = Counts(queued, due, 0, retrying, 0, oldest, held=held)
+                # Events in flight are still due by their own due_at: counted apart.
+                for dest, in_flight, in_flight_due in self._rows(
+                    conn,
+                    f"SELECT l.destination, count(*), count(*) FILTER (WHERE q.due_at <= {NOW})"
+                    f" FROM {{s}}.leases AS l JOIN {{s}}.queue AS q ON {held_by('q')}"
+                    f" WHERE l.until > {NOW} GROUP BY 1",
+                    params,
+                ):
+                    counts = by_destination[dest]
+                    counts.leased, counts.due = in_flight, counts.due - in_flight_due
                 for dest, dead in self._rows(
                     conn, "SELECT destination, count(*) FROM {s}.dead GROUP BY 1", params
                 ):
@@ -279,8 +286,8 @@ class PostgresOperators(PostgresBase):
         events, ended = self._update_selected(
             selection,
             params,
-            f"due_at = {NOW}, lease_owner = NULL",
-            f"due_at > {NOW} AND due_at < {HELD} AND lease_owner IS NULL",
+            f"due_at = {NOW}",
+            f"due_at > {NOW} AND due_at < {HELD} AND NOT {leased('queue')}",
             also={
                 "counter": "INSERT INTO {s}.meta AS m (key, value) VALUES ('retry_now_count', '1')"
                 " ON CONFLICT (key) DO UPDATE SET value = (m.value::bigint + 1)::text",
@@ -317,8 +324,9 @@ class PostgresOperators(PostgresBase):
         return self._update_selected(
             selection,
             {"h": now},
-            f"due_at = {HELD}, lease_owner = NULL, lease_until = NULL",
-            f"NOT ({LEASED}) AND due_at < {HELD}",
+            f"due_at = {HELD}",
+            f"due_at < {HELD} AND NOT {leased('queue')}",
+            first=dissolve(f"until <= {NOW}", NOW),
         )
 
     def release_held(self, selection: QueueSelection, *, now: float) -> int:
@@ -331,9 +339,14 @@ class PostgresOperators(PostgresBase):
         params: dict[str, Any] = {"h": now, "reason": "manual", "status": None, "error": error}
         condition = where(selection, params)
         statement = with_ctes(
-            move_to_dead(f"{condition} AND NOT ({LEASED})"), "SELECT count(*) FROM moved"
+            move_to_dead(f"{condition} AND NOT {leased('q')}"), "SELECT count(*) FROM moved"
         )
-        return self._run_one(statement, params, require=(selection, "queue"))
+        return self._run_one(
+            statement,
+            params,
+            require=(selection, "queue"),
+            first=dissolve(f"until <= {NOW}", NOW),
+        )
 
     def _update_selected(
         self,
@@ -344,6 +357,7 @@ class PostgresOperators(PostgresBase):
         *,
         also: dict[str, str] | None = None,
         also_selected: str | None = None,
+        first: str | None = None,
     ) -> Any:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
         with the ``WITH`` queries ``also``, in one transaction; named ids must be queued.
@@ -358,7 +372,7 @@ class PostgresOperators(PostgresBase):
             "SELECT (SELECT count(*) FROM updated)"
             + (f", {also_selected}" if also_selected else ""),
         )
-        row = self._run_row(statement, params, require=(selection, "queue"))
+        row = self._run_row(statement, params, require=(selection, "queue"), first=first)
         return row if also_selected else row[0]
 
 

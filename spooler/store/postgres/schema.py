@@ -18,18 +18,34 @@ from ..postgres_url import Target
 
 __all__ = ["SCHEMA_VERSION", "SHARDS", "prepare"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "spooler"
 SHARDS = 16
 
-# {s} is the schema. A lease is kept in columns no index holds (lease_owner,
-# lease_until), and the queue's pages are left half empty (fillfactor 50), so that a
-# claim rewrites each row in place on its page (a HOT update, no new index entries):
-# 2.5x cheaper than moving due_at, an indexed column, as the SQLite file does. The
-# queue churns: vacuum it after 1% of its rows changed, not PostgreSQL's default 20%,
-# so a drained backlog leaves few dead rows behind; totals rows are rewritten by every
+# {s} is the schema. A claim writes one row of leases, not one per event
+# (store/leases.py); its id is the lease's token, never given out twice. The queue
+# churns: vacuum it after 1% of its rows changed, not PostgreSQL's default 20%, so a
+# drained backlog leaves few dead rows behind; totals rows are rewritten by every
 # transaction, and vacuumed as often.
-_TABLES = """
+_LEASES = """
+CREATE TABLE {s}.leases (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner       text NOT NULL,
+    destination text NOT NULL,
+    until       float8 NOT NULL,
+    first_id    bigint NOT NULL,
+    last_id     bigint NOT NULL,
+    ids         bigint[],
+    events      int NOT NULL,
+    bytes       bigint,
+    low_due     float8 NOT NULL,
+    low_id      bigint NOT NULL,
+    high_due    float8 NOT NULL,
+    high_id     bigint NOT NULL
+) WITH (autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0);
+"""
+_TABLES = (
+    """
 CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE {s}.totals (shard int PRIMARY KEY, events bigint NOT NULL, bytes bigint NOT NULL)
     WITH (fillfactor = 20, autovacuum_vacuum_threshold = 1000,
@@ -44,13 +60,10 @@ CREATE TABLE {s}.queue (
     queued_at   float8 NOT NULL,
     due_at      float8 NOT NULL,
     attempts    int NOT NULL DEFAULT 0,
-    lease_owner text,
-    lease_until float8,
     last_status int,
     last_error  text,
     attempt_log jsonb
-) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.01,
-      autovacuum_vacuum_insert_scale_factor = 0.01);
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01);
 CREATE INDEX queue_due ON {s}.queue (destination, due_at, id);
 CREATE TABLE {s}.dead (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -84,8 +97,8 @@ CREATE FUNCTION {s}.is_json_object(body text) RETURNS boolean
         RETURN false;
     END $$;
 """
-
-
+    + _LEASES
+)
 # The history's minutes (store/postgres/history.py); the dead-letter table is read newest
 # first by destination and reason (the dashboard's pages). Added in version 2.
 _HISTORY = """
@@ -104,8 +117,20 @@ CREATE TABLE {s}.history (
 );
 CREATE INDEX dead_by_destination ON {s}.dead (destination, reason, id);
 """
-# Schema upgrades, by the version they lead from.
-_MIGRATIONS = {1: _HISTORY}
+# Schema upgrades, by the version they lead from; each runs in one transaction.
+_MIGRATIONS = {
+    1: (_HISTORY,),
+    # Leases move out of the rows into a table of their own. An event leased the old
+    # way is due when its old lease ends, its attempt in flight counted: as it would
+    # be after a lease of the new kind ran out. (The half-empty pages were for leases
+    # written into the rows.)
+    2: (
+        _LEASES,
+        "UPDATE {s}.queue SET due_at = greatest(due_at, lease_until) WHERE lease_until IS NOT NULL",
+        "ALTER TABLE {s}.queue DROP COLUMN lease_owner, DROP COLUMN lease_until,"
+        " SET (fillfactor = 100)",
+    ),
+}
 
 
 def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
@@ -176,16 +201,19 @@ def _check(conn: psycopg.Connection, target: Target) -> int:
 
 
 def _migrate(conn: psycopg.Connection, target: Target) -> None:
-    """Upgrade an older spool in place, in one transaction, while no other host does."""
+    """Upgrade an older spool in place, one transaction per version step. Several hosts
+    may start at once: one upgrades, the others wait and find it done."""
     s = target.quoted_schema
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
-        version = int(
-            str(_value(conn, f"SELECT value FROM {s}.meta WHERE key = %s", "schema_version"))
-        )
-        while version < SCHEMA_VERSION:
-            conn.execute(_MIGRATIONS[version].format(s=s))
-            version += 1
-        conn.execute(
-            f"UPDATE {s}.meta SET value = %s WHERE key = 'schema_version'", (str(version),)
-        )
+    while True:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
+            version = int(
+                str(_value(conn, f"SELECT value FROM {s}.meta WHERE key = %s", "schema_version"))
+            )
+            if version >= SCHEMA_VERSION:
+                return
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement.format(s=s))
+            conn.execute(
+                f"UPDATE {s}.meta SET value = %s WHERE key = 'schema_version'", (str(version + 1),)
+            )

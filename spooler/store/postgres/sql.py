@@ -1,5 +1,6 @@
 """SQL pieces the PostgreSQL store's operations share: the database's clock, selections,
-the totals' bookkeeping, the attempt log, and the move to the dead-letter table.
+the totals' bookkeeping, the attempt log, the move to the dead-letter table, and the
+events of leases.
 
 Statements are templates: ``{s}`` is the spool's schema. Parameters are psycopg's named
 ``%(name)s``; ``%(h)s`` is always the caller's present (``now``, or the store's clock),
@@ -15,16 +16,17 @@ from ..shared import ATTEMPT_LOG_ENTRIES, ATTEMPT_LOG_ERROR_CHARS, HELD
 from .schema import SHARDS
 
 __all__ = [
-    "CLAIMABLE_AT",
     "COUNT_TOTALS",
     "HELD",
-    "LEASED",
     "NOW",
     "SHARD",
     "TOTALS_KEPT",
     "append_attempt",
     "change_totals",
+    "dissolve",
     "from_db",
+    "held_by",
+    "leased",
     "move_to_dead",
     "to_db",
     "where",
@@ -35,10 +37,6 @@ __all__ = [
 SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 #: The database's present, in Unix seconds: the start of the transaction.
 NOW = "extract(epoch FROM now())::float8"
-#: A queued event that a drain is delivering at this moment.
-LEASED = f"lease_owner IS NOT NULL AND lease_until > {NOW}"
-#: When a queued event can next be claimed: when it falls due, or its lease runs out.
-CLAIMABLE_AT = "greatest(due_at, lease_until)"
 #: Whether producers keep the totals: from the first limit checked on the spool on (see
 #: ``PostgresProducers``); until then, what ``totals`` holds means nothing.
 TOTALS_KEPT = "EXISTS (SELECT FROM {s}.meta WHERE key = 'totals')"
@@ -48,6 +46,31 @@ COUNT_TOTALS = (
     " (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.queue)"
     " + (SELECT coalesce(sum(octet_length(body)), 0) FROM {s}.dead)"
 )
+
+
+def dissolve(condition: str, due: str) -> str:
+    """A statement that ends the leases meeting ``condition`` (on ``leases``) unsettled:
+    each event they still hold counts the attempt that ended, and is due by ``due``
+    (database time). It selects how many events they held."""
+    return (
+        f"WITH ended AS (DELETE FROM {{s}}.leases WHERE {condition}"
+        " RETURNING first_id, last_id, ids), counted AS (UPDATE {s}.queue AS q"
+        f" SET attempts = q.attempts + 1, due_at = least(q.due_at, {due}) FROM ended"
+        f" WHERE {held_by('q', 'ended')} RETURNING 1) SELECT count(*) FROM counted"
+    )
+
+
+def held_by(row: str, lease: str = "l") -> str:
+    """SQL for "the queue row ``row`` is one the lease ``lease`` holds"."""
+    return (
+        f"{row}.id BETWEEN {lease}.first_id AND {lease}.last_id"
+        f" AND ({lease}.ids IS NULL OR {row}.id = ANY({lease}.ids))"
+    )
+
+
+def leased(row: str) -> str:
+    """SQL for "a live lease holds the queue row ``row``"."""
+    return f"EXISTS (SELECT FROM {{s}}.leases AS l WHERE l.until > {NOW} AND {held_by(row)})"
 
 
 def to_db(value: str) -> str:
@@ -123,7 +146,8 @@ def move_to_dead(
     ``using``) to the dead-letter table, oldest first, in one statement: ``moved`` is
     what left the queue, and the totals lose any copy the table already held.
 
-    ``attempted``: the failure ended a delivery attempt, so it joins the attempt log.
+    ``attempted``: the failure ended a delivery attempt, so it is counted and joins the
+    attempt log.
     """
     log = append_attempt("attempt_log", "status", "error") if attempted else "attempt_log"
     return {
@@ -135,7 +159,8 @@ def move_to_dead(
         "kept": (
             "INSERT INTO {s}.dead (event_id, destination, body, created_at, attempts, reason,"
             f" status, error, dead_at, attempt_log) SELECT event_id, destination, body,"
-            f" created_at, attempts, reason, status, error, {NOW}, {log} FROM moved ORDER BY id"
+            f" created_at, attempts + {int(attempted)}, reason, status, error, {NOW}, {log}"
+            " FROM moved ORDER BY id"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         ),
         "dead_copies": change_totals(

@@ -8,7 +8,7 @@ import os
 import sqlite3
 
 from .base import SQLiteBase
-from .sql import move_to_dead
+from .sql import LEASED, dissolve, move_to_dead
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
 if TYPE_CHECKING:
@@ -68,11 +68,11 @@ class SQLiteMaintenance(SQLiteBase):
         return released
 
     def stale_leases(self, *, now: float) -> int:
-        """Events still marked as leased by a drain whose lease has run out."""
+        """Events held by leases that ran out (their drains died, or stalled): the next
+        claim of their destination ends those leases."""
         with self._read() as conn:
             return conn.execute(
-                "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND due_at <= ?",
-                (now,),
+                "SELECT coalesce(sum(events), 0) FROM leases WHERE until <= ?", (now,)
             ).fetchone()[0]
 
     def quarantine_corrupt(self, *, now: float) -> int:
@@ -82,10 +82,12 @@ class SQLiteMaintenance(SQLiteBase):
 
         bad = "CASE WHEN json_valid(body) THEN json_type(body) <> 'object' ELSE 1 END"
         with self._write() as conn:
+            # Not those a drain is sending: their lease could not be settled as it was.
+            dissolve(conn, "until <= ?", [now], now=now)
             return move_to_dead(
                 conn,
-                bad,
-                [],
+                f"{bad} AND NOT {LEASED}",
+                [now],
                 reason="corrupt",
                 failure=Failure(None, "the stored body is not a JSON object"),
                 now=now,

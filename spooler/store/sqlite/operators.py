@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 from ..shared import HELD, REPLAY_CHUNK, SERVICE_PREFIX, read_in_pages
 from .base import SQLiteBase
-from .sql import delete_counted, move_to_dead, require_ids, totals, where
+from .sql import LEASED, delete_counted, dissolve, move_to_dead, require_ids, totals, where
 
 # The record types come from ...records where a method builds one: a producer, which
 # loads this module too, never needs them, and they would load dataclasses.
@@ -38,18 +38,25 @@ class SQLiteOperators(SQLiteBase):
 
         by_destination: dict[str, Counts] = {}
         with self._read() as conn:
-            for dest, queued, due, leased, retrying, held, oldest in conn.execute(
+            for dest, queued, due, retrying, held, oldest in conn.execute(
                 "SELECT destination, count(*), total(due_at <= :now),"
-                " total(lease_owner IS NOT NULL AND due_at > :now),"
-                " total(due_at < :held"
-                "       AND attempts > (lease_owner IS NOT NULL AND due_at > :now)),"
-                " total(due_at >= :held),"
+                " total(due_at < :held AND attempts > 0), total(due_at >= :held),"
                 " min(queued_at) FROM queue GROUP BY destination",
                 {"now": now, "held": HELD},
             ):
                 by_destination[dest] = Counts(
-                    queued, int(due), int(leased), int(retrying), 0, oldest, held=int(held)
+                    queued, int(due), 0, int(retrying), 0, oldest, held=int(held)
                 )
+            # Events in flight are still due by their own due_at: counted apart.
+            for dest, leased, leased_due in conn.execute(
+                "SELECT l.destination, count(*), total(queue.due_at <= :now) FROM leases AS l"
+                " JOIN queue ON queue.id BETWEEN l.first_id AND l.last_id"
+                " AND (l.ids IS NULL OR queue.id IN (SELECT value FROM json_each(l.ids)))"
+                " WHERE l.until > :now GROUP BY 1",
+                {"now": now},
+            ):
+                counts = by_destination[dest]
+                counts.leased, counts.due = leased, counts.due - int(leased_due)
             for dest, dead in conn.execute("SELECT destination, count(*) FROM dead GROUP BY 1"):
                 by_destination.setdefault(dest, Counts()).dead = dead
             for dest, *state in conn.execute(
@@ -240,10 +247,10 @@ class SQLiteOperators(SQLiteBase):
         ended: list[str] = []
         events = self._update_selected(
             selection,
-            "due_at = ?, lease_owner = NULL",
-            "due_at > ? AND due_at < ? AND lease_owner IS NULL",
+            "due_at = ?",
+            f"due_at > ? AND due_at < ? AND NOT {LEASED}",
             [now],
-            [now, HELD],
+            [now, HELD, now],
             also=(
                 (
                     "INSERT INTO meta (key, value) VALUES ('retry_now_count', '1')"
@@ -285,11 +292,7 @@ class SQLiteOperators(SQLiteBase):
         """Park queued events: never claimed, so never sent and never expired, until
         ``release_held``. Events being delivered at this moment are left alone."""
         return self._update_selected(
-            selection,
-            "due_at = ?, lease_owner = NULL",
-            "NOT (lease_owner IS NOT NULL AND due_at > ?) AND due_at < ?",
-            [HELD],
-            [now, HELD],
+            selection, "due_at = ?", f"due_at < ? AND NOT {LEASED}", [HELD], [HELD, now], now=now
         )
 
     def release_held(self, selection: QueueSelection, *, now: float) -> int:
@@ -302,9 +305,10 @@ class SQLiteOperators(SQLiteBase):
         from ...records import Failure
 
         condition, params = where(selection)
-        idle = f"{condition} AND NOT (lease_owner IS NOT NULL AND due_at > ?)"
+        idle = f"{condition} AND NOT {LEASED}"
         with self._write() as conn:
             require_ids(conn, selection, "queue")
+            dissolve(conn, "until <= ?", [now], now=now)
             return move_to_dead(
                 conn, idle, [*params, now], reason="manual", failure=Failure(None, error), now=now
             )
@@ -319,14 +323,18 @@ class SQLiteOperators(SQLiteBase):
         *,
         also: Sequence[tuple[str, Sequence[object]]] = (),
         returned: list[Any] | None = None,
+        now: float | None = None,
     ) -> int:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
         and the statements ``also`` (with their parameters), in one transaction; named
         ids must all be queued. The first column of the rows ``also`` return goes into
-        ``returned``."""
+        ``returned``. With ``now``, the leases that ran out by then end first, so that
+        their events are free to change (and their drains can no longer settle them)."""
         selected, params = where(selection)
         with self._write() as conn:
             require_ids(conn, selection, "queue")
+            if now is not None:
+                dissolve(conn, "until <= ?", [now], now=now)
             for statement, statement_params in also:
                 rows = conn.execute(statement, statement_params).fetchall()
                 if returned is not None:

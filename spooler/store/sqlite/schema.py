@@ -3,8 +3,9 @@
 One file holds three tables: ``queue`` (events waiting or in flight), ``dead`` (the
 dead-letter table) and ``meta`` (application name and schema version), plus a
 one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check,
-``destination_state`` (each destination's last outcome and circuit breaker) and
-``history`` (a row per destination and minute, for the dashboard's charts).
+``destination_state`` (each destination's last outcome and circuit breaker),
+``history`` (a row per destination and minute, for the dashboard's charts) and
+``leases`` (one row per batch a drain holds: ``store/leases.py``).
 """
 
 from __future__ import annotations
@@ -23,21 +24,40 @@ __all__ = [
     "prepare",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION = "spooler"
 # In the file's header (PRAGMA application_id), set before anything else is written to a
 # new spool: a file with this id and no tables yet is a spool whose creation was cut
 # short, not another application's empty database. ("SPLR"; spools made before it have 0.)
 APPLICATION_ID = 0x53504C52
-_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state", "history"})
+_TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state", "history", "leases"})
 # Tables an older spool does not have yet, by the version that added them.
-_ADDED_IN = {"history": 5}
-MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING, used by the claim
+_ADDED_IN = {"history": 5, "leases": 6}
+MIN_SQLITE_VERSION = (3, 35, 0)  # RETURNING, and DROP COLUMN (the upgrade to leases)
 # The WAL file is cut back to this whenever a checkpoint empties it (it otherwise stays
 # at its high mark).
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
-_SCHEMA = """
+# A lease's id is its token: AUTOINCREMENT, so that no later lease ever gets the id of
+# one that ended (a drain that lost its lease must find none under its token).
+_LEASES = """
+CREATE TABLE leases (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner       TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    until       REAL NOT NULL,
+    first_id    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    ids         TEXT,
+    events      INTEGER NOT NULL,
+    bytes       INTEGER,
+    low_due     REAL NOT NULL,
+    low_id      INTEGER NOT NULL,
+    high_due    REAL NOT NULL,
+    high_id     INTEGER NOT NULL
+)"""
+_SCHEMA = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 0),
                      events INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -51,7 +71,6 @@ CREATE TABLE queue (
     queued_at   REAL NOT NULL,
     due_at      REAL NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
     last_status INTEGER,
     last_error  TEXT,
     attempt_log TEXT
@@ -82,6 +101,8 @@ CREATE TABLE destination_state (
     url_digest      TEXT
 );
 """
+    + _LEASES
+)
 # The history's minutes (store/sqlite/history.py); the dead-letter table is read newest
 # first by destination and reason (the dashboard's pages).
 _HISTORY = (
@@ -109,6 +130,10 @@ _MIGRATIONS = {
     ),
     3: ("ALTER TABLE destination_state ADD COLUMN url_digest TEXT",),
     4: _HISTORY,
+    # Leases move out of the rows into a table of their own. An event leased the old
+    # way is due when its old lease ends, its attempt in flight counted: as it would
+    # be after a lease of the new kind ran out.
+    5: (_LEASES, "ALTER TABLE queue DROP COLUMN lease_owner"),
 }
 
 

@@ -1,5 +1,6 @@
 """SQL pieces the spool file's operations share: selections, the totals' bookkeeping, the
-attempt log, a destination's last outcome, and the move to the dead-letter table.
+attempt log, a destination's last outcome, the move to the dead-letter table, and the
+events of leases (which ones they hold, and ending them).
 
 Each runs in the caller's transaction, on the connection it is given.
 """
@@ -18,9 +19,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPEND_ATTEMPT",
+    "LEASED",
     "add_totals",
     "attempt_entry",
     "delete_counted",
+    "dissolve",
+    "held_rows",
     "move_to_dead",
     "record_outcome",
     "require_ids",
@@ -33,6 +37,14 @@ APPEND_ATTEMPT = (
     "json_insert(CASE WHEN json_array_length(coalesce(attempt_log, '[]')) >= "
     f"{ATTEMPT_LOG_ENTRIES} THEN json_remove(attempt_log, '$[0]')"
     " ELSE coalesce(attempt_log, '[]') END, '$[#]', json(?))"
+)
+
+
+# SQL for "the queue row is one a live lease holds" (``?``: now; see ``store/leases.py``).
+LEASED = (
+    "EXISTS (SELECT 1 FROM leases AS l WHERE l.until > ?"
+    " AND queue.id BETWEEN l.first_id AND l.last_id"
+    " AND (l.ids IS NULL OR queue.id IN (SELECT value FROM json_each(l.ids))))"
 )
 
 
@@ -92,8 +104,9 @@ def move_to_dead(
 ) -> int:
     """Move the queued rows meeting ``condition`` to the dead-letter table, oldest first.
 
-    ``attempted``: the failure ended a delivery attempt, so it joins the attempt log (an
-    operator's expiry or a quarantine is not an attempt). The copy and the delete run
+    ``attempted``: the failure ended a delivery attempt, so it is counted and joins the
+    attempt log (an operator's expiry or a quarantine is not an attempt). The copy and
+    the delete run
     in the caller's transaction, so every row is in exactly one of the two tables
     whatever happens; returns how many rows moved.
     """
@@ -102,7 +115,8 @@ def move_to_dead(
     moved = conn.execute(
         "INSERT INTO dead (event_id, destination, body, created_at, attempts, reason, status,"
         " error, dead_at, attempt_log) SELECT event_id, destination, body, created_at,"
-        f" attempts, ?, ?, ?, ?, {log} FROM queue WHERE {condition} ORDER BY id",
+        f" attempts + {int(attempted)}, ?, ?, ?, ?, {log} FROM queue WHERE {condition}"
+        " ORDER BY id",
         [reason, failure.status, failure.error, now, *log_params, *params],
     ).rowcount
     conn.execute(f"DELETE FROM queue WHERE {condition}", list(params))
@@ -157,3 +171,30 @@ def delete_counted(
     conn.execute(f"DELETE FROM {table} WHERE {condition}", params)
     add_totals(conn, -count, -size)
     return count
+
+
+def held_rows(first: int, last: int, ids: str | None) -> tuple[str, list[object]]:
+    """The SQL condition on ``queue`` of the events a lease holds (``ids``: its JSON list,
+    None when it holds every rowid from ``first`` to ``last``), and its parameters."""
+    if ids is None:
+        return "id BETWEEN ? AND ?", [first, last]
+    return "id IN (SELECT value FROM json_each(?))", [ids]
+
+
+def dissolve(
+    conn: sqlite3.Connection, condition: str, params: Sequence[object], *, now: float
+) -> int:
+    """End the leases meeting ``condition`` (on ``leases``) unsettled: each event they
+    still hold counts the attempt that ended, and is due by ``now``. Returns how many
+    events they held."""
+    ended = conn.execute(
+        f"DELETE FROM leases WHERE {condition} RETURNING first_id, last_id, ids", params
+    ).fetchall()
+    events = 0
+    for first, last, ids in ended:
+        rows, row_params = held_rows(first, last, ids)
+        events += conn.execute(
+            f"UPDATE queue SET attempts = attempts + 1, due_at = min(due_at, ?) WHERE {rows}",
+            [now, *row_params],
+        ).rowcount
+    return events

@@ -1,0 +1,175 @@
+"""Settling: what the answer to one request means for each event it carried, recorded in
+the spool as one settle of the batch's lease.
+
+- delivered: the events leave the queue;
+- rejected for good: they move to the dead-letter table with the verdict's reason;
+- to retry: they wait out one backoff for the whole request (so that they stay
+  together for the next claim; full jitter still spreads a crowd of batches apart),
+  except those out of attempts or too old, which die (``max_attempts``, ``max_age``);
+- some named as bad (``partial``): those die, and the rest go back to be sent again.
+
+Each settle is also counted (the drain's report and metrics) and logged once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from .events import events_phrase
+from .records import ClaimedEvent, Failure, one_line
+
+if TYPE_CHECKING:
+    from .config import DestinationConfig
+    from .destination_log import DestinationLog
+    from .destinations import Verdict
+    from .store.interface import SpoolStore
+
+__all__ = ["Settler", "short"]
+
+
+class Settler:
+    """Settles the events of one destination's requests in the spool.
+
+    ``count(destination, delivered=n, retried=n, dead={reason: n})`` adds each settle's
+    outcome to the drain's tally.
+
+    Usage::
+
+        settler = Settler(store, config, log=log, count=count, clock=time.time, rng=rng)
+        settler.settle(claim.lease, events, verdict, elapsed)
+    """
+
+    def __init__(
+        self,
+        store: SpoolStore,
+        config: DestinationConfig,
+        *,
+        log: DestinationLog,
+        count: Callable[..., None],
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._log = log
+        self._count = count
+        self._clock = clock
+        self._rng = rng
+
+    def dies_of_a_server_error(self, events: Sequence[ClaimedEvent], verdict: Verdict) -> bool:
+        """Whether this 5xx would dead-letter some of ``events``. (Timeouts, refused
+        connections and 429s say nothing about the events.)"""
+        if verdict.outcome != "retry" or not (verdict.status and 500 <= verdict.status < 600):
+            return False
+        policy, now = self._config.retry, self._clock()
+        return any(
+            policy.give_up_reason(attempts=e.attempts, queued_at=e.queued_at, now=now)
+            for e in events
+        )
+
+    def settle(
+        self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict, elapsed: float
+    ) -> None:
+        """Record the verdict of the request that carried ``events``."""
+        if verdict.outcome == "delivered":
+            self._delivered(lease, events, verdict, elapsed)
+        elif verdict.outcome == "reject":
+            self._rejected(lease, events, verdict)
+        else:
+            self._to_retry(lease, events, verdict)
+
+    def settle_named(
+        self,
+        lease: int,
+        events: Sequence[ClaimedEvent],
+        verdict: Verdict,
+        bad: Mapping[int, str],
+    ) -> list[ClaimedEvent]:
+        """Dead-letter the events the receiver named (by position); return the rest, to
+        send again."""
+        dead = [
+            (events[i].rowid, verdict.reason, Failure(verdict.status, why))
+            for i, why in sorted(bad.items())
+        ]
+        self._store.settle(lease, destination=self._config.name, now=self._clock(), dead=dead)
+        self._count(self._config.name, dead={verdict.reason: len(dead)})
+        self._log.warning(
+            "the receiver named %s of %d as %s; dead-lettered them, sending the rest again",
+            events_phrase(len(dead)),
+            len(events),
+            verdict.reason,
+        )
+        return [event for i, event in enumerate(events) if i not in bad]
+
+    def _delivered(
+        self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict, elapsed: float
+    ) -> None:
+        name = self._config.name
+        self._store.settle(
+            lease, destination=name, now=self._clock(), delivered=[e.rowid for e in events]
+        )
+        self._count(name, delivered=len(events))
+        self._log.info(
+            "delivered %s (%s) in %.2fs",
+            events_phrase(len(events)),
+            f"HTTP {verdict.status}" if verdict.status else "ok",
+            elapsed,
+        )
+
+    def _rejected(self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict) -> None:
+        name = self._config.name
+        self._store.settle(
+            lease,
+            destination=name,
+            now=self._clock(),
+            dead=[(event.rowid, verdict.reason, verdict.failure) for event in events],
+        )
+        self._count(name, dead={verdict.reason: len(events)})
+        self._log.warning(
+            "dead-lettered %s (%s): %s",
+            f"event {events[0].event_id}" if len(events) == 1 else events_phrase(len(events)),
+            verdict.reason,
+            short(verdict),
+        )
+
+    def _to_retry(self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict) -> None:
+        name, policy, now = self._config.name, self._config.retry, self._clock()
+        attempts = max(event.attempts for event in events)
+        due_at = now + policy.delay(attempts, retry_after=verdict.retry_after, rng=self._rng)
+        retry: list[tuple[int, float, Failure]] = []
+        dead: list[tuple[int, str, Failure]] = []
+        for event in events:
+            reason = policy.give_up_reason(
+                attempts=event.attempts, queued_at=event.queued_at, now=now
+            )
+            if reason:
+                dead.append((event.rowid, reason, verdict.failure))
+            else:
+                retry.append((event.rowid, due_at, verdict.failure))
+        self._store.settle(lease, destination=name, now=now, retry=retry, dead=dead)
+        self._count(name, retried=len(retry), dead=Counter(reason for _, reason, _ in dead))
+        if retry:
+            self._log.warning(
+                "%s will be retried in %.2fs (attempt %d of %d): %s",
+                events_phrase(len(retry)),
+                due_at - now,
+                attempts,
+                policy.max_attempts,
+                short(verdict),
+            )
+        if dead:
+            self._log.warning(
+                "dead-lettered %s (%s): %s",
+                events_phrase(len(dead)),
+                dead[0][1],
+                short(verdict),
+            )
+
+
+def short(verdict: Verdict) -> str:
+    """A verdict's error for a log line: one line, at most 200 characters."""
+    text = verdict.error or (f"HTTP {verdict.status}" if verdict.status else verdict.outcome)
+    return one_line(text, 200)
