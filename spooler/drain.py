@@ -29,7 +29,7 @@ from .bisection import Bisection, LeaseKeeper
 from .breaker import CircuitBreaker
 from .config import DrainConfig
 from .destination_log import DestinationLog
-from .destinations import Destination, Verdict, build_destination
+from .destinations import Destination, Verdict, build_destination, spec_for
 from .errors import ConfigError, StoreError
 from .events import events_phrase
 from .history import HistoryRecorder
@@ -111,9 +111,8 @@ class Drain:
         self._clock = clock
         self._rng = rng or random.Random()
         for dest in config.destinations.values():
-            # Appending JSON lines to the spool's own files would corrupt it.
-            if dest.type == "file" and store.is_own_file(dest.url.removeprefix("file://")):
-                raise ConfigError(f"destinations.{dest.name}.url: {dest.url} is the spool itself")
+            # Each type says what it cannot do with this spool (a file type: write into it).
+            spec_for(dest.type).check_against_spool(dest, store)
         self._destinations = (
             dict(destinations)
             if destinations is not None
