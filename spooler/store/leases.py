@@ -59,8 +59,8 @@ class Held(NamedTuple):
     ids: tuple[int, ...] | None = None
 
     @property
-    def count(self) -> int:
-        """How many events."""
+    def size(self) -> int:
+        """How many events (not ``count``: a tuple's ``count()`` is another thing)."""
         return self.last - self.first + 1 if self.ids is None else len(self.ids)
 
     def __contains__(self, rowid: object) -> bool:

@@ -15,7 +15,7 @@ from helpers.cli import drain_args, spooler_cmd, start_drain
 from helpers.processes import wait_for_line
 from helpers.spools import enqueue_backlog, queued_count, rows
 
-import spooler.drain as drain_module
+import spooler.drain.run as drain_run
 import spooler.store.sqlite.maintenance as sqlite_maintenance
 from spooler import Spool
 from spooler.config import build_drain_config
@@ -146,7 +146,7 @@ def test_space_is_given_back_while_workers_commit(
         ids = enqueue_backlog(spool, pad=300)
     # When a drain gives them back to the disk as often as its loop turns (every 0.1 s),
     # while its workers claim and ack small batches on the same connection
-    monkeypatch.setattr(drain_module, "RECLAIM_INTERVAL", 0.0)
+    monkeypatch.setattr(drain_run, "RECLAIM_INTERVAL", 0.0)
     monkeypatch.setattr(sqlite_maintenance, "RECLAIM_MIN_PAGES", 1)
     config = build_drain_config(
         {},

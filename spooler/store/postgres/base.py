@@ -4,7 +4,7 @@ helpers that run a statement on them."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -51,7 +51,8 @@ class PostgresBase:
         first: str | None = None,
     ) -> int:
         """Run one statement that selects a count, and return it (see ``_run_row``)."""
-        return self._run_row(statement, params, require=require, first=first)[0]
+        # A selected count: psycopg types the values of its rows as Any.
+        return cast(int, self._run_row(statement, params, require=require, first=first)[0])
 
     def _run_row(
         self,

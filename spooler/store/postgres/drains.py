@@ -11,7 +11,7 @@ along with the change itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -185,6 +185,7 @@ class PostgresDrains(PostgresBase):
                 )
                 if not found:
                     return 0
+                events: int  # psycopg types the values of its rows as Any
                 [(first, last, ids, events, size)] = found
                 holds = Held(first, last, None if ids is None else tuple(ids))
                 gone = holds.only(delivered)
@@ -265,7 +266,7 @@ class PostgresDrains(PostgresBase):
                 rest_first=rest.first,
                 rest_last=rest.last,
                 rest_ids=None if rest.ids is None else list(rest.ids),
-                rest_events=rest.count,
+                rest_events=rest.size,
             )
             ctes["lease_kept"] = (
                 "UPDATE {s}.leases SET first_id = %(rest_first)s, last_id = %(rest_last)s,"
@@ -273,7 +274,8 @@ class PostgresDrains(PostgresBase):
             )
         if not ctes:
             return 0
-        return self._rows(conn, with_ctes(ctes, "SELECT " + " + ".join(changed)), params)[0][0]
+        count = self._rows(conn, with_ctes(ctes, "SELECT " + " + ".join(changed)), params)[0][0]
+        return cast(int, count)  # a selected sum of counts: psycopg types it as Any
 
     def release_leases(self, owner: str, *, now: float) -> int:
         """End every lease ``owner`` holds, unsettled: their events count the attempt,

@@ -4,7 +4,7 @@ release, retry-now and expire."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -321,7 +321,7 @@ class PostgresOperators(PostgresBase):
     def hold(self, selection: QueueSelection, *, now: float) -> int:
         """Park queued events: never claimed, so never sent and never expired, until
         ``release_held``. Events being delivered at this moment are left alone."""
-        return self._update_selected(
+        return self._changed(
             selection,
             {"h": now},
             f"due_at = {HELD}",
@@ -331,7 +331,7 @@ class PostgresOperators(PostgresBase):
 
     def release_held(self, selection: QueueSelection, *, now: float) -> int:
         """Make held events due at once."""
-        return self._update_selected(selection, {"h": now}, f"due_at = {NOW}", f"due_at >= {HELD}")
+        return self._changed(selection, {"h": now}, f"due_at = {NOW}", f"due_at >= {HELD}")
 
     def expire(self, selection: QueueSelection, *, now: float, error: str) -> int:
         """Move queued events to the dead-letter table (reason ``manual``), except those a
@@ -358,10 +358,10 @@ class PostgresOperators(PostgresBase):
         also: dict[str, str] | None = None,
         also_selected: str | None = None,
         first: str | None = None,
-    ) -> Any:
+    ) -> tuple[Any, ...]:
         """``UPDATE queue SET assignments`` on the selected events that meet ``condition``,
         with the ``WITH`` queries ``also``, in one transaction; named ids must be queued.
-        Returns how many events changed, or that and ``also_selected`` if given."""
+        Returns how many events changed, then ``also_selected`` if given."""
         selected = where(selection, params)
         statement = with_ctes(
             {
@@ -372,8 +372,20 @@ class PostgresOperators(PostgresBase):
             "SELECT (SELECT count(*) FROM updated)"
             + (f", {also_selected}" if also_selected else ""),
         )
-        row = self._run_row(statement, params, require=(selection, "queue"), first=first)
-        return row if also_selected else row[0]
+        return self._run_row(statement, params, require=(selection, "queue"), first=first)
+
+    def _changed(
+        self,
+        selection: QueueSelection,
+        params: dict[str, Any],
+        assignments: str,
+        condition: str,
+        *,
+        first: str | None = None,
+    ) -> int:
+        """``_update_selected`` with no ``also``: how many events changed."""
+        row = self._update_selected(selection, params, assignments, condition, first=first)
+        return cast(int, row[0])  # a selected count: psycopg types row values as Any
 
 
 def _dead_event(columns: list[Any], log: list[Any] | None, offset: float) -> DeadEvent:

@@ -90,6 +90,7 @@ class SQLiteDrains(SQLiteBase):
                     high,
                 ),
             ).lastrowid
+        assert lease is not None  # None only before a connection's first INSERT
         return Claim(lease, events)
 
     def extend_lease(self, lease: int, lease_until: float) -> bool:
@@ -131,6 +132,7 @@ class SQLiteDrains(SQLiteBase):
             ).fetchone()
             if found is None:
                 return 0
+            events: int  # sqlite3 types its rows as Any
             first, last, ids, events, size = found
             holds = Held(first, last, None if ids is None else tuple(json.loads(ids)))
             if not retry and not dead and size is not None and holds.is_all(delivered):
@@ -294,6 +296,7 @@ def _due_in(
         if after is not None:
             ranges.append(("due_at = ? AND id > ?", list(after), after[0]))
         # One upper bound, the tighter: given two, SQLite walks the index to either.
+        params: list[object]
         if before is not None and before[0] <= due_by:
             between, params = "due_at < ?", [before[0]]
         else:
@@ -358,7 +361,7 @@ def _settle_rows(
                 rest.first,
                 rest.last,
                 None if rest.ids is None else json.dumps(rest.ids),
-                rest.count,
+                rest.size,
                 lease,
             ),
         )

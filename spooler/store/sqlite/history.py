@@ -47,7 +47,8 @@ class SQLiteHistory(SQLiteBase):
         """The minutes from the one ``since`` falls in on, oldest first."""
         from ...history import HistoryPoint, minute_of
 
-        condition, params = "minute >= ?", [minute_of(since)]
+        condition = "minute >= ?"
+        params: list[object] = [minute_of(since)]
         if destination is not None:
             condition += " AND destination = ?"
             params.append(destination)

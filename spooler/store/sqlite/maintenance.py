@@ -71,9 +71,10 @@ class SQLiteMaintenance(SQLiteBase):
         """Events held by leases that ran out (their drains died, or stalled): the next
         claim of their destination ends those leases."""
         with self._read() as conn:
-            return conn.execute(
+            events: int = conn.execute(  # sqlite3 types its rows as Any
                 "SELECT coalesce(sum(events), 0) FROM leases WHERE until <= ?", (now,)
             ).fetchone()[0]
+            return events
 
     def quarantine_corrupt(self, *, now: float) -> int:
         """Move queued events whose body is not a JSON object to the dead-letter table

@@ -223,9 +223,10 @@ class SQLiteOperators(SQLiteBase):
         with self._write() as conn:
             require_ids(conn, selection, "dead")
             if dry_run:
-                return conn.execute(
+                count: int = conn.execute(  # sqlite3 types its rows as Any
                     f"SELECT count(*) FROM dead WHERE {condition}", params
                 ).fetchone()[0]
+                return count
             return delete_counted(conn, "dead", condition, params)
 
     def retry_now(self, selection: QueueSelection, *, now: float) -> RetriedNow:

@@ -1,0 +1,93 @@
+"""What a drain is made of: how long it runs (``Mode``), what it reports (``DrainReport``),
+the state its parts share (``DrainBase``), and how it is told to stop.
+
+``Drain`` (``run``) sets the state up; the parts that use it, each a class of its own
+module, are its bases: ``report``, ``pauses`` and ``worker``.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..breaker import CircuitBreaker
+    from ..config import DrainConfig
+    from ..destination_log import DestinationLog
+    from ..destinations import Destination
+    from ..history import HistoryRecorder
+    from ..metrics import DrainMetrics
+    from ..pacing import Pacer
+    from ..settling import Settler
+    from ..store.interface import SpoolStore
+
+__all__ = ["DrainBase", "DrainReport", "Mode"]
+
+
+class Mode(enum.Enum):
+    """How long a drain runs."""
+
+    DAEMON = "daemon"  # until stopped
+    ONCE = "once"  # one pass over what is due when it starts
+    UNTIL_EMPTY = "until_empty"  # until no event is queued, waiting through backoff
+
+
+@dataclass
+class DrainReport:
+    """What a drain run did, and why it stopped."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    requests: int = 0
+    stopped_by: str = ""
+    remaining: int = 0
+    error: str | None = None
+
+
+class DrainBase:
+    """The state a drain's parts share, set by ``Drain.__init__`` (see there for each)."""
+
+    owner: str
+    _store: SpoolStore
+    _metrics: DrainMetrics | None
+    _config: DrainConfig
+    _clock: Callable[[], float]
+    _rng: random.Random
+    _destinations: dict[str, Destination]
+    _logs: dict[str, DestinationLog]
+    _history: HistoryRecorder
+    _pacers: dict[str, Pacer]
+    _settlers: dict[str, Settler]
+    _url_digests: dict[str, str]
+    _failed_elsewhere: dict[str, int]
+    _breakers: dict[str, CircuitBreaker]
+    _pauses_lock: threading.Lock
+    _crash_at: str | None
+    _hang_at: str | None
+    _stop: threading.Event
+    _wakeups: dict[str, threading.Event]
+    _abandon_in_flight: threading.Event
+    _report_lock: threading.Lock
+    _report: DrainReport
+    _running: int
+    _retry_now_seen: int
+    _signs_of_life: dict[str, tuple[float, float]]
+    _all_done: threading.Event
+
+    def stop(self, reason: str = "signal") -> None:
+        """Stop claiming; a second call also abandons in-flight requests at once."""
+        if self._stop.is_set():
+            self._abandon_in_flight.set()
+            return
+        with self._report_lock:
+            self._report.stopped_by = self._report.stopped_by or reason
+        self._stop.set()
+        for progress in self._wakeups.values():
+            progress.set()
+        for pacer in self._pacers.values():
+            pacer.close()

@@ -1,0 +1,100 @@
+"""The report of a drain run: the outcomes counted into it (and into the history and the
+metrics), the summaries logged as it runs, and how a run ends: its leases given back,
+what is left, the last summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from ..errors import StoreError
+from ..events import events_phrase
+from ..records import per_destination, queued_elsewhere
+from .base import DrainBase, DrainReport, Mode
+
+__all__ = ["DrainReporting"]
+
+log = logging.getLogger("spooler.drain")
+
+
+class DrainReporting(DrainBase):
+    """A drain's report, its summaries and its end."""
+
+    def _count(
+        self,
+        destination: str,
+        *,
+        delivered: int = 0,
+        retried: int = 0,
+        dead: Mapping[str, int] | None = None,
+    ) -> None:
+        """Add an outcome to the report, the history, and the metrics when they are served."""
+        dead = dead or {}
+        with self._report_lock:
+            self._report.delivered += delivered
+            self._report.retried += retried
+            self._report.dead += sum(dead.values())
+        self._history.outcome(
+            destination, delivered=delivered, retried=retried, dead=sum(dead.values())
+        )
+        if self._metrics:
+            if delivered:
+                self._metrics.delivered(destination, delivered)
+            if retried:
+                self._metrics.retried(destination, retried)
+            for reason, count in dead.items():
+                self._metrics.dead(destination, reason, count)
+
+    def _log_summary(self, elapsed: float, *, heading: str = "summary") -> None:
+        counts = self._store.counts(now=self._clock())
+        backlog = sum(counts[name].queued for name in self._destinations if name in counts)
+        report = self._report
+        rate = report.delivered / elapsed if elapsed > 0 else 0.0
+        log.info(
+            "%s: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s",
+            heading,
+            report.delivered,
+            report.retried,
+            report.dead,
+            backlog,
+            rate,
+        )
+
+    def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
+        released = self._store.release_leases(self.owner, now=self._clock())
+        if released:
+            log.info("released %s leased for another drain to deliver", events_phrase(released))
+        report = self._report
+        report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
+        counts = self._store.counts(now=self._clock())
+        report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
+        self._history.flush(closing=True)
+        self._reclaim_space()
+        # The last line says why the drain ended: a signal, --max-time, an error...
+        self._log_summary(elapsed, heading=f"drain {self.owner} stopped ({report.stopped_by})")
+        self._log_unserved(still=True)
+        return report
+
+    def _log_unserved(self, *, still: bool = False) -> None:
+        """Say which events wait for destinations this drain does not serve: "empty" or
+        a quiet daemon must not let them pass for delivered."""
+        others = queued_elsewhere(self._store.counts(now=self._clock()), self._destinations)
+        if others:
+            log.warning(
+                "%s%s for destinations this drain does not serve: %s (drain them with "
+                "-d NAME, or a --config that defines them)",
+                events_phrase(sum(others.values())),
+                " still wait" if still else " wait",
+                per_destination(others),
+            )
+
+    def _reclaim_space(self) -> None:
+        """Let a drained backlog give its pages back; failing to is not worth stopping for."""
+        try:
+            pages = self._store.reclaim_space()
+        except StoreError as exc:
+            log.warning("could not give free space back to the disk: %s", exc)
+            return
+        if pages:
+            log.info("gave %d free pages back to the disk", pages)
