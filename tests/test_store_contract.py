@@ -139,6 +139,22 @@ def test_destinations_are_isolated(store: SpoolStore) -> None:
     assert store.next_due_at("c") is None
 
 
+def test_queued_elsewhere_counts_the_destinations_not_served(store: SpoolStore) -> None:
+    # Given events of three destinations, one of them held, one leased
+    add(store, "a1", "a2", destination="a")
+    add(store, "b1", destination="b")
+    add(store, "c1", "c2", "c3", destination="c")
+    store.hold(QueueSelection(destination="c"), now=time.time())
+    assert claim(store, destination="b") == ["b1"]
+    # Then each destination not served counts every event it has queued, as counts does
+    assert store.queued_elsewhere(["a"]) == {"b": 1, "c": 3}
+    assert store.queued_elsewhere(["b", "c", "z"]) == {"a": 2}
+    assert store.queued_elsewhere([]) == {
+        name: c.queued for name, c in store.counts(now=time.time()).items()
+    }
+    assert store.queued_elsewhere(["a", "b", "c"]) == {}
+
+
 def test_insert_is_all_or_nothing_within_limits(store: SpoolStore) -> None:
     add(store, "e1", "e2")
     assert store.totals() == (2, 2 * len('{"n": "e1"}'))
