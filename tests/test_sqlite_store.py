@@ -405,6 +405,25 @@ def test_space_is_given_back_in_chunks_while_many_pages_are_in_use(
     assert rows(db, "PRAGMA auto_vacuum") == [(2,)]
 
 
+def test_a_spool_without_auto_vacuum_reports_no_space_given_back(db: Path) -> None:
+    # Given a spool whose file has no auto_vacuum (made so by hand), a backlog drained
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")
+    conn.close()
+    store = SQLiteStore(db)
+    enqueue(store, *[f'{{"pad":"{"x" * 1000}"}}'] * 2000)
+    while batch := store.claim("default", 500, "me", due_by=NOW, lease_until=NOW + 60):
+        store.settle(batch.lease, now=NOW, delivered=[e.rowid for e in batch.events])
+    free = rows(db, "PRAGMA freelist_count")[0][0]
+    assert free > RECLAIM_MIN_PAGES
+    # When it is asked to give space back: it cannot, and says so
+    assert store.reclaim_space() == 0
+    assert rows(db, "PRAGMA freelist_count")[0][0] == free
+    assert rows(db, "PRAGMA auto_vacuum") == [(0,)]
+
+
 def test_a_spool_left_in_full_auto_vacuum_is_set_back_when_opened(db: Path) -> None:
     # Given a spool that a reclaim cut short left in auto_vacuum FULL
     SQLiteStore(db).close()

@@ -51,6 +51,9 @@ class SQLiteMaintenance(SQLiteBase):
             with self._read() as conn:
                 free = conn.execute("PRAGMA freelist_count").fetchone()[0]
                 total = conn.execute("PRAGMA page_count").fetchone()[0]
+            if before is not None:
+                # What the step gave back (others' commits may have freed pages since).
+                released += max(before - free, 0)
             # (A file without auto_vacuum, made by hand, frees nothing: then stop.)
             if free < RECLAIM_MIN_PAGES or free * 4 < total or free == before:
                 break
@@ -71,7 +74,6 @@ class SQLiteMaintenance(SQLiteBase):
                     # Its own transaction; executescript, because execute() would step
                     # the pragma once and so free a single page.
                     conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_CHUNK_PAGES})")
-            released += free if at_once else min(free, RECLAIM_CHUNK_PAGES)
         if released:
             # The file shrinks when the WAL is copied back into it; do that now rather
             # than at the next automatic checkpoint (PASSIVE: never waits for anyone).
