@@ -71,12 +71,12 @@ class ClaimedEvent(NamedTuple):
 
     A named tuple, not a frozen dataclass: a drain builds one per event per claim, and a
     frozen dataclass's ``__init__`` costs several times as much, on the claim path that
-    ``benchmarks/backlog.py`` measures.
+    ``benchmarks/backlog.py`` measures. It holds no destination: a claim is of one, and
+    each event's copy of its name cost the claim ~0.15 us an event.
     """
 
     rowid: int
     event_id: str
-    destination: str
     body: str
     attempts: int
     created_at: float

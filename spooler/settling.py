@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from .events import events_phrase
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .store.interface import SpoolStore
 
 __all__ = ["Settler", "short"]
+
+_rowid = attrgetter("rowid")  # in C: a whole batch's rowids are a list of 500 or more
 
 
 class Settler:
@@ -109,7 +112,7 @@ class Settler:
     ) -> None:
         name = self._config.name
         self._store.settle(
-            lease, destination=name, now=self._clock(), delivered=[e.rowid for e in events]
+            lease, destination=name, now=self._clock(), delivered=list(map(_rowid, events))
         )
         self._count(name, delivered=len(events))
         self._log.info(

@@ -372,6 +372,68 @@ def test_a_drained_backlog_gives_its_space_back(db: Path) -> None:
     assert db.stat().st_size < grown / 10
     assert rows(db, "PRAGMA freelist_count")[0][0] < RECLAIM_MIN_PAGES
     assert store.reclaim_space() == 0  # nothing left worth a transaction
+    assert rows(db, "PRAGMA auto_vacuum") == [(2,)]  # still INCREMENTAL
+
+
+def test_space_is_given_back_in_chunks_while_many_pages_are_in_use(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a drained backlog beside dead events that keep more pages than a chunk
+    monkeypatch.setattr(sqlite_maintenance, "RECLAIM_CHUNK_PAGES", 64)
+    store = SQLiteStore(db)
+    enqueue(store, *[f'{{"pad":"{"x" * 1000}","kept":1}}'] * 400, destination="dead")
+    claim = store.claim("dead", 400, "me", due_by=NOW, lease_until=NOW + 60)
+    assert claim is not None
+    store.settle(
+        claim.lease, now=NOW, dead=[(e.rowid, "rejected", Failure(400, "no")) for e in claim.events]
+    )
+    for chunk in range(4):
+        enqueue(store, *[f'{{"pad":"{"x" * 1000}","n":{chunk}}}'] * 2000)
+    while batch := store.claim("default", 500, "me", due_by=NOW, lease_until=NOW + 60):
+        store.settle(batch.lease, now=NOW, delivered=[e.rowid for e in batch.events])
+    (total, free), grown = (
+        rows(db, "SELECT * FROM pragma_page_count, pragma_freelist_count")[0],
+        db.stat().st_size,
+    )
+    assert total - free > 64
+    # When the space is given back: in chunks of 64 pages, each its own transaction
+    assert store.reclaim_space() > 0
+    # Then the file shrank all the same, the dead events kept, the mode unchanged
+    assert db.stat().st_size < grown / 5
+    assert rows(db, "PRAGMA freelist_count")[0][0] < RECLAIM_MIN_PAGES
+    assert store.counts(now=NOW)["dead"].dead == 400
+    assert rows(db, "PRAGMA auto_vacuum") == [(2,)]
+
+
+def test_a_spool_without_auto_vacuum_reports_no_space_given_back(db: Path) -> None:
+    # Given a spool whose file has no auto_vacuum (made so by hand), a backlog drained
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")
+    conn.close()
+    store = SQLiteStore(db)
+    enqueue(store, *[f'{{"pad":"{"x" * 1000}"}}'] * 2000)
+    while batch := store.claim("default", 500, "me", due_by=NOW, lease_until=NOW + 60):
+        store.settle(batch.lease, now=NOW, delivered=[e.rowid for e in batch.events])
+    free = rows(db, "PRAGMA freelist_count")[0][0]
+    assert free > RECLAIM_MIN_PAGES
+    # When it is asked to give space back: it cannot, and says so
+    assert store.reclaim_space() == 0
+    assert rows(db, "PRAGMA freelist_count")[0][0] == free
+    assert rows(db, "PRAGMA auto_vacuum") == [(0,)]
+
+
+def test_a_spool_left_in_full_auto_vacuum_is_set_back_when_opened(db: Path) -> None:
+    # Given a spool that a reclaim cut short left in auto_vacuum FULL
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA auto_vacuum = FULL")
+    conn.close()
+    assert rows(db, "PRAGMA auto_vacuum") == [(1,)]
+    # When it is opened, it is INCREMENTAL again
+    SQLiteStore(db).close()
+    assert rows(db, "PRAGMA auto_vacuum") == [(2,)]
 
 
 def test_reclaim_leaves_a_mostly_full_file_alone(db: Path) -> None:

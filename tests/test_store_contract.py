@@ -119,9 +119,9 @@ def test_claim_leases_events_in_enqueue_order(store: SpoolStore) -> None:
     add(store, "e1", "e2", "e3")
     now = time.time()
     batch = store.claim("d", 2, "a", due_by=now, lease_until=now + 60).events
-    assert [(e.event_id, e.body, e.attempts, e.destination) for e in batch] == [
-        ("e1", '{"n": "e1"}', 1, "d"),
-        ("e2", '{"n": "e2"}', 1, "d"),
+    assert [(e.event_id, e.body, e.attempts) for e in batch] == [
+        ("e1", '{"n": "e1"}', 1),
+        ("e2", '{"n": "e2"}', 1),
     ]
     assert abs(batch[0].queued_at - now) < 5 and batch[0].created_at == batch[0].queued_at
     assert claim(store, "b") == ["e3"]
@@ -137,6 +137,22 @@ def test_destinations_are_isolated(store: SpoolStore) -> None:
     assert store.counts(now=time.time())["a"].queued == 2
     assert store.counts(now=time.time())["b"].leased == 1
     assert store.next_due_at("c") is None
+
+
+def test_queued_elsewhere_counts_the_destinations_not_served(store: SpoolStore) -> None:
+    # Given events of three destinations, one of them held, one leased
+    add(store, "a1", "a2", destination="a")
+    add(store, "b1", destination="b")
+    add(store, "c1", "c2", "c3", destination="c")
+    store.hold(QueueSelection(destination="c"), now=time.time())
+    assert claim(store, destination="b") == ["b1"]
+    # Then each destination not served counts every event it has queued, as counts does
+    assert store.queued_elsewhere(["a"]) == {"b": 1, "c": 3}
+    assert store.queued_elsewhere(["b", "c", "z"]) == {"a": 2}
+    assert store.queued_elsewhere([]) == {
+        name: c.queued for name, c in store.counts(now=time.time()).items()
+    }
+    assert store.queued_elsewhere(["a", "b", "c"]) == {}
 
 
 def test_insert_is_all_or_nothing_within_limits(store: SpoolStore) -> None:
@@ -283,6 +299,27 @@ def test_claims_skip_the_spans_of_live_leases(store: SpoolStore) -> None:
     assert store.settle(a.lease, now=time.time(), delivered=[e.rowid for e in a.events]) == 2
     assert claim(store, "e") == []
     assert counts(store)[:3] == (4, 0, 4)
+
+
+def test_a_lease_whose_claim_order_is_not_its_rowid_order_keeps_its_events(
+    store: SpoolStore,
+) -> None:
+    # Given two events sent back to wait, the later enqueued due first
+    add(store, "e1", "e2")
+    first = take(store)
+    r1, r2 = (e.rowid for e in first.events)
+    queued = first.events[0].queued_at
+    retry = [(r2, queued - 20, BOOM), (r1, queued - 10, BOOM)]
+    assert store.settle(first.lease, now=time.time(), retry=retry) == 2
+    # When one drain claims them both, in due order, and an event is enqueued after
+    second = take(store, "b")
+    assert [e.event_id for e in second.events] == ["e1", "e2"]  # in enqueue order
+    add(store, "e3")
+    # Then another drain finds only that one, and nothing once it holds it
+    assert claim(store, "c") == ["e3"]
+    assert claim(store, "d") == []
+    assert counts(store)[:3] == (3, 0, 3)
+    assert store.settle(second.lease, now=time.time(), delivered=[r1, r2]) == 2
 
 
 def test_a_lease_settled_in_parts_ends_with_its_last_event(store: SpoolStore) -> None:

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from .. import checks
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from ..config import DestinationConfig
 
 __all__ = ["SPEC", "HttpDestination", "HttpOptions", "signature_headers"]
+
+_body = attrgetter("body")
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class HttpDestination(HttpApiDestination):
         """The request body, built by joining the stored JSON texts."""
         id_field = self.config.id_field
         texts = (
-            [event.body for event in events]  # no call per event when nothing is spliced
+            list(map(_body, events))  # no Python per event when nothing is spliced
             if id_field is None
             else [event_text(event, id_field) for event in events]
         )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from ..errors import StoreError
 from ..events import events_phrase
-from ..records import per_destination, queued_elsewhere
+from ..records import per_destination
 from .base import DrainBase, DrainReport, Mode
 
 __all__ = ["DrainReporting"]
@@ -79,7 +79,7 @@ class DrainReporting(DrainBase):
     def _log_unserved(self, *, still: bool = False) -> None:
         """Say which events wait for destinations this drain does not serve: "empty" or
         a quiet daemon must not let them pass for delivered."""
-        others = queued_elsewhere(self._store.counts(now=self._clock()), self._destinations)
+        others = self._store.queued_elsewhere(self._destinations)
         if others:
             log.warning(
                 "%s%s for destinations this drain does not serve: %s (drain them with "

@@ -15,7 +15,7 @@ Each method is one transaction unless its docstring says otherwise. A failure le
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from .shared import REPLAY_CHUNK
@@ -159,6 +159,10 @@ class SpoolStore(Protocol):
 
     def counts(self, *, now: float) -> dict[str, Counts]:
         """Queue and dead-letter counts and destination state, per destination."""
+
+    def queued_elsewhere(self, served: Collection[str]) -> dict[str, int]:
+        """Events queued per destination not in ``served`` (only those with some): what
+        ``counts`` says of them, without reading the events of ``served``."""
 
     def totals(self) -> tuple[int, int]:
         """Events held, queued or dead, and their bytes: what the limits are checked against."""

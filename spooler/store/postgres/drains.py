@@ -79,7 +79,7 @@ class PostgresDrains(PostgresBase):
                 rows = first_found(spans, lambda gap: self._due_in(conn, gap, params))
                 if not rows:
                     return None
-                events = sorted(ClaimedEvent._make(row[:7]) for row in rows)
+                events = sorted(ClaimedEvent._make(row[:6]) for row in rows)
                 holds = held([event.rowid for event in events])
                 assert holds is not None
                 lease = self._rows(
@@ -95,10 +95,10 @@ class PostgresDrains(PostgresBase):
                         "last": holds.last,
                         "ids": None if holds.ids is None else list(holds.ids),
                         "events": len(events),
-                        "bytes": sum(row[8] for row in rows),
-                        "low_due": rows[0][7],
+                        "bytes": sum(row[7] for row in rows),
+                        "low_due": rows[0][6],
                         "low_id": rows[0][0],
-                        "high_due": rows[-1][7],
+                        "high_due": rows[-1][6],
                         "high_id": rows[-1][0],
                     },
                 )[0][0]
@@ -128,7 +128,7 @@ class PostgresDrains(PostgresBase):
             gap_params.update(before_due=gap.before[0], before_id=gap.before[1])
         return self._rows(
             conn,
-            "SELECT id, event_id, destination, body, attempts + 1,"
+            "SELECT id, event_id, body, attempts + 1,"
             f" {from_db('created_at')}, {from_db('queued_at')}, due_at, octet_length(body)"
             f" FROM {{s}}.queue WHERE destination = %(destination)s AND {due}"
             + "".join(f" AND {bound}" for bound in bounds)
@@ -342,7 +342,7 @@ class PostgresDrains(PostgresBase):
                     [span for _, span in leases],
                     lambda gap: self._due_in(conn, gap, params, due=f"due_at < {HELD}"),
                 )
-                due = [until for until, _ in leases] + [row[7] for row in first]
+                due = [until for until, _ in leases] + [row[6] for row in first]
                 [(now,)] = self._rows(conn, f"SELECT {NOW}", params)
             return min(due) - now + params["h"] if due else None
 

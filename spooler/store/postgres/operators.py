@@ -3,7 +3,7 @@ release, retry-now and expire."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, cast
 
 import psycopg
@@ -36,6 +36,18 @@ from .sql import (
 )
 
 __all__ = ["PostgresOperators"]
+
+# The queued destinations, one seek of the claim index each (a GROUP BY would read every
+# entry to find the distinct ones), and a count of those not served.
+_QUEUED_ELSEWHERE = """
+WITH RECURSIVE named(destination) AS (
+    SELECT min(destination) FROM {s}.queue
+    UNION ALL
+    SELECT (SELECT min(q.destination) FROM {s}.queue AS q WHERE q.destination > named.destination)
+    FROM named WHERE named.destination IS NOT NULL
+)
+SELECT destination, (SELECT count(*) FROM {s}.queue AS q WHERE q.destination = named.destination)
+FROM named WHERE destination IS NOT NULL AND destination <> ALL(%(served)s)"""
 
 # A dead event's columns, its times on the caller's clock, then the offset of the two
 # clocks (for its attempt log's times, kept on the database's).
@@ -97,6 +109,12 @@ class PostgresOperators(PostgresBase):
             return by_destination
 
         return self._db.run(read)
+
+    def queued_elsewhere(self, served: Collection[str]) -> dict[str, int]:
+        """Events queued per destination not in ``served`` (only those with some), without
+        reading the events of ``served``."""
+        found = self._read(_QUEUED_ELSEWHERE, {"served": list(served)})
+        return {name: int(queued) for name, queued in sorted(found)}
 
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""

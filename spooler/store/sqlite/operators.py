@@ -4,7 +4,7 @@ retry-now and expire."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from ..shared import HELD, REPLAY_CHUNK, SERVICE_PREFIX, read_in_pages
 from .base import SQLiteBase
@@ -27,6 +27,19 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["SQLiteOperators"]
+
+# The queued destinations, one seek of the claim index each (SQLite would otherwise read
+# every entry to find the distinct ones), and a count of those not served.
+_QUEUED_ELSEWHERE = """
+WITH RECURSIVE named(destination) AS (
+    SELECT min(destination) FROM queue
+    UNION ALL
+    SELECT (SELECT min(destination) FROM queue WHERE destination > named.destination)
+    FROM named WHERE named.destination IS NOT NULL
+)
+SELECT destination, (SELECT count(*) FROM queue WHERE queue.destination = named.destination)
+FROM named WHERE destination IS NOT NULL
+AND destination NOT IN (SELECT value FROM json_each(?))"""
 
 
 class SQLiteOperators(SQLiteBase):
@@ -72,6 +85,14 @@ class SQLiteOperators(SQLiteBase):
                     counts.paused_until,
                 ) = state
         return by_destination
+
+    def queued_elsewhere(self, served: Collection[str]) -> dict[str, int]:
+        """Events queued per destination not in ``served`` (only those with some), without
+        reading the events of ``served``: a drain asks at its start, when a backlog of
+        its own would take ``counts`` tens of milliseconds to count."""
+        with self._read() as conn:
+            found = conn.execute(_QUEUED_ELSEWHERE, (json.dumps(list(served)),)).fetchall()
+        return dict(sorted(found))
 
     def totals(self) -> tuple[int, int]:
         """How many events the spool holds, queued or dead, and their bodies' bytes: what

@@ -34,6 +34,7 @@ _TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state", "hi
 # Tables an older spool does not have yet, by the version that added them.
 _ADDED_IN = {"history": 5, "leases": 6}
 MIN_SQLITE_VERSION = (3, 35, 0)  # RETURNING, and DROP COLUMN (the upgrade to leases)
+_FULL = 1  # PRAGMA auto_vacuum's value for FULL
 # The WAL file is cut back to this whenever a checkpoint empties it (it otherwise stays
 # at its high mark).
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
@@ -172,6 +173,10 @@ def prepare(conn: sqlite3.Connection, path: str, *, empty: bool) -> str:
     # one (SQLiteBase._flush), "normal" leaves it to checkpoints.
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _FULL:
+        # Left by a reclaim cut short (SQLiteMaintenance.reclaim_space): every commit
+        # would give its free pages back at once, producers' too.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if not tables:
         return "created" if _create_schema(conn, path) else "kept"
     if version < SCHEMA_VERSION:
