@@ -133,6 +133,20 @@ class LazyFS:
         with open(self._faults, "w") as faults:
             faults.write(text + "\n")
 
+    def arm(self, fault: str) -> None:
+        """Send a fault command and wait until LazyFS says it took it: a command is only
+        read between LazyFS's other work, and a fault that targets "the next" write must
+        be in place before that write starts."""
+        log = self.scratch / "lazyfs.out"
+        line = f"configured successfully '{fault}'"
+        seen = log.read_text().count(line)
+        self.command(fault)
+        deadline = time.monotonic() + 30
+        while log.read_text().count(line) == seen:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"LazyFS did not take the fault {fault!r}: {self.output()}")
+            time.sleep(0.01)
+
     def cache_usage(self) -> float:
         """How full LazyFS's cache is, in percent of its pages."""
         log = self.scratch / "lazyfs.out"

@@ -43,13 +43,21 @@ DRAIN_CUTS = 4 * SCALE
 # Small events and big ones (up to 40 KB, ten pages of overflow each), so that
 # checkpoints copy the log into the file and the log restarts from its beginning. Their
 # text is random, so that a store that compresses (PostgreSQL) writes all of it too.
+#
+# While a file "<ack file>.hold" exists, a producer makes no call: it waits between calls,
+# with none of its writes under way, and says so by creating "<ack file>.held".
 PRODUCER = """
-import random, sys, threading
+import os, random, sys, threading, time
 from spooler import Spool
 mode, path, acks, durability, seed = sys.argv[1:]
 spool = Spool(path, durability=durability)
 out = open(acks, "a", buffering=1)
 lock = threading.Lock()
+
+def wait_while_held():
+    while os.path.exists(acks + ".hold"):
+        open(acks + ".held", "a").close()
+        time.sleep(0.005)
 
 def event(rng):
     return {"pad": rng.randbytes(rng.choice((10, 10, 200, 3000, 40000)) // 2).hex()}
@@ -57,6 +65,7 @@ def event(rng):
 def produce(worker):
     rng = random.Random(int(seed) * 10 + worker)
     while True:
+        wait_while_held()
         if mode == "many":
             ids = spool.enqueue_many([event(rng) for _ in range(rng.randint(2, 20))])
         else:
@@ -256,9 +265,15 @@ def test_torn_writes_on_the_log_lose_no_acknowledged_event(lazyfs: LazyFS, scena
         target = len(acknowledged(acks)) + 20
         producer = start_producer("single", db, acks, "full", seed=round_number)
         assert wait_for_acks(acks, target)
-        # When a write of the log is torn by a power cut
-        wal = f"{lazyfs.disk(db)}-wal"
-        lazyfs.command(TORN[round_number % len(TORN)].format(wal=wal))
+        # When a write of the log is torn by a power cut: armed while the producer waits
+        # between two calls, so that the fault's run of writes is one whole commit's (armed
+        # mid-commit, a torn-seq whose run ended early at the commit's fsync never fired)
+        hold, held = Path(f"{acks}.hold"), Path(f"{acks}.held")
+        hold.touch()
+        held.unlink(missing_ok=True)
+        assert wait_until(held.exists, timeout=60), "the producer did not stop between calls"
+        lazyfs.arm(TORN[round_number % len(TORN)].format(wal=f"{lazyfs.disk(db)}-wal"))
+        hold.unlink()
         lazyfs.wait_until_killed()
         kill(producer)
         # Then the next boot finds every acknowledged event, and an intact spool
