@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from .events import events_phrase
-from .records import Finding, per_destination, queued_elsewhere
+from .records import Finding, per_destination
 from .spool import Spool
 
 __all__ = ["Finding", "diagnose"]
@@ -90,7 +90,7 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
-    stranded = queued_elsewhere(spool.status().destinations, configured)
+    stranded = spool.store.queued_elsewhere(configured)
     if not stranded:
         return Finding("ok", "routes", "every queued event is for a configured destination")
     return Finding(

@@ -10,7 +10,7 @@ imports them where it builds one, which only drains and operator commands do.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -38,7 +38,6 @@ __all__ = [
     "iso_utc",
     "one_line",
     "per_destination",
-    "queued_elsewhere",
 ]
 
 #: The reasons spooler dead-letters events for (a client may add its own).
@@ -185,11 +184,6 @@ class DeadGroup:
     count: int
     by_age: dict[str, int]
     top_error: str | None
-
-
-def queued_elsewhere(counts: Mapping[str, Counts], served: Collection[str]) -> dict[str, int]:
-    """Events queued per destination not in ``served``, by name (only those with some)."""
-    return {name: c.queued for name, c in sorted(counts.items()) if c.queued and name not in served}
 
 
 def per_destination(events: Mapping[str, int]) -> str:
