@@ -75,14 +75,8 @@ class Held(NamedTuple):
     def is_all(self, rowids: Collection[int]) -> bool:
         """Whether ``rowids`` are exactly the events the lease holds."""
         if self.ids is None:
-            if isinstance(rowids, list) and rowids == list(range(self.first, self.last + 1)):
-                return True  # in order, as a drain gives them: one comparison in C
-            return (
-                len(rowids) == self.last - self.first + 1
-                and min(rowids) == self.first
-                and max(rowids) == self.last
-                and len(set(rowids)) == len(rowids)
-            )
+            # Sorting rowids already in order (as a drain gives them) is one pass in C.
+            return sorted(rowids) == self.rowids()
         return set(rowids) == set(self.ids)
 
     def only(self, rowids: Iterable[int]) -> list[int]:
