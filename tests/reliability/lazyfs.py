@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -137,27 +137,30 @@ class LazyFS:
         """Send a fault command and wait until LazyFS says it took it: a command is only
         read between LazyFS's other work, and a fault that targets "the next" write must
         be in place before that write starts."""
-        log = self.scratch / "lazyfs.out"
         line = f"configured successfully '{fault}'"
-        seen = log.read_text().count(line)
-        self.command(fault)
-        deadline = time.monotonic() + 30
-        while log.read_text().count(line) == seen:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"LazyFS did not take the fault {fault!r}: {self.output()}")
-            time.sleep(0.01)
+        self._answered(fault, lambda log: log.count(line), f"take the fault {fault!r}")
 
     def cache_usage(self) -> float:
         """How full LazyFS's cache is, in percent of its pages."""
+        log = self._answered(  # answered in the log only
+            "lazyfs::display-cache-usage",
+            lambda log: len(_USAGE.findall(log)),
+            "report its cache usage",
+        )
+        return float(_USAGE.findall(log)[-1])
+
+    def _answered(self, command: str, answers: Callable[[str], int], what: str) -> str:
+        """Send ``command`` and wait until LazyFS's log holds one more of its answers
+        (``answers`` counts them in the log's text); the log's text then."""
         log = self.scratch / "lazyfs.out"
-        seen = len(_USAGE.findall(log.read_text()))
-        self.command("lazyfs::display-cache-usage")  # answered in the log only
+        seen = answers(log.read_text())
+        self.command(command)
         deadline = time.monotonic() + 30
-        while len(usage := _USAGE.findall(log.read_text())) == seen:
+        while answers(text := log.read_text()) == seen:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"LazyFS did not report its cache usage: {self.output()}")
+                raise RuntimeError(f"LazyFS did not {what}: {self.output()}")
             time.sleep(0.01)
-        return float(usage[-1])
+        return text
 
     def power_cut(self) -> None:
         """Drop every byte not fsynced; the mount then shows what the disk holds."""
