@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from helpers.cli import SPOOLER
 from helpers.processes import require_program
 
+import spooler
 from spooler import Spool
 from spooler.testing import Receiver
 
@@ -128,6 +132,26 @@ def test_a_read_only_file_system_is_named(tmp_path: Path, receiver: Receiver, sc
     assert row.lost == 0 and row.duplicated == 0
 
 
+@contextmanager
+def reachable_by_others(*paths: Path) -> Iterator[None]:
+    """Let other users pass through every folder above ``paths`` (o+x where it is
+    missing: traversal only, no listing), the mode of each restored afterwards. The user
+    nobody must reach the interpreter, its venv and the checkout, which may lie in a
+    folder that is root's alone (a clone under ``mktemp -d``, 0700)."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for folder in path.parents:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if folder not in changed and not mode & stat.S_IXOTH:
+                os.chmod(folder, mode | stat.S_IXOTH)
+                changed[folder] = mode
+    try:
+        yield
+    finally:
+        for folder, mode in changed.items():
+            os.chmod(folder, mode)
+
+
 def test_no_permission_is_named_with_the_user_and_the_path(scenario) -> None:
     row = scenario(
         "20 (no permission)",
@@ -147,13 +171,17 @@ def test_no_permission_is_named_with_the_user_and_the_path(scenario) -> None:
             spool.enqueue({"n": 1})
         os.chmod(db, 0o644)
         nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *SPOOLER]
-        results = [
-            subprocess.run([*nobody, *args], capture_output=True, text=True, cwd=folder, timeout=60)
-            for args in (
-                ["enqueue", "--db", str(db), '{"n": 2}'],
-                ["enqueue", "--db", str(folder / "new.db"), '{"n": 3}'],
-            )
-        ]
+        code = Path(spooler.__file__).parent  # the checkout, with an editable install
+        with reachable_by_others(Path(sys.executable), Path(sys.prefix) / "lib", code):
+            results = [
+                subprocess.run(
+                    [*nobody, *args], capture_output=True, text=True, cwd=folder, timeout=60
+                )
+                for args in (
+                    ["enqueue", "--db", str(db), '{"n": 2}'],
+                    ["enqueue", "--db", str(folder / "new.db"), '{"n": 3}'],
+                )
+            ]
         existing, new = results
         assert existing.returncode == 1
         assert f"no permission to read and write {db} (as user nobody)" in existing.stderr, (
