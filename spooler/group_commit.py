@@ -46,9 +46,10 @@ class GroupCommit:
 
     There is no background thread: the first caller to arrive leads, committing every
     request pending at that moment in one ``commit``; callers that arrive meanwhile
-    wait, and the first of them leads the next group. A failed shared commit is
-    handled as ``commit_together`` says: an error reaches exactly the callers it
-    concerns.
+    wait, and the first of them leads the next group. A lone caller (nobody leading,
+    the last group of one) commits its rows directly, as a group of itself. A failed
+    shared commit is handled as ``commit_together`` says: an error reaches exactly the
+    callers it concerns.
     """
 
     def __init__(self, commit: Callable[[Sequence[Row]], None]) -> None:
