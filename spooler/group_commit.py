@@ -75,7 +75,7 @@ class GroupCommit:
             # Nobody leads, and the last group was of one: a lone thread, which would
             # lead a group of itself without gathering anyway. It commits its rows
             # directly, without a request to park on (docs/performance.md, target 1).
-            alone = not self._leader_busy and self._last_group == 1
+            alone = not self._leader_busy and self._last_group <= 1
             if alone:
                 self._leader_busy = True
         if alone:
