@@ -114,7 +114,7 @@ def raw_durable_insert(db: sqlite3.Connection, body: str) -> None:
 
 def raw_spool(path: Path) -> sqlite3.Connection:
     """A raw sqlite3 connection to a new file with spooler's own schema (the claim index,
-    the ``totals`` row), WAL, synchronous=FULL. ``raw_spool_insert`` issues the
+    the ``totals`` row, not kept), WAL, synchronous=FULL. ``raw_spool_insert`` issues the
     statements ``Spool.enqueue`` issues, with none of spooler's Python around them: the
     floor of any code on this schema."""
     spooler.Spool(path).close()
@@ -125,7 +125,8 @@ def raw_spool(path: Path) -> sqlite3.Connection:
 
 def raw_spool_insert(db: sqlite3.Connection, body: str) -> None:
     """One event into a ``raw_spool``, as ``Spool.enqueue`` writes it: the queue row (and
-    so its claim index entry) and the totals row, in one transaction."""
+    so its claim index entry), and the totals row if writers keep it (they do not: no
+    limit was checked on this spool), in one transaction."""
     now = time.time()
     db.execute("BEGIN IMMEDIATE")
     db.execute(
@@ -133,7 +134,11 @@ def raw_spool_insert(db: sqlite3.Connection, body: str) -> None:
         " VALUES (?, 'default', ?, ?, ?, ?)",
         (str(uuid.uuid4()), body, now, now, now),
     )
-    db.execute("UPDATE totals SET events = events + 1, bytes = bytes + ?", (len(body),))
+    db.execute(
+        "UPDATE totals SET events = events + 1, bytes = bytes + ?"
+        " WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'totals')",
+        (len(body),),
+    )
     db.execute("COMMIT")
 
 

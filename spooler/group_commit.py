@@ -46,9 +46,10 @@ class GroupCommit:
 
     There is no background thread: the first caller to arrive leads, committing every
     request pending at that moment in one ``commit``; callers that arrive meanwhile
-    wait, and the first of them leads the next group. A failed shared commit is
-    handled as ``commit_together`` says: an error reaches exactly the callers it
-    concerns.
+    wait, and the first of them leads the next group. A lone caller (nobody leading,
+    the last group of one) commits its rows directly, as a group of itself. A failed
+    shared commit is handled as ``commit_together`` says: an error reaches exactly the
+    callers it concerns.
     """
 
     def __init__(self, commit: Callable[[Sequence[Row]], None]) -> None:
@@ -70,6 +71,16 @@ class GroupCommit:
         if self._pid != os.getpid():
             # After fork() the parent's waiting threads do not exist here.
             self._reset()
+        with self._lock:
+            # Nobody leads, and the last group was of one: a lone thread, which would
+            # lead a group of itself without gathering anyway. It commits its rows
+            # directly, without a request to park on (docs/performance.md, target 1).
+            alone = not self._leader_busy and self._last_group <= 1
+            if alone:
+                self._leader_busy = True
+        if alone:
+            self._commit_alone(rows)
+            return
         request = _Request(rows)
         with self._lock:
             self._pending.append(request)
@@ -94,6 +105,18 @@ class GroupCommit:
                 self._lead()  # even when interrupted: the others wait for a leader
         if request.error is not None:
             raise request.error
+
+    def _commit_alone(self, rows: Sequence[Row]) -> None:
+        """Lead a group of one: commit ``rows`` (its errors are the caller's own), then
+        hand leadership to whoever arrived meanwhile, as ``_lead`` does."""
+        started = time.perf_counter()
+        try:
+            self._commit(rows)
+        finally:
+            self._last_commit_seconds = time.perf_counter() - started
+            successor = self._next_leader()
+            if successor is not None:
+                successor.wakeup.release()
 
     def _abandon(self, request: _Request) -> None:
         """Settle what an interrupted waiter owes, so that nobody else hangs: rows still
@@ -129,16 +152,22 @@ class GroupCommit:
             self._commit_group(group)
         finally:
             self._last_commit_seconds = time.perf_counter() - started
-            with self._lock:
-                successor = self._pending[0] if self._pending else None
-                if successor is None:
-                    self._leader_busy = False
-                else:
-                    successor.lead = True
+            successor = self._next_leader()
             for request in group:
                 request.wakeup.release()
             if successor is not None:
                 successor.wakeup.release()
+
+    def _next_leader(self) -> _Request | None:
+        """The caller that leads next, the first to arrive during the last commit, made
+        leader (its caller wakes it); None, nobody leading, if none arrived."""
+        with self._lock:
+            successor = self._pending[0] if self._pending else None
+            if successor is None:
+                self._leader_busy = False
+            else:
+                successor.lead = True
+        return successor
 
     def _commit_group(self, group: list[_Request]) -> None:
         errors = commit_together(self._commit, [request.rows for request in group])

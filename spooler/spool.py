@@ -16,6 +16,7 @@ from .events import (
     check_destination_name,
     encode_event,
     encode_event_array,
+    new_event_id,
     new_event_id_block,
     new_event_ids,
     parse_event,
@@ -90,7 +91,11 @@ class Spool:
     def enqueue(self, event: dict[str, Any], *, destination: str = DEFAULT_DESTINATION) -> str:
         """Commit one event to the spool and return its event id."""
         body = encode_event(event, max_bytes=self.max_event_bytes)
-        return self._commit([body], destination)[0]
+        if destination != DEFAULT_DESTINATION:  # the default needs no check
+            check_destination_name(destination)
+        event_id = new_event_id()
+        self._group_commit.submit(((event_id, destination, body),))
+        return event_id
 
     def enqueue_many(
         self, events: Iterable[dict[str, Any]], *, destination: str = DEFAULT_DESTINATION

@@ -14,6 +14,7 @@ from spooler import InvalidEventError
 from spooler.events import (
     encode_event,
     encode_event_array,
+    new_event_id,
     new_event_id_block,
     new_event_ids,
     parse_event,
@@ -45,6 +46,20 @@ def test_encode_rejects_what_is_not_a_json_object(event: object, message: str) -
         encode_event(event)
 
 
+def test_encode_names_a_cycle_and_refuses_nesting_too_deep() -> None:
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = [cyclic]
+    with pytest.raises(InvalidEventError, match="Circular reference detected"):
+        encode_event(cyclic)
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"x": deep}
+    with pytest.raises(InvalidEventError, match="not JSON-serialisable: maximum recursion"):
+        encode_event(deep)
+    # and the encoder is as good as new afterwards
+    assert encode_event({"after": [1, {"a": None}]}) == '{"after":[1,{"a":null}]}'
+
+
 def test_encode_enforces_the_size_limit_in_bytes() -> None:
     assert encode_event({"x": "a" * 10}, max_bytes=18)  # {"x":"aaaaaaaaaa"} is 18 bytes
     with pytest.raises(InvalidEventError, match="19 bytes serialised, over the 18-byte limit"):
@@ -66,8 +81,12 @@ def test_parse_event_accepts_objects_only() -> None:
 
 @pytest.mark.parametrize(
     "make_ids",
-    [new_event_ids, lambda count: split_event_ids(new_event_id_block(count))],
-    ids=["one by one", "as a block"],
+    [
+        new_event_ids,
+        lambda count: split_event_ids(new_event_id_block(count)),
+        lambda count: [new_event_id() for _ in range(count)],
+    ],
+    ids=["one by one", "as a block", "one at a time"],
 )
 def test_event_ids_are_unique_version_7_uuids_in_time_order(
     make_ids: Callable[[int], list[str]],

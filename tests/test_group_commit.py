@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import random
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -250,3 +252,112 @@ def test_async_handlers_enqueue_through_to_thread_as_the_readme_says(db: Path) -
     assert sorted(
         n for (n,) in rows(db, "SELECT json_extract(body, '$.request') FROM queue")
     ) == list(range(40))
+
+
+def test_a_lone_caller_commits_directly_and_hands_over_to_the_callers_that_queued() -> None:
+    # Given a lone caller, whose commit is held while three others arrive
+    groups: list[list[Row]] = []
+    first_commit_started = threading.Event()
+    let_first_commit_finish = threading.Event()
+
+    def commit(rows: Sequence[Row]) -> None:
+        if not groups:
+            first_commit_started.set()
+            assert let_first_commit_finish.wait(30)
+        if any(body == "too big" for _, _, body in rows):
+            raise SpoolFullError("over max_bytes")
+        groups.append(list(rows))
+
+    group_commit = GroupCommit(commit)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "alone")],))
+    leader.start()
+    assert first_commit_started.wait(30)
+    # It committed without queueing a request of its own
+    assert group_commit._pending == []
+    callers = [[("b", "d", "small")], [("c", "d", "too big")], [("e", "d", "small")]]
+    outcome: list[list[object]] = []
+    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
+    waiter.start()
+    assert wait_until(lambda: len(group_commit._pending) == 3, timeout=30)
+    # When its commit ends
+    let_first_commit_finish.set()
+    leader.join(30)
+    waiter.join(30)
+    # Then the three that queued meanwhile shared the next commit (and, as it failed,
+    # one each): only the guilty one failed, nobody was committed twice
+    [results] = outcome
+    assert results[0] == "ok" and results[2] == "ok"
+    assert isinstance(results[1], SpoolFullError)
+    assert groups == [[("a", "d", "alone")], [("b", "d", "small")], [("e", "d", "small")]]
+    # And once the callers are gone, a lone caller commits directly again (after one
+    # group that finds nobody else arriving)
+    group_commit.submit([("f", "d", "again")])
+    group_commit.submit([("g", "d", "alone again")])
+    assert group_commit._pending == [] and not group_commit._leader_busy
+    assert groups[-2:] == [[("f", "d", "again")], [("g", "d", "alone again")]]
+
+
+def test_a_lone_caller_interrupted_in_its_commit_hands_over_to_the_waiting_callers() -> None:
+    committed: list[Row] = []
+    first_commit_started = threading.Event()
+    let_first_commit_finish = threading.Event()
+
+    def commit(rows: Sequence[Row]) -> None:
+        if not first_commit_started.is_set():
+            first_commit_started.set()
+            assert let_first_commit_finish.wait(30)
+            raise KeyboardInterrupt
+        committed.extend(rows)
+
+    group_commit = GroupCommit(commit)
+    interrupted: list[BaseException] = []
+
+    def lone() -> None:
+        try:
+            group_commit.submit([("a", "d", "interrupted")])
+        except BaseException as exc:
+            interrupted.append(exc)
+
+    leader = threading.Thread(target=lone)
+    leader.start()
+    assert first_commit_started.wait(30)
+    outcome: list[list[object]] = []
+    callers = [[("b", "d", "x")], [("c", "d", "y")]]
+    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
+    waiter.start()
+    assert wait_until(lambda: len(group_commit._pending) == 2, timeout=30)
+    let_first_commit_finish.set()
+    leader.join(30)
+    waiter.join(30)
+    assert [type(exc) for exc in interrupted] == [KeyboardInterrupt]
+    assert outcome == [["ok", "ok"]]
+    assert sorted(committed) == [("b", "d", "x"), ("c", "d", "y")]
+
+
+def test_lone_and_grouped_commits_mix_and_every_event_is_committed_once(db: Path) -> None:
+    # Threads that pause at random between calls: some calls find nobody else and
+    # commit directly, others queue behind them or lead a group
+    spool = Spool(db, durability="normal")
+    errors: list[str] = []
+
+    def produce(thread: int) -> None:
+        reader = sqlite3.connect(db)
+        pace = random.Random(thread)
+        for n in range(PER_THREAD):
+            event_id = spool.enqueue({"thread": thread, "n": n})
+            found = reader.execute("SELECT count(*) FROM queue WHERE event_id = ?", (event_id,))
+            if found.fetchone() != (1,):
+                errors.append(f"{event_id} not committed when enqueue returned")
+            time.sleep(pace.choice([0, 0, 0.0005, 0.002]))
+        reader.close()
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    spool.close()
+    assert errors == []
+    assert rows(db, "SELECT count(*), count(DISTINCT event_id) FROM queue") == [
+        (4 * PER_THREAD, 4 * PER_THREAD)
+    ]

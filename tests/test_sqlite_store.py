@@ -11,9 +11,11 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.processes import wait_until
 from helpers.spools import rows, spy_on_flushes
 
 import spooler.store.sqlite.base as sqlite_base
@@ -22,6 +24,7 @@ from spooler import (
     ConfigError,
     NotDurableError,
     Spool,
+    SpoolFullError,
     StoreError,
 )
 from spooler.history import HistoryPoint
@@ -486,3 +489,99 @@ def test_space_is_reclaimed_while_other_threads_commit(
     assert errors == []
     assert reclaims == 200
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+# -- totals and limits ----------------------------------------------------------------
+
+COUNTED = (
+    "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
+    " FROM (SELECT body FROM queue UNION ALL SELECT body FROM dead)"
+)
+
+
+def test_totals_are_kept_from_the_first_limit_on_and_miss_no_event(db: Path) -> None:
+    # Given producers that set no limit: their commits leave the totals row alone
+    spool = Spool(db)
+    spool.enqueue_many([{"n": n} for n in range(10)])
+    spool.enqueue({"n": 10})
+    assert rows(db, "SELECT events, bytes FROM totals") == [(0, 0)]
+    assert spool.store.totals() == (11, 11 * len('{"n":1}') + 1)  # counted row by row
+    # When a producer with a limit starts (a connection of its own, as another process
+    # has), while others enqueue and a drain delivers
+    stop, errors = threading.Event(), []
+
+    def busy(work: Callable[[], object]) -> None:
+        try:
+            while not stop.is_set():
+                work()
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def deliver() -> None:
+        now = time.time()
+        batch = spool.store.claim("default", 5, "drain", due_by=now, lease_until=now + 60)
+        if batch:
+            spool.store.settle(batch.lease, now=now, delivered=[e.rowid for e in batch.events])
+
+    threads = [
+        threading.Thread(target=busy, args=(work,))
+        for work in (
+            lambda: spool.enqueue({"n": 1}),
+            lambda: spool.enqueue_many([{"n": 2}, {"n": 3}]),
+            deliver,
+        )
+    ]
+    for thread in threads:
+        thread.start()
+    with Spool(db, max_events=10**9) as limited:
+        limited.enqueue({"limited": True})
+        before = spool.store.totals()[0]
+        assert wait_until(lambda: spool.store.totals()[0] > before + 20, timeout=30)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    # Then the totals kept match a count of every row: no event went uncounted
+    assert errors == []
+    assert rows(db, "SELECT events, bytes FROM totals") == rows(db, COUNTED)
+    assert [spool.store.totals()] == rows(db, COUNTED)
+    spool.close()
+
+
+def test_a_limit_refusal_keeps_the_totals_it_counted(db: Path) -> None:
+    # Given a spool where a producer without limits enqueued
+    with Spool(db) as free:
+        free.enqueue_many([{"n": n} for n in range(3)])
+    # When a producer with a limit the spool is already at tries to enqueue
+    with Spool(db, max_events=3) as limited:
+        with pytest.raises(SpoolFullError):
+            limited.enqueue({"limited": True})
+        # Then it is refused, the spool untouched, and the totals it counted stay kept
+        assert rows(db, "SELECT events, bytes FROM totals") == rows(db, COUNTED) == [(3, 21)]
+        assert rows(db, "SELECT value FROM meta WHERE key = 'totals'") == [("kept",)]
+        # And a producer without limits now counts its events against it
+        with Spool(db) as free:
+            free.enqueue({"n": 3})
+        assert limited.store.totals() == (4, 28)
+
+
+def test_a_version_6_spool_counts_its_totals_again_at_the_first_limit(db: Path) -> None:
+    # Given a spool of version 6, whose writers kept the totals row at every commit
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(4)])
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE totals SET events = 4, bytes = 28")
+    conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    # When this version opens it: writers leave the row alone until a limit is checked
+    with Spool(db) as spool:
+        assert spool.store.schema_version() == SCHEMA_VERSION
+        spool.enqueue({"n": 4})
+        assert rows(db, "SELECT events, bytes FROM totals") == [(4, 28)]
+        assert spool.store.totals() == (5, 35)
+    # Then the first limit counts it again
+    with Spool(db, max_events=6) as limited:
+        limited.enqueue({"n": 5})
+        with pytest.raises(SpoolFullError):
+            limited.enqueue({"n": 6})
+    assert rows(db, "SELECT events, bytes FROM totals") == [(6, 42)]

@@ -155,6 +155,27 @@ def test_queued_elsewhere_counts_the_destinations_not_served(store: SpoolStore) 
     assert store.queued_elsewhere(["a", "b", "c"]) == {}
 
 
+def test_totals_are_the_same_counted_or_kept(store: SpoolStore) -> None:
+    # Given writes before the totals are kept: an insert, a dead event, a delivery
+    add(store, "e1", "e2", "e3")
+    store.insert_dead(
+        "x", "d", '{"dead":1}', now=time.time(), reason="r", failure=Failure(400, "no")
+    )
+    lease, taken = rowids(store, limit=1)
+    store.settle(lease, now=time.time(), delivered=taken)
+    counted = store.totals()
+    assert counted == (3, 2 * len('{"n": "e1"}') + len('{"dead":1}'))
+    # When they are kept from now on (twice: the second time changes nothing)
+    store.keep_totals()
+    store.keep_totals()
+    # Then they start from the count, and every write moves them as it did the count
+    assert store.totals() == counted
+    add(store, "e4")
+    lease, taken = rowids(store, limit=1)
+    store.settle(lease, now=time.time(), delivered=taken)
+    assert store.totals() == counted
+
+
 def test_insert_is_all_or_nothing_within_limits(store: SpoolStore) -> None:
     add(store, "e1", "e2")
     assert store.totals() == (2, 2 * len('{"n": "e1"}'))

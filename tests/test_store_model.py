@@ -2,7 +2,8 @@
 
 Invariant: every event id is in exactly one of queue, dead-letter table, delivered or
 purged, and the store agrees with the model about which, about which lease holds it,
-and about how many of its attempts ended.
+about how many of its attempts ended, and about the totals the limits are checked
+against (kept from the first limit on, whatever ran before).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.ended: list[int] = []  # leases that ended: settling them changes nothing
         self.rowid_of: dict[str, int] = {}
         self.next_id = 0
+        self.totals_kept = False
 
     def teardown(self) -> None:
         self.store.close()
@@ -93,6 +95,12 @@ class StoreMachine(RuleBasedStateMachine):
             rows.append((event_id, "default", body))
             self.events[event_id] = Modelled("queued", due_at=self.now)
         self.store.insert(rows, now=self.now)
+
+    @rule()
+    def keep_totals(self) -> None:
+        # A producer with a limit starts: from now on every writer keeps the totals row.
+        self.store.keep_totals()
+        self.totals_kept = True
 
     @rule(owner=OWNERS, limit=st.integers(1, 5))
     def claim(self, owner: str, limit: int) -> None:
@@ -236,13 +244,15 @@ class StoreMachine(RuleBasedStateMachine):
             # The attempts that ended, as each queued event keeps them.
             stored = dict(conn.execute("SELECT event_id, attempts FROM queue"))
             assert stored == {i: self.events[i].attempts for i in queued}
-            # The running totals (what limits are checked against) match a full count.
-            totals = conn.execute("SELECT events, bytes FROM totals").fetchone()
+            # The running totals (what limits are checked against), once writers keep
+            # them, match a full count; until then nothing writes them.
+            kept = conn.execute("SELECT events, bytes FROM totals").fetchone()
             counted = conn.execute(
                 "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
                 " FROM (SELECT body FROM queue UNION ALL SELECT body FROM dead)"
             ).fetchone()
-        assert totals == counted
+        assert kept == (counted if self.totals_kept else (0, 0))
+        assert self.store.totals() == counted
 
 
 StoreMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

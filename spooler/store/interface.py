@@ -100,6 +100,10 @@ class SpoolStore(Protocol):
     ) -> None:
         """Put an event straight into the dead-letter table."""
 
+    def keep_totals(self) -> None:
+        """Have every writer keep the totals the limits are checked against, from now on
+        (the first time on a spool, they are counted); ``insert`` with a limit does it."""
+
     # -- drains -----------------------------------------------------------------------
 
     def claim(

@@ -204,7 +204,7 @@ class PostgresProducers(PostgresBase):
         none is over ``max_event_bytes`` and the limits allow: one statement, checks and
         all. Returns False if a check other than the limits failed."""
         if max_events is not None or max_bytes is not None:
-            self._keep_totals()
+            self.keep_totals()
         checks = []
         if count is not None:
             checks.append("sizes.events = %(count)s")
@@ -247,7 +247,7 @@ class PostgresProducers(PostgresBase):
         )
         return int(events), int(size)
 
-    def _keep_totals(self) -> None:
+    def keep_totals(self) -> None:
         """Have every producer keep the totals from now on; the first time on this spool,
         count them, with its writers held back meanwhile so that none is missed."""
         if self._totals_kept:

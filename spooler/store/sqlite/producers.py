@@ -11,7 +11,7 @@ from itertools import chain
 from ...events import EVENT_ID_CHARS, utf8_size
 from ..shared import check_room
 from .base import SQLiteBase
-from .sql import add_totals, totals
+from .sql import COUNT_TOTALS, TOTALS_KEPT, add_totals, totals
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class _ArrayRefused(Exception):
 class SQLiteProducers(SQLiteBase):
     """What producers do to a spool file."""
 
+    _totals_kept = False  # known to be kept (never unkept once they are)
+
     def insert(
         self,
         rows: Sequence[tuple[str, str, str]],
@@ -39,6 +41,8 @@ class SQLiteProducers(SQLiteBase):
     ) -> None:
         """Insert ``(event_id, destination, body)`` rows in one transaction, within limits."""
         added_bytes = sum(utf8_size(body) for _, _, body in rows)
+        if max_events is not None or max_bytes is not None:
+            self.keep_totals()
         with self._write() as conn:
             _check_limits(conn, len(rows), added_bytes, max_events, max_bytes)
             # Many rows per statement, not executemany's one step per row: each step
@@ -73,6 +77,8 @@ class SQLiteProducers(SQLiteBase):
         count, odd = divmod(len(id_block), EVENT_ID_CHARS)
         if odd:
             raise ValueError("an id block holds whole event ids")
+        if max_events is not None or max_bytes is not None:
+            self.keep_totals()
         try:
             with self._write() as conn:
                 _check_limits(conn, count, size, max_events, max_bytes)
@@ -110,6 +116,25 @@ class SQLiteProducers(SQLiteBase):
             return False
         return True
 
+    def keep_totals(self) -> None:
+        """Have every writer keep the ``totals`` row from now on, what the limits are
+        checked against in O(1); the first time on this spool, count it row by row.
+
+        Until then no write updates the row (``add_totals``): a commit writes one page
+        less. The count and the switch are one write transaction, which holds every
+        other writer off, so no event is missed by both. Its own transaction, not the
+        insert's: an insert refused for the limits must not roll the switch back, or
+        every refusal would count the whole spool again.
+        """
+        if self._totals_kept:
+            return
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE totals SET (events, bytes) = ({COUNT_TOTALS}) WHERE NOT {TOTALS_KEPT}"
+            )
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('totals', 'kept')")
+        self._totals_kept = True
+
     def insert_dead(
         self,
         event_id: str,
@@ -137,7 +162,8 @@ def _check_limits(
     max_events: int | None,
     max_bytes: int | None,
 ) -> None:
-    """Raise ``SpoolFullError`` if ``count`` more events of ``added_bytes`` would pass a limit."""
+    """Raise ``SpoolFullError`` if ``count`` more events of ``added_bytes`` would pass a
+    limit (the totals are kept: ``keep_totals``)."""
     if max_events is None and max_bytes is None:
         return  # no read of totals: the common case costs nothing
     check_room(totals(conn), (count, added_bytes), max_events, max_bytes)

@@ -2,7 +2,8 @@
 
 One file holds three tables: ``queue`` (events waiting or in flight), ``dead`` (the
 dead-letter table) and ``meta`` (application name and schema version), plus a
-one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check,
+one-row ``totals`` table that keeps the spool's size so limits cost O(1) to check
+(once one has been: until then writers leave it alone, see ``sql.TOTALS_KEPT``),
 ``destination_state`` (each destination's last outcome and circuit breaker),
 ``history`` (a row per destination and minute, for the dashboard's charts) and
 ``leases`` (one row per batch a drain holds: ``store/leases.py``).
@@ -24,7 +25,7 @@ __all__ = [
     "prepare",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION = "spooler"
 # In the file's header (PRAGMA application_id), set before anything else is written to a
 # new spool: a file with this id and no tables yet is a spool whose creation was cut
@@ -135,6 +136,11 @@ _MIGRATIONS = {
     # way is due when its old lease ends, its attempt in flight counted: as it would
     # be after a lease of the new kind ran out.
     5: (_LEASES, "ALTER TABLE queue DROP COLUMN lease_owner"),
+    # Writers keep the totals row only from the first limit checked on (a 'totals' key
+    # in meta; sql.TOTALS_KEPT): no statement changes, only what the row means, which a
+    # spooler of version 6 would not know. The row of an upgraded spool is counted
+    # again when a limit is first checked.
+    6: (),
 }
 
 

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPEND_ATTEMPT",
+    "COUNT_TOTALS",
     "LEASED",
+    "TOTALS_KEPT",
     "add_totals",
     "attempt_entry",
     "delete_counted",
@@ -143,15 +145,32 @@ def record_outcome(
         )
 
 
+# SQL for "writers keep the totals row": from the first limit checked on the spool
+# (``SQLiteProducers.keep_totals``) on; never undone.
+TOTALS_KEPT = "EXISTS (SELECT 1 FROM meta WHERE key = 'totals')"
+# SQL for the spool's events, queued or dead, and their bodies' bytes, counted row by row.
+COUNT_TOTALS = (
+    "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
+    " FROM (SELECT body FROM queue UNION ALL SELECT body FROM dead)"
+)
+
+
 def totals(conn: sqlite3.Connection) -> tuple[int, int]:
-    """The spool's events, queued or dead, and their bodies' bytes (the ``totals`` row)."""
-    events, size = conn.execute("SELECT events, bytes FROM totals").fetchone()
+    """The spool's events, queued or dead, and their bodies' bytes: the ``totals`` row
+    while writers keep it, else counted row by row."""
+    found = conn.execute(f"SELECT events, bytes FROM totals WHERE {TOTALS_KEPT}").fetchone()
+    events, size = found or conn.execute(COUNT_TOTALS).fetchone()
     return events, size
 
 
 def add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:
-    """Add events (or, negative, take them off) to the spool's totals."""
-    conn.execute("UPDATE totals SET events = events + ?, bytes = bytes + ?", (events, size))
+    """Add events (or, negative, take them off) to the spool's totals, if writers keep
+    them: until a limit is checked, a write leaves the ``totals`` row alone, one page
+    less for its commit to write (docs/performance.md, target 1)."""
+    conn.execute(
+        f"UPDATE totals SET events = events + ?, bytes = bytes + ? WHERE {TOTALS_KEPT}",
+        (events, size),
+    )
 
 
 def delete_counted(
