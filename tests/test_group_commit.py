@@ -17,6 +17,7 @@ import pytest
 from helpers.processes import wait_until
 from helpers.spools import rows
 
+import spooler.group_commit as group_commit_module
 import spooler.store.sqlite.base as sqlite_base
 from spooler import NotDurableError, Spool, SpoolFullError, StoreError
 from spooler.group_commit import GroupCommit, Row
@@ -360,4 +361,154 @@ def test_lone_and_grouped_commits_mix_and_every_event_is_committed_once(db: Path
     assert errors == []
     assert rows(db, "SELECT count(*), count(DISTINCT event_id) FROM queue") == [
         (4 * PER_THREAD, 4 * PER_THREAD)
+    ]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class WokenThenInterrupted:
+    """A caller's wake-up lock whose wait ends in an interruption right after it acquired,
+    as when a signal's handler raises at that moment."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def acquire(self) -> bool:
+        self._lock.acquire()
+        raise Interrupted
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_a_caller_interrupted_right_after_it_was_woken_still_wakes_the_rest_of_its_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a group of three callers queued behind a held commit, the middle one to be
+    # interrupted just after it is woken (its rows are committed by then)
+    class Request(group_commit_module._Request):
+        def __init__(self, rows: Sequence[Row]) -> None:
+            super().__init__(rows)
+            if rows[0][0] == "c":
+                self.wakeup = WokenThenInterrupted(self.wakeup)
+
+    monkeypatch.setattr(group_commit_module, "_Request", Request)
+    committed: list[Row] = []
+    first_commit_started = threading.Event()
+    let_first_commit_finish = threading.Event()
+
+    def commit(rows: Sequence[Row]) -> None:
+        if not first_commit_started.is_set():
+            first_commit_started.set()
+            assert let_first_commit_finish.wait(30)
+        committed.extend(rows)
+
+    group_commit = GroupCommit(commit)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
+    leader.start()
+    assert first_commit_started.wait(30)
+    results: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        try:
+            group_commit.submit([(name, "d", "x")])
+            results[name] = "ok"
+        except BaseException as exc:
+            results[name] = exc
+
+    callers = {name: threading.Thread(target=call, args=(name,)) for name in "bcd"}
+    for queued, thread in enumerate(callers.values(), start=1):  # in this order
+        thread.start()
+        assert wait_until(lambda n=queued: len(group_commit._pending) == n, timeout=30)
+    # When the commits end
+    let_first_commit_finish.set()
+    leader.join(30)
+    for thread in callers.values():
+        thread.join(30)
+    # Then the middle one is told of its interruption, and the others, woken after it,
+    # returned: nobody hangs, and every row is committed once
+    assert not any(thread.is_alive() for thread in callers.values())
+    assert results["b"] == "ok" and results["d"] == "ok"
+    assert isinstance(results["c"], Interrupted)
+    assert sorted(committed) == [
+        ("a", "d", "first"),
+        ("b", "d", "x"),
+        ("c", "d", "x"),
+        ("d", "d", "x"),
+    ]
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_the_main_thread_interrupted_while_its_group_commits_hangs_nobody(signals: int) -> None:
+    # Given the main thread queued between two other callers behind a held commit
+    committed: list[Row] = []
+    started = [threading.Event(), threading.Event()]
+    finish = [threading.Event(), threading.Event()]
+
+    def commit(rows: Sequence[Row]) -> None:
+        held = sum(event.is_set() for event in started)
+        if held < 2:
+            started[held].set()
+            assert finish[held].wait(30)
+        committed.extend(rows)
+
+    group_commit = GroupCommit(commit)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
+    leader.start()
+    assert started[0].wait(30)
+    results: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        try:
+            group_commit.submit([(name, "d", "x")])
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = exc
+
+    others = {name: threading.Thread(target=call, args=(name,)) for name in "bc"}
+    others["b"].start()
+    assert wait_until(lambda: len(group_commit._pending) == 1, timeout=30)
+    interruptions: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        interruptions.append(signum)
+        raise Interrupted
+
+    def conduct() -> None:
+        assert wait_until(lambda: len(group_commit._pending) == 2, timeout=30)
+        others["c"].start()  # after the main thread
+        assert wait_until(lambda: len(group_commit._pending) == 3, timeout=30)
+        finish[0].set()  # the three commit next, together
+        assert started[1].wait(30)
+        # When signals interrupt the main thread while its rows are being committed (a
+        # second one while it waits for that commit after the first)
+        for sent in range(1, signals + 1):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+            assert wait_until(lambda n=sent: len(interruptions) == n, timeout=30)
+        finish[1].set()
+
+    conductor = threading.Thread(target=conduct)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        conductor.start()
+        with pytest.raises(Interrupted):
+            group_commit.submit([("m", "d", "main")])
+        commit_was_over = finish[1].is_set()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    conductor.join(30)
+    leader.join(30)
+    for thread in others.values():
+        thread.join(30)
+    # Then, interrupted once, it raised only once its group's commit was over; and the
+    # others returned either way (the main thread is not in the chain of wake-ups)
+    assert commit_was_over or signals == 2
+    assert results == {"b": "ok", "c": "ok"}
+    assert sorted(committed) == [
+        ("a", "d", "first"),
+        ("b", "d", "x"),
+        ("c", "d", "x"),
+        ("m", "d", "main"),
     ]
