@@ -148,11 +148,11 @@ def record_outcome(
 # SQL for "writers keep the totals row": from the first limit checked on the spool
 # (``SQLiteProducers.keep_totals``) on; never undone.
 TOTALS_KEPT = "EXISTS (SELECT 1 FROM meta WHERE key = 'totals')"
+# SQL for the events and their bodies' bytes, counted row by row: the columns of a SELECT
+# from a table of bodies.
+_COUNTED = "count(*) AS events, coalesce(sum(length(CAST(body AS BLOB))), 0) AS bytes"
 # SQL for the spool's events, queued or dead, and their bodies' bytes, counted row by row.
-COUNT_TOTALS = (
-    "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
-    " FROM (SELECT body FROM queue UNION ALL SELECT body FROM dead)"
-)
+COUNT_TOTALS = f"SELECT {_COUNTED} FROM (SELECT body FROM queue UNION ALL SELECT body FROM dead)"
 
 
 def totals(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -176,21 +176,20 @@ def add_totals(conn: sqlite3.Connection, events: int, size: int) -> None:
 def delete_counted(
     conn: sqlite3.Connection, table: str, condition: str, params: Sequence[object]
 ) -> int:
-    """Delete the rows of ``table`` meeting ``condition``, take them off the totals, and
-    return how many went.
+    """Delete the rows of ``table`` meeting ``condition``, take them off the totals (if
+    writers keep them), and return how many went.
 
-    The sizes are summed in SQL before the delete: a ``DELETE ... RETURNING`` would hand
-    every row to Python (~0.4 ms of a 500-event settle).
+    The rows are counted off in SQL before the delete, and only while the totals are
+    kept: a ``DELETE ... RETURNING`` would hand every row to Python (~0.4 ms of a
+    500-event settle), and a spool whose totals nobody keeps needs no count at all.
     """
-    count: int  # sqlite3 types its rows as Any
-    size: int
-    count, size = conn.execute(
-        "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0)"
-        f" FROM {table} WHERE {condition}",
+    conn.execute(
+        f"UPDATE totals SET (events, bytes) = (SELECT totals.events - gone.events,"
+        f" totals.bytes - gone.bytes FROM (SELECT {_COUNTED} FROM {table} WHERE {condition})"
+        f" AS gone) WHERE {TOTALS_KEPT}",
         params,
-    ).fetchone()
-    conn.execute(f"DELETE FROM {table} WHERE {condition}", params)
-    add_totals(conn, -count, -size)
+    )
+    count: int = conn.execute(f"DELETE FROM {table} WHERE {condition}", params).rowcount
     return count
 
 
