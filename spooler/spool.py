@@ -154,7 +154,7 @@ class Spool:
         return bodies
 
     def _commit(self, bodies: list[str], destination: str) -> list[str]:
-        check_destination_name(destination)
+        """Commit encoded events to ``destination``, a name its callers have checked."""
         ids = new_event_ids(len(bodies))
         if ids:
             self._group_commit.submit(
