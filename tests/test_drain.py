@@ -711,6 +711,22 @@ def test_a_gzip_compressed_error_answer_is_recorded_decoded(
     ]
 
 
+def test_a_receivers_cookies_are_never_sent_back(spool: Spool, receiver: Receiver) -> None:
+    # A session cookie sent back would come back echoed in error answers the spool keeps.
+    spool.enqueue_many(events(3))
+    receiver.respond = lambda body, headers: (
+        200,
+        {"Set-Cookie": "session=s3cr3t; Path=/", "Content-Type": "application/json"},
+        b"{}",
+    )
+    report = drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    assert report.delivered == 3 and len(receiver.requests) == 3
+    assert [
+        [name for name in request.headers if name.lower() == "cookie"]
+        for request in receiver.requests
+    ] == [[], [], []]
+
+
 @pytest.mark.parametrize(("status", "requests"), [(401, 1), (407, 1), (403, 2 * 8 - 1)])
 def test_a_refusal_of_the_request_itself_kills_the_batch_without_bisecting_it(
     spool: Spool, receiver: Receiver, db: Path, status: int, requests: int
