@@ -135,19 +135,8 @@ class Committer:
 
     def _commit_group(self, group: list[_Batch]) -> None:
         # One call for the ids of the whole group: os.urandom is a system call.
-        ids = new_event_ids(sum(len(batch.events) for batch in group))
-        rows: list[list[Row]] = []
-        start = 0
-        for batch in group:
-            rows.append(
-                [
-                    (event_id, destination, body)
-                    for event_id, (destination, body) in zip(
-                        ids[start : start + len(batch.events)], batch.events, strict=True
-                    )
-                ]
-            )
-            start += len(batch.events)
+        ids = iter(new_event_ids(sum(len(batch.events) for batch in group)))
+        rows = [[(next(ids), dest, body) for dest, body in batch.events] for batch in group]
         began = time.perf_counter()
         self._commit_began = self._clock()
         try:
