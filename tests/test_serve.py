@@ -12,7 +12,6 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from helpers.spools import rows
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
-from spooler.serve.apis import iso_now
 from spooler.testing import Receiver
 
 KEYS = {
@@ -563,22 +561,3 @@ def test_sigterm_answers_the_requests_in_progress_and_exits_0(db: Path) -> None:
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(timeout=30) == 0
     assert len(stored(db)) == 1
-
-
-@pytest.mark.parametrize(
-    "now",
-    [
-        1_764_990_000.0,
-        1_764_990_000.123_456,
-        # Where rounding to the microsecond carries into the millisecond or the second
-        1_764_990_000.000_999_5,
-        1_764_990_000.999_999_5,
-        1_764_990_000.999_999_4,
-        0.0,
-        -0.000_000_4,
-        -1.5,
-    ],
-)
-def test_iso_now_is_what_datetime_makes_to_the_millisecond(now: float) -> None:
-    expected = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds")
-    assert iso_now(now) == expected
