@@ -33,16 +33,30 @@ class GatedStore:
         self.commits.append(list(rows))
 
 
+def submit(committer: Committer, events: list[tuple[str, str]]) -> asyncio.Future[list[str]]:
+    """``committer.submit``, its outcome as a future (to await in a test)."""
+    future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+    def done(outcome: list[str] | Exception) -> None:
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    committer.submit(events, done)
+    return future
+
+
 def test_batches_that_wait_for_a_commit_share_the_next_one() -> None:
     store = GatedStore()
 
     async def scenario() -> list[list[str]]:
         committer = Committer(store.commit)
-        first = committer.submit([("d", "a")])
+        first = submit(committer, [("d", "a")])
         # Given a commit in progress
         assert await asyncio.to_thread(store.first_started.wait, 10)
         # When three more requests arrive meanwhile
-        waiting = [committer.submit([("d", f"{n}.1"), ("d", f"{n}.2")]) for n in range(3)]
+        waiting = [submit(committer, [("d", f"{n}.1"), ("d", f"{n}.2")]) for n in range(3)]
         store.gate.set()
         ids = [await first, *[await future for future in waiting]]
         committer.close()
@@ -65,9 +79,9 @@ def test_a_failing_request_does_not_fail_those_it_shared_a_commit_with() -> None
 
     async def scenario() -> tuple[list[str], list[str]]:
         committer = Committer(store.commit)
-        first = committer.submit([("d", "a")])
+        first = submit(committer, [("d", "a")])
         assert await asyncio.to_thread(store.first_started.wait, 10)
-        good, bad = committer.submit([("d", "b")]), committer.submit([("d", "bad")])
+        good, bad = submit(committer, [("d", "b")]), submit(committer, [("d", "bad")])
         store.gate.set()
         await first
         with pytest.raises(SpoolFullError):
@@ -88,7 +102,7 @@ def test_a_commit_past_its_step_is_overdue_and_a_close_does_not_wait_for_it() ->
         committer = Committer(store.commit, step=5.0, clock=lambda: now[0])
         idle = committer.overdue()
         # Given a commit in progress (held by the store)
-        pending = committer.submit([("d", "a")])
+        pending = submit(committer, [("d", "a")])
         assert await asyncio.to_thread(store.first_started.wait, 10)
         # When it runs for its step, then past it
         now[0] += 5.0
@@ -110,7 +124,7 @@ def test_a_close_waits_for_the_commits_that_are_not_stuck() -> None:
 
     async def scenario() -> bool:
         committer = Committer(store.commit, step=60.0)
-        committer.submit([("d", "a")])
+        submit(committer, [("d", "a")])
         assert await asyncio.to_thread(store.first_started.wait, 10)
         # Given a commit in progress, within its step, when the relay closes
         closing = asyncio.ensure_future(asyncio.to_thread(committer.close))

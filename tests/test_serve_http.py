@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spooler.serve.http import HttpServer, Limits, Request, Response
+from spooler.serve.http import Answer, HttpServer, Limits, Request, Response
 
 BODY_LIMIT = 100
 
@@ -28,7 +28,7 @@ class EchoApp:
     def too_large(self, path: str) -> Response:
         return Response(413, b'{"error":"too large"}')
 
-    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+    def handle(self, request: Request, answer: Answer) -> Response | None:
         self.handled.append(request)
         return Response(200, f"{request.method} {request.path} ".encode() + request.body)
 
@@ -36,9 +36,9 @@ class EchoApp:
 class UnansweredApp(EchoApp):
     """Never answers: each request waits for a commit that does not return."""
 
-    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+    def handle(self, request: Request, answer: Answer) -> Response | None:
         self.handled.append(request)
-        return asyncio.get_running_loop().create_future()
+        return None
 
 
 class Served:

@@ -24,7 +24,7 @@ from ..spool import Spool
 from .amplitude import Amplitude
 from .apis import API, Datalyr, Events, Refused, json_response
 from .commits import Committer
-from .http import HttpServer, Limits, Request, Response
+from .http import INTERNAL_ERROR, Answer, HttpServer, Limits, Request, Response
 from .posthog import PostHog
 from .segment import Segment
 from .stats import REPORT_INTERVAL, Metrics, ServeStats
@@ -90,9 +90,9 @@ class IngestApp:
         self._stats.refuse(route[0].name, 413)
         return route[0].too_large(f"the body is over {route[0].body_limit(path)} bytes")
 
-    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+    def handle(self, request: Request, answer: Answer) -> Response | None:
         """Read and check the request's events, and commit them: the API's answer at once
-        for a request refused, else its future, settled once the commit has returned."""
+        for a request refused, else None, and ``answer`` once the commit has returned."""
         if request.path == "/healthz" and request.method == "GET":
             return json_response(200, {"ok": True})
         route = self._route(request.path)
@@ -112,25 +112,23 @@ class IngestApp:
             return refused.response
         if not texts:
             return api.accepted(request, ingest, [], now)
-        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
-        def committed(commit: asyncio.Future[list[str]]) -> None:
-            try:
-                ids = commit.result()
-            except SpoolerError as exc:
+        def committed(outcome: list[str] | Exception) -> None:
+            if isinstance(outcome, SpoolerError):
                 log.warning(
-                    "%s %s: not stored, answered 503: %s", request.method, request.path, exc
+                    "%s %s: not stored, answered 503: %s", request.method, request.path, outcome
                 )
                 self._stats.refuse(api.name, 503)
-                answer.set_result(api.unavailable(f"the spool cannot take events now: {exc}"))
-            except Exception as exc:  # a bug: the connection answers 500
-                answer.set_exception(exc)
+                answer(api.unavailable(f"the spool cannot take events now: {outcome}"))
+            elif isinstance(outcome, Exception):  # a bug: the client gets a 500
+                log.error("%s %s failed", request.method, request.path, exc_info=outcome)
+                answer(INTERNAL_ERROR)
             else:
                 self._stats.accept(api.name, destination, len(texts))
-                answer.set_result(api.accepted(request, ingest, ids, now))
+                answer(api.accepted(request, ingest, outcome, now))
 
-        self._committer.submit([(destination, text) for text in texts]).add_done_callback(committed)
-        return answer
+        self._committer.submit([(destination, text) for text in texts], committed)
+        return None
 
     def _check_key(self, api: API, destination: str, key: str | None) -> None:
         """Refuse a key that is neither the destination's nor the serve token (where

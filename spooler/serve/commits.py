@@ -13,6 +13,7 @@ batch at a time (``commit_together``), so a request learns only of its own error
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import threading
@@ -23,7 +24,9 @@ from ..errors import ConfigError
 from ..events import new_event_ids
 from ..group_commit import commit_together
 
-__all__ = ["HANG_ENV", "Committer"]
+__all__ = ["HANG_ENV", "Committer", "Done"]
+
+log = logging.getLogger("spooler.serve")
 
 Row = tuple[str, str, str]
 # The longest the thread waits for the batches of a group, however slow the last commit.
@@ -35,14 +38,19 @@ HANG_ENV = "SPOOLER_SERVE_HANG_AT"
 _CLOSE_POLL_SECONDS = 0.1
 
 
+# Called from the event loop once a batch is committed: with its events' new ids, or
+# with the error that kept them out.
+Done = Callable[[list[str] | Exception], None]
+
+
 class _Batch:
-    """One request's events: ``(destination, JSON text)`` pairs, and its future."""
+    """One request's events: ``(destination, JSON text)`` pairs, and whom to tell."""
 
-    __slots__ = ("events", "future")
+    __slots__ = ("done", "events")
 
-    def __init__(self, events: Sequence[tuple[str, str]], future: asyncio.Future[list[str]]):
+    def __init__(self, events: Sequence[tuple[str, str]], done: Done):
         self.events = events
-        self.future = future
+        self.done = done
 
 
 class Committer:
@@ -51,7 +59,7 @@ class Committer:
     Usage::
 
         committer = Committer(spool.commit_rows, on_commit=stats.commit)
-        ids = await committer.submit([("amplitude", '{"event_type":"a"}')])
+        committer.submit([("amplitude", '{"event_type":"a"}')], done=print)
         committer.close()
 
     ``on_commit(seconds, batches)`` is called after each commit, from the thread. A
@@ -86,19 +94,21 @@ class Committer:
         self._thread = threading.Thread(target=self._run, name="spooler-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, events: Sequence[tuple[str, str]]) -> asyncio.Future[list[str]]:
+    def submit(self, events: Sequence[tuple[str, str]], done: Done) -> None:
         """Commit ``(destination, JSON text)`` events in one transaction (maybe shared);
-        the future gives their new event ids once they are committed, or the error."""
-        future: asyncio.Future[list[str]] = self._loop.create_future()
+        ``done`` is called from the loop with their new event ids once they are
+        committed, or with the error.
+
+        A callback, not a future: one loop callback settles a whole committed group,
+        where a future per request would cost a loop turn each (docs/performance.md)."""
         with self._arrived:
             if self._closed:
                 raise RuntimeError("the committer is closed")
-            self._pending.append(_Batch(events, future))
+            self._pending.append(_Batch(events, done))
             # A busy thread takes the batch when its commit returns; a gathering one is
             # woken only once its group is complete (a wake-up costs a GIL hand-over).
             if self._idle or (self._gathering and len(self._pending) >= self._last_group):
                 self._arrived.notify()
-        return future
 
     def _run(self) -> None:
         while True:
@@ -125,19 +135,8 @@ class Committer:
 
     def _commit_group(self, group: list[_Batch]) -> None:
         # One call for the ids of the whole group: os.urandom is a system call.
-        ids = new_event_ids(sum(len(batch.events) for batch in group))
-        rows: list[list[Row]] = []
-        start = 0
-        for batch in group:
-            rows.append(
-                [
-                    (event_id, destination, body)
-                    for event_id, (destination, body) in zip(
-                        ids[start : start + len(batch.events)], batch.events, strict=True
-                    )
-                ]
-            )
-            start += len(batch.events)
+        ids = iter(new_event_ids(sum(len(batch.events) for batch in group)))
+        rows = [[(next(ids), dest, body) for dest, body in batch.events] for batch in group]
         began = time.perf_counter()
         self._commit_began = self._clock()
         try:
@@ -149,8 +148,8 @@ class Committer:
         self._last_commit_seconds = time.perf_counter() - began
         if self._on_commit is not None:
             self._on_commit(self._last_commit_seconds, len(group))
-        outcomes = [
-            (batch, error, [row[0] for row in batch_rows])
+        outcomes: list[tuple[Done, list[str] | Exception]] = [
+            (batch.done, [row[0] for row in batch_rows] if error is None else error)
             for batch, error, batch_rows in zip(group, errors, rows, strict=True)
         ]
         self._loop.call_soon_threadsafe(_settle, outcomes)
@@ -176,11 +175,9 @@ class Committer:
         return True
 
 
-def _settle(outcomes: list[tuple[_Batch, Exception | None, list[str]]]) -> None:
-    for batch, error, ids in outcomes:
-        if batch.future.done():  # the request went away (its client hung up)
-            continue
-        if error is None:
-            batch.future.set_result(ids)
-        else:
-            batch.future.set_exception(error)
+def _settle(outcomes: list[tuple[Done, list[str] | Exception]]) -> None:
+    for done, outcome in outcomes:
+        try:
+            done(outcome)
+        except Exception:  # a bug: the batches after it are still told
+            log.exception("settling a committed batch failed")

@@ -28,13 +28,14 @@ import asyncio
 import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol, cast
 
 import httptools
 
-__all__ = ["App", "HttpServer", "Limits", "Request", "Response"]
+__all__ = ["INTERNAL_ERROR", "Answer", "App", "HttpServer", "Limits", "Request", "Response"]
 
 log = logging.getLogger("spooler.serve")
 
@@ -78,6 +79,10 @@ class Response:
     content_type: str = "application/json"
 
 
+# How an application answers a request later: called once, from the event loop.
+Answer = Callable[[Response], None]
+
+
 class App(Protocol):
     """What the server asks of the application behind it."""
 
@@ -89,9 +94,9 @@ class App(Protocol):
         """The answer to a body over ``body_limit`` (the API's own 413)."""
         ...
 
-    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
-        """Answer a request: at once, or with a future (no task per request: a commit's
-        callback settles it)."""
+    def handle(self, request: Request, answer: Answer) -> Response | None:
+        """Answer a request: return the answer at once, or None and call ``answer`` with
+        it later (no future or task per request: a commit's callback answers)."""
         ...
 
 
@@ -100,7 +105,7 @@ _TIMED_OUT = Response(408, b'{"error":"request timeout"}')
 _HEAD_TOO_LARGE = Response(431, b'{"error":"request header fields too large"}')
 _BAD_REQUEST = Response(400, b'{"error":"malformed HTTP request"}')
 _BUSY = Response(503, b'{"error":"too many connections"}', (("Retry-After", "1"),))
-_FAILED = Response(500, b'{"error":"internal error"}')
+INTERNAL_ERROR = Response(500, b'{"error":"internal error"}')
 # A connection's phase, for its deadline.
 _IDLE, _HEAD, _BODY, _WAITING = range(4)
 
@@ -147,9 +152,9 @@ class _Connection(asyncio.Protocol):
         self._body_bytes = 0
         self._body_limit = 0
         # What to answer, in order (with whether the connection stays open after): a
-        # request, the future of its answer, or an answer decided already (a refusal,
-        # after which it closes).
-        self._queue: deque[tuple[Request | Response | asyncio.Future[Response], bool]] = deque()
+        # request, None while the app works on its answer, or an answer decided already
+        # (a refusal, after which it closes).
+        self._queue: deque[tuple[Request | Response | None, bool]] = deque()
         self._closing = False  # answer what is queued, then close
         self._discarding = False  # reading a refused body to its end, to drop it
 
@@ -265,28 +270,21 @@ class _Connection(asyncio.Protocol):
         if len(self._queue) == 1:  # else the answer ahead of it is pending
             self._answer_queued()
 
-    def _answer_queued(self, _ready: object = None) -> None:
-        """Answer what is queued, in order, until an answer is not ready yet (then this
-        runs again when it is)."""
+    def _answer_queued(self) -> None:
+        """Answer what is queued, in order, until an answer is not ready yet (then
+        ``_answered`` goes on when it is)."""
         while self._queue:
             item, keep_alive = self._queue[0]
             if isinstance(item, Request):
                 request = item
+                self._queue[0] = (None, keep_alive)
                 try:
-                    item = self._app.handle(request)
+                    item = self._app.handle(request, self._answered)
                 except Exception:
                     log.exception("answering %s %s failed", request.method, request.path)
-                    item = _FAILED
-            if not isinstance(item, Response):
-                if not item.done():
-                    self._queue[0] = (item, keep_alive)
-                    item.add_done_callback(self._answer_queued)
-                    return
-                try:
-                    item = item.result()
-                except Exception:
-                    log.exception("answering a request failed")
-                    item = _FAILED
+                    item = INTERNAL_ERROR
+            if item is None:
+                return
             self._queue.popleft()
             close = not keep_alive or self._server.stopping
             self._write(item, close=close)
@@ -297,6 +295,11 @@ class _Connection(asyncio.Protocol):
                 self._phase = _IDLE
                 self._deadline = self._loop.time() + self._limits.idle_timeout
             self._transport.resume_reading()
+
+    def _answered(self, response: Response) -> None:
+        """The app's answer to the request it is working on, the first queued."""
+        self._queue[0] = (response, self._queue[0][1])
+        self._answer_queued()
 
     def _write(self, response: Response, *, close: bool) -> None:
         if self._transport is None:

@@ -33,7 +33,7 @@ from ..config import WebConfig
 from ..errors import ConfigError, SpoolerError, UnknownEventError
 from ..events import events_phrase
 from ..history import HistoryPoint
-from ..serve.http import HttpServer, Limits, Request, Response
+from ..serve.http import INTERNAL_ERROR, Answer, HttpServer, Limits, Request, Response
 from ..spool import Spool
 from .actions import ACTIONS, Selection, confirm_page, perform, preview
 from .dead import PAGE_SIZE, Filters, dead_event_page, dead_letters, dead_list, dead_summary
@@ -136,9 +136,18 @@ class WebApp:
         """The answer to a body over ``BODY_LIMIT``."""
         return _text(413, "the request body is too large")
 
-    def handle(self, request: Request) -> asyncio.Future[Response]:
+    def handle(self, request: Request, answer: Answer) -> None:
         """Answer the request in a worker thread."""
-        return asyncio.wrap_future(self._pool.submit(self.answer, request))
+
+        def answered(work: asyncio.Future[Response]) -> None:
+            try:
+                response = work.result()
+            except Exception:
+                log.exception("answering %s %s failed", request.method, request.path)
+                response = INTERNAL_ERROR
+            answer(response)
+
+        asyncio.wrap_future(self._pool.submit(self.answer, request)).add_done_callback(answered)
 
     def close(self) -> None:
         """Wait for the requests being answered; answer no more."""
