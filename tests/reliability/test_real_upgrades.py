@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 from helpers.cli import drain_cli, spooler_cmd
 from helpers.processes import wait_until
+from helpers.reliability import Scenario
 from helpers.spools import rows
 from pg_server import PostgresServer
 
@@ -186,6 +188,11 @@ def delivered(receiver: Receiver, since: int = 0) -> dict[str, list[dict[str, An
     return bodies
 
 
+def arrivals(*deliveries: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The event ids that arrived, once per arrival (for a report row's tally)."""
+    return [i for bodies in deliveries for i, times in bodies.items() for _ in times]
+
+
 def answer_503(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """A receiver that is down."""
     return 503, {}, b'{"error":"down"}'
@@ -219,7 +226,13 @@ def file_query(db: Path) -> Query:
 
 
 def deliver_what_the_older_spooler_left(
-    older: OlderSpooler, location: str, query: Query, receiver: Receiver, *, upgraded_to: int
+    older: OlderSpooler,
+    location: str,
+    query: Query,
+    receiver: Receiver,
+    row: Scenario,
+    *,
+    upgraded_to: int,
 ) -> None:
     """The older code leaves dead letters, events in retry and a backlog at
     ``location``; this version upgrades it to schema ``upgraded_to`` and delivers every
@@ -254,15 +267,18 @@ def deliver_what_the_older_spooler_left(
     receiver.respond = None
     receiver.reject = None
     since = len(receiver.requests)
+    started = time.monotonic()
     done = spooler_cmd(
         *("drain", "--db", location, "--url", receiver.url, "--id-field", "id"),
         *("--until-empty", "--poll-interval", "0.05", "--max-time", "60"),
     )
     assert done.returncode == 0, done.stderr
+    row.recover_s = time.monotonic() - started
 
     # Then the spool is upgraded, and each queued event arrived once, as enqueued
     assert query(version) == [(str(upgraded_to),)]
-    assert delivered(receiver, since) == {i: [body] for i, body in (retrying | backlog).items()}
+    first = delivered(receiver, since)
+    assert first == {i: [body] for i, body in (retrying | backlog).items()}
     # ... and the dead letters are there to inspect, with why they died
     inspected = spooler_cmd("dlq", "inspect", "--json", "--db", location)
     assert inspected.returncode == 0, inspected.stderr
@@ -279,7 +295,9 @@ def deliver_what_the_older_spooler_left(
         *("--until-empty", "--poll-interval", "0.05", "--max-time", "60"),
     )
     assert done.returncode == 0, done.stderr
-    assert delivered(receiver, since) == {i: [body] for i, body in bad.items()}
+    replay = delivered(receiver, since)
+    assert replay == {i: [body] for i, body in bad.items()}
+    row.tally(bad | retrying | backlog, arrivals(first, replay))
     assert query("SELECT count(*) FROM {s}queue UNION ALL SELECT count(*) FROM {s}dead") == [
         (0,),
         (0,),
@@ -287,20 +305,37 @@ def deliver_what_the_older_spooler_left(
 
 
 def test_a_backlog_the_older_spooler_left_is_delivered_as_it_was_enqueued(
-    older: OlderSpooler, tmp_path: Path, receiver: Receiver
+    older: OlderSpooler, tmp_path: Path, receiver: Receiver, scenario
 ) -> None:
+    row = scenario(
+        f"25 (schema {older.schema_version})",
+        f"upgrade of a spool file the real spooler of schema {older.schema_version} wrote:"
+        " a backlog, events in retry, dead letters",
+        "the older version, built from history, enqueues and drains (400s, 503s); this"
+        " one drains, then replays the dead letters",
+    )
     db = tmp_path / "spool.db"
     deliver_what_the_older_spooler_left(
-        older, str(db), file_query(db), receiver, upgraded_to=SCHEMA_VERSION
+        older, str(db), file_query(db), receiver, row, upgraded_to=SCHEMA_VERSION
     )
 
 
 # (The PostgreSQL spools of schema 4 and 5 are of its versions 1 and 2; 6's is this one's.)
 @pytest.mark.parametrize("version", [4, 5], ids=lambda version: f"schema{version}")
 def test_a_backlog_the_older_spooler_left_in_postgresql_is_delivered_as_enqueued(
-    version: int, older_spoolers: OlderSpoolers, postgres: PostgresServer, receiver: Receiver
+    version: int,
+    older_spoolers: OlderSpoolers,
+    postgres: PostgresServer,
+    receiver: Receiver,
+    scenario,
 ) -> None:
     older = older_spoolers.get(version)
+    row = scenario(
+        f"25 (PostgreSQL, schema {version})",
+        f"upgrade of a PostgreSQL spool the real spooler of schema {version} wrote:"
+        " a backlog, events in retry, dead letters",
+        "as 25, on a PostgreSQL server",
+    )
     postgres_schema = pytest.importorskip("spooler.store.postgres.schema")
     url = postgres.url()
     schema = url.rsplit("=", 1)[1]
@@ -309,7 +344,7 @@ def test_a_backlog_the_older_spooler_left_in_postgresql_is_delivered_as_enqueued
         return postgres.sql(sql.format(s=f"{schema}."))
 
     deliver_what_the_older_spooler_left(
-        older, url, query, receiver, upgraded_to=postgres_schema.SCHEMA_VERSION
+        older, url, query, receiver, row, upgraded_to=postgres_schema.SCHEMA_VERSION
     )
 
 
@@ -349,8 +384,14 @@ def leased_events(db: Path, version: int) -> int:
 
 
 def test_a_drain_killed_mid_delivery_by_the_older_spooler_loses_nothing(
-    older: OlderSpooler, tmp_path: Path, receiver: Receiver
+    older: OlderSpooler, tmp_path: Path, receiver: Receiver, scenario
 ) -> None:
+    row = scenario(
+        f"26 (schema {older.schema_version})",
+        f"the real spooler of schema {older.schema_version}'s drain SIGKILLed mid-delivery,"
+        " holding a lease, then an upgrade",
+        "receiver stalls the older drain's 4th request; kill -9; this version drains",
+    )
     db = tmp_path / "spool.db"
     enqueued = dict(
         zip(older.enqueue(str(db), events_of("e", 2000)), events_of("e", 2000), strict=True)
@@ -382,12 +423,12 @@ def test_a_drain_killed_mid_delivery_by_the_older_spooler_loses_nothing(
     # ... and this version drains the spool, once the older leases end
     receiver.respond = None
     since = len(receiver.requests)
-    done = drain_cli(db, receiver.url)
-    assert done.returncode == 0, done.stderr
+    row.recover_with_drain(db, receiver.url)
 
     # Then every event arrived, with its id and body; those in flight maybe twice
     assert schema_version(db) == SCHEMA_VERSION
     second = delivered(receiver, since)
+    row.tally(enqueued, arrivals(first, second))
     assert set(first) | set(second) == set(enqueued)
     for event_id, bodies in (first | second).items():
         assert all(body == enqueued[event_id] for body in bodies)
@@ -401,8 +442,15 @@ def test_a_drain_killed_mid_delivery_by_the_older_spooler_loses_nothing(
 
 
 def test_an_older_drain_still_running_goes_on_or_stops_loudly_and_nothing_is_lost(
-    older: OlderSpooler, tmp_path: Path, receiver: Receiver
+    older: OlderSpooler, tmp_path: Path, receiver: Receiver, scenario
 ) -> None:
+    row = scenario(
+        f"27 (schema {older.schema_version})",
+        f"a rolling upgrade: the real spooler of schema {older.schema_version}'s drain"
+        " still running while this version upgrades the spool and enqueues",
+        "this version's enqueue beside the older drain; then this version drains"
+        + (" (the older drain stops: exit 1)" if older.schema_version < 6 else ""),
+    )
     db = tmp_path / "spool.db"
     first = dict(zip(older.enqueue(str(db), events_of("a", 500)), events_of("a", 500), strict=True))
     # Given an older drain running, which delivered what the older code enqueued
@@ -437,8 +485,8 @@ def test_an_older_drain_still_running_goes_on_or_stops_loudly_and_nothing_is_los
         assert drain.returncode == 0, log
         assert delivered(receiver) == {i: [body] for i, body in everything.items()}
     # ... and this version's drain delivers whatever is left: nothing is lost
-    done = drain_cli(db, receiver.url)
-    assert done.returncode == 0, done.stderr
+    row.recover_with_drain(db, receiver.url)
+    row.tally(everything, arrivals(delivered(receiver)))
     assert delivered(receiver) == {i: [body] for i, body in everything.items()}
     # ... and the limits count right: the empty spool takes 300 events under a limit of
     # 300, and not one more
