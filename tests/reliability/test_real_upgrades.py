@@ -212,7 +212,7 @@ def schema_version(db: Path) -> int:
     return int(value)
 
 
-# -- a: a backlog the older code left, delivered by this version --------------------------
+# -- a backlog the older code left, delivered by this version ----------------------------
 
 
 # Runs SQL on a spool for the test's own look into it: {s} before each table name stands
@@ -348,7 +348,7 @@ def test_a_backlog_the_older_spooler_left_in_postgresql_is_delivered_as_enqueued
     )
 
 
-# -- b: an older drain killed mid-delivery, holding leases ---------------------------------
+# -- an older drain killed mid-delivery, holding leases -----------------------------------
 
 
 class StallingAnswers:
@@ -438,7 +438,7 @@ def test_a_drain_killed_mid_delivery_by_the_older_spooler_loses_nothing(
     ]
 
 
-# -- c: a rolling upgrade: older processes still running ----------------------------------
+# -- a rolling upgrade: older processes still running ------------------------------------
 
 
 def test_an_older_drain_still_running_goes_on_or_stops_loudly_and_nothing_is_lost(
@@ -478,7 +478,7 @@ def test_an_older_drain_still_running_goes_on_or_stops_loudly_and_nothing_is_los
         drain.send_signal(signal.SIGTERM)
         _, log = drain.communicate(timeout=60)
     if older.schema_version < 6:
-        # (5 kept leases in the queue's rows: its claim finds the column gone)
+        # (4 and 5 kept leases in the queue's rows: their claim finds the column gone)
         assert drain.returncode == 1
         assert "drain stopped" in log and "no such column: lease_owner" in log
     else:
@@ -526,6 +526,7 @@ def test_an_older_producer_still_running_counts_the_limits_right(
     ) as producer:
 
         def enqueue(count: int) -> list[str] | str:
+            """The ids of ``count`` events the older producer enqueued, or why not."""
             assert producer.stdin is not None and producer.stdout is not None
             producer.stdin.write(f"{count}\n")
             producer.stdin.flush()
@@ -533,14 +534,15 @@ def test_an_older_producer_still_running_counts_the_limits_right(
             return answer
 
         first = enqueue(60)
-        assert len(first) == 60
+        assert isinstance(first, list) and len(first) == 60, first
         # When this version's drain upgrades the spool and delivers them
         done = drain_cli(db, receiver.url)
         assert done.returncode == 0, done.stderr
         assert schema_version(db) == SCHEMA_VERSION
         assert set(delivered(receiver)) == set(first)
         # Then the older producer, its spool empty, takes 60 more, and 40 after them
-        assert len(enqueue(60)) == 60
-        assert len(enqueue(40)) == 40
+        for count in (60, 40):
+            taken = enqueue(count)
+            assert isinstance(taken, list) and len(taken) == count, taken
         # ... but not one more
         assert str(enqueue(1)).startswith("full: ")
