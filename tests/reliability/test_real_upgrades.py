@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -441,6 +442,67 @@ def test_a_drain_killed_mid_delivery_by_the_older_spooler_loses_nothing(
 # -- a rolling upgrade: older processes still running ------------------------------------
 
 
+def upgrade_beside_an_older_drain(
+    older: OlderSpooler, location: str, query: Query, receiver: Receiver, row: Scenario
+) -> None:
+    """An older drain keeps running while this version upgrades the spool at
+    ``location`` and enqueues: it delivers those events too, or stops loudly; this
+    version's drain then delivers whatever is left."""
+    first = dict(
+        zip(older.enqueue(location, events_of("a", 500)), events_of("a", 500), strict=True)
+    )
+    # Given an older drain running, which delivered what the older code enqueued
+    drain = subprocess.Popen(
+        older.command(*old_drain_args(location, receiver.url, "--batch-size", "100")),
+        stderr=subprocess.PIPE,
+        text=True,
+        **older.popen_args(),
+    )
+    version = "SELECT value FROM {s}meta WHERE key = 'schema_version'"
+    before = query(version)
+    try:
+        assert receiver.wait_for(lambda r: len(delivered(r)) == len(first), timeout=60)
+        # When this version opens the spool (upgrading it) and enqueues
+        lines = "".join(json.dumps(event) + "\n" for event in events_of("b", 300))
+        done = spooler_cmd("enqueue", "--db", location, input=lines)
+        assert done.returncode == 0, done.stderr
+        second = dict(zip(done.stdout.split(), events_of("b", 300), strict=True))
+        assert query(version) != before
+        # Then the older drain either delivers those events too, or stops with an error
+        everything = first | second
+        assert wait_until(
+            lambda: len(delivered(receiver)) == len(everything) or drain.poll() is not None,
+            timeout=60,
+        )
+    finally:
+        drain.send_signal(signal.SIGTERM)
+        _, log = drain.communicate(timeout=60)
+    if older.schema_version < 6:
+        # (4 and 5 kept leases in the queue's rows: their claim finds the columns gone)
+        assert drain.returncode == 1
+        assert "drain stopped" in log
+        assert re.search(r'no such column: lease_owner|column "lease_\w+" does not exist', log)
+    else:
+        assert drain.returncode == 0, log
+        assert delivered(receiver) == {i: [body] for i, body in everything.items()}
+    # ... and this version's drain delivers whatever is left: nothing is lost
+    started = time.monotonic()
+    done = spooler_cmd(
+        *("drain", "--db", location, "--url", receiver.url, "--id-field", "id"),
+        *("--until-empty", "--poll-interval", "0.05", "--max-time", "60"),
+    )
+    assert done.returncode == 0, done.stderr
+    row.recover_s = time.monotonic() - started
+    row.tally(everything, arrivals(delivered(receiver)))
+    assert delivered(receiver) == {i: [body] for i, body in everything.items()}
+    # ... and the limits count right: the empty spool takes 300 events under a limit of
+    # 300, and not one more
+    with Spool(location, max_events=300) as limited:
+        limited.enqueue_many(events_of("c", 300))
+        with pytest.raises(SpoolFullError):
+            limited.enqueue({"kind": "c", "n": 300})
+
+
 def test_an_older_drain_still_running_goes_on_or_stops_loudly_and_nothing_is_lost(
     older: OlderSpooler, tmp_path: Path, receiver: Receiver, scenario
 ) -> None:
@@ -452,48 +514,32 @@ def test_an_older_drain_still_running_goes_on_or_stops_loudly_and_nothing_is_los
         + (" (the older drain stops: exit 1)" if older.schema_version < 6 else ""),
     )
     db = tmp_path / "spool.db"
-    first = dict(zip(older.enqueue(str(db), events_of("a", 500)), events_of("a", 500), strict=True))
-    # Given an older drain running, which delivered what the older code enqueued
-    drain = subprocess.Popen(
-        older.command(*old_drain_args(str(db), receiver.url, "--batch-size", "100")),
-        stderr=subprocess.PIPE,
-        text=True,
-        **older.popen_args(),
+    upgrade_beside_an_older_drain(older, str(db), file_query(db), receiver, row)
+    assert schema_version(db) == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=lambda version: f"schema{version}")
+def test_an_older_drain_on_postgresql_stops_loudly_at_the_upgrade_and_nothing_is_lost(
+    version: int,
+    older_spoolers: OlderSpoolers,
+    postgres: PostgresServer,
+    receiver: Receiver,
+    scenario,
+) -> None:
+    older = older_spoolers.get(version)
+    row = scenario(
+        f"27 (PostgreSQL, schema {version})",
+        f"a rolling upgrade: the real spooler of schema {version}'s drain still running"
+        " while this version upgrades the PostgreSQL spool and enqueues",
+        "as 27, on a PostgreSQL server (the older drain stops: exit 1)",
     )
-    try:
-        assert receiver.wait_for(lambda r: len(delivered(r)) == len(first), timeout=60)
-        # When this version opens the spool (upgrading it) and enqueues
-        lines = "".join(json.dumps(event) + "\n" for event in events_of("b", 300))
-        done = spooler_cmd("enqueue", "--db", str(db), input=lines)
-        assert done.returncode == 0, done.stderr
-        second = dict(zip(done.stdout.split(), events_of("b", 300), strict=True))
-        assert schema_version(db) == SCHEMA_VERSION
-        # Then the older drain either delivers those events too, or stops with an error
-        everything = first | second
-        assert wait_until(
-            lambda: len(delivered(receiver)) == len(everything) or drain.poll() is not None,
-            timeout=60,
-        )
-    finally:
-        drain.send_signal(signal.SIGTERM)
-        _, log = drain.communicate(timeout=60)
-    if older.schema_version < 6:
-        # (4 and 5 kept leases in the queue's rows: their claim finds the column gone)
-        assert drain.returncode == 1
-        assert "drain stopped" in log and "no such column: lease_owner" in log
-    else:
-        assert drain.returncode == 0, log
-        assert delivered(receiver) == {i: [body] for i, body in everything.items()}
-    # ... and this version's drain delivers whatever is left: nothing is lost
-    row.recover_with_drain(db, receiver.url)
-    row.tally(everything, arrivals(delivered(receiver)))
-    assert delivered(receiver) == {i: [body] for i, body in everything.items()}
-    # ... and the limits count right: the empty spool takes 300 events under a limit of
-    # 300, and not one more
-    with Spool(db, max_events=300) as limited:
-        limited.enqueue_many(events_of("c", 300))
-        with pytest.raises(SpoolFullError):
-            limited.enqueue({"kind": "c", "n": 300})
+    url = postgres.url()
+    schema = url.rsplit("=", 1)[1]
+
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        return postgres.sql(sql.format(s=f"{schema}."))
+
+    upgrade_beside_an_older_drain(older, url, query, receiver, row)
 
 
 # The older library as a long-running producer under a limit of 100 events: each line
