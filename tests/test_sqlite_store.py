@@ -564,22 +564,24 @@ def test_a_limit_refusal_keeps_the_totals_it_counted(db: Path) -> None:
         assert limited.store.totals() == (4, 28)
 
 
-def test_a_version_6_spool_counts_its_totals_again_at_the_first_limit(db: Path) -> None:
+def test_a_version_6_spool_keeps_its_totals_row_kept_for_older_processes(db: Path) -> None:
     # Given a spool of version 6, whose writers kept the totals row at every commit
     with Spool(db) as spool:
         spool.enqueue_many([{"n": n} for n in range(4)])
     conn = sqlite3.connect(db)
     conn.execute("UPDATE totals SET events = 4, bytes = 28")
+    conn.execute("DELETE FROM meta WHERE key = 'totals'")
     conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    # When this version opens it: writers leave the row alone until a limit is checked
+    # When this version opens it: writers go on keeping the row, with no limit set, as
+    # an older process still running on it does (tests/reliability/test_real_upgrades.py)
     with Spool(db) as spool:
         assert spool.store.schema_version() == SCHEMA_VERSION
         spool.enqueue({"n": 4})
-        assert rows(db, "SELECT events, bytes FROM totals") == [(4, 28)]
-        assert spool.store.totals() == (5, 35)
-    # Then the first limit counts it again
+        assert rows(db, "SELECT events, bytes FROM totals") == [(5, 35)]
+    assert rows(db, "SELECT value FROM meta WHERE key = 'totals'") == [("kept",)]
+    # Then the limits count from the row as it was
     with Spool(db, max_events=6) as limited:
         limited.enqueue({"n": 5})
         with pytest.raises(SpoolFullError):

@@ -137,10 +137,12 @@ _MIGRATIONS = {
     # be after a lease of the new kind ran out.
     5: (_LEASES, "ALTER TABLE queue DROP COLUMN lease_owner"),
     # Writers keep the totals row only from the first limit checked on (a 'totals' key
-    # in meta; sql.TOTALS_KEPT): no statement changes, only what the row means, which a
-    # spooler of version 6 would not know. The row of an upgraded spool is counted
-    # again when a limit is first checked.
-    6: (),
+    # in meta; sql.TOTALS_KEPT): no statement changes, only what the row means. A
+    # spool of version 6 had its row kept by every writer, and an older process still
+    # running on it (a rolling upgrade) goes on keeping it and checking limits against
+    # it: so the upgraded spool's row stays kept, exact as it was, or older producers
+    # would refuse events for what newer drains took off without counting.
+    6: ("INSERT OR IGNORE INTO meta (key, value) VALUES ('totals', 'kept')",),
 }
 
 
