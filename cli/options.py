@@ -86,11 +86,18 @@ class Options:
     def warn_of_config_mistakes(self) -> None:
         """Warn (stderr) of the config file's mistakes that this command does not trip
         over itself, such as a destination's: they would otherwise pass unnoticed until
-        a drain refuses the file."""
+        a drain refuses the file.
+
+        The spool's settings, which every command uses, are checked first and stop it
+        with their ``ConfigError``: a mistake there is said once, as the error, not also
+        as a warning before it (a command that reads a table of its own, such as
+        ``[serve]``, reads it before calling this).
+        """
         if not self.config:
             return
-        from spooler.config import config_warnings
+        from spooler.config import config_warnings, spool_options
 
+        spool_options(self.raw_config)
         for problem in config_warnings(self.raw_config):
             click.echo(f"spooler: warning: {self.config}: {problem}", err=True)
 

@@ -363,6 +363,32 @@ def test_commands_that_do_not_drain_warn_of_config_mistakes(
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "mistake", "error"),
+    [
+        (["enqueue", "{}"], "[spool]\nmax_events = -1\n", "spool.max_events: must be at least 1"),
+        (["status"], "[spool]\ndurability = 'fast'\n", "spool.durability: must be one of"),
+        (["doctor"], "[spool]\nmax_bytes = 'x'\n", "spool.max_bytes: expected an integer"),
+        (["serve"], "[serve]\nport = 'x'\n", "serve.port: expected an integer"),
+        (["web"], "[web]\nport = 'x'\n", "web.port: expected an integer"),
+    ],
+    ids=["enqueue", "status", "doctor", "serve", "web"],
+)
+def test_a_mistake_that_stops_a_command_is_said_once_as_its_error(
+    tmp_path: Path, command: list[str], mistake: str, error: str
+) -> None:
+    # Given a config whose mistake is in what the command uses, beside a destination's
+    config = tmp_path / "spooler.toml"
+    config.write_text(f"db = 'spool.db'\n{mistake}[destinations.a]\nurl = 'http://h'\n")
+    Spool(tmp_path / "spool.db").close()
+    # When the command runs with it
+    result = spooler_cmd(*command, "--config", str(config))
+    # Then it stops with that mistake, on one line, and warns of nothing before it
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"spooler: error: {error}"), line
+
+
 def test_a_producer_is_not_warned_of_the_drains_unset_secrets(tmp_path: Path) -> None:
     config = tmp_path / "spooler.toml"
     config.write_text(
