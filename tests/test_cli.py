@@ -180,6 +180,21 @@ def test_corrupt_database_is_a_clear_error_without_traceback(db: Path) -> None:
     assert db.read_bytes() == b"\x00garbage" * 1000
 
 
+@pytest.mark.parametrize(
+    "command", [["enqueue", "{}"], ["status"], ["drain", "--url", "-", "--once"]]
+)
+def test_a_folder_given_as_the_spool_is_named_as_one(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "myapp"
+    folder.mkdir()
+    result = run(*command, "--db", f"{folder}/")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"spooler: error: {folder}/: a folder, not a spool file: give a file's path, such as"
+        f" {folder}/spool.db"
+    ), result.stderr
+    assert list(folder.iterdir()) == []
+
+
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path: Path, db: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[destinations.a]\nurl = 'http://h'\nconcurrency = 0\n")
