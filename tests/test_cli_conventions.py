@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -328,6 +329,54 @@ def test_a_drain_serving_every_queued_destination_says_nothing_more(
         spool.enqueue({"n": 1})
     result = spooler_cmd("drain", "--db", str(db), "--url", receiver.url, "--until-empty")
     assert result.returncode == 0 and "does not serve" not in result.stderr
+
+
+# -- SPOOLER_<COMMAND>_<FLAG> ----------------------------------------------------------------
+
+
+def every_option() -> Iterator[tuple[str, click.Option, click.Context]]:
+    """Every option of every command with a long flag, with the command's context."""
+
+    def walk(
+        command: click.Command, ctx: click.Context
+    ) -> Iterator[tuple[click.Command, click.Context]]:
+        yield command, ctx
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                yield from walk(sub, click.Context(sub, parent=ctx, info_name=name))
+
+    root = click.Context(cli, info_name="spooler", auto_envvar_prefix="SPOOLER")
+    for command, ctx in walk(cli, root):
+        for param in command.params:
+            if isinstance(param, click.Option) and any(o.startswith("--") for o in param.opts):
+                yield ctx.command_path, param, ctx
+
+
+def test_every_flag_is_read_from_spooler_command_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the README says: SPOOLER_<COMMAND>_<FLAG>, e.g. SPOOLER_DRAIN_API_KEY, whatever
+    # the option's parameter is called in the code (--json is as_json), or the variable
+    # the option names itself (--db: SPOOLER_DB).
+    options = list(every_option())
+    assert len(options) > 100
+    for path, option, ctx in options:
+        flag = max((o for o in option.opts if o.startswith("--")), key=len)
+        words = [*path.split()[1:], flag.removeprefix("--")]
+        name = "SPOOLER_" + "_".join(words).replace("-", "_").upper()
+        if isinstance(option.envvar, str):  # SPOOLER_DB, SPOOLER_SERVE_TOKEN...
+            name = option.envvar
+        with monkeypatch.context() as env:
+            env.setenv(name, "from-the-environment")
+            assert option.resolve_envvar_value(ctx) == "from-the-environment", (path, flag, name)
+
+
+def test_a_boolean_flag_from_the_environment_acts(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    result = run("status", "--db", str(db), env={"SPOOLER_STATUS_JSON": "1"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queued"] == 1
 
 
 # -- config mistakes: all at once, and warned of where they do not stop the command -------
