@@ -19,6 +19,14 @@ from .service import service_options
 __all__ = ["drain"]
 
 
+class _HeaderLines(click.types.StringParamType):
+    """``--header``'s values, read from ``SPOOLER_DRAIN_HEADER`` one per line: click
+    splits the variable of a repeatable option at whitespace, and would cut
+    ``X-Source: cron`` in two."""
+
+    envvar_list_splitter = "\n"
+
+
 def _headers(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, str] | None:
@@ -50,6 +58,7 @@ def _headers(
     "--header",
     "headers",
     cls=FlagNamedOption,
+    type=_HeaderLines(),
     multiple=True,
     callback=_headers,
     metavar="'NAME: VALUE'",

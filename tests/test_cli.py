@@ -603,6 +603,19 @@ def test_drain_flags_from_environment_variables(db: Path, tmp_path: Path) -> Non
     assert json.loads(line)["a"] == 1 and len(json.loads(line)["id"]) == 36
 
 
+def test_drain_headers_from_the_environment_one_per_line(db: Path) -> None:
+    assert run("enqueue", "--db", str(db), '{"a":1}').exit_code == 0
+    with Receiver() as receiver:
+        env = {
+            "SPOOLER_DRAIN_URL": receiver.url,
+            "SPOOLER_DRAIN_HEADER": "X-Source: cron\nX-Team: core",
+        }
+        result = run("drain", "--db", str(db), "--until-empty", env=env)
+        assert result.exit_code == 0, result.output
+        [request] = receiver.requests
+    assert (request.headers["X-Source"], request.headers["X-Team"]) == ("cron", "core")
+
+
 def test_dlq_summary_groups_counts_ages_and_the_usual_error(db: Path) -> None:
     # Given dead events of two kinds, some of them old
     with Spool(db) as spool:
