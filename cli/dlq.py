@@ -16,6 +16,7 @@ from spooler.dlq import dead_event_to_dict
 from spooler.events import events_phrase
 
 from .options import (
+    FlagNamedOption,
     Options,
     common_options,
     destination_filter,
@@ -69,7 +70,13 @@ def dlq() -> None:
 @event_ids
 @dead_filters
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one dead event per line.")
+@click.option(
+    "--json",
+    "as_json",
+    cls=FlagNamedOption,
+    is_flag=True,
+    help="JSON Lines, one dead event per line.",
+)
 @common_options
 def inspect(
     opts: Options,
@@ -102,7 +109,9 @@ def inspect(
 
 
 @dlq.command()
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one group per line.")
+@click.option(
+    "--json", "as_json", cls=FlagNamedOption, is_flag=True, help="JSON Lines, one group per line."
+)
 @common_options
 def summary(opts: Options, as_json: bool) -> None:
     """Dead events by destination, reason and status: counts, ages, the usual error."""
@@ -119,7 +128,7 @@ def summary(opts: Options, as_json: bool) -> None:
 
 @dlq.command()
 @event_ids
-@click.option("--all", "everything", is_flag=True, help="Every dead event.")
+@click.option("--all", "everything", cls=FlagNamedOption, is_flag=True, help="Every dead event.")
 @dead_filters
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
 @click.option("--to", "to", metavar="DEST", help="Send them to this destination instead.")
@@ -150,7 +159,7 @@ def replay(
 
 @dlq.command()
 @event_ids
-@click.option("--all", "everything", is_flag=True, help="Every dead event.")
+@click.option("--all", "everything", cls=FlagNamedOption, is_flag=True, help="Every dead event.")
 @dead_filters
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")

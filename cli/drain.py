@@ -13,10 +13,18 @@ from spooler.drain import Mode
 from spooler.events import DEFAULT_DESTINATION
 from spooler.service import ServiceOptions, run_drain
 
-from .options import Options, common_options, parse_duration_option
+from .options import FlagNamedOption, Options, common_options, parse_duration_option
 from .service import service_options
 
 __all__ = ["drain"]
+
+
+class _HeaderLines(click.types.StringParamType):
+    """``--header``'s values, read from ``SPOOLER_DRAIN_HEADER`` one per line: click
+    splits the variable of a repeatable option at whitespace, and would cut
+    ``X-Source: cron`` in two."""
+
+    envvar_list_splitter = "\n"
 
 
 def _headers(
@@ -40,6 +48,7 @@ def _headers(
 @click.option(
     "--type",
     "type_",
+    cls=FlagNamedOption,
     type=click.Choice(destination_types()),
     help="Destination type [default: from the URL].",
 )
@@ -48,6 +57,8 @@ def _headers(
 @click.option(
     "--header",
     "headers",
+    cls=FlagNamedOption,
+    type=_HeaderLines(),
     multiple=True,
     callback=_headers,
     metavar="'NAME: VALUE'",
@@ -72,6 +83,7 @@ def _headers(
     "--destination",
     "-d",
     "only",
+    cls=FlagNamedOption,
     multiple=True,
     help="Drain only this destination (repeatable). With one -d, the destination flags"
     " (--url, --type, --api-key, ...) define that destination instead of 'default'.",

@@ -17,6 +17,7 @@ import click
 from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
 
 from .options import (
+    FlagNamedOption,
     Options,
     UsageLine,
     common_options,
@@ -177,7 +178,9 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--json", "as_json", cls=FlagNamedOption, is_flag=True, help="Print JSON instead of a table."
+)
 @click.option(
     "--watch",
     type=click.FloatRange(min=0.1),

@@ -11,6 +11,7 @@ needs it.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from spooler import ConfigError, InvalidEventError, Spool
 
 __all__ = [
     "DEFAULT_DB",
+    "FlagNamedOption",
     "Options",
     "UsageLine",
     "common_options",
@@ -86,13 +88,37 @@ class Options:
     def warn_of_config_mistakes(self) -> None:
         """Warn (stderr) of the config file's mistakes that this command does not trip
         over itself, such as a destination's: they would otherwise pass unnoticed until
-        a drain refuses the file."""
+        a drain refuses the file.
+
+        The spool's settings, which every command uses, are checked first and stop it
+        with their ``ConfigError``: a mistake there is said once, as the error, not also
+        as a warning before it (a command that reads a table of its own, such as
+        ``[serve]``, reads it before calling this).
+        """
         if not self.config:
             return
-        from spooler.config import config_warnings
+        from spooler.config import config_warnings, spool_options
 
+        spool_options(self.raw_config)
         for problem in config_warnings(self.raw_config):
             click.echo(f"spooler: warning: {self.config}: {problem}", err=True)
+
+
+class FlagNamedOption(click.Option):
+    """An option whose ``SPOOLER_<COMMAND>_<FLAG>`` variable is named after its long flag,
+    as the README says, where its parameter is named otherwise in the code (``--json``
+    is ``as_json``, which does not hide the json module): ``SPOOLER_STATUS_JSON``,
+    where click would read ``SPOOLER_STATUS_AS_JSON``."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        """The flag's variable, for an option without an ``envvar`` of its own."""
+        flags = [opt for opt in self.opts if opt.startswith("--")]
+        if self.envvar or not flags or not self.allow_from_autoenv:
+            return super().resolve_envvar_value(ctx)
+        if ctx.auto_envvar_prefix is None:
+            return None
+        flag = max(flags, key=len).removeprefix("--").replace("-", "_").upper()
+        return os.environ.get(f"{ctx.auto_envvar_prefix}_{flag}") or None
 
 
 class UsageLine(click.UsageError):

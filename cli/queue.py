@@ -8,14 +8,21 @@ import click
 
 from spooler.events import events_phrase
 
-from .options import Options, common_options, destination_filter, event_ids, require_selection
+from .options import (
+    FlagNamedOption,
+    Options,
+    common_options,
+    destination_filter,
+    event_ids,
+    require_selection,
+)
 
 __all__ = ["expire", "hold", "release", "retry_now"]
 
 
 @click.command("retry-now")
 @event_ids
-@click.option("--all", "everything", is_flag=True, help="Every waiting event.")
+@click.option("--all", "everything", cls=FlagNamedOption, is_flag=True, help="Every waiting event.")
 @destination_filter
 @common_options
 def retry_now(
@@ -36,7 +43,7 @@ def retry_now(
 
 @click.command()
 @event_ids
-@click.option("--all", "everything", is_flag=True, help="Every queued event.")
+@click.option("--all", "everything", cls=FlagNamedOption, is_flag=True, help="Every queued event.")
 @destination_filter
 @common_options
 def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
@@ -51,7 +58,7 @@ def hold(opts: Options, ids: tuple[str, ...], everything: bool, destination: str
 
 @click.command()
 @event_ids
-@click.option("--all", "everything", is_flag=True, help="Every held event.")
+@click.option("--all", "everything", cls=FlagNamedOption, is_flag=True, help="Every held event.")
 @destination_filter
 @common_options
 def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: str | None) -> None:
@@ -65,7 +72,7 @@ def release(opts: Options, ids: tuple[str, ...], everything: bool, destination: 
 
 @click.command()
 @event_ids
-@click.option("--all", "everything", is_flag=True, help="Every queued event.")
+@click.option("--all", "everything", cls=FlagNamedOption, is_flag=True, help="Every queued event.")
 @destination_filter
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common_options

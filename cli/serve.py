@@ -43,7 +43,6 @@ def serve(
 
     SIGTERM/SIGINT stop accepting, answer the requests in progress and exit 0.
     """
-    opts.warn_of_config_mistakes()
     config = build_serve_config(
         opts.raw_config,
         flags={
@@ -53,4 +52,5 @@ def serve(
             "allow_unauthenticated": allow_unauthenticated,
         },
     )
+    opts.warn_of_config_mistakes()
     run_serve(config, open_spool=opts.open_spool, options=service)

@@ -42,8 +42,8 @@ def web(
     """
     from spooler.web import Dashboard
 
-    opts.warn_of_config_mistakes()
     config = build_web_config(opts.raw_config, flags={"host": host, "port": port, "token": token})
+    opts.warn_of_config_mistakes()
     configure_logging(ServiceOptions(log_level=log_level))
     # A second connection for the counts read in the background (see WebApp).
     with opts.open_spool(create=False) as spool, opts.open_spool(create=False) as counting:

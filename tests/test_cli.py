@@ -180,6 +180,21 @@ def test_corrupt_database_is_a_clear_error_without_traceback(db: Path) -> None:
     assert db.read_bytes() == b"\x00garbage" * 1000
 
 
+@pytest.mark.parametrize(
+    "command", [["enqueue", "{}"], ["status"], ["drain", "--url", "-", "--once"]]
+)
+def test_a_folder_given_as_the_spool_is_named_as_one(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "myapp"
+    folder.mkdir()
+    result = run(*command, "--db", f"{folder}/")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"spooler: error: {folder}/: a folder, not a spool file: give a file's path, such as"
+        f" {folder}/spool.db"
+    ), result.stderr
+    assert list(folder.iterdir()) == []
+
+
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path: Path, db: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[destinations.a]\nurl = 'http://h'\nconcurrency = 0\n")
@@ -586,6 +601,19 @@ def test_drain_flags_from_environment_variables(db: Path, tmp_path: Path) -> Non
     assert run("drain", "--until-empty", env=env).exit_code == 0
     [line] = out.read_text().splitlines()
     assert json.loads(line)["a"] == 1 and len(json.loads(line)["id"]) == 36
+
+
+def test_drain_headers_from_the_environment_one_per_line(db: Path) -> None:
+    assert run("enqueue", "--db", str(db), '{"a":1}').exit_code == 0
+    with Receiver() as receiver:
+        env = {
+            "SPOOLER_DRAIN_URL": receiver.url,
+            "SPOOLER_DRAIN_HEADER": "X-Source: cron\nX-Team: core",
+        }
+        result = run("drain", "--db", str(db), "--until-empty", env=env)
+        assert result.exit_code == 0, result.output
+        [request] = receiver.requests
+    assert (request.headers["X-Source"], request.headers["X-Team"]) == ("cron", "core")
 
 
 def test_dlq_summary_groups_counts_ages_and_the_usual_error(db: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -330,6 +331,54 @@ def test_a_drain_serving_every_queued_destination_says_nothing_more(
     assert result.returncode == 0 and "does not serve" not in result.stderr
 
 
+# -- SPOOLER_<COMMAND>_<FLAG> ----------------------------------------------------------------
+
+
+def every_option() -> Iterator[tuple[str, click.Option, click.Context]]:
+    """Every option of every command with a long flag, with the command's context."""
+
+    def walk(
+        command: click.Command, ctx: click.Context
+    ) -> Iterator[tuple[click.Command, click.Context]]:
+        yield command, ctx
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                yield from walk(sub, click.Context(sub, parent=ctx, info_name=name))
+
+    root = click.Context(cli, info_name="spooler", auto_envvar_prefix="SPOOLER")
+    for command, ctx in walk(cli, root):
+        for param in command.params:
+            if isinstance(param, click.Option) and any(o.startswith("--") for o in param.opts):
+                yield ctx.command_path, param, ctx
+
+
+def test_every_flag_is_read_from_spooler_command_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the README says: SPOOLER_<COMMAND>_<FLAG>, e.g. SPOOLER_DRAIN_API_KEY, whatever
+    # the option's parameter is called in the code (--json is as_json), or the variable
+    # the option names itself (--db: SPOOLER_DB).
+    options = list(every_option())
+    assert len(options) > 100
+    for path, option, ctx in options:
+        flag = max((o for o in option.opts if o.startswith("--")), key=len)
+        words = [*path.split()[1:], flag.removeprefix("--")]
+        name = "SPOOLER_" + "_".join(words).replace("-", "_").upper()
+        if isinstance(option.envvar, str):  # SPOOLER_DB, SPOOLER_SERVE_TOKEN...
+            name = option.envvar
+        with monkeypatch.context() as env:
+            env.setenv(name, "from-the-environment")
+            assert option.resolve_envvar_value(ctx) == "from-the-environment", (path, flag, name)
+
+
+def test_a_boolean_flag_from_the_environment_acts(db: Path) -> None:
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1})
+    result = run("status", "--db", str(db), env={"SPOOLER_STATUS_JSON": "1"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queued"] == 1
+
+
 # -- config mistakes: all at once, and warned of where they do not stop the command -------
 
 MISTAKES = "[retry]\nmax_atempts = 3\n[destinations.a]\nurl = 'http://h'\nbatch_sise = 5\n"
@@ -361,6 +410,32 @@ def test_commands_that_do_not_drain_warn_of_config_mistakes(
         f"spooler: warning: {config}: destinations.a.batch_sise: unknown key (did you mean "
         "'batch_size'?)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("command", "mistake", "error"),
+    [
+        (["enqueue", "{}"], "[spool]\nmax_events = -1\n", "spool.max_events: must be at least 1"),
+        (["status"], "[spool]\ndurability = 'fast'\n", "spool.durability: must be one of"),
+        (["doctor"], "[spool]\nmax_bytes = 'x'\n", "spool.max_bytes: expected an integer"),
+        (["serve"], "[serve]\nport = 'x'\n", "serve.port: expected an integer"),
+        (["web"], "[web]\nport = 'x'\n", "web.port: expected an integer"),
+    ],
+    ids=["enqueue", "status", "doctor", "serve", "web"],
+)
+def test_a_mistake_that_stops_a_command_is_said_once_as_its_error(
+    tmp_path: Path, command: list[str], mistake: str, error: str
+) -> None:
+    # Given a config whose mistake is in what the command uses, beside a destination's
+    config = tmp_path / "spooler.toml"
+    config.write_text(f"db = 'spool.db'\n{mistake}[destinations.a]\nurl = 'http://h'\n")
+    Spool(tmp_path / "spool.db").close()
+    # When the command runs with it
+    result = spooler_cmd(*command, "--config", str(config))
+    # Then it stops with that mistake, on one line, and warns of nothing before it
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"spooler: error: {error}"), line
 
 
 def test_a_producer_is_not_warned_of_the_drains_unset_secrets(tmp_path: Path) -> None:

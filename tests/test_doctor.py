@@ -32,6 +32,19 @@ def test_a_healthy_spool(db: Path) -> None:
     }
 
 
+def test_the_operations_guides_example_is_a_healthy_spools_report(db: Path) -> None:
+    # Given the example in docs/operations.md, and a real report of a spool file
+    guide = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    example = guide.split("$ spooler doctor\n", 1)[1].split("```", 1)[0].splitlines()
+    with Spool(db) as spool:
+        spool.enqueue({"a": 1})
+    report = CliRunner().invoke(cli, ["doctor", "--db", str(db)]).stdout.splitlines()
+    # Then the example names the same checks, in the same order, and the current schema
+    assert [line.split()[1] for line in example] == [line.split()[1] for line in report]
+    [schema] = [line for line in report if line.split()[1] == "schema"]
+    assert schema in example
+
+
 def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> None:
     # Given a spool where someone edited bodies by hand, and a drain died holding a lease
     with Spool(db) as spool:

@@ -504,6 +504,19 @@ def test_batch_size_one_sends_bare_objects_with_an_idempotency_key(
     assert receiver.requests[0].headers["X-Api-Key"] == "k123456"
 
 
+def test_a_lone_event_in_a_batch_has_an_idempotency_key_and_two_have_none(
+    spool: Spool, receiver: Receiver
+) -> None:
+    # As the README says: any request carrying a single event, whatever batch_size.
+    [lone] = spool.enqueue_many(events(1))
+    drain_once(spool, receiver.url)
+    spool.enqueue_many(events(2))
+    drain_once(spool, receiver.url)
+    first, second = receiver.requests
+    assert json.loads(first.body) == events(1) and first.headers["Idempotency-Key"] == lone
+    assert len(json.loads(second.body)) == 2 and "Idempotency-Key" not in second.headers
+
+
 def test_stop_while_the_receiver_hangs_releases_the_batch(
     spool: Spool, receiver: Receiver, db: Path
 ) -> None:

@@ -64,7 +64,13 @@ def damaged(path: str, text: str) -> str:
 
 def os_problem(path: str) -> str | None:
     """What the operating system says is wrong with writing the spool ``path``: a
-    read-only file system, no permission, a full disk (or none of these: None)."""
+    folder or a device where the file should be, a read-only file system, no
+    permission, a full disk (or none of these: None)."""
+    if os.path.isdir(path):  # --db /var/spool/myapp/ for --db /var/spool/myapp/spool.db
+        example = os.path.join(path, "spool.db")
+        return f"a folder, not a spool file: give a file's path, such as {example}"
+    if os.path.exists(path) and not os.path.isfile(path):
+        return "not a regular file: a spool is a file SQLite can write beside its -wal and -shm"
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fs = os.statvfs(directory)
