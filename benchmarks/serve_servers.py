@@ -36,6 +36,7 @@ from common import Row, context, interleaved, report, wait_for_port, workdir
 from spooler import Spool
 from spooler.events import encode_event, new_event_ids
 from spooler.group_commit import GroupCommit
+from spooler.serve.commits import Committer
 
 HERE = Path(__file__).parent
 SECONDS = 3.0
@@ -85,9 +86,17 @@ def serve_stdlib(spool: Spool, port: int) -> None:
     server.serve_forever()
 
 
+async def committed(committer: Committer, events: list[tuple[str, str]]) -> None:
+    """Wait, on the running loop, for ``events`` to be committed (the servers that await)."""
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    committer.submit(events, done.set_result)
+    outcome = await done
+    if isinstance(outcome, Exception):
+        raise outcome
+
+
 def asgi_app(spool: Spool) -> Callable:
     """A plain ASGI application (no framework) doing the benchmark's work."""
-    from spooler.serve.commits import Committer
 
     committer: list[Committer] = []
 
@@ -105,7 +114,7 @@ def asgi_app(spool: Spool) -> Callable:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        await committer[0].submit(events_of(body))
+        await committed(committer[0], events_of(body))
         await send(
             {
                 "type": "http.response.start",
@@ -135,13 +144,11 @@ def serve_uvicorn(spool: Spool, port: int) -> None:
 def serve_aiohttp(spool: Spool, port: int) -> None:
     from aiohttp import web
 
-    from spooler.serve.commits import Committer
-
     async def main() -> None:
         committer = Committer(spool.commit_rows)
 
         async def handler(request: web.BaseRequest) -> web.Response:
-            await committer.submit(events_of(await request.read()))
+            await committed(committer, events_of(await request.read()))
             return web.Response(body=OK, content_type="application/json")
 
         runner = web.ServerRunner(web.Server(handler, access_log=None))
@@ -180,8 +187,7 @@ _granian_app: Callable | None = None
 
 
 def serve_httptools(spool: Spool, port: int, *, uvloop: bool) -> None:
-    from spooler.serve.commits import Committer
-    from spooler.serve.http import HttpServer, Limits, Request, Response
+    from spooler.serve.http import Answer, HttpServer, Limits, Request, Response
 
     class App:
         def __init__(self, committer: Committer) -> None:
@@ -193,12 +199,8 @@ def serve_httptools(spool: Spool, port: int, *, uvloop: bool) -> None:
         def too_large(self, path: str) -> Response:
             return Response(413)
 
-        def handle(self, request: Request) -> asyncio.Future[Response]:
-            answer = asyncio.get_running_loop().create_future()
-            self.committer.submit(events_of(request.body)).add_done_callback(
-                lambda _: answer.set_result(Response(200, OK))
-            )
-            return answer
+        def handle(self, request: Request, answer: Answer) -> None:
+            self.committer.submit(events_of(request.body), lambda _: answer(Response(200, OK)))
 
     async def main() -> None:
         server = HttpServer(App(Committer(spool.commit_rows)), Limits())
