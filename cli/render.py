@@ -6,6 +6,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 
+from spooler.events import events_phrase
 from spooler.records import (
     DEAD_AGE_BUCKETS,
     Counts,
@@ -14,6 +15,7 @@ from spooler.records import (
     SpoolStatus,
     iso_utc,
     one_line,
+    requests_phrase,
 )
 
 __all__ = [
@@ -128,8 +130,9 @@ def service_line(name: str, report: dict[str, object], now: float) -> str:
     return (
         f"{report.get('service', 'service')} {name} (pid {report.get('pid')}, {state}, as of "
         f"{human_age(now - number('updated_at'))} ago): "
-        f"{number('requests_accepted'):.0f} requests accepted "
-        f"({number('events_accepted'):.0f} events), {number('requests_refused'):.0f} refused"
+        f"{requests_phrase(int(number('requests_accepted')))} accepted "
+        f"({events_phrase(int(number('events_accepted')))}), "
+        f"{number('requests_refused'):.0f} refused"
         + (f" ({by_status})" if by_status else "")
         + f"; {commits}"
     )

@@ -38,6 +38,7 @@ __all__ = [
     "iso_utc",
     "one_line",
     "per_destination",
+    "requests_phrase",
 ]
 
 #: The reasons spooler dead-letters events for (a client may add its own).
@@ -53,6 +54,11 @@ def one_line(text: str, width: int | None = None) -> str:
     control characters escaped, and cut to ``width`` characters if one is given."""
     text = " ".join(text.split()).translate(_CONTROL_ESCAPES)
     return text if width is None or len(text) <= width else text[: width - 3] + "..."
+
+
+def requests_phrase(count: int) -> str:
+    """``"1 request"``, ``"3 requests"``: for the relay's counts of requests."""
+    return f"{count} request" if count == 1 else f"{count} requests"
 
 
 def iso_utc(timestamp: float) -> str:

@@ -24,7 +24,9 @@ from helpers.spools import rows
 from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
+from spooler.serve.stats import ServeStats
 from spooler.testing import Receiver
+from spooler_cli.render import service_line
 
 KEYS = {
     "amplitude": "amp-0123456789abcdef",
@@ -553,6 +555,16 @@ def test_status_and_metrics_show_requests_and_commit_latency(tmp_path: Path, db:
     assert 'spooler_serve_requests_total{api="events",status="200"} 100.0' in scraped
     assert 'spooler_serve_requests_total{api="datalyr",status="400"} 1.0' in scraped
     assert "spooler_serve_commit_seconds_count" in scraped
+
+
+def test_the_relays_counts_read_in_the_singular_for_one() -> None:
+    # Given a relay that accepted one request of one event
+    stats = ServeStats("127.0.0.1:8420", clock=lambda: 1000.0)
+    stats.accept("datalyr", "default", 1)
+    # Then its log line and `spooler status`'s line say so
+    assert stats.summary().startswith("1 request accepted (1 event), 0 refused; ")
+    line = service_line("127.0.0.1:8420", json.loads(stats.report()), now=1000.0)
+    assert "1 request accepted (1 event), 0 refused" in line
 
 
 def test_sigterm_answers_the_requests_in_progress_and_exits_0(db: Path) -> None:

@@ -17,6 +17,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..events import events_phrase
+from ..records import requests_phrase
+
 __all__ = ["REPORT_INTERVAL", "ServeStats"]
 
 LATENCY_WINDOW = 1000
@@ -123,7 +126,7 @@ class ServeStats:
             else "no commit yet"
         )
         return (
-            f"{sum(self.accepted.values())} requests accepted "
-            f"({sum(self.events.values())} events), {sum(self.refused.values())} refused; "
-            f"{shown}"
+            f"{requests_phrase(sum(self.accepted.values()))} accepted "
+            f"({events_phrase(sum(self.events.values()))}), "
+            f"{sum(self.refused.values())} refused; {shown}"
         )
