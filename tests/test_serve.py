@@ -541,19 +541,21 @@ def test_status_and_metrics_show_requests_and_commit_latency(tmp_path: Path, db:
         for thread in threads:
             thread.join()
         httpx.post(running.url + "/track", content=b"not json")
+        httpx.post(running.url + "/v1/no-such-api", json={"n": 1})  # an SDK's wrong path
         scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert running.stop() == 0  # SIGTERM: the last report is written, exit 0
     status = json.loads(spooler_cmd("status", "--db", str(db), "--json").stdout)
     (report,) = status["services"].values()
     assert report["requests_accepted"] == 100 and report["events_accepted"] == 100
-    assert report["refused_by_status"] == {"400": 1}
+    assert report["refused_by_status"] == {"400": 1, "404": 1}
     assert report["stopped"] is True
     assert 0 < report["commits"] <= 100
     assert report["commit_ms"]["p50"] > 0
     table = spooler_cmd("status", "--db", str(db)).stdout
-    assert "100 requests accepted (100 events), 1 refused (400: 1)" in table
+    assert "100 requests accepted (100 events), 2 refused (400: 1, 404: 1)" in table
     assert 'spooler_serve_requests_total{api="events",status="200"} 100.0' in scraped
     assert 'spooler_serve_requests_total{api="datalyr",status="400"} 1.0' in scraped
+    assert 'spooler_serve_requests_total{api="unrouted",status="404"} 1.0' in scraped
     assert "spooler_serve_commit_seconds_count" in scraped
 
 

@@ -29,11 +29,13 @@ from .posthog import PostHog
 from .segment import Segment
 from .stats import REPORT_INTERVAL, Metrics, ServeStats
 
-__all__ = ["IngestApp", "Relay"]
+__all__ = ["UNROUTED", "IngestApp", "Relay"]
 
 log = logging.getLogger("spooler.serve")
 
 _NOT_FOUND_LIMIT = 64 * 1024  # a body to a path no API serves is read, then refused
+# The API a refusal is counted under when no API serves its path (or its destination).
+UNROUTED = "unrouted"
 SUMMARY_INTERVAL = 60.0
 HEARTBEAT_INTERVAL = 0.1  # seconds between the loop's signs of life (Relay.run's heartbeat)
 
@@ -86,6 +88,7 @@ class IngestApp:
         """The API's own answer to a body over its limit."""
         route = self._route(path)
         if isinstance(route, Response):
+            self._stats.refuse(UNROUTED, route.status)
             return route
         self._stats.refuse(route[0].name, 413)
         return route[0].too_large(f"the body is over {route[0].body_limit(path)} bytes")
@@ -97,9 +100,11 @@ class IngestApp:
             return json_response(200, {"ok": True})
         route = self._route(request.path)
         if isinstance(route, Response):
+            self._stats.refuse(UNROUTED, route.status)
             return route
         api, destination = route
         if request.method != "POST":
+            self._stats.refuse(api.name, 405)
             return Response(405, b'{"error":"POST only"}', (("Allow", "POST"),))
         now = self._clock()
         try:
