@@ -249,7 +249,9 @@ def check(opts: Options, file: str | None) -> None:
 
     path = file or opts.config
     if not path:
-        raise click.UsageError("say which file: spooler config check FILE")
+        raise click.UsageError(
+            "no config file to check: give one as FILE, --config FILE or SPOOLER_CONFIG"
+        )
     settings = resolved_settings(read_config_file(path))
     click.echo(json.dumps(settings, indent=2))
     click.echo(f"{path}: ok", err=True)

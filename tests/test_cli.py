@@ -682,6 +682,15 @@ def test_config_check_refuses_bad_files(tmp_path: Path, text: str, message: str)
     assert result.exit_code == 2 and message in result.stderr
 
 
+def test_config_check_without_a_file_says_every_way_to_give_one() -> None:
+    result = run("config", "check", env={"SPOOLER_CONFIG": ""})
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "spooler: error: no config file to check: give one as FILE, --config FILE or"
+        " SPOOLER_CONFIG; see 'spooler config check --help'\n"
+    )
+
+
 def test_config_check_prints_every_problem_on_a_line_of_its_own(tmp_path: Path) -> None:
     config = tmp_path / "spooler.toml"
     config.write_text("[spool]\nmax_events = 0\n[destinations.a]\nurl = 'ftp://h'\n")
