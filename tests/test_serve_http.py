@@ -41,6 +41,19 @@ class UnansweredApp(EchoApp):
         return None
 
 
+class FailingApp(EchoApp):
+    """Fails on ``/raise`` (in ``handle``) and on ``/later`` (through ``answer``, on a
+    later turn of the loop, as a failed commit does); echoes the rest."""
+
+    def handle(self, request: Request, answer: Answer) -> Response | None:
+        if request.path == "/raise":
+            raise RuntimeError("a bug in handle")
+        if request.path == "/later":
+            asyncio.get_running_loop().call_soon(answer, RuntimeError("a bug later"))
+            return None
+        return super().handle(request, answer)
+
+
 class Served:
     """An ``HttpServer`` on its own event loop thread."""
 
@@ -144,6 +157,28 @@ def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
         conn.sendall(post("/a", b"1") + post("/b", b"2") + post("/c", b"3"))
         answers = [conn.read_response()[2] for _ in range(3)]
         assert answers == [b"POST /a 1", b"POST /b 2", b"POST /c 3"]
+
+
+def test_an_app_that_fails_gets_its_client_a_500_logged_and_the_next_answers_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running = Served(Limits(), FailingApp())
+    try:
+        with running.connect() as conn:
+            conn.sendall(post("/raise", b"1") + post("/later", b"2") + post("/a", b"3"))
+            answers = [conn.read_response()[::2] for _ in range(3)]
+    finally:
+        running.close()
+    assert answers == [
+        (500, b'{"error":"internal error"}'),
+        (500, b'{"error":"internal error"}'),
+        (200, b"POST /a 3"),
+    ]
+    failures = [r for r in caplog.records if r.getMessage().startswith("answering")]
+    assert [(r.getMessage(), str(r.exc_info[1]) if r.exc_info else None) for r in failures] == [
+        ("answering POST /raise failed", "a bug in handle"),
+        ("answering POST /later failed", "a bug later"),
+    ]
 
 
 def test_a_chunked_body_is_read_whole(served: Served) -> None:

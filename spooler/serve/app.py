@@ -24,7 +24,7 @@ from ..spool import Spool
 from .amplitude import Amplitude
 from .apis import API, Datalyr, Events, Refused, json_response
 from .commits import Committer
-from .http import INTERNAL_ERROR, Answer, HttpServer, Limits, Request, Response
+from .http import Answer, HttpServer, Limits, Request, Response
 from .posthog import PostHog
 from .segment import Segment
 from .stats import REPORT_INTERVAL, Metrics, ServeStats
@@ -125,9 +125,8 @@ class IngestApp:
                 )
                 self._stats.refuse(api.name, 503)
                 answer(api.unavailable(f"the spool cannot take events now: {outcome}"))
-            elif isinstance(outcome, Exception):  # a bug: the client gets a 500
-                log.error("%s %s failed", request.method, request.path, exc_info=outcome)
-                answer(INTERNAL_ERROR)
+            elif isinstance(outcome, Exception):  # a bug: the server answers 500
+                answer(outcome)
             else:
                 self._stats.accept(api.name, destination, len(texts))
                 answer(api.accepted(request, ingest, outcome, now))

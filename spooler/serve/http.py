@@ -35,7 +35,7 @@ from typing import Protocol, cast
 
 import httptools
 
-__all__ = ["INTERNAL_ERROR", "Answer", "App", "HttpServer", "Limits", "Request", "Response"]
+__all__ = ["Answer", "App", "HttpServer", "Limits", "Request", "Response"]
 
 log = logging.getLogger("spooler.serve")
 
@@ -79,8 +79,10 @@ class Response:
     content_type: str = "application/json"
 
 
-# How an application answers a request later: called once, from the event loop.
-Answer = Callable[[Response], None]
+# How an application answers a request later: called once, from the event loop, with the
+# answer, or with the exception that kept the application from making one (a bug: the
+# server logs it and answers 500, as for an exception raised by ``handle`` itself).
+Answer = Callable[[Response | Exception], None]
 
 
 class App(Protocol):
@@ -105,7 +107,15 @@ _TIMED_OUT = Response(408, b'{"error":"request timeout"}')
 _HEAD_TOO_LARGE = Response(431, b'{"error":"request header fields too large"}')
 _BAD_REQUEST = Response(400, b'{"error":"malformed HTTP request"}')
 _BUSY = Response(503, b'{"error":"too many connections"}', (("Retry-After", "1"),))
-INTERNAL_ERROR = Response(500, b'{"error":"internal error"}')
+_FAILED = Response(500, b'{"error":"internal error"}')
+
+
+def _failed(request: Request, exc: Exception) -> Response:
+    """The answer to a request the application failed on (a bug), which is logged."""
+    log.error("answering %s %s failed", request.method, request.path, exc_info=exc)
+    return _FAILED
+
+
 # A connection's phase, for its deadline.
 _IDLE, _HEAD, _BODY, _WAITING = range(4)
 
@@ -279,10 +289,9 @@ class _Connection(asyncio.Protocol):
                 request = item
                 self._queue[0] = (None, keep_alive)
                 try:
-                    item = self._app.handle(request, self._answered)
-                except Exception:
-                    log.exception("answering %s %s failed", request.method, request.path)
-                    item = INTERNAL_ERROR
+                    item = self._app.handle(request, functools.partial(self._answered, request))
+                except Exception as exc:
+                    item = _failed(request, exc)
             if item is None:
                 return
             self._queue.popleft()
@@ -296,8 +305,9 @@ class _Connection(asyncio.Protocol):
                 self._deadline = self._loop.time() + self._limits.idle_timeout
             self._transport.resume_reading()
 
-    def _answered(self, response: Response) -> None:
-        """The app's answer to the request it is working on, the first queued."""
+    def _answered(self, request: Request, outcome: Response | Exception) -> None:
+        """The app's answer to ``request``, the one it is working on (the first queued)."""
+        response = _failed(request, outcome) if isinstance(outcome, Exception) else outcome
         self._queue[0] = (response, self._queue[0][1])
         self._answer_queued()
 

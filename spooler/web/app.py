@@ -33,7 +33,7 @@ from ..config import WebConfig
 from ..errors import ConfigError, SpoolerError, UnknownEventError
 from ..events import events_phrase
 from ..history import HistoryPoint
-from ..serve.http import INTERNAL_ERROR, Answer, HttpServer, Limits, Request, Response
+from ..serve.http import Answer, HttpServer, Limits, Request, Response
 from ..spool import Spool
 from .actions import ACTIONS, Selection, confirm_page, perform, preview
 from .dead import PAGE_SIZE, Filters, dead_event_page, dead_letters, dead_list, dead_summary
@@ -142,10 +142,10 @@ class WebApp:
         def answered(work: asyncio.Future[Response]) -> None:
             try:
                 response = work.result()
-            except Exception:
-                log.exception("answering %s %s failed", request.method, request.path)
-                response = INTERNAL_ERROR
-            answer(response)
+            except Exception as exc:  # a bug: the server answers 500
+                answer(exc)
+            else:
+                answer(response)
 
         asyncio.wrap_future(self._pool.submit(self.answer, request)).add_done_callback(answered)
 
