@@ -24,7 +24,7 @@ def spooler_cmd(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
-def drain_args(db: Path, url: str, *extra: str) -> list[str]:
+def drain_args(db: Path | str, url: str, *extra: str) -> list[str]:
     """The arguments of ``spooler drain`` delivering to ``url`` with ids in ``id``."""
     return ["drain", "--db", str(db), "--url", url, "--id-field", "id", *extra]
 
@@ -40,10 +40,11 @@ def start_drain(db: Path, url: str, *extra: str, **popen: Any) -> subprocess.Pop
 
 
 def drain_cli(
-    db: Path, url: str, *extra: str, env: dict[str, str] | None = None
+    db: Path | str, url: str, *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``spooler drain --until-empty`` with fast retries to ``url`` (ids in ``id``),
-    bounded by a minute; ``extra`` flags are added at the end."""
+    bounded by a minute, on the spool ``db`` (a file, or a PostgreSQL URL); ``extra``
+    flags are added at the end."""
     return spooler_cmd(
         *drain_args(db, url, "--until-empty", "--backoff-base", "0.01", "--poll-interval", "0.05"),
         *("--max-time", "60", *extra),

@@ -194,6 +194,12 @@ def arrivals(*deliveries: dict[str, list[dict[str, Any]]]) -> list[str]:
     return [i for bodies in deliveries for i, times in bodies.items() for _ in times]
 
 
+def enqueued_by(older: OlderSpooler, location: str, kind: str, count: int) -> dict[str, Any]:
+    """``count`` events of ``kind`` the older code enqueued at ``location``, by their ids."""
+    events = events_of(kind, count)
+    return dict(zip(older.enqueue(location, events), events, strict=True))
+
+
 def answer_503(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """A receiver that is down."""
     return 503, {}, b'{"error":"down"}'
@@ -226,6 +232,13 @@ def file_query(db: Path) -> Query:
     return lambda sql: rows(db, sql.format(s=""))
 
 
+def postgres_spool(postgres: PostgresServer) -> tuple[str, Query]:
+    """A PostgreSQL spool on the test's server: its URL, and a ``Query`` on its schema."""
+    url = postgres.url()
+    schema = url.rsplit("=", 1)[1]
+    return url, lambda sql: postgres.sql(sql.format(s=f"{schema}."))
+
+
 def deliver_what_the_older_spooler_left(
     older: OlderSpooler,
     location: str,
@@ -240,24 +253,16 @@ def deliver_what_the_older_spooler_left(
     one as enqueued, the dead letters once replayed."""
     # Given dead letters the older drain made: a receiver that rejects them (400)
     receiver.reject = lambda event: event["kind"] == "bad"
-    bad = dict(zip(older.enqueue(location, events_of("bad", 5)), events_of("bad", 5), strict=True))
+    bad = enqueued_by(older, location, "bad", 5)
     older.run(
         older.command(*old_drain_args(location, receiver.url, "--until-empty", "--max-time", "60"))
     )
     # ... events it is retrying: attempted once, answered 503
-    retrying = dict(
-        zip(older.enqueue(location, events_of("retry", 30)), events_of("retry", 30), strict=True)
-    )
+    retrying = enqueued_by(older, location, "retry", 30)
     receiver.respond = answer_503
     older.run(older.command(*old_drain_args(location, receiver.url, "--once")))
     # ... and a backlog never sent
-    backlog = dict(
-        zip(
-            older.enqueue(location, events_of("backlog", 1000)),
-            events_of("backlog", 1000),
-            strict=True,
-        )
-    )
+    backlog = enqueued_by(older, location, "backlog", 1000)
     assert query("SELECT count(*) FROM {s}dead") == [(5,)]
     assert query("SELECT count(*) FROM {s}queue WHERE attempts > 0") == [(30,)]
     version = "SELECT value FROM {s}meta WHERE key = 'schema_version'"
@@ -269,10 +274,7 @@ def deliver_what_the_older_spooler_left(
     receiver.reject = None
     since = len(receiver.requests)
     started = time.monotonic()
-    done = spooler_cmd(
-        *("drain", "--db", location, "--url", receiver.url, "--id-field", "id"),
-        *("--until-empty", "--poll-interval", "0.05", "--max-time", "60"),
-    )
+    done = drain_cli(location, receiver.url)
     assert done.returncode == 0, done.stderr
     row.recover_s = time.monotonic() - started
 
@@ -291,10 +293,7 @@ def deliver_what_the_older_spooler_left(
     replayed = spooler_cmd("dlq", "replay", "--all", "--yes", "--db", location)
     assert replayed.returncode == 0, replayed.stderr
     since = len(receiver.requests)
-    done = spooler_cmd(
-        *("drain", "--db", location, "--url", receiver.url, "--id-field", "id"),
-        *("--until-empty", "--poll-interval", "0.05", "--max-time", "60"),
-    )
+    done = drain_cli(location, receiver.url)
     assert done.returncode == 0, done.stderr
     replay = delivered(receiver, since)
     assert replay == {i: [body] for i, body in bad.items()}
@@ -338,12 +337,7 @@ def test_a_backlog_the_older_spooler_left_in_postgresql_is_delivered_as_enqueued
         "as 25, on a PostgreSQL server",
     )
     postgres_schema = pytest.importorskip("spooler.store.postgres.schema")
-    url = postgres.url()
-    schema = url.rsplit("=", 1)[1]
-
-    def query(sql: str) -> list[tuple[Any, ...]]:
-        return postgres.sql(sql.format(s=f"{schema}."))
-
+    url, query = postgres_spool(postgres)
     deliver_what_the_older_spooler_left(
         older, url, query, receiver, row, upgraded_to=postgres_schema.SCHEMA_VERSION
     )
@@ -394,9 +388,7 @@ def test_a_drain_killed_mid_delivery_by_the_older_spooler_loses_nothing(
         "receiver stalls the older drain's 4th request; kill -9; this version drains",
     )
     db = tmp_path / "spool.db"
-    enqueued = dict(
-        zip(older.enqueue(str(db), events_of("e", 2000)), events_of("e", 2000), strict=True)
-    )
+    enqueued = enqueued_by(older, str(db), "e", 2000)
     # Given an older drain that delivered 3 batches and holds the next one's lease
     answers = StallingAnswers(taken=3)
     receiver.respond = answers
@@ -448,9 +440,7 @@ def upgrade_beside_an_older_drain(
     """An older drain keeps running while this version upgrades the spool at
     ``location`` and enqueues: it delivers those events too, or stops loudly; this
     version's drain then delivers whatever is left."""
-    first = dict(
-        zip(older.enqueue(location, events_of("a", 500)), events_of("a", 500), strict=True)
-    )
+    first = enqueued_by(older, location, "a", 500)
     # Given an older drain running, which delivered what the older code enqueued
     drain = subprocess.Popen(
         older.command(*old_drain_args(location, receiver.url, "--batch-size", "100")),
@@ -487,10 +477,7 @@ def upgrade_beside_an_older_drain(
         assert delivered(receiver) == {i: [body] for i, body in everything.items()}
     # ... and this version's drain delivers whatever is left: nothing is lost
     started = time.monotonic()
-    done = spooler_cmd(
-        *("drain", "--db", location, "--url", receiver.url, "--id-field", "id"),
-        *("--until-empty", "--poll-interval", "0.05", "--max-time", "60"),
-    )
+    done = drain_cli(location, receiver.url)
     assert done.returncode == 0, done.stderr
     row.recover_s = time.monotonic() - started
     row.tally(everything, arrivals(delivered(receiver)))
@@ -533,12 +520,7 @@ def test_an_older_drain_on_postgresql_stops_loudly_at_the_upgrade_and_nothing_is
         " while this version upgrades the PostgreSQL spool and enqueues",
         "as 27, on a PostgreSQL server (the older drain stops: exit 1)",
     )
-    url = postgres.url()
-    schema = url.rsplit("=", 1)[1]
-
-    def query(sql: str) -> list[tuple[Any, ...]]:
-        return postgres.sql(sql.format(s=f"{schema}."))
-
+    url, query = postgres_spool(postgres)
     upgrade_beside_an_older_drain(older, url, query, receiver, row)
 
 
