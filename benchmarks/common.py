@@ -165,6 +165,13 @@ def workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (a fixed one may be taken, by another
+    run of the benchmarks for one)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
 def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
     """Return once something listens on 127.0.0.1:``port``; raise if ``process`` exits
     first or 30 s pass."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from common import Row, context, interleaved, report, wait_for_port, workdir
+from common import Row, context, free_port, interleaved, report, wait_for_port, workdir
 
 from spooler import Spool
 from spooler.events import encode_event, new_event_ids
@@ -227,8 +226,7 @@ SERVERS = {
 
 def measure(folder: Path, name: str, connections: int, events: int) -> float:
     """Events per second through candidate ``name`` on a fresh spool."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    port = free_port()
     db = folder / f"{time.monotonic_ns()}.db"
     server = subprocess.Popen([sys.executable, __file__, "--serve", name, str(port), str(db)])
     try:

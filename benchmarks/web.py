@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import EVENT, Row, at_most, context, report, wait_for_port, workdir
+from common import EVENT, Row, at_most, context, free_port, report, wait_for_port, workdir
 
 from spooler import Spool
 from spooler.history import HistoryPoint, minute_of
@@ -72,7 +72,7 @@ def measure(tmp: Path) -> list[Row]:
         began = time.perf_counter()
         spool.dead_letters.summary()
         summary_ms = (time.perf_counter() - began) * 1000
-    port = 18500
+    port = free_port()
     web = subprocess.Popen(
         [sys.executable, "-m", "spooler_cli", "web", "--db", str(db), "--port", str(port)],
         stderr=subprocess.DEVNULL,
