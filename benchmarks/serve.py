@@ -32,6 +32,7 @@ from common import (
     free_port,
     interleaved,
     report,
+    sized,
     wait_for_port,
     workdir,
 )
@@ -39,8 +40,8 @@ from common import (
 import spooler
 
 HERE = Path(__file__).parent
-SECONDS = 3.0
-ROUNDS = 3
+SECONDS = sized(3.0, smoke=0.2)
+ROUNDS = sized(3, smoke=1)
 PRODUCERS = 8
 BATCH = 100
 TARGET_BATCH_RATE = 50_000

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from common import Row, context, free_port, interleaved, report, wait_for_port, workdir
+from common import Row, context, free_port, interleaved, report, sized, wait_for_port, workdir
 
 from spooler import Spool
 from spooler.events import encode_event, new_event_ids
@@ -38,8 +38,8 @@ from spooler.group_commit import GroupCommit
 from spooler.serve.commits import Committer
 
 HERE = Path(__file__).parent
-SECONDS = 3.0
-ROUNDS = 2
+SECONDS = sized(3.0, smoke=0.2)
+ROUNDS = sized(2, smoke=1)
 OK = b'{"success":true}'
 CHOSEN = "asyncio + httptools, uvloop"
 CANDIDATES = (
