@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 from common import (
@@ -25,6 +26,7 @@ from common import (
     memory_sdk,
     rate,
     report,
+    sized,
     track,
     workdir,
 )
@@ -33,11 +35,13 @@ from loopback import Loopback
 import spooler
 from spooler.store.sqlite import SQLiteStore
 
-BIG = 1_000_000
-SMALL = 10_000
-SMALL_DRAIN = 100_000
+BIG = sized(1_000_000, smoke=10_000)
+SMALL = sized(10_000, smoke=1_000)
+SMALL_DRAIN = sized(100_000, smoke=1_000)
 BATCH = 500
 CHUNK = 50_000
+MEMORY_CALLS = sized(20_000, smoke=500)
+ROUNDS = sized(5, smoke=1)
 RSS_LIMIT_MB = 80
 # A drain in a child process, as `spooler drain --until-empty` runs it: prints the time
 # of Drain.run alone (not interpreter start-up) and the process's peak RSS in KB. The
@@ -93,7 +97,7 @@ def child_drain(path: Path, url: str, count: int) -> tuple[float, float]:
     return count / float(elapsed), int(max_rss_kb) / 1024
 
 
-def bytes_per_event(enqueue: object, count: int = 20_000) -> float:
+def bytes_per_event(enqueue: Callable[[], object], count: int = MEMORY_CALLS) -> float:
     """Memory still allocated after ``count`` calls, per call."""
     enqueue()  # warm caches first
     tracemalloc.start()
@@ -117,14 +121,14 @@ def measure(tmp: Path) -> list[Row]:
         return claim_ack(small_store, SMALL, claims["10k"])
 
     flat = interleaved(
-        {"1M": lambda: claim_ack(big_store, SMALL, claims["1M"]), "10k": small_round}, rounds=5
+        {"1M": lambda: claim_ack(big_store, SMALL, claims["1M"]), "10k": small_round}, ROUNDS
     )
     big_store.close()
     small_store.close()
     fill(small, SMALL_DRAIN)
     with Loopback() as url:
         small_rate, _ = child_drain(small, url, SMALL_DRAIN)
-        big_rate, big_rss = child_drain(big, url, BIG - 5 * SMALL)
+        big_rate, big_rss = child_drain(big, url, BIG - ROUNDS * SMALL)
     claim_ms = {name: statistics.median(seconds) * 1000 for name, seconds in claims.items()}
 
     with spooler.Spool(tmp / "memory.db", durability="normal") as spool:

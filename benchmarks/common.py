@@ -4,6 +4,12 @@ Each benchmark script measures spooler and its baselines in the same run and pri
 markdown rows; ``python benchmarks/run_all.py`` (``make bench``) prints them all as one
 table. Rates on a shared VM wander by tens of percent between runs, so contenders are
 measured in interleaved rounds and compared by their medians.
+
+``SPOOLER_BENCH_SMOKE=1`` runs every script at tiny sizes (a backlog of a few thousand, one
+round, fractions of a second of load): each still takes every step and prints every
+row, so that tests/test_benchmarks.py can run them all in seconds and catch a broken
+benchmark before ``make bench`` does. Its figures mean nothing. Each script gives its
+sizes through ``sized``, the real one first.
 """
 
 from __future__ import annotations
@@ -22,14 +28,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import segment.analytics as segment_analytics
 
 import spooler
 
+SMOKE = os.environ.get("SPOOLER_BENCH_SMOKE") == "1"
+Size = TypeVar("Size", int, float)
+
 EVENT = {"event": "page_view", "userId": "u_12345", "properties": {"path": "/pricing", "n": 1}}
 HEADER = "| target | spooler | baseline | ratio | goal | met |"
 RULE = "|---|---|---|---:|---|---|"
+
+
+def sized(real: Size, *, smoke: Size) -> Size:
+    """``real`` (a count, a number of rounds, seconds), or ``smoke`` in a smoke run."""
+    return smoke if SMOKE else real
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,13 @@ def workdir() -> Iterator[Path]:
     """A scratch directory on the same disk as the checkout (not a tmpfs in /tmp)."""
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
         yield Path(tmp)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (a fixed one may be taken, by another
+    run of the benchmarks for one)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:

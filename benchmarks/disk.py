@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import persistqueue
-from common import EVENT, Row, at_most, report, workdir
+from common import EVENT, Row, at_most, report, sized, workdir
 from loopback import Loopback
 
 import spooler
@@ -19,16 +19,17 @@ from spooler.config import build_drain_config
 from spooler.drain import Drain, Mode
 from spooler.store.sqlite.schema import WAL_SIZE_LIMIT
 
-BACKLOG = 200_000
-STEADY_SECONDS = 10.0
+BACKLOG = sized(200_000, smoke=2_000)
+STEADY_SECONDS = sized(10.0, smoke=0.5)
+CHUNK = 50_000
 MB = 1024 * 1024
 
 
 def drained_backlog(path: Path, url: str) -> tuple[float, float]:
     """File size (MB) with the backlog queued, and after `drain --until-empty`."""
     with spooler.Spool(path, durability="normal") as spool:
-        for _ in range(BACKLOG // 50_000):
-            spool.enqueue_many([EVENT] * 50_000)
+        for start in range(0, BACKLOG, CHUNK):
+            spool.enqueue_many([EVENT] * min(CHUNK, BACKLOG - start))
         full = path.stat().st_size / MB
         Drain(spool.store, build_drain_config({}, destination_flags={"url": url})).run(
             Mode.UNTIL_EMPTY

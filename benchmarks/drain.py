@@ -27,6 +27,7 @@ from common import (
     interleaved,
     raw_queue,
     report,
+    sized,
     workdir,
 )
 from loopback import Loopback
@@ -37,10 +38,11 @@ from spooler.drain import Drain, Mode
 from spooler.events import encode_event
 from spooler.store.sqlite import SQLiteStore
 
-BACKLOG = 50_000
-PQ_BACKLOG = 2_000  # persist-queue commits every put, get and ack: two fsyncs per event
-ROUNDS = 3
-HISTORY_ROUNDS = 10
+BACKLOG = sized(50_000, smoke=1_000)
+# persist-queue commits every put, get and ack: two fsyncs per event
+PQ_BACKLOG = sized(2_000, smoke=100)
+ROUNDS = sized(3, smoke=1)
+HISTORY_ROUNDS = sized(10, smoke=2)
 
 
 def spooler_drain(path: Path, url: str, *, history: bool = True) -> float:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import EVENT, Row, at_least, context, interleaved, report, workdir
+from common import EVENT, Row, at_least, context, interleaved, report, sized, workdir
 from drain import raw_sqlite3
 from loopback import fastest
 
@@ -31,10 +31,11 @@ from spooler.drain import Drain, Mode
 from spooler.store.sqlite import SQLiteStore
 from spooler.store.sqlite.schema import WAL_SIZE_LIMIT
 
-BACKLOG = 200_000  # a second or two of draining: start-up does not dominate
-FAR_BACKLOG = 50_000
+# A second or two of draining: start-up does not dominate.
+BACKLOG = sized(200_000, smoke=2_000)
+FAR_BACKLOG = sized(50_000, smoke=1_000)
 FAR_DELAY = 0.020
-ROUNDS = 3
+ROUNDS = sized(3, smoke=1)
 BATCH_SIZES = (100, 500, 2000)
 BIG_BATCH = 2000  # the grid's best batch size in every run so far
 CONCURRENCIES = (1, 4, 16)

@@ -28,6 +28,7 @@ from common import (
     raw_durable_insert,
     raw_queue,
     report,
+    sized,
     track,
     workdir,
 )
@@ -36,8 +37,8 @@ import spooler
 
 THREADS = 8
 PROCESSES = 4
-PER_WORKER = 250  # enqueues per thread or process per round
-ROUNDS = 5
+PER_WORKER = sized(250, smoke=10)  # enqueues per thread or process per round
+ROUNDS = sized(5, smoke=1)
 
 
 def threaded(call: Callable[[], object]) -> float:

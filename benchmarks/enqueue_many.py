@@ -21,6 +21,7 @@ from common import (
     memory_sdk,
     rate,
     report,
+    sized,
     track,
     workdir,
 )
@@ -28,8 +29,8 @@ from common import (
 import spooler
 from spooler.events import encode_event, encode_event_array, new_event_ids
 
-BULK = 50_000
-ROUNDS = 5
+BULK = sized(50_000, smoke=500)
+ROUNDS = sized(5, smoke=1)
 
 
 def measure(tmp: Path) -> list[Row]:
@@ -55,7 +56,7 @@ def measure(tmp: Path) -> list[Row]:
         raw.execute("COMMIT")
 
     queue = persistqueue.SQLiteAckQueue(str(tmp / "pq"), auto_commit=True, multithreading=True)
-    pq_puts = 500  # persist-queue has no bulk put: one commit per event
+    pq_puts = sized(500, smoke=20)  # persist-queue has no bulk put: one commit per event
 
     events = [dict(EVENT) for _ in range(BULK)]
     client = memory_sdk()

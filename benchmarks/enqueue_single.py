@@ -27,14 +27,15 @@ from common import (
     raw_spool,
     raw_spool_insert,
     report,
+    sized,
     track,
     workdir,
 )
 
 import spooler
 
-PER_ROUND = 400  # one fsync each
-ROUNDS = 7
+PER_ROUND = sized(400, smoke=20)  # one fsync each
+ROUNDS = sized(7, smoke=1)
 PAGE = 4096
 PAGES = 2  # what one enqueue's commit appends to the WAL
 

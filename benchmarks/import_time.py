@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import Row, at_most, context, interleaved, report
+from common import Row, at_most, context, interleaved, report, sized
 
 import spooler
 
-ROUNDS = 15
+ROUNDS = sized(15, smoke=1)
 # Each child times only its import (not interpreter start-up) and lists what it loaded.
 CHILD = """
 import sys, time

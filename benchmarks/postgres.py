@@ -14,7 +14,7 @@ switch); and what limits cost, raw inserts that also add to one counter row (eve
 producer queues behind its lock) and to one of 16 counter rows (what the spool does).
 
     python benchmarks/postgres.py             # needs: pip install -e '.[bench]'
-    python benchmarks/postgres.py --quick     # a short run that only shows it works
+    SPOOLER_BENCH_SMOKE=1 python benchmarks/postgres.py   # a short run that only shows it works
     python benchmarks/postgres.py --enqueue --rounds 9   # target 8 alone, 9 rounds
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from common import EVENT, Row, at_least, context, interleaved, report
+from common import EVENT, Row, at_least, context, interleaved, report, sized
 from loopback import Loopback
 
 import spooler
@@ -45,11 +45,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from pg_server import PostgresServer  # the tests' own harness
 
 PROCESSES = 8
-QUICK = "--quick" in sys.argv
 ENQUEUE_ONLY = "--enqueue" in sys.argv  # target 8 alone
-PER_PROCESS = 50 if QUICK else 500  # enqueues per process per round
-BACKLOG = 2_000 if QUICK else 50_000
-ROUNDS = 1 if QUICK else 3
+PER_PROCESS = sized(500, smoke=20)  # enqueues per process per round
+BACKLOG = sized(50_000, smoke=1_000)
+ROUNDS = sized(3, smoke=1)
 if "--rounds" in sys.argv:
     ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1])
 SCHEMA = "bench"

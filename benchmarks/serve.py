@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import socket
 import subprocess
 import sys
 import time
@@ -25,27 +24,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import EVENT, Row, at_least, context, interleaved, report, wait_for_port, workdir
+from common import (
+    EVENT,
+    Row,
+    at_least,
+    context,
+    free_port,
+    interleaved,
+    report,
+    sized,
+    wait_for_port,
+    workdir,
+)
 
 import spooler
 
 HERE = Path(__file__).parent
-SECONDS = 3.0
-ROUNDS = 3
+SECONDS = sized(3.0, smoke=0.2)
+ROUNDS = sized(3, smoke=1)
 PRODUCERS = 8
 BATCH = 100
 TARGET_BATCH_RATE = 50_000
 
 
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def relay(folder: Path) -> Iterator[int]:
     """``spooler serve`` on a fresh spool in ``folder``; its port, once it listens."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "spooler_cli", "serve", "--db", str(folder / "serve.db")),

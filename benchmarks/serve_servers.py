@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from common import Row, context, interleaved, report, wait_for_port, workdir
+from common import Row, context, free_port, interleaved, report, sized, wait_for_port, workdir
 
 from spooler import Spool
 from spooler.events import encode_event, new_event_ids
@@ -39,8 +38,8 @@ from spooler.group_commit import GroupCommit
 from spooler.serve.commits import Committer
 
 HERE = Path(__file__).parent
-SECONDS = 3.0
-ROUNDS = 2
+SECONDS = sized(3.0, smoke=0.2)
+ROUNDS = sized(2, smoke=1)
 OK = b'{"success":true}'
 CHOSEN = "asyncio + httptools, uvloop"
 CANDIDATES = (
@@ -227,8 +226,7 @@ SERVERS = {
 
 def measure(folder: Path, name: str, connections: int, events: int) -> float:
     """Events per second through candidate ``name`` on a fresh spool."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    port = free_port()
     db = folder / f"{time.monotonic_ns()}.db"
     server = subprocess.Popen([sys.executable, __file__, "--serve", name, str(port), str(db)])
     try:

@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 
 import httpx
-from common import EVENT, Row, at_most, context, report, wait_for_port, workdir
+from common import EVENT, Row, at_most, context, free_port, report, sized, wait_for_port, workdir
 
 from spooler import Spool
 from spooler.history import HistoryPoint, minute_of
 
-QUEUED = 1_000_000
-DEAD = 200_000
-ROUNDS = 40
+QUEUED = sized(1_000_000, smoke=2_000)
+DEAD = sized(200_000, smoke=200)
+ROUNDS = sized(40, smoke=2)  # two at least: a percentile needs them
 LIMIT_MS = 200.0
-CHUNK = 10_000
+CHUNK = sized(10_000, smoke=100)
 
 
 def build(path: Path) -> None:
@@ -72,7 +72,7 @@ def measure(tmp: Path) -> list[Row]:
         began = time.perf_counter()
         spool.dead_letters.summary()
         summary_ms = (time.perf_counter() - began) * 1000
-    port = 18500
+    port = free_port()
     web = subprocess.Popen(
         [sys.executable, "-m", "spooler_cli", "web", "--db", str(db), "--port", str(port)],
         stderr=subprocess.DEVNULL,
