@@ -703,6 +703,22 @@ def test_config_check_prints_every_problem_on_a_line_of_its_own(tmp_path: Path) 
     ]
 
 
+def test_config_check_names_the_apis_the_relay_refuses(tmp_path: Path) -> None:
+    # Given a relay's config that defines a destination for Amplitude's events only
+    config = tmp_path / "spooler.toml"
+    config.write_text(
+        "[serve]\nport = 8421\n"
+        "[destinations.amplitude]\ntype = 'amplitude'\napi_key = 'amp-0123456789'\n"
+    )
+    # When it is checked, then it names the other APIs, whose requests get 404
+    result = run("config", "check", str(config))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["serve"]["refused_apis"] == ["segment", "posthog", "datalyr"]
+    # ...and none where the file defines no destination: the relay takes any
+    config.write_text("[serve]\nport = 8421\n")
+    assert json.loads(run("config", "check", str(config)).stdout)["serve"]["refused_apis"] == []
+
+
 def test_retry_now_clears_the_backoff_of_waiting_events(db: Path) -> None:
     with Spool(db) as spool:
         ids = spool.enqueue_many([{"n": n} for n in range(3)])
