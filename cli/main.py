@@ -15,6 +15,12 @@ from typing import Any
 import click
 
 from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
+from spooler.events import (
+    DEFAULT_MAX_EVENT_BYTES,
+    check_destination_name,
+    encode_event_texts,
+    new_event_ids,
+)
 
 from .options import (
     FlagNamedOption,
@@ -135,17 +141,17 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
     All or nothing: one bad event enqueues none, and the error names it.
     """
     opts.warn_of_config_mistakes()
+    check_destination_name(destination)
     configured = opts.raw_config.get("destinations")
     if configured and destination not in configured:
         raise ConfigError(
             f"unknown destination {destination!r}; {opts.config} defines "
             f"{', '.join(sorted(configured))}"
         )
+    max_event_bytes = opts.spool_settings.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)
     current = 0  # the argument or line number of the event last read: on error, the bad one
 
     def texts(numbered: Iterable[tuple[int, str]]) -> Iterator[str]:
-        # Streamed into the spool, which keeps only each event's compact text: a large
-        # file on stdin takes about its own size in memory.
         nonlocal current
         try:
             for number, text in numbered:
@@ -154,24 +160,30 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
         except InvalidEventError as exc:  # a line too long, or not UTF-8: it names itself
             raise InvalidEventError(f"{exc}; nothing was enqueued") from None
 
+    numbered: Iterable[tuple[int, str]]
+    if events and events != ("-",):
+        label, numbered = "argument", enumerate(events, 1)
+    else:
+        line_limit = LINE_BYTES_PER_EVENT_BYTE * max_event_bytes
+        label, numbered = "line", stdin_lines(max_bytes=line_limit)
+    # Every event is read and checked before the spool is opened: input that enqueues
+    # nothing (a bad event, no event) leaves no new spool file behind. Only each event's
+    # compact text is kept meanwhile: a large file on stdin takes about its own size.
+    try:
+        bodies = encode_event_texts(texts(numbered), max_bytes=max_event_bytes)
+    except InvalidEventError as exc:
+        if exc.index is None:
+            raise  # from stdin itself
+        detail = str(exc).removeprefix(f"event {exc.index}: ")
+        raise InvalidEventError(f"{label} {current}: {detail}; nothing was enqueued") from None
+    if not bodies:
+        click.echo("spooler: no events given; nothing enqueued", err=True)
+        return
+    ids = new_event_ids(len(bodies))
     with opts.open_spool() as spool:
-        numbered: Iterable[tuple[int, str]]
-        if events and events != ("-",):
-            label, numbered = "argument", enumerate(events, 1)
-        else:
-            line_limit = LINE_BYTES_PER_EVENT_BYTE * spool.max_event_bytes
-            label, numbered = "line", stdin_lines(max_bytes=line_limit)
-        try:
-            ids = spool.enqueue_json(texts(numbered), destination=destination)
-        except InvalidEventError as exc:
-            if exc.index is None:
-                raise  # from stdin itself
-            detail = str(exc).removeprefix(f"event {exc.index}: ")
-            raise InvalidEventError(f"{label} {current}: {detail}; nothing was enqueued") from None
+        spool.commit_rows([(i, destination, body) for i, body in zip(ids, bodies, strict=True)])
     for event_id in ids:
         click.echo(event_id)
-    if not ids:
-        click.echo("spooler: no events given; nothing enqueued", err=True)
 
 
 # -- status -------------------------------------------------------------------------------

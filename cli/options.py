@@ -69,6 +69,16 @@ class Options:
 
         return config_db_path(self.raw_config) or DEFAULT_DB
 
+    @functools.cached_property
+    def spool_settings(self) -> dict[str, Any]:
+        """The config file's [spool] settings, as ``Spool``'s keyword arguments ({}
+        without a file)."""
+        if not self.raw_config:
+            return {}
+        from spooler.config import spool_options
+
+        return spool_options(self.raw_config)
+
     def open_spool(self, *, create: bool = True, durability: str | None = None) -> Spool:
         """Open the spool with the config file's [spool] settings.
 
@@ -76,11 +86,7 @@ class Options:
         an empty, healthy spool. ``durability`` overrides the configured one for this
         connection only (the drain's, see docs/guarantees.md).
         """
-        options: dict[str, Any] = {}
-        if self.raw_config:
-            from spooler.config import spool_options
-
-            options = spool_options(self.raw_config)
+        options = dict(self.spool_settings)
         if durability is not None:
             options["durability"] = durability
         return Spool(self.db_path(), create=create, **options)

@@ -39,7 +39,8 @@ def serve(
 ) -> None:
     """Take events over HTTP, in the Amplitude, Segment, PostHog and Datalyr ingest APIs
     and POST /v1/events/DESTINATION, and answer each request once its events are
-    committed to the spool. `spooler drain` delivers them.
+    committed to the spool. `spooler drain` delivers them. Where the config defines
+    destinations, requests for one it does not define get 404.
 
     SIGTERM/SIGINT stop accepting, answer the requests in progress and exit 0.
     """

@@ -12,6 +12,7 @@ from .errors import ConfigError, InvalidEventError
 # typing.TYPE_CHECKING without importing typing (its cost: benchmarks/import_time.py)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "check_destination_name",
     "encode_event",
     "encode_event_array",
+    "encode_event_texts",
     "events_phrase",
     "new_event_id",
     "new_event_id_block",
@@ -201,6 +203,24 @@ def parse_event(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidEventError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def encode_event_texts(
+    texts: Iterable[str], *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> list[str]:
+    """Each JSON object text (``parse_event``'s) as ``encode_event`` stores it; on the
+    first bad one, ``InvalidEventError`` with its ``index``.
+
+    Only the compact texts are kept, not the parsed objects: a large input (a JSON
+    Lines backfill) takes about its own size in memory.
+    """
+    encoded = []
+    for index, text in enumerate(texts):
+        try:
+            encoded.append(encode_event(parse_event(text), max_bytes=max_bytes))
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"event {index}: {exc}", index=index) from None
+    return encoded
 
 
 def events_phrase(count: int) -> str:

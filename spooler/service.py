@@ -239,13 +239,15 @@ def run_serve(
     from .serve import Relay  # httptools: the serve extra, which the error names
 
     configure_logging(options)
+    log = logging.getLogger("spooler.serve")
+    log.info("%s", _routes(config))
     unchecked = [
         api
         for api, name in config.destinations.items()
-        if not (config.token or config.keys.get(name))
+        if not (config.refuses(api) or config.token or config.keys.get(name))
     ]
     if unchecked:
-        logging.getLogger("spooler.serve").warning(
+        log.warning(
             "no key to check requests against for %s (no api_key for the destination, no"
             " token): any local process may post their events",
             ", ".join(unchecked),
@@ -259,6 +261,17 @@ def run_serve(
         relay = Relay(spool, config, metrics=metrics)
         with Service(options, stop=relay.stop, metrics=metrics) as service:
             relay.run(heartbeat=service.heartbeat)
+
+
+def _routes(config: ServeConfig) -> str:
+    """Which API's events go to which destination, and which APIs the relay refuses."""
+    routes = {api: f"{api} -> {name}" for api, name in config.destinations.items()}
+    served = ", ".join(route for api, route in routes.items() if not config.refuses(api))
+    refused = ", ".join(route for api, route in routes.items() if config.refuses(api))
+    line = f"APIs to destinations: {served or 'none'}"
+    if refused:
+        line += f"; refused (404), their destination not configured: {refused}"
+    return line
 
 
 def _run_with_progress(

@@ -16,10 +16,10 @@ from .events import (
     check_destination_name,
     encode_event,
     encode_event_array,
+    encode_event_texts,
     new_event_id,
     new_event_id_block,
     new_event_ids,
-    parse_event,
     split_event_ids,
 )
 from .files import DEFAULT_FILE_MODE
@@ -137,18 +137,15 @@ class Spool:
         be a generator; nothing is written while it runs.
         """
         check_destination_name(destination)
-        return self._commit(self._encode_each(texts, parse=parse_event), destination)
+        bodies = encode_event_texts(texts, max_bytes=self.max_event_bytes)
+        return self._commit(bodies, destination)
 
-    def _encode_each(
-        self, items: Iterable[Any], *, parse: Callable[[Any], Any] | None = None
-    ) -> list[str]:
+    def _encode_each(self, events: Iterable[dict[str, Any]]) -> list[str]:
         """Each event as stored; an ``InvalidEventError``'s ``index`` names the one at fault."""
         bodies = []
-        for index, item in enumerate(items):
+        for index, event in enumerate(events):
             try:
-                bodies.append(
-                    encode_event(parse(item) if parse else item, max_bytes=self.max_event_bytes)
-                )
+                bodies.append(encode_event(event, max_bytes=self.max_event_bytes))
             except InvalidEventError as exc:
                 raise InvalidEventError(f"event {index}: {exc}", index=index) from None
         return bodies
@@ -165,8 +162,8 @@ class Spool:
     def commit_rows(self, rows: Sequence[tuple[str, str, str]]) -> None:
         """Commit ``(event_id, destination, JSON text)`` rows in one transaction of their
         own, within the spool's limits: for callers that gather commits themselves
-        (``spooler serve``). The texts must be ``encode_event``'s, the ids
-        ``new_event_ids``'."""
+        (``spooler serve``), or check events before they open the spool (``spooler
+        enqueue``). The texts must be ``encode_event``'s, the ids ``new_event_ids``'."""
         self.store.insert(
             rows, now=self._clock(), max_events=self.max_events, max_bytes=self.max_bytes
         )

@@ -135,6 +135,7 @@ def test_enqueue_of_a_large_file_takes_a_few_times_its_size_in_memory(
 def test_enqueue_oversized_event_names_the_line(tmp_path: Path, db: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[spool]\nmax_event_bytes = 100\n")
+    Spool(db).close()  # (a new spool file is not made for input that enqueues nothing)
     big = json.dumps({"pad": "x" * 200})
     result = run("enqueue", "--db", str(db), "--config", str(config), input='{"a":1}\n' + big)
     assert result.exit_code == 1
@@ -152,6 +153,60 @@ def test_enqueue_to_a_full_spool_fails_and_keeps_the_spool(tmp_path: Path, db: P
     result = run("enqueue", "--db", str(db), "--config", str(config), '{"late":1}')
     assert result.exit_code == 1 and "max_events=2" in result.stderr
     assert queued_bodies(db) == ["{}", "{}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "code", "message"),
+    [
+        (["nope"], None, 1, "spooler: error: argument 1: not valid JSON"),
+        (['{"ok":1}', "[1]"], None, 1, "spooler: error: argument 2: expected a JSON object"),
+        (['{"pad": "xxxxxxxx"}'], None, 1, "spooler: error: argument 1: event is 18 bytes"),
+        ([], '{"ok":1}\nnope\n', 1, "spooler: error: line 2: not valid JSON"),
+        ([], '{"ok":1}\n' + "x" * 41, 1, "spooler: error: line 2: longer than 40 bytes"),
+        ([], "", 0, "spooler: no events given; nothing enqueued"),
+        ([], "\n\n", 0, "spooler: no events given; nothing enqueued"),
+        (["-d", "bad name!", "{}"], None, 2, "spooler: error: bad destination name 'bad name!'"),
+        (["-d", "nope", "{}"], None, 2, "spooler: error: unknown destination 'nope'"),
+    ],
+    ids=[
+        "bad-argument",
+        "second-argument",
+        "over-the-limit",
+        "bad-line",
+        "long-line",
+        "no-input",
+        "blank-lines",
+        "bad-destination",
+        "unknown-destination",
+    ],
+)
+def test_enqueue_of_nothing_leaves_no_new_spool_behind(
+    tmp_path: Path, args: list[str], stdin: str | None, code: int, message: str
+) -> None:
+    # Given a spool path that does not exist yet, in a folder that does not either
+    folder = tmp_path / "spools"
+    config = tmp_path / "spooler.toml"
+    config.write_text(
+        "[spool]\nmax_event_bytes = 10\n[destinations.amp]\nurl = 'http://127.0.0.1:9'\n"
+    )
+    # When `spooler enqueue` is given input that enqueues nothing (a -d in args wins)
+    result = spooler_cmd(
+        *("enqueue", "--db", str(folder / "new.db"), "--config", str(config), "-d", "amp"),
+        *args,
+        input=stdin,
+    )
+    # Then it says why, and neither the spool file nor its folder was made
+    assert (result.returncode, result.stdout) == (code, "")
+    assert result.stderr.startswith(message), result.stderr
+    assert not folder.exists()
+
+
+def test_enqueue_of_events_makes_the_spool_and_its_folder(tmp_path: Path) -> None:
+    spool = tmp_path / "spools" / "new.db"
+    result = spooler_cmd("enqueue", "--db", str(spool), "{}", '{"a":1}')
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 2
+    assert queued_bodies(spool) == ["{}", '{"a":1}']
 
 
 def test_unknown_destination_with_a_config(tmp_path: Path, db: Path) -> None:
@@ -701,6 +756,22 @@ def test_config_check_prints_every_problem_on_a_line_of_its_own(tmp_path: Path) 
         "spooler: error: destinations.a.url: http destinations need an http:// or "
         "https:// URL, got 'ftp://h'",
     ]
+
+
+def test_config_check_names_the_apis_the_relay_refuses(tmp_path: Path) -> None:
+    # Given a relay's config that defines a destination for Amplitude's events only
+    config = tmp_path / "spooler.toml"
+    config.write_text(
+        "[serve]\nport = 8421\n"
+        "[destinations.amplitude]\ntype = 'amplitude'\napi_key = 'amp-0123456789'\n"
+    )
+    # When it is checked, then it names the other APIs, whose requests get 404
+    result = run("config", "check", str(config))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["serve"]["refused_apis"] == ["segment", "posthog", "datalyr"]
+    # ...and none where the file defines no destination: the relay takes any
+    config.write_text("[serve]\nport = 8421\n")
+    assert json.loads(run("config", "check", str(config)).stdout)["serve"]["refused_apis"] == []
 
 
 def test_retry_now_clears_the_backoff_of_waiting_events(db: Path) -> None:

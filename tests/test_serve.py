@@ -19,7 +19,7 @@ import httpx
 import pytest
 from helpers.cli import SPOOLER, spooler_cmd
 from helpers.faults import fiu, switch
-from helpers.processes import free_port, wait_for_line
+from helpers.processes import free_port, wait_until
 from helpers.spools import rows
 from relay import relay, write_config
 
@@ -363,6 +363,60 @@ def test_the_destination_key_or_the_token_is_taken(tmp_path: Path, db: Path) -> 
     assert TOKEN.encode() not in spool_bytes(db)
 
 
+def test_an_api_whose_destination_the_config_does_not_define_gets_404_and_stores_nothing(
+    tmp_path: Path, db: Path
+) -> None:
+    # Given a config that defines an Amplitude destination only, with a token, and sends
+    # Segment's events to a destination it does not define either
+    config = write_config(
+        tmp_path / "spooler.toml",
+        {
+            "amplitude": {
+                "type": "amplitude",
+                "url": "http://127.0.0.1:9/amplitude",
+                "api_key": KEYS["amplitude"],
+            }
+        },
+        token=TOKEN,
+        destinations={"segment": "seg_prod"},
+    )
+    metrics_port = free_port()
+    # When each API's SDK posts, with the token
+    with relay(db, "--config", str(config), "--metrics-port", str(metrics_port)) as running:
+        amplitude = httpx.post(
+            running.url + "/2/httpapi",
+            json={"api_key": TOKEN, "events": [{"event_type": "a", "user_id": "user_1"}]},
+        )
+        unrouted = [
+            httpx.post(
+                running.url + "/v1/batch",
+                json={"batch": [{"type": "track", "event": "e", "userId": "u"}]},
+                auth=(TOKEN, ""),
+            ),
+            httpx.post(
+                running.url + "/batch/",
+                json={"api_key": TOKEN, "batch": [{"event": "e", "distinct_id": "d"}]},
+            ),
+            httpx.post(running.url + "/track", json={"event": "e"}, headers={"X-API-Key": TOKEN}),
+        ]
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    # Then Amplitude's is taken; the others get a 404 that names their destination and
+    # how to route them, as the generic endpoint's for a destination not configured
+    assert amplitude.status_code == 200
+    assert [r.status_code for r in unrouted] == [404, 404, 404]
+    assert [r.json()["error"] for r in unrouted] == [
+        f"no destination {name!r} is configured for the {api} API: define"
+        f" [destinations.{name}] with type = '{api}', or route the API to a configured one"
+        f" with serve.destinations.{api} in [serve]"
+        for api, name in (("segment", "seg_prod"), ("posthog", "posthog"), ("datalyr", "datalyr"))
+    ]
+    # ...nothing of theirs waits in the spool for a drain that would never come
+    assert [destination for destination, _ in stored(db)] == ["amplitude"]
+    # ...and they are counted as refused, where a path no API serves is
+    assert 'spooler_serve_requests_total{api="unrouted",status="404"} 3.0' in scraped
+    assert 'spooler_serve_requests_total{api="amplitude",status="200"} 1.0' in scraped
+
+
 def test_each_apis_events_go_to_its_mapped_destination_and_its_drain_delivers_them(
     tmp_path: Path, db: Path, receiver: Receiver
 ) -> None:
@@ -507,23 +561,44 @@ def test_only_loopback_without_a_token(tmp_path: Path, db: Path) -> None:
     assert not db.exists()
 
 
-def test_the_relay_says_which_apis_take_requests_with_any_key(tmp_path: Path, db: Path) -> None:
+def serve_start_log(tmp_path: Path, db: Path, *args: str) -> str:
+    """What ``spooler serve ARGS`` logs until it listens; it is then stopped."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        command = ["serve", "--db", str(db), "--port", str(free_port()), *args]
+        process = subprocess.Popen([*SPOOLER, *command], stderr=stderr, text=True)
+    try:
+        assert wait_until(lambda: "serving on" in log.read_text(), timeout=30), log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    return log.read_text()
+
+
+def test_the_relay_says_where_each_apis_events_go_and_which_take_any_key(
+    tmp_path: Path, db: Path
+) -> None:
     # Given keys for the destinations of two of the four APIs, and no token
     keyed = {api: {"type": api, "api_key": KEYS[api]} for api in ("amplitude", "segment")}
     config = write_config(tmp_path / "spooler.toml", keyed)
-    command = ["serve", "--db", str(db), "--port", str(free_port()), "--config", str(config)]
-    process = subprocess.Popen([*SPOOLER, *command], stderr=subprocess.PIPE, text=True)
-    try:
-        # When it starts, then it warns of exactly the other two
-        assert process.stderr is not None
-        assert wait_for_line(
-            process.stderr, "no key to check requests against for posthog, datalyr (no api_key"
-        )
-        assert wait_for_line(process.stderr, "serving on")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
+    # When it starts, then it says where their events go, and that it refuses the others
+    log = serve_start_log(tmp_path, db, "--config", str(config))
+    assert (
+        "INFO APIs to destinations: amplitude -> amplitude, segment -> segment; refused (404),"
+        " their destination not configured: posthog -> posthog, datalyr -> datalyr\n"
+    ) in log
+    # ...and warns of no API taking any key: each one it serves has its key
+    assert "no key to check" not in log
+    # Given no config, when it starts, then it serves every API, each with any key
+    log = serve_start_log(tmp_path, db)
+    assert (
+        "INFO APIs to destinations: amplitude -> amplitude, segment -> segment,"
+        " posthog -> posthog, datalyr -> datalyr\n"
+    ) in log
+    assert (
+        "WARNING no key to check requests against for amplitude, segment, posthog, datalyr"
+        " (no api_key"
+    ) in log
 
 
 def test_status_and_metrics_show_requests_and_commit_latency(tmp_path: Path, db: Path) -> None:

@@ -33,7 +33,9 @@ class ServeConfig:
     ``destinations`` maps each API to the destination its events are for; ``keys`` maps
     destinations to their configured API key, which a request may present (as may
     ``token``); ``configured`` names the destinations the config file defines (None:
-    it defines none, and the generic endpoint takes any name).
+    it defines none, and the relay takes events for any name). Where the file defines
+    destinations, the relay refuses (404) a request for one it does not define: on the
+    generic endpoint, and on an API whose destination it is (``refuses``).
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +53,12 @@ class ServeConfig:
     # A commit waits up to the SQLite spool's busy timeout (60s) for the write lock, then
     # fails (503); one that has not returned well after that is stuck.
     commit_timeout: float = 90.0
+
+    def refuses(self, api: str) -> bool:
+        """Whether the relay refuses ``api``'s requests: the config file defines
+        destinations, but not the one ``api``'s events go to (no drain with the file
+        would ever deliver them)."""
+        return self.configured is not None and self.destinations[api] not in self.configured
 
 
 def _api_destinations(value: Any, key: str) -> dict[str, str]:

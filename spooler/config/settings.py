@@ -44,9 +44,14 @@ def resolved_settings(
         settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
     if "serve" in raw:
         with problems.noted():
-            serve = asdict(build_serve_config(raw, env=env))
+            serve_config = build_serve_config(raw, env=env)
+            serve = asdict(serve_config)
             for key in ("keys", "configured"):
                 del serve[key]  # the destinations' own, shown with them
+            # Those whose destination this file does not define: the relay answers 404.
+            serve["refused_apis"] = [
+                api for api in serve_config.destinations if serve_config.refuses(api)
+            ]
             if serve["token"] is not None:
                 serve["token"] = mask(serve["token"])
             settings["serve"] = serve

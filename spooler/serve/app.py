@@ -58,15 +58,24 @@ class IngestApp:
         self._stats = stats
         self._clock = clock
         self._routes: dict[str, API] = {}
+        # The answer to each API whose destination the config does not define: its
+        # events would wait in the spool for a drain that never comes.
+        self._unrouted: dict[str, Response] = {}
         for api in (Amplitude(config.min_id_length), Segment(), PostHog(), Datalyr()):
             for path in api.paths:
                 self._routes[path] = api
+            if config.refuses(api.name):
+                error = _unrouted_error(api.name, config.destinations[api.name])
+                self._unrouted[api.name] = json_response(404, {"error": error})
         self._events = Events()
 
     def _route(self, path: str) -> tuple[API, str] | Response:
         """The API serving ``path``, and the destination its events go to."""
         api = self._routes.get(path)
         if api is not None:
+            refusal = self._unrouted.get(api.name)
+            if refusal is not None:
+                return refusal
             return api, self._config.destinations[api.name]
         name = path.removeprefix(Events.prefix)
         if name == path:
@@ -156,6 +165,15 @@ class IngestApp:
             except InvalidEventError as exc:
                 raise api.refuse(f"event {index}: {exc}") from None
         return texts
+
+
+def _unrouted_error(api: str, name: str) -> str:
+    """Why ``api``'s requests, for destination ``name``, are refused; how to route them."""
+    return (
+        f"no destination {name!r} is configured for the {api} API: define"
+        f" [destinations.{name}] with type = '{api}', or route the API to a configured one"
+        f" with serve.destinations.{api} in [serve]"
+    )
 
 
 class Relay:
