@@ -18,7 +18,7 @@ from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
 from spooler.events import (
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
-    encode_event_texts,
+    encode_events,
     new_event_ids,
 )
 
@@ -170,7 +170,7 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
     # nothing (a bad event, no event) leaves no new spool file behind. Only each event's
     # compact text is kept meanwhile: a large file on stdin takes about its own size.
     try:
-        bodies = encode_event_texts(texts(numbered), max_bytes=max_event_bytes)
+        bodies = encode_events(texts(numbered), max_bytes=max_event_bytes, texts=True)
     except InvalidEventError as exc:
         if exc.index is None:
             raise  # from stdin itself

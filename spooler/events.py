@@ -23,7 +23,7 @@ __all__ = [
     "check_destination_name",
     "encode_event",
     "encode_event_array",
-    "encode_event_texts",
+    "encode_events",
     "events_phrase",
     "new_event_id",
     "new_event_id_block",
@@ -205,19 +205,22 @@ def parse_event(text: str) -> dict[str, Any]:
     return value
 
 
-def encode_event_texts(
-    texts: Iterable[str], *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+def encode_events(
+    events: Iterable[Any], *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, texts: bool = False
 ) -> list[str]:
-    """Each JSON object text (``parse_event``'s) as ``encode_event`` stores it; on the
-    first bad one, ``InvalidEventError`` with its ``index``.
+    """Each event as ``encode_event`` stores it; on the first bad one,
+    ``InvalidEventError`` with its ``index``. With ``texts``, the events are JSON object
+    texts, each read by ``parse_event`` first.
 
     Only the compact texts are kept, not the parsed objects: a large input (a JSON
     Lines backfill) takes about its own size in memory.
     """
     encoded = []
-    for index, text in enumerate(texts):
+    for index, event in enumerate(events):
         try:
-            encoded.append(encode_event(parse_event(text), max_bytes=max_bytes))
+            encoded.append(
+                encode_event(parse_event(event) if texts else event, max_bytes=max_bytes)
+            )
         except InvalidEventError as exc:
             raise InvalidEventError(f"event {index}: {exc}", index=index) from None
     return encoded

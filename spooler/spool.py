@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from types import TracebackType
 
-from .errors import ConfigError, InvalidEventError
+from .errors import ConfigError
 from .events import (
     DEFAULT_DESTINATION,
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
     encode_event,
     encode_event_array,
-    encode_event_texts,
+    encode_events,
     new_event_id,
     new_event_id_block,
     new_event_ids,
@@ -123,7 +123,7 @@ class Spool:
                 return split_event_ids(id_block)
         # An event is at fault: encode them one by one to say which (or, should the
         # fast path have refused a valid batch, to commit it anyway).
-        return self._commit(self._encode_each(events), destination)
+        return self._commit(encode_events(events, max_bytes=self.max_event_bytes), destination)
 
     def enqueue_json(
         self, texts: Iterable[str], *, destination: str = DEFAULT_DESTINATION
@@ -137,18 +137,8 @@ class Spool:
         be a generator; nothing is written while it runs.
         """
         check_destination_name(destination)
-        bodies = encode_event_texts(texts, max_bytes=self.max_event_bytes)
+        bodies = encode_events(texts, max_bytes=self.max_event_bytes, texts=True)
         return self._commit(bodies, destination)
-
-    def _encode_each(self, events: Iterable[dict[str, Any]]) -> list[str]:
-        """Each event as stored; an ``InvalidEventError``'s ``index`` names the one at fault."""
-        bodies = []
-        for index, event in enumerate(events):
-            try:
-                bodies.append(encode_event(event, max_bytes=self.max_event_bytes))
-            except InvalidEventError as exc:
-                raise InvalidEventError(f"event {index}: {exc}", index=index) from None
-        return bodies
 
     def _commit(self, bodies: list[str], destination: str) -> list[str]:
         """Commit encoded events to ``destination``, a name its callers have checked."""

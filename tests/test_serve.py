@@ -378,7 +378,6 @@ def test_an_api_whose_destination_the_config_does_not_define_gets_404_and_stores
             }
         },
         token=TOKEN,
-        destinations={"segment": "seg_prod"},
     )
     metrics_port = free_port()
     # When each API's SDK posts, with the token
@@ -408,13 +407,33 @@ def test_an_api_whose_destination_the_config_does_not_define_gets_404_and_stores
         f"no destination {name!r} is configured for the {api} API: define"
         f" [destinations.{name}] with type = '{api}', or route the API to a configured one"
         f" with serve.destinations.{api} in [serve]"
-        for api, name in (("segment", "seg_prod"), ("posthog", "posthog"), ("datalyr", "datalyr"))
+        for api, name in (("segment", "segment"), ("posthog", "posthog"), ("datalyr", "datalyr"))
     ]
     # ...nothing of theirs waits in the spool for a drain that would never come
     assert [destination for destination, _ in stored(db)] == ["amplitude"]
     # ...and they are counted as refused, where a path no API serves is
     assert 'spooler_serve_requests_total{api="unrouted",status="404"} 3.0' in scraped
     assert 'spooler_serve_requests_total{api="amplitude",status="200"} 1.0' in scraped
+
+
+def test_an_api_routed_to_a_destination_the_config_does_not_define_stops_the_start(
+    tmp_path: Path, db: Path
+) -> None:
+    # Given a config that routes Segment's events to a destination it does not define
+    config = write_config(
+        tmp_path / "spooler.toml",
+        {"amplitude": {"type": "amplitude", "api_key": KEYS["amplitude"]}},
+        destinations={"segment": "seg_prod"},
+    )
+    # When the relay starts, then it refuses, naming the route and how to mend it
+    refused = spooler_cmd("serve", "--db", str(db), "--config", str(config))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "spooler: error: serve.destinations.segment: no destination 'seg_prod' is"
+        " defined: define [destinations.seg_prod] with type = 'segment', or route segment to"
+        " one that is"
+    ]
+    assert not db.exists()
 
 
 def test_each_apis_events_go_to_its_mapped_destination_and_its_drain_delivers_them(

@@ -97,20 +97,26 @@ def build_serve_config(
     """The file's ``[serve]`` table with ``flags`` over it (None values: not given), and
     the keys of the destinations the APIs' events go to, from its ``[destinations]``.
 
-    A destination an API's events go to must be of that API's type, where the file
-    defines it. Listening on an address other than loopback needs a ``token`` (or
-    ``allow_unauthenticated``): else any host that reaches the port could fill the spool.
+    Where the file defines destinations, one an API is routed to (``serve.destinations``)
+    must be among them, and of that API's type. Listening on an address other than
+    loopback needs a ``token`` (or ``allow_unauthenticated``): else any host that reaches
+    the port could fill the spool.
     """
     env = os.environ if env is None else env
     values = section_with_flags(raw, "serve", _SERVE_KEYS, flags, env)
-    values["destinations"] = {
-        **{api: api for api in SERVE_APIS},
-        **values.get("destinations", {}),
-    }
+    routed = values.get("destinations", {})
+    values["destinations"] = {**{api: api for api in SERVE_APIS}, **routed}
     if raw.get("destinations"):
         drain = build_drain_config(raw, env=env)
         for api, name in values["destinations"].items():
             dest = drain.destinations.get(name)
+            if dest is None and api in routed:
+                # Routed there on purpose, yet no drain with this file would deliver them.
+                raise ConfigError(
+                    f"serve.destinations.{api}: no destination {name!r} is defined: define"
+                    f" [destinations.{name}] with type = '{api}', or route {api} to one"
+                    " that is"
+                )
             if dest is not None and dest.type != api:
                 raise ConfigError(
                     f"serve.destinations.{api}: destination {name!r} is of type {dest.type},"
