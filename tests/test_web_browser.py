@@ -28,6 +28,7 @@ from spooler.history import HistoryPoint, minute_of
 from spooler.testing import Receiver
 
 pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
@@ -90,10 +91,20 @@ def web(drained: Path) -> Iterator[Web]:
 
 def follow(browser: Any, element: Any) -> None:
     """Click a link or a button, and wait until the page it leads to has replaced this one
-    (a click returns before the next page loads)."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    and has loaded (a click returns before the next page loads)."""
+    page = loaded_page(browser)
     element.click()
     WebDriverWait(browser, 60).until(expected_conditions.staleness_of(page))
+    loaded_page(browser)
+
+
+def loaded_page(browser: Any) -> Any:
+    """The page's ``html`` element, once the page has loaded. Chromedriver may answer a
+    lookup made while the page before is being replaced with "Node with given id does
+    not belong to the document": such a lookup is made again."""
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(WebDriverException,))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+    return wait.until(lambda b: b.find_element(By.TAG_NAME, "html"))
 
 
 def no_errors(browser: Any) -> None:
