@@ -997,6 +997,21 @@ def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
     assert "delivered 1 event" in plain.stderr and "draining" not in plain.stderr
 
 
+def test_an_event_out_of_attempts_is_named_in_the_log(db: Path, receiver: Receiver) -> None:
+    # Given one event, and a receiver that is down
+    [event_id] = Spool(db).enqueue_many([{"n": 1}])
+    receiver.fail_next(503)
+    # When a drain that gives an event one attempt runs until empty
+    result = spooler_cmd(
+        *("drain", "--db", str(db), "--url", receiver.url, "--until-empty"),
+        *("--max-attempts", "1"),
+    )
+    # Then its log names the event it dead-lettered, for spooler dlq inspect ID
+    assert result.returncode == 0, result.stderr
+    assert f"dead-lettered event {event_id} (max_attempts): HTTP 503" in result.stderr
+    assert dead_count(db) == 1
+
+
 def test_a_warning_under_the_progress_bar_takes_a_line_of_its_own(
     db: Path, receiver: Receiver
 ) -> None:
