@@ -161,6 +161,11 @@ def test_unknown_destination_with_a_config(tmp_path: Path, db: Path) -> None:
     result = run("enqueue", "--db", str(db), "--config", str(config), "-d", "nope", "{}")
     assert result.exit_code == 2
     assert "unknown destination 'nope'" in result.stderr and "amp" in result.stderr
+    # Without -d, the events would be for 'default': the error says why, and what to do
+    result = run("enqueue", "--db", str(db), "--config", str(config), "{}")
+    assert result.exit_code == 2
+    assert "unknown destination 'default' (no -d given)" in result.stderr
+    assert "defines amp: name one with -d NAME" in result.stderr
     result = run("drain", "--db", str(db), "--config", str(config), "-d", "nope", "--once")
     assert result.exit_code == 2 and "unknown destination nope" in result.stderr
 
