@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from spooler import ConfigError, InvalidEventError, SpoolerError, __version__
 from spooler.events import (
@@ -144,9 +145,11 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
     check_destination_name(destination)
     configured = opts.raw_config.get("destinations")
     if configured and destination not in configured:
+        source = click.get_current_context().get_parameter_source("destination")
+        named = "" if source is not ParameterSource.DEFAULT else " (no -d given)"
         raise ConfigError(
-            f"unknown destination {destination!r}; {opts.config} defines "
-            f"{', '.join(sorted(configured))}"
+            f"unknown destination {destination!r}{named}; {opts.config} defines "
+            f"{', '.join(sorted(configured))}: name one with -d NAME"
         )
     max_event_bytes = opts.spool_settings.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)
     current = 0  # the argument or line number of the event last read: on error, the bad one

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from .errors import ConfigError
+from .records import DEAD_REASONS
 
 if TYPE_CHECKING:
     from .store.interface import SpoolStore
@@ -140,6 +141,14 @@ class DrainMetrics(_Endpoint):
             ["destination"],
             registry=self.registry,
         )
+
+    def serves(self, destination: str) -> None:
+        """Show the destination's counters at 0 from the start: a counter that appears only
+        at its first event is never seen to rise, and ``increase()`` misses that event."""
+        self._delivered.labels(destination)
+        self._retries.labels(destination)
+        for reason in DEAD_REASONS:
+            self._dead.labels(destination, reason)
 
     def delivered(self, destination: str, count: int) -> None:
         """Count delivered events."""

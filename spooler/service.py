@@ -77,8 +77,11 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-def configure_logging(options: ServiceOptions, *, default_level: str = "info") -> None:
-    """Log to stderr in ``options``' format, from its level (else ``default_level``) up."""
+def configure_logging(
+    options: ServiceOptions, *, default_level: str = "info"
+) -> logging.StreamHandler[Any]:
+    """Log to stderr in ``options``' format, from its level (else ``default_level``) up;
+    returns the handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonLogFormatter()
@@ -88,6 +91,7 @@ def configure_logging(options: ServiceOptions, *, default_level: str = "info") -
     level = "debug" if options.debug else options.log_level or default_level
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines repeat ours
+    return handler
 
 
 class Metrics(Protocol):
@@ -194,7 +198,7 @@ def run_drain(
     """
     progress_bar = options.progress_bar and mode is not Mode.DAEMON
     # Per-batch lines would break up the progress bar.
-    configure_logging(options, default_level="warning" if progress_bar else "info")
+    handler = configure_logging(options, default_level="warning" if progress_bar else "info")
     with open_spool() as spool:
         if spool.store.created:
             # Created so that a drain may start before any producer has run; but a
@@ -216,7 +220,9 @@ def run_drain(
                     spool.status().destinations.get(name, Counts()).queued
                     for name in config.destinations
                 )
-                report = _run_with_progress(worker, mode, max_time, backlog, service.heartbeat)
+                report = _run_with_progress(
+                    worker, mode, max_time, backlog, service.heartbeat, handler
+                )
             else:
                 report = worker.run(mode, max_time=max_time, heartbeat=service.heartbeat)
     if report.error:
@@ -274,15 +280,45 @@ def _routes(config: ServeConfig) -> str:
     return line
 
 
+class _ProgressLine(Protocol):
+    """A progress bar as ``_AboveProgressBar`` draws it again (click's)."""
+
+    def format_progress_line(self) -> str:
+        """The bar's line as it shows now."""
+        ...
+
+
+# Back to the start of the line, and clear it: the bar drawn there goes.
+_CLEAR_LINE = "\r\x1b[K"
+
+
+class _AboveProgressBar(logging.Formatter):
+    """Log lines written on a terminal under a progress bar: each one takes the bar's
+    line, and the bar is drawn again below it. Else a warning (a retry, a dead letter)
+    would carry on from the end of the bar's line, and the bar end up among the lines.
+    The handler's terminator is to be empty: the bar's line stays the current one, for
+    the bar's next update to draw over."""
+
+    def __init__(self, inner: logging.Formatter, bar: _ProgressLine) -> None:
+        super().__init__()
+        self._inner = inner
+        self._bar = bar
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record on a line of its own, then the bar."""
+        return f"{_CLEAR_LINE}{self._inner.format(record)}\n{self._bar.format_progress_line()}"
+
+
 def _run_with_progress(
     worker: Drain,
     mode: Mode,
     max_time: float | None,
     backlog: int,
     heartbeat: Callable[[float], None],
+    handler: logging.StreamHandler[Any],
 ) -> DrainReport:
     """Run the drain under a progress bar on stderr: delivered or dead of the backlog,
-    rate, ETA, retries."""
+    rate, ETA, retries; the log lines of ``handler`` go above it."""
     import click  # the command line's; a drain run from a library never shows a bar
 
     done = 0
@@ -305,6 +341,13 @@ def _run_with_progress(
             bar.update(max(finished - done, 0), report)
             done = max(done, finished)
 
-        report = worker.run(mode, max_time=max_time, progress=advance, heartbeat=heartbeat)
-        advance(report)  # the last tick may have come before the last batch settled
+        plain, terminator = handler.formatter or logging.Formatter(), handler.terminator
+        handler.setFormatter(_AboveProgressBar(plain, bar))
+        handler.terminator = ""
+        try:
+            report = worker.run(mode, max_time=max_time, progress=advance, heartbeat=heartbeat)
+            advance(report)  # the last tick may have come before the last batch settled
+        finally:
+            handler.setFormatter(plain)
+            handler.terminator = terminator
         return report

@@ -132,10 +132,7 @@ class Settler:
         )
         self._count(name, dead={verdict.reason: len(events)})
         self._log.warning(
-            "dead-lettered %s (%s): %s",
-            f"event {events[0].event_id}" if len(events) == 1 else events_phrase(len(events)),
-            verdict.reason,
-            short(verdict),
+            "dead-lettered %s (%s): %s", _dead_phrase(events), verdict.reason, short(verdict)
         )
 
     def _to_retry(self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict) -> None:
@@ -144,12 +141,14 @@ class Settler:
         due_at = now + policy.delay(attempts, retry_after=verdict.retry_after, rng=self._rng)
         retry: list[tuple[int, float, Failure]] = []
         dead: list[tuple[int, str, Failure]] = []
+        dying: list[ClaimedEvent] = []
         for event in events:
             reason = policy.give_up_reason(
                 attempts=event.attempts, queued_at=event.queued_at, now=now
             )
             if reason:
                 dead.append((event.rowid, reason, verdict.failure))
+                dying.append(event)
             else:
                 retry.append((event.rowid, due_at, verdict.failure))
         self._store.settle(lease, destination=name, now=now, retry=retry, dead=dead)
@@ -165,11 +164,13 @@ class Settler:
             )
         if dead:
             self._log.warning(
-                "dead-lettered %s (%s): %s",
-                events_phrase(len(dead)),
-                dead[0][1],
-                short(verdict),
+                "dead-lettered %s (%s): %s", _dead_phrase(dying), dead[0][1], short(verdict)
             )
+
+
+def _dead_phrase(events: Sequence[ClaimedEvent]) -> str:
+    """``"event ID"`` for one event (for ``spooler dlq inspect ID``), else ``"3 events"``."""
+    return f"event {events[0].event_id}" if len(events) == 1 else events_phrase(len(events))
 
 
 def short(verdict: Verdict) -> str:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pty
+import re
 import signal
 import sqlite3
 import subprocess
@@ -215,6 +216,11 @@ def test_unknown_destination_with_a_config(tmp_path: Path, db: Path) -> None:
     result = run("enqueue", "--db", str(db), "--config", str(config), "-d", "nope", "{}")
     assert result.exit_code == 2
     assert "unknown destination 'nope'" in result.stderr and "amp" in result.stderr
+    # Without -d, the events would be for 'default': the error says why, and what to do
+    result = run("enqueue", "--db", str(db), "--config", str(config), "{}")
+    assert result.exit_code == 2
+    assert "unknown destination 'default' (no -d given)" in result.stderr
+    assert "defines amp: name one with -d NAME" in result.stderr
     result = run("drain", "--db", str(db), "--config", str(config), "-d", "nope", "--once")
     assert result.exit_code == 2 and "unknown destination nope" in result.stderr
 
@@ -1022,6 +1028,25 @@ def _two_destinations(folder: Path, url: str) -> Path:
     return config
 
 
+def run_on_a_terminal(command: list[str]) -> tuple[int, bytes]:
+    """Run ``command`` with its stdout and stderr on a pseudo-terminal: its exit status,
+    and everything it wrote there."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the command exited and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return proc.wait(timeout=30), shown
+
+
 def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
     db: Path, receiver: Receiver
 ) -> None:
@@ -1038,26 +1063,49 @@ def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
         "--until-empty",
     ]
     # On a terminal (a pseudo-terminal here): a progress bar, no per-batch lines
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the drain exited and closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
-    assert proc.wait(timeout=30) == 0
+    returncode, shown = run_on_a_terminal(command)
+    assert returncode == 0
     assert b"draining" in shown and b"10/10" in shown and b"0 retries, 0 dead" in shown
     assert b"delivered 2 events" not in shown
     # Not on a terminal: the plain log lines, no bar
     assert spooler_cmd("enqueue", "--db", str(db), "{}").returncode == 0
     plain = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert "delivered 1 event" in plain.stderr and "draining" not in plain.stderr
+
+
+def test_an_event_out_of_attempts_is_named_in_the_log(db: Path, receiver: Receiver) -> None:
+    # Given one event, and a receiver that is down
+    [event_id] = Spool(db).enqueue_many([{"n": 1}])
+    receiver.fail_next(503)
+    # When a drain that gives an event one attempt runs until empty
+    result = spooler_cmd(
+        *("drain", "--db", str(db), "--url", receiver.url, "--until-empty"),
+        *("--max-attempts", "1"),
+    )
+    # Then its log names the event it dead-lettered, for spooler dlq inspect ID
+    assert result.returncode == 0, result.stderr
+    assert f"dead-lettered event {event_id} (max_attempts): HTTP 503" in result.stderr
+    assert dead_count(db) == 1
+
+
+def test_a_warning_under_the_progress_bar_takes_a_line_of_its_own(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given events of which the receiver rejects one, so the drain warns of a dead letter
+    events = [json.dumps({"n": n, "bad": n == 3}) for n in range(10)]
+    assert spooler_cmd("enqueue", "--db", str(db), *events).returncode == 0
+    receiver.reject = lambda event: bool(event.get("bad"))
+    # When a drain runs until empty on a terminal, where it shows a progress bar
+    command = [*SPOOLER, "drain", "--db", str(db), "--url", receiver.url, "--until-empty"]
+    returncode, shown = run_on_a_terminal(command)
+    # Then the warning is a line of its own, not carried on from the end of the bar's
+    # line, and the bar is there again after it, to the end
+    assert returncode == 0
+    lines = re.split(rb"[\r\n]", shown)
+    warnings = [line for line in lines if b"WARNING" in line]
+    assert warnings and all(b"draining" not in line for line in warnings), warnings
+    assert b"dead-lettered event" in warnings[-1]
+    assert b"10/10" in shown.rsplit(b"dead-lettered event", 1)[1]
 
 
 def test_runbook_moving_the_spool_with_sqlite3_backup_keeps_every_event(

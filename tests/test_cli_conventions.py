@@ -322,6 +322,22 @@ def test_a_drain_says_which_events_wait_for_destinations_it_does_not_serve(
     assert len(receiver.delivered) == 1
 
 
+def test_a_drain_says_in_the_singular_that_one_event_waits_for_another_destination(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given one event for a destination the drain does not serve
+    with Spool(db) as spool:
+        spool.enqueue({"n": 1}, destination="segment")
+    # When a drain for "default" makes its pass
+    result = spooler_cmd("drain", "--db", str(db), "--url", receiver.url, "--once")
+    # Then its first and last lines say that one event waits, and still waits
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    waiting = "1 event {} for destinations this drain does not serve: segment (1 event)"
+    assert waiting.format("waits") in lines[1]
+    assert waiting.format("still waits") in lines[-1]
+
+
 def test_a_drain_serving_every_queued_destination_says_nothing_more(
     db: Path, receiver: Receiver
 ) -> None:

@@ -99,3 +99,21 @@ def test_failed_requests_in_a_row_rise_during_an_outage_and_fall_back(
     Drain(spool.store, config, metrics=metrics).run(Mode.UNTIL_EMPTY, max_time=30)
     assert metrics.registry.get_sample_value("spooler_failed_requests_in_a_row", labels) == 0
     assert len(receiver.delivered) == 1
+
+
+def test_a_drains_counters_are_there_at_zero_before_its_first_event(
+    spool: Spool, receiver: Receiver
+) -> None:
+    # Given a drain with metrics that has sent nothing yet
+    metrics = DrainMetrics(spool.store)
+    config = build_drain_config({}, destination_flags={"url": receiver.url})
+    Drain(spool.store, config, metrics=metrics)
+    # Then its counters show at 0 for its destination (each dead-letter reason too): a
+    # series that appeared only at the first dead letter would never be seen to rise,
+    # and the documented alert on increase(spooler_dead_total[1h]) would miss it
+    labels = {"destination": "default"}
+    assert metrics.registry.get_sample_value("spooler_delivered_total", labels) == 0
+    assert metrics.registry.get_sample_value("spooler_retries_total", labels) == 0
+    for reason in ("rejected", "too_large", "max_attempts", "max_age"):
+        dead = {**labels, "reason": reason}
+        assert metrics.registry.get_sample_value("spooler_dead_total", dead) == 0, reason

@@ -81,11 +81,13 @@ class DrainReporting(DrainBase):
         a quiet daemon must not let them pass for delivered."""
         others = self._store.queued_elsewhere(self._destinations)
         if others:
+            waiting = sum(others.values())
+            verb = "waits" if waiting == 1 else "wait"
             log.warning(
-                "%s%s for destinations this drain does not serve: %s (drain them with "
+                "%s %s for destinations this drain does not serve: %s (drain them with "
                 "-d NAME, or a --config that defines them)",
-                events_phrase(sum(others.values())),
-                " still wait" if still else " wait",
+                events_phrase(waiting),
+                f"still {verb}" if still else verb,
                 per_destination(others),
             )
 

@@ -129,6 +129,7 @@ class Drain(DrainWorkers, DrainReporting):
         self._pauses_lock = threading.Lock()
         if metrics:
             for name, breaker in self._breakers.items():
+                metrics.serves(name)
                 metrics.failed_in_a_row(name, breaker.failures)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crash_at = os.environ.get(CRASH_ENV)
