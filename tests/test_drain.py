@@ -8,6 +8,7 @@ import hmac
 import itertools
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -86,6 +87,56 @@ def test_retry_after_pauses_the_whole_destination(spool: Spool, receiver: Receiv
     first, second = receiver.requests[:2]
     assert first.status == 429 and second.received_at - first.answered_at >= 0.9
     assert len(receiver.delivered) == 3
+
+
+class Draws(random.Random):
+    """A random source whose ``uniform(a, b)`` draws are the given fractions of the
+    way from ``a`` to ``b``, then ``a``."""
+
+    def __init__(self, *fractions: float) -> None:
+        super().__init__(0)
+        self._fractions = list(fractions)
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * (self._fractions.pop(0) if self._fractions else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("pause", "backoff", "said"),
+    [
+        (0.9, 0.1, r"once the destination answers again, after its pause of 0\.[89]\ds"),
+        (0.1, 0.9, r"in 0\.90s"),
+    ],
+)
+def test_the_retry_line_says_when_the_events_go_again_pause_or_backoff(
+    spool: Spool,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    pause: float,
+    backoff: float,
+    said: str,
+) -> None:
+    # Given an event, and a receiver down for one request, whose failure pauses the
+    # destination for `pause` seconds (the breaker draws first) and gives the event a
+    # backoff of `backoff` seconds
+    spool.enqueue({"e": 1})
+    receiver.fail_next(503)
+    config = build_drain_config(
+        {},
+        destination_flags={"url": receiver.url},
+        retry_flags={"backoff_base": 1.0, "backoff_cap": 1.0},
+        drain_flags={"poll_interval": 0.05},
+    )
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        Drain(spool.store, config, rng=Draws(pause, backoff)).run(Mode.UNTIL_EMPTY, max_time=30)
+    # Then the retry line gives the later of the two: nothing is sent before the pause ends
+    [retry] = [m for m in caplog.messages if "will be retried" in m]
+    assert re.fullmatch(
+        rf"default: 1 event will be retried {said} \(attempt 1 of 20\): HTTP 503.*", retry
+    )
+    first, second = receiver.requests
+    assert second.received_at - first.answered_at >= max(pause, backoff) - 0.05
+    assert len(receiver.delivered) == 1
 
 
 def test_a_failing_destination_ends_a_once_pass(spool: Spool, receiver: Receiver, db: Path) -> None:
