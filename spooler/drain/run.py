@@ -201,6 +201,7 @@ class Drain(DrainWorkers, DrainReporting):
             ),
         )
         self._log_unserved()
+        self._log_held_by_others(started)
         self._take_up_pauses(mode, started)
         for worker in workers:
             worker.start()
