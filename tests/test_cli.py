@@ -829,7 +829,7 @@ def test_retry_now_clears_the_backoff_of_waiting_events(db: Path) -> None:
         )
     # The third event is in flight (leased): retry-now leaves it alone.
     result = run("retry-now", "--db", str(db), "--all")
-    assert result.exit_code == 0 and result.stdout == "2 events due now\n"
+    assert result.exit_code == 0 and result.stdout == "made 2 events due now\n"
     due = {eid: due_at for eid, due_at in rows(db, "SELECT event_id, due_at FROM queue")}
     assert due[ids[0]] < later and due[ids[1]] < later
     with Spool(db) as spool:
@@ -1036,7 +1036,10 @@ def test_hold_parks_events_until_release(db: Path, receiver: Receiver) -> None:
         assert result.exit_code == 0, result.output
     with Spool(db) as spool:
         assert spool.store.shift_schedule(86400, now=time.time()) == 0
-    assert run("retry-now", "--db", str(db), "--all").stdout == "0 events due now\n"
+    assert run("retry-now", "--db", str(db), "--all").stdout == (
+        "made no event due: none selected was waiting for a retry (already due, held, or"
+        " being delivered)\n"
+    )
     # Then only the unheld event was sent; the held ones wait, still queued
     assert [e["n"] for e in receiver.delivered] == [3]
     assert {eid for (eid,) in rows(db, "SELECT event_id FROM queue")} == set(parked)
