@@ -139,6 +139,33 @@ def test_the_retry_line_says_when_the_events_go_again_pause_or_backoff(
     assert len(receiver.delivered) == 1
 
 
+def test_a_drain_names_each_drain_holding_its_events_and_leaves_them_be(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given two drains holding three events of the destination and one of another, for a
+    # minute at most
+    spool.enqueue_many(events(3))
+    spool.enqueue({"e": 1}, destination="elsewhere")
+    now = time.time()
+    spool.store.claim("default", 2, "h:1:a", due_by=now, lease_until=now + 30)
+    spool.store.claim("default", 1, "h:2:b", due_by=now, lease_until=now + 60)
+    spool.store.claim("elsewhere", 1, "h:2:b", due_by=now, lease_until=now + 90)
+    # When a drain of the destination starts
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        drain_once(spool, receiver.url, mode=Mode.ONCE)
+    # Then it names both, with when each lease of the destination ends, and sends nothing
+    [held] = [m for m in caplog.messages if "leased by" in m]
+    ends = [time.strftime("%H:%M:%S", time.gmtime(now + s)) for s in (30, 60)]
+    assert re.fullmatch(
+        rf"3 events are leased by 2 other drains until \d\d:\d\d:\d\d UTC at the latest"
+        rf" \(h:1:a: 2 until {ends[0]} UTC, h:2:b: 1 until {ends[1]} UTC\) \(drains that"
+        r" stopped without settling them, or still running\): to be sent again once the"
+        r" leases end",
+        held,
+    )
+    assert receiver.requests == []
+
+
 def test_a_failing_destination_ends_a_once_pass(spool: Spool, receiver: Receiver, db: Path) -> None:
     # Given ten due events, one per request, and a receiver that is down for a moment
     spool.enqueue_many(events(10))

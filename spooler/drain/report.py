@@ -113,6 +113,7 @@ class DrainReporting(DrainBase):
             [owner] = held
             holders = f"{owner} until {_utc_time(last)} (in {last - now:.0f}s)"
             why = "a drain that stopped without settling them, or one still running"
+            lease = "the lease ends"
         else:
             each = ", ".join(
                 f"{owner}: {count} until {_utc_time(ends[owner])}"
@@ -120,12 +121,14 @@ class DrainReporting(DrainBase):
             )
             holders = f"{len(held)} other drains until {_utc_time(last)} at the latest ({each})"
             why = "drains that stopped without settling them, or still running"
+            lease = "the leases end"
         log.warning(
-            "%s %s leased by %s (%s): to be sent again once the lease ends",
+            "%s %s leased by %s (%s): to be sent again once %s",
             events_phrase(events),
             "is" if events == 1 else "are",
             holders,
             why,
+            lease,
         )
 
     def _reclaim_space(self) -> None:
