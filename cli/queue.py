@@ -34,7 +34,13 @@ def retry_now(
     require_selection(ids, everything, what="queued events", destination=destination)
     with opts.open_spool(create=False) as spool:
         done = spool.retry_now(ids, destination=destination, everything=everything)
-    click.echo(f"{events_phrase(done.events)} due now")
+    if done.events:
+        click.echo(f"made {events_phrase(done.events)} due now")
+    else:  # not "0 events due now": those already due are not counted, held ones wait
+        click.echo(
+            "made no event due: none selected was waiting for a retry"
+            " (already due, held, or being delivered)"
+        )
     if done.pauses_ended:
         them = "it" if len(done.pauses_ended) == 1 else "them"
         names = ", ".join(done.pauses_ended)

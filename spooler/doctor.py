@@ -62,15 +62,23 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
     a JSON object), destinations no config defines, limits."""
     store = spool.store
     stale = store.stale_leases(now=now)
-    findings = [
-        Finding(
-            "warning" if stale else "ok",
-            "leases",
-            f"{events_phrase(stale)} leased by drains that stopped; the next drain retries them"
-            if stale
-            else "no stale leases",
+    leases = (
+        f"{events_phrase(stale)} leased by drains that stopped; the next drain retries them"
+        if stale
+        else "no stale leases"
+    )
+    live = store.live_leases(now=now)
+    if live:
+        # A drain killed a moment ago holds its events until its leases end, as one
+        # still running does: neither can be told from here.
+        events = sum(leased.events for leased in live)
+        drains = len({leased.owner for leased in live})
+        leases += (
+            f"; {events_phrase(events)} leased by {drains} running drain"
+            f"{'' if drains == 1 else 's'} (or stopped without settling them), the last"
+            f" lease ends in {max(leased.until for leased in live) - now:.0f}s"
         )
-    ]
+    findings = [Finding("warning" if stale else "ok", "leases", leases)]
     corrupt = store.quarantine_corrupt(now=now)
     findings.append(
         Finding(

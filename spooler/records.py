@@ -31,6 +31,7 @@ __all__ = [
     "Failure",
     "Finding",
     "KeptPause",
+    "LeasedEvents",
     "QueueSelection",
     "RetriedNow",
     "SpoolStatus",
@@ -109,6 +110,15 @@ class KeptPause(NamedTuple):
     failures: int  # requests failed in a row
     until: float | None  # no claims before this time (None: none pending)
     url_digest: str | None  # which URL they failed at (None: kept before spooler recorded it)
+
+
+class LeasedEvents(NamedTuple):
+    """Events of one destination that one drain holds under live leases."""
+
+    owner: str  # the drain's name: host:pid:random
+    destination: str
+    events: int
+    until: float  # when the last of these leases ends, unless its drain extends it
 
 
 @dataclass(frozen=True)

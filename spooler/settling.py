@@ -6,6 +6,8 @@ the spool as one settle of the batch's lease.
 - to retry: they wait out one backoff for the whole request (so that they stay
   together for the next claim; full jitter still spreads a crowd of batches apart),
   except those out of attempts or too old, which die (``max_attempts``, ``max_age``);
+  while the destination's circuit breaker is paused for longer, they wait for it (and
+  the probe after it), and the log says so;
 - some named as bad (``partial``): those die, and the rest go back to be sent again.
 
 Each settle is also counted (the drain's report and metrics) and logged once.
@@ -37,11 +39,15 @@ class Settler:
     """Settles the events of one destination's requests in the spool.
 
     ``count(destination, delivered=n, retried=n, dead={reason: n})`` adds each settle's
-    outcome to the drain's tally.
+    outcome to the drain's tally; ``paused_for()`` says how long the destination's
+    circuit breaker is still paused (``CircuitBreaker.pause_left``).
 
     Usage::
 
-        settler = Settler(store, config, log=log, count=count, clock=time.time, rng=rng)
+        settler = Settler(
+            store, config, log=log, count=count, clock=time.time, rng=rng,
+            paused_for=breaker.pause_left,
+        )
         settler.settle(claim.lease, events, verdict, elapsed)
     """
 
@@ -54,6 +60,7 @@ class Settler:
         count: Callable[..., None],
         clock: Callable[[], float],
         rng: random.Random,
+        paused_for: Callable[[], float],
     ) -> None:
         self._store = store
         self._config = config
@@ -61,6 +68,7 @@ class Settler:
         self._count = count
         self._clock = clock
         self._rng = rng
+        self._paused_for = paused_for
 
     def dies_of_a_server_error(self, events: Sequence[ClaimedEvent], verdict: Verdict) -> bool:
         """Whether this 5xx would dead-letter some of ``events``. (Timeouts, refused
@@ -154,10 +162,18 @@ class Settler:
         self._store.settle(lease, destination=name, now=now, retry=retry, dead=dead)
         self._count(name, retried=len(retry), dead=Counter(reason for _, reason, _ in dead))
         if retry:
+            # A destination paused for longer than their backoff sends nothing before
+            # its pause ends, and then only a probe until one gets an answer.
+            paused = self._paused_for()
+            when = (
+                f"once the destination answers again, after its pause of {paused:.2f}s"
+                if paused > due_at - now
+                else f"in {due_at - now:.2f}s"
+            )
             self._log.warning(
-                "%s will be retried in %.2fs (attempt %d of %d): %s",
+                "%s will be retried %s (attempt %d of %d): %s",
                 events_phrase(len(retry)),
-                due_at - now,
+                when,
                 attempts,
                 policy.max_attempts,
                 short(verdict),

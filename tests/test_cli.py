@@ -22,6 +22,7 @@ from helpers.processes import require_program, run_measuring_peak_rss
 from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flushes
 
 from spooler import Spool
+from spooler.drain import CRASH_ENV
 from spooler.records import DeadSelection, Failure
 from spooler.service import JsonLogFormatter
 from spooler.testing import Receiver
@@ -478,6 +479,42 @@ def test_a_drain_names_its_spool_and_says_when_it_had_to_create_it(tmp_path: Pat
     assert f"started (once) on {path}" in second.stderr
 
 
+def test_a_drain_says_which_events_a_killed_drain_still_holds_and_until_when(
+    spool_location: str, receiver: Receiver
+) -> None:
+    # Given a drain killed -9 right after it claimed the three queued events: its lease
+    # (60 s) runs on
+    with Spool(spool_location) as spool:
+        spool.enqueue_many([{"n": n} for n in range(3)])
+    once = drain_args(spool_location, receiver.url, "--once")
+    killed = subprocess.Popen(
+        [*SPOOLER, *once], env={**os.environ, CRASH_ENV: "after_claim"}, stderr=subprocess.PIPE
+    )
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    with Spool(spool_location) as spool:
+        [leased] = spool.store.live_leases(now=time.time())
+    # When a new drain starts
+    result = spooler_cmd(*once)
+    # Then it says how many events the killed drain holds, and when they go again
+    assert result.returncode == 0, result.stderr
+    said = re.search(
+        r"WARNING 3 events are leased by (\S+) until (\d\d:\d\d:\d\d) UTC \(in (\d+)s\)"
+        r" \(a drain that stopped without settling them, or one still running\):"
+        r" to be sent again once the lease ends\n",
+        result.stderr,
+    )
+    assert said, result.stderr
+    owner, until, seconds = said.groups()
+    assert owner == leased.owner and owner.split(":")[1] == str(killed.pid)
+    assert until in {
+        time.strftime("%H:%M:%S", time.gmtime(leased.until + shift)) for shift in (-1, 0, 1)
+    }
+    assert 0 <= int(seconds) <= 60
+    # And it waits for the lease, rather than taking the events over
+    assert receiver.requests == []
+
+
 def test_subprocess_exit_codes_and_one_line_errors(db: Path, tmp_path: Path) -> None:
     ok = spooler_cmd("enqueue", "--db", str(db), '{"a":1}')
     assert ok.returncode == 0 and len(ok.stdout.split()) == 1
@@ -792,7 +829,7 @@ def test_retry_now_clears_the_backoff_of_waiting_events(db: Path) -> None:
         )
     # The third event is in flight (leased): retry-now leaves it alone.
     result = run("retry-now", "--db", str(db), "--all")
-    assert result.exit_code == 0 and result.stdout == "2 events due now\n"
+    assert result.exit_code == 0 and result.stdout == "made 2 events due now\n"
     due = {eid: due_at for eid, due_at in rows(db, "SELECT event_id, due_at FROM queue")}
     assert due[ids[0]] < later and due[ids[1]] < later
     with Spool(db) as spool:
@@ -999,7 +1036,10 @@ def test_hold_parks_events_until_release(db: Path, receiver: Receiver) -> None:
         assert result.exit_code == 0, result.output
     with Spool(db) as spool:
         assert spool.store.shift_schedule(86400, now=time.time()) == 0
-    assert run("retry-now", "--db", str(db), "--all").stdout == "0 events due now\n"
+    assert run("retry-now", "--db", str(db), "--all").stdout == (
+        "made no event due: none selected was waiting for a retry (already due, held, or"
+        " being delivered)\n"
+    )
     # Then only the unheld event was sent; the held ones wait, still queued
     assert [e["n"] for e in receiver.delivered] == [3]
     assert {eid for (eid,) in rows(db, "SELECT event_id FROM queue")} == set(parked)

@@ -127,7 +127,7 @@ def _released(story: Story, out: str) -> None:
 
 
 def _retried(story: Story, out: str) -> None:
-    assert out.startswith("3 events due now")
+    assert out.startswith("made 3 events due now")
 
 
 def _expired(story: Story, out: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -78,6 +79,25 @@ def test_corrupt_bodies_are_quarantined_and_stale_leases_reported(db: Path) -> N
     assert listed.exit_code == 0, listed.output
     events = {d["id"]: d["event"] for d in map(json.loads, listed.stdout.splitlines())}
     assert events == {broken: '{"b": ', not_object: [3]}
+
+
+def test_events_a_drain_still_holds_are_said_with_the_end_of_their_lease(db: Path) -> None:
+    # Given a drain (running, or killed a moment ago) holding two events for a minute
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}])
+        now = time.time()
+        spool.store.claim("default", 2, "host:12:ab", due_by=now, lease_until=now + 60)
+    # When the operator runs the doctor
+    result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
+    # Then the leases are fine, and it says when the events go again at the latest
+    assert result.exit_code == 0, result.output
+    [leases] = [line for line in result.stdout.splitlines() if line.split()[1] == "leases"]
+    said = re.fullmatch(
+        r"ok +leases +no stale leases; 2 events leased by 1 running drain \(or stopped"
+        r" without settling them\), the last lease ends in (\d+)s",
+        leases,
+    )
+    assert said and 0 <= int(said[1]) <= 60
 
 
 def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:

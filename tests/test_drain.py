@@ -8,6 +8,7 @@ import hmac
 import itertools
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -86,6 +87,83 @@ def test_retry_after_pauses_the_whole_destination(spool: Spool, receiver: Receiv
     first, second = receiver.requests[:2]
     assert first.status == 429 and second.received_at - first.answered_at >= 0.9
     assert len(receiver.delivered) == 3
+
+
+class Draws(random.Random):
+    """A random source whose ``uniform(a, b)`` draws are the given fractions of the
+    way from ``a`` to ``b``, then ``a``."""
+
+    def __init__(self, *fractions: float) -> None:
+        super().__init__(0)
+        self._fractions = list(fractions)
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * (self._fractions.pop(0) if self._fractions else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("pause", "backoff", "said"),
+    [
+        (0.9, 0.1, r"once the destination answers again, after its pause of 0\.[89]\ds"),
+        (0.1, 0.9, r"in 0\.90s"),
+    ],
+)
+def test_the_retry_line_says_when_the_events_go_again_pause_or_backoff(
+    spool: Spool,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    pause: float,
+    backoff: float,
+    said: str,
+) -> None:
+    # Given an event, and a receiver down for one request, whose failure pauses the
+    # destination for `pause` seconds (the breaker draws first) and gives the event a
+    # backoff of `backoff` seconds
+    spool.enqueue({"e": 1})
+    receiver.fail_next(503)
+    config = build_drain_config(
+        {},
+        destination_flags={"url": receiver.url},
+        retry_flags={"backoff_base": 1.0, "backoff_cap": 1.0},
+        drain_flags={"poll_interval": 0.05},
+    )
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        Drain(spool.store, config, rng=Draws(pause, backoff)).run(Mode.UNTIL_EMPTY, max_time=30)
+    # Then the retry line gives the later of the two: nothing is sent before the pause ends
+    [retry] = [m for m in caplog.messages if "will be retried" in m]
+    assert re.fullmatch(
+        rf"default: 1 event will be retried {said} \(attempt 1 of 20\): HTTP 503.*", retry
+    )
+    first, second = receiver.requests
+    assert second.received_at - first.answered_at >= max(pause, backoff) - 0.05
+    assert len(receiver.delivered) == 1
+
+
+def test_a_drain_names_each_drain_holding_its_events_and_leaves_them_be(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given two drains holding three events of the destination and one of another, for a
+    # minute at most
+    spool.enqueue_many(events(3))
+    spool.enqueue({"e": 1}, destination="elsewhere")
+    now = time.time()
+    spool.store.claim("default", 2, "h:1:a", due_by=now, lease_until=now + 30)
+    spool.store.claim("default", 1, "h:2:b", due_by=now, lease_until=now + 60)
+    spool.store.claim("elsewhere", 1, "h:2:b", due_by=now, lease_until=now + 90)
+    # When a drain of the destination starts
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        drain_once(spool, receiver.url, mode=Mode.ONCE)
+    # Then it names both, with when each lease of the destination ends, and sends nothing
+    [held] = [m for m in caplog.messages if "leased by" in m]
+    ends = [time.strftime("%H:%M:%S", time.gmtime(now + s)) for s in (30, 60)]
+    assert re.fullmatch(
+        rf"3 events are leased by 2 other drains until \d\d:\d\d:\d\d UTC at the latest"
+        rf" \(h:1:a: 2 until {ends[0]} UTC, h:2:b: 1 until {ends[1]} UTC\) \(drains that"
+        r" stopped without settling them, or still running\): to be sent again once the"
+        r" leases end",
+        held,
+    )
+    assert receiver.requests == []
 
 
 def test_a_failing_destination_ends_a_once_pass(spool: Spool, receiver: Receiver, db: Path) -> None:

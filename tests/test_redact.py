@@ -176,7 +176,13 @@ def test_config_check_prints_resolved_settings_with_secrets_masked(tmp_path: Pat
     result = CliRunner().invoke(cli, ["config", "check", str(config)], env=env)
     assert result.exit_code == 0, result.output
     settings = json.loads(result.stdout)
-    assert settings["spool"] == {"max_events": 1000}
+    assert settings["spool"] == {  # the keys the file leaves out as the spool takes them
+        "durability": "full",
+        "max_event_bytes": 1024 * 1024,
+        "max_events": 1000,
+        "max_bytes": None,
+        "file_mode": "0600",
+    }
     amp = settings["destinations"]["amp"]
     assert amp["url"] == "https://api2.amplitude.com/2/httpapi"
     assert amp["api_key"] == "amp***" and amp["retry"]["max_age"] == 43200

@@ -7,6 +7,8 @@ import base64
 import errno
 import gzip
 import json
+import logging
+import re
 import signal
 import subprocess
 import threading
@@ -25,6 +27,7 @@ from relay import relay, write_config
 
 from spooler.events import OPTIONS_KEY
 from spooler.serve.stats import ServeStats
+from spooler.serve.wrong_keys import WrongKeys
 from spooler.testing import Receiver
 from spooler_cli.render import service_line
 
@@ -336,6 +339,78 @@ def test_a_wrong_key_gets_the_apis_answer_and_stores_nothing(
     if path == "/2/httpapi":  # amplitude-analytics stops sending on exactly this
         assert answer.json()["error"].startswith("Invalid API key:")
     assert stored(db) == []
+
+
+def test_wrong_keys_are_logged_as_warnings_without_one_line_per_request(
+    tmp_path: Path, db: Path
+) -> None:
+    # Given a relay that checks keys, and an SDK with the wrong one that sends five times
+    config = keyed_config(tmp_path)
+    with relay(db, "--config", str(config)) as running:
+        for _ in range(5):
+            answer = httpx.post(
+                running.url + "/v1/batch",
+                json={"batch": [{"type": "track", "event": "e", "userId": "u"}]},
+                auth=("seg-the-wrong-write-key", ""),
+            )
+            assert answer.status_code == 401
+        assert running.stop() == 0
+        assert running.process.stderr is not None
+        log = running.process.stderr.read()
+    # Then the first refusal is a warning naming the API and the path, the others are
+    # counted into one line (here at the stop), and the key is in neither
+    first, counted = re.findall(r" WARNING segment API: (.*)", log)
+    assert first == (
+        "refused a request to /v1/batch (HTTP 401): wrong or missing key (the key must be"
+        " its destination's api_key, or serve.token); more refusals of it are logged at"
+        " most once a minute"
+    )
+    assert re.fullmatch(
+        r"refused 4 more requests for a wrong or missing key in the last \d+s"
+        r" \(the last to /v1/batch, HTTP 401\)",
+        counted,
+    )
+    assert "wrong-write-key" not in log
+
+
+def test_wrong_keys_are_warned_of_at_most_once_a_minute_per_api() -> None:
+    # Given a clock the test moves, and a log it reads
+    now = [0.0]
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    log = logging.getLogger("test.wrong_keys")
+    log.addHandler(Lines())
+    wrong_keys = WrongKeys(log, clock=lambda: now[0])
+    # When an SDK sends with the wrong key all minute long, and another API's SDK once
+    wrong_keys.refused("posthog", "/batch/", 401)
+    for second in range(1, 60):
+        now[0] = second
+        wrong_keys.refused("posthog", "/batch/", 401)
+        wrong_keys.flush()
+    wrong_keys.refused("amplitude", "/2/httpapi", 400)
+    # Then each API's first refusal was logged at once, and nothing more within the minute
+    assert [line.split(":")[0] for line in lines] == ["posthog API", "amplitude API"]
+    # And a minute after the first, the count since
+    now[0] = 60.0
+    wrong_keys.flush()
+    assert lines[2] == (
+        "posthog API: refused 59 more requests for a wrong or missing key in the last 60s"
+        " (the last to /batch/, HTTP 401)"
+    )
+    # And at the stop, whatever is counted, however recent
+    now[0] = 61.0
+    wrong_keys.refused("posthog", "/capture/", 401)
+    wrong_keys.flush()
+    assert len(lines) == 3
+    wrong_keys.flush(stopping=True)
+    assert lines[3:] == [
+        "posthog API: refused 1 more request for a wrong or missing key in the last 1s"
+        " (the last to /capture/, HTTP 401)"
+    ]
 
 
 def test_the_destination_key_or_the_token_is_taken(tmp_path: Path, db: Path) -> None:

@@ -272,6 +272,26 @@ def test_extend_lease_and_release_touch_only_the_owners_events(store: SpoolStore
     assert store.stale_leases(now=time.time()) == 0
 
 
+def test_live_leases_say_which_drain_holds_how_many_events_and_until_when(
+    store: SpoolStore,
+) -> None:
+    # Given drain a holding two leases of d, one of e, and a lease of b's that ran out
+    add(store, "d1", "d2", "d3", "d4")
+    add(store, "e1", destination="e")
+    now = time.time()
+    store.claim("d", 2, "a", due_by=now, lease_until=now + 30)
+    store.claim("d", 1, "a", due_by=now, lease_until=now + 60)
+    store.claim("e", 1, "a", due_by=now, lease_until=now + 45)
+    store.claim("d", 1, "b", due_by=now, lease_until=now - 1)
+    # Then the live ones are counted by drain and destination, with the last one's end
+    found = store.live_leases(now=time.time())
+    assert [(f.owner, f.destination, f.events) for f in found] == [("a", "d", 3), ("a", "e", 1)]
+    assert [f.until for f in found] == pytest.approx([now + 60, now + 45], abs=0.5)
+    # And none once they end
+    store.release_leases("a", now=time.time())
+    assert store.live_leases(now=time.time()) == []
+
+
 def test_a_whole_batch_settles_by_its_lease(store: SpoolStore) -> None:
     # Given a batch with bodies of several sizes, some of them multi-byte
     bodies = ['{"n": 1}', '{"n": "é"}', '{"n": "' + "ü" * 40 + '"}']

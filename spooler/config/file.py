@@ -27,6 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "SPOOL_KEYS",
     "Problems",
     "check_table",
     "check_top_level",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 _TOP_KEYS = {"db", "spool", "drain", "retry", "destinations", "serve", "web"}
-_SPOOL_KEYS: dict[str, Checker] = {
+SPOOL_KEYS: dict[str, Checker] = {
     "durability": choice("full", "normal"),
     "max_events": integer(1),
     "max_bytes": integer(1),
@@ -177,7 +178,7 @@ def check_top_level(raw: Mapping[str, Any], problems: Problems) -> None:
 
 def spool_options(raw: Mapping[str, Any], problems: Problems | None = None) -> dict[str, Any]:
     """Keyword arguments for ``Spool`` from the config file's ``[spool]`` table."""
-    return check_table(raw.get("spool", {}), _SPOOL_KEYS, "spool.", problems)
+    return check_table(raw.get("spool", {}), SPOOL_KEYS, "spool.", problems)
 
 
 def config_db_path(raw: Mapping[str, Any]) -> str | None:

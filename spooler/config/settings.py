@@ -5,6 +5,7 @@ filled in, secrets masked.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -13,9 +14,10 @@ from typing import Any
 from ..destinations import spec_for
 from ..errors import ConfigError
 from ..redact import mask, masked_url
+from ..spool import Spool
 from ..store import shown_location
 from .drain import DRAIN_KEYS, RETRY_KEYS, DestinationConfig, build_drain_config
-from .file import Problems, check_table, check_top_level, spool_options
+from .file import SPOOL_KEYS, Problems, check_table, check_top_level, spool_options
 from .serve import build_serve_config
 from .web import build_web_config
 
@@ -39,9 +41,14 @@ def resolved_settings(
     if isinstance(raw.get("db"), str):
         with problems.noted():
             settings["db"] = shown_location(raw["db"])
-    settings["spool"] = spool_options(raw, problems)
-    if "file_mode" in settings["spool"]:  # as it is written: 0640, not 416
-        settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
+    # The keys the file leaves out, as Spool takes them then.
+    settings["spool"] = {
+        name: parameter.default
+        for name, parameter in inspect.signature(Spool).parameters.items()
+        if name in SPOOL_KEYS
+    } | spool_options(raw, problems)
+    # As it is written: 0640, not 416.
+    settings["spool"]["file_mode"] = f"{settings['spool']['file_mode']:04o}"
     if "serve" in raw:
         with problems.noted():
             serve_config = build_serve_config(raw, env=env)

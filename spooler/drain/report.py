@@ -1,11 +1,14 @@
-"""The report of a drain run: the outcomes counted into it (and into the history and the
-metrics), the summaries logged as it runs, and how a run ends: its leases given back,
-what is left, the last summary.
+"""The report of a drain run: what it must wait for at its start (events other drains
+hold), the outcomes counted into it (and into the history and the metrics), the
+summaries logged as it runs, and how a run ends: its leases given back, what is left,
+the last summary.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Mapping
 
 from ..errors import StoreError
@@ -91,6 +94,43 @@ class DrainReporting(DrainBase):
                 per_destination(others),
             )
 
+    def _log_held_by_others(self, now: float) -> None:
+        """Say which events of its destinations other drains hold, and until when: this
+        drain sends them only once those leases end (60 s by default), and a drain
+        killed without settling them leaves them to run out. (Their holders are not
+        asked whether they still run: a pid says nothing across PID namespaces that
+        share a host name, so a lease is never taken over early.)"""
+        held: Counter[str] = Counter()  # events, by the drain holding them
+        ends: dict[str, float] = {}  # when that drain's last lease ends
+        for leased in self._store.live_leases(now=now):
+            if leased.destination in self._destinations and leased.owner != self.owner:
+                held[leased.owner] += leased.events
+                ends[leased.owner] = max(ends.get(leased.owner, 0.0), leased.until)
+        if not held:
+            return
+        events, last = held.total(), max(ends.values())
+        if len(held) == 1:
+            [owner] = held
+            holders = f"{owner} until {_utc_time(last)} (in {last - now:.0f}s)"
+            why = "a drain that stopped without settling them, or one still running"
+            lease = "the lease ends"
+        else:
+            each = ", ".join(
+                f"{owner}: {count} until {_utc_time(ends[owner])}"
+                for owner, count in sorted(held.items())
+            )
+            holders = f"{len(held)} other drains until {_utc_time(last)} at the latest ({each})"
+            why = "drains that stopped without settling them, or still running"
+            lease = "the leases end"
+        log.warning(
+            "%s %s leased by %s (%s): to be sent again once %s",
+            events_phrase(events),
+            "is" if events == 1 else "are",
+            holders,
+            why,
+            lease,
+        )
+
     def _reclaim_space(self) -> None:
         """Let a drained backlog give its pages back; failing to is not worth stopping for."""
         try:
@@ -100,3 +140,8 @@ class DrainReporting(DrainBase):
             return
         if pages:
             log.info("gave %d free pages back to the disk", pages)
+
+
+def _utc_time(timestamp: float) -> str:
+    """``"09:41:07 UTC"``: a time within the next minutes, for a log line."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(timestamp))

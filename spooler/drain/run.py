@@ -90,17 +90,6 @@ class Drain(DrainWorkers, DrainReporting):
         self._pacers = {
             name: Pacer(each.config.concurrency) for name, each in self._destinations.items()
         }
-        self._settlers = {
-            name: Settler(
-                store,
-                each.config,
-                log=self._logs[name],
-                count=self._count,
-                clock=clock,
-                rng=self._rng,
-            )
-            for name, each in self._destinations.items()
-        }
         # One per destination, shared by its workers: an outage pauses them all. Each
         # takes up the state an earlier run left (a cron job's --once, a restarted
         # daemon): the rest of its pause, then a probe before batches go out.
@@ -122,6 +111,18 @@ class Drain(DrainWorkers, DrainReporting):
                 self._rng,
                 None if name in self._failed_elsewhere else pauses.get(name),
                 now,
+            )
+            for name, each in self._destinations.items()
+        }
+        self._settlers = {
+            name: Settler(
+                store,
+                each.config,
+                log=self._logs[name],
+                count=self._count,
+                clock=clock,
+                rng=self._rng,
+                paused_for=self._breakers[name].pause_left,
             )
             for name, each in self._destinations.items()
         }
@@ -200,6 +201,7 @@ class Drain(DrainWorkers, DrainReporting):
             ),
         )
         self._log_unserved()
+        self._log_held_by_others(started)
         self._take_up_pauses(mode, started)
         for worker in workers:
             worker.start()

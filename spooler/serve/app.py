@@ -28,6 +28,7 @@ from .http import Answer, HttpServer, Limits, Request, Response
 from .posthog import PostHog
 from .segment import Segment
 from .stats import REPORT_INTERVAL, Metrics, ServeStats
+from .wrong_keys import WrongKeys
 
 __all__ = ["UNROUTED", "IngestApp", "Relay"]
 
@@ -49,6 +50,7 @@ class IngestApp:
         config: ServeConfig,
         committer: Committer,
         stats: ServeStats,
+        wrong_keys: WrongKeys,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -56,6 +58,7 @@ class IngestApp:
         self._config = config
         self._committer = committer
         self._stats = stats
+        self._wrong_keys = wrong_keys
         self._clock = clock
         self._routes: dict[str, API] = {}
         # The answer to each API whose destination the config does not define: its
@@ -118,7 +121,10 @@ class IngestApp:
         now = self._clock()
         try:
             ingest = api.read(request, now)
-            self._check_key(api, destination, ingest.key)
+            if not self._key_accepted(destination, ingest.key):
+                refusal = api.unauthorized()
+                self._wrong_keys.refused(api.name, request.path, refusal.status)
+                raise Refused(refusal, "wrong or missing key")
             texts = self._encode(api, ingest.events)
         except Refused as refused:
             log.debug("%s %s refused: %s", request.method, request.path, refused.reason)
@@ -143,16 +149,15 @@ class IngestApp:
         self._committer.submit([(destination, text) for text in texts], committed)
         return None
 
-    def _check_key(self, api: API, destination: str, key: str | None) -> None:
-        """Refuse a key that is neither the destination's nor the serve token (where
-        either is configured: else any key is taken, as on a loopback-only relay)."""
+    def _key_accepted(self, destination: str, key: str | None) -> bool:
+        """Whether ``key`` is the destination's or the serve token (where either is
+        configured: else any key is taken, as on a loopback-only relay)."""
         accepted = [k for k in (self._config.token, self._config.keys.get(destination)) if k]
         if not accepted:
-            return
+            return True
         given = (key or "").encode()
         # Compared in constant time, each: the key is a secret.
-        if not any(hmac.compare_digest(given, k.encode()) for k in accepted):
-            raise Refused(api.unauthorized(), "wrong or missing key")
+        return any(hmac.compare_digest(given, k.encode()) for k in accepted)
 
     def _encode(self, api: API, events: list[dict[str, Any]]) -> list[str]:
         limit = self._spool.max_event_bytes
@@ -245,7 +250,8 @@ class Relay:
         committer = Committer(
             self._spool.commit_rows, on_commit=stats.commit, step=config.commit_timeout
         )
-        app = IngestApp(self._spool, config, committer, stats, clock=self._clock)
+        wrong_keys = WrongKeys(log)
+        app = IngestApp(self._spool, config, committer, stats, wrong_keys, clock=self._clock)
         limits = Limits(
             header_timeout=config.header_timeout,
             body_timeout=config.body_timeout,
@@ -262,7 +268,7 @@ class Relay:
         log.info("serving on http://%s for %s", stats.listen, self._spool.path)
         if ready is not None:
             ready(server.port)
-        reporter = asyncio.create_task(self._report(stats))
+        reporter = asyncio.create_task(self._report(stats, wrong_keys))
         # Beats until the end: a stop that hangs is a hang too.
         beating = asyncio.create_task(_beat(heartbeat, committer)) if heartbeat else None
         try:
@@ -272,6 +278,7 @@ class Relay:
             log.info("stopping: answering the requests in progress")
             await server.stop()
             reporter.cancel()
+            wrong_keys.flush(stopping=True)
             if not await asyncio.to_thread(committer.close):
                 # The spool does not answer: the last report could not be written either.
                 raise SpoolerError(
@@ -287,8 +294,9 @@ class Relay:
             if beating is not None:
                 beating.cancel()
 
-    async def _report(self, stats: ServeStats) -> None:
-        """Keep the report in the spool while it changes; log a summary every minute."""
+    async def _report(self, stats: ServeStats, wrong_keys: WrongKeys) -> None:
+        """Keep the report in the spool while it changes; log a summary every minute, and
+        the refusals for a wrong key counted since their last warning a minute ago."""
         written, last_summary = -1, self._clock()
         while True:
             if stats.version != written:
@@ -302,6 +310,7 @@ class Relay:
             if self._clock() - last_summary >= SUMMARY_INTERVAL:
                 last_summary = self._clock()
                 log.info("%s", stats.summary())
+            wrong_keys.flush()
             await asyncio.sleep(REPORT_INTERVAL)
 
 

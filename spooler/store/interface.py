@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Failure,
         Finding,
         KeptPause,
+        LeasedEvents,
         QueueSelection,
         RetriedNow,
     )
@@ -152,6 +153,10 @@ class SpoolStore(Protocol):
 
     def pauses(self) -> dict[str, KeptPause]:
         """The kept circuit breakers of destinations whose last requests failed."""
+
+    def live_leases(self, *, now: float) -> list[LeasedEvents]:
+        """The events held by leases that have not run out by ``now``, by drain and
+        destination (a drain at its start says what it will have to wait for)."""
 
     def next_due_at(self, destination: str) -> float | None:
         """When the earliest event of ``destination`` falls due (None: none but held ones)."""

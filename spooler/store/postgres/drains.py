@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import psycopg
 
-from ...records import Claim, ClaimedEvent, Failure, KeptPause
+from ...records import Claim, ClaimedEvent, Failure, KeptPause, LeasedEvents
 from ..leases import Gap, Held, Key, first_found, held
 from .base import PostgresBase
 from .sql import (
@@ -328,6 +328,16 @@ class PostgresDrains(PostgresBase):
             {},
         )
         return {name: KeptPause(*kept) for name, *kept in rows}
+
+    def live_leases(self, *, now: float) -> list[LeasedEvents]:
+        """Events held by leases that have not run out by ``now``, by drain and destination."""
+        rows = self._read(
+            f"SELECT owner, destination, sum(events)::int, {from_db('max(until)')}"
+            f" FROM {{s}}.leases WHERE until > {NOW}"
+            " GROUP BY owner, destination ORDER BY owner, destination",
+            {"h": now},
+        )
+        return [LeasedEvents(*row) for row in rows]
 
     def next_due_at(self, destination: str) -> float | None:
         """When a claim of ``destination`` can next find an event: when the earliest event

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import sqlite3
     from typing import Any, TypeVar
 
-    from ...records import Claim, ClaimedEvent, Failure, KeptPause
+    from ...records import Claim, ClaimedEvent, Failure, KeptPause, LeasedEvents
     from ..leases import Gap, Held, Key
 
     R = TypeVar("R", bound=tuple[Any, ...])
@@ -226,6 +226,20 @@ class SQLiteDrains(SQLiteBase):
                     " FROM destination_state WHERE failures > 0"
                 )
             }
+
+    def live_leases(self, *, now: float) -> list[LeasedEvents]:
+        """Events held by leases that have not run out by ``now``, by drain and destination."""
+        from ...records import LeasedEvents
+
+        with self._read() as conn:
+            return [
+                LeasedEvents(*row)
+                for row in conn.execute(
+                    "SELECT owner, destination, sum(events), max(until) FROM leases"
+                    " WHERE until > ? GROUP BY owner, destination ORDER BY owner, destination",
+                    (now,),
+                )
+            ]
 
     def next_due_at(self, destination: str) -> float | None:
         """When a claim of ``destination`` can next find an event: when the earliest event
