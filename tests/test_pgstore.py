@@ -247,6 +247,26 @@ def test_an_insert_run_again_stores_each_event_once(pg_url: str, count: int) -> 
         assert spool.store.totals() == (count, 2 * count)
 
 
+def test_enqueues_on_new_connections_leave_no_error_in_the_server_s_log(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    # Given a spool, and the end of the server's log
+    Spool(pg_url).close()
+    start = os.path.getsize(postgres.log)
+    # When producers enqueue, each on a connection of its own (as each `spooler enqueue`)
+    for _ in range(3):
+        with Spool(pg_url) as spool:
+            spool.enqueue({"e": 1})
+            spool.enqueue({"e": 2})
+    # Then the events are there, and the server logged no error for them
+    with Spool(pg_url) as spool:
+        assert spool.status().total.queued == 6
+    with open(postgres.log, encoding="utf-8", errors="replace") as file:
+        file.seek(start)
+        logged = file.read()
+    assert "ERROR" not in logged, logged
+
+
 def test_a_stopped_server_with_no_wait_is_a_store_error_at_once(
     own_postgres: PostgresServer,
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
@@ -47,6 +48,12 @@ class Connections:
         self._pid = os.getpid()
         self._inherited: list[psycopg.Connection] = []
         self._closed = False
+        # The statements ``execute_direct`` prepared on each connection: preparing first,
+        # rather than trying and preparing on "does not exist", keeps that error out of
+        # the server's log, where every new connection (each `spooler enqueue`) put one.
+        self._prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def run(self, operation: Callable[[psycopg.Connection], T]) -> T:
         """Run ``operation`` (one transaction) on a connection of the pool.
@@ -100,10 +107,14 @@ class Connections:
         if not self.target.prepared_statements:
             result = pgconn.exec_params(statement, values)
         else:
+            prepared = self._prepared.setdefault(conn, set())
+            if name not in prepared:
+                _prepare(pgconn, name, statement)
+                prepared.add(name)
             result = pgconn.exec_prepared(name, values)
             if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == "26000":
-                # Not prepared on this connection yet.
-                _raise_for(pgconn, pgconn.prepare(name, statement))
+                # Not prepared on this session after all (a pooler changed it).
+                _prepare(pgconn, name, statement)
                 result = pgconn.exec_prepared(name, values)
         _raise_for(pgconn, result)
         return result.command_tuples or 0
@@ -209,6 +220,15 @@ def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]
         if not synchronous:
             conn.execute("SET LOCAL synchronous_commit TO off")
         yield
+
+
+def _prepare(pgconn: PGconn, name: bytes, statement: bytes) -> None:
+    """Prepare ``statement`` as ``name`` on the session, unless it already is there (a
+    pooler's server session, prepared by another client)."""
+    result = pgconn.prepare(name, statement)
+    if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == "42P05":
+        return
+    _raise_for(pgconn, result)
 
 
 def _sqlstate(result: PGresult) -> str | None:
