@@ -210,6 +210,35 @@ def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer)
         assert spool.status().total.queued == 1
 
 
+def test_hosts_that_start_at_once_on_a_new_schema_all_use_the_spool_one_creates(
+    pg_url: str,
+) -> None:
+    # Given eight producers that open one new spool at the same instant
+    start = threading.Barrier(8)
+    created: list[bool] = []
+    errors: list[BaseException] = []
+
+    def open_spool() -> None:
+        start.wait(30)
+        try:
+            with Spool(pg_url) as spool:
+                spool.enqueue({"e": 1})
+                created.append(spool.store.created)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_spool) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Then one of them created it, and none took it for another application's tables
+    assert errors == []
+    assert sorted(created) == [False] * 7 + [True]
+    with Spool(pg_url) as spool:
+        assert spool.status().total.queued == 8
+
+
 # -- one clock for every host --------------------------------------------------------
 
 
