@@ -5,6 +5,7 @@ test_store_contract.py.)"""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -307,6 +308,40 @@ def test_a_stopped_server_with_no_wait_is_a_store_error_at_once(
         own_postgres.start()
         spool.enqueue({"e": 3})  # the broken connection is replaced
         assert spool.status().total.queued == 2
+
+
+_OPEN_A_SPOOL = """
+import sys
+from spooler import Spool, StoreError
+from spooler.store.postgres import connection
+connection.DEFAULT_CONNECT_TIMEOUT = 2  # libpq's shortest: a quicker test
+try:
+    Spool(sys.argv[1])
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_server_that_accepts_and_never_answers_fails_after_the_timeouts() -> None:
+    # Given a "server" that takes connections into its backlog and never answers them
+    # (as a postmaster shutting down does, until its last child is gone), and a URL
+    # that sets no connect_timeout
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        url = f"postgresql://spooler@127.0.0.1:{port}/events?wait=0"
+        # When a spool is opened there (in a process of its own: one that waits for
+        # ever is killed at the deadline, and the test fails)
+        opened = subprocess.run(
+            [sys.executable, "-c", _OPEN_A_SPOOL, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    # Then it gave up after its connections' and its check's timeouts, saying why
+    assert "could not be reached for 0s" in opened.stdout, opened
 
 
 def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) -> None:

@@ -43,6 +43,12 @@ class Connections:
         self.target = target
         self.synchronous = synchronous
         self._options = psycopg.conninfo.conninfo_to_dict(target.conninfo)
+        # What a ping connects to: the URL, with the connections' own connect_timeout.
+        # Without one, libpq waits for ever for a server that accepted the connection
+        # and never answers (a postmaster shutting down holds it in its backlog until a
+        # client of ours, whose failed connection the ping keeps open, gives up: 60 s).
+        ping_options = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **self._options}
+        self._ping_conninfo = psycopg.conninfo.make_conninfo("", **ping_options).encode()
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection] = []
         self._pid = os.getpid()
@@ -198,7 +204,7 @@ class Connections:
         if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
             return "fail"
         # No SQL state: the connection failed or broke.
-        ping = pq.PGconn.ping(self.target.conninfo.encode())
+        ping = pq.PGconn.ping(self._ping_conninfo)
         if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
             return "retry"
         return "refused" if ping == pq.Ping.OK else "fail"
