@@ -448,6 +448,63 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         bouncer.close()
 
 
+def test_producers_and_a_drain_through_pgbouncer_wait_while_the_server_restarts(
+    own_postgres: PostgresServer, receiver: Receiver
+) -> None:
+    # PgBouncer stays up while the server restarts, and answers for it with errors of
+    # its own (SQLSTATE 08P01: "server login has been failing"): a pause, not an error.
+    require_program("pgbouncer", "pgbouncer")
+    bouncer = PgBouncer(own_postgres)
+    drain = None
+    try:
+        # Given a producer enqueueing in a loop and a drain, both through PgBouncer
+        url = bouncer.url("bounced") + "&prepared_statements=off&wait=120"
+        spool = Spool(url)
+        drain = subprocess.Popen(
+            [*SPOOLER, *drain_args(url, receiver.url, until_empty=False)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        acknowledged: list[str] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                while not stop.is_set():
+                    acknowledged.append(spool.enqueue({"n": len(acknowledged)}))
+            except BaseException as exc:
+                errors.append(exc)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        assert wait_until(lambda: len(receiver.delivered) >= 20, timeout=60)
+        # When the server stops, and starts again
+        own_postgres.stop()
+        during = len(acknowledged)
+        own_postgres.start()
+        assert wait_until(lambda: len(acknowledged) >= during + 20, timeout=120)
+        stop.set()
+        producer.join()
+        # Then the producer waited instead of failing, and the drain, still running,
+        # delivers every event the producer was told of
+        assert errors == []
+        assert wait_until(
+            lambda: (
+                {e["id"] for e in receiver.delivered} >= set(acknowledged)
+                or drain.poll() is not None
+            ),
+            timeout=120,
+        )
+        assert drain.poll() is None, drain.communicate()[1][-2000:]
+        spool.close()
+    finally:
+        if drain is not None and drain.poll() is None:
+            drain.terminate()
+            drain.communicate(timeout=60)
+        bouncer.close()
+
+
 # -- spooler doctor -------------------------------------------------------------------
 
 

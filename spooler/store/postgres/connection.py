@@ -30,9 +30,12 @@ T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds, where the URL sets none: libpq's own is forever
 # Errors after which the same operation may simply run again: the server went away
-# (57P01-57P03: shut down, crashed, starting up) or chose this transaction to abort
-# (a deadlock, a serialization failure); in each case nothing of it was committed.
+# (57P01-57P03: shut down, crashed, starting up), a pooler lost it (class 08, which
+# PgBouncer answers while the server restarts: "server login has been failing",
+# "query_wait_timeout"), or it chose this transaction to abort (a deadlock, a
+# serialization failure); in each case nothing of it was committed.
 _RETRY_STATES = ("57P01", "57P02", "57P03", "40P01", "40001")
+_RETRY_CLASSES = ("08",)
 _LONGEST_PAUSE = 1.0  # seconds between tries while the server is away
 
 
@@ -83,7 +86,10 @@ class Connections:
                 verdict = self._verdict(exc)
                 if verdict == "fail" or (verdict == "refused" and refused):
                     raise self._store_error(exc) from None
-                refused = refused or verdict == "refused"
+                # Refused twice in a row: the server is up and refuses us. (Through a
+                # pooler, a connection it broke while the server restarted pings as
+                # answering too, and what follows is the pooler's "retry" error.)
+                refused = verdict == "refused"
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + self.target.wait
                 if now + pause > deadline:
@@ -199,7 +205,7 @@ class Connections:
         a connection failed, yet the server now accepts connections (it may just have
         finished starting: worth one more try, after which it is refusing us, over a
         password say); ``fail``: anything else."""
-        if exc.sqlstate in _RETRY_STATES:
+        if exc.sqlstate in _RETRY_STATES or (exc.sqlstate or "")[:2] in _RETRY_CLASSES:
             return "retry"
         if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
             return "fail"
