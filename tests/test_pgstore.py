@@ -456,10 +456,10 @@ def test_producers_and_a_drain_through_pgbouncer_wait_while_the_server_restarts(
     require_program("pgbouncer", "pgbouncer")
     bouncer = PgBouncer(own_postgres)
     drain = None
+    url = bouncer.url("bounced") + "&prepared_statements=off&wait=120"
+    spool = Spool(url)
     try:
         # Given a producer enqueueing in a loop and a drain, both through PgBouncer
-        url = bouncer.url("bounced") + "&prepared_statements=off&wait=120"
-        spool = Spool(url)
         drain = subprocess.Popen(
             [*SPOOLER, *drain_args(url, receiver.url, until_empty=False)],
             stderr=subprocess.PIPE,
@@ -497,8 +497,8 @@ def test_producers_and_a_drain_through_pgbouncer_wait_while_the_server_restarts(
             timeout=120,
         )
         assert drain.poll() is None, drain.communicate()[1][-2000:]
-        spool.close()
     finally:
+        spool.close()
         if drain is not None and drain.poll() is None:
             drain.terminate()
             drain.communicate(timeout=60)

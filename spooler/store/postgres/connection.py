@@ -76,6 +76,7 @@ class Connections:
         pause = 0.0
         refused = False
         while True:
+            conn: psycopg.Connection | None = None
             try:
                 conn = self._take()
                 try:
@@ -83,7 +84,7 @@ class Connections:
                 finally:
                     self._give_back(conn)
             except psycopg.Error as exc:
-                verdict = self._verdict(exc)
+                verdict = self._verdict(exc, connecting=conn is None)
                 if verdict == "fail" or (verdict == "refused" and refused):
                     raise self._store_error(exc) from None
                 # Refused twice in a row: the server is up and refuses us. (Through a
@@ -200,7 +201,7 @@ class Connections:
         for each in [conn, *stale]:
             each.close()
 
-    def _verdict(self, exc: psycopg.Error) -> str:
+    def _verdict(self, exc: psycopg.Error, *, connecting: bool) -> str:
         """``retry``: the server is away, or chose this transaction to abort; ``refused``:
         a connection failed, yet the server now accepts connections (it may just have
         finished starting: worth one more try, after which it is refusing us, over a
@@ -209,7 +210,11 @@ class Connections:
             return "retry"
         if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
             return "fail"
-        # No SQL state: the connection failed or broke.
+        if not connecting:
+            # An open connection broke: the server went away, or a pooler lost it
+            # (which then answers pings itself).
+            return "retry"
+        # No SQL state: the connection failed.
         ping = pq.PGconn.ping(self._ping_conninfo)
         if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
             return "retry"
