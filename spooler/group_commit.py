@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-from .errors import NotDurableError
+from .errors import SpoolFullError
 
 __all__ = ["GroupCommit", "commit_together"]
 
@@ -217,18 +217,17 @@ def commit_together(
 ) -> list[Exception | None]:
     """Commit every batch of rows in one ``commit``; each batch's error (None: committed).
 
-    If the shared commit fails (a spool limit, say), each batch is committed on its own,
-    so an error reaches exactly the batches it concerns and the others still commit. A
-    commit that went through but could not be flushed to disk (``NotDurableError``) is
-    not retried: every batch gets the error.
+    If the shared commit fails for a spool limit (``SpoolFullError``), each batch is
+    committed on its own, so the error reaches exactly the batches it concerns and the
+    others still commit. Any other error is every batch's: the spool itself failed (a
+    full disk, a server that cannot be reached for its ``wait``), and trying each batch
+    again would only keep every caller waiting that long once more per batch. A commit
+    that went through but could not be flushed to disk (``NotDurableError``) is never
+    tried again: committing the rows a second time would store every event twice.
     """
     try:
         commit([row for rows in batches for row in rows])
-    except NotDurableError as exc:
-        # Committed, only not flushed: the rows are in the spool, so committing them
-        # again one batch at a time would store every event twice.
-        return [exc] * len(batches)
-    except Exception as exc:
+    except SpoolFullError as exc:
         if len(batches) == 1:
             return [exc]
         # Whose rows caused it is unknown: give each batch its own transaction.
@@ -241,4 +240,6 @@ def commit_together(
             else:
                 errors.append(None)
         return errors
+    except Exception as exc:
+        return [exc] * len(batches)
     return [None] * len(batches)

@@ -222,6 +222,22 @@ def test_a_mistyped_url_is_refused_by_the_library_and_in_a_config_file(
     assert [path.name for path in tmp_path.iterdir()] == ["spooler.toml"]
 
 
+def test_a_libpq_key_value_string_is_refused_not_made_a_file_named_with_its_password(
+    tmp_path: Path,
+) -> None:
+    conninfo = "host=db.internal port=5432 dbname=events user=app password=s3cret"
+    config = tmp_path / "spooler.toml"
+    config.write_text(f"db = '{conninfo}'\n")
+    for args in (["--db", conninfo], ["--config", str(config)]):
+        result = spooler_cmd("enqueue", *args, "{}", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        line = result.stderr.splitlines()[-1]
+        assert line.startswith("spooler: error: the spool host=db.internal port=5432 ")
+        assert "is a libpq key=value connection string: give a postgresql://" in line
+        assert "password=***" in line and "s3cret" not in result.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["spooler.toml"]
+
+
 def test_a_database_that_cannot_be_reached_is_an_error_without_its_password(
     tmp_path: Path,
 ) -> None:

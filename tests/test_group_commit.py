@@ -110,6 +110,41 @@ def test_a_failed_group_is_retried_per_caller_so_only_the_guilty_caller_fails() 
     assert committed == [[("a", "d", "first")], [("b", "d", "small")], [("e", "d", "small")]]
 
 
+def test_a_group_the_spool_fails_is_told_so_at_once_not_retried_per_caller() -> None:
+    # Given a spool that fails every commit (a PostgreSQL server still unreachable after
+    # the URL's wait: each try costs that wait)
+    tries: list[int] = []
+    first_commit_started = threading.Event()
+    let_first_commit_finish = threading.Event()
+
+    def commit(rows: Sequence[Row]) -> None:
+        tries.append(len(rows))
+        if len(tries) == 1:
+            first_commit_started.set()
+            assert let_first_commit_finish.wait(30)
+            return
+        raise StoreError("PostgreSQL could not be reached for 10s")
+
+    group_commit = GroupCommit(commit)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
+    leader.start()
+    assert first_commit_started.wait(30)
+    # When three callers share the next commit, which fails
+    callers = [[("b", "d", "x")], [("c", "d", "y")], [("e", "d", "z")]]
+    outcome: list[list[object]] = []
+    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
+    waiter.start()
+    assert wait_until(lambda: len(group_commit._pending) == 3, timeout=30)
+    let_first_commit_finish.set()
+    leader.join(30)
+    waiter.join(30)
+
+    # Then each of them gets the error after that one try, not after one more each
+    [results] = outcome
+    assert all(isinstance(result, StoreError) for result in results), results
+    assert tries == [1, 3]
+
+
 def test_spool_limits_still_hold_under_concurrent_enqueues(db: Path) -> None:
     spool = Spool(db, max_events=50)
     outcomes: list[str] = []

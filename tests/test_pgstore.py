@@ -5,6 +5,7 @@ test_store_contract.py.)"""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -210,6 +211,35 @@ def test_an_empty_schema_an_administrator_made_is_used(postgres: PostgresServer)
         assert spool.status().total.queued == 1
 
 
+def test_hosts_that_start_at_once_on_a_new_schema_all_use_the_spool_one_creates(
+    pg_url: str,
+) -> None:
+    # Given eight producers that open one new spool at the same instant
+    start = threading.Barrier(8)
+    created: list[bool] = []
+    errors: list[BaseException] = []
+
+    def open_spool() -> None:
+        start.wait(30)
+        try:
+            with Spool(pg_url) as spool:
+                spool.enqueue({"e": 1})
+                created.append(spool.store.created)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_spool) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Then one of them created it, and none took it for another application's tables
+    assert errors == []
+    assert sorted(created) == [False] * 7 + [True]
+    with Spool(pg_url) as spool:
+        assert spool.status().total.queued == 8
+
+
 # -- one clock for every host --------------------------------------------------------
 
 
@@ -247,6 +277,26 @@ def test_an_insert_run_again_stores_each_event_once(pg_url: str, count: int) -> 
         assert spool.store.totals() == (count, 2 * count)
 
 
+def test_enqueues_on_new_connections_leave_no_error_in_the_server_s_log(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    # Given a spool, and the end of the server's log
+    Spool(pg_url).close()
+    start = os.path.getsize(postgres.log)
+    # When producers enqueue, each on a connection of its own (as each `spooler enqueue`)
+    for _ in range(3):
+        with Spool(pg_url) as spool:
+            spool.enqueue({"e": 1})
+            spool.enqueue({"e": 2})
+    # Then the events are there, and the server logged no error for them
+    with Spool(pg_url) as spool:
+        assert spool.status().total.queued == 6
+    with open(postgres.log, encoding="utf-8", errors="replace") as file:
+        file.seek(start)
+        logged = file.read()
+    assert "ERROR" not in logged, logged
+
+
 def test_a_stopped_server_with_no_wait_is_a_store_error_at_once(
     own_postgres: PostgresServer,
 ) -> None:
@@ -258,6 +308,40 @@ def test_a_stopped_server_with_no_wait_is_a_store_error_at_once(
         own_postgres.start()
         spool.enqueue({"e": 3})  # the broken connection is replaced
         assert spool.status().total.queued == 2
+
+
+_OPEN_A_SPOOL = """
+import sys
+from spooler import Spool, StoreError
+from spooler.store.postgres import connection
+connection.DEFAULT_CONNECT_TIMEOUT = 2  # libpq's shortest: a quicker test
+try:
+    Spool(sys.argv[1])
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_server_that_accepts_and_never_answers_fails_after_the_timeouts() -> None:
+    # Given a "server" that takes connections into its backlog and never answers them
+    # (as a postmaster shutting down does, until its last child is gone), and a URL
+    # that sets no connect_timeout
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        url = f"postgresql://spooler@127.0.0.1:{port}/events?wait=0"
+        # When a spool is opened there (in a process of its own: one that waits for
+        # ever is killed at the deadline, and the test fails)
+        opened = subprocess.run(
+            [sys.executable, "-c", _OPEN_A_SPOOL, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    # Then it gave up after its connections' and its check's timeouts, saying why
+    assert "could not be reached for 0s" in opened.stdout, opened
 
 
 def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) -> None:
@@ -361,6 +445,63 @@ def test_producers_and_drains_through_pgbouncer_in_transaction_mode(
         ids = [event["id"] for event in receiver.delivered]
         assert len(ids) == 600 and len(set(ids)) == 600
     finally:
+        bouncer.close()
+
+
+def test_producers_and_a_drain_through_pgbouncer_wait_while_the_server_restarts(
+    own_postgres: PostgresServer, receiver: Receiver
+) -> None:
+    # PgBouncer stays up while the server restarts, and answers for it with errors of
+    # its own (SQLSTATE 08P01: "server login has been failing"): a pause, not an error.
+    require_program("pgbouncer", "pgbouncer")
+    bouncer = PgBouncer(own_postgres)
+    drain = None
+    url = bouncer.url("bounced") + "&prepared_statements=off&wait=120"
+    spool = Spool(url)
+    try:
+        # Given a producer enqueueing in a loop and a drain, both through PgBouncer
+        drain = subprocess.Popen(
+            [*SPOOLER, *drain_args(url, receiver.url, until_empty=False)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        acknowledged: list[str] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                while not stop.is_set():
+                    acknowledged.append(spool.enqueue({"n": len(acknowledged)}))
+            except BaseException as exc:
+                errors.append(exc)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        assert wait_until(lambda: len(receiver.delivered) >= 20, timeout=60)
+        # When the server stops, and starts again
+        own_postgres.stop()
+        during = len(acknowledged)
+        own_postgres.start()
+        assert wait_until(lambda: len(acknowledged) >= during + 20, timeout=120)
+        stop.set()
+        producer.join()
+        # Then the producer waited instead of failing, and the drain, still running,
+        # delivers every event the producer was told of
+        assert errors == []
+        assert wait_until(
+            lambda: (
+                {e["id"] for e in receiver.delivered} >= set(acknowledged)
+                or drain.poll() is not None
+            ),
+            timeout=120,
+        )
+        assert drain.poll() is None, drain.communicate()[1][-2000:]
+    finally:
+        spool.close()
+        if drain is not None and drain.poll() is None:
+            drain.terminate()
+            drain.communicate(timeout=60)
         bouncer.close()
 
 

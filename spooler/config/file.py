@@ -19,7 +19,7 @@ from typing import Any
 from ..checks import Checker, choice, integer, nonempty_string
 from ..errors import ConfigError
 from ..files import check_file_mode
-from ..store import is_url
+from ..store import is_conninfo, is_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,7 +157,7 @@ def read_config_file(
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
     if isinstance(raw.get("db"), str):
         raw["db"] = interpolate(raw["db"], "db", os.environ if env is None else env)
-        if not is_url(raw["db"]):
+        if not is_url(raw["db"]) and not is_conninfo(raw["db"]):  # refused when opened
             # Relative to the file, not to wherever the command runs: a shell script and
             # a service (whose working directory is /) reading one config share one spool.
             db = os.path.expanduser(raw["db"])

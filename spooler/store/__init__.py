@@ -21,12 +21,16 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms)
 if TYPE_CHECKING:
     from .interface import SpoolStore
 
-__all__ = ["is_url", "open_store", "shown_location"]
+__all__ = ["is_conninfo", "is_url", "open_store", "shown_location"]
 
 # Any ``scheme:`` start (RFC 3986) makes a location a URL: a mistyped PostgreSQL URL
 # (``postgresql:/host/db``) must be refused, not become a folder that no drain reads.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _POSTGRESQL = re.compile(r"postgres(?:ql)?://")
+# libpq's other form of a connection string, ``host=db dbname=events user=app``: taken
+# as a file name, it became a local spool no drain reads, named with the password.
+_CONNINFO = re.compile(r"\s*(?:host|hostaddr|port|dbname|user|password|passfile|service)\s*=")
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
 
 def open_store(
@@ -41,6 +45,7 @@ def open_store(
     ``postgresql://`` URL (psycopg is imported only then; ``file_mode`` is the SQLite
     file's). Any other URL is refused, before anything is created."""
     if not is_url(location):
+        _check_not_conninfo(location)
         return SQLiteStore(location, durability=durability, create=create, file_mode=file_mode)
     _check_scheme(location)
     try:
@@ -58,10 +63,17 @@ def is_url(location: str) -> bool:
     return _URL.match(location) is not None
 
 
+def is_conninfo(location: str) -> bool:
+    """Whether a spool location is libpq's ``key=value`` connection string, which
+    spooler refuses (``host=db dbname=events``): neither a file path nor a URL."""
+    return _CONNINFO.match(location) is not None
+
+
 def shown_location(location: str) -> str:
     """A spool location as output shows it: a file path as given, a ``postgresql://``
     URL without its password (``ConfigError`` if spooler's parameters in it are wrong)."""
     if not is_url(location):
+        _check_not_conninfo(location)
         return location
     _check_scheme(location)
     from .postgres_url import parse_url
@@ -75,6 +87,17 @@ def _check_scheme(url: str) -> None:
         raise ConfigError(
             f"the spool {_shown_refused(url)} is a URL spooler cannot open: give a file path"
             " (./NAME for a file whose name has a colon), or a postgresql://host/dbname URL"
+        )
+
+
+def _check_not_conninfo(location: str) -> None:
+    """Refuse libpq's ``key=value`` connection string where a path or URL goes (a file
+    whose name starts so is written ``./NAME``)."""
+    if is_conninfo(location):
+        shown = _CONNINFO_PASSWORD.sub(r"\1***", location)
+        raise ConfigError(
+            f"the spool {shown} is a libpq key=value connection string: give a"
+            " postgresql://user@host:port/dbname URL (./NAME for a file named so)"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
@@ -29,9 +30,12 @@ T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds, where the URL sets none: libpq's own is forever
 # Errors after which the same operation may simply run again: the server went away
-# (57P01-57P03: shut down, crashed, starting up) or chose this transaction to abort
-# (a deadlock, a serialization failure); in each case nothing of it was committed.
+# (57P01-57P03: shut down, crashed, starting up), a pooler lost it (class 08, which
+# PgBouncer answers while the server restarts: "server login has been failing",
+# "query_wait_timeout"), or it chose this transaction to abort (a deadlock, a
+# serialization failure); in each case nothing of it was committed.
 _RETRY_STATES = ("57P01", "57P02", "57P03", "40P01", "40001")
+_RETRY_CLASSES = ("08",)
 _LONGEST_PAUSE = 1.0  # seconds between tries while the server is away
 
 
@@ -42,11 +46,23 @@ class Connections:
         self.target = target
         self.synchronous = synchronous
         self._options = psycopg.conninfo.conninfo_to_dict(target.conninfo)
+        # What a ping connects to: the URL, with the connections' own connect_timeout.
+        # Without one, libpq waits for ever for a server that accepted the connection
+        # and never answers (a postmaster shutting down holds it in its backlog until a
+        # client of ours, whose failed connection the ping keeps open, gives up: 60 s).
+        ping_options = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **self._options}
+        self._ping_conninfo = psycopg.conninfo.make_conninfo("", **ping_options).encode()
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection] = []
         self._pid = os.getpid()
         self._inherited: list[psycopg.Connection] = []
         self._closed = False
+        # The statements ``execute_direct`` prepared on each connection: preparing first,
+        # rather than trying and preparing on "does not exist", keeps that error out of
+        # the server's log, where every new connection (each `spooler enqueue`) put one.
+        self._prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def run(self, operation: Callable[[psycopg.Connection], T]) -> T:
         """Run ``operation`` (one transaction) on a connection of the pool.
@@ -60,6 +76,7 @@ class Connections:
         pause = 0.0
         refused = False
         while True:
+            conn: psycopg.Connection | None = None
             try:
                 conn = self._take()
                 try:
@@ -67,10 +84,13 @@ class Connections:
                 finally:
                     self._give_back(conn)
             except psycopg.Error as exc:
-                verdict = self._verdict(exc)
+                verdict = self._verdict(exc, connecting=conn is None)
                 if verdict == "fail" or (verdict == "refused" and refused):
                     raise self._store_error(exc) from None
-                refused = refused or verdict == "refused"
+                # Refused twice in a row: the server is up and refuses us. (Through a
+                # pooler, a connection it broke while the server restarted pings as
+                # answering too, and what follows is the pooler's "retry" error.)
+                refused = verdict == "refused"
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + self.target.wait
                 if now + pause > deadline:
@@ -100,10 +120,14 @@ class Connections:
         if not self.target.prepared_statements:
             result = pgconn.exec_params(statement, values)
         else:
+            prepared = self._prepared.setdefault(conn, set())
+            if name not in prepared:
+                _prepare(pgconn, name, statement)
+                prepared.add(name)
             result = pgconn.exec_prepared(name, values)
             if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == "26000":
-                # Not prepared on this connection yet.
-                _raise_for(pgconn, pgconn.prepare(name, statement))
+                # Not prepared on this session after all (a pooler changed it).
+                _prepare(pgconn, name, statement)
                 result = pgconn.exec_prepared(name, values)
         _raise_for(pgconn, result)
         return result.command_tuples or 0
@@ -177,17 +201,21 @@ class Connections:
         for each in [conn, *stale]:
             each.close()
 
-    def _verdict(self, exc: psycopg.Error) -> str:
+    def _verdict(self, exc: psycopg.Error, *, connecting: bool) -> str:
         """``retry``: the server is away, or chose this transaction to abort; ``refused``:
         a connection failed, yet the server now accepts connections (it may just have
         finished starting: worth one more try, after which it is refusing us, over a
         password say); ``fail``: anything else."""
-        if exc.sqlstate in _RETRY_STATES:
+        if exc.sqlstate in _RETRY_STATES or (exc.sqlstate or "")[:2] in _RETRY_CLASSES:
             return "retry"
         if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
             return "fail"
-        # No SQL state: the connection failed or broke.
-        ping = pq.PGconn.ping(self.target.conninfo.encode())
+        if not connecting:
+            # An open connection broke: the server went away, or a pooler lost it
+            # (which then answers pings itself).
+            return "retry"
+        # No SQL state: the connection failed.
+        ping = pq.PGconn.ping(self._ping_conninfo)
         if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
             return "retry"
         return "refused" if ping == pq.Ping.OK else "fail"
@@ -209,6 +237,15 @@ def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]
         if not synchronous:
             conn.execute("SET LOCAL synchronous_commit TO off")
         yield
+
+
+def _prepare(pgconn: PGconn, name: bytes, statement: bytes) -> None:
+    """Prepare ``statement`` as ``name`` on the session, unless it already is there (a
+    pooler's server session, prepared by another client)."""
+    result = pgconn.prepare(name, statement)
+    if result.status == pq.ExecStatus.FATAL_ERROR and _sqlstate(result) == "42P05":
+        return
+    _raise_for(pgconn, result)
 
 
 def _sqlstate(result: PGresult) -> str | None:

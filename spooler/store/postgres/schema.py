@@ -133,6 +133,13 @@ _MIGRATIONS = {
 }
 
 
+# Whether the schema holds a ``meta`` table, as the latest commit says.
+_META_EXISTS = (
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'meta')"
+)
+
+
 def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
     """Check the spool's schema, creating it first if it is missing and ``create``;
     returns whether this created it."""
@@ -147,7 +154,11 @@ def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
         with conn.transaction():
             # Several hosts may start at once: one creates, the others wait and check.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
-            if _value(conn, "SELECT to_regclass(%s)", f"{s}.meta") is None:
+            # Read from the catalog, not with to_regclass: that looks the name up in
+            # this session's cache, which still holds the "no such table" it found
+            # before the lock (an advisory lock processes no catalog changes), so every
+            # process but the creator took the new tables for another application's.
+            if not _value(conn, _META_EXISTS, target.schema):
                 _create(conn, target)
                 created = True
     if _check(conn, target) < SCHEMA_VERSION:
