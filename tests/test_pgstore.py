@@ -4,7 +4,9 @@ test_store_contract.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import SPOOLER
-from helpers.processes import require_program, wait_until
-from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args
+from helpers.processes import free_port, require_program, wait_until
+from pg_server import PASSWORD, PgBouncer, PostgresServer, drain_args, missing_postgres
 
 import spooler.store.postgres.maintenance as postgres_maintenance
 from spooler import ConfigError, Spool, SpoolFullError, StoreError
@@ -342,6 +344,56 @@ def test_a_server_that_accepts_and_never_answers_fails_after_the_timeouts() -> N
         )
     # Then it gave up after its connections' and its check's timeouts, saying why
     assert "could not be reached for 0s" in opened.stdout, opened
+
+
+def _sockets_to(port: int) -> int:
+    """How many TCP connections this process holds to ``port`` (IPv4)."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since it was listed
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                mine.add(target[len("socket:[") : -1])
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    # Columns: sl, local address, remote address (hex ip:port), ..., inode (the 10th).
+    return sum(1 for row in rows if int(row[2].split(":")[1], 16) == port and row[9] in mine)
+
+
+def test_a_connect_that_timed_out_leaves_no_socket_for_a_server_shutdown_to_wait_for() -> None:
+    # Given a server on TCP (where libpq first asks for SSL and waits for the answer)
+    # whose postmaster is busy (stopped here): new connections wait in its backlog
+    why = missing_postgres()
+    if why:
+        pytest.skip(why)
+    port = free_port()
+    settings = {"listen_addresses": "127.0.0.1", "port": str(port)}
+    # A process still waiting for a startup packet at the end keeps the server up this long.
+    settings["authentication_timeout"] = "600s"
+    server = PostgresServer(settings=settings)
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres?wait=0&connect_timeout=2"
+        Spool(url).close()
+        pid_file = os.path.join(server.data, "postmaster.pid")
+        with open(pid_file, encoding="ascii") as file:
+            postmaster = int(file.readline())
+        os.kill(postmaster, signal.SIGSTOP)
+        try:
+            # When a spool's connection attempt times out there (its error kept, as a
+            # caller may keep it: then the garbage collector cannot end it either)
+            with pytest.raises(StoreError, match="connection timeout expired") as failed:
+                Spool(url)
+            # Then this process holds no socket to the server
+            assert _sockets_to(port) == 0, failed.value
+        finally:
+            # And a fast shutdown that meets the connection in the backlog (a process
+            # that answers SSL, then waits for the startup packet) ends, before
+            # authentication_timeout: the deadline only guards against a hang
+            os.kill(postmaster, signal.SIGINT)
+            os.kill(postmaster, signal.SIGCONT)
+        assert wait_until(lambda: not os.path.exists(pid_file), timeout=60)
+    finally:
+        server.close()
 
 
 def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) -> None:

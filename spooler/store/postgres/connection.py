@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -178,13 +179,22 @@ class Connections:
             )
             if key not in self._options
         }
-        return psycopg.connect(
-            self.target.conninfo,
-            autocommit=True,
-            # psycopg prepares a statement on the server once it has run it 5 times.
-            prepare_threshold=5 if self.target.prepared_statements else None,
-            **defaults,
-        )
+        try:
+            return psycopg.connect(
+                self.target.conninfo,
+                autocommit=True,
+                # psycopg prepares a statement on the server once it has run it 5 times.
+                prepare_threshold=5 if self.target.prepared_statements else None,
+                **defaults,
+            )
+        except psycopg.Error as exc:
+            # An attempt that timed out leaves its libpq connection, socket open, in the
+            # frame of psycopg's connect() that the error's traceback holds, in a cycle
+            # only the garbage collector ends. Meanwhile a server going down that took
+            # that socket late keeps a process for it until authentication_timeout
+            # (60 s), and pg_ctl stop waits for it. Clearing the frames closes it now.
+            traceback.clear_frames(exc.__traceback__)
+            raise
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         # pgconn's, not conn.info's: the same state, without a new object per operation.
