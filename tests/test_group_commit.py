@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,36 +73,49 @@ def grouped(commit: GroupCommit, rows_per_caller: Sequence[Sequence[Row]]) -> li
     return results
 
 
-def test_a_failed_group_is_retried_per_caller_so_only_the_guilty_caller_fails() -> None:
-    committed: list[list[Row]] = []
-    groups: list[int] = []
+def behind_a_held_commit(
+    commit: Callable[[Sequence[Row]], None], rows_per_caller: Sequence[Sequence[Row]]
+) -> list[object]:
+    """What each caller got, having submitted its rows while a first commit (of one
+    row, by ``commit`` too) was held up: they all wait, then share one group."""
     first_commit_started = threading.Event()
     let_first_commit_finish = threading.Event()
 
-    def commit(rows: Sequence[Row]) -> None:
-        groups.append(len(rows))
-        if len(groups) == 1:
+    def held_first(rows: Sequence[Row]) -> None:
+        if not first_commit_started.is_set():
             first_commit_started.set()
             assert let_first_commit_finish.wait(30)
+        commit(rows)
+
+    group_commit = GroupCommit(held_first)
+    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
+    leader.start()
+    assert first_commit_started.wait(30)
+    outcome: list[list[object]] = []
+    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, rows_per_caller)))
+    waiter.start()
+    assert wait_until(lambda: len(group_commit._pending) == len(rows_per_caller), timeout=30)
+    let_first_commit_finish.set()
+    leader.join(30)
+    waiter.join(30)
+    [results] = outcome
+    return results
+
+
+def test_a_failed_group_is_retried_per_caller_so_only_the_guilty_caller_fails() -> None:
+    committed: list[list[Row]] = []
+    groups: list[int] = []
+
+    def commit(rows: Sequence[Row]) -> None:
+        groups.append(len(rows))
         if any(body == "too big" for _, _, body in rows):
             raise SpoolFullError("over max_bytes")
         committed.append(list(rows))
 
-    group_commit = GroupCommit(commit)
-    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
-    leader.start()
-    assert first_commit_started.wait(30)
-    # While the first commit is held, three callers queue up behind it.
+    # While a first commit is held, three callers queue up behind it.
     callers = [[("b", "d", "small")], [("c", "d", "too big")], [("e", "d", "small")]]
-    outcome: list[list[object]] = []
-    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
-    waiter.start()
-    assert wait_until(lambda: len(group_commit._pending) == 3, timeout=30)
-    let_first_commit_finish.set()
-    leader.join(30)
-    waiter.join(30)
+    results = behind_a_held_commit(commit, callers)
 
-    [results] = outcome
     assert results[0] == "ok" and results[2] == "ok"
     assert isinstance(results[1], SpoolFullError)
     # One shared attempt of all three, then one transaction each.
@@ -111,36 +124,21 @@ def test_a_failed_group_is_retried_per_caller_so_only_the_guilty_caller_fails() 
 
 
 def test_a_group_the_spool_fails_is_told_so_at_once_not_retried_per_caller() -> None:
-    # Given a spool that fails every commit (a PostgreSQL server still unreachable after
-    # the URL's wait: each try costs that wait)
+    # Given a spool that fails every commit after the first (a PostgreSQL server still
+    # unreachable after the URL's wait: each try costs that wait)
     tries: list[int] = []
-    first_commit_started = threading.Event()
-    let_first_commit_finish = threading.Event()
 
     def commit(rows: Sequence[Row]) -> None:
         tries.append(len(rows))
-        if len(tries) == 1:
-            first_commit_started.set()
-            assert let_first_commit_finish.wait(30)
-            return
-        raise StoreError("PostgreSQL could not be reached for 10s")
+        if len(tries) > 1:
+            raise StoreError("PostgreSQL could not be reached for 10s")
 
-    group_commit = GroupCommit(commit)
-    leader = threading.Thread(target=group_commit.submit, args=([("a", "d", "first")],))
-    leader.start()
-    assert first_commit_started.wait(30)
     # When three callers share the next commit, which fails
-    callers = [[("b", "d", "x")], [("c", "d", "y")], [("e", "d", "z")]]
-    outcome: list[list[object]] = []
-    waiter = threading.Thread(target=lambda: outcome.append(grouped(group_commit, callers)))
-    waiter.start()
-    assert wait_until(lambda: len(group_commit._pending) == 3, timeout=30)
-    let_first_commit_finish.set()
-    leader.join(30)
-    waiter.join(30)
+    results = behind_a_held_commit(
+        commit, [[("b", "d", "x")], [("c", "d", "y")], [("e", "d", "z")]]
+    )
 
     # Then each of them gets the error after that one try, not after one more each
-    [results] = outcome
     assert all(isinstance(result, StoreError) for result in results), results
     assert tries == [1, 3]
 

@@ -396,32 +396,44 @@ def test_a_connect_that_timed_out_leaves_no_socket_for_a_server_shutdown_to_wait
         server.close()
 
 
+class LoopingProducer:
+    """A thread that enqueues into ``spool`` until ``stop()``: the ids it was given
+    (``acknowledged``), and the error that ended it, if one did (``errors``)."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.acknowledged: list[str] = []
+        self.errors: list[BaseException] = []
+        self._spool = spool
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.acknowledged.append(self._spool.enqueue({"n": len(self.acknowledged)}))
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) -> None:
     # Given a producer enqueueing in a loop
     spool = Spool(own_postgres.url() + "&wait=120")
-    acknowledged: list[str] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            while not stop.is_set():
-                acknowledged.append(spool.enqueue({"n": len(acknowledged)}))
-        except BaseException as exc:
-            errors.append(exc)
-
-    producer = threading.Thread(target=produce)
-    producer.start()
+    producer = LoopingProducer(spool)
+    acknowledged = producer.acknowledged
     assert wait_until(lambda: len(acknowledged) >= 20)
     # When the server stops, and starts again
     own_postgres.stop("immediate")
     during = len(acknowledged)
     own_postgres.start()
     assert wait_until(lambda: len(acknowledged) >= during + 20, timeout=60)
-    stop.set()
-    producer.join()
+    producer.stop()
     # Then the producer waited instead of failing, and every enqueue it was told of is there
-    assert errors == []
+    assert producer.errors == []
     count = own_postgres.sql(f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
     assert count >= len(acknowledged)
     spool.close()
@@ -517,30 +529,18 @@ def test_producers_and_a_drain_through_pgbouncer_wait_while_the_server_restarts(
             stderr=subprocess.PIPE,
             text=True,
         )
-        acknowledged: list[str] = []
-        errors: list[BaseException] = []
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                while not stop.is_set():
-                    acknowledged.append(spool.enqueue({"n": len(acknowledged)}))
-            except BaseException as exc:
-                errors.append(exc)
-
-        producer = threading.Thread(target=produce)
-        producer.start()
+        producer = LoopingProducer(spool)
+        acknowledged = producer.acknowledged
         assert wait_until(lambda: len(receiver.delivered) >= 20, timeout=60)
         # When the server stops, and starts again
         own_postgres.stop()
         during = len(acknowledged)
         own_postgres.start()
         assert wait_until(lambda: len(acknowledged) >= during + 20, timeout=120)
-        stop.set()
-        producer.join()
+        producer.stop()
         # Then the producer waited instead of failing, and the drain, still running,
         # delivers every event the producer was told of
-        assert errors == []
+        assert producer.errors == []
         assert wait_until(
             lambda: (
                 {e["id"] for e in receiver.delivered} >= set(acknowledged)
