@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import ServeConfig
 from ..errors import ConfigError, InvalidEventError, SpoolerError
-from ..events import check_destination_name, encode_event
+from ..events import check_destination_name, encode_events
 from ..spool import Spool
 from .amplitude import Amplitude
 from .apis import API, Datalyr, Events, Refused, json_response
@@ -163,13 +163,10 @@ class IngestApp:
         limit = self._spool.max_event_bytes
         if api.max_event_bytes is not None:
             limit = min(limit, api.max_event_bytes)
-        texts = []
-        for index, event in enumerate(events):
-            try:
-                texts.append(encode_event(event, max_bytes=limit))
-            except InvalidEventError as exc:
-                raise api.refuse(f"event {index}: {exc}") from None
-        return texts
+        try:
+            return encode_events(events, max_bytes=limit)
+        except InvalidEventError as exc:  # "event 3: ...": the API's refusal names it
+            raise api.refuse(str(exc)) from None
 
 
 def _unrouted_error(api: str, name: str) -> str:
