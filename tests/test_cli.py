@@ -684,8 +684,83 @@ def test_operator_commands_refuse_a_missing_spool(tmp_path: Path) -> None:
         ["dlq", "purge", "--all", "--yes"],
     ):
         result = run(*args, "--db", str(missing))
-        assert result.exit_code == 1 and f"no spool at {missing}" in result.stderr
+        assert result.exit_code == 1 and result.stderr == (
+            f"spooler: error: no spool at {missing} (no such file; a drain or an enqueue"
+            " creates one; check --db / SPOOLER_DB)\n"
+        )
     assert not missing.exists()
+
+
+# Commands that only read or change what a spool holds (create=False), and commands
+# that may create a spool where there is none.
+OPERATOR_COMMANDS = (
+    ("status",),
+    ("doctor",),
+    ("dlq", "inspect"),
+    ("dlq", "summary"),
+    ("dlq", "purge", "--all", "--yes"),
+    ("hold", "--all"),
+)
+CREATING_COMMANDS = (("enqueue", "{}"), ("drain", "--url", "http://127.0.0.1:9/", "--once"))
+
+
+@pytest.mark.parametrize(
+    "table", ["queue (id INTEGER PRIMARY KEY, job TEXT)", "meta (name TEXT, data TEXT)"]
+)
+def test_every_command_refuses_another_application_s_database_in_the_same_words(
+    tmp_path: Path, table: str
+) -> None:
+    # Given another application's SQLite file, whose table has the name of one of a spool's
+    db = tmp_path / "jobs.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE {table}")
+    conn.close()
+    before = db.read_bytes()
+    # When every command is pointed at it
+    for args in (*OPERATOR_COMMANDS, *CREATING_COMMANDS):
+        result = run(*args, "--db", str(db))
+        # Then each refuses it, with the same words
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.splitlines()[-1] == (
+            f"spooler: error: {db} is a SQLite database but not a spooler spool;"
+            " refusing to touch it"
+        ), args
+    # And leaves it as it was, with no -wal or -shm beside it
+    assert db.read_bytes() == before and list(tmp_path.iterdir()) == [db]
+
+
+def _spooler_id_only(db: Path) -> None:
+    """A file spooler began (its application_id) but made no table in: a creation cut short."""
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA application_id = 0x53504C52")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [(Path.touch, "the file is empty"), (_spooler_id_only, "it has no tables yet")],
+    ids=["empty", "begun"],
+)
+def test_commands_that_create_nothing_leave_a_file_without_a_spool_as_it_is(
+    tmp_path: Path, make, why: str
+) -> None:
+    # Given a file that holds no spool yet, but may become one
+    db = tmp_path / "spool.db"
+    make(db)
+    before = db.read_bytes()
+    # When the operator commands are pointed at it
+    for args in OPERATOR_COMMANDS:
+        result = run(*args, "--db", str(db))
+        # Then each says there is no spool there, and why, and creates none
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr == (
+            f"spooler: error: no spool at {db} ({why}; a drain or an enqueue creates one;"
+            " check --db / SPOOLER_DB)\n"
+        ), args
+    assert db.read_bytes() == before and list(tmp_path.iterdir()) == [db]
+    # While an enqueue makes it a spool
+    assert run("enqueue", "--db", str(db), "{}").exit_code == 0
+    assert queued_bodies(db) == ["{}"]
 
 
 def test_drain_flags_from_environment_variables(db: Path, tmp_path: Path) -> None:

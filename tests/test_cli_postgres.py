@@ -8,6 +8,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,6 +281,66 @@ def test_the_drain_warns_of_a_new_spool_only_when_it_made_one(
         f"no spool was at {shown_location(fresh)}, so the drain created an empty one" in made.stderr
     )
     assert not _leaks(made.stderr)
+
+
+# -- a schema that holds no spool ----------------------------------------------------------
+
+READING = (("status",), ("doctor",), ("dlq", "inspect"), ("dlq", "summary"))
+CREATING = (("enqueue", "{}"), ("drain", "--url", "http://127.0.0.1:9/", "--once"))
+
+
+def _tables(postgres: PostgresServer, schema: str) -> list[tuple[object, ...]]:
+    return postgres.sql(f"SELECT tablename FROM pg_tables WHERE schemaname = '{schema}'")
+
+
+def test_every_command_refuses_a_schema_of_another_application_s_tables_alike(
+    postgres: PostgresServer,
+) -> None:
+    # Given a schema where another application keeps a table named as one of a spool's
+    jobs = f"jobs_{uuid.uuid4().hex[:8]}"
+    postgres.sql(f"CREATE SCHEMA {jobs}; CREATE TABLE {jobs}.queue (id int, job text)")
+    url = postgres.url(jobs)
+    # When every command is pointed at it
+    for args in (*READING, *CREATING):
+        result = spooler_cmd(*args, "--db", url)
+        # Then each refuses it with the same words
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.splitlines()[-1] == (
+            f"spooler: error: {shown_location(url)}: schema {jobs} holds tables that are not a"
+            " spooler spool; refusing to touch it (name another with ?schema=)"
+        ), args
+    # And the schema holds what it held
+    assert _tables(postgres, jobs) == [("queue",)]
+    postgres.sql(f"DROP SCHEMA {jobs} CASCADE")
+
+
+def test_commands_that_create_nothing_leave_an_empty_or_missing_schema_as_it_is(
+    postgres: PostgresServer,
+) -> None:
+    # Given a schema an administrator made for the spool, and a name of none
+    made, missing = (f"{kind}_{uuid.uuid4().hex[:8]}" for kind in ("made", "missing"))
+    postgres.sql(f"CREATE SCHEMA {made}")
+    for schema, why in (
+        (made, f"schema {made} holds no tables"),
+        (missing, f"the database has no schema {missing}"),
+    ):
+        url = postgres.url(schema)
+        # When the commands that create nothing are pointed at it
+        for args in READING:
+            result = spooler_cmd(*args, "--db", url)
+            # Then each says there is no spool there, and why
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr == (
+                f"spooler: error: no spool at {shown_location(url)} ({why}; a drain or an"
+                " enqueue creates one; check --db / SPOOLER_DB)\n"
+            ), args
+    # And creates nothing
+    assert _tables(postgres, made) == []
+    assert postgres.sql(f"SELECT to_regnamespace('{missing}')") == [(None,)]
+    # While an enqueue makes a spool in the schema made for it
+    assert spooler_cmd("enqueue", "--db", postgres.url(made), "{}").returncode == 0
+    assert ("queue",) in _tables(postgres, made)
+    postgres.sql(f"DROP SCHEMA {made} CASCADE")
 
 
 # -- drains that share a destination ------------------------------------------------------
