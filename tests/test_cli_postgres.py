@@ -21,7 +21,7 @@ from pg_server import PASSWORD, PostgresServer
 
 from spooler import Spool
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment
-from spooler.records import Failure
+from spooler.records import Failure, iso_utc
 from spooler.store import shown_location
 from spooler.testing import Receiver
 
@@ -281,6 +281,21 @@ def test_the_drain_warns_of_a_new_spool_only_when_it_made_one(
         f"no spool was at {shown_location(fresh)}, so the drain created an empty one" in made.stderr
     )
     assert not _leaks(made.stderr)
+
+
+def test_dlq_inspect_shows_a_dead_letter_s_time_alike_in_its_table_and_alone(
+    story: Story, postgres: PostgresServer
+) -> None:
+    table = spooler_cmd("dlq", "inspect", "--db", story.url)
+    alone = spooler_cmd("dlq", "inspect", "--db", story.url, story.dead)
+    assert table.returncode == 0 and alone.returncode == 0, table.stderr + alone.stderr
+    [row] = table.stdout.splitlines()[1:]
+    shown = row.split()[5]  # id, destination, reason, status, attempts, dead_at, error
+    assert f"dead_at:     {shown}" in alone.stdout.splitlines()
+    # the time the server wrote (its clock is this host's)
+    schema = story.url.rsplit("=", 1)[1]
+    [(dead_at,)] = postgres.sql(f"SELECT dead_at FROM {schema}.dead")
+    assert shown == iso_utc(float(dead_at))  # type: ignore[arg-type]
 
 
 # -- a schema that holds no spool ----------------------------------------------------------
