@@ -199,7 +199,8 @@ class Spool:
         return DeadLetters(self.store, clock=self._clock)
 
     def status(self) -> SpoolStatus:
-        """Counts of queued, due, leased, retrying and dead events."""
+        """Counts of queued, due, leased, retrying and dead events; the reports of the
+        relays; the live leases, and when each ends."""
         from .records import Counts, SpoolStatus
 
         now = self._clock()
@@ -222,7 +223,7 @@ class Spool:
                 services[name] = json.loads(report)
             except ValueError:
                 continue  # written by a newer spooler, say: not this one's to show
-        return SpoolStatus(total, per_destination, now, services)
+        return SpoolStatus(total, per_destination, now, services, self.store.live_leases(now=now))
 
     def close(self) -> None:
         """Close the database connection."""

@@ -23,7 +23,7 @@ from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flu
 
 from spooler import Spool
 from spooler.drain import CRASH_ENV
-from spooler.records import DeadSelection, Failure
+from spooler.records import DeadSelection, Failure, iso_utc
 from spooler.service import JsonLogFormatter
 from spooler.testing import Receiver
 from spooler_cli.main import cli
@@ -337,6 +337,35 @@ def test_status_counts_per_destination(db: Path) -> None:
         "error",
     ]
     assert table.splitlines()[1].split()[:3] == ["amp", "2", "2"]
+
+
+def test_status_says_when_each_drain_s_leases_end(db: Path) -> None:
+    # Given two drains (running, or killed a moment ago) holding events under lease
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(3)])
+        spool.enqueue({"n": 3}, destination="amp")
+        now = time.time()
+        spool.store.claim("default", 2, "web1:12:ab", due_by=now, lease_until=now + 30)
+        spool.store.claim("amp", 1, "web2:34:cd", due_by=now, lease_until=now + 7200)
+    # When the operator asks for the status
+    result = run("status", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    # Then a line per drain says what it holds, and until when
+    first, second = result.stdout.splitlines()[-2:]
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(now + 30))
+    said = re.fullmatch(
+        rf"drain web1:12:ab holds 2 events of default under lease until {until} \(in (\d+)s\)",
+        first,
+    )
+    assert said and 0 < int(said[1]) <= 30
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(now + 7200))
+    assert second == f"drain web2:34:cd holds 1 event of amp under lease until {until} (in 2h)"
+    # And --json has each lease, its end as an ISO time
+    leases = json.loads(run("status", "--db", str(db), "--json").stdout)["leases"]
+    assert leases == [
+        {"drain": "web1:12:ab", "destination": "default", "events": 2, "until": iso_utc(now + 30)},
+        {"drain": "web2:34:cd", "destination": "amp", "events": 1, "until": iso_utc(now + 7200)},
+    ]
 
 
 @pytest.fixture
