@@ -1,5 +1,6 @@
 """The PostgreSQL store, on a server this script starts (initdb + pg_ctl, fsync on, a Unix
-socket; as the tests do, see tests/pg_server.py):
+socket, its data beside the checkout or elsewhere on its disk; as the tests do, see
+tests/pg_server.py):
 
 - target 8: durable enqueue from 8 producer processes (``Spool.enqueue``, one event a
   call) against raw psycopg single-row inserts from 8 connections (one process each,
@@ -241,11 +242,18 @@ def measure(server: PostgresServer) -> list[Row]:
 
 if __name__ == "__main__":
     # The cluster on the checkout's disk (not a tmpfs in /tmp), for real fsyncs; a smoke
-    # run's figures mean nothing, so it takes the temporary folder, which the server's
-    # user can reach wherever the checkout is (a folder of mode 0700 on the way to the
-    # checkout shuts it out when the tests run as root).
+    # run's figures mean nothing, so it takes the temporary folder. Where the server's
+    # user (postgres, when run as root) cannot reach the checkout (a folder of mode 0700
+    # on the way), PostgresServer takes an open folder on the same disk, or says what
+    # to do.
     parent = None if SMOKE else str(Path(__file__).parent)
     started = PostgresServer(fsync=True, parent=parent)
+    if parent is not None and Path(started.folder).parent != Path(parent):
+        print(
+            f"the cluster is in {started.folder}: on the checkout's disk, where the user"
+            " postgres can reach it (it cannot reach the checkout)",
+            file=sys.stderr,
+        )
     try:
         report(measure(started))
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from spooler.events import events_phrase
@@ -12,6 +13,7 @@ from spooler.records import (
     Counts,
     DeadEvent,
     DeadGroup,
+    LeasedEvents,
     SpoolStatus,
     iso_utc,
     one_line,
@@ -23,6 +25,8 @@ __all__ = [
     "dead_summary_table",
     "dead_table",
     "human_age",
+    "lease_lines",
+    "service_line",
     "status_table",
     "table",
     "table_lines",
@@ -100,21 +104,51 @@ def status_table(status: SpoolStatus) -> str:
         "last_error",
         "error",
     ]
-    lines = [table(headers, rows)]
+    lines = [table(headers, rows), *lease_lines(status.leases, status.now)]
     for name, report in sorted(status.services.items()):
         lines.append(service_line(name, report, status.now))
     return "\n".join(lines)
 
 
+def lease_lines(leases: Sequence[LeasedEvents], now: float) -> Iterator[str]:
+    """A line per drain holding events under live leases, and when its last lease ends:
+    ``drain web1:4121:9f2c holds 120 events of default until 09:41:07 UTC (in 45s)``."""
+    for owner, held in itertools.groupby(sorted(leases), key=lambda leased: leased.owner):
+        mine = list(held)
+        events = sum(leased.events for leased in mine)
+        until = max(leased.until for leased in mine)
+        where = ", ".join(leased.destination for leased in mine)
+        yield (
+            f"drain {owner} holds {events_phrase(events)} of {where} under lease until"
+            f" {time.strftime('%H:%M:%S UTC', time.gmtime(until))} (in {human_age(until - now)})"
+        )
+
+
+# A running relay writes its report at least every ``idle_report_s``: one this many times
+# older is from a relay that stopped without a last report (killed), or cannot write.
+SILENT_AFTER_INTERVALS = 3
+
+
 def service_line(name: str, report: dict[str, object], now: float) -> str:
-    """One line on a service's report: ``serve 127.0.0.1:8420 (pid 12, up 2h, as of 3s
-    ago): 10 requests accepted (1000 events), 2 refused (503: 2); commit p50 ... ms``."""
+    """One line on a service's report: ``serve 127.0.0.1:8420 (pid 12, up 2h, last
+    report 3s ago): 10 requests accepted (1000 events), 2 refused (503: 2); commit p50
+    ... ms``."""
 
     def number(key: str) -> float:
         value = report.get(key)
         return value if isinstance(value, (int, float)) else 0
 
-    state = "stopped" if report.get("stopped") else f"up {human_age(now - number('started_at'))}"
+    age = human_age(now - number("updated_at"))
+    interval = number("idle_report_s")  # 0 in a report from before idle reports
+    if report.get("stopped"):
+        state = f"stopped {age} ago"
+    elif interval and now - number("updated_at") > SILENT_AFTER_INTERVALS * interval:
+        state = (
+            f"no report for {age}, though it reports every {interval:g}s: killed, or cannot"
+            " write to the spool"
+        )
+    else:
+        state = f"up {human_age(now - number('started_at'))}, last report {age} ago"
     refused = report.get("refused_by_status")
     by_status = (
         ", ".join(f"{code}: {count}" for code, count in refused.items())
@@ -128,8 +162,7 @@ def service_line(name: str, report: dict[str, object], now: float) -> str:
         else "no commit yet"
     )
     return (
-        f"{report.get('service', 'service')} {name} (pid {report.get('pid')}, {state}, as of "
-        f"{human_age(now - number('updated_at'))} ago): "
+        f"{report.get('service', 'service')} {name} (pid {report.get('pid')}, {state}): "
         f"{requests_phrase(int(number('requests_accepted')))} accepted "
         f"({events_phrase(int(number('events_accepted')))}), "
         f"{number('requests_refused'):.0f} refused"

@@ -254,13 +254,15 @@ class Finding:
 
 @dataclass(frozen=True)
 class SpoolStatus:
-    """Counts overall and per destination at one instant, and the reports that running
-    services (``spooler serve``) keep in the spool, by name."""
+    """Counts overall and per destination at one instant, the reports that running
+    services (``spooler serve``) keep in the spool, by name, and the live leases, by
+    drain and destination (when each ends)."""
 
     total: Counts
     destinations: dict[str, Counts]
     now: float
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leases: list[LeasedEvents] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``spooler status --json`` document."""
@@ -288,6 +290,15 @@ class SpoolStatus:
             **overall,
             "destinations": {name: render(c) for name, c in sorted(self.destinations.items())},
             "services": self.services,
+            "leases": [
+                {
+                    "drain": leased.owner,
+                    "destination": leased.destination,
+                    "events": leased.events,
+                    "until": iso_utc(leased.until),
+                }
+                for leased in self.leases
+            ],
         }
 
 

@@ -53,7 +53,8 @@ class Spool:
     ``"normal"`` survives a crash of the process but may lose the last commits on
     power loss, and is several times faster. ``max_events`` / ``max_bytes`` bound the
     spool (queue plus dead letters): past them ``enqueue`` raises ``SpoolFullError``.
-    ``create=False`` refuses to create a missing file (for read-mostly tools). A new
+    ``create=False`` refuses, and leaves as it is, a location that holds no spool yet
+    (a missing or empty file, a schema with no tables) (for read-mostly tools). A new
     spool file (with its -wal and -shm) and the folders made for it get ``file_mode``
     and its folder counterpart, whatever the umask: 0600 / 0700 by default; 0o640 lets
     a group read.
@@ -198,7 +199,8 @@ class Spool:
         return DeadLetters(self.store, clock=self._clock)
 
     def status(self) -> SpoolStatus:
-        """Counts of queued, due, leased, retrying and dead events."""
+        """Counts of queued, due, leased, retrying and dead events; the reports of the
+        relays; the live leases, and when each ends."""
         from .records import Counts, SpoolStatus
 
         now = self._clock()
@@ -221,7 +223,7 @@ class Spool:
                 services[name] = json.loads(report)
             except ValueError:
                 continue  # written by a newer spooler, say: not this one's to show
-        return SpoolStatus(total, per_destination, now, services)
+        return SpoolStatus(total, per_destination, now, services, self.store.live_leases(now=now))
 
     def close(self) -> None:
         """Close the database connection."""

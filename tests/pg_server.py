@@ -2,7 +2,8 @@
 ``initdb`` and ``pg_ctl`` in a temporary folder, listening on a Unix socket only.
 
 The server runs as the ``postgres`` user when the tests run as root (initdb refuses
-root), as the current user otherwise. ``fsync`` is off unless asked for: the tests stop
+root), as the current user otherwise; as ``postgres``, in a folder that user can reach
+(``_reachable_by_postgres``). ``fsync`` is off unless asked for: the tests stop
 and crash the server, never the machine, and the operating system keeps what was
 written either way. (The benchmarks start one too, with fsync on, and so do the
 power-loss scenarios, with the data directory on a LazyFS mount.)
@@ -95,6 +96,8 @@ class PostgresServer:
         self._settings = dict(settings or {})
         self._running = False
         self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            parent = _reachable_by_postgres(parent)
         self.folder = tempfile.mkdtemp(prefix="spooler-pg-", dir=parent)
         self.data = data or os.path.join(self.folder, "data")
         self.log = os.path.join(self.folder, "server.log")
@@ -221,6 +224,61 @@ class PostgresServer:
             with contextlib.suppress(RuntimeError):  # it ended without us
                 self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# Folders often on the disk that holds a checkout, and open to every user: where a
+# cluster goes when the postgres user cannot reach the folder asked for.
+_OPEN_FOLDERS = ("/var/tmp", "/tmp")
+
+
+def _reachable_by_postgres(parent: str | None) -> str | None:
+    """``parent`` (None: the temporary folder) if the postgres user, which the server runs
+    as, can pass into it; else a folder on the same disk that it can (the cluster's
+    fsyncs still reach that disk); else ``RuntimeError`` saying what to do. (A folder of
+    mode 0700 on the way shuts it out: a checkout under /root, or under ``mktemp -d``.)"""
+    wanted = parent or tempfile.gettempdir()
+    if _postgres_can_pass(wanted):
+        return parent
+    blocked = next(
+        folder
+        for folder in [*reversed(_ancestors(wanted)), wanted]
+        if not _postgres_can_pass(folder)
+    )
+    device = os.stat(wanted).st_dev
+    for folder in _OPEN_FOLDERS:
+        if (
+            os.path.isdir(folder)
+            and os.stat(folder).st_dev == device
+            and _postgres_can_pass(folder)
+        ):
+            return folder
+    raise RuntimeError(
+        f"the PostgreSQL server runs as the user postgres (initdb refuses root), which"
+        f" cannot pass {blocked} (mode {os.stat(blocked).st_mode & 0o777:o}) to reach"
+        f" {wanted}, and none of {', '.join(_OPEN_FOLDERS)} is on the same disk and open"
+        f" to it: move the checkout under a folder the user postgres can pass, or let it"
+        f" pass: chmod o+x {blocked}"
+    )
+
+
+def _ancestors(path: str) -> list[str]:
+    """The folders above ``path``, nearest first."""
+    found = []
+    while (above := os.path.dirname(path)) != path:
+        found.append(above)
+        path = above
+    return found
+
+
+def _postgres_can_pass(folder: str) -> bool:
+    """Whether the postgres user can pass into ``folder`` (and every folder on the way)."""
+    done = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", folder],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    return done.returncode == 0
 
 
 def _processes() -> list[int]:

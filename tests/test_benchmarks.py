@@ -8,8 +8,11 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,63 @@ def test_benchmark_runs_at_smoke_size(script: str) -> None:
         assert RATIO.fullmatch(cells[3]), row
     # A smoke run never overwrites make bench's table.
     assert (results.stat().st_mtime_ns if results.exists() else None) == before
+
+
+# -- where benchmarks/postgres.py puts its cluster --------------------------------------
+
+
+@pytest.fixture
+def shut_checkout() -> Iterator[tuple[Path, Path]]:
+    """A folder of mode 0700, as ``mktemp -d`` makes (or /root), and a checkout in it:
+    the user postgres, which the server runs as under root, cannot pass the folder."""
+    if os.geteuid() != 0:
+        pytest.skip("the server runs as the user postgres only when the tests run as root")
+    if missing := missing_postgres():
+        pytest.skip(missing)
+    shut = Path(tempfile.mkdtemp())
+    checkout = shut / "checkout"
+    checkout.mkdir()
+    try:
+        yield shut, checkout
+    finally:
+        shutil.rmtree(shut)
+
+
+def test_a_cluster_asked_for_where_postgres_cannot_reach_goes_elsewhere_on_that_disk(
+    shut_checkout: tuple[Path, Path],
+) -> None:
+    from pg_server import PostgresServer
+
+    # Given a checkout under a folder of mode 0700
+    shut, checkout = shut_checkout
+    # When make bench's benchmark asks for a cluster beside it
+    server = PostgresServer(fsync=True, parent=str(checkout))
+    try:
+        # Then the cluster runs, on the same disk, where its user can reach it
+        assert server.sql("SELECT 1") == [(1,)]
+        assert os.stat(server.folder).st_dev == os.stat(checkout).st_dev
+        assert not Path(server.folder).is_relative_to(shut)
+    finally:
+        server.close()
+
+
+def test_a_cluster_with_no_folder_it_can_reach_on_that_disk_fails_at_once_saying_why(
+    shut_checkout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pg_server
+
+    # Given a checkout under a folder of mode 0700, and no open folder on its disk (the
+    # only one offered is a tmpfs)
+    shut, checkout = shut_checkout
+    monkeypatch.setattr(pg_server, "_OPEN_FOLDERS", ("/dev/shm",))
+    assert os.stat("/dev/shm").st_dev != os.stat(checkout).st_dev
+    # When a cluster is asked for beside it, then it fails before initdb, saying why
+    with pytest.raises(RuntimeError) as raised:
+        pg_server.PostgresServer(fsync=True, parent=str(checkout))
+    assert str(raised.value) == (
+        "the PostgreSQL server runs as the user postgres (initdb refuses root), which"
+        f" cannot pass {shut} (mode 700) to reach {checkout}, and none of /dev/shm is on"
+        " the same disk and open to it: move the checkout under a folder the user"
+        f" postgres can pass, or let it pass: chmod o+x {shut}"
+    )
+    assert list(checkout.iterdir()) == []

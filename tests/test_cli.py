@@ -23,7 +23,7 @@ from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flu
 
 from spooler import Spool
 from spooler.drain import CRASH_ENV
-from spooler.records import DeadSelection, Failure
+from spooler.records import DeadSelection, Failure, iso_utc
 from spooler.service import JsonLogFormatter
 from spooler.testing import Receiver
 from spooler_cli.main import cli
@@ -337,6 +337,35 @@ def test_status_counts_per_destination(db: Path) -> None:
         "error",
     ]
     assert table.splitlines()[1].split()[:3] == ["amp", "2", "2"]
+
+
+def test_status_says_when_each_drain_s_leases_end(db: Path) -> None:
+    # Given two drains (running, or killed a moment ago) holding events under lease
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(3)])
+        spool.enqueue({"n": 3}, destination="amp")
+        now = time.time()
+        spool.store.claim("default", 2, "web1:12:ab", due_by=now, lease_until=now + 30)
+        spool.store.claim("amp", 1, "web2:34:cd", due_by=now, lease_until=now + 7200)
+    # When the operator asks for the status
+    result = run("status", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    # Then a line per drain says what it holds, and until when
+    first, second = result.stdout.splitlines()[-2:]
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(now + 30))
+    said = re.fullmatch(
+        rf"drain web1:12:ab holds 2 events of default under lease until {until} \(in (\d+)s\)",
+        first,
+    )
+    assert said and 0 < int(said[1]) <= 30
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(now + 7200))
+    assert second == f"drain web2:34:cd holds 1 event of amp under lease until {until} (in 2h)"
+    # And --json has each lease, its end as an ISO time
+    leases = json.loads(run("status", "--db", str(db), "--json").stdout)["leases"]
+    assert leases == [
+        {"drain": "web1:12:ab", "destination": "default", "events": 2, "until": iso_utc(now + 30)},
+        {"drain": "web2:34:cd", "destination": "amp", "events": 1, "until": iso_utc(now + 7200)},
+    ]
 
 
 @pytest.fixture
@@ -684,8 +713,83 @@ def test_operator_commands_refuse_a_missing_spool(tmp_path: Path) -> None:
         ["dlq", "purge", "--all", "--yes"],
     ):
         result = run(*args, "--db", str(missing))
-        assert result.exit_code == 1 and f"no spool at {missing}" in result.stderr
+        assert result.exit_code == 1 and result.stderr == (
+            f"spooler: error: no spool at {missing} (no such file; a drain or an enqueue"
+            " creates one; check --db / SPOOLER_DB)\n"
+        )
     assert not missing.exists()
+
+
+# Commands that only read or change what a spool holds (create=False), and commands
+# that may create a spool where there is none.
+OPERATOR_COMMANDS = (
+    ("status",),
+    ("doctor",),
+    ("dlq", "inspect"),
+    ("dlq", "summary"),
+    ("dlq", "purge", "--all", "--yes"),
+    ("hold", "--all"),
+)
+CREATING_COMMANDS = (("enqueue", "{}"), ("drain", "--url", "http://127.0.0.1:9/", "--once"))
+
+
+@pytest.mark.parametrize(
+    "table", ["queue (id INTEGER PRIMARY KEY, job TEXT)", "meta (name TEXT, data TEXT)"]
+)
+def test_every_command_refuses_another_application_s_database_in_the_same_words(
+    tmp_path: Path, table: str
+) -> None:
+    # Given another application's SQLite file, whose table has the name of one of a spool's
+    db = tmp_path / "jobs.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE {table}")
+    conn.close()
+    before = db.read_bytes()
+    # When every command is pointed at it
+    for args in (*OPERATOR_COMMANDS, *CREATING_COMMANDS):
+        result = run(*args, "--db", str(db))
+        # Then each refuses it, with the same words
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.splitlines()[-1] == (
+            f"spooler: error: {db} is a SQLite database but not a spooler spool;"
+            " refusing to touch it"
+        ), args
+    # And leaves it as it was, with no -wal or -shm beside it
+    assert db.read_bytes() == before and list(tmp_path.iterdir()) == [db]
+
+
+def _spooler_id_only(db: Path) -> None:
+    """A file spooler began (its application_id) but made no table in: a creation cut short."""
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA application_id = 0x53504C52")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [(Path.touch, "the file is empty"), (_spooler_id_only, "it has no tables yet")],
+    ids=["empty", "begun"],
+)
+def test_commands_that_create_nothing_leave_a_file_without_a_spool_as_it_is(
+    tmp_path: Path, make, why: str
+) -> None:
+    # Given a file that holds no spool yet, but may become one
+    db = tmp_path / "spool.db"
+    make(db)
+    before = db.read_bytes()
+    # When the operator commands are pointed at it
+    for args in OPERATOR_COMMANDS:
+        result = run(*args, "--db", str(db))
+        # Then each says there is no spool there, and why, and creates none
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr == (
+            f"spooler: error: no spool at {db} ({why}; a drain or an enqueue creates one;"
+            " check --db / SPOOLER_DB)\n"
+        ), args
+    assert db.read_bytes() == before and list(tmp_path.iterdir()) == [db]
+    # While an enqueue makes it a spool
+    assert run("enqueue", "--db", str(db), "{}").exit_code == 0
+    assert queued_bodies(db) == ["{}"]
 
 
 def test_drain_flags_from_environment_variables(db: Path, tmp_path: Path) -> None:

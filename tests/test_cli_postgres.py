@@ -8,6 +8,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pg_server import PASSWORD, PostgresServer
 
 from spooler import Spool
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment
-from spooler.records import Failure
+from spooler.records import Failure, iso_utc
 from spooler.store import shown_location
 from spooler.testing import Receiver
 
@@ -280,6 +281,81 @@ def test_the_drain_warns_of_a_new_spool_only_when_it_made_one(
         f"no spool was at {shown_location(fresh)}, so the drain created an empty one" in made.stderr
     )
     assert not _leaks(made.stderr)
+
+
+def test_dlq_inspect_shows_a_dead_letter_s_time_alike_in_its_table_and_alone(
+    story: Story, postgres: PostgresServer
+) -> None:
+    table = spooler_cmd("dlq", "inspect", "--db", story.url)
+    alone = spooler_cmd("dlq", "inspect", "--db", story.url, story.dead)
+    assert table.returncode == 0 and alone.returncode == 0, table.stderr + alone.stderr
+    [row] = table.stdout.splitlines()[1:]
+    shown = row.split()[5]  # id, destination, reason, status, attempts, dead_at, error
+    assert f"dead_at:     {shown}" in alone.stdout.splitlines()
+    # the time the server wrote (its clock is this host's)
+    schema = story.url.rsplit("=", 1)[1]
+    [(dead_at,)] = postgres.sql(f"SELECT dead_at FROM {schema}.dead")
+    assert shown == iso_utc(float(dead_at))  # type: ignore[arg-type]
+
+
+# -- a schema that holds no spool ----------------------------------------------------------
+
+READING = (("status",), ("doctor",), ("dlq", "inspect"), ("dlq", "summary"))
+CREATING = (("enqueue", "{}"), ("drain", "--url", "http://127.0.0.1:9/", "--once"))
+
+
+def _tables(postgres: PostgresServer, schema: str) -> list[tuple[object, ...]]:
+    return postgres.sql(f"SELECT tablename FROM pg_tables WHERE schemaname = '{schema}'")
+
+
+def test_every_command_refuses_a_schema_of_another_application_s_tables_alike(
+    postgres: PostgresServer,
+) -> None:
+    # Given a schema where another application keeps a table named as one of a spool's
+    jobs = f"jobs_{uuid.uuid4().hex[:8]}"
+    postgres.sql(f"CREATE SCHEMA {jobs}; CREATE TABLE {jobs}.queue (id int, job text)")
+    url = postgres.url(jobs)
+    # When every command is pointed at it
+    for args in (*READING, *CREATING):
+        result = spooler_cmd(*args, "--db", url)
+        # Then each refuses it with the same words
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.splitlines()[-1] == (
+            f"spooler: error: {shown_location(url)}: schema {jobs} holds tables that are not a"
+            " spooler spool; refusing to touch it (name another with ?schema=)"
+        ), args
+    # And the schema holds what it held
+    assert _tables(postgres, jobs) == [("queue",)]
+    postgres.sql(f"DROP SCHEMA {jobs} CASCADE")
+
+
+def test_commands_that_create_nothing_leave_an_empty_or_missing_schema_as_it_is(
+    postgres: PostgresServer,
+) -> None:
+    # Given a schema an administrator made for the spool, and a name of none
+    made, missing = (f"{kind}_{uuid.uuid4().hex[:8]}" for kind in ("made", "missing"))
+    postgres.sql(f"CREATE SCHEMA {made}")
+    for schema, why in (
+        (made, f"schema {made} holds no tables"),
+        (missing, f"the database has no schema {missing}"),
+    ):
+        url = postgres.url(schema)
+        # When the commands that create nothing are pointed at it
+        for args in READING:
+            result = spooler_cmd(*args, "--db", url)
+            # Then each says there is no spool there, and why
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr == (
+                f"spooler: error: no spool at {shown_location(url)} ({why}; a drain or an"
+                " enqueue creates one; check --db / SPOOLER_DB)\n"
+            ), args
+    # And creates nothing
+    assert _tables(postgres, made) == []
+    assert postgres.sql(f"SELECT to_regnamespace('{missing}')") == [(None,)]
+    # While an enqueue makes a spool in the schema made for it
+    assert spooler_cmd("enqueue", "--db", postgres.url(made), "{}").returncode == 0
+    assert ("queue",) in _tables(postgres, made)
+    postgres.sql(f"DROP SCHEMA {made} CASCADE")
 
 
 # -- drains that share a destination ------------------------------------------------------

@@ -147,6 +147,22 @@ def test_a_newer_or_missing_schema_is_refused(postgres: PostgresServer) -> None:
         Spool(url)
 
 
+def test_a_dead_letter_s_times_read_the_same_in_every_listing(postgres: PostgresServer) -> None:
+    # Given a dead letter, written on the server's clock, which is this host's
+    url = postgres.url()
+    schema = url.rsplit("=", 1)[1]
+    with Spool(url) as spool:
+        dead_id = spool.dead_letters.add({"n": 1}, destination="d", reason="invalid", error="x")
+        # When it is read again and again: in listings, alone, in the dashboard's pages
+        reads = [next(spool.dead_letters.inspect()) for _ in range(3)]
+        reads.append(next(spool.dead_letters.inspect([dead_id])))
+        reads += [spool.dead_letters.page().events[0][1] for _ in range(3)]
+    # Then every read gives the times the server wrote (each read measures the clocks'
+    # offset anew, a fraction of a millisecond apart: moved by it exactly, no two agreed)
+    [written] = postgres.sql(f"SELECT created_at, dead_at FROM {schema}.dead")
+    assert {(event.created_at, event.dead_at) for event in reads} == {written}
+
+
 def test_a_version_2_spool_keeps_its_leases_until_they_end(postgres: PostgresServer) -> None:
     # Given a spool of version 2 (with the history), where a drain leased an event in
     # its row (its attempt counted), and another event waits its turn

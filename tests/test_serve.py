@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,8 +26,9 @@ from helpers.processes import free_port, wait_until
 from helpers.spools import rows
 from relay import relay, write_config
 
+from spooler import Spool
 from spooler.events import OPTIONS_KEY
-from spooler.serve.stats import ServeStats
+from spooler.serve.stats import IDLE_REPORT_INTERVAL, ServeStats
 from spooler.serve.wrong_keys import WrongKeys
 from spooler.testing import Receiver
 from spooler_cli.render import service_line
@@ -736,6 +738,50 @@ def test_the_relays_counts_read_in_the_singular_for_one() -> None:
     assert stats.summary().startswith("1 request accepted (1 event), 0 refused; ")
     line = service_line("127.0.0.1:8420", json.loads(stats.report()), now=1000.0)
     assert "1 request accepted (1 event), 0 refused" in line
+
+
+def test_an_idle_relay_reports_once_a_minute() -> None:
+    # Given a relay's counters, on a clock the test moves
+    now = [1000.0]
+    stats = ServeStats("127.0.0.1:8420", clock=lambda: now[0])
+    # Then a report is due at its start and after a change, not while nothing changes...
+    assert stats.due_report() is not None
+    assert stats.due_report() is None
+    stats.accept("events", "default", 1)
+    assert stats.due_report() is not None
+    now[0] += IDLE_REPORT_INTERVAL - 1
+    assert stats.due_report() is None
+    # ...until a minute has passed: the report then says the relay still runs
+    now[0] += 1
+    report = stats.due_report()
+    assert report is not None and json.loads(report)["updated_at"] == now[0]
+    assert json.loads(report)["idle_report_s"] == IDLE_REPORT_INTERVAL
+
+
+def test_status_tells_a_running_relay_from_a_stopped_and_a_silent_one(db: Path) -> None:
+    # Given three relays' last reports: one a moment ago, one stopped two minutes ago,
+    # and one five minutes ago that said nothing since (killed with SIGKILL, say)
+    def report(address: str, age: float, *, stopped: bool = False) -> None:
+        stats = ServeStats(address, clock=lambda: time.time() - age)
+        stats.accept("events", "default", 1)
+        with Spool(db) as spool:
+            spool.store.record_service(address, stats.report(stopped=stopped))
+
+    report("127.0.0.1:8420", 5)
+    report("127.0.0.1:8421", 120, stopped=True)
+    report("127.0.0.1:8422", 300)
+    # When the operator asks for the status
+    result = spooler_cmd("status", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    running, stopped, silent = result.stdout.splitlines()[-3:]
+    # Then each line says which it is
+    assert re.match(r"serve 127.0.0.1:8420 \(pid \d+, up \d+s, last report \d+s ago\): ", running)
+    assert re.match(r"serve 127.0.0.1:8421 \(pid \d+, stopped 2m ago\): ", stopped)
+    assert re.match(
+        r"serve 127.0.0.1:8422 \(pid \d+, no report for 5m, though it reports every 60s:"
+        r" killed, or cannot write to the spool\): 1 request accepted",
+        silent,
+    )
 
 
 def test_sigterm_answers_the_requests_in_progress_and_exits_0(db: Path) -> None:

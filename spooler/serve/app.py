@@ -292,16 +292,15 @@ class Relay:
                 beating.cancel()
 
     async def _report(self, stats: ServeStats, wrong_keys: WrongKeys) -> None:
-        """Keep the report in the spool while it changes; log a summary every minute, and
-        the refusals for a wrong key counted since their last warning a minute ago."""
-        written, last_summary = -1, self._clock()
+        """Keep the report in the spool (``ServeStats.due_report``); log a summary every
+        minute, and the refusals for a wrong key counted since their last warning a
+        minute ago."""
+        last_summary = self._clock()
         while True:
-            if stats.version != written:
-                written = stats.version
+            report = stats.due_report()
+            if report is not None:
                 try:
-                    await asyncio.to_thread(
-                        self._spool.store.record_service, stats.listen, stats.report()
-                    )
+                    await asyncio.to_thread(self._spool.store.record_service, stats.listen, report)
                 except SpoolerError as exc:
                     log.warning("could not keep the report in the spool: %s", exc)
             if self._clock() - last_summary >= SUMMARY_INTERVAL:

@@ -2,8 +2,10 @@
 
 Requests accepted (their events committed) and refused (by status), events accepted,
 and the latency of the shared commits (the last ``LATENCY_WINDOW`` of them). The report
-is written to the spool every ``REPORT_INTERVAL`` seconds while it changes, and when
-the relay stops, so ``spooler status`` (another process, maybe another host) shows it.
+is written to the spool every ``REPORT_INTERVAL`` seconds while it changes, every
+``IDLE_REPORT_INTERVAL`` seconds while it does not (so that an idle relay's report says
+it still runs), and when the relay stops, so ``spooler status`` (another process, maybe
+another host) shows it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from typing import Any, Protocol
 from ..events import events_phrase
 from ..records import requests_phrase
 
-__all__ = ["REPORT_INTERVAL", "ServeStats"]
+__all__ = ["IDLE_REPORT_INTERVAL", "REPORT_INTERVAL", "ServeStats"]
 
 LATENCY_WINDOW = 1000
 REPORT_INTERVAL = 10.0
+# An idle relay's report is written again after this long: one small write a minute,
+# and ``spooler status`` can tell a relay that has nothing to say from one that is gone.
+IDLE_REPORT_INTERVAL = 60.0
 
 
 class Metrics(Protocol):
@@ -57,7 +62,8 @@ class ServeStats:
         self.refused: Counter[int] = Counter()  # requests, by status
         self.commits = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.version = 0  # bumped by every change: a report is written only after one
+        self.version = 0  # bumped by every change
+        self._reported: tuple[int, float] | None = None  # the last report's version, time
 
     def accept(self, api: str, destination: str, events: int) -> None:
         """A request whose events were committed."""
@@ -95,6 +101,17 @@ class ServeStats:
             "max": round(recent[-1] * 1000, 3),
         }
 
+    def due_report(self) -> str | None:
+        """The report to keep in the spool now, or None: one is due when the counts
+        changed since the last, or ``IDLE_REPORT_INTERVAL`` seconds after it."""
+        now = self._clock()
+        if self._reported is not None:
+            version, at = self._reported
+            if version == self.version and now - at < IDLE_REPORT_INTERVAL:
+                return None
+        self._reported = (self.version, now)
+        return self.report()
+
     def report(self, *, stopped: bool = False) -> str:
         """The JSON report kept in the spool."""
         report: dict[str, Any] = {
@@ -104,6 +121,7 @@ class ServeStats:
             "started_at": self.started_at,
             "updated_at": self._clock(),
             "stopped": stopped,
+            "idle_report_s": IDLE_REPORT_INTERVAL,
             "requests_accepted": sum(self.accepted.values()),
             "requests_refused": sum(self.refused.values()),
             "events_accepted": sum(self.events.values()),

@@ -6,7 +6,9 @@ Times cross the seam as Unix seconds on the caller's clock. The SQLite backend k
 them as given. The PostgreSQL backend keeps the database's clock instead (one clock for
 every host): it reads a time it is given as an offset from the caller's present (the
 ``now`` of the call, else its own clock's reading) and hands times back the same way,
-so a lease of 60 s lasts 60 s of the server's time whatever the hosts' clocks say.
+so a lease of 60 s lasts 60 s of the server's time whatever the hosts' clocks say. (A
+dead letter's times, which schedule nothing, move by the clocks' offset in whole
+seconds: the same dead letter reads the same in every listing.)
 
 Each method is one transaction unless its docstring says otherwise. A failure leaves as
 ``StoreError``; a method that names event ids which are not there raises

@@ -1,5 +1,6 @@
 """What both backends share, SQL aside: the durabilities, how a held event and an attempt
-log are bounded, the checks of the limits and of named ids, and reading in pages.
+log are bounded, the checks of the limits and of named ids, reading in pages, and the
+refusal of a location that holds no spool.
 
 Loaded on the enqueue path: it imports neither ``typing`` nor ``dataclasses``.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "check_durability",
     "check_found",
     "check_room",
+    "no_spool",
     "read_in_pages",
 ]
 
@@ -40,6 +42,15 @@ ATTEMPT_LOG_ERROR_CHARS = 100
 REPLAY_CHUNK = 1000  # dead events moved back per transaction
 DEAD_PAGE = 1000  # dead events read per transaction by a listing
 SERVICE_PREFIX = "service:"  # meta keys of the reports services keep (record_service)
+
+
+def no_spool(location: str, why: str) -> str:
+    """The refusal, by a command that creates nothing (``create=False``), of a location
+    that holds no spool yet; ``why`` says what is there instead."""
+    return (
+        f"no spool at {location} ({why}; a drain or an enqueue creates one;"
+        " check --db / SPOOLER_DB)"
+    )
 
 
 def check_durability(durability: str) -> None:

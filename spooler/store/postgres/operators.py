@@ -49,11 +49,11 @@ WITH RECURSIVE named(destination) AS (
 SELECT destination, (SELECT count(*) FROM {s}.queue AS q WHERE q.destination = named.destination)
 FROM named WHERE destination IS NOT NULL AND destination <> ALL(%(served)s)"""
 
-# A dead event's columns, its times on the caller's clock, then the offset of the two
-# clocks (for its attempt log's times, kept on the database's).
+# A dead event's columns, its times on the database's clock, then the offset of the two
+# clocks (``_dead_event`` moves the times onto the caller's).
 _DEAD_COLUMNS = (
-    f"id, event_id, destination, body, {from_db('created_at')}, attempts, reason, status,"
-    f" error, {from_db('dead_at')}, attempt_log, {NOW} - %(h)s"
+    "id, event_id, destination, body, created_at, attempts, reason, status, error, dead_at,"
+    f" attempt_log, {NOW} - %(h)s"
 )
 
 
@@ -408,6 +408,25 @@ class PostgresOperators(PostgresBase):
 
 def _dead_event(columns: list[Any], log: list[Any] | None, offset: float) -> DeadEvent:
     """A dead event from its columns (``event_id`` to ``dead_at``) and its attempt log,
-    whose times are ``offset`` ahead of the caller's clock."""
-    attempts = tuple(Attempt(at - offset, status, error) for at, status, error in log or ())
-    return dead_event(columns, attempts)
+    whose times are on the database's clock, ``offset`` ahead of the caller's.
+
+    The times move by the offset in whole seconds: it is measured anew by every read, a
+    fraction of a millisecond apart (the time a query takes to reach the server), and
+    moved by it exactly, one dead letter's times would read differently in every view
+    (a table, then the event alone: .673Z, then .672Z). Nothing is scheduled by them."""
+    shift = round(offset)
+    event_id, destination, body, created_at, attempts, reason, status, error, dead_at = columns
+    return dead_event(
+        [
+            event_id,
+            destination,
+            body,
+            created_at - shift,
+            attempts,
+            reason,
+            status,
+            error,
+            dead_at - shift,
+        ],
+        tuple(Attempt(at - shift, code, text) for at, code, text in log or ()),
+    )

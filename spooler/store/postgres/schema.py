@@ -15,6 +15,7 @@ import psycopg
 
 from ...errors import StoreError
 from ..postgres_url import Target
+from ..shared import no_spool
 
 __all__ = ["SCHEMA_VERSION", "SHARDS", "prepare"]
 
@@ -133,37 +134,87 @@ _MIGRATIONS = {
 }
 
 
-# Whether the schema holds a ``meta`` table, as the latest commit says.
-_META_EXISTS = (
-    "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-    " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'meta')"
+# How many relations the schema holds (0: none, or no such schema), and whether one is a
+# ``meta`` table, read together: a spool is created in one transaction, so one look
+# never finds its tables without its ``meta``. (Read from the catalog, not with
+# to_regclass: that looks the name up in this session's cache, which may still hold a
+# "no such table" from before another process's creation committed.)
+_CONTENTS = (
+    "SELECT count(*), coalesce(bool_or(c.relname = 'meta' AND c.relkind = 'r'), false)"
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = %s"
+)
+# How many of spooler's two columns the schema's ``meta`` table has.
+_META_COLUMNS = (
+    "SELECT count(*) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c"
+    " ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = %s AND c.relname = 'meta' AND a.attname IN ('key', 'value')"
+    " AND NOT a.attisdropped"
 )
 
 
 def prepare(conn: psycopg.Connection, target: Target, *, create: bool) -> bool:
     """Check the spool's schema, creating it first if it is missing and ``create``;
-    returns whether this created it."""
+    returns whether this created it.
+
+    Every caller, whether it may create the spool or not, reads the same refusal for
+    the same schema: one holding other tables is another application's
+    (``_foreign``); an empty or missing one is no spool yet (``_missing``)."""
     s = target.quoted_schema
     created = False
-    if _value(conn, "SELECT to_regclass(%s)", f"{s}.meta") is None:
+    relations, has_meta = _contents(conn, target)
+    if not has_meta:
+        if relations:
+            raise StoreError(_foreign(target))
         if not create:
-            raise StoreError(
-                f"no spool at {target.shown} (schema {target.schema} has no spooler tables;"
-                " check --db / SPOOLER_DB)"
-            )
+            raise StoreError(_missing(target, schema_exists=_schema_exists(conn, target)))
         with conn.transaction():
             # Several hosts may start at once: one creates, the others wait and check.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"spooler {s}",))
-            # Read from the catalog, not with to_regclass: that looks the name up in
-            # this session's cache, which still holds the "no such table" it found
-            # before the lock (an advisory lock processes no catalog changes), so every
-            # process but the creator took the new tables for another application's.
-            if not _value(conn, _META_EXISTS, target.schema):
+            relations, has_meta = _contents(conn, target)
+            if not has_meta:
+                if relations:
+                    raise StoreError(_foreign(target))
                 _create(conn, target)
                 created = True
     if _check(conn, target) < SCHEMA_VERSION:
         _migrate(conn, target)
     return created
+
+
+def _foreign(target: Target) -> str:
+    """The refusal of a schema that holds tables spooler did not make."""
+    return (
+        f"{target.shown}: schema {target.schema} holds tables that are not a spooler"
+        " spool; refusing to touch it (name another with ?schema=)"
+    )
+
+
+def _missing(target: Target, *, schema_exists: bool) -> str:
+    """The refusal, by a command that creates nothing, of a schema that holds no spool."""
+    if schema_exists:
+        return no_spool(target.shown, f"schema {target.schema} holds no tables")
+    return no_spool(target.shown, f"the database has no schema {target.schema}")
+
+
+def _contents(conn: psycopg.Connection, target: Target) -> tuple[int, bool]:
+    row = conn.execute(_CONTENTS, (target.schema,)).fetchone()
+    assert row is not None  # an aggregate without GROUP BY gives one row
+    return int(row[0]), bool(row[1])
+
+
+def _meta(conn: psycopg.Connection, target: Target) -> dict[str, str]:
+    """The ``meta`` table's keys and values; none if it lacks spooler's columns (another
+    application's table of that name)."""
+    columns = _value(conn, _META_COLUMNS, target.schema)
+    if columns != 2:
+        return {}
+    rows = conn.execute(f"SELECT key::text, value::text FROM {target.quoted_schema}.meta")
+    return dict(rows.fetchall())
+
+
+def _schema_exists(conn: psycopg.Connection, target: Target) -> bool:
+    return _value(conn, "SELECT to_regnamespace(%s)", target.quoted_schema) is not None
 
 
 def _value(conn: psycopg.Connection, query: str, argument: str) -> object:
@@ -175,15 +226,10 @@ def _value(conn: psycopg.Connection, query: str, argument: str) -> object:
 
 def _create(conn: psycopg.Connection, target: Target) -> None:
     s = target.quoted_schema
-    if _value(conn, "SELECT to_regnamespace(%s)", s) is None:
+    if not _schema_exists(conn, target):
         # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the right to create
         # schemas even where an administrator made this one for spooler already.
         conn.execute(f"CREATE SCHEMA {s}")
-    elif _value(conn, "SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace(%s)", s):
-        raise StoreError(
-            f"{target.shown}: schema {target.schema} holds tables that are not a spooler"
-            " spool; refusing to touch it (name another with ?schema=)"
-        )
     conn.execute(_TABLES.format(s=s, shards=SHARDS) + _HISTORY.format(s=s))
     conn.execute(
         f"INSERT INTO {s}.meta (key, value) VALUES ('application', %s), ('schema_version', %s)",
@@ -193,13 +239,9 @@ def _create(conn: psycopg.Connection, target: Target) -> None:
 
 def _check(conn: psycopg.Connection, target: Target) -> int:
     """Refuse a schema that is not a spool this code can use; return its version."""
-    meta: dict[str, str] = dict(
-        conn.execute(f"SELECT key, value FROM {target.quoted_schema}.meta").fetchall()
-    )
+    meta = _meta(conn, target)
     if meta.get("application") != APPLICATION:
-        raise StoreError(
-            f"{target.shown}: schema {target.schema} is not a spooler spool; refusing to touch it"
-        )
+        raise StoreError(_foreign(target))
     version = int(meta.get("schema_version", "0"))
     if version > SCHEMA_VERSION:
         raise StoreError(

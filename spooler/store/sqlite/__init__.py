@@ -16,7 +16,7 @@ import sqlite3
 
 from ... import files
 from ...errors import StoreError
-from ..shared import check_durability
+from ..shared import check_durability, no_spool
 from .drains import SQLiteDrains
 from .history import SQLiteHistory
 from .maintenance import SQLiteMaintenance
@@ -50,8 +50,9 @@ class SQLiteStore(SQLiteProducers, SQLiteDrains, SQLiteOperators, SQLiteMaintena
         self._flushes_commits = durability == "full"
         file_mode = files.check_file_mode(file_mode)
         self._busy_timeout = busy_timeout
+        self._creates = create
         if not create and not os.path.exists(self.path):
-            raise StoreError(f"no spool at {self.path} (check --db / SPOOLER_DB)")
+            raise StoreError(no_spool(self.path, "no such file"))
         if create:
             self._create_file(file_mode)
         self._closed = False

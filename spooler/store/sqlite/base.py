@@ -61,6 +61,7 @@ class SQLiteBase:
     _busy_timeout: float
     _flushes_commits: bool
     _closed: bool
+    _creates: bool  # whether a file with no spool yet may become one
     _current: LockedConnection
 
     def _create_file(self, file_mode: int) -> None:
@@ -92,7 +93,7 @@ class SQLiteBase:
             raise self._store_error(exc) from None
         try:
             with self._as_store_errors():
-                schema = prepare(conn, self.path, empty=empty)
+                schema = prepare(conn, self.path, empty=empty, create=self._creates)
             wal_fd = self._open_wal() if self._flushes_commits else None
         except BaseException:
             conn.close()

@@ -15,6 +15,7 @@ import os
 import sqlite3
 
 from ...errors import StoreError
+from ..shared import no_spool
 
 __all__ = [
     "APPLICATION_ID",
@@ -146,10 +147,11 @@ _MIGRATIONS = {
 }
 
 
-def prepare(conn: sqlite3.Connection, path: str, *, empty: bool) -> str:
+def prepare(conn: sqlite3.Connection, path: str, *, empty: bool, create: bool) -> str:
     """Check the file and set the connection up. Returns what it did to the schema:
     ``created``, ``upgraded`` or ``kept``. ``empty``: the file was missing or empty
-    before it opened."""
+    before it opened; ``create``: a file with no spool yet may become one (else it is
+    refused, and left as it was)."""
     tables = _table_names(conn)
     (application_id,) = conn.execute("PRAGMA application_id").fetchone()
     # Checked before any PRAGMA that writes: a file that is not ours stays untouched.
@@ -168,6 +170,8 @@ def prepare(conn: sqlite3.Connection, path: str, *, empty: bool) -> str:
             f" user_version {user_version}); refusing to touch it: delete it first if it"
             " should become a spool"
         )
+    elif not create:
+        raise StoreError(no_spool(path, "the file is empty" if empty else "it has no tables yet"))
     else:
         # auto_vacuum only takes effect before the first table exists; INCREMENTAL lets
         # a drained backlog give its pages back without a full VACUUM. (It writes
@@ -217,7 +221,7 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> bool:
 
 def _check_schema(conn: sqlite3.Connection, path: str, tables: set[str]) -> int:
     """Refuse a file that is not a spool this code can use; return its schema version."""
-    meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+    meta = _meta(conn) if "meta" in tables else {}
     if meta.get("application") != APPLICATION:
         raise StoreError(
             f"{path} is a SQLite database but not a spooler spool; refusing to touch it"
@@ -261,6 +265,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _meta(conn: sqlite3.Connection) -> dict[str, str]:
+    """The ``meta`` table's keys and values; none if it lacks spooler's columns (another
+    application's table of that name)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+    if not {"key", "value"} <= columns:
+        return {}
+    return dict(conn.execute("SELECT key, value FROM meta"))
 
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
