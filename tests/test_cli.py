@@ -406,6 +406,28 @@ def test_dlq_inspect_id_shows_every_logged_attempt_and_the_payload(
     assert payload == 'event:\n{\n  "n": 1,\n  "name": "Zoë"\n}\n'
 
 
+def test_dlq_inspect_id_says_which_logged_attempts_came_before_a_replay(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given an event the receiver refused, replayed, and refused again
+    [event_id] = spooler_cmd("enqueue", "--db", str(db), '{"n": 1}').stdout.split()
+    receiver.reject = lambda event: True
+    drain = drain_args(db, receiver.url, "--until-empty")
+    assert spooler_cmd(*drain).returncode == 0 and dead_count(db) == 1
+    replayed = spooler_cmd("dlq", "replay", "--db", str(db), event_id)
+    assert replayed.stdout == "replayed 1 event\n", replayed.stderr
+    assert spooler_cmd(*drain).returncode == 0 and dead_count(db) == 1
+    # When it is shown in full
+    shown = spooler_cmd("dlq", "inspect", "--db", str(db), event_id)
+    # Then the log keeps both refusals, and says that only the last came since the
+    # replay (which reset the attempts): not "latest 2 of 1"
+    assert shown.returncode == 0, shown.stderr
+    heading, attempts, _payload = shown.stdout.split("\n\n")
+    assert "attempts:    1" in heading.splitlines()
+    assert attempts.splitlines()[0] == "attempt log (latest 2; 1 since the last replay):"
+    assert [line.split()[1] for line in attempts.splitlines()[2:]] == ["400", "400"]
+
+
 def test_dlq_replay_then_drain_delivers_with_the_same_id(
     db: Path, dead_spool: list[str], receiver: Receiver
 ) -> None:
