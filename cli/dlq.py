@@ -31,11 +31,17 @@ __all__ = ["dlq"]
 
 
 def dead_filters(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the options that pick dead events by destination, reason and age; the command
-    receives them as one ``filters`` dict, for ``DeadLetters.replay`` or ``purge``."""
+    """Add the options that pick dead events by destination, reason, HTTP status and age;
+    the command receives them as one ``filters`` dict, for ``DeadLetters.replay`` or
+    ``purge``."""
 
     @destination_filter
     @reason_filter
+    @click.option(
+        "--status",
+        type=click.IntRange(100, 599),
+        help="Only events that died of an answer with this HTTP status (e.g. 401).",
+    )
     @click.option(
         "--older-than", callback=parse_duration_option, help="Dead for longer than this (e.g. 7d)."
     )
@@ -46,6 +52,7 @@ def dead_filters(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(
         destination: str | None,
         reason: str | None,
+        status: int | None,
         older_than: float | None,
         newer_than: float | None,
         **kwargs: Any,
@@ -53,6 +60,7 @@ def dead_filters(command: Callable[..., Any]) -> Callable[..., Any]:
         filters = {
             "destination": destination,
             "reason": reason,
+            "status": status,
             "older_than": older_than,
             "newer_than": newer_than,
         }

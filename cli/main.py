@@ -231,8 +231,9 @@ def status(opts: Options, as_json: bool, watch: float | None) -> None:
 def doctor(opts: Options) -> None:
     """Check the spool: integrity, schema, WAL size, file modes, free disk (on
     PostgreSQL: the server's reach, dead rows), stale leases, corrupt events (moved to
-    the dead-letter table), events for destinations the config does not define, use of
-    the configured limits. Exit 1 when something needs action."""
+    the dead-letter table), destinations whose last requests failed, events for
+    destinations the config does not define, use of the configured limits. Exit 1 when
+    something needs action."""
     from spooler.doctor import diagnose
 
     opts.warn_of_config_mistakes()

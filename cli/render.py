@@ -210,12 +210,21 @@ def dead_event_detail(dead: DeadEvent) -> str:
         ["at", "status", "error"],
         [[iso_utc(a.at), a.status, one_line(a.error, 100)] for a in dead.attempt_log],
     )
-    logged = f"attempt log (latest {len(dead.attempt_log)} of {dead.attempts}):"
+    logged = _attempt_log_heading(len(dead.attempt_log), dead.attempts)
     try:
         payload = json.dumps(json.loads(dead.body), indent=2, ensure_ascii=False)
     except ValueError:  # damaged, or edited by hand (doctor's "corrupt")
         payload = "(not valid JSON; as stored:)\n" + one_line(dead.body)
     return f"{heading}\n\n{logged}\n{attempts}\n\nevent:\n{payload}"
+
+
+def _attempt_log_heading(logged: int, attempts: int) -> str:
+    """``attempt log (latest 3 of 3):``. A replay resets an event's attempts but keeps its
+    log, so a log longer than the attempts holds entries from before the last replay."""
+    if logged <= attempts:
+        return f"attempt log (latest {logged} of {attempts}):"
+    since = "none" if not attempts else str(attempts)
+    return f"attempt log (latest {logged}; {since} since the last replay):"
 
 
 def dead_summary_table(groups: Sequence[DeadGroup]) -> str:

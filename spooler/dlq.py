@@ -86,6 +86,7 @@ class DeadLetters:
         *,
         destination: str | None = None,
         reason: str | None = None,
+        status: int | None = None,
         older_than: float | None = None,
         newer_than: float | None = None,
         limit: int | None = None,
@@ -97,7 +98,7 @@ class DeadLetters:
         Named ids must all be dead letters (``UnknownEventError`` otherwise, at once).
         """
         selection = self._selection(
-            ids, True, destination, reason, older_than, newer_than, now=self._clock()
+            ids, True, destination, reason, older_than, newer_than, status=status, now=self._clock()
         )
         return self._store.dead_events(selection, limit=limit)
 
@@ -124,6 +125,7 @@ class DeadLetters:
         everything: bool = False,
         destination: str | None = None,
         reason: str | None = None,
+        status: int | None = None,
         older_than: float | None = None,
         newer_than: float | None = None,
         limit: int | None = None,
@@ -132,15 +134,16 @@ class DeadLetters:
     ) -> int:
         """Move dead events back to the queue, oldest first; returns how many.
 
-        ``older_than`` / ``newer_than`` are seconds since the event died; ``to`` sends
-        them to another destination. Named ids must all be dead letters, or nothing
-        moves (``UnknownEventError``).
+        ``status`` is the HTTP status of the answer the event died of (401: a wrong
+        key, say); ``older_than`` / ``newer_than`` are seconds since the event died;
+        ``to`` sends them to another destination. Named ids must all be dead letters, or
+        nothing moves (``UnknownEventError``).
         """
         if to is not None:
             check_destination_name(to)
         now = self._clock()
         selection = self._selection(
-            ids, everything, destination, reason, older_than, newer_than, now=now
+            ids, everything, destination, reason, older_than, newer_than, status=status, now=now
         )
         return self._store.replay(selection, now=now, dry_run=dry_run, to=to, limit=limit)
 
@@ -151,6 +154,7 @@ class DeadLetters:
         everything: bool = False,
         destination: str | None = None,
         reason: str | None = None,
+        status: int | None = None,
         older_than: float | None = None,
         newer_than: float | None = None,
         dry_run: bool = False,
@@ -158,7 +162,14 @@ class DeadLetters:
         """Delete dead events for good; returns how many. The criteria are those of
         ``replay``; named ids must all be dead letters, or nothing is deleted."""
         selection = self._selection(
-            ids, everything, destination, reason, older_than, newer_than, now=self._clock()
+            ids,
+            everything,
+            destination,
+            reason,
+            older_than,
+            newer_than,
+            status=status,
+            now=self._clock(),
         )
         return self._store.purge(selection, dry_run=dry_run)
 
@@ -171,6 +182,7 @@ class DeadLetters:
         older_than: float | None,
         newer_than: float | None,
         *,
+        status: int | None = None,
         now: float,
     ) -> DeadSelection:
         """The dead events the criteria of ``inspect``, ``replay`` and ``purge`` name;
@@ -186,6 +198,7 @@ class DeadLetters:
             ids=tuple(ids),
             destination=destination,
             reason=reason,
+            status=status,
             dead_before=None if older_than is None else now - older_than,
             dead_after=None if newer_than is None else now - newer_than,
             everything=everything,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from .events import events_phrase
-from .records import Finding, per_destination
+from .records import Finding, one_line, per_destination
 from .spool import Spool
 
 __all__ = ["Finding", "diagnose"]
@@ -59,7 +59,8 @@ def diagnose(
 
 def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | None) -> list[Finding]:
     """The checks that read every queued event: stale leases, bodies (quarantined when not
-    a JSON object), destinations no config defines, limits."""
+    a JSON object), destinations whose requests fail, destinations no config defines,
+    limits."""
     store = spool.store
     stale = store.stale_leases(now=now)
     leases = (
@@ -90,11 +91,40 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
             else "every queued body is JSON",
         )
     )
+    failing = _failing(spool, now=now)
+    if failing:
+        findings.append(failing)
     if configured is not None:
         findings.append(_unconfigured(spool, configured))
     if spool.max_events is not None or spool.max_bytes is not None:
         findings.append(_limits(spool))
     return findings
+
+
+def _failing(spool: Spool, *, now: float) -> Finding | None:
+    """A warning naming the destinations whose last requests failed (the drains keep
+    them paused, then probe), or None: a spool in good health can still be piling up
+    events for an API that is down, and ``delivery`` says so where ``status`` would."""
+    failing = {
+        name: counts
+        for name, counts in spool.store.counts(now=now).items()
+        if counts.failed_in_a_row
+    }
+    if not failing:
+        return None
+    each = []
+    for name, counts in sorted(failing.items()):
+        left = (counts.paused_until or now) - now
+        state = f"paused for {left:.0f}s more" if left > 0 else "to be probed"
+        requests = (
+            "request" if counts.failed_in_a_row == 1 else f"{counts.failed_in_a_row} requests"
+        )
+        error = one_line(counts.last_error or "", 60)
+        each.append(
+            f"{name}: its last {requests} failed ({error}), {state},"
+            f" {events_phrase(counts.queued)} queued"
+        )
+    return Finding("warning", "delivery", "; ".join(each) + " (see spooler status)")
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:

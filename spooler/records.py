@@ -230,15 +230,18 @@ class QueueSelection:
 
 @dataclass(frozen=True, kw_only=True)
 class DeadSelection(QueueSelection):
-    """Which dead events an operation applies to: also by reason and time of death."""
+    """Which dead events an operation applies to: also by reason, by the HTTP status of
+    the answer that killed them, and by time of death."""
 
     reason: str | None = None
+    status: int | None = None
     dead_before: float | None = None
     dead_after: float | None = None
 
     def _criteria(self) -> bool:
         return super()._criteria() or any(
-            value is not None for value in (self.reason, self.dead_before, self.dead_after)
+            value is not None
+            for value in (self.reason, self.status, self.dead_before, self.dead_after)
         )
 
 

@@ -435,6 +435,28 @@ def test_dlq_inspect_id_shows_every_logged_attempt_and_the_payload(
     assert payload == 'event:\n{\n  "n": 1,\n  "name": "Zoë"\n}\n'
 
 
+def test_dlq_inspect_id_says_which_logged_attempts_came_before_a_replay(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given an event the receiver refused, replayed, and refused again
+    [event_id] = spooler_cmd("enqueue", "--db", str(db), '{"n": 1}').stdout.split()
+    receiver.reject = lambda event: True
+    drain = drain_args(db, receiver.url, "--until-empty")
+    assert spooler_cmd(*drain).returncode == 0 and dead_count(db) == 1
+    replayed = spooler_cmd("dlq", "replay", "--db", str(db), event_id)
+    assert replayed.stdout == "replayed 1 event\n", replayed.stderr
+    assert spooler_cmd(*drain).returncode == 0 and dead_count(db) == 1
+    # When it is shown in full
+    shown = spooler_cmd("dlq", "inspect", "--db", str(db), event_id)
+    # Then the log keeps both refusals, and says that only the last came since the
+    # replay (which reset the attempts): not "latest 2 of 1"
+    assert shown.returncode == 0, shown.stderr
+    heading, attempts, _payload = shown.stdout.split("\n\n")
+    assert "attempts:    1" in heading.splitlines()
+    assert attempts.splitlines()[0] == "attempt log (latest 2; 1 since the last replay):"
+    assert [line.split()[1] for line in attempts.splitlines()[2:]] == ["400", "400"]
+
+
 def test_dlq_replay_then_drain_delivers_with_the_same_id(
     db: Path, dead_spool: list[str], receiver: Receiver
 ) -> None:
@@ -451,6 +473,59 @@ def test_dlq_replay_then_drain_delivers_with_the_same_id(
     receiver.reject = None
     assert run(*drain_args(db, receiver.url + "/", "--until-empty")).exit_code == 0
     assert [e["id"] for e in receiver.delivered[-2:]] == [dead_spool[1], dead_spool[3]]
+
+
+def test_after_a_key_rotation_dlq_replay_status_401_sends_back_only_what_the_key_killed(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given an API that refuses malformed events (400) and, once its key was rotated,
+    # every request carrying the old one (401)
+    keys = {"valid": "key-1"}
+
+    def answer(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        sent = {name.lower(): value for name, value in headers.items()}
+        if sent.get("authorization") != f"Bearer {keys['valid']}":
+            return 401, {}, b'{"error": "invalid api key"}'
+        if any(event.get("bad") for event in json.loads(body)):
+            return 400, {}, b'{"error": "invalid event"}'
+        return 200, {}, b"{}"
+
+    receiver.respond = answer
+    events = [json.dumps({"n": n, "bad": n % 3 == 0}) for n in range(6)]
+    first = spooler_cmd("enqueue", "--db", str(db), *events[:3]).stdout.split()
+    drained = spooler_cmd(*drain_args(db, receiver.url, "--until-empty", "--api-key", "key-1"))
+    assert drained.returncode == 0, drained.stderr
+    keys["valid"] = "key-2"
+    second = spooler_cmd("enqueue", "--db", str(db), *events[3:]).stdout.split()
+    drained = spooler_cmd(*drain_args(db, receiver.url, "--until-empty", "--api-key", "key-1"))
+    assert drained.returncode == 0, drained.stderr
+    summary = spooler_cmd("dlq", "summary", "--db", str(db), "--json").stdout.splitlines()
+    assert sorted((g["status"], g["count"]) for g in map(json.loads, summary)) == [
+        (400, 1),
+        (401, 3),
+    ]
+    # When the operator replays what the old key killed (the drain now has the new key)
+    dry = spooler_cmd("dlq", "replay", "--db", str(db), "--status", "401", "--dry-run")
+    assert dry.stdout == "would replay 3 events\n", dry.stderr
+    listed = spooler_cmd("dlq", "inspect", "--db", str(db), "--status", "401", "--json")
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == second
+    replayed = spooler_cmd(
+        "dlq", "replay", "--db", str(db), "--reason", "rejected", "--status", "401"
+    )
+    assert replayed.stdout == "replayed 3 events\n", replayed.stderr
+    before = len(receiver.requests)
+    drained = spooler_cmd(*drain_args(db, receiver.url, "--until-empty", "--api-key", "key-2"))
+    assert drained.returncode == 0, drained.stderr
+    # Then those events arrive with their ids; the malformed one dead before the
+    # rotation is not sent again, and stays dead with the one the replay found out
+    assert sorted(e["id"] for e in receiver.delivered) == sorted(
+        [first[1], first[2], second[1], second[2]]
+    )
+    sent_again = {e["id"] for r in receiver.requests[before:] for e in r.events}
+    assert sent_again == set(second)
+    assert sorted(dead_rows(db, "event_id", "status")) == sorted(
+        [(first[0], 400), (second[0], 400)]
+    )
 
 
 def test_dlq_replay_unknown_id_changes_nothing(db: Path, dead_spool: list[str]) -> None:

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
+from helpers.cli import drain_args, spooler_cmd
 from helpers.spools import dead_rows, rows
 
 from spooler import Spool
 from spooler.doctor import diagnose
+from spooler.testing import Receiver
 from spooler_cli.main import cli
 
 
@@ -98,6 +100,34 @@ def test_events_a_drain_still_holds_are_said_with_the_end_of_their_lease(db: Pat
         leases,
     )
     assert said and 0 <= int(said[1]) <= 60
+
+
+def test_a_destination_whose_requests_fail_is_a_warning_until_one_gets_through(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given an API that is down (503, come back in 2 minutes) and a cron drain's pass
+    [spooler_cmd("enqueue", "--db", str(db), json.dumps({"n": n})) for n in range(3)]
+    receiver.fail_next(503, headers={"Retry-After": "120"})
+    drained = spooler_cmd(*drain_args(db, receiver.url, "--once"))
+    assert drained.returncode == 0, drained.stderr
+    # When the operator runs the doctor
+    doctor = spooler_cmd("doctor", "--db", str(db))
+    # Then the spool is healthy, but the doctor says that delivery is not
+    assert doctor.returncode == 0, doctor.stderr
+    [delivery] = [line for line in doctor.stdout.splitlines() if line.split()[1] == "delivery"]
+    said = re.fullmatch(
+        r"warning +delivery +default: its last request failed \(HTTP 503: "
+        r'\{"error":"scripted failure"\}\), paused for (\d+)s more, 3 events queued'
+        r" \(see spooler status\)",
+        delivery,
+    )
+    assert said and int(said[1]) <= 120, delivery
+    # And once the API answers again, the line is gone
+    assert spooler_cmd("retry-now", "--db", str(db), "--all").returncode == 0
+    drained = spooler_cmd(*drain_args(db, receiver.url, "--until-empty"))
+    assert drained.returncode == 0 and len(receiver.delivered) == 3, drained.stderr
+    doctor = spooler_cmd("doctor", "--db", str(db))
+    assert doctor.returncode == 0 and "delivery" not in doctor.stdout, doctor.stdout
 
 
 def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:

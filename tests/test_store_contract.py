@@ -526,6 +526,23 @@ def test_replay_moves_dead_events_back_with_their_ids(store: SpoolStore) -> None
     assert store.totals()[0] == 6
 
 
+def test_dead_events_are_selected_by_the_status_they_died_of(store: SpoolStore) -> None:
+    # Given events killed by a wrong key (401) and one the API found malformed (400)
+    add(store, "k1", "b1", "k2")
+    lease, (k1, b1, k2) = rowids(store)
+    wrong_key, malformed = Failure(401, "HTTP 401: bad key"), Failure(400, "HTTP 400: bad")
+    dead = [(k1, "rejected", wrong_key), (b1, "rejected", malformed), (k2, "rejected", wrong_key)]
+    store.settle(lease, now=time.time(), dead=dead)
+    # Then each status selects its own, alone or with other criteria
+    key_killed = DeadSelection(reason="rejected", status=401)
+    assert [d.event_id for d in store.dead_events(key_killed)] == ["k1", "k2"]
+    assert store.purge(DeadSelection(status=400), dry_run=True) == 1
+    assert store.purge(DeadSelection(status=503), dry_run=True) == 0
+    assert store.replay(key_killed, now=time.time()) == 2
+    assert claim(store, "b") == ["k1", "k2"]
+    assert [d.event_id for d in store.dead_events(ALL_DEAD)] == ["b1"]
+
+
 def test_dead_events_are_read_a_page_at_a_time_in_order(
     store: SpoolStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

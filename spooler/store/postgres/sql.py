@@ -101,6 +101,7 @@ def where(selection: QueueSelection, params: dict[str, Any]) -> str:
         for value, clause, name in (
             (selection.dead_after, f"dead_at > {to_db('%(sel_after)s')}", "sel_after"),
             (selection.reason, "reason = %(sel_reason)s", "sel_reason"),
+            (selection.status, "status = %(sel_status)s", "sel_status"),
             (selection.dead_before, f"dead_at < {to_db('%(sel_before)s')}", "sel_before"),
         ):
             if value is not None:

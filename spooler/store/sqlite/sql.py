@@ -72,6 +72,7 @@ def where(selection: QueueSelection) -> tuple[str, list[object]]:
         for value, clause in (
             (selection.dead_after, "dead_at > ?"),
             (selection.reason, "reason = ?"),
+            (selection.status, "status = ?"),
             (selection.dead_before, "dead_at < ?"),
         ):
             if value is not None:
