@@ -20,6 +20,7 @@ from .errors import (
     SpoolerError,
     SpoolFullError,
     StoreError,
+    StoreUnreachableError,
     UnknownEventError,
 )
 from .spool import Spool
@@ -61,6 +62,7 @@ __all__ = [
     "SpoolStatus",
     "SpoolerError",
     "StoreError",
+    "StoreUnreachableError",
     "UnknownEventError",
     "__version__",
 ]

@@ -6,7 +6,10 @@ Every error the library raises on purpose is a ``SpoolerError``::
     ├── ConfigError          a setting is missing, mistyped or out of range
     ├── StoreError           the spool file is unusable: corrupt, foreign,
     │   │                    newer schema, unwritable path, disk full
-    │   └── NotDurableError  committed, but the flush to disk failed
+    │   ├── NotDurableError  committed, but the flush to disk failed
+    │   └── StoreUnreachableError
+    │                        the database server did not answer for the URL's
+    │                        ``wait`` seconds (PostgreSQL)
     ├── InvalidEventError    not a dict, not JSON-serialisable, NaN/Infinity,
     │                        larger than the configured limit
     ├── SpoolFullError       a configured max_events / max_bytes is reached
@@ -22,6 +25,7 @@ __all__ = [
     "SpoolFullError",
     "SpoolerError",
     "StoreError",
+    "StoreUnreachableError",
     "UnknownEventError",
 ]
 
@@ -49,6 +53,12 @@ class StoreError(SpoolerError):
 class NotDurableError(StoreError):
     """A change was committed, but flushing it to disk failed: it is in the spool (and may
     be delivered) unless the machine loses power before the disk recovers."""
+
+
+class StoreUnreachableError(StoreError):
+    """The database server could not be reached for the URL's ``wait`` seconds (stopped,
+    restarting for longer, a host name that does not resolve): the spool itself is
+    intact, and the same call may succeed once the server answers again."""
 
 
 class InvalidEventError(SpoolerError):

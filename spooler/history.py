@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import StoreError
+from .errors import StoreError, StoreUnreachableError
 
 if TYPE_CHECKING:
     from .records import Counts
@@ -155,7 +155,9 @@ class HistoryRecorder:
         everything counted, this minute too, with its backlog.
 
         A spool that cannot take it now gets it at the next write: a failing spool stops
-        the drain's workers anyway, and the counts are only numbers in memory.
+        the drain's workers anyway, and the counts are only numbers in memory. (One that
+        could not be reached for its wait raises ``StoreUnreachableError``: the drain
+        stops on it.)
         """
         if not self._keep:
             return
@@ -174,10 +176,12 @@ class HistoryRecorder:
             points = _points(counters, snapshot_minute, counts, now)
             self._store.record_history(points, now=now, keep=self._keep)
         except StoreError as exc:
-            log.warning("could not keep the minute's history in the spool: %s", exc)
             with self._lock:
                 for key, each in counters.items():
                     self._counters.setdefault(key, _Counters()).add(each)
+            if isinstance(exc, StoreUnreachableError):
+                raise  # the drain stops on it, whichever of its parts meets it first
+            log.warning("could not keep the minute's history in the spool: %s", exc)
 
 
 def _points(

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from helpers.cli import SPOOLER, spooler_cmd
 from helpers.processes import wait_until
-from pg_server import PASSWORD, PostgresServer
+from pg_server import PASSWORD, PostgresServer, drain_args
 
 from spooler import Spool
 from spooler.clients import Amplitude, Datalyr, PostHog, Segment
@@ -379,6 +379,19 @@ class Logged:
         """Whether a line so far holds ``text``."""
         return any(text in line for line in self.lines)
 
+    def saying(self, text: str) -> list[str]:
+        """The lines so far that hold ``text``."""
+        return [line for line in self.lines if text in line]
+
+    def ended(self, timeout: float) -> int | None:
+        """Its exit code once it has ended, within ``timeout``; None if it runs on."""
+        if not wait_until(lambda: self.process.poll() is not None, timeout=timeout):
+            return None
+        self._reader.join()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return self.process.returncode
+
     def stop(self) -> int:
         """SIGTERM, as a supervisor stops a drain; returns its exit code."""
         self.process.terminate()
@@ -414,3 +427,113 @@ def test_running_drains_share_a_destination_s_pause(pg_url: str) -> None:
             codes = [drain.stop() for drain in drains]
         assert codes == [0, 0]
         assert len(receiver.requests) == 1 and spool.status().total.queued == 2
+
+
+# -- a server that goes away -------------------------------------------------------------
+
+
+def test_a_drain_says_once_that_the_server_restarted(
+    own_postgres: PostgresServer, receiver: Receiver
+) -> None:
+    # Given a drain of a PostgreSQL spool that has delivered what was queued
+    url = own_postgres.url() + "&wait=120"
+    with Spool(url) as spool:
+        spool.enqueue_many([{"n": n} for n in range(50)])
+    drain = Logged(drain_args(url, receiver.url, until_empty=False))
+    try:
+        assert wait_until(lambda: len(receiver.delivered) == 50, timeout=60)
+        # When the server stops, and starts again once the drain has found it away,
+        # and events are queued once it is back
+        own_postgres.stop()
+        assert wait_until(lambda: drain.said("PostgreSQL cannot be reached"), timeout=30), (
+            drain.lines
+        )
+        own_postgres.start()
+        with Spool(url) as spool:
+            spool.enqueue_many([{"n": n} for n in range(50, 100)])
+        # Then the drain delivers them too, without a pause of its own
+        assert wait_until(lambda: len(receiver.delivered) >= 100, timeout=60), drain.lines
+    finally:
+        code = drain.stop()
+    # And its log says once that the server could not be reached, and once that it
+    # answers again: no line of psycopg's ("error ignored terminating
+    # <psycopg.Pipeline [BAD]>"), no error
+    assert code == 0, drain.lines
+    assert len(drain.saying("PostgreSQL cannot be reached")) == 1, drain.lines
+    assert len(drain.saying("PostgreSQL answers again")) == 1, drain.lines
+    assert not drain.saying("error ignored"), drain.lines
+    assert not drain.saying(" ERROR "), drain.lines
+
+
+def test_a_drain_whose_server_stays_away_stops_once_at_the_end_of_its_wait(
+    own_postgres: PostgresServer, receiver: Receiver
+) -> None:
+    # Given a drain that waits up to 15 s for its server, with requests in flight (the
+    # receiver holds them) for every event queued
+    wait = 15
+    url = own_postgres.url() + f"&wait={wait}"
+    with Spool(url) as spool:
+        queued = spool.enqueue_many([{"n": n} for n in range(50)])
+    arrived, answer = threading.Event(), threading.Event()
+
+    def hold(body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        arrived.set()
+        answer.wait(120)
+        return 200, {}, b"{}"
+
+    receiver.respond = hold
+    drain = Logged(drain_args(url, receiver.url, until_empty=False))
+    try:
+        assert arrived.wait(60), drain.lines
+        # When the server stops for longer than that
+        own_postgres.stop()
+        # Then the drain stops at the end of its wait, not another wait later (as when
+        # it waited out its requests in flight, then gave its leases back: 2 x 15 s),
+        # with one error line that says what failed, for how long, and what to do
+        code = drain.ended(timeout=wait + 10)
+    finally:
+        if drain.process.poll() is None:
+            drain.stop()
+        answer.set()
+    assert code == 1, drain.lines
+    assert len(drain.saying("PostgreSQL cannot be reached")) == 1, drain.lines
+    [error] = drain.saying(" ERROR ")
+    assert f"PostgreSQL could not be reached for {wait}s" in error, drain.lines
+    assert "Nothing is lost" in error and "start the drain again" in error, error
+    assert not drain.saying("could not read the pauses"), drain.lines
+    assert drain.lines[-1].startswith("spooler: error: "), drain.lines
+    # And nothing is lost: once the server is back every event is still queued, and
+    # the next drain delivers them all (once the leases of the first have run out)
+    own_postgres.start()
+    with Spool(url) as spool:
+        assert spool.status().total.queued == len(queued)
+    receiver.respond = None
+    done = spooler_cmd(*drain_args(url, receiver.url, until_empty=True), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {event["id"] for event in receiver.delivered} >= set(queued)
+    with Spool(url) as spool:
+        assert spool.status().total.queued == 0
+
+
+def test_a_host_name_that_does_not_resolve_is_said_at_once(receiver: Receiver) -> None:
+    # Given a spool URL whose host name does not resolve (a typo; or a resolver not
+    # ready yet, at a container's start: so the drain waits as for a server away)
+    host = "spooler-no-such-host.invalid"
+    url = f"postgresql://spooler@{host}/events?wait=600"
+    drain = Logged(drain_args(url, receiver.url, until_empty=False))
+    try:
+        # When a drain starts on it, then at once (long before its 600 s wait), one
+        # line says what is wrong, and until when the drain waits for it
+        assert wait_until(lambda: drain.said("cannot be reached"), timeout=60), drain.lines
+        [line] = drain.saying("cannot be reached")
+        assert f"its host name '{host}' does not resolve" in line, line
+        assert "trying again for up to 600s" in line and " UTC" in line, line
+    finally:
+        drain.stop()
+    # And a drain that gives up names that cause in its error
+    failed = spooler_cmd(*drain_args(url.replace("600", "1"), receiver.url, until_empty=True))
+    assert failed.returncode == 1, failed.stderr
+    assert (
+        f"PostgreSQL could not be reached for 1s: its host name '{host}' does not resolve"
+        in failed.stderr.splitlines()[-1]
+    ), failed.stderr

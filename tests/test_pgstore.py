@@ -5,6 +5,7 @@ test_store_contract.py.)"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ from spooler.testing import Receiver
 psycopg = pytest.importorskip("psycopg")
 
 from spooler.store.postgres import SCHEMA_VERSION  # noqa: E402 (needs psycopg)
+from spooler.store.postgres.connection import _pipelined  # noqa: E402
 
 SECRET = PASSWORD
 
@@ -453,6 +455,46 @@ def test_producers_wait_while_the_server_restarts(own_postgres: PostgresServer) 
     count = own_postgres.sql(f"SELECT count(*) FROM {spool.store.schema}.queue")[0][0]
     assert count >= len(acknowledged)
     spool.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced_without_a_warning(
+    postgres: PostgresServer, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a spool whose writes are pipelined (a drain's: durability "normal"), with
+    # a connection of its pool that the server then ends (a server process killed, an
+    # administrator's pg_terminate_backend) while it is idle
+    name = f"dropped_{os.getpid()}"
+    with Spool(f"{pg_url}&application_name={name}", durability="normal") as spool:
+        spool.enqueue_many([{"n": 1}, {"n": 2}])
+        [[ended]] = postgres.sql(
+            f"SELECT count(pg_terminate_backend(pid, 30000)) FROM pg_stat_activity"
+            f" WHERE application_name = '{name}'"
+        )
+        assert ended == 1  # and gone: pg_terminate_backend waited for it
+        # When the spool writes on it again
+        caplog.set_level(logging.INFO)
+        spool.enqueue_many([{"n": 3}, {"n": 4}])
+        # Then the write went through on a new connection, and nothing was logged:
+        # neither psycopg's "error ignored terminating <psycopg.Pipeline [BAD]>" nor an
+        # outage, as the next try reached the server at once
+        assert spool.status().total.queued == 4
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+def test_psycopg_still_tells_of_a_pipeline_error_on_a_connection_that_is_up(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a pipelined transaction of the store's, on a connection that stays up, whose
+    # statement fails while the block leaves on another error
+    with psycopg.connect(postgres.admin_url(), autocommit=True) as conn:
+        with pytest.raises(RuntimeError), _pipelined(conn, synchronous=False):
+            conn.execute("SELECT 1/0")
+            raise RuntimeError("the block's own error")
+        # Then psycopg's line about the statement's error, which nothing else reports,
+        # still shows
+        [record] = caplog.records
+        assert record.name == "psycopg" and "division by zero" in record.getMessage()
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable
 
 
 def test_a_forked_child_opens_its_own_connections(pg_url: str) -> None:

@@ -18,6 +18,7 @@ def test_exported_names() -> None:
             "SpoolStatus",
             "SpoolerError",
             "StoreError",
+            "StoreUnreachableError",
             "UnknownEventError",
             "__version__",
         ]

@@ -8,11 +8,14 @@ module, are its bases: ``report``, ``pauses`` and ``worker``.
 from __future__ import annotations
 
 import enum
+import logging
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..errors import StoreUnreachableError
 
 if TYPE_CHECKING:
     from ..breaker import CircuitBreaker
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from ..store.interface import SpoolStore
 
 __all__ = ["DrainBase", "DrainReport", "Mode"]
+
+log = logging.getLogger("spooler.drain")
 
 
 class Mode(enum.Enum):
@@ -72,6 +77,7 @@ class DrainBase:
     _stop: threading.Event
     _wakeups: dict[str, threading.Event]
     _abandon_in_flight: threading.Event
+    _store_lost: threading.Event
     _report_lock: threading.Lock
     _report: DrainReport
     _running: int
@@ -91,3 +97,39 @@ class DrainBase:
             progress.set()
         for pacer in self._pacers.values():
             pacer.close()
+
+    def _stop_on_error(self, exc: Exception, destination: str | None = None) -> None:
+        """Stop the drain on an error it cannot go on from (a store error: a disk gone, a
+        file corrupted, a server unreachable for its ``wait``), met by one of its
+        workers (``destination``'s) or by the loop that watches them. Said once, by the
+        first to meet it: the others meet the same spool, and one line per worker would
+        only fill the logs. The events stay queued.
+
+        A spool that could not be reached stops the drain at once: the requests in
+        flight could not be settled, and every further call would wait ``wait`` again;
+        the leases the drain holds run out by themselves.
+        """
+        unreachable = isinstance(exc, StoreUnreachableError)
+        if unreachable:
+            message = (
+                f"{exc}. Nothing is lost: the events stay queued, and those this drain"
+                f" had claimed are due again once its leases run out (within"
+                f" {self._config.lease:g}s); start the drain again once the server"
+                " answers (or raise the URL's wait to ride out longer outages)"
+            )
+        else:
+            message = f"{destination}: {exc}" if destination else str(exc)
+        with self._report_lock:
+            first = self._report.error is None
+            if first:
+                self._report.error = message
+        if unreachable:
+            self._store_lost.set()
+        trace = exc if log.isEnabledFor(logging.DEBUG) else None
+        if not first:
+            log.debug("also met while stopping: %s", message, exc_info=trace)
+        elif unreachable or destination is None:
+            log.error("drain stopped: %s", message, exc_info=trace)
+        else:
+            self._logs[destination].error("drain stopped: %s", exc, exc_info=trace)
+        self.stop("error")

@@ -11,7 +11,7 @@ import random
 from typing import TYPE_CHECKING
 
 from ..breaker import CircuitBreaker
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreachableError
 from ..events import events_phrase
 from ..redact import masked_url
 from .base import DrainBase, Mode
@@ -60,6 +60,8 @@ class DrainPauses(DrainBase):
         with self._pauses_lock:
             try:
                 kept, now = self._store.pauses(), self._clock()
+            except StoreUnreachableError:
+                raise  # the drain stops on it (once, whichever part meets it first)
             except StoreError as exc:  # the workers meet it too, and stop the drain
                 log.warning("could not read the pauses other drains kept: %s", exc)
                 return

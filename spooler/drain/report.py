@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnreachableError
 from ..events import events_phrase
 from ..records import per_destination
 from .base import DrainBase, DrainReport, Mode
@@ -65,11 +65,24 @@ class DrainReporting(DrainBase):
         )
 
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
+        report = self._report
+        report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
+        if self._store_lost.is_set():
+            # Each call would wait for the server again: the leases run out instead,
+            # and what is left is for the next drain to count.
+            log.info(
+                "drain %s stopped (%s): delivered=%d retried=%d dead=%d; the spool could not"
+                " be reached to count what is left",
+                self.owner,
+                report.stopped_by,
+                report.delivered,
+                report.retried,
+                report.dead,
+            )
+            return report
         released = self._store.release_leases(self.owner, now=self._clock())
         if released:
             log.info("released %s leased for another drain to deliver", events_phrase(released))
-        report = self._report
-        report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         counts = self._store.counts(now=self._clock())
         report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
         self._history.flush(closing=True)
@@ -135,6 +148,8 @@ class DrainReporting(DrainBase):
         """Let a drained backlog give its pages back; failing to is not worth stopping for."""
         try:
             pages = self._store.reclaim_space()
+        except StoreUnreachableError:
+            raise  # not a page matter: the drain stops on it
         except StoreError as exc:
             log.warning("could not give free space back to the disk: %s", exc)
             return

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..config import DrainConfig
 from ..destination_log import DestinationLog
 from ..destinations import Destination, build_destination, spec_for
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreUnreachableError
 from ..events import events_phrase
 from ..history import HistoryRecorder
 from ..pacing import Pacer
@@ -145,6 +145,8 @@ class Drain(DrainWorkers, DrainReporting):
         # workers of an idle one, each to claim nothing.
         self._wakeups = {name: threading.Event() for name in self._destinations}
         self._abandon_in_flight = threading.Event()  # set by a second stop()
+        # Set when the spool could not be reached for its wait: the drain ends at once.
+        self._store_lost = threading.Event()
         # Guards the report, the count of running workers, and the retry-now count.
         self._report_lock = threading.Lock()
         self._report = DrainReport()
@@ -212,40 +214,47 @@ class Drain(DrainWorkers, DrainReporting):
         next_follow = started_mono + FOLLOW_INTERVAL
         give_up_at = math.inf
         clock_offset = self._clock() - started_mono
-        while not self._all_done.wait(timeout=0.1):
-            now_mono = time.monotonic()
-            clock_offset = self._follow_clock(clock_offset, now_mono)
-            if now_mono >= deadline:
-                self.stop("max_time")
-            if self._stop.is_set():
-                if give_up_at == math.inf:
-                    give_up_at = now_mono + grace
-                    log.info(
-                        "stopping (%s): no new claims; waiting up to %.0fs for requests in "
-                        "flight (a further SIGTERM or SIGINT abandons them)",
-                        self._report.stopped_by,
-                        grace,
-                    )
-                if self._abandon_in_flight.is_set() or now_mono >= give_up_at:
-                    log.warning("in-flight requests did not finish in time; releasing their events")
+        try:
+            while not self._all_done.wait(timeout=0.1):
+                now_mono = time.monotonic()
+                clock_offset = self._follow_clock(clock_offset, now_mono)
+                if now_mono >= deadline:
+                    self.stop("max_time")
+                if self._store_lost.is_set():
                     break
-            if now_mono >= next_summary:
-                self._log_summary(now_mono - started_mono)
-                next_summary += self._config.summary_interval
-            if now_mono >= next_reclaim:
-                self._reclaim_space()
-                next_reclaim = now_mono + RECLAIM_INTERVAL
-            if now_mono >= next_follow:
-                self._follow_pauses()
-                next_follow = now_mono + FOLLOW_INTERVAL
-            if self._history.due():
-                self._history.flush()
-            if progress:
-                with self._report_lock:
-                    snapshot = replace(self._report)
-                progress(snapshot)
-            if heartbeat:
-                heartbeat(self.overdue())
+                if self._stop.is_set():
+                    if give_up_at == math.inf:
+                        give_up_at = now_mono + grace
+                        log.info(
+                            "stopping (%s): no new claims; waiting up to %.0fs for requests"
+                            " in flight (a further SIGTERM or SIGINT abandons them)",
+                            self._report.stopped_by,
+                            grace,
+                        )
+                    if self._abandon_in_flight.is_set() or now_mono >= give_up_at:
+                        log.warning(
+                            "in-flight requests did not finish in time; releasing their events"
+                        )
+                        break
+                if now_mono >= next_summary:
+                    self._log_summary(now_mono - started_mono)
+                    next_summary += self._config.summary_interval
+                if now_mono >= next_reclaim:
+                    self._reclaim_space()
+                    next_reclaim = now_mono + RECLAIM_INTERVAL
+                if now_mono >= next_follow:
+                    self._follow_pauses()
+                    next_follow = now_mono + FOLLOW_INTERVAL
+                if self._history.due():
+                    self._history.flush()
+                if progress:
+                    with self._report_lock:
+                        snapshot = replace(self._report)
+                    progress(snapshot)
+                if heartbeat:
+                    heartbeat(self.overdue())
+        except StoreUnreachableError as exc:
+            self._stop_on_error(exc)
         return self._finish(mode, time.monotonic() - started_mono)
 
     def _follow_clock(self, offset: float, now_mono: float) -> float:

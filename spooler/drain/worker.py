@@ -6,7 +6,6 @@ test-only crash points.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -20,8 +19,6 @@ from .base import Mode
 from .pauses import DrainPauses
 
 __all__ = ["CRASH_ENV", "CRASH_POINTS", "HANG_ENV", "DrainWorkers"]
-
-log = logging.getLogger("spooler.drain")
 
 # Test-only: the reliability tests name a point here and the drain SIGKILLs itself
 # there, so "crash after the receiver answered, before the ack" is exact, not lucky;
@@ -90,14 +87,7 @@ class DrainWorkers(DrainPauses):
                 wakeup.wait(wait)
                 wakeup.clear()
         except Exception as exc:
-            # A store error (disk gone, file corrupted) stops the whole drain: looping
-            # on it would only fill the logs. The events stay queued.
-            self._logs[name].error(
-                "drain stopped: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG)
-            )
-            with self._report_lock:
-                self._report.error = self._report.error or f"{name}: {exc}"
-            self.stop("error")
+            self._stop_on_error(exc, name)
         finally:
             # A worker ends only when its destination is done (or the drain stops):
             # the parked ones end too, each as it finds out.

@@ -4,12 +4,16 @@ carry an operation across a server restart.
 A store operation takes a connection from the pool for its one transaction and gives
 it back, so a drain's worker threads never share one. While the server cannot be
 reached, an operation keeps trying for ``wait`` seconds (the URL's ``wait``, default
-10), then fails with ``StoreError``: docs/guarantees.md says why a producer waits.
+10), then fails with ``StoreUnreachableError``: docs/guarantees.md says why a producer
+waits. The process logs such an outage once, when the first of its operations meets
+it (what failed, until when it is retried), and once more when the server answers.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -22,22 +26,31 @@ import psycopg
 from psycopg import pq
 from psycopg.pq.abc import PGconn, PGresult
 
-from ...errors import StoreError
+from ...errors import StoreError, StoreUnreachableError
 from ..postgres_url import Target
 
 __all__ = ["Connections"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("spooler.store")
+
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds, where the URL sets none: libpq's own is forever
-# Errors after which the same operation may simply run again: the server went away
-# (57P01-57P03: shut down, crashed, starting up), a pooler lost it (class 08, which
-# PgBouncer answers while the server restarts: "server login has been failing",
-# "query_wait_timeout"), or it chose this transaction to abort (a deadlock, a
-# serialization failure); in each case nothing of it was committed.
-_RETRY_STATES = ("57P01", "57P02", "57P03", "40P01", "40001")
-_RETRY_CLASSES = ("08",)
+# Errors after which the same operation may simply run again, as nothing of it was
+# committed: the server went away (57P01-57P03: shut down, crashed, starting up) or a
+# pooler lost it (class 08, which PgBouncer answers while the server restarts: "server
+# login has been failing", "query_wait_timeout"), an outage; or the server chose this
+# transaction to abort (a deadlock, a serialization failure), which is none.
+_AWAY_STATES = ("57P01", "57P02", "57P03")
+_AWAY_CLASSES = ("08",)
+_ABORTED_STATES = ("40P01", "40001")
 _LONGEST_PAUSE = 1.0  # seconds between tries while the server is away
+# A host name that did not resolve, as psycopg (3.2 and later: it resolves names
+# itself) or libpq (psycopg 3.1) says it: the name, and the resolver's reason.
+_UNRESOLVED = re.compile(
+    r"failed to resolve host '(?P<psycopg>[^']*)': (?:\[Errno -?\d+\] )?(?P<why>.*)"
+    r'|could not translate host name "(?P<libpq>[^"]*)" to address: (?P<libpq_why>.*)'
+)
 
 
 class Connections:
@@ -64,26 +77,34 @@ class Connections:
         self._prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = (
             weakref.WeakKeyDictionary()
         )
+        # Since when (time.monotonic()) the process's operations have found the server
+        # away, as ``_went_away`` said; None while it answers. (Under ``_lock``.)
+        self._away_since: float | None = None
 
     def run(self, operation: Callable[[psycopg.Connection], T]) -> T:
         """Run ``operation`` (one transaction) on a connection of the pool.
 
         While the server is unreachable (or chose the transaction to abort) it runs
-        again on a new connection, for up to ``wait`` seconds; any other database error
-        leaves as ``StoreError``. So an operation must be safe to repeat after its
-        connection broke at commit: each checks its own lease or event ids.
+        again on a new connection, for up to ``wait`` seconds, then leaves as
+        ``StoreUnreachableError``; any other database error leaves as ``StoreError``.
+        So an operation must be safe to repeat after its connection broke at commit:
+        each checks its own lease or event ids.
         """
         deadline: float | None = None
         pause = 0.0
         refused = False
+        failed = 0
         while True:
             conn: psycopg.Connection | None = None
             try:
                 conn = self._take()
                 try:
-                    return operation(conn)
+                    result = operation(conn)
                 finally:
                     self._give_back(conn)
+                if self._away_since is not None:  # read without the lock: a hint
+                    self._answered()
+                return result
             except psycopg.Error as exc:
                 verdict = self._verdict(exc, connecting=conn is None)
                 if verdict == "fail" or (verdict == "refused" and refused):
@@ -92,13 +113,21 @@ class Connections:
                 # pooler, a connection it broke while the server restarted pings as
                 # answering too, and what follows is the pooler's "retry" error.)
                 refused = verdict == "refused"
+                failed += 1
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + self.target.wait
                 if now + pause > deadline:
-                    raise StoreError(
+                    if verdict == "aborted":
+                        raise self._store_error(exc) from None
+                    raise StoreUnreachableError(
                         f"{self.target.shown}: PostgreSQL could not be reached for "
-                        f"{self.target.wait:g}s: {_first_line(exc)}"
+                        f"{self.target.wait:g}s: {_cause(exc)}"
                     ) from None
+                # An outage, unless a connection kept from earlier was all that broke
+                # (a server process ended, a pooler restarted): the next try, on a new
+                # connection, tells.
+                if verdict == "away" and (conn is None or failed > 1):
+                    self._went_away(exc, deadline - now)
                 if pause:
                     time.sleep(pause)
                 pause = min(max(pause * 2, 0.05), _LONGEST_PAUSE)
@@ -212,23 +241,59 @@ class Connections:
             each.close()
 
     def _verdict(self, exc: psycopg.Error, *, connecting: bool) -> str:
-        """``retry``: the server is away, or chose this transaction to abort; ``refused``:
-        a connection failed, yet the server now accepts connections (it may just have
-        finished starting: worth one more try, after which it is refusing us, over a
-        password say); ``fail``: anything else."""
-        if exc.sqlstate in _RETRY_STATES or (exc.sqlstate or "")[:2] in _RETRY_CLASSES:
-            return "retry"
-        if exc.sqlstate is not None or not isinstance(exc, psycopg.OperationalError):
+        """``away``: the server (or a pooler's) cannot be reached; ``aborted``: the
+        server chose this transaction to abort; ``refused``: a connection failed, yet
+        the server now accepts connections (it may just have finished starting: worth
+        one more try, after which it is refusing us, over a password say); ``fail``:
+        anything else. An operation runs again on all but ``fail``."""
+        state = exc.sqlstate or ""
+        if state in _AWAY_STATES or state[:2] in _AWAY_CLASSES:
+            return "away"
+        if state in _ABORTED_STATES:
+            return "aborted"
+        if state or not isinstance(exc, psycopg.OperationalError):
             return "fail"
         if not connecting:
             # An open connection broke: the server went away, or a pooler lost it
             # (which then answers pings itself).
-            return "retry"
+            return "away"
+        if _UNRESOLVED.search(_first_line(exc)):
+            return "away"  # a ping would only ask the resolver again
         # No SQL state: the connection failed.
         ping = pq.PGconn.ping(self._ping_conninfo)
         if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
-            return "retry"
+            return "away"
         return "refused" if ping == pq.Ping.OK else "fail"
+
+    def _went_away(self, exc: psycopg.Error, left: float) -> None:
+        """Say, once per outage, that the server cannot be reached, and until when the
+        operation that found it out keeps trying (``left`` seconds from now)."""
+        if left <= 0:
+            return  # wait=0: the error the caller gets says it all
+        with self._lock:
+            if self._away_since is not None:
+                return  # another operation said it
+            self._away_since = time.monotonic()
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + left))
+        log.warning(
+            "%s: PostgreSQL cannot be reached: %s; trying again for up to %gs (the URL's"
+            " wait), until %s",
+            self.target.shown,
+            _cause(exc),
+            self.target.wait,
+            until,
+        )
+
+    def _answered(self) -> None:
+        """Say that the server answers again, after an outage ``_went_away`` said."""
+        with self._lock:
+            since, self._away_since = self._away_since, None
+        if since is not None:  # else another operation said it
+            log.info(
+                "%s: PostgreSQL answers again (it could not be reached for %.1fs)",
+                self.target.shown,
+                time.monotonic() - since,
+            )
 
     def _store_error(self, exc: psycopg.Error) -> StoreError:
         """The ``StoreError`` an operator reads for a database error on this spool."""
@@ -238,12 +303,52 @@ class Connections:
         return StoreError(f"{self.target.shown}: {_first_line(exc)}{hint}")
 
 
+class _LostPipelines(logging.Filter):
+    """Drops psycopg's "error ignored terminating <psycopg.Pipeline [BAD]>: the connection
+    is lost", for the pipelines of ``_pipelined`` alone (in the thread that runs one).
+
+    psycopg logs it when a pipeline left on an error cannot sync its connection, which
+    on a connection the server dropped is always: a server restart put 2-6 of those in
+    a drain's log. Yet the error that lost the connection still leaves the block, and
+    ``Connections.run`` says what happened once, in its own words (and nothing if the
+    next try, on a new connection, got through). So a record is dropped only if it is
+    that message, logged while this thread runs a block of ``_pipelined`` whose
+    connection is lost; any other (a pipeline that failed on a connection still up,
+    another program's) passes.
+    """
+
+    _MESSAGE = "error ignored terminating %r: %s"  # psycopg's Pipeline.__exit__
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._running = threading.local()  # .conn: the connection of this thread's block
+
+    @contextmanager
+    def around(self, conn: psycopg.Connection) -> Iterator[None]:
+        """Mark the block as one running a pipeline on ``conn``."""
+        self._running.conn = conn
+        try:
+            yield
+        finally:
+            self._running.conn = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for psycopg's line about a pipeline of ours whose connection is lost."""
+        conn = getattr(self._running, "conn", None)
+        return not (conn is not None and conn.broken and record.msg == self._MESSAGE)
+
+
+# psycopg's logger is the process's: the filter is installed once, on import.
+_LOST_PIPELINES = _LostPipelines()
+logging.getLogger("psycopg").addFilter(_LOST_PIPELINES)
+
+
 @contextmanager
 def _pipelined(conn: psycopg.Connection, *, synchronous: bool) -> Iterator[None]:
     # BEGIN, the statements and COMMIT go out together (a pipeline): one round trip
     # unless a statement's result is read before the end. SET LOCAL, not a setting of
     # the session: a pooler may hand the session to someone else.
-    with conn.pipeline(), conn.transaction():
+    with _LOST_PIPELINES.around(conn), conn.pipeline(), conn.transaction():
         if not synchronous:
             conn.execute("SET LOCAL synchronous_commit TO off")
         yield
@@ -279,6 +384,17 @@ def _raise_for(pgconn: PGconn, result: PGresult) -> None:
     except KeyError:
         error = psycopg.DatabaseError
     raise error(message)
+
+
+def _cause(exc: BaseException) -> str:
+    """Why the server could not be reached, for an operator: the error's first line, or
+    the host name that does not resolve (a typo in the URL, or a resolver not ready)."""
+    unresolved = _UNRESOLVED.search(_first_line(exc))
+    if not unresolved:
+        return _first_line(exc)
+    host = unresolved["psycopg"] or unresolved["libpq"]
+    why = (unresolved["why"] or unresolved["libpq_why"] or "").strip()
+    return f"its host name {host!r} does not resolve ({why}): check the URL's host"
 
 
 def _first_line(exc: BaseException) -> str:
