@@ -102,7 +102,11 @@ def inspect(
         first = next(dead, None)
         if first is None:
             if not as_json:
-                click.echo("no dead events", err=True)
+                # "no dead events" would be untrue of a spool whose dead events the
+                # IDs or filters left out (after a key rotation, --status 401 once the
+                # 401s were replayed, while the 400s stay dead).
+                selected = ids or any(value is not None for value in filters.values())
+                click.echo("no dead event matches" if selected else "no dead events", err=True)
             return
         dead = itertools.chain([first], dead)
         if as_json:

@@ -415,6 +415,23 @@ def test_dlq_inspect_table_and_json(db: Path, dead_spool: list[str]) -> None:
     assert missing.exit_code == 1 and "not in the dead-letter table: no-such-id" in missing.stderr
 
 
+def test_dlq_inspect_says_when_its_selection_leaves_every_dead_event_out(
+    db: Path, dead_spool: list[str]
+) -> None:
+    # Given a spool whose dead events the API refused as malformed (400)
+    # When the operator asks for those a wrong key killed (401), and for one by its id
+    for selection in (["--status", "401"], [dead_spool[1], "--status", "401"]):
+        shown = spooler_cmd("dlq", "inspect", "--db", str(db), *selection)
+        # Then it says that none matches, not that the spool has no dead events
+        assert shown.returncode == 0 and shown.stdout == "", shown.stderr
+        assert shown.stderr == "no dead event matches\n", selection
+    # And a spool that has none says so
+    purged = spooler_cmd("dlq", "purge", "--db", str(db), "--all", "--yes")
+    assert purged.stdout == "purged 2 events\n", purged.stderr
+    shown = spooler_cmd("dlq", "inspect", "--db", str(db))
+    assert shown.returncode == 0 and shown.stderr == "no dead events\n", shown.stderr
+
+
 def test_dlq_inspect_id_shows_every_logged_attempt_and_the_payload(
     db: Path, receiver: Receiver
 ) -> None:
