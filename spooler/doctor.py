@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 from .events import events_phrase
@@ -115,13 +116,15 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
     each = []
     for name, counts in sorted(failing.items()):
         left = (counts.paused_until or now) - now
-        state = f"paused for {left:.0f}s more" if left > 0 else "to be probed"
+        # Rounded up: a pause with 0.4 s left is not "0s more".
+        state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
         requests = (
             "request" if counts.failed_in_a_row == 1 else f"{counts.failed_in_a_row} requests"
         )
-        error = one_line(counts.last_error or "", 60)
+        # A pause can be kept without an error (recorded apart): then no "()".
+        error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
         each.append(
-            f"{name}: its last {requests} failed ({error}), {state},"
+            f"{name}: its last {requests} failed{error}, {state},"
             f" {events_phrase(counts.queued)} queued"
         )
     return Finding("warning", "delivery", "; ".join(each) + " (see spooler status)")

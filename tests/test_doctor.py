@@ -130,6 +130,22 @@ def test_a_destination_whose_requests_fail_is_a_warning_until_one_gets_through(
     assert doctor.returncode == 0 and "delivery" not in doctor.stdout, doctor.stdout
 
 
+def test_a_pause_about_to_end_is_not_said_to_last_0s(db: Path) -> None:
+    # Given a destination whose drain paused it, with 0.3 s of the pause left
+    now = time.time()
+    with Spool(db) as spool:
+        spool.enqueue({"a": 1})
+        spool.store.record_pause("default", failures=2, until=now + 0.3, url_digest="-")
+        # When the doctor looks at that instant
+        found = {f.check: f for f in diagnose(spool, now=now)}
+    # Then the pause reads as the second it lasts at most, not "0s more" (and with no
+    # error kept, none is shown)
+    assert found["delivery"].detail == (
+        "default: its last 2 requests failed, paused for 1s more, 1 event queued"
+        " (see spooler status)"
+    )
+
+
 def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:
     def limits(spool: Spool) -> tuple[str, str]:
         found = {f.check: f for f in diagnose(spool, now=time.time())}
