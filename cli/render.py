@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from spooler.events import events_phrase
@@ -16,8 +15,10 @@ from spooler.records import (
     LeasedEvents,
     SpoolStatus,
     iso_utc,
+    leases_by_drain,
     one_line,
     requests_phrase,
+    utc_clock,
 )
 
 __all__ = [
@@ -113,14 +114,11 @@ def status_table(status: SpoolStatus) -> str:
 def lease_lines(leases: Sequence[LeasedEvents], now: float) -> Iterator[str]:
     """A line per drain holding events under live leases, and when its last lease ends:
     ``drain web1:4121:9f2c holds 120 events of default until 09:41:07 UTC (in 45s)``."""
-    for owner, held in itertools.groupby(sorted(leases), key=lambda leased: leased.owner):
-        mine = list(held)
-        events = sum(leased.events for leased in mine)
-        until = max(leased.until for leased in mine)
-        where = ", ".join(leased.destination for leased in mine)
+    for owner, held in sorted(leases_by_drain(sorted(leases)).items()):
         yield (
-            f"drain {owner} holds {events_phrase(events)} of {where} under lease until"
-            f" {time.strftime('%H:%M:%S UTC', time.gmtime(until))} (in {human_age(until - now)})"
+            f"drain {owner} holds {events_phrase(held.events)} of"
+            f" {', '.join(held.destinations)} under lease until {utc_clock(held.until)}"
+            f" (in {human_age(held.until - now)})"
         )
 
 
@@ -138,11 +136,12 @@ def service_line(name: str, report: dict[str, object], now: float) -> str:
         value = report.get(key)
         return value if isinstance(value, (int, float)) else 0
 
-    age = human_age(now - number("updated_at"))
+    since_report = now - number("updated_at")
+    age = human_age(since_report)
     interval = number("idle_report_s")  # 0 in a report from before idle reports
     if report.get("stopped"):
         state = f"stopped {age} ago"
-    elif interval and now - number("updated_at") > SILENT_AFTER_INTERVALS * interval:
+    elif interval and since_report > SILENT_AFTER_INTERVALS * interval:
         state = (
             f"no report for {age}, though it reports every {interval:g}s: killed, or cannot"
             " write to the spool"

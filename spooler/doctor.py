@@ -6,7 +6,7 @@ import math
 from collections.abc import Collection
 
 from .events import events_phrase
-from .records import Finding, one_line, per_destination
+from .records import Finding, one_line, per_destination, requests_phrase
 from .spool import Spool
 
 __all__ = ["Finding", "diagnose"]
@@ -118,9 +118,8 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
         left = (counts.paused_until or now) - now
         # Rounded up: a pause with 0.4 s left is not "0s more".
         state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
-        requests = (
-            "request" if counts.failed_in_a_row == 1 else f"{counts.failed_in_a_row} requests"
-        )
+        failed = counts.failed_in_a_row
+        requests = "request" if failed == 1 else requests_phrase(failed)
         # A pause can be kept without an error (recorded apart): then no "()".
         error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
         each.append(

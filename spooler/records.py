@@ -10,7 +10,7 @@ imports them where it builds one, which only drains and operator commands do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ __all__ = [
     "DeadGroup",
     "DeadPage",
     "DeadSelection",
+    "DrainLeases",
     "Failure",
     "Finding",
     "KeptPause",
@@ -37,9 +38,11 @@ __all__ = [
     "SpoolStatus",
     "dead_event",
     "iso_utc",
+    "leases_by_drain",
     "one_line",
     "per_destination",
     "requests_phrase",
+    "utc_clock",
 ]
 
 #: The reasons spooler dead-letters events for (a client may add its own).
@@ -60,6 +63,11 @@ def one_line(text: str, width: int | None = None) -> str:
 def requests_phrase(count: int) -> str:
     """``"1 request"``, ``"3 requests"``: for the relay's counts of requests."""
     return f"{count} request" if count == 1 else f"{count} requests"
+
+
+def utc_clock(timestamp: float) -> str:
+    """``"09:41:07 UTC"``: a time within the coming minutes, for a log or status line."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%H:%M:%S UTC")
 
 
 def iso_utc(timestamp: float) -> str:
@@ -119,6 +127,27 @@ class LeasedEvents(NamedTuple):
     destination: str
     events: int
     until: float  # when the last of these leases ends, unless its drain extends it
+
+
+class DrainLeases(NamedTuple):
+    """What one drain holds under live leases, over its destinations."""
+
+    events: int
+    until: float  # when its last lease ends, unless it extends it
+    destinations: tuple[str, ...]
+
+
+def leases_by_drain(leases: Iterable[LeasedEvents]) -> dict[str, DrainLeases]:
+    """``leases`` added up per drain, by its name (in the order the drains first come)."""
+    found: dict[str, DrainLeases] = {}
+    for leased in leases:
+        mine = found.get(leased.owner, DrainLeases(0, leased.until, ()))
+        found[leased.owner] = DrainLeases(
+            mine.events + leased.events,
+            max(mine.until, leased.until),
+            (*mine.destinations, leased.destination),
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,11 @@ the last summary.
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter
 from collections.abc import Mapping
 
 from ..errors import StoreError, StoreUnreachableError
 from ..events import events_phrase
-from ..records import per_destination
+from ..records import leases_by_drain, per_destination, utc_clock
 from .base import DrainBase, DrainReport, Mode
 
 __all__ = ["DrainReporting"]
@@ -113,26 +111,26 @@ class DrainReporting(DrainBase):
         killed without settling them leaves them to run out. (Their holders are not
         asked whether they still run: a pid says nothing across PID namespaces that
         share a host name, so a lease is never taken over early.)"""
-        held: Counter[str] = Counter()  # events, by the drain holding them
-        ends: dict[str, float] = {}  # when that drain's last lease ends
-        for leased in self._store.live_leases(now=now):
-            if leased.destination in self._destinations and leased.owner != self.owner:
-                held[leased.owner] += leased.events
-                ends[leased.owner] = max(ends.get(leased.owner, 0.0), leased.until)
+        held = leases_by_drain(
+            leased
+            for leased in self._store.live_leases(now=now)
+            if leased.destination in self._destinations and leased.owner != self.owner
+        )
         if not held:
             return
-        events, last = held.total(), max(ends.values())
+        events = sum(mine.events for mine in held.values())
+        last = max(mine.until for mine in held.values())
         if len(held) == 1:
             [owner] = held
-            holders = f"{owner} until {_utc_time(last)} (in {last - now:.0f}s)"
+            holders = f"{owner} until {utc_clock(last)} (in {last - now:.0f}s)"
             why = "a drain that stopped without settling them, or one still running"
             lease = "the lease ends"
         else:
             each = ", ".join(
-                f"{owner}: {count} until {_utc_time(ends[owner])}"
-                for owner, count in sorted(held.items())
+                f"{owner}: {mine.events} until {utc_clock(mine.until)}"
+                for owner, mine in sorted(held.items())
             )
-            holders = f"{len(held)} other drains until {_utc_time(last)} at the latest ({each})"
+            holders = f"{len(held)} other drains until {utc_clock(last)} at the latest ({each})"
             why = "drains that stopped without settling them, or still running"
             lease = "the leases end"
         log.warning(
@@ -155,8 +153,3 @@ class DrainReporting(DrainBase):
             return
         if pages:
             log.info("gave %d free pages back to the disk", pages)
-
-
-def _utc_time(timestamp: float) -> str:
-    """``"09:41:07 UTC"``: a time within the next minutes, for a log line."""
-    return time.strftime("%H:%M:%S UTC", time.gmtime(timestamp))

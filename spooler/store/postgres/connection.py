@@ -274,14 +274,15 @@ class Connections:
             if self._away_since is not None:
                 return  # another operation said it
             self._away_since = time.monotonic()
-        until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + left))
+        from ...records import utc_clock
+
         log.warning(
             "%s: PostgreSQL cannot be reached: %s; trying again for up to %gs (the URL's"
             " wait), until %s",
             self.target.shown,
             _cause(exc),
             self.target.wait,
-            until,
+            utc_clock(time.time() + left),
         )
 
     def _answered(self) -> None:
