@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from urllib.parse import quote
 
 __all__ = [
@@ -241,7 +242,7 @@ def _reachable_by_postgres(parent: str | None) -> str | None:
         return parent
     blocked = next(
         folder
-        for folder in [*reversed(_ancestors(wanted)), wanted]
+        for folder in [*reversed(Path(wanted).parents), Path(wanted)]
         if not _postgres_can_pass(folder)
     )
     device = os.stat(wanted).st_dev
@@ -261,16 +262,7 @@ def _reachable_by_postgres(parent: str | None) -> str | None:
     )
 
 
-def _ancestors(path: str) -> list[str]:
-    """The folders above ``path``, nearest first."""
-    found = []
-    while (above := os.path.dirname(path)) != path:
-        found.append(above)
-        path = above
-    return found
-
-
-def _postgres_can_pass(folder: str) -> bool:
+def _postgres_can_pass(folder: str | Path) -> bool:
     """Whether the postgres user can pass into ``folder`` (and every folder on the way)."""
     done = subprocess.run(
         ["runuser", "-u", "postgres", "--", "test", "-x", folder],
