@@ -28,9 +28,15 @@ if TYPE_CHECKING:
     from ..settling import Settler
     from ..store.interface import SpoolStore
 
-__all__ = ["DrainBase", "DrainReport", "Mode"]
+__all__ = ["DrainBase", "DrainReport", "Mode", "RunEnded"]
 
 log = logging.getLogger("spooler.drain")
+
+
+class RunEnded(Exception):
+    """Raised in a worker still out when its drain's run ended (a request abandoned at the
+    stop, a wait on a spool that cannot be reached): the run's report and last lines
+    are out, so nothing the worker does from here on is counted or said."""
 
 
 class Mode(enum.Enum):
@@ -78,6 +84,7 @@ class DrainBase:
     _wakeups: dict[str, threading.Event]
     _abandon_in_flight: threading.Event
     _store_lost: threading.Event
+    _ended: threading.Event
     _report_lock: threading.Lock
     _report: DrainReport
     _running: int
@@ -109,6 +116,8 @@ class DrainBase:
         flight could not be settled, and every further call would wait ``wait`` again;
         the leases the drain holds run out by themselves.
         """
+        if self._ended.is_set():
+            return  # a worker that was still out: the run's last lines are said
         unreachable = isinstance(exc, StoreUnreachableError)
         if unreachable:
             message = (

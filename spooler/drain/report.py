@@ -63,6 +63,10 @@ class DrainReporting(DrainBase):
         )
 
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:
+        # From here on the lines are the run's last: a worker still out (a request
+        # abandoned at the stop, a wait on a spool that cannot be reached) says nothing
+        # more, not even of an answer that comes after them.
+        self._ended.set()
         report = self._report
         report.stopped_by = report.stopped_by or ("once" if mode is Mode.ONCE else "empty")
         if self._store_lost.is_set():

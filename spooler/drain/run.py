@@ -147,6 +147,8 @@ class Drain(DrainWorkers, DrainReporting):
         self._abandon_in_flight = threading.Event()  # set by a second stop()
         # Set when the spool could not be reached for its wait: the drain ends at once.
         self._store_lost = threading.Event()
+        # Set when the run ends: workers still out then (RunEnded) stay silent.
+        self._ended = threading.Event()
         # Guards the report, the count of running workers, and the retry-now count.
         self._report_lock = threading.Lock()
         self._report = DrainReport()

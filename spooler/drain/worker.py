@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..bisection import Bisection, LeaseKeeper
 from ..destinations import Destination, Verdict
 from ..records import ClaimedEvent
-from .base import Mode
+from .base import Mode, RunEnded
 from .pauses import DrainPauses
 
 __all__ = ["CRASH_ENV", "CRASH_POINTS", "HANG_ENV", "DrainWorkers"]
@@ -86,6 +86,8 @@ class DrainWorkers(DrainPauses):
                     wait = min(wait, max(next_due - self._clock(), 0.005))
                 wakeup.wait(wait)
                 wakeup.clear()
+        except RunEnded:
+            pass  # the run is over: nothing of this worker's is counted or said
         except Exception as exc:
             self._stop_on_error(exc, name)
         finally:
@@ -166,6 +168,8 @@ class DrainWorkers(DrainPauses):
         epoch = breaker.epoch
         verdict = destination.send(events)
         self._crash_point("after_response")
+        if self._ended.is_set():
+            raise RunEnded  # its events were given back, or wait for their lease to end
         elapsed = time.monotonic() - sent_at
         self._alive(destination)
         if not verdict.sent:
