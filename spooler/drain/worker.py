@@ -168,8 +168,6 @@ class DrainWorkers(DrainPauses):
         epoch = breaker.epoch
         verdict = destination.send(events)
         self._crash_point("after_response")
-        if self._ended.is_set():
-            raise RunEnded  # its events were given back, or wait for their lease to end
         elapsed = time.monotonic() - sent_at
         self._alive(destination)
         if not verdict.sent:
@@ -183,6 +181,10 @@ class DrainWorkers(DrainPauses):
         # another worker's answer changed it meanwhile, and the pauses other drains
         # kept are never read between the two (_follow_pauses).
         with self._pauses_lock:
+            # Asked under the lock: another worker may hold it for the spool's whole
+            # wait (keeping a pause on a server that is away), and the run end meanwhile.
+            if self._ended.is_set():
+                raise RunEnded  # its events were given back, or wait for their lease
             if breaker.record(
                 failed=verdict.outcome == "retry", epoch=epoch, retry_after=verdict.retry_after
             ):
