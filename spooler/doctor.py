@@ -103,9 +103,11 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
 
 
 def _failing(spool: Spool, *, now: float) -> Finding | None:
-    """A warning naming the destinations whose last requests failed (the drains keep
-    them paused, then probe), or None: a spool in good health can still be piling up
-    events for an API that is down, and ``delivery`` says so where ``status`` would."""
+    """The destinations whose last requests failed (the drains keep them paused, then
+    probe), or None: a spool in good health can still be piling up events for an API
+    that is down, and ``delivery`` says so where ``status`` would. A warning while
+    events of one of them are queued; once none are (they died, or were purged),
+    nothing waits to be probed, and the line is only what the drains remember."""
     failing = {
         name: counts
         for name, counts in spool.store.counts(now=now).items()
@@ -115,18 +117,24 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
         return None
     each = []
     for name, counts in sorted(failing.items()):
-        left = (counts.paused_until or now) - now
-        # Rounded up: a pause with 0.4 s left is not "0s more".
-        state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
         failed = counts.failed_in_a_row
         requests = "request" if failed == 1 else requests_phrase(failed)
         # A pause can be kept without an error (recorded apart): then no "()".
         error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
+        if not counts.queued:
+            each.append(f"{name}: its last {requests} failed{error}, but nothing is queued for it")
+            continue
+        left = (counts.paused_until or now) - now
+        # Rounded up: a pause with 0.4 s left is not "0s more".
+        state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
         each.append(
             f"{name}: its last {requests} failed{error}, {state},"
             f" {events_phrase(counts.queued)} queued"
         )
-    return Finding("warning", "delivery", "; ".join(each) + " (see spooler status)")
+    waiting = any(counts.queued for counts in failing.values())
+    return Finding(
+        "warning" if waiting else "ok", "delivery", "; ".join(each) + " (see spooler status)"
+    )
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:

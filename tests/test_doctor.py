@@ -146,6 +146,35 @@ def test_a_pause_about_to_end_is_not_said_to_last_0s(db: Path) -> None:
     )
 
 
+def test_a_failing_destination_with_nothing_queued_is_no_warning(spool_location: str) -> None:
+    # Given two destinations whose last requests failed, their pauses over: each has an
+    # event queued, waiting for a probe
+    now = time.time()
+    with Spool(spool_location) as spool:
+        spool.enqueue({"n": 1}, destination="a")
+        spool.enqueue({"n": 2}, destination="b")
+        for name in ("a", "b"):
+            spool.store.record_pause(name, failures=3, until=now - 1, url_digest="-")
+        # When every event of b dies (an operator expired it), then every event of a
+        assert spool.expire(destination="b") == 1
+        found = {f.check: f for f in diagnose(spool, now=now)}
+        assert spool.expire(destination="a") == 1
+        none_left = {f.check: f for f in diagnose(spool, now=now)}
+    # Then b, with nothing left to probe, no longer makes a warning of its own; a does
+    # while its event waits
+    assert (found["delivery"].level, found["delivery"].detail) == (
+        "warning",
+        "a: its last 3 requests failed, to be probed, 1 event queued; b: its last 3"
+        " requests failed, but nothing is queued for it (see spooler status)",
+    )
+    # And with nothing queued for either, the line is ok
+    assert (none_left["delivery"].level, none_left["delivery"].detail) == (
+        "ok",
+        "a: its last 3 requests failed, but nothing is queued for it; b: its last 3"
+        " requests failed, but nothing is queued for it (see spooler status)",
+    )
+
+
 def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:
     def limits(spool: Spool) -> tuple[str, str]:
         found = {f.check: f for f in diagnose(spool, now=time.time())}
