@@ -78,7 +78,7 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
         leases += (
             f"; {events_phrase(events)} leased by {drains} running drain"
             f"{'' if drains == 1 else 's'} (or stopped without settling them), the last"
-            f" lease ends in {max(leased.until for leased in live) - now:.0f}s"
+            f" lease ends in {_seconds_left(max(leased.until for leased in live) - now)}"
         )
     findings = [Finding("warning" if stale else "ok", "leases", leases)]
     corrupt = store.quarantine_corrupt(now=now)
@@ -125,8 +125,7 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
             each.append(f"{name}: its last {requests} failed{error}, but nothing is queued for it")
             continue
         left = (counts.paused_until or now) - now
-        # Rounded up: a pause with 0.4 s left is not "0s more".
-        state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
+        state = f"paused for {_seconds_left(left)} more" if left > 0 else "to be probed"
         each.append(
             f"{name}: its last {requests} failed{error}, {state},"
             f" {events_phrase(counts.queued)} queued"
@@ -135,6 +134,12 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
     return Finding(
         "warning" if waiting else "ok", "delivery", "; ".join(each) + " (see spooler status)"
     )
+
+
+def _seconds_left(seconds: float) -> str:
+    """``"3s"`` for a lease or a pause still running: rounded up, as one with 0.4 s left
+    has not ended, and "0s" would say it had."""
+    return f"{math.ceil(seconds)}s"
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:

@@ -102,6 +102,18 @@ def test_events_a_drain_still_holds_are_said_with_the_end_of_their_lease(db: Pat
     assert said and 0 <= int(said[1]) <= 60
 
 
+def test_a_lease_about_to_end_is_not_said_to_end_in_0s(db: Path) -> None:
+    # Given a drain holding an event for 0.3 s more
+    with Spool(db) as spool:
+        spool.enqueue({"a": 1})
+        now = time.time()
+        spool.store.claim("default", 1, "host:12:ab", due_by=now, lease_until=now + 0.3)
+        # When the doctor looks at that instant
+        found = {f.check: f for f in diagnose(spool, now=now)}
+    # Then the lease reads as the second it lasts at most, as a pause does, not "0s"
+    assert found["leases"].detail.endswith("the last lease ends in 1s")
+
+
 def test_a_destination_whose_requests_fail_is_a_warning_until_one_gets_through(
     db: Path, receiver: Receiver
 ) -> None:
