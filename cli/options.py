@@ -103,9 +103,11 @@ class Options:
         """
         if not self.config:
             return
-        from spooler.config import config_warnings, spool_options
+        from spooler.config import config_warnings
 
-        spool_options(self.raw_config)
+        # Parsed here once: a mistake stops the command with its error, and open_spool
+        # takes the settings from here.
+        self.spool_settings  # noqa: B018 (read for its check)
         for problem in config_warnings(self.raw_config):
             click.echo(f"spooler: warning: {self.config}: {problem}", err=True)
 

@@ -78,7 +78,7 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
         leases += (
             f"; {events_phrase(events)} leased by {drains} running drain"
             f"{'' if drains == 1 else 's'} (or stopped without settling them), the last"
-            f" lease ends in {max(leased.until for leased in live) - now:.0f}s"
+            f" lease ends in {_seconds_left(max(leased.until for leased in live) - now)}"
         )
     findings = [Finding("warning" if stale else "ok", "leases", leases)]
     corrupt = store.quarantine_corrupt(now=now)
@@ -103,9 +103,11 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
 
 
 def _failing(spool: Spool, *, now: float) -> Finding | None:
-    """A warning naming the destinations whose last requests failed (the drains keep
-    them paused, then probe), or None: a spool in good health can still be piling up
-    events for an API that is down, and ``delivery`` says so where ``status`` would."""
+    """The destinations whose last requests failed (the drains keep them paused, then
+    probe), or None: a spool in good health can still be piling up events for an API
+    that is down, and ``delivery`` says so where ``status`` would. A warning while
+    events of one of them are queued; once none are (they died, or were purged),
+    nothing waits to be probed, and the line is only what the drains remember."""
     failing = {
         name: counts
         for name, counts in spool.store.counts(now=now).items()
@@ -115,18 +117,29 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
         return None
     each = []
     for name, counts in sorted(failing.items()):
-        left = (counts.paused_until or now) - now
-        # Rounded up: a pause with 0.4 s left is not "0s more".
-        state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
         failed = counts.failed_in_a_row
         requests = "request" if failed == 1 else requests_phrase(failed)
         # A pause can be kept without an error (recorded apart): then no "()".
         error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
+        if not counts.queued:
+            each.append(f"{name}: its last {requests} failed{error}, but nothing is queued for it")
+            continue
+        left = (counts.paused_until or now) - now
+        state = f"paused for {_seconds_left(left)} more" if left > 0 else "to be probed"
         each.append(
             f"{name}: its last {requests} failed{error}, {state},"
             f" {events_phrase(counts.queued)} queued"
         )
-    return Finding("warning", "delivery", "; ".join(each) + " (see spooler status)")
+    waiting = any(counts.queued for counts in failing.values())
+    return Finding(
+        "warning" if waiting else "ok", "delivery", "; ".join(each) + " (see spooler status)"
+    )
+
+
+def _seconds_left(seconds: float) -> str:
+    """``"3s"`` for a lease or a pause still running: rounded up, as one with 0.4 s left
+    has not ended, and "0s" would say it had."""
+    return f"{math.ceil(seconds)}s"
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:

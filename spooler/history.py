@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import StoreError, StoreUnreachableError
+from .best_effort import best_effort
+from .errors import StoreError
 
 if TYPE_CHECKING:
     from .records import Counts
@@ -171,17 +172,16 @@ class HistoryRecorder:
                 for key in [key for key in counters if key[0] >= self._flushed_minute]:
                     self._counters[key] = counters.pop(key)
         snapshot_minute = self._flushed_minute if closing else self._flushed_minute - MINUTE
-        try:
-            counts = self._store.counts(now=now)
-            points = _points(counters, snapshot_minute, counts, now)
-            self._store.record_history(points, now=now, keep=self._keep)
-        except StoreError as exc:
-            with self._lock:
-                for key, each in counters.items():
-                    self._counters.setdefault(key, _Counters()).add(each)
-            if isinstance(exc, StoreUnreachableError):
-                raise  # the drain stops on it, whichever of its parts meets it first
-            log.warning("could not keep the minute's history in the spool: %s", exc)
+        with best_effort(log, "could not keep the minute's history in the spool"):
+            try:
+                counts = self._store.counts(now=now)
+                points = _points(counters, snapshot_minute, counts, now)
+                self._store.record_history(points, now=now, keep=self._keep)
+            except StoreError:
+                with self._lock:  # for the next write
+                    for key, each in counters.items():
+                        self._counters.setdefault(key, _Counters()).add(each)
+                raise
 
 
 def _points(

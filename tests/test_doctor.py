@@ -102,6 +102,18 @@ def test_events_a_drain_still_holds_are_said_with_the_end_of_their_lease(db: Pat
     assert said and 0 <= int(said[1]) <= 60
 
 
+def test_a_lease_about_to_end_is_not_said_to_end_in_0s(db: Path) -> None:
+    # Given a drain holding an event for 0.3 s more
+    with Spool(db) as spool:
+        spool.enqueue({"a": 1})
+        now = time.time()
+        spool.store.claim("default", 1, "host:12:ab", due_by=now, lease_until=now + 0.3)
+        # When the doctor looks at that instant
+        found = {f.check: f for f in diagnose(spool, now=now)}
+    # Then the lease reads as the second it lasts at most, as a pause does, not "0s"
+    assert found["leases"].detail.endswith("the last lease ends in 1s")
+
+
 def test_a_destination_whose_requests_fail_is_a_warning_until_one_gets_through(
     db: Path, receiver: Receiver
 ) -> None:
@@ -143,6 +155,35 @@ def test_a_pause_about_to_end_is_not_said_to_last_0s(db: Path) -> None:
     assert found["delivery"].detail == (
         "default: its last 2 requests failed, paused for 1s more, 1 event queued"
         " (see spooler status)"
+    )
+
+
+def test_a_failing_destination_with_nothing_queued_is_no_warning(spool_location: str) -> None:
+    # Given two destinations whose last requests failed, their pauses over: each has an
+    # event queued, waiting for a probe
+    now = time.time()
+    with Spool(spool_location) as spool:
+        spool.enqueue({"n": 1}, destination="a")
+        spool.enqueue({"n": 2}, destination="b")
+        for name in ("a", "b"):
+            spool.store.record_pause(name, failures=3, until=now - 1, url_digest="-")
+        # When every event of b dies (an operator expired it), then every event of a
+        assert spool.expire(destination="b") == 1
+        found = {f.check: f for f in diagnose(spool, now=now)}
+        assert spool.expire(destination="a") == 1
+        none_left = {f.check: f for f in diagnose(spool, now=now)}
+    # Then b, with nothing left to probe, no longer makes a warning of its own; a does
+    # while its event waits
+    assert (found["delivery"].level, found["delivery"].detail) == (
+        "warning",
+        "a: its last 3 requests failed, to be probed, 1 event queued; b: its last 3"
+        " requests failed, but nothing is queued for it (see spooler status)",
+    )
+    # And with nothing queued for either, the line is ok
+    assert (none_left["delivery"].level, none_left["delivery"].detail) == (
+        "ok",
+        "a: its last 3 requests failed, but nothing is queued for it; b: its last 3"
+        " requests failed, but nothing is queued for it (see spooler status)",
     )
 
 

@@ -624,6 +624,63 @@ def test_stop_while_the_receiver_hangs_releases_the_batch(
     assert result[0].delivered == 0 and queued_count(db) == 3
 
 
+class ClaimsWait:
+    """A real store whose claims wait until the test lets them go, as a spool slow to
+    answer (a server coming back within the URL's wait, a write lock held) makes them."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def claim(self, *args: object, **kwargs: object) -> object:
+        self.waiting.set()
+        assert self.go.wait(timeout=30)
+        return self._store.claim(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_a_batch_judged_without_a_request_after_the_run_ended_says_nothing(
+    spool: Spool, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a drain stopped while its worker's claim waits on the spool, past its grace,
+    # and a destination that judges the batch it gets without sending it (an event over
+    # the API's limit)
+    spool.enqueue({"n": 1})
+    config = build_drain_config(
+        {}, destination_flags={"url": "http://127.0.0.1:9/", "concurrency": 1}
+    )
+    destination = Scripted(
+        config.destinations["default"],
+        [Verdict("reject", error="over the limit", reason="too_large", sent=False)],
+    )
+    store = ClaimsWait(spool.store)
+    drain = Drain(store, config, destinations={"default": destination})  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="spooler")
+    result: list[DrainReport] = []
+    thread = threading.Thread(
+        target=lambda: result.append(drain.run(Mode.DAEMON, shutdown_grace=0.5))
+    )
+    thread.start()
+    assert store.waiting.wait(timeout=10)
+    drain.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and result
+    said = list(caplog.messages)
+    assert "stopped (signal)" in said[-1], said
+    # When the claim returns after that, and its batch is judged without a request
+    store.go.set()
+    assert drain._all_done.wait(timeout=10)
+    assert destination.sizes == [1]
+    # Then the verdict is dropped, as a late answer is: the drain's last line stays its
+    # last, and the event is not dead-lettered behind the report's back (it waits for
+    # its lease, as the events of an abandoned request do)
+    assert caplog.messages == said
+    assert result[0].dead == 0 and dead_rows(db, "event_id") == [] and queued_count(db) == 1
+
+
 def _in_flight(db: Path) -> bool:
     return leased_count(db) > 0
 

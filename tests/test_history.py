@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from helpers.spools import drain_once
 
-from spooler import Spool, StoreError
+from spooler import Spool, StoreError, StoreUnreachableError
 from spooler.history import Bucket, HistoryPoint, HistoryRecorder, buckets, minute_of
 from spooler.store.interface import SpoolStore
 from spooler.testing import Receiver
@@ -27,16 +27,18 @@ class Clock:
 
 
 class FailingOnce:
-    """A real store whose next ``record_history`` fails, as a spool on a full disk would."""
+    """A real store whose next ``record_history`` fails, as a spool on a full disk would
+    (or with ``error``: a server that could not be reached)."""
 
-    def __init__(self, store: SpoolStore) -> None:
+    def __init__(self, store: SpoolStore, error: StoreError | None = None) -> None:
         self._store = store
+        self._error = error or StoreError("disk full")
         self.fail = True
 
     def record_history(self, *args: Any, **kwargs: Any) -> None:
         if self.fail:
             self.fail = False
-            raise StoreError("disk full")
+            raise self._error
         self._store.record_history(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -71,13 +73,23 @@ def test_the_recorder_writes_each_minute_once_it_has_ended(spool: Spool) -> None
     assert second == HistoryPoint(int(T0) + 60, "a", 1, 0, 0, 0, 0.0, 0.0, 3, second.oldest_age)
 
 
-def test_a_write_that_fails_is_made_at_the_next_minute(spool: Spool) -> None:
+@pytest.mark.parametrize("unreachable", [False, True])
+def test_a_write_that_fails_is_made_at_the_next_minute(
+    spool: Spool, caplog: pytest.LogCaptureFixture, unreachable: bool
+) -> None:
     clock = Clock(T0 + 5)
-    failing = FailingOnce(spool.store)
+    error = StoreUnreachableError("could not be reached for 10s") if unreachable else None
+    failing = FailingOnce(spool.store, error)
     recorder = HistoryRecorder(failing, clock=clock)  # type: ignore[arg-type]
     recorder.outcome("a", delivered=4)
     clock.now += 60
-    recorder.flush()  # fails: logged, kept
+    if unreachable:  # the drain stops on it, with the minute kept
+        with pytest.raises(StoreUnreachableError):
+            recorder.flush()
+        assert "history" not in caplog.text
+    else:  # logged, kept
+        recorder.flush()
+        assert "could not keep the minute's history in the spool: disk full" in caplog.text
     assert spool.store.history(since=0, now=clock.now) == []
     recorder.outcome("a", delivered=1)
     clock.now += 60

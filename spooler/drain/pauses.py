@@ -10,8 +10,8 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+from ..best_effort import best_effort
 from ..breaker import CircuitBreaker
-from ..errors import StoreError, StoreUnreachableError
 from ..events import events_phrase
 from ..redact import masked_url
 from .base import DrainBase, Mode
@@ -57,14 +57,8 @@ class DrainPauses(DrainBase):
         one of them found failing pauses here too, and one whose probe got through
         sends here again. (Failures at another URL say nothing about ours; a pause
         ``retry-now`` ended is ``_retry_now_requested``'s.)"""
-        with self._pauses_lock:
-            try:
-                kept, now = self._store.pauses(), self._clock()
-            except StoreUnreachableError:
-                raise  # the drain stops on it (once, whichever part meets it first)
-            except StoreError as exc:  # the workers meet it too, and stop the drain
-                log.warning("could not read the pauses other drains kept: %s", exc)
-                return
+        with self._pauses_lock, best_effort(log, "could not read the pauses other drains kept"):
+            kept, now = self._store.pauses(), self._clock()
             for name, breaker in self._breakers.items():
                 pause = kept.get(name)
                 if pause and (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from ..errors import StoreError, StoreUnreachableError
+from ..best_effort import best_effort
 from ..events import events_phrase
 from ..records import leases_by_drain, per_destination, utc_clock
 from .base import DrainBase, DrainReport, Mode
@@ -148,12 +148,7 @@ class DrainReporting(DrainBase):
 
     def _reclaim_space(self) -> None:
         """Let a drained backlog give its pages back; failing to is not worth stopping for."""
-        try:
+        with best_effort(log, "could not give free space back to the disk"):
             pages = self._store.reclaim_space()
-        except StoreUnreachableError:
-            raise  # not a page matter: the drain stops on it
-        except StoreError as exc:
-            log.warning("could not give free space back to the disk: %s", exc)
-            return
-        if pages:
-            log.info("gave %d free pages back to the disk", pages)
+            if pages:
+                log.info("gave %d free pages back to the disk", pages)

@@ -170,8 +170,10 @@ class DrainWorkers(DrainPauses):
         self._crash_point("after_response")
         elapsed = time.monotonic() - sent_at
         self._alive(destination)
-        if not verdict.sent:
-            return verdict, elapsed  # judged without a request: says nothing about the API
+        if not verdict.sent:  # judged without a request: says nothing about the API
+            if self._ended.is_set():
+                raise RunEnded  # as a late answer below: reached after the run's last line
+            return verdict, elapsed
         if verdict.status is not None:  # answered: how long it waited for the receiver
             self._pacers[destination.config.name].waited(
                 elapsed - (time.thread_time() - cpu_at_send)
