@@ -15,6 +15,7 @@ from helpers.spools import dead_rows, drain_once
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.destinations import destination_types
+from spooler.events import OPTIONS_KEY
 from spooler.testing import Receiver
 
 DATALYR_KEY = "dk_live_0123456789"
@@ -170,6 +171,24 @@ def test_posthog_marks_an_old_backlog_historical(db: Path, receiver: Receiver) -
         spool.enqueue(capture(1))
         drain_once(spool, receiver.url, type="posthog", api_key=POSTHOG_KEY, historical_after=3600)
     assert [b["historical_migration"] for b in bodies(receiver)] == [True, False]
+
+
+def test_posthog_events_marked_historical_go_in_historical_requests_of_their_own(
+    spool: Spool, receiver: Receiver
+) -> None:
+    receiver.respond = posthog(POSTHOG_KEY)
+    # Given events of one batch, some marked historical (PostHog(historical_migration=True),
+    # or an SDK's request to the relay that said so), some not
+    marked = {OPTIONS_KEY: {"historical_migration": True}}
+    ids = spool.enqueue_many([capture(0, **marked), capture(1), capture(2, **marked)])
+    # When the drain delivers them
+    drain_once(spool, receiver.url + "/batch/", type="posthog", api_key=POSTHOG_KEY)
+    # Then each request's flag is its events', and the mark itself is not sent
+    sent = sorted(bodies(receiver), key=lambda body: len(body["batch"]))
+    assert [(b["historical_migration"], b["batch"]) for b in sent] == [
+        (False, [{"uuid": ids[1], **capture(1)}]),
+        (True, [{"uuid": ids[0], **capture(0)}, {"uuid": ids[2], **capture(2)}]),
+    ]
 
 
 @pytest.mark.parametrize(

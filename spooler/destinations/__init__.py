@@ -15,8 +15,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent, Failure
 from ._registry import (
     DEFAULT_TYPE,
@@ -51,6 +52,7 @@ __all__ = [
     "isoformat_utc",
     "option",
     "options_of",
+    "own_options",
     "spec_for",
     "type_for_url",
 ]
@@ -128,6 +130,22 @@ def event_text_with_id(event: ClaimedEvent, key: str) -> str:
     if f'"{key}"' in event.body and key in json.loads(event.body):
         return event.body
     return event_text(event, key)
+
+
+def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:
+    """The event without its ``OPTIONS_KEY`` (the request options kept with it: see
+    ``spooler.events``), and the value that key held (None: absent).
+
+    Parses only when the text mentions the key: the common case stays a text splice.
+    """
+    if f'"{OPTIONS_KEY}"' not in event.body:
+        return event, None
+    fields = json.loads(event.body)
+    if OPTIONS_KEY not in fields:
+        return event, None  # the text only mentioned it inside a value
+    options = fields.pop(OPTIONS_KEY)
+    stripped = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return event._replace(body=stripped), options
 
 
 def isoformat_utc(timestamp: float) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import checks
 from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent
-from . import Verdict, event_text_with_id
+from . import Verdict, event_text_with_id, own_options
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec, option, options_of
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..config import DestinationConfig
 
-__all__ = ["SPEC", "AmplitudeDestination", "AmplitudeOptions", "bad_events", "own_options"]
+__all__ = ["SPEC", "AmplitudeDestination", "AmplitudeOptions", "bad_events"]
 
 THROTTLED_WAIT = 30.0  # Amplitude's guidance for 429 when no Retry-After is given
 _INDEXED = {
@@ -78,21 +78,6 @@ def bad_events(answer: object) -> dict[int, str]:
         if isinstance(index, int):
             reasons.setdefault(index, []).append("silenced")
     return {i: "Amplitude 400: " + ", ".join(why) for i, why in reasons.items()}
-
-
-def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:
-    """The event without its ``OPTIONS_KEY``, and the value that key held (None: absent).
-
-    Parses only when the text mentions the key: the common case stays a text splice.
-    """
-    if f'"{OPTIONS_KEY}"' not in event.body:
-        return event, None
-    fields = json.loads(event.body)
-    if OPTIONS_KEY not in fields:
-        return event, None  # the text only mentioned it inside a value
-    options = fields.pop(OPTIONS_KEY)
-    stripped = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-    return event._replace(body=stripped), options
 
 
 class AmplitudeDestination(HttpApiDestination):

@@ -10,6 +10,7 @@ the README shows it), whose spool the drain then delivers to another receiver.
 from __future__ import annotations
 
 import atexit
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from test_wire_posthog import SDK_NAMES as POSTHOG_NAMES
 from test_wire_segment import CALLS as SEGMENT_CALLS
 from test_wire_segment import KEY as SEGMENT_KEY
 from test_wire_segment import SDK_NAMES as SEGMENT_NAMES
-from wire import SPOOLER_NAMES, Run, assert_same_wire, drain, views
+from wire import SPOOLER_NAMES, Run, arrived, assert_same_wire, drain, views
 
 from spooler.testing import Receiver
 
@@ -111,9 +112,10 @@ def test_amplitude_analytics_through_the_relay_sends_what_it_sends_to_amplitude(
     )
 
 
-def posthog_python(url: str, calls: list[Call], sent: Callable[[], bool]) -> None:
-    """``calls`` with posthog-python sending to ``url``, flushed: ``sent()`` must hold."""
-    client = posthog.Posthog(POSTHOG_KEY, host=url, flush_interval=60)
+def posthog_python(url: str, calls: list[Call], sent: Callable[[], bool], **options: Any) -> None:
+    """``calls`` with posthog-python (``options``: its own) sending to ``url``, flushed:
+    ``sent()`` must hold."""
+    client = posthog.Posthog(POSTHOG_KEY, host=url, flush_interval=60, **options)
     try:
         for call in calls:
             call(client)
@@ -141,6 +143,26 @@ def test_posthog_python_through_the_relay_sends_what_it_sends_to_posthog(
         )
     # Then PostHog gets the SDK's request, field by field (uuids, timestamps, $lib...)
     assert_same_wire(views(theirs), views(ours), run, POSTHOG_NAMES, POSTHOG_NAMES | SPOOLER_NAMES)
+
+
+def test_a_historical_migration_through_the_relay_stays_one(tmp_path: Path) -> None:
+    run = Run()
+    calls = POSTHOG_CALLS[:3]
+    # Given a posthog-python client made for importing old data, sending to PostHog
+    with Receiver() as theirs, Receiver() as ours:
+        posthog_python(theirs.url, calls, lambda: bool(theirs.requests), historical_migration=True)
+        # When it sends to the relay instead, and the drain delivers the events
+        relayed(
+            tmp_path,
+            ours,
+            "posthog",
+            POSTHOG_KEY,
+            lambda url, stored: posthog_python(url, calls, stored, historical_migration=True),
+            len(theirs.delivered),
+        )
+    # Then PostHog is told the request is a historical migration, as the SDK tells it
+    assert_same_wire(views(theirs), views(ours), run, POSTHOG_NAMES, POSTHOG_NAMES | SPOOLER_NAMES)
+    assert json.loads(arrived(ours)[0].body)["historical_migration"] is True
 
 
 def analytics_python(url: str, calls: list[Call], sent: Callable[[], bool]) -> None:
