@@ -1,4 +1,4 @@
-"""The official Python SDKs pointed at ``spooler serve``, then ``spooler drain``, against
+"""The official SDKs pointed at ``spooler serve``, then ``spooler drain``, against
 the same SDKs pointed straight at the API: the same calls, the same requests, field by
 field (see wire.py), but for what the drain says of itself (its User-Agent).
 
@@ -13,6 +13,7 @@ import atexit
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import posthog
@@ -21,12 +22,17 @@ from amplitude import Amplitude as OfficialAmplitude
 from amplitude import Config
 from helpers.processes import wait_until
 from helpers.spools import rows
+from node_sdks import require_node
 from relay import relay, write_config
 from test_wire_amplitude import CALLS as AMPLITUDE_CALLS
 from test_wire_amplitude import KEY as AMPLITUDE_KEY
 from test_wire_amplitude import NOT_COMPARED as AMPLITUDE_NOT_COMPARED
 from test_wire_amplitude import SDK_NAMES as AMPLITUDE_NAMES
 from test_wire_amplitude import KeptStorage, answer
+from test_wire_datalyr import CALLS as DATALYR_CALLS
+from test_wire_datalyr import KEY as DATALYR_KEY
+from test_wire_datalyr import SDK_NAMES as DATALYR_NAMES
+from test_wire_datalyr import official as datalyr_official
 from test_wire_posthog import CALLS as POSTHOG_CALLS
 from test_wire_posthog import KEY as POSTHOG_KEY
 from test_wire_posthog import SDK_NAMES as POSTHOG_NAMES
@@ -38,7 +44,12 @@ from wire import SPOOLER_NAMES, Run, arrived, assert_same_wire, drain, views
 from spooler.testing import Receiver
 
 Call = Callable[[Any], Any]
-PATHS = {"amplitude": "/2/httpapi", "posthog": "/batch/", "segment": "/v1/batch"}
+PATHS = {
+    "amplitude": "/2/httpapi",
+    "datalyr": "/track",
+    "posthog": "/batch/",
+    "segment": "/v1/batch",
+}
 
 
 def relayed(
@@ -48,16 +59,18 @@ def relayed(
     key: str,
     send: Callable[[str, Callable[[], bool]], None],
     events: int,
+    **settings: Any,
 ) -> None:
     """``send(relay_url, stored)`` through a real ``spooler serve`` whose destination
     ``api`` has ``key`` (``stored()``: whether its spool holds ``events`` events); then
-    ``spooler drain`` delivers them to ``ours``."""
+    ``spooler drain`` delivers them to ``ours`` (``settings``: more of the destination's
+    keys)."""
     db = tmp_path / "spool.db"
     table = {"type": api, "url": ours.url + PATHS[api], "api_key": key}
     config = write_config(tmp_path / "relay.toml", {api: table})
     with relay(db, "--config", str(config)) as running:
         send(running.url, lambda: len(rows(db, "SELECT id FROM queue")) >= events)
-    drain(db, api, api, key, ours.url + PATHS[api])
+    drain(db, api, api, key, ours.url + PATHS[api], **settings)
 
 
 def amplitude_analytics(url: str, calls: list[Call], sent: Callable[[], bool]) -> None:
@@ -201,3 +214,31 @@ def test_analytics_python_through_the_relay_sends_what_it_sends_to_segment(
     # Then Segment gets the SDK's request, field by field (messageIds, timestamps,
     # context.library...); sentAt is the drain's: when it sent
     assert_same_wire(views(theirs), views(ours), run, SEGMENT_NAMES, SEGMENT_NAMES | SPOOLER_NAMES)
+
+
+def test_datalyr_api_through_the_relay_sends_what_it_sends_to_datalyr(tmp_path: Path) -> None:
+    require_node()
+    run = Run()
+    # Given every call of the wire test, through @datalyr/api (Node) to Datalyr, a
+    # request each, one after the other
+    with Receiver() as theirs, Receiver() as ours:
+        outcomes = datalyr_official(theirs, DATALYR_CALLS)
+        # When the SDK sends them to the relay instead, and the drain delivers them in order
+        relayed(
+            tmp_path,
+            ours,
+            "datalyr",
+            DATALYR_KEY,
+            lambda url, stored: datalyr_to(url, outcomes, stored),
+            len(theirs.delivered),
+            concurrency=1,
+        )
+    # Then Datalyr gets the SDK's requests, field by field (X-API-Key, eventId, times...)
+    assert_same_wire(views(theirs), views(ours), run, DATALYR_NAMES, DATALYR_NAMES | SPOOLER_NAMES)
+
+
+def datalyr_to(url: str, outcomes: list[str], sent: Callable[[], bool]) -> None:
+    """The wire test's calls with @datalyr/api sending to ``url``: each does what it did
+    when sent to Datalyr, and ``sent()`` must hold."""
+    assert datalyr_official(SimpleNamespace(url=url), DATALYR_CALLS) == outcomes
+    assert wait_until(sent)
