@@ -55,6 +55,7 @@ __all__ = [
     "own_options",
     "spec_for",
     "type_for_url",
+    "with_enqueue_time",
 ]
 
 #: The most of an error text kept with an event (the contract's 2 KiB excerpt).
@@ -118,8 +119,7 @@ def event_text(event: ClaimedEvent, id_field: str | None) -> str:
     """
     if id_field is None:
         return event.body
-    head = "{" + json.dumps(id_field) + ":" + json.dumps(event.event_id)
-    return head + ("}" if event.body == "{}" else "," + event.body[1:])
+    return _splice(event.body, id_field, event.event_id)
 
 
 def event_text_with_id(event: ClaimedEvent, key: str) -> str:
@@ -130,6 +130,23 @@ def event_text_with_id(event: ClaimedEvent, key: str) -> str:
     if f'"{key}"' in event.body and key in json.loads(event.body):
         return event.body
     return event_text(event, key)
+
+
+def with_enqueue_time(text: str, key: str, value: str | int) -> str:
+    """An event's text with ``key`` = ``value`` (its time of enqueue, in the API's form)
+    unless the text mentions ``key``: an API dates an event without a time at its
+    arrival, which for a backlog is hours after it happened. A text that mentions the key
+    only inside a value is left as it is: telling would mean parsing every event, and
+    the events of the clients and the relay all carry their time."""
+    if f'"{key}"' in text:
+        return text
+    return _splice(text, key, value)
+
+
+def _splice(text: str, key: str, value: object) -> str:
+    """``text`` (a JSON object) with ``key`` = ``value`` put first."""
+    head = "{" + json.dumps(key) + ":" + json.dumps(value)
+    return head + ("}" if text == "{}" else "," + text[1:])
 
 
 def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:

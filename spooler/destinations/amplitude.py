@@ -2,7 +2,8 @@
 
 Body: ``{"api_key": KEY, "events": [...], "options": {"min_id_length": N}}``. Each event
 gets ``insert_id`` = its spooler event id unless it carries one, so Amplitude's 7-day
-de-duplication absorbs redeliveries. A 400 that names events (by index) dead-letters
+de-duplication absorbs redeliveries, and ``time`` = its time of enqueue in milliseconds
+unless it has one (``with_enqueue_time``). A 400 that names events (by index) dead-letters
 exactly those, as ``invalid`` with the field names, and the rest are sent again.
 
 ``options`` are the destination's ``min_id_length``, overridden by the event's own
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import checks
 from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent
-from . import Verdict, event_text_with_id, own_options
+from . import Verdict, event_text_with_id, own_options, with_enqueue_time
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec, option, options_of
 
@@ -127,7 +128,12 @@ class AmplitudeDestination(HttpApiDestination):
         of one request share their options: ``request_batches`` saw to that)."""
         stripped = [own_options(event) for event in events]
         options = self.request_options(stripped[0][1])
-        texts = ",".join(event_text_with_id(event, "insert_id") for event, _ in stripped)
+        texts = ",".join(
+            with_enqueue_time(
+                event_text_with_id(event, "insert_id"), "time", int(event.created_at * 1000)
+            )
+            for event, _ in stripped
+        )
         return (
             '{"api_key":'
             + json.dumps(self.config.api_key)

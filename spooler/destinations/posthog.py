@@ -3,9 +3,12 @@
 Body: ``{"api_key": KEY, "batch": [...], "historical_migration": false, "sent_at":
 ISO-8601}``, as ``posthog-python`` sends it, with ``sent_at`` made afresh on every attempt
 and ``uuid`` = the spooler event id unless the event carries one (PostHog de-duplicates
-on it). A request holding an event enqueued longer ago than ``historical_after`` (default
-one day: an outage backlog) says ``"historical_migration": true``, as PostHog asks for
-old data; so does a request of events whose own options (``OPTIONS_KEY``) say
+on it), and ``timestamp`` = its time of enqueue unless it has one
+(``with_enqueue_time``).
+
+A request holding an event enqueued longer ago than ``historical_after`` (default one
+day: an outage backlog) says ``"historical_migration": true``, as PostHog asks for old
+data; so does a request of events whose own options (``OPTIONS_KEY``) say
 ``{"historical_migration": true}``: those of a ``PostHog(spool, historical_migration=True)``
 client, and of an SDK's request that said so to ``spooler serve``. That key is taken out
 of the event sent, and such events go in requests of their own.
@@ -20,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..records import ClaimedEvent
-from . import event_text_with_id, isoformat_utc, own_options
+from ..records import ClaimedEvent, iso_utc
+from . import event_text_with_id, isoformat_utc, own_options, with_enqueue_time
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec, option, options_of
 
@@ -78,7 +81,12 @@ class PostHogDestination(HttpApiDestination):
         """``{"api_key", "batch", "historical_migration", "sent_at"}``, joined as text."""
         now = self._clock()
         stripped = [own_options(event) for event in events]
-        batch = ",".join(event_text_with_id(event, "uuid") for event, _ in stripped)
+        batch = ",".join(
+            with_enqueue_time(
+                event_text_with_id(event, "uuid"), "timestamp", iso_utc(event.created_at)
+            )
+            for event, _ in stripped
+        )
         old = min(event.created_at for event in events) < now - self.options.historical_after
         old = old or any(_says_historical(options) for _, options in stripped)
         return (
