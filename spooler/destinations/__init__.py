@@ -12,7 +12,7 @@ is imported only when a drain actually starts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -132,15 +132,19 @@ def event_text_with_id(event: ClaimedEvent, key: str) -> str:
     return event_text(event, key)
 
 
-def with_enqueue_time(text: str, key: str, value: str | int) -> str:
-    """An event's text with ``key`` = ``value`` (its time of enqueue, in the API's form)
-    unless the text mentions ``key``: an API dates an event without a time at its
-    arrival, which for a backlog is hours after it happened. A text that mentions the key
-    only inside a value is left as it is: telling would mean parsing every event, and
-    the events of the clients and the relay all carry their time."""
+def with_enqueue_time(
+    text: str, key: str, event: ClaimedEvent, form: Callable[[float], str | int]
+) -> str:
+    """An event's text with ``key`` = its time of enqueue in the API's ``form`` (the
+    event's ``created_at`` given to it), unless the text mentions ``key``: an API dates
+    an event without a time at its arrival, which for a backlog is hours after it
+    happened. A text that mentions the key only inside a value is left as it is: telling
+    would mean parsing every event, and the events of the clients and the relay all
+    carry their time. The time is formatted only for an event that lacks it (an ISO
+    string costs ~1.7 us, a third of what the drain spends on an event)."""
     if f'"{key}"' in text:
         return text
-    return _splice(text, key, value)
+    return _splice(text, key, form(event.created_at))
 
 
 def _splice(text: str, key: str, value: object) -> str:

@@ -81,6 +81,11 @@ def bad_events(answer: object) -> dict[int, str]:
     return {i: "Amplitude 400: " + ", ".join(why) for i, why in reasons.items()}
 
 
+def _epoch_ms(timestamp: float) -> int:
+    """A Unix time in milliseconds, as Amplitude's ``time`` takes it."""
+    return int(timestamp * 1000)
+
+
 class AmplitudeDestination(HttpApiDestination):
     """Delivers to Amplitude's HTTP V2 API; see the module docstring for the rules."""
 
@@ -129,9 +134,7 @@ class AmplitudeDestination(HttpApiDestination):
         stripped = [own_options(event) for event in events]
         options = self.request_options(stripped[0][1])
         texts = ",".join(
-            with_enqueue_time(
-                event_text_with_id(event, "insert_id"), "time", int(event.created_at * 1000)
-            )
+            with_enqueue_time(event_text_with_id(event, "insert_id"), "time", event, _epoch_ms)
             for event, _ in stripped
         )
         return (

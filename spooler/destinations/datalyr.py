@@ -40,4 +40,4 @@ class DatalyrDestination(HttpApiDestination):
         """The one event of the request, with its ``eventId``."""
         (event,) = events
         text = event_text_with_id(event, "eventId")
-        return with_enqueue_time(text, "timestamp", iso_utc(event.created_at))
+        return with_enqueue_time(text, "timestamp", event, iso_utc)

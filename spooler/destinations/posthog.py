@@ -82,9 +82,7 @@ class PostHogDestination(HttpApiDestination):
         now = self._clock()
         stripped = [own_options(event) for event in events]
         batch = ",".join(
-            with_enqueue_time(
-                event_text_with_id(event, "uuid"), "timestamp", iso_utc(event.created_at)
-            )
+            with_enqueue_time(event_text_with_id(event, "uuid"), "timestamp", event, iso_utc)
             for event, _ in stripped
         )
         old = min(event.created_at for event in events) < now - self.options.historical_after

@@ -55,9 +55,7 @@ class SegmentDestination(HttpApiDestination):
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """``{"batch": [...], "sentAt": now, "writeKey": KEY}``, joined from the stored texts."""
         messages = ",".join(
-            with_enqueue_time(
-                event_text_with_id(event, "messageId"), "timestamp", iso_utc(event.created_at)
-            )
+            with_enqueue_time(event_text_with_id(event, "messageId"), "timestamp", event, iso_utc)
             for event in events
         )
         return (
