@@ -58,8 +58,9 @@ _C_ENCODER = _make_c_encoder and _make_c_encoder(
 EVENT_ID_CHARS = 36  # an event id: a UUID string
 #: The reserved key of a stored event that holds the request options the API takes per
 #: request, kept with each event by the client that set them (Amplitude's
-#: ``{"min_id_length": 3}``). The destination takes it out of the event it sends, and
-#: sends events whose options differ in separate requests.
+#: ``{"min_id_length": 3}``, PostHog's ``{"historical_migration": true}``). The
+#: destination takes it out of the event it sends, and sends events whose options differ
+#: in separate requests.
 OPTIONS_KEY = "$options"
 # Byte -> the same byte with its low nibble made an RFC 9562 variant digit (8, 9, a, b).
 _VARIANT_NIBBLE = bytes((b & 0xF0) | 0x08 | (b & 0x03) for b in range(256))

@@ -27,7 +27,14 @@ def amp(receiver: Receiver) -> Receiver:
 
 
 def track(n: int, **extra: object) -> dict[str, object]:
-    return {"event_type": "Song Played", "user_id": f"user_{n:04d}", "n": n, **extra}
+    """An event with its time, as the clients and the relay store them."""
+    return {
+        "event_type": "Song Played",
+        "user_id": f"user_{n:04d}",
+        "time": 1767323045678,
+        "n": n,
+        **extra,
+    }
 
 
 def deliver(spool: Spool, receiver: Receiver, **options: object):
@@ -197,6 +204,7 @@ def test_through_the_command_line_as_documented(db: Path, amp: Receiver, tmp_pat
         f'url = "{amp.url}/2/httpapi"\n'
     )
     env = {"SPOOLER_DB": str(db), "SPOOLER_CONFIG": str(config), "AMPLITUDE_API_KEY": KEY}
+    started = int(time.time() * 1000)
     enqueued = spooler_cmd(
         "enqueue",
         "-d",
@@ -207,9 +215,14 @@ def test_through_the_command_line_as_documented(db: Path, amp: Receiver, tmp_pat
     assert enqueued.returncode == 0, enqueued.stderr
     drained = spooler_cmd("drain", "--until-empty", env=env)
     assert drained.returncode == 0, drained.stderr
-    assert amp.delivered == [
-        {"insert_id": enqueued.stdout.strip(), "event_type": "Song Played", "user_id": "user_1234"}
-    ]
+    [event] = amp.delivered
+    # Dated when it was enqueued: Amplitude would date an event without a time on arrival
+    assert started <= event.pop("time") <= int(time.time() * 1000)
+    assert event == {
+        "insert_id": enqueued.stdout.strip(),
+        "event_type": "Song Played",
+        "user_id": "user_1234",
+    }
     assert KEY not in drained.stderr
 
 

@@ -5,25 +5,103 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fakes import datalyr, posthog, segment
+from fakes import amplitude, datalyr, posthog, segment
 from helpers.cli import spooler_cmd
 from helpers.spools import dead_rows, drain_once
 
 from spooler import ConfigError, Spool
 from spooler.config import build_drain_config
 from spooler.destinations import destination_types
+from spooler.events import OPTIONS_KEY
 from spooler.testing import Receiver
 
 DATALYR_KEY = "dk_live_0123456789"
 SEGMENT_KEY = "seg_write_key_0123456789"
 POSTHOG_KEY = "phc_project_key_0123456789"
+AMPLITUDE_KEY = "amp_api_key_0123456789"
+# An event's own time, as the clients and the relay store it.
+WHEN = "2026-01-02T03:04:05.678Z"
 
 
 def bodies(receiver: Receiver) -> list[dict]:
     return [json.loads(r.body) for r in receiver.requests]
+
+
+# -- every type --------------------------------------------------------------------------
+
+ENQUEUED = 1767323045.678  # 2026-01-02T03:04:05.678Z
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "fake", "event", "field", "own", "enqueued"),
+    [
+        (
+            "amplitude",
+            AMPLITUDE_KEY,
+            amplitude,
+            {"event_type": "e", "user_id": "user_1"},
+            "time",
+            1577836800000,
+            1767323045678,
+        ),
+        (
+            "segment",
+            SEGMENT_KEY,
+            segment,
+            {"type": "track", "event": "e", "userId": "u"},
+            "timestamp",
+            "2020-01-01T00:00:00.000Z",
+            WHEN,
+        ),
+        (
+            "posthog",
+            POSTHOG_KEY,
+            posthog,
+            {"event": "e", "distinct_id": "u", "properties": {"n": 1}},
+            "timestamp",
+            "2020-01-01T00:00:00.000Z",
+            WHEN,
+        ),
+        (
+            "datalyr",
+            DATALYR_KEY,
+            datalyr,
+            {"event": "e", "userId": "u"},
+            "timestamp",
+            "2020-01-01T00:00:00.000Z",
+            WHEN,
+        ),
+    ],
+)
+def test_an_event_without_a_time_is_dated_when_enqueued_not_when_delivered(
+    db: Path,
+    receiver: Receiver,
+    kind: str,
+    key: str,
+    fake: Callable[[str], Any],
+    event: dict[str, Any],
+    field: str,
+    own: object,
+    enqueued: object,
+) -> None:
+    receiver.respond = fake(key)
+    # Given an event enqueued without a time (Spool.enqueue, spooler enqueue, the relay's
+    # /v1/events/NAME), long before the drain runs, and one with a time of its own
+    with Spool(db, clock=lambda: ENQUEUED) as then:
+        then.enqueue_many([event, {**event, field: own}])
+    # When the drain delivers them
+    with Spool(db) as spool:
+        drain_once(spool, receiver.url, type=kind, api_key=key)
+    # Then the API is told when the first was enqueued (it would date it on arrival),
+    # in its own form, and the other keeps its time
+    assert sorted([e[field] for e in receiver.delivered], key=str) == sorted(
+        [enqueued, own], key=str
+    )
 
 
 # -- datalyr -------------------------------------------------------------------------------
@@ -33,7 +111,10 @@ def test_datalyr_posts_each_event_alone_with_its_event_id_and_the_key_in_x_api_k
     spool: Spool, receiver: Receiver
 ) -> None:
     receiver.respond = datalyr(DATALYR_KEY)
-    events = [{"event": "signup", "userId": f"u{n}", "properties": {"n": n}} for n in range(3)]
+    events = [
+        {"event": "signup", "userId": f"u{n}", "properties": {"n": n}, "timestamp": WHEN}
+        for n in range(3)
+    ]
     ids = spool.enqueue_many([*events[:2], {**events[2], "eventId": "own-id"}])
     report = drain_once(spool, receiver.url + "/track", type="datalyr", api_key=DATALYR_KEY)
     assert sorted(bodies(receiver), key=lambda b: b["properties"]["n"]) == [
@@ -87,7 +168,14 @@ def test_datalyr_config() -> None:
 
 
 def track(n: int, **extra: object) -> dict[str, object]:
-    return {"type": "track", "event": "Signed Up", "userId": f"user_{n}", "n": n, **extra}
+    return {
+        "type": "track",
+        "event": "Signed Up",
+        "userId": f"user_{n}",
+        "timestamp": WHEN,
+        "n": n,
+        **extra,
+    }
 
 
 def test_segment_batch_shape_auth_and_message_id(spool: Spool, receiver: Receiver) -> None:
@@ -137,7 +225,13 @@ def test_segment_limits(spool: Spool, receiver: Receiver, db: Path) -> None:
 
 
 def capture(n: int, **extra: object) -> dict[str, object]:
-    return {"event": "$pageview", "distinct_id": f"user_{n}", "properties": {"n": n}, **extra}
+    return {
+        "event": "$pageview",
+        "distinct_id": f"user_{n}",
+        "properties": {"n": n},
+        "timestamp": WHEN,
+        **extra,
+    }
 
 
 def test_posthog_batch_shape_uuid_and_sent_at(spool: Spool, receiver: Receiver) -> None:
@@ -170,6 +264,24 @@ def test_posthog_marks_an_old_backlog_historical(db: Path, receiver: Receiver) -
         spool.enqueue(capture(1))
         drain_once(spool, receiver.url, type="posthog", api_key=POSTHOG_KEY, historical_after=3600)
     assert [b["historical_migration"] for b in bodies(receiver)] == [True, False]
+
+
+def test_posthog_events_marked_historical_go_in_historical_requests_of_their_own(
+    spool: Spool, receiver: Receiver
+) -> None:
+    receiver.respond = posthog(POSTHOG_KEY)
+    # Given events of one batch, some marked historical (PostHog(historical_migration=True),
+    # or an SDK's request to the relay that said so), some not
+    marked = {OPTIONS_KEY: {"historical_migration": True}}
+    ids = spool.enqueue_many([capture(0, **marked), capture(1), capture(2, **marked)])
+    # When the drain delivers them
+    drain_once(spool, receiver.url + "/batch/", type="posthog", api_key=POSTHOG_KEY)
+    # Then each request's flag is its events', and the mark itself is not sent
+    sent = sorted(bodies(receiver), key=lambda body: len(body["batch"]))
+    assert [(b["historical_migration"], b["batch"]) for b in sent] == [
+        (False, [{"uuid": ids[1], **capture(1)}]),
+        (True, [{"uuid": ids[0], **capture(0)}, {"uuid": ids[2], **capture(2)}]),
+    ]
 
 
 @pytest.mark.parametrize(

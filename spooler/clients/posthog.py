@@ -13,6 +13,9 @@ the project's key at capture time, which a spool client does not hold; pass the
 drops with a logged warning (an ``alias`` or ``group_identify`` without its ids, a
 ``set`` without a ``distinct_id``) and an invalid ``uuid`` or ``timestamp`` (the SDK
 replaces those). A naive ``datetime`` is taken as UTC.
+
+``historical_migration=True`` (the SDK's, for importing old data) is kept with each
+event, under ``OPTIONS_KEY``: the drain says it of the requests that carry them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from functools import partialmethod
 from typing import Any, Literal
 
 from ..errors import InvalidEventError
+from ..events import OPTIONS_KEY
 from ..spool import Spool
 from .base import LIBRARY_NAME, LIBRARY_VERSION, SpoolClient, as_object
 
@@ -80,10 +84,12 @@ class PostHog(SpoolClient):
         *,
         destination: str = "posthog",
         disable_geoip: bool = True,
+        historical_migration: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(spool, destination=destination, clock=clock)
         self.disable_geoip = disable_geoip
+        self.historical_migration = historical_migration
         self._system = system_context()
 
     def capture(
@@ -203,6 +209,9 @@ class PostHog(SpoolClient):
         message["timestamp"] = self._utc(timestamp).isoformat()
         if uuid is not None:
             message["uuid"] = _event_uuid(uuid)
+        if self.historical_migration:
+            # The SDK says it of each request; the drain does, of this event's.
+            message[OPTIONS_KEY] = {"historical_migration": True}
         return self._enqueue(message)
 
     def _utc(self, timestamp: datetime | str | None) -> datetime:

@@ -12,11 +12,12 @@ is imported only when a drain actually starts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent, Failure
 from ._registry import (
     DEFAULT_TYPE,
@@ -51,8 +52,10 @@ __all__ = [
     "isoformat_utc",
     "option",
     "options_of",
+    "own_options",
     "spec_for",
     "type_for_url",
+    "with_enqueue_time",
 ]
 
 #: The most of an error text kept with an event (the contract's 2 KiB excerpt).
@@ -116,8 +119,7 @@ def event_text(event: ClaimedEvent, id_field: str | None) -> str:
     """
     if id_field is None:
         return event.body
-    head = "{" + json.dumps(id_field) + ":" + json.dumps(event.event_id)
-    return head + ("}" if event.body == "{}" else "," + event.body[1:])
+    return _splice(event.body, id_field, event.event_id)
 
 
 def event_text_with_id(event: ClaimedEvent, key: str) -> str:
@@ -128,6 +130,43 @@ def event_text_with_id(event: ClaimedEvent, key: str) -> str:
     if f'"{key}"' in event.body and key in json.loads(event.body):
         return event.body
     return event_text(event, key)
+
+
+def with_enqueue_time(
+    text: str, key: str, event: ClaimedEvent, form: Callable[[float], str | int]
+) -> str:
+    """An event's text with ``key`` = its time of enqueue in the API's ``form`` (the
+    event's ``created_at`` given to it), unless the text mentions ``key``: an API dates
+    an event without a time at its arrival, which for a backlog is hours after it
+    happened. A text that mentions the key only inside a value is left as it is: telling
+    would mean parsing every event, and the events of the clients and the relay all
+    carry their time. The time is formatted only for an event that lacks it (an ISO
+    string costs ~1.7 us, a third of what the drain spends on an event)."""
+    if f'"{key}"' in text:
+        return text
+    return _splice(text, key, form(event.created_at))
+
+
+def _splice(text: str, key: str, value: object) -> str:
+    """``text`` (a JSON object) with ``key`` = ``value`` put first."""
+    head = "{" + json.dumps(key) + ":" + json.dumps(value)
+    return head + ("}" if text == "{}" else "," + text[1:])
+
+
+def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:
+    """The event without its ``OPTIONS_KEY`` (the request options kept with it: see
+    ``spooler.events``), and the value that key held (None: absent).
+
+    Parses only when the text mentions the key: the common case stays a text splice.
+    """
+    if f'"{OPTIONS_KEY}"' not in event.body:
+        return event, None
+    fields = json.loads(event.body)
+    if OPTIONS_KEY not in fields:
+        return event, None  # the text only mentioned it inside a value
+    options = fields.pop(OPTIONS_KEY)
+    stripped = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return event._replace(body=stripped), options
 
 
 def isoformat_utc(timestamp: float) -> str:

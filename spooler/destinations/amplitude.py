@@ -2,7 +2,8 @@
 
 Body: ``{"api_key": KEY, "events": [...], "options": {"min_id_length": N}}``. Each event
 gets ``insert_id`` = its spooler event id unless it carries one, so Amplitude's 7-day
-de-duplication absorbs redeliveries. A 400 that names events (by index) dead-letters
+de-duplication absorbs redeliveries, and ``time`` = its time of enqueue in milliseconds
+unless it has one (``with_enqueue_time``). A 400 that names events (by index) dead-letters
 exactly those, as ``invalid`` with the field names, and the rest are sent again.
 
 ``options`` are the destination's ``min_id_length``, overridden by the event's own
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import checks
 from ..events import OPTIONS_KEY
 from ..records import ClaimedEvent
-from . import Verdict, event_text_with_id
+from . import Verdict, event_text_with_id, own_options, with_enqueue_time
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec, option, options_of
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from ..config import DestinationConfig
 
-__all__ = ["SPEC", "AmplitudeDestination", "AmplitudeOptions", "bad_events", "own_options"]
+__all__ = ["SPEC", "AmplitudeDestination", "AmplitudeOptions", "bad_events"]
 
 THROTTLED_WAIT = 30.0  # Amplitude's guidance for 429 when no Retry-After is given
 _INDEXED = {
@@ -80,19 +81,9 @@ def bad_events(answer: object) -> dict[int, str]:
     return {i: "Amplitude 400: " + ", ".join(why) for i, why in reasons.items()}
 
 
-def own_options(event: ClaimedEvent) -> tuple[ClaimedEvent, Any]:
-    """The event without its ``OPTIONS_KEY``, and the value that key held (None: absent).
-
-    Parses only when the text mentions the key: the common case stays a text splice.
-    """
-    if f'"{OPTIONS_KEY}"' not in event.body:
-        return event, None
-    fields = json.loads(event.body)
-    if OPTIONS_KEY not in fields:
-        return event, None  # the text only mentioned it inside a value
-    options = fields.pop(OPTIONS_KEY)
-    stripped = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-    return event._replace(body=stripped), options
+def _epoch_ms(timestamp: float) -> int:
+    """A Unix time in milliseconds, as Amplitude's ``time`` takes it."""
+    return int(timestamp * 1000)
 
 
 class AmplitudeDestination(HttpApiDestination):
@@ -142,7 +133,10 @@ class AmplitudeDestination(HttpApiDestination):
         of one request share their options: ``request_batches`` saw to that)."""
         stripped = [own_options(event) for event in events]
         options = self.request_options(stripped[0][1])
-        texts = ",".join(event_text_with_id(event, "insert_id") for event, _ in stripped)
+        texts = ",".join(
+            with_enqueue_time(event_text_with_id(event, "insert_id"), "time", event, _epoch_ms)
+            for event, _ in stripped
+        )
         return (
             '{"api_key":'
             + json.dumps(self.config.api_key)

@@ -2,7 +2,8 @@
 
 Body: the event as stored, with ``eventId`` = its spooler event id unless it carries
 one: Datalyr drops an event whose ``eventId`` it has seen, and the id never changes
-through retries, dead-lettering and replay. The key goes in ``X-API-Key`` (the type's
+through retries, dead-lettering and replay; and ``timestamp`` = its time of enqueue
+unless it has one (``with_enqueue_time``). The key goes in ``X-API-Key`` (the type's
 default ``auth_header``), as the SDK sends it.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..records import ClaimedEvent
-from . import event_text_with_id
+from ..records import ClaimedEvent, iso_utc
+from . import event_text_with_id, with_enqueue_time
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec
 
@@ -38,4 +39,5 @@ class DatalyrDestination(HttpApiDestination):
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """The one event of the request, with its ``eventId``."""
         (event,) = events
-        return event_text_with_id(event, "eventId")
+        text = event_text_with_id(event, "eventId")
+        return with_enqueue_time(text, "timestamp", event, iso_utc)

@@ -3,9 +3,15 @@
 Body: ``{"api_key": KEY, "batch": [...], "historical_migration": false, "sent_at":
 ISO-8601}``, as ``posthog-python`` sends it, with ``sent_at`` made afresh on every attempt
 and ``uuid`` = the spooler event id unless the event carries one (PostHog de-duplicates
-on it). A request holding an event enqueued longer ago than ``historical_after`` (default
-one day: an outage backlog) says ``"historical_migration": true``, as PostHog asks for
-old data.
+on it), and ``timestamp`` = its time of enqueue unless it has one
+(``with_enqueue_time``).
+
+A request holding an event enqueued longer ago than ``historical_after`` (default one
+day: an outage backlog) says ``"historical_migration": true``, as PostHog asks for old
+data; so does a request of events whose own options (``OPTIONS_KEY``) say
+``{"historical_migration": true}``: those of a ``PostHog(spool, historical_migration=True)``
+client, and of an SDK's request that said so to ``spooler serve``. That key is taken out
+of the event sent, and such events go in requests of their own.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..records import ClaimedEvent
-from . import event_text_with_id, isoformat_utc
+from ..records import ClaimedEvent, iso_utc
+from . import event_text_with_id, isoformat_utc, own_options, with_enqueue_time
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec, option, options_of
 
@@ -60,11 +66,27 @@ class PostHogDestination(HttpApiDestination):
         """None: the project API key travels in the body."""
         return {}
 
+    def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
+        """``events`` in one request, or two when only some are marked historical (a
+        request's ``historical_migration`` is all of its events')."""
+        marked = [_marked_historical(event) for event in events]
+        if all(marked) or not any(marked):
+            return [events]
+        return [
+            [event for event, mark in zip(events, marked, strict=True) if mark],
+            [event for event, mark in zip(events, marked, strict=True) if not mark],
+        ]
+
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """``{"api_key", "batch", "historical_migration", "sent_at"}``, joined as text."""
         now = self._clock()
-        batch = ",".join(event_text_with_id(event, "uuid") for event in events)
+        stripped = [own_options(event) for event in events]
+        batch = ",".join(
+            with_enqueue_time(event_text_with_id(event, "uuid"), "timestamp", event, iso_utc)
+            for event, _ in stripped
+        )
         old = min(event.created_at for event in events) < now - self.options.historical_after
+        old = old or any(_says_historical(options) for _, options in stripped)
         return (
             '{"api_key":' + json.dumps(self.config.api_key) + ',"batch":[' + batch + "]"
             ',"historical_migration":'
@@ -73,3 +95,12 @@ class PostHogDestination(HttpApiDestination):
             + json.dumps(isoformat_utc(now))
             + "}"
         )
+
+
+def _says_historical(options: Any) -> bool:
+    """Whether an event's own options mark it historical."""
+    return isinstance(options, dict) and options.get("historical_migration") is True
+
+
+def _marked_historical(event: ClaimedEvent) -> bool:
+    return _says_historical(own_options(event)[1])

@@ -3,7 +3,8 @@
 Body: ``{"batch": [...], "sentAt": ISO-8601, "writeKey": KEY}``, as
 ``analytics-python`` sends it, with ``sentAt`` made afresh on every attempt and
 ``messageId`` = the spooler event id unless the message carries one (Segment
-de-duplicates on it). The write key is also the HTTP Basic user name. A request that
+de-duplicates on it), and ``timestamp`` = its time of enqueue unless it has one
+(``with_enqueue_time``). The write key is also the HTTP Basic user name. A request that
 repeats an earlier attempt says how many came before in ``X-Retry-Count``, as the SDK
 does. Segment takes at most 500 KB per request and 32 KB per message: larger batches are
 split before sending, and a larger message is dead-lettered ``too_large`` without being
@@ -16,8 +17,8 @@ import base64
 import json
 from collections.abc import Sequence
 
-from ..records import ClaimedEvent
-from . import event_text_with_id, isoformat_utc
+from ..records import ClaimedEvent, iso_utc
+from . import event_text_with_id, isoformat_utc, with_enqueue_time
 from ._http import HttpApiDestination, check_http_url
 from ._registry import DestinationSpec
 
@@ -53,7 +54,10 @@ class SegmentDestination(HttpApiDestination):
 
     def body(self, events: Sequence[ClaimedEvent]) -> str:
         """``{"batch": [...], "sentAt": now, "writeKey": KEY}``, joined from the stored texts."""
-        messages = ",".join(event_text_with_id(event, "messageId") for event in events)
+        messages = ",".join(
+            with_enqueue_time(event_text_with_id(event, "messageId"), "timestamp", event, iso_utc)
+            for event in events
+        )
         return (
             '{"batch":['
             + messages

@@ -82,9 +82,10 @@ class Amplitude(API):
                     short.setdefault(field, []).append(index)
                 else:
                     usable = True
-            if not usable:
+            if not usable and event.get("event_type") != "$groupidentify":
                 # Amplitude drops a short id, then misses it: both SDKs drop the events
-                # named under "missing", and only those.
+                # named under "missing", and only those. A $groupidentify needs no id:
+                # amplitude-analytics sends one without (its verify_event lets it by).
                 missing.setdefault("user_id", []).append(index)
             if "time" in event and (type(event["time"]) is not int):
                 invalid.setdefault("time", []).append(index)

@@ -11,6 +11,7 @@ spooler client of that API enqueues, and what the destination of that type expec
 - Segment (``/v1/batch``, ``/v1/track``...): the messages, with the batch's
   ``context`` and ``integrations`` merged in, and ``type`` from the path of a single call;
 - PostHog (``/batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/``; gzip bodies too): the events;
+  a batch's ``historical_migration: true`` is kept with each of them under ``OPTIONS_KEY``;
 - Datalyr (``/track``): the event.
 
 The id each API de-duplicates on (``insert_id``, ``messageId``, ``uuid``, ``eventId``)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from ..events import OPTIONS_KEY
 from .apis import API, MB, RETRY_AFTER_SECONDS, Ingest, iso_now, json_response
 from .http import Request, Response
 
@@ -26,7 +27,8 @@ class PostHog(API):
 
     def read(self, request: Request, now: float) -> Ingest:
         """``{"api_key", "batch": [...]}``, one event, or an array of events; the key from
-        the body, an event, or the query."""
+        the body, an event, or the query. A batch's ``historical_migration: true`` is
+        kept with each of its events under ``OPTIONS_KEY``."""
         body = self.body(request, gzip_query=True)
         if isinstance(body, dict) and "batch" in body:
             events, top = body["batch"], body
@@ -37,7 +39,13 @@ class PostHog(API):
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise self.refuse("Malformed request data: expected events as JSON objects")
         key = _token(top)
+        # posthog-python's and posthog-node's historical_migration: kept with each event,
+        # for the drain to say it of their request (spooler.destinations.posthog).
+        historical = top.get("historical_migration") is True
         for event in events:
+            event.pop(OPTIONS_KEY, None)  # only the request's options are the event's
+            if historical:
+                event[OPTIONS_KEY] = {"historical_migration": True}
             properties = event.get("properties")
             key = (
                 key

@@ -60,10 +60,10 @@ def official(receiver: Receiver, calls: list[Call], **options: Any) -> None:
         client.shutdown()
 
 
-def through_spooler(db: Path, calls: list[Call]) -> list[Any]:
+def through_spooler(db: Path, calls: list[Call], **options: Any) -> list[Any]:
     """Make ``calls`` with spooler's client; what each returned."""
     with Spool(db) as spool:
-        client = PostHog(spool)
+        client = PostHog(spool, **options)
         return [call(client) for call in calls]
 
 
@@ -81,6 +81,20 @@ def test_every_call_sends_what_the_sdk_sends(tmp_path: Path) -> None:
     assert_same_wire(views(theirs), views(ours), run, SDK_NAMES)
     [event] = [e for e in json.loads(arrived(ours)[0].body)["batch"] if e["event"] == "geolocated"]
     assert event["properties"]["$lib"] == "spooler"
+
+
+def test_a_historical_migration_client_sends_what_the_sdk_sends(tmp_path: Path) -> None:
+    run = Run()
+    db = tmp_path / "spool.db"
+    with Receiver() as theirs, Receiver() as ours:
+        # Given clients made for importing old data, as the SDK's docs say
+        official(theirs, CALLS[:3], historical_migration=True)
+        through_spooler(db, CALLS[:3], historical_migration=True)
+        # When spooler's drain delivers the events of today
+        drain(db, "posthog", "posthog", KEY, ours.url + "/batch/")
+    # Then the request says historical_migration, as the SDK's does
+    assert_same_wire(views(theirs), views(ours), run, SDK_NAMES)
+    assert json.loads(arrived(ours)[0].body)["historical_migration"] is True
 
 
 def test_the_uuid_stays_the_same_across_retries_and_replay(tmp_path: Path) -> None:

@@ -149,10 +149,17 @@ def _unix_time(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def differences(official: Any, ours: Any, run: Run, sdk_names: frozenset[str]) -> list[str]:
+def differences(
+    official: Any,
+    ours: Any,
+    run: Run,
+    sdk_names: frozenset[str],
+    our_names: frozenset[str] = SPOOLER_NAMES,
+) -> list[str]:
     """Each field where ``ours`` differs from ``official`` after normalising; [] if none.
-    ``sdk_names``: how the SDK names itself and its version."""
-    theirs, mine = normalised(official, run, sdk_names), normalised(ours, run, SPOOLER_NAMES)
+    ``sdk_names``: how the SDK names itself and its version; ``our_names``: how ``ours``
+    may (spooler's, or the SDK's too for what the relay kept of the SDK's events)."""
+    theirs, mine = normalised(official, run, sdk_names), normalised(ours, run, our_names)
     found = []
     for path in sorted(theirs.keys() | mine.keys(), key=repr):
         where = "/".join(map(str, path))
@@ -200,17 +207,22 @@ def _objects(value: Any, path: tuple = ()) -> Iterator[tuple]:
 
 
 def assert_same_wire(
-    official: list[dict], ours: list[dict], run: Run, sdk_names: frozenset[str]
+    official: list[dict],
+    ours: list[dict],
+    run: Run,
+    sdk_names: frozenset[str],
+    our_names: frozenset[str] = SPOOLER_NAMES,
 ) -> None:
     """Request by request, field by field: ``ours`` sends what ``official`` sends; and
-    changing any one field of ``ours`` would make this fail."""
+    changing any one field of ``ours`` would make this fail (``our_names``: as for
+    ``differences``)."""
     assert len(ours) == len(official), f"spooler sent {len(ours)} requests, the SDK {len(official)}"
     for index, (theirs, mine) in enumerate(zip(official, ours, strict=True)):
-        assert differences(theirs, mine, run, sdk_names) == [], f"request {index}"
+        assert differences(theirs, mine, run, sdk_names, our_names) == [], f"request {index}"
         undetected = [
             what
             for what, mutated in mutations(mine)
-            if not differences(theirs, mutated, run, sdk_names)
+            if not differences(theirs, mutated, run, sdk_names, our_names)
         ]
         assert undetected == [], f"request {index}: changes the comparison would miss"
 
