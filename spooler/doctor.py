@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 
 from .events import events_phrase
-from .records import Finding, one_line, per_destination, requests_phrase
+from .records import Finding, failing_phrase, per_destination
 from .spool import Spool
 
 __all__ = ["Finding", "diagnose"]
@@ -113,19 +112,7 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
     }
     if not failing:
         return None
-    each = []
-    for name, counts in sorted(failing.items()):
-        left = (counts.paused_until or now) - now
-        # Rounded up: a pause with 0.4 s left is not "0s more".
-        state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
-        failed = counts.failed_in_a_row
-        requests = "request" if failed == 1 else requests_phrase(failed)
-        # A pause can be kept without an error (recorded apart): then no "()".
-        error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
-        each.append(
-            f"{name}: its last {requests} failed{error}, {state},"
-            f" {events_phrase(counts.queued)} queued"
-        )
+    each = [failing_phrase(name, counts, now=now) for name, counts in sorted(failing.items())]
     return Finding("warning", "delivery", "; ".join(each) + " (see spooler status)")
 
 

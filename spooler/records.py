@@ -10,6 +10,7 @@ imports them where it builds one, which only drains and operator commands do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ __all__ = [
     "RetriedNow",
     "SpoolStatus",
     "dead_event",
+    "failing_phrase",
     "iso_utc",
     "leases_by_drain",
     "one_line",
@@ -229,6 +231,21 @@ class DeadGroup:
     count: int
     by_age: dict[str, int]
     top_error: str | None
+
+
+def failing_phrase(name: str, counts: Counts, *, now: float) -> str:
+    """``"collector: its last 7 requests failed (HTTP 503: ...), paused for 212s more,
+    1520 events queued"``: a destination whose last requests failed, for doctor's
+    ``delivery`` warning and the drain's summaries."""
+    left = (counts.paused_until or now) - now
+    # Rounded up: a pause with 0.4 s left is not "0s more".
+    state = f"paused for {math.ceil(left)}s more" if left > 0 else "to be probed"
+    failed = counts.failed_in_a_row
+    requests = "request" if failed == 1 else requests_phrase(failed)
+    # A pause can be kept without an error (recorded apart): then no "()".
+    error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
+    queued = events_phrase(counts.queued)
+    return f"{name}: its last {requests} failed{error}, {state}, {queued} queued"
 
 
 def per_destination(events: Mapping[str, int]) -> str:
