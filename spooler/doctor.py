@@ -141,8 +141,14 @@ def _limits(spool: Spool) -> Finding:
     share = max(held / cap for _, held, cap in used)
     if share < LIMIT_WARNING_SHARE:
         return Finding("ok", "limits", detail)
+    # max_bytes refuses an event that would pass it, so a spool a few bytes short of it
+    # is full for its producers: once an event of the spool's usual size no longer fits.
+    average = size // events if events else 0
+    no_room = spool.max_bytes is not None and share < 1 and size + average > spool.max_bytes
+    if no_room:
+        detail += f"; an event of the average size ({average} bytes) no longer fits"
     return Finding(
-        "problem" if share >= 1 else "warning",
+        "problem" if share >= 1 or no_room else "warning",
         "limits",
         f"{detail}; enqueue fails at the limit: deliver events, purge dead ones (they count "
         "too), or raise it",
