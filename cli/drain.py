@@ -137,7 +137,7 @@ def drain(
 ) -> None:
     """Deliver queued events: a daemon, or --once, or --until-empty.
 
-    SIGTERM/SIGINT stop claiming, finish in-flight requests and exit 0.
+    SIGTERM/SIGINT/SIGHUP stop claiming, finish in-flight requests and exit 0.
     """
     if once and until_empty:
         raise click.UsageError(

@@ -42,7 +42,7 @@ def serve(
     committed to the spool. `spooler drain` delivers them. Where the config defines
     destinations, requests for one it does not define get 404.
 
-    SIGTERM/SIGINT stop accepting, answer the requests in progress and exit 0.
+    SIGTERM/SIGINT/SIGHUP stop accepting, answer the requests in progress and exit 0.
     """
     config = build_serve_config(
         opts.raw_config,

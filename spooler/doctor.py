@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 
 from .events import events_phrase
-from .records import Finding, one_line, per_destination, requests_phrase
+from .records import Finding, failing_phrase, per_destination, seconds_left
 from .spool import Spool
 
 __all__ = ["Finding", "diagnose"]
@@ -78,7 +77,7 @@ def _event_checks(spool: Spool, *, now: float, configured: Collection[str] | Non
         leases += (
             f"; {events_phrase(events)} leased by {drains} running drain"
             f"{'' if drains == 1 else 's'} (or stopped without settling them), the last"
-            f" lease ends in {_seconds_left(max(leased.until for leased in live) - now)}"
+            f" lease ends in {seconds_left(max(leased.until for leased in live) - now)}"
         )
     findings = [Finding("warning" if stale else "ok", "leases", leases)]
     corrupt = store.quarantine_corrupt(now=now)
@@ -115,31 +114,11 @@ def _failing(spool: Spool, *, now: float) -> Finding | None:
     }
     if not failing:
         return None
-    each = []
-    for name, counts in sorted(failing.items()):
-        failed = counts.failed_in_a_row
-        requests = "request" if failed == 1 else requests_phrase(failed)
-        # A pause can be kept without an error (recorded apart): then no "()".
-        error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
-        if not counts.queued:
-            each.append(f"{name}: its last {requests} failed{error}, but nothing is queued for it")
-            continue
-        left = (counts.paused_until or now) - now
-        state = f"paused for {_seconds_left(left)} more" if left > 0 else "to be probed"
-        each.append(
-            f"{name}: its last {requests} failed{error}, {state},"
-            f" {events_phrase(counts.queued)} queued"
-        )
+    each = [failing_phrase(name, counts, now=now) for name, counts in sorted(failing.items())]
     waiting = any(counts.queued for counts in failing.values())
     return Finding(
         "warning" if waiting else "ok", "delivery", "; ".join(each) + " (see spooler status)"
     )
-
-
-def _seconds_left(seconds: float) -> str:
-    """``"3s"`` for a lease or a pause still running: rounded up, as one with 0.4 s left
-    has not ended, and "0s" would say it had."""
-    return f"{math.ceil(seconds)}s"
 
 
 def _unconfigured(spool: Spool, configured: Collection[str]) -> Finding:
@@ -167,8 +146,14 @@ def _limits(spool: Spool) -> Finding:
     share = max(held / cap for _, held, cap in used)
     if share < LIMIT_WARNING_SHARE:
         return Finding("ok", "limits", detail)
+    # max_bytes refuses an event that would pass it, so a spool a few bytes short of it
+    # is full for its producers: once an event of the spool's usual size no longer fits.
+    average = size // events if events else 0
+    no_room = spool.max_bytes is not None and share < 1 and size + average > spool.max_bytes
+    if no_room:
+        detail += f"; an event of the average size ({average} bytes) no longer fits"
     return Finding(
-        "problem" if share >= 1 else "warning",
+        "problem" if share >= 1 or no_room else "warning",
         "limits",
         f"{detail}; enqueue fails at the limit: deliver events, purge dead ones (they count "
         "too), or raise it",

@@ -10,6 +10,7 @@ imports them where it builds one, which only drains and operator commands do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -37,11 +38,13 @@ __all__ = [
     "RetriedNow",
     "SpoolStatus",
     "dead_event",
+    "failing_phrase",
     "iso_utc",
     "leases_by_drain",
     "one_line",
     "per_destination",
     "requests_phrase",
+    "seconds_left",
     "utc_clock",
 ]
 
@@ -229,6 +232,30 @@ class DeadGroup:
     count: int
     by_age: dict[str, int]
     top_error: str | None
+
+
+def failing_phrase(name: str, counts: Counts, *, now: float) -> str:
+    """``"collector: its last 7 requests failed (HTTP 503: ...), paused for 212s more,
+    1520 events queued"``: a destination whose last requests failed, for doctor's
+    ``delivery`` line and the drain's summaries (``"..., but nothing is queued for
+    it"`` once its events died or were purged: nothing waits to be probed)."""
+    failed = counts.failed_in_a_row
+    requests = "request" if failed == 1 else requests_phrase(failed)
+    # A pause can be kept without an error (recorded apart): then no "()".
+    error = f" ({one_line(counts.last_error, 60)})" if counts.last_error else ""
+    if not counts.queued:
+        return f"{name}: its last {requests} failed{error}, but nothing is queued for it"
+    left = (counts.paused_until or now) - now
+    state = f"paused for {seconds_left(left)} more" if left > 0 else "to be probed"
+    return (
+        f"{name}: its last {requests} failed{error}, {state}, {events_phrase(counts.queued)} queued"
+    )
+
+
+def seconds_left(seconds: float) -> str:
+    """``"3s"`` for a lease or a pause still running: rounded up, as one with 0.4 s left
+    has not ended, and "0s" would say it had."""
+    return f"{math.ceil(seconds)}s"
 
 
 def per_destination(events: Mapping[str, int]) -> str:

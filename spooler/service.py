@@ -3,7 +3,8 @@ work. ``spooler drain`` parses its flags and calls ``run_drain``, ``spooler serv
 ``run_serve``; both run their worker in a ``Service``:
 
 - log lines on stderr, plain or JSON (one object a line, for journald and log shippers);
-- SIGTERM and SIGINT stop the work cleanly (a second one hurries it);
+- SIGTERM and SIGINT stop the work cleanly (a second one hurries it), and so does
+  SIGHUP (a closed terminal), unless the process was started to ignore it (``nohup``);
 - the metrics server, started once the signals are handled;
 - systemd's notify protocol (``sd_notify``): READY once the work runs, WATCHDOG while
   the work's own loop finds every part of it alive, STOPPING when it stops;
@@ -141,7 +142,7 @@ class Service:
         self._previous_handlers: dict[int, Any] = {}
 
     def __enter__(self) -> Service:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in _stop_signals():
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
         # Served once the signals are handled: a supervisor that sees /healthz and sends
         # SIGTERM at once must get a clean stop, not the default kill.
@@ -181,6 +182,18 @@ class Service:
             self._metrics.close()
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """The signals that stop a service cleanly: SIGTERM, SIGINT, and SIGHUP unless the
+    process inherited it ignored (``nohup``, which asks to outlive the terminal)."""
+    stops = [signal.SIGTERM, signal.SIGINT]
+    # SIGHUP's default kills the process on the spot, leaving its batches leased until
+    # the lease ends (and sent again): a drain started by hand dies so when its terminal
+    # closes, or when an operator sends it to "reload" it.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stops.append(signal.SIGHUP)
+    return stops
 
 
 def run_drain(

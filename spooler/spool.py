@@ -57,7 +57,8 @@ class Spool:
     (a missing or empty file, a schema with no tables) (for read-mostly tools). A new
     spool file (with its -wal and -shm) and the folders made for it get ``file_mode``
     and its folder counterpart, whatever the umask: 0600 / 0700 by default; 0o640 lets
-    a group read.
+    a group read the files, 0o660 lets its members enqueue and drain (every process
+    that opens a spool writes it).
     """
 
     def __init__(

@@ -180,6 +180,24 @@ def test_unset_variables_are_all_reported(tmp_path: Path) -> None:
     ]
 
 
+def test_a_variable_set_to_nothing_is_refused_where_it_is_the_whole_value(
+    tmp_path: Path,
+) -> None:
+    # Given an api_key from a variable that an EnvironmentFile sets to nothing ("KEY=")
+    text = "[destinations.a]\nurl = 'http://h/${PREFIX}v1'\napi_key = '${KEY}'\n"
+    # Then it is refused, as api_key = '' is (no key would be sent: every batch a 401)
+    with pytest.raises(ConfigError) as caught:
+        build_drain_config(load_config_file(write(tmp_path, text)), env={"KEY": "", "PREFIX": ""})
+    assert caught.value.problems == (
+        "destinations.a.api_key: environment variable KEY is set but empty",
+    )
+    # And an empty variable inside a longer value is taken as it is
+    config = build_drain_config(
+        load_config_file(write(tmp_path, text)), env={"KEY": "k", "PREFIX": ""}
+    )
+    assert config.destinations["a"].url == "http://h/v1"
+
+
 def test_a_typo_in_a_shared_table_does_not_hide_the_destinations_mistakes(
     tmp_path: Path,
 ) -> None:

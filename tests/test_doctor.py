@@ -8,11 +8,12 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from helpers.cli import drain_args, spooler_cmd
 from helpers.spools import dead_rows, rows
 
-from spooler import Spool
+from spooler import Spool, SpoolFullError
 from spooler.doctor import diagnose
 from spooler.testing import Receiver
 from spooler_cli.main import cli
@@ -204,6 +205,22 @@ def test_a_spool_near_or_at_its_limits_is_reported(db: Path) -> None:
         assert "purge dead ones" in detail
     with Spool(db, max_bytes=56) as spool:
         assert limits(spool)[0] == "problem"
+    # A spool a few bytes short of max_bytes is full for events of its usual size (7
+    # bytes here): enqueue refuses them, so it is a problem too, not a warning
+    with Spool(db, max_bytes=60) as spool:
+        level, detail = limits(spool)
+        assert level == "problem", detail
+        assert detail.startswith(
+            "56 of max_bytes=60 (93%); an event of the average size (7 bytes) no longer fits;"
+        )
+        with pytest.raises(SpoolFullError):
+            spool.enqueue({"n": 8})
+    with Spool(db, max_bytes=63) as spool:  # room for one more of them
+        assert limits(spool) == (
+            "warning",
+            "56 of max_bytes=63 (89%); enqueue fails at the limit: deliver events, purge dead"
+            " ones (they count too), or raise it",
+        )
     result = CliRunner().invoke(cli, ["doctor", "--db", str(db)])
     assert result.exit_code == 0 and "limits" not in result.stdout
     # The command line reads the limits from the config, and a full spool needs action

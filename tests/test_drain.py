@@ -381,6 +381,46 @@ def test_retry_now_for_one_destination_ends_only_its_pause(
     assert other.delivered == [] and spool.store.pauses()["two"].until is not None
 
 
+def test_a_summary_names_the_destination_whose_requests_fail(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a drain of two destinations: "up" delivers, "down" answers 503 for a minute
+    spool.enqueue_many(events(3), destination="up")
+    spool.enqueue_many(events(2), destination="down")
+    with Receiver() as down:
+        down.fail_next(503, headers={"Retry-After": "60"})
+        config = build_drain_config(
+            {
+                "drain": {"poll_interval": 0.05, "summary_interval": 0.2},
+                "destinations": {"up": {"url": receiver.url}, "down": {"url": down.url}},
+            }
+        )
+        drain = Drain(spool.store, config)
+        thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
+        with caplog.at_level(logging.INFO, logger="spooler.drain"):
+            thread.start()
+            try:
+                assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
+                assert down.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+                # When a summary comes after the failure
+                assert wait_until(
+                    lambda: any("summary:" in m and "down:" in m for m in caplog.messages)
+                )
+            finally:
+                drain.stop()
+                thread.join(timeout=30)
+    # Then it says which destination holds the backlog, and why; not the healthy one
+    summary = next(m for m in caplog.messages if "summary:" in m and "down:" in m)
+    assert re.fullmatch(
+        r"summary: delivered=3 retried=2 dead=0 backlog=2 rate=[0-9.]+/s; down: its last request"
+        r" failed \(HTTP 503: .*\), paused for [0-9]+s more, 2 events queued",
+        summary,
+    ), summary
+    assert "up:" not in summary
+    # And so does the drain's last line
+    assert "; down: its last request failed" in caplog.messages[-1]
+
+
 def test_idle_and_paused_destinations_sleep_while_another_one_is_busy(
     spool: Spool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ from relay import relay, write_config
 
 from spooler import Spool
 from spooler.events import OPTIONS_KEY
+from spooler.serve.spool_refusals import SpoolRefusals
 from spooler.serve.stats import IDLE_REPORT_INTERVAL, ServeStats
 from spooler.serve.wrong_keys import WrongKeys
 from spooler.testing import Receiver
@@ -415,6 +416,47 @@ def test_wrong_keys_are_warned_of_at_most_once_a_minute_per_api() -> None:
     ]
 
 
+def test_requests_the_spool_cannot_take_are_warned_of_at_most_once_a_minute() -> None:
+    # Given a clock the test moves, and a log it reads
+    now = [0.0]
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    log = logging.getLogger("test.spool_refusals")
+    log.addHandler(Lines())
+    refusals = SpoolRefusals(log, clock=lambda: now[0])
+    # When SDKs send all minute long to a full spool
+    refusals.refused("POST /batch/", "full")
+    for second in range(1, 60):
+        now[0] = second
+        refusals.refused("POST /v1/batch", "full")
+        refusals.flush()
+    # Then the first was logged at once, and nothing more within the minute
+    assert lines == [
+        "POST /batch/: not stored, answered 503: full; more requests the spool cannot take"
+        " are logged at most once a minute"
+    ]
+    # And a minute after the first, the count since, with the last one's reason
+    now[0] = 60.0
+    refusals.flush()
+    assert lines[1:] == [
+        "answered 503 to 59 more requests in the last 60s: the spool could not take their"
+        " events (the last, POST /v1/batch: full)"
+    ]
+    # And a refusal after a quiet minute is logged at once; at the stop, nothing is left
+    now[0] = 200.0
+    refusals.refused("POST /track", "disk full")
+    assert lines[2:] == [
+        "answered 503 to 1 more request in the last 140s: the spool could not take their"
+        " events (the last, POST /track: disk full)"
+    ]
+    refusals.flush(stopping=True)
+    assert len(lines) == 3
+
+
 def test_the_destination_key_or_the_token_is_taken(tmp_path: Path, db: Path) -> None:
     config = keyed_config(tmp_path, token=TOKEN)
     with relay(db, "--config", str(config)) as running:
@@ -589,10 +631,26 @@ def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(
             ),
             httpx.post(running.url + "/track", json={"event": "e"}),
         ]
+        assert running.stop() == 0
+        assert running.process.stderr is not None
+        log = running.process.stderr.read()
     assert fits.status_code == 200
     assert [(r.status_code, r.headers.get("retry-after")) for r in full] == [(503, "10")] * 5
     assert full[2].json()["code"] == 503  # what the Amplitude SDKs read
     assert [event for _, event in stored(db)] == [{"a": 1}, {"a": 2}]
+    # The log says so once, and counts the others into one line (here at the stop), not
+    # a line per request: SDKs send them again and again while the spool is full
+    full_spool = "the spool holds 2 events, queued or dead, and 1 more would pass max_events=2"
+    first, counted = re.findall(r" WARNING (.*)", log)
+    assert first == (
+        f"POST /v1/events/x: not stored, answered 503: {full_spool}; nothing was enqueued;"
+        " more requests the spool cannot take are logged at most once a minute"
+    )
+    assert re.fullmatch(
+        r"answered 503 to 4 more requests in the last \d+s: the spool could not take their"
+        rf" events \(the last, POST /track: {full_spool}; nothing was enqueued\)",
+        counted,
+    ), counted
 
 
 def one_request_per_api(url: str) -> list[httpx.Response]:

@@ -104,11 +104,22 @@ def interpolate(value: Any, key: str, env: Mapping[str, str]) -> Any:
     if isinstance(value, Mapping):
         return {name: interpolate(text, f"{key}.{name}", env) for name, text in value.items()}
     try:
-        return Template(value).substitute(env)
+        text = Template(value).substitute(env)
     except KeyError as exc:  # settings.config_warnings knows this wording
         raise ConfigError(f"{key}: environment variable {exc.args[0]} is not set") from None
     except ValueError as exc:
         raise ConfigError(f"{key}: bad ${{VAR}} reference ({exc})") from None
+    if value and not text:
+        # A variable set to nothing (a "KEY=" line of an EnvironmentFile left blank)
+        # would pass for a value: an api_key of "" sends no key, and every batch dies
+        # of 401 at once, where a literal "" in the file is refused.
+        named = next(
+            match["named"] or match["braced"]
+            for match in Template.pattern.finditer(value)
+            if match["named"] or match["braced"]
+        )
+        raise ConfigError(f"{key}: environment variable {named} is set but empty")
+    return text
 
 
 def section_with_flags(

@@ -23,8 +23,9 @@ from .web import build_web_config
 
 __all__ = ["config_warnings", "resolved_settings"]
 
-# The wording of interpolate's error for a variable the environment does not set.
-_UNSET_VARIABLE = re.compile(r": environment variable \w+ is not set$")
+# The wording of interpolate's error for a variable the environment does not set (or
+# sets to nothing): a producer need not hold the drain's keys.
+_UNSET_VARIABLE = re.compile(r": environment variable \w+ is (not set|set but empty)$")
 
 
 def resolved_settings(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from ..best_effort import best_effort
 from ..events import events_phrase
-from ..records import leases_by_drain, per_destination, utc_clock
+from ..records import failing_phrase, leases_by_drain, per_destination, utc_clock
 from .base import DrainBase, DrainReport, Mode
 
 __all__ = ["DrainReporting"]
@@ -48,18 +48,27 @@ class DrainReporting(DrainBase):
                 self._metrics.dead(destination, reason, count)
 
     def _log_summary(self, elapsed: float, *, heading: str = "summary") -> None:
-        counts = self._store.counts(now=self._clock())
+        now = self._clock()
+        counts = self._store.counts(now=now)
         backlog = sum(counts[name].queued for name in self._destinations if name in counts)
         report = self._report
         rate = report.delivered / elapsed if elapsed > 0 else 0.0
+        # The totals do not say where a backlog waits: name the destinations whose last
+        # requests failed (one down among several healthy ones), as doctor does.
+        failing = "".join(
+            f"; {failing_phrase(name, counts[name], now=now)}"
+            for name in sorted(self._destinations)
+            if name in counts and counts[name].failed_in_a_row
+        )
         log.info(
-            "%s: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s",
+            "%s: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s%s",
             heading,
             report.delivered,
             report.retried,
             report.dead,
             backlog,
             rate,
+            failing,
         )
 
     def _finish(self, mode: Mode, elapsed: float) -> DrainReport:

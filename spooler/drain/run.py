@@ -229,7 +229,7 @@ class Drain(DrainWorkers, DrainReporting):
                         give_up_at = now_mono + grace
                         log.info(
                             "stopping (%s): no new claims; waiting up to %.0fs for requests"
-                            " in flight (a further SIGTERM or SIGINT abandons them)",
+                            " in flight (a further SIGTERM, SIGINT or SIGHUP abandons them)",
                             self._report.stopped_by,
                             grace,
                         )

@@ -27,6 +27,7 @@ from .commits import Committer
 from .http import Answer, HttpServer, Limits, Request, Response
 from .posthog import PostHog
 from .segment import Segment
+from .spool_refusals import SpoolRefusals
 from .stats import REPORT_INTERVAL, Metrics, ServeStats
 from .wrong_keys import WrongKeys
 
@@ -51,6 +52,7 @@ class IngestApp:
         committer: Committer,
         stats: ServeStats,
         wrong_keys: WrongKeys,
+        spool_refusals: SpoolRefusals,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,6 +61,7 @@ class IngestApp:
         self._committer = committer
         self._stats = stats
         self._wrong_keys = wrong_keys
+        self._spool_refusals = spool_refusals
         self._clock = clock
         self._routes: dict[str, API] = {}
         # The answer to each API whose destination the config does not define: its
@@ -135,9 +138,7 @@ class IngestApp:
 
         def committed(outcome: list[str] | Exception) -> None:
             if isinstance(outcome, SpoolerError):
-                log.warning(
-                    "%s %s: not stored, answered 503: %s", request.method, request.path, outcome
-                )
+                self._spool_refusals.refused(f"{request.method} {request.path}", str(outcome))
                 self._stats.refuse(api.name, 503)
                 answer(api.unavailable(f"the spool cannot take events now: {outcome}"))
             elif isinstance(outcome, Exception):  # a bug: the server answers 500
@@ -248,7 +249,10 @@ class Relay:
             self._spool.commit_rows, on_commit=stats.commit, step=config.commit_timeout
         )
         wrong_keys = WrongKeys(log)
-        app = IngestApp(self._spool, config, committer, stats, wrong_keys, clock=self._clock)
+        spool_refusals = SpoolRefusals(log)
+        app = IngestApp(
+            self._spool, config, committer, stats, wrong_keys, spool_refusals, clock=self._clock
+        )
         limits = Limits(
             header_timeout=config.header_timeout,
             body_timeout=config.body_timeout,
@@ -265,7 +269,7 @@ class Relay:
         log.info("serving on http://%s for %s", stats.listen, self._spool.path)
         if ready is not None:
             ready(server.port)
-        reporter = asyncio.create_task(self._report(stats, wrong_keys))
+        reporter = asyncio.create_task(self._report(stats, (wrong_keys, spool_refusals)))
         # Beats until the end: a stop that hangs is a hang too.
         beating = asyncio.create_task(_beat(heartbeat, committer)) if heartbeat else None
         try:
@@ -276,6 +280,7 @@ class Relay:
             await server.stop()
             reporter.cancel()
             wrong_keys.flush(stopping=True)
+            spool_refusals.flush(stopping=True)
             if not await asyncio.to_thread(committer.close):
                 # The spool does not answer: the last report could not be written either.
                 raise SpoolerError(
@@ -291,10 +296,10 @@ class Relay:
             if beating is not None:
                 beating.cancel()
 
-    async def _report(self, stats: ServeStats, wrong_keys: WrongKeys) -> None:
+    async def _report(self, stats: ServeStats, refusals: tuple[WrongKeys, SpoolRefusals]) -> None:
         """Keep the report in the spool (``ServeStats.due_report``); log a summary every
-        minute, and the refusals for a wrong key counted since their last warning a
-        minute ago."""
+        minute, and the refusals (for a wrong key, for a spool that could not take the
+        events) counted since their last warning a minute ago."""
         last_summary = self._clock()
         while True:
             report = stats.due_report()
@@ -306,7 +311,8 @@ class Relay:
             if self._clock() - last_summary >= SUMMARY_INTERVAL:
                 last_summary = self._clock()
                 log.info("%s", stats.summary())
-            wrong_keys.flush()
+            for counted in refusals:
+                counted.flush()
             await asyncio.sleep(REPORT_INTERVAL)
 
 

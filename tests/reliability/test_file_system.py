@@ -195,3 +195,39 @@ def test_no_permission_is_named_with_the_user_and_the_path(scenario) -> None:
     finally:
         shutil.rmtree(folder)
     row.recover_s = None
+
+
+def test_a_user_who_may_only_read_the_spool_leaves_no_files_of_its_own_beside_it() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to make a spool that another user may not write")
+    require_program("setpriv", "util-linux")
+    # Given root's spool, which the group of the user nobody may read (0640), in a folder
+    # where anyone may create files (as a folder shared by a group is, 2770)
+    folder = Path(os.path.realpath("/tmp")) / f"spooler-reader-{os.getpid()}"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    try:
+        db = folder / "spool.db"
+        with Spool(db, file_mode=0o640) as spool:
+            spool.enqueue({"n": 1})
+        os.chown(db, 0, 65534)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *SPOOLER]
+        code = Path(spooler.__file__).parent  # the checkout, with an editable install
+        # When that user runs a command that only reads it
+        with reachable_by_others(Path(sys.executable), Path(sys.prefix) / "lib", code):
+            status = subprocess.run(
+                [*nobody, "status", "--db", str(db)],
+                capture_output=True,
+                text=True,
+                cwd=folder,
+                timeout=60,
+            )
+        # Then it is refused before SQLite opens the file: SQLite would have read it, and
+        # left a -wal and a -shm of nobody's, 0640, that the spool's owners may not write
+        assert status.returncode == 1
+        assert f"no permission to read and write {db} (as user nobody)" in status.stderr, (
+            status.stderr
+        )
+        assert sorted(path.name for path in folder.iterdir()) == ["spool.db"]
+    finally:
+        shutil.rmtree(folder)

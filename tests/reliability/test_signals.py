@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT on a real drain process: stop claiming, finish or release, exit 0."""
+"""SIGTERM, SIGINT and SIGHUP on a real drain process: stop claiming, finish or release,
+exit 0 (SIGHUP only where it is not ignored, as under nohup)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,52 @@ def test_a_second_signal_abandons_the_request_and_releases_its_events(
     # Released, not failed: due now, no owner, no error recorded.
     assert rows(db, "SELECT count(*), count(last_error) FROM queue") == [(2, 0)]
     assert leased_count(db) == 0
+
+
+def test_a_hangup_stops_the_drain_as_sigterm_does(db: Path, receiver: Receiver) -> None:
+    # Given a drain started by hand, with a batch in flight
+    ids = spooler_cmd("enqueue", "--db", str(db), "{}", "{}").stdout.split()
+    receiver.hold()
+    drain = start_drain(db, receiver.url, "--timeout", "5", stderr=subprocess.PIPE)
+    assert wait_until(lambda: in_flight(db))
+    # When its terminal closes (SIGHUP)
+    drain.send_signal(signal.SIGHUP)
+    receiver.release()
+    _, err = drain.communicate(timeout=30)
+    # Then it stops as on SIGTERM: the batch finished, nothing left leased, exit 0
+    # (SIGHUP's default would kill it with the batch leased, to be sent again)
+    assert drain.returncode == 0, err
+    assert "stopped (signal): delivered=2" in err
+    assert sorted(e["id"] for e in receiver.delivered) == sorted(ids)
+    assert leased_count(db) == 0
+
+
+def ignore_hangups() -> None:
+    """In the child before it runs spooler: what ``nohup`` does."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_drain_started_with_nohup_outlives_a_hangup(db: Path, receiver: Receiver) -> None:
+    # Given a drain started under nohup (SIGHUP ignored)
+    drain = start_drain(
+        db,
+        receiver.url,
+        "--poll-interval",
+        "0.1",
+        stderr=subprocess.PIPE,
+        preexec_fn=ignore_hangups,
+    )
+    try:
+        first = spooler_cmd("enqueue", "--db", str(db), "{}").stdout.split()
+        assert receiver.wait_for(lambda r: len(r.delivered) == 1, timeout=30)
+        # When its terminal closes
+        drain.send_signal(signal.SIGHUP)
+        # Then it goes on delivering
+        second = spooler_cmd("enqueue", "--db", str(db), "{}").stdout.split()
+        assert receiver.wait_for(lambda r: len(r.delivered) == 2, timeout=30)
+        assert drain.poll() is None
+    finally:
+        drain.send_signal(signal.SIGTERM)
+        _, err = drain.communicate(timeout=30)
+    assert drain.returncode == 0, err
+    assert [e["id"] for e in receiver.delivered] == first + second

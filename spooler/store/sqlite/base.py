@@ -82,6 +82,7 @@ class SQLiteBase:
         """Open the file, checked and set up; returns the connection and whether this
         created the spool's tables."""
         empty = check_header(self.path)
+        self._refuse_unwritable()
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -106,6 +107,22 @@ class SQLiteBase:
                 self._close(current)
                 raise
         return current, schema == "created"
+
+    def _refuse_unwritable(self) -> None:
+        """Refuse a spool this user may not write before SQLite opens it: SQLite would
+        read it all the same, making its -wal and -shm files as this user's, with the
+        spool file's mode, and the accounts that own the spool could then no longer
+        write them (a `spooler status` run by a reader stopped every producer)."""
+        names = (self.path, self.path + "-wal", self.path + "-shm")
+        if all(os.access(name, os.R_OK | os.W_OK) for name in names if os.path.exists(name)):
+            return
+        from .errors import unwritable  # only on errors: `import spooler` stays small
+
+        if os.statvfs(os.path.dirname(os.path.abspath(self.path))).f_flag & os.ST_RDONLY:
+            return  # no file can be made there; SQLite's own error is named as it comes
+        problem = unwritable(self.path)
+        if problem:
+            raise StoreError(f"{self.path}: {problem}")
 
     def _open_wal(self) -> int:
         """A read-only descriptor of the connection's write-ahead log, its entry in its

@@ -14,7 +14,7 @@ import sqlite3
 
 from ...errors import StoreError
 
-__all__ = ["NOT_SQLITE", "damaged", "os_problem", "store_error"]
+__all__ = ["NOT_SQLITE", "damaged", "os_problem", "store_error", "unwritable"]
 
 NOT_SQLITE = "not a SQLite database, or its header is damaged; refusing to touch it"
 
@@ -78,10 +78,9 @@ def os_problem(path: str) -> str | None:
         return f"cannot reach its folder {directory} ({exc.strerror})"
     if fs.f_flag & os.ST_RDONLY:
         return f"the file system holding {directory} is mounted read-only"
-    # os.access asks as the real user, which is who runs spooler (no setuid here).
-    for name in (path, path + "-wal", path + "-shm"):
-        if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
-            return f"no permission to read and write {name} (as user {_user()})"
+    refused = unwritable(path)
+    if refused:
+        return refused
     if not os.access(directory, os.W_OK | os.X_OK):
         return (
             f"no permission to create files in {directory} (as user {_user()}); SQLite"
@@ -92,6 +91,16 @@ def os_problem(path: str) -> str | None:
         return f"the disk is full ({_size(free)} free on {directory})"
     if fs.f_files and not fs.f_favail:
         return f"the file system holding {directory} has no free inodes left"
+    return None
+
+
+def unwritable(path: str) -> str | None:
+    """The first of the spool ``path``'s files (the file, its -wal, its -shm) that this
+    user may not read and write, said so; or None (none, or none that exists)."""
+    # os.access asks as the real user, which is who runs spooler (no setuid here).
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+            return f"no permission to read and write {name} (as user {_user()})"
     return None
 
 
