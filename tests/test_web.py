@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -26,6 +27,7 @@ from spooler.drain import Mode
 from spooler.testing import Receiver
 from spooler.web import Dashboard
 from spooler.web.dead import PAGE_SIZE
+from spooler.web.snapshots import MAX_SHOWN_AGE, MIN_AGE, Snapshot
 
 SCRIPT = "<script>window.pwned = 1</script>"
 
@@ -331,6 +333,29 @@ def test_a_token_is_asked_for_and_opens_a_session(dead_spool: Path) -> None:
         assert bearer.status_code == 200
     finally:
         running.close()
+
+
+def test_a_count_too_old_to_be_shown_is_waited_for() -> None:
+    # Given counts read in the background, on a clock the test moves
+    now = [1000.0]
+    readings = iter(range(1, 100))
+    snapshot = Snapshot(lambda: next(readings), clock=lambda: now[0])
+    assert snapshot.get().value == 1
+    # While pages are looked at, a page shows the last count at once, and renews it
+    # in the background
+    now[0] += MIN_AGE + 1
+    shown = snapshot.get()
+    assert shown.value == 1 and shown.age() == MIN_AGE + 1
+    deadline = time.monotonic() + 30
+    while snapshot.get().value == 1:  # the renewal, on the clock standing still
+        assert time.monotonic() < deadline, "the count was not renewed"
+        threading.Event().wait(0.01)
+    # But after no page was looked at for a while (an operator opens the dashboard
+    # during an outage), the page waits for a new count instead of showing an old one
+    # as the present
+    now[0] += MAX_SHOWN_AGE + 1
+    fresh = snapshot.get()
+    assert fresh.value >= 2 and fresh.age() == 0
 
 
 def test_listening_beyond_loopback_needs_a_token() -> None:
