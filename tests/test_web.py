@@ -263,6 +263,37 @@ def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path, count: int)
         running.close()
 
 
+def test_a_summary_row_lists_and_replays_its_status_alone(db: Path, receiver: Receiver) -> None:
+    # Given dead letters of one destination and reason, 2 of a 400 and 3 of a 422
+    receiver.reject = lambda event: True
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(2)])
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+        receiver.reject_status = 422
+        spool.enqueue_many([{"n": n} for n in range(3)])
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    running = Served(db, WebConfig(port=0))
+    try:
+        # When the operator follows the summary's row of the 422s
+        summary = running.client.get("/dead").text
+        [row] = re.findall(r'<td>422</td><td><a href="([^"]+)">3</a>', summary)
+        listed = running.client.get(unescape(row).removesuffix("#list")).text
+        # Then the list holds those 3 alone, and its "Replay all" replays them alone
+        assert "Matching: 3 events." in listed
+        assert re.findall(r"<td>(4\d\d)</td><td>1</td>", listed) == ["422"] * 3
+        [form] = re.findall(
+            r'<form method="post" action="/actions/replay" class="inline">(.*?)</form>', listed
+        )
+        fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
+        asked = running.client.post("/actions/replay", data=fields)
+        assert 'data-count="3"' in asked.text and "status 422" in asked.text
+        running.client.post("/actions/replay", data={**fields, "confirmed": "1"})
+        statuses = [event.status for event in running.spool.dead_letters.inspect()]
+    finally:
+        running.close()
+    assert (statuses, queued_count(db)) == ([400, 400], 3)
+
+
 def test_a_confirmed_purge_of_picked_dead_letters_deletes_those_only(
     served: Served, dead_spool: Path
 ) -> None:

@@ -219,6 +219,7 @@ class WebApp:
         page = self._spool.dead_letters.page(
             destination=filters.destination,
             reason=filters.reason,
+            status=filters.status,
             limit=PAGE_SIZE + 1,  # the one over: another page follows that way
             before=filters.before,
             after=filters.after,
