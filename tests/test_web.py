@@ -27,6 +27,7 @@ from spooler.drain import Mode
 from spooler.testing import Receiver
 from spooler.web import Dashboard
 from spooler.web.dead import PAGE_SIZE
+from spooler.web.pages import IDLE_AFTER
 from spooler.web.snapshots import MAX_SHOWN_AGE, MIN_AGE, Snapshot
 
 SCRIPT = "<script>window.pwned = 1</script>"
@@ -261,6 +262,29 @@ def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path, count: int)
         assert newest == pages[0] and "prev" not in rel
     finally:
         running.close()
+
+
+def test_the_overview_asks_for_a_drain_when_due_events_wait_unsent(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given events enqueued 10 minutes ago: of "idle", never sent; of "default", some
+    # delivered just now, one left due; and a fresh event of "fresh"
+    with Spool(db, clock=lambda: time.time() - 10 * IDLE_AFTER) as spool:
+        spool.enqueue({"n": 1}, destination="idle")
+        spool.enqueue({"n": 2})
+        drain_once(spool, receiver.url)
+        spool.enqueue({"n": 3})
+    with Spool(db) as spool:
+        spool.enqueue({"n": 4}, destination="fresh")
+    running = Served(db, WebConfig(port=0))
+    try:
+        overview = running.client.get("/").text
+    finally:
+        running.close()
+    # Then the overview names "idle" alone, asking whether a drain runs
+    [alert] = re.findall(r'<p class="alert" role="alert">No delivery attempt: (.*?)</p>', overview)
+    assert alert.startswith("idle for 10m") and "is <code>spooler drain</code> running" in alert
+    assert "default" not in alert and "fresh" not in alert
 
 
 def test_a_summary_row_lists_and_replays_its_status_alone(db: Path, receiver: Receiver) -> None:
