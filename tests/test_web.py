@@ -24,10 +24,11 @@ from pg_server import PASSWORD, PostgresServer
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
 from spooler.drain import Mode
+from spooler.records import Counts, SpoolStatus
 from spooler.testing import Receiver
 from spooler.web import Dashboard
 from spooler.web.dead import PAGE_SIZE
-from spooler.web.pages import IDLE_AFTER
+from spooler.web.pages import IDLE_AFTER, overview_table
 from spooler.web.snapshots import MAX_SHOWN_AGE, MIN_AGE, Snapshot
 
 SCRIPT = "<script>window.pwned = 1</script>"
@@ -287,6 +288,14 @@ def test_the_overview_asks_for_a_drain_when_due_events_wait_unsent(
     assert "default" not in alert and "fresh" not in alert
 
 
+def test_a_pause_under_a_second_is_not_shown_as_over() -> None:
+    now = 1000.0
+    paused = Counts(queued=1, failed_in_a_row=3, paused_until=now + 0.4, last_error_at=now)
+    table = overview_table(SpoolStatus(paused, {"api": paused}, now), 0.0, "csrf")
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert "1s" in cells and "0s" not in cells
+
+
 def test_a_summary_row_lists_and_replays_its_status_alone(db: Path, receiver: Receiver) -> None:
     # Given dead letters of one destination and reason, 2 of a 400 and 3 of a 422
     receiver.reject = lambda event: True
@@ -418,6 +427,18 @@ def test_listening_beyond_loopback_needs_a_token() -> None:
         build_web_config({"web": {"host": "0.0.0.0"}})
     assert build_web_config({}, flags={"host": "0.0.0.0", "token": "t"}).host == "0.0.0.0"
     assert build_web_config({"web": {"token": "${T}"}}, env={"T": "x"}).token == "x"
+
+
+def test_listening_beyond_loopback_warns_of_plain_http(
+    dead_spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="spooler.web"):
+            Served(dead_spool, WebConfig(host=host, port=0, token="t0ken")).close()
+        assert any("dashboard on" in r.getMessage() for r in caplog.records)
+        plain = [r for r in caplog.records if "plain HTTP" in r.getMessage()]
+        assert [r.levelname for r in plain] == (["WARNING"] if warned else []), host
 
 
 def test_no_secret_reaches_a_page(db: Path, receiver: Receiver) -> None:

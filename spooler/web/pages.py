@@ -8,6 +8,7 @@ same address with ``part=NAME`` and swaps in what comes back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 from ..history import MINUTE, Bucket, HistoryPoint, buckets
@@ -244,7 +245,8 @@ def _destination_row(name: str, c: Counts, now: float, csrf: str) -> Markup:
         name,
         f"{c.dead:,}",
         duration(None if c.oldest_queued_at is None else now - c.oldest_queued_at),
-        duration(paused) if paused > 0 else ("probing" if failing else "-"),
+        # rounded up: a pause with 0.4 s left still runs (spooler doctor says 1s too)
+        duration(math.ceil(paused)) if paused > 0 else ("probing" if failing else "-"),
         ago(c.last_success_at, now),
         error,
         actions,
