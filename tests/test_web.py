@@ -288,12 +288,15 @@ def test_the_overview_asks_for_a_drain_when_due_events_wait_unsent(
     assert "default" not in alert and "fresh" not in alert
 
 
-def test_a_pause_under_a_second_is_not_shown_as_over() -> None:
+def test_a_failing_destination_says_what_to_do_and_its_pause_rounds_up() -> None:
     now = 1000.0
     paused = Counts(queued=1, failed_in_a_row=3, paused_until=now + 0.4, last_error_at=now)
     table = overview_table(SpoolStatus(paused, {"api": paused}, now), 0.0, "csrf")
     cells = re.findall(r"<td>([^<]*)</td>", table)
     assert "1s" in cells and "0s" not in cells
+    # and the failing destination is named, with what to do about it
+    [alert] = re.findall(r'<p class="alert" role="alert">(Failing: .*?)</p>', table)
+    assert alert.startswith("Failing: api.") and "Retry now probes at once" in alert
 
 
 def test_a_summary_row_lists_and_replays_its_status_alone(db: Path, receiver: Receiver) -> None:

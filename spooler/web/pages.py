@@ -161,7 +161,9 @@ def overview_table(status: SpoolStatus, age: float, csrf: str) -> Markup:
     alert = (
         html(
             '<p class="alert" role="alert">Failing: {}. Their events wait and are retried;'
-            " nothing is lost.</p>",
+            " nothing is lost. The last error says why (hover it for all of it); once the"
+            " receiver answers again, the next probe resumes delivery, and Retry now probes"
+            " at once.</p>",
             ", ".join(sorted(outage)),
         )
         if outage
