@@ -107,6 +107,7 @@ class DeadLetters:
         *,
         destination: str | None = None,
         reason: str | None = None,
+        status: int | None = None,
         limit: int = 50,
         before: int | None = None,
         after: int | None = None,
@@ -114,8 +115,11 @@ class DeadLetters:
         """A page of dead events, newest first: the newest, those older than the key
         ``before``, or the page newer than the key ``after`` (keys come with the events);
         and how many match in all. For a listing that pages back and forth (the
-        dashboard), where ``inspect`` reads forward only."""
-        selection = self._selection((), True, destination, reason, None, None, now=self._clock())
+        dashboard), where ``inspect`` reads forward only. The criteria are those of
+        ``replay``."""
+        selection = self._selection(
+            (), True, destination, reason, None, None, status=status, now=self._clock()
+        )
         return self._store.dead_page(selection, limit=limit, before=before, after=after)
 
     def replay(

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -23,9 +24,12 @@ from pg_server import PASSWORD, PostgresServer
 from spooler import ConfigError, Spool
 from spooler.config import WebConfig, build_web_config
 from spooler.drain import Mode
+from spooler.records import Counts, SpoolStatus
 from spooler.testing import Receiver
 from spooler.web import Dashboard
 from spooler.web.dead import PAGE_SIZE
+from spooler.web.pages import IDLE_AFTER, overview_table
+from spooler.web.snapshots import MAX_SHOWN_AGE, MIN_AGE, Snapshot
 
 SCRIPT = "<script>window.pwned = 1</script>"
 
@@ -261,6 +265,71 @@ def test_the_dead_letters_are_paged_by_key_older_and_newer(db: Path, count: int)
         running.close()
 
 
+def test_the_overview_asks_for_a_drain_when_due_events_wait_unsent(
+    db: Path, receiver: Receiver
+) -> None:
+    # Given events enqueued 10 minutes ago: of "idle", never sent; of "default", some
+    # delivered just now, one left due; and a fresh event of "fresh"
+    with Spool(db, clock=lambda: time.time() - 10 * IDLE_AFTER) as spool:
+        spool.enqueue({"n": 1}, destination="idle")
+        spool.enqueue({"n": 2})
+        drain_once(spool, receiver.url)
+        spool.enqueue({"n": 3})
+    with Spool(db) as spool:
+        spool.enqueue({"n": 4}, destination="fresh")
+    running = Served(db, WebConfig(port=0))
+    try:
+        overview = running.client.get("/").text
+    finally:
+        running.close()
+    # Then the overview names "idle" alone, asking whether a drain runs
+    [alert] = re.findall(r'<p class="alert" role="alert">No delivery attempt: (.*?)</p>', overview)
+    assert alert.startswith("idle for 10m") and "is <code>spooler drain</code> running" in alert
+    assert "default" not in alert and "fresh" not in alert
+
+
+def test_a_failing_destination_says_what_to_do_and_its_pause_rounds_up() -> None:
+    now = 1000.0
+    paused = Counts(queued=1, failed_in_a_row=3, paused_until=now + 0.4, last_error_at=now)
+    table = overview_table(SpoolStatus(paused, {"api": paused}, now), 0.0, "csrf")
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert "1s" in cells and "0s" not in cells
+    # and the failing destination is named, with what to do about it
+    [alert] = re.findall(r'<p class="alert" role="alert">(Failing: .*?)</p>', table)
+    assert alert.startswith("Failing: api.") and "Retry now probes at once" in alert
+
+
+def test_a_summary_row_lists_and_replays_its_status_alone(db: Path, receiver: Receiver) -> None:
+    # Given dead letters of one destination and reason, 2 of a 400 and 3 of a 422
+    receiver.reject = lambda event: True
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(2)])
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+        receiver.reject_status = 422
+        spool.enqueue_many([{"n": n} for n in range(3)])
+        drain_once(spool, receiver.url, batch_size=1, concurrency=1)
+    running = Served(db, WebConfig(port=0))
+    try:
+        # When the operator follows the summary's row of the 422s
+        summary = running.client.get("/dead").text
+        [row] = re.findall(r'<td>422</td><td><a href="([^"]+)">3</a>', summary)
+        listed = running.client.get(unescape(row).removesuffix("#list")).text
+        # Then the list holds those 3 alone, and its "Replay all" replays them alone
+        assert "Matching: 3 events." in listed
+        assert re.findall(r"<td>(4\d\d)</td><td>1</td>", listed) == ["422"] * 3
+        [form] = re.findall(
+            r'<form method="post" action="/actions/replay" class="inline">(.*?)</form>', listed
+        )
+        fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
+        asked = running.client.post("/actions/replay", data=fields)
+        assert 'data-count="3"' in asked.text and "status 422" in asked.text
+        running.client.post("/actions/replay", data={**fields, "confirmed": "1"})
+        statuses = [event.status for event in running.spool.dead_letters.inspect()]
+    finally:
+        running.close()
+    assert (statuses, queued_count(db)) == ([400, 400], 3)
+
+
 def test_a_confirmed_purge_of_picked_dead_letters_deletes_those_only(
     served: Served, dead_spool: Path
 ) -> None:
@@ -333,11 +402,46 @@ def test_a_token_is_asked_for_and_opens_a_session(dead_spool: Path) -> None:
         running.close()
 
 
+def test_a_count_too_old_to_be_shown_is_waited_for() -> None:
+    # Given counts read in the background, on a clock the test moves
+    now = [1000.0]
+    readings = iter(range(1, 100))
+    snapshot = Snapshot(lambda: next(readings), clock=lambda: now[0])
+    assert snapshot.get().value == 1
+    # While pages are looked at, a page shows the last count at once, and renews it
+    # in the background
+    now[0] += MIN_AGE + 1
+    shown = snapshot.get()
+    assert shown.value == 1 and shown.age() == MIN_AGE + 1
+    deadline = time.monotonic() + 30
+    while snapshot.get().value == 1:  # the renewal, on the clock standing still
+        assert time.monotonic() < deadline, "the count was not renewed"
+        threading.Event().wait(0.01)
+    # But after no page was looked at for a while (an operator opens the dashboard
+    # during an outage), the page waits for a new count instead of showing an old one
+    # as the present
+    now[0] += MAX_SHOWN_AGE + 1
+    fresh = snapshot.get()
+    assert fresh.value >= 2 and fresh.age() == 0
+
+
 def test_listening_beyond_loopback_needs_a_token() -> None:
     with pytest.raises(ConfigError, match="set a token"):
         build_web_config({"web": {"host": "0.0.0.0"}})
     assert build_web_config({}, flags={"host": "0.0.0.0", "token": "t"}).host == "0.0.0.0"
     assert build_web_config({"web": {"token": "${T}"}}, env={"T": "x"}).token == "x"
+
+
+def test_listening_beyond_loopback_warns_of_plain_http(
+    dead_spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="spooler.web"):
+            Served(dead_spool, WebConfig(host=host, port=0, token="t0ken")).close()
+        assert any("dashboard on" in r.getMessage() for r in caplog.records)
+        plain = [r for r in caplog.records if "plain HTTP" in r.getMessage()]
+        assert [r.levelname for r in plain] == (["WARNING"] if warned else []), host
 
 
 def test_no_secret_reaches_a_page(db: Path, receiver: Receiver) -> None:

@@ -46,6 +46,7 @@ class Selection:
     ids: tuple[str, ...] = ()
     destination: str | None = None
     reason: str | None = None
+    status: int | None = None  # the HTTP status dead letters died of
     everything: bool = False
 
     @classmethod
@@ -57,13 +58,22 @@ class Selection:
             value = form.get(name, [""])[0].strip()
             return value or None
 
+        status = one("status") if dead else None
+        if status is not None and not status.isdigit():
+            raise ConfigError(f"status: expected an HTTP status, got {status!r}")
         selection = cls(
             ids=tuple(value for value in form.get("id", []) if value.strip()),
             destination=one("destination"),
             reason=one("reason") if dead else None,
+            status=None if status is None else int(status),
             everything=one("all") == "1",
         )
-        named = bool(selection.ids) or selection.destination or selection.reason
+        named = (
+            bool(selection.ids)
+            or selection.destination
+            or selection.reason
+            or selection.status is not None
+        )
         if not named and not selection.everything:
             raise ConfigError("no events picked: pick some, or filter, first")
         if named and selection.everything:
@@ -73,19 +83,20 @@ class Selection:
     def fields(self) -> list[tuple[str, str]]:
         """The selection as form fields again (for the confirmation's form)."""
         fields = [("id", event_id) for event_id in self.ids]
-        fields += [
-            (k, v) for k, v in (("destination", self.destination), ("reason", self.reason)) if v
-        ]
+        fields += self._filters()
         return [*fields, ("all", "1")] if self.everything else fields
 
     def describe(self) -> str:
-        """``"destination amplitude, reason rejected"``, ``"2 picked events"``, ``"all"``."""
+        """``"destination amplitude, reason rejected, status 400"``, ``"2 picked events"``,
+        ``"every destination"``."""
         if self.ids:
             return f"{events_phrase(len(self.ids))} picked"
-        given = [
-            f"{k} {v}" for k, v in (("destination", self.destination), ("reason", self.reason)) if v
-        ]
-        return ", ".join(given) or "every destination"
+        return ", ".join(f"{k} {v}" for k, v in self._filters()) or "every destination"
+
+    def _filters(self) -> list[tuple[str, str]]:
+        status = None if self.status is None else str(self.status)
+        given = (("destination", self.destination), ("reason", self.reason), ("status", status))
+        return [(k, v) for k, v in given if v]
 
 
 def _on_dead(spool: Spool, action: str, selection: Selection, *, dry_run: bool) -> int:
@@ -95,6 +106,7 @@ def _on_dead(spool: Spool, action: str, selection: Selection, *, dry_run: bool) 
         everything=selection.everything,
         destination=selection.destination,
         reason=selection.reason,
+        status=selection.status,
         dry_run=dry_run,
     )
 

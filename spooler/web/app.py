@@ -30,6 +30,7 @@ from importlib.resources import files
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from ..config import WebConfig
+from ..config.serve import is_loopback
 from ..errors import ConfigError, SpoolerError, UnknownEventError
 from ..events import events_phrase
 from ..history import HistoryPoint
@@ -219,6 +220,7 @@ class WebApp:
         page = self._spool.dead_letters.page(
             destination=filters.destination,
             reason=filters.reason,
+            status=filters.status,
             limit=PAGE_SIZE + 1,  # the one over: another page follows that way
             before=filters.before,
             after=filters.after,
@@ -381,6 +383,12 @@ class Dashboard:
             snapshot.start()
         shown = f"[{host}]" if ":" in host else host
         log.info("dashboard on http://%s:%d/ for %s", shown, server.port, self._spool.path)
+        if not is_loopback(host):
+            log.warning(
+                "listening beyond loopback on plain HTTP: the token and the pages (the events'"
+                " payloads) cross the network unencrypted; put TLS in front (a reverse proxy),"
+                " or listen on loopback and reach it through ssh -L"
+            )
         if ready is not None:
             ready(server.port)
         if self._stop_asked:

@@ -28,12 +28,17 @@ class Filters:
 
         self.destination = one("destination")
         self.reason = one("reason")
+        self.status = _key(one("status"))  # the HTTP status the events died of
         self.before = _key(one("before"))
         self.after = _key(one("after"))
 
     def fields(self) -> dict[str, str]:
         """The filters as form fields (none: every dead event)."""
-        given = {"destination": self.destination, "reason": self.reason}
+        given = {
+            "destination": self.destination,
+            "reason": self.reason,
+            "status": None if self.status is None else str(self.status),
+        }
         return {name: value for name, value in given.items() if value is not None}
 
     def address(self, **place: int) -> str:
@@ -70,7 +75,7 @@ def dead_summary(groups: Sequence[DeadGroup], age: float) -> Markup:
             g.destination,
             g.reason,
             "-" if g.status is None else g.status,
-            "/dead?" + urlencode({"destination": g.destination, "reason": g.reason}) + "#list",
+            _group_address(g),
             f"{g.count:,}",
             join(html("<td>{}</td>", f"{g.by_age[bucket]:,}") for bucket in DEAD_AGE_BUCKETS),
             one_line(g.top_error or "", 100),
@@ -86,6 +91,15 @@ def dead_summary(groups: Sequence[DeadGroup], age: float) -> Markup:
         rows,
         duration(age),
     )
+
+
+def _group_address(group: DeadGroup) -> str:
+    """The list of a summary's row: its destination, reason and status (one that died
+    without an answer, status "-", cannot be told apart by it: its reason's list)."""
+    given = {"destination": group.destination, "reason": group.reason}
+    if group.status is not None:
+        given["status"] = str(group.status)
+    return "/dead?" + urlencode(given) + "#list"
 
 
 def _filter_form(groups: Sequence[DeadGroup], filters: Filters) -> Markup:
@@ -107,10 +121,15 @@ def _filter_form(groups: Sequence[DeadGroup], filters: Filters) -> Markup:
         )
 
     return html(
-        '<form method="get" action="/dead#list" class="filters">{}{}'
+        '<form method="get" action="/dead#list" class="filters">{}{}{}'
         '<button type="submit">Filter</button></form>',
         select("destination", {g.destination for g in groups}, filters.destination),
         select("reason", {g.reason for g in groups}, filters.reason),
+        select(
+            "status",
+            {str(g.status) for g in groups if g.status is not None},
+            None if filters.status is None else str(filters.status),
+        ),
     )
 
 

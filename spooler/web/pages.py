@@ -8,6 +8,7 @@ same address with ``part=NAME`` and swaps in what comes back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 from ..history import MINUTE, Bucket, HistoryPoint, buckets
@@ -16,6 +17,7 @@ from .charts import color_of, line_chart
 from .markup import Markup, html, join
 
 __all__ = [
+    "IDLE_AFTER",
     "RANGES",
     "action_form",
     "ago",
@@ -34,6 +36,10 @@ RANGES = {
     "day": (86400, 10 * MINUTE),
     "week": (7 * 86400, 3600),
 }
+#: Seconds due events may wait with no delivery attempt before the overview asks
+#: whether a drain runs: a running drain claims due events within its poll interval
+#: (1 s by default), a paused destination is not due.
+IDLE_AFTER = 60.0
 #: What a finished action says, by its name (the count goes in).
 DONE = {
     "replay": "Replayed {} to the queue.",
@@ -155,12 +161,28 @@ def overview_table(status: SpoolStatus, age: float, csrf: str) -> Markup:
     alert = (
         html(
             '<p class="alert" role="alert">Failing: {}. Their events wait and are retried;'
-            " nothing is lost.</p>",
+            " nothing is lost. The last error says why (hover it for all of it); once the"
+            " receiver answers again, the next probe resumes delivery, and Retry now probes"
+            " at once.</p>",
             ", ".join(sorted(outage)),
         )
         if outage
         else ""
     )
+    idle = {
+        name: waited
+        for name, c in status.destinations.items()
+        if (waited := _undelivered_for(c, now)) is not None
+    }
+    if idle:
+        alert = html(
+            '{}<p class="alert" role="alert">No delivery attempt: {}. Their events are due,'
+            " and no drain has tried to send them: is <code>spooler drain</code> running,"
+            " with these destinations? (A <code>--once</code> drain takes them on its next"
+            " run.)</p>",
+            alert,
+            ", ".join(f"{name} for {duration(idle[name])}" for name in sorted(idle)),
+        )
     everything = join(
         action_form(action, label, {"all": "1"}, csrf, "/")
         for action, label in (
@@ -180,6 +202,17 @@ def overview_table(status: SpoolStatus, age: float, csrf: str) -> Markup:
         duration(age),
         everything,
     )
+
+
+def _undelivered_for(c: Counts, now: float) -> float | None:
+    """How long a destination's due events have waited with no delivery attempt (no
+    success, no error, nothing leased), if over ``IDLE_AFTER``: it seems no drain sends
+    them. None otherwise."""
+    if not c.due or c.leased or (c.paused_until or 0) > now or c.oldest_queued_at is None:
+        return None
+    attempts = [t for t in (c.last_success_at, c.last_error_at) if t is not None]
+    waited = now - max([c.oldest_queued_at, *attempts])
+    return waited if waited > IDLE_AFTER else None
 
 
 def _destination_row(name: str, c: Counts, now: float, csrf: str) -> Markup:
@@ -214,7 +247,8 @@ def _destination_row(name: str, c: Counts, now: float, csrf: str) -> Markup:
         name,
         f"{c.dead:,}",
         duration(None if c.oldest_queued_at is None else now - c.oldest_queued_at),
-        duration(paused) if paused > 0 else ("probing" if failing else "-"),
+        # rounded up: a pause with 0.4 s left still runs (spooler doctor says 1s too)
+        duration(math.ceil(paused)) if paused > 0 else ("probing" if failing else "-"),
         ago(c.last_success_at, now),
         error,
         actions,

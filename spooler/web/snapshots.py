@@ -6,7 +6,10 @@ browser refreshes cost another count. So the counts and the dead-letter summary 
 read in the background while the pages are looked at, at most once every
 ``max(MIN_AGE, COST_SHARE x the last read's time)``: a page shows the latest reading
 and its age at once, and the dashboard spends at most a tenth of a core on them.
-An action (replay, hold...) makes the next page wait for a fresh reading.
+An action (replay, hold...) makes the next page wait for a fresh reading, and so does
+a reading older than ``max(MAX_SHOWN_AGE, 2 x COST_SHARE x its cost)``: no page was
+looked at for a while (the dashboard was just opened during an outage), and numbers
+that old would pass for the present.
 """
 
 from __future__ import annotations
@@ -14,27 +17,32 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["COST_SHARE", "MIN_AGE", "Reading", "Snapshot"]
+__all__ = ["COST_SHARE", "MAX_SHOWN_AGE", "MIN_AGE", "Reading", "Snapshot"]
 
 T = TypeVar("T")
 
 MIN_AGE = 2.0  # seconds a reading is shown before another is taken
 COST_SHARE = 10  # a reading is taken at most every this many times as long as it took
+# A reading older than this (or than twice its renewal period, for a slow one) is not
+# shown but waited for: a page open refreshes every 5 s, so only the first page after
+# nobody looked for a while waits.
+MAX_SHOWN_AGE = 30.0
 
 
 @dataclass(frozen=True)
 class Reading(Generic[T]):
-    """A value read from the spool, and when (``time.monotonic()``)."""
+    """A value read from the spool, and when (by ``clock``, ``time.monotonic`` by default)."""
 
     value: T
     taken_at: float
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def age(self) -> float:
         """Seconds since it was read."""
-        return time.monotonic() - self.taken_at
+        return self.clock() - self.taken_at
 
 
 class Snapshot(Generic[T]):
@@ -43,11 +51,15 @@ class Snapshot(Generic[T]):
     Usage::
 
         status = Snapshot(spool.status)
-        status.get().value   # waits only for the first reading, or after ``stale()``
+        status.get().value   # waits only for the first reading, after ``stale()``, or
+                             # when the last one is too old to be shown
     """
 
-    def __init__(self, read: Callable[[], T]) -> None:
+    def __init__(
+        self, read: Callable[[], T], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._read = read
+        self._clock = clock
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._reading: Reading[T] | None = None
@@ -57,10 +69,10 @@ class Snapshot(Generic[T]):
         self._generation = 0  # bumped by stale(): readings started before it do not count
 
     def get(self) -> Reading[T]:
-        """The latest reading; the first (or the first after ``stale()``) is waited for,
-        and a failure to take it raised."""
+        """The latest reading; the first (or the first after ``stale()``, or one too old
+        to be shown) is waited for, and a failure to take it raised."""
         with self._lock:
-            while self._reading is None:
+            while self._reading is None or self._too_old(self._reading):
                 if self._error is not None:
                     error, self._error = self._error, None
                     raise error
@@ -70,6 +82,9 @@ class Snapshot(Generic[T]):
             if reading.age() > max(MIN_AGE, COST_SHARE * self._cost):
                 self._renew_locked()
             return reading
+
+    def _too_old(self, reading: Reading[T]) -> bool:
+        return reading.age() > max(MAX_SHOWN_AGE, 2 * COST_SHARE * self._cost)
 
     def start(self) -> None:
         """Take a reading now, in the background, if none is being taken."""
@@ -90,7 +105,7 @@ class Snapshot(Generic[T]):
         threading.Thread(target=self._renew, args=(self._generation,), daemon=True).start()
 
     def _renew(self, generation: int) -> None:
-        started = time.monotonic()
+        started = self._clock()
         try:
             value = self._read()
         except BaseException as exc:
@@ -103,7 +118,8 @@ class Snapshot(Generic[T]):
         with self._lock:
             if generation != self._generation:
                 return  # read before an action changed the spool
-            self._cost = time.monotonic() - started
-            self._reading = Reading(value, started)
+            self._cost = self._clock() - started
+            self._reading = Reading(value, started, self._clock)
+            self._error = None  # an earlier failure is no longer the news
             self._renewing = False
             self._ready.notify_all()
