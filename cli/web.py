@@ -7,7 +7,7 @@ import signal
 import click
 
 from spooler.config import build_web_config
-from spooler.service import ServiceOptions, configure_logging
+from spooler.service import ServiceOptions, configure_logging, stop_signals
 
 from .options import Options, common_options
 
@@ -38,7 +38,7 @@ def web(
     letters, and replay, purge, hold, release and retry-now, each confirmed with its
     count.
 
-    SIGTERM/SIGINT stop it.
+    SIGTERM/SIGINT/SIGHUP stop it.
     """
     from spooler.web import Dashboard
 
@@ -48,6 +48,6 @@ def web(
     # A second connection for the counts read in the background (see WebApp).
     with opts.open_spool(create=False) as spool, opts.open_spool(create=False) as counting:
         dashboard = Dashboard(spool, config, counting=counting)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in stop_signals():
             signal.signal(signum, lambda *_: dashboard.stop())
         dashboard.run()  # its log says where it listens

@@ -39,6 +39,7 @@ __all__ = [
     "configure_logging",
     "run_drain",
     "run_serve",
+    "stop_signals",
 ]
 
 
@@ -142,7 +143,7 @@ class Service:
         self._previous_handlers: dict[int, Any] = {}
 
     def __enter__(self) -> Service:
-        for signum in _stop_signals():
+        for signum in stop_signals():
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
         # Served once the signals are handled: a supervisor that sees /healthz and sends
         # SIGTERM at once must get a clean stop, not the default kill.
@@ -184,9 +185,10 @@ class Service:
             signal.signal(signum, handler)
 
 
-def _stop_signals() -> list[signal.Signals]:
-    """The signals that stop a service cleanly: SIGTERM, SIGINT, and SIGHUP unless the
-    process inherited it ignored (``nohup``, which asks to outlive the terminal)."""
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop a service (and ``spooler web``) cleanly: SIGTERM, SIGINT,
+    and SIGHUP unless the process inherited it ignored (``nohup``, which asks to outlive
+    the terminal)."""
     stops = [signal.SIGTERM, signal.SIGINT]
     # SIGHUP's default kills the process on the spot, leaving its batches leased until
     # the lease ends (and sent again): a drain started by hand dies so when its terminal

@@ -421,6 +421,36 @@ def test_a_summary_names_the_destination_whose_requests_fail(
     assert "; down: its last request failed" in caplog.messages[-1]
 
 
+def test_a_summary_gives_the_rate_since_the_one_before(
+    spool: Spool, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a daemon that delivered 3 events, then has nothing more to send
+    spool.enqueue_many(events(3))
+    config = build_drain_config(
+        {"drain": {"poll_interval": 0.05, "summary_interval": 0.2}},
+        destination_flags={"url": receiver.url},
+    )
+    drain = Drain(spool.store, config)
+    thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        thread.start()
+        try:
+            assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
+            # Then a later summary says it delivers nothing now (its average since it
+            # started, 3 events over a few seconds, would read 0.3/s or more)
+            assert wait_until(
+                lambda: any(
+                    m.startswith("summary: delivered=3 ") and "rate=0.0/s" in m
+                    for m in caplog.messages
+                )
+            ), caplog.messages
+        finally:
+            drain.stop()
+            thread.join(timeout=30)
+    # And the last line gives the whole run's
+    assert re.search(r"stopped \(signal\): delivered=3 .* rate=[0-9.]+/s", caplog.messages[-1])
+
+
 def test_idle_and_paused_destinations_sleep_while_another_one_is_busy(
     spool: Spool, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,10 +91,13 @@ def web(drained: Path) -> Iterator[Web]:
 
 def follow(browser: Any, element: Any) -> None:
     """Click a link or a button, and wait until the page it leads to has replaced this one
-    and has loaded (a click returns before the next page loads)."""
+    and has loaded (a click returns before the next page loads). Chromedriver may answer
+    the look at the old page made mid-navigation with "unhandled inspector error": it is
+    looked at again."""
     page = loaded_page(browser)
     element.click()
-    WebDriverWait(browser, 60).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(WebDriverException,))
+    wait.until(expected_conditions.staleness_of(page))
     loaded_page(browser)
 
 

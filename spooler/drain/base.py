@@ -87,6 +87,7 @@ class DrainBase:
     _ended: threading.Event
     _report_lock: threading.Lock
     _report: DrainReport
+    _summarised: tuple[float, int]
     _running: int
     _retry_now_seen: int
     _signs_of_life: dict[str, tuple[float, float]]

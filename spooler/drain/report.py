@@ -47,12 +47,19 @@ class DrainReporting(DrainBase):
             for reason, count in dead.items():
                 self._metrics.dead(destination, reason, count)
 
-    def _log_summary(self, elapsed: float, *, heading: str = "summary") -> None:
+    def _log_summary(self, elapsed: float, *, heading: str | None = None) -> None:
+        """Log the counts of the run so far. A summary's ``rate`` is over the time since
+        the one before (a daemon that delivered nothing for minutes says 0.0/s, not its
+        average since it started); the last line's (``heading``) over the whole run."""
         now = self._clock()
         counts = self._store.counts(now=now)
         backlog = sum(counts[name].queued for name in self._destinations if name in counts)
         report = self._report
-        rate = report.delivered / elapsed if elapsed > 0 else 0.0
+        since, delivered_then = (0.0, 0) if heading else self._summarised
+        if not heading:
+            self._summarised = (elapsed, report.delivered)
+        span = elapsed - since
+        rate = (report.delivered - delivered_then) / span if span > 0 else 0.0
         # The totals do not say where a backlog waits: name the destinations whose last
         # requests failed (one down among several healthy ones), as doctor does.
         failing = "".join(
@@ -62,7 +69,7 @@ class DrainReporting(DrainBase):
         )
         log.info(
             "%s: delivered=%d retried=%d dead=%d backlog=%d rate=%.1f/s%s",
-            heading,
+            heading or "summary",
             report.delivered,
             report.retried,
             report.dead,

@@ -152,6 +152,8 @@ class Drain(DrainWorkers, DrainReporting):
         # Guards the report, the count of running workers, and the retry-now count.
         self._report_lock = threading.Lock()
         self._report = DrainReport()
+        # When the last summary came (seconds into the run), and what was delivered by then.
+        self._summarised = (0.0, 0)
         self._running = 0
         self._retry_now_seen = 0  # how many `spooler retry-now` runs the workers have seen
         # Each running worker's last sign of life (time.monotonic()), and how long one

@@ -147,8 +147,8 @@ class DrainWorkers(DrainPauses):
                 settled_part=lambda: self._crash_point("mid_batch"),
             ).run()
             sending = self._pacers[name].cycled(time.thread_time() - cpu_at_start)
-            if sending is not None:
-                self._logs[name].info(
+            if sending is not None:  # debug: no operator acts on it, and it comes and goes
+                self._logs[name].debug(
                     "%d of %d workers now send at once",
                     sending,
                     destination.config.concurrency,
