@@ -249,9 +249,10 @@ class WebApp:
         if not back.startswith("/") or back.startswith("//") or "\\" in back:
             back = "/"  # only a page of this dashboard
         selection = Selection.from_form(form, dead=ACTIONS[name][1])
-        if form.get("confirmed", [""])[0] != "1":
-            count = preview(self._spool, name, selection)
-            body = confirm_page(name, selection, count, self._csrf, back)
+        # Only the confirmation's form carries the key that bounds what was counted.
+        if form.get("confirmed", [""])[0] != "1" or selection.last_key is None:
+            count, bounded = preview(self._spool, name, selection)
+            body = confirm_page(name, bounded, count, self._csrf, back)
             return self._frame(f"{ACTIONS[name][0]}?", "", body, {})
         count = perform(self._spool, name, selection)
         log.info("%s: %s (%s)", name, events_phrase(count), selection.describe())
