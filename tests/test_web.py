@@ -27,6 +27,7 @@ from spooler.drain import Mode
 from spooler.records import Counts, SpoolStatus
 from spooler.testing import Receiver
 from spooler.web import Dashboard
+from spooler.web.app import NOTICE_FOR
 from spooler.web.dead import PAGE_SIZE
 from spooler.web.pages import IDLE_AFTER, overview_table
 from spooler.web.snapshots import MAX_SHOWN_AGE, MIN_AGE, Snapshot
@@ -432,6 +433,26 @@ def test_a_confirmed_action_acts_on_no_more_than_it_counted(db: Path) -> None:
         again = running.client.post("/actions/release", data=unbounded)
         assert again.status_code == 200 and 'data-count="2"' in again.text
         assert running.spool.status().destinations["h"].held == 2
+    finally:
+        running.close()
+
+
+def test_the_notice_of_an_action_cannot_be_forged_by_a_link(dead_spool: Path) -> None:
+    now = [time.time()]
+    running = Served(dead_spool, WebConfig(port=0), clock=lambda: now[0])
+    try:
+        # A link that claims an action shows no notice, signed by nobody or by a guess
+        for forged in ("/?done=purge&count=99999", "/?done=purge&count=99999&at=1&sig=00"):
+            assert "Deleted" not in running.client.get(forged).text
+        # The page an action goes back to says what it did
+        form = {"csrf": running.csrf(), "id": list_page(running, "/dead")[0][0][1]}
+        asked = running.client.post("/actions/purge", data=form)
+        back = running.confirm("purge", asked).headers["location"]
+        assert "Deleted 1 event for good." in running.client.get(back).text
+        # but not with another count, nor once that address is opened again later
+        assert "Deleted" not in running.client.get(back.replace("count=1", "count=9")).text
+        now[0] += NOTICE_FOR + 1
+        assert "Deleted" not in running.client.get(back).text
     finally:
         running.close()
 

@@ -66,6 +66,9 @@ _STATIC = {
     "favicon.svg": "image/svg+xml",
 }
 _LOOPBACK_NAMES = {"localhost", "::1"}
+#: Seconds an action's notice is shown for, from when it ran: the page it goes back to,
+#: not that address opened again later (from the browser's history).
+NOTICE_FOR = 60
 
 
 def _text(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -258,7 +261,10 @@ class WebApp:
         log.info("%s: %s (%s)", name, events_phrase(count), selection.describe())
         self.status.stale()
         self.summary.stale()
-        done = urlencode({"done": name, "count": count})
+        at = int(self._clock())
+        done = urlencode(
+            {"done": name, "count": count, "at": at, "sig": self._notice_sig(name, count, at)}
+        )
         path, _, rest = back.partition("#")
         return _redirect(
             f"{path}{'&' if '?' in path else '?'}{done}" + (f"#{rest}" if rest else "")
@@ -322,10 +328,20 @@ class WebApp:
         self, title: str, active: str, body: Markup, query: dict[str, list[str]]
     ) -> Response:
         notice = None
-        done, count = query.get("done", [""])[0], query.get("count", [""])[0]
-        if done in DONE and count.isdigit():
-            notice = DONE[done].format(events_phrase(int(count)))
+        done, count, at, sig = (query.get(name, [""])[0] for name in ("done", "count", "at", "sig"))
+        if done in DONE and count.isdigit() and at.isdigit():
+            fresh = 0 <= self._clock() - int(at) <= NOTICE_FOR
+            expected = self._notice_sig(done, int(count), int(at))
+            if fresh and hmac.compare_digest(sig.encode(), expected.encode()):
+                notice = DONE[done].format(events_phrase(int(count)))
         return _page(frame(title, active, body, spool=self._spool.path, notice=notice))
+
+    def _notice_sig(self, done: str, count: int, at: int) -> str:
+        """What signs the notice of an action this dashboard ran (``done`` on ``count``
+        events at ``at``): keyed by the CSRF token, which a link made elsewhere cannot
+        know, so that no link can make a page claim an action that was not run."""
+        message = f"{done}:{count}:{at}".encode()
+        return hmac.new(self._csrf.encode(), message, hashlib.sha256).hexdigest()[:32]
 
     def _error(self, status: int, message: str) -> Response:
         body = html('<p class="alert">{}</p><p><a href="/">Back to the overview</a></p>', message)
