@@ -469,6 +469,9 @@ def test_a_token_is_asked_for_and_opens_a_session(dead_spool: Path) -> None:
         client = running.client
         assert client.get("/").headers["location"] == "/login"
         assert client.get("/dead?part=list").status_code == 303
+        # The login page says nothing of the spool: not its path, nor its file's name
+        for login in (client.get("/login"), client.post("/login", data={"token": "wrong"})):
+            assert dead_spool.name not in login.text and 'class="spool"></span>' in login.text
         assert client.post("/actions/purge", data={"all": "1"}).status_code == 403
         assert client.post("/login", data={"token": "wrong"}).status_code == 403
         logged_in = client.post("/login", data={"token": "s3cret-token"})

@@ -289,7 +289,7 @@ class WebApp:
             ' <button type="submit">Log in</button></form>',
             html('<p class="alert">That is not the token.</p>') if failed else "",
         )
-        page = frame("Log in", "", body, spool=self._spool.path)
+        page = frame("Log in", "", body, spool="")  # nothing of the spool before the token
         return _page(page, 403 if failed else 200)
 
     def _logged_in(self, request: Request) -> bool:
