@@ -189,11 +189,16 @@ def purge(
     require_selection(ids, everything, **filters)
     with opts.open_spool(create=False) as spool:
         dead_letters = spool.dead_letters
-        count = dead_letters.purge(ids, everything=everything, dry_run=True, **filters)
+        # What the question counts is what goes: events that die while it waits for an
+        # answer are left alone.
+        bound = dead_letters.last_key()
+        count = dead_letters.purge(
+            ids, everything=everything, last_key=bound, dry_run=True, **filters
+        )
         if dry_run:
             click.echo(f"would purge {events_phrase(count)}")
             return
         if count and not yes and sys.stdin.isatty():
             click.confirm(f"Delete {events_phrase(count)} for good?", abort=True)
-        count = dead_letters.purge(ids, everything=everything, **filters)
+        count = dead_letters.purge(ids, everything=everything, last_key=bound, **filters)
     click.echo(f"purged {events_phrase(count)}")

@@ -76,6 +76,12 @@ class DeadLetters:
         )
         return event_id
 
+    def last_key(self) -> int:
+        """The largest key in the table now: given to ``replay`` or ``purge`` as their
+        ``last_key``, it leaves out the events that die after this call, so that they
+        act on no more than a count taken now (a dry run with it) said."""
+        return self._store.last_key(dead=True)
+
     def summary(self) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and HTTP status, with ages and usual error."""
         return self._store.dead_summary(now=self._clock())
@@ -134,20 +140,30 @@ class DeadLetters:
         newer_than: float | None = None,
         limit: int | None = None,
         to: str | None = None,
+        last_key: int | None = None,
         dry_run: bool = False,
     ) -> int:
         """Move dead events back to the queue, oldest first; returns how many.
 
         ``status`` is the HTTP status of the answer the event died of (401: a wrong
         key, say); ``older_than`` / ``newer_than`` are seconds since the event died;
-        ``to`` sends them to another destination. Named ids must all be dead letters, or
-        nothing moves (``UnknownEventError``).
+        ``to`` sends them to another destination; ``last_key`` (from :meth:`last_key`)
+        leaves out the events that died after it was read. Named ids must all be dead
+        letters, or nothing moves (``UnknownEventError``).
         """
         if to is not None:
             check_destination_name(to)
         now = self._clock()
         selection = self._selection(
-            ids, everything, destination, reason, older_than, newer_than, status=status, now=now
+            ids,
+            everything,
+            destination,
+            reason,
+            older_than,
+            newer_than,
+            status=status,
+            now=now,
+            last_key=last_key,
         )
         return self._store.replay(selection, now=now, dry_run=dry_run, to=to, limit=limit)
 
@@ -161,10 +177,12 @@ class DeadLetters:
         status: int | None = None,
         older_than: float | None = None,
         newer_than: float | None = None,
+        last_key: int | None = None,
         dry_run: bool = False,
     ) -> int:
-        """Delete dead events for good; returns how many. The criteria are those of
-        ``replay``; named ids must all be dead letters, or nothing is deleted."""
+        """Delete dead events for good; returns how many. The criteria (and
+        ``last_key``) are those of ``replay``; named ids must all be dead letters, or
+        nothing is deleted."""
         selection = self._selection(
             ids,
             everything,
@@ -174,6 +192,7 @@ class DeadLetters:
             newer_than,
             status=status,
             now=self._clock(),
+            last_key=last_key,
         )
         return self._store.purge(selection, dry_run=dry_run)
 
@@ -188,6 +207,7 @@ class DeadLetters:
         *,
         status: int | None = None,
         now: float,
+        last_key: int | None = None,
     ) -> DeadSelection:
         """The dead events the criteria of ``inspect``, ``replay`` and ``purge`` name;
         ages are seconds since the event died. An unknown reason is refused: a typo
@@ -206,4 +226,5 @@ class DeadLetters:
             dead_before=None if older_than is None else now - older_than,
             dead_after=None if newer_than is None else now - newer_than,
             everything=everything,
+            last_key=last_key,
         )

@@ -270,11 +270,17 @@ DEAD_AGE_BUCKETS = ("<1h", "1h-1d", "1d-7d", ">7d")
 @dataclass(frozen=True, kw_only=True)
 class QueueSelection:
     """Which queued events an operation applies to; the given criteria are combined with
-    AND. None given selects nothing, unless ``everything`` says so (``ValueError``)."""
+    AND. None given selects nothing, unless ``everything`` says so (``ValueError``).
+
+    ``last_key`` is a bound, not a criterion: only the rows whose key is at most this,
+    those there when the table's ``last_key`` was read (a row written later gets a
+    larger key). What an operator confirmed by its count stays what the action acts
+    on, when more events that match arrive before it runs."""
 
     ids: tuple[str, ...] = ()
     destination: str | None = None
     everything: bool = False
+    last_key: int | None = None
 
     def __post_init__(self) -> None:
         if not self.everything and not self._criteria():

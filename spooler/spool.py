@@ -161,27 +161,44 @@ class Spool:
         )
 
     def retry_now(
-        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+        self,
+        ids: Sequence[str] = (),
+        *,
+        destination: str | None = None,
+        everything: bool = False,
+        last_key: int | None = None,
     ) -> RetriedNow:
         """Clear the backoff of waiting events so the next drain pass sends them, and end
         the pauses of their destinations (running drains probe them at once). Returns
-        how many events it made due, and the destinations whose pause it ended."""
-        selection = _queue_selection(ids, destination, everything)
+        how many events it made due, and the destinations whose pause it ended.
+        ``last_key`` (from :meth:`last_queued_key`) leaves out the events queued after
+        it was read, here and in ``hold`` and ``release``."""
+        selection = _queue_selection(ids, destination, everything, last_key)
         return self.store.retry_now(selection, now=self._clock())
 
     def hold(
-        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+        self,
+        ids: Sequence[str] = (),
+        *,
+        destination: str | None = None,
+        everything: bool = False,
+        last_key: int | None = None,
     ) -> int:
         """Park queued events: no drain sends them (and none expires them) until
         ``release``. Events being delivered at this moment are left alone."""
-        selection = _queue_selection(ids, destination, everything)
+        selection = _queue_selection(ids, destination, everything, last_key)
         return self.store.hold(selection, now=self._clock())
 
     def release(
-        self, ids: Sequence[str] = (), *, destination: str | None = None, everything: bool = False
+        self,
+        ids: Sequence[str] = (),
+        *,
+        destination: str | None = None,
+        everything: bool = False,
+        last_key: int | None = None,
     ) -> int:
         """Make held events due at once."""
-        selection = _queue_selection(ids, destination, everything)
+        selection = _queue_selection(ids, destination, everything, last_key)
         return self.store.release_held(selection, now=self._clock())
 
     def expire(
@@ -191,6 +208,12 @@ class Spool:
         delivered at this moment are left alone. Named ids must all be queued."""
         selection = _queue_selection(ids, destination, everything)
         return self.store.expire(selection, now=self._clock(), error="expired by an operator")
+
+    def last_queued_key(self) -> int:
+        """The largest key in the queue now: given to ``hold``, ``release`` or
+        ``retry_now`` as their ``last_key``, it leaves out the events queued after this
+        call."""
+        return self.store.last_key(dead=False)
 
     @cached_property
     def dead_letters(self) -> DeadLetters:
@@ -243,8 +266,10 @@ class Spool:
 
 
 def _queue_selection(
-    ids: Sequence[str], destination: str | None, everything: bool
+    ids: Sequence[str], destination: str | None, everything: bool, last_key: int | None = None
 ) -> QueueSelection:
     from .records import QueueSelection
 
-    return QueueSelection(ids=tuple(ids), destination=destination, everything=everything)
+    return QueueSelection(
+        ids=tuple(ids), destination=destination, everything=everything, last_key=last_key
+    )

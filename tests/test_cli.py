@@ -7,6 +7,7 @@ import logging
 import os
 import pty
 import re
+import select
 import signal
 import sqlite3
 import subprocess
@@ -583,6 +584,49 @@ def test_dlq_purge_by_destination_reason_and_age(db: Path) -> None:
     assert dead_count(db) == 2
     mixed = run(*purge, "--all", "--reason", "invalid")
     assert mixed.exit_code == 2 and "--all cannot be combined" in mixed.stderr
+
+
+def test_dlq_purge_deletes_no_more_than_its_question_counted(db: Path) -> None:
+    # Given 2 dead letters of destination "zz"
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(2)], destination="zz")
+        assert spool.expire(destination="zz") == 2
+    # When the purge of "zz" asks on a terminal, and 3 more die before the answer
+    controller, terminal = pty.openpty()
+    purge = [*SPOOLER, "dlq", "purge", "--db", str(db), "-d", "zz"]
+    proc = subprocess.Popen(purge, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    try:
+        assert b"Delete 2 events for good?" in read_terminal(controller, until=b"for good?")
+        with Spool(db) as spool:
+            spool.enqueue_many([{"n": n} for n in range(3)], destination="zz")
+            assert spool.expire(destination="zz") == 3
+        os.write(controller, b"y\n")
+        answered = read_terminal(controller)
+    finally:
+        os.close(controller)
+    # Then it deleted the 2 it counted, and the 3 newer ones are left
+    assert proc.wait(timeout=30) == 0
+    assert b"purged 2 events" in answered
+    assert dead_count(db) == 3
+
+
+def read_terminal(controller: int, *, until: bytes | None = None) -> bytes:
+    """What a command writes to its terminal, up to ``until`` (None: until it exits)."""
+    shown = b""
+    deadline = time.monotonic() + 30
+    while until is None or until not in shown:
+        assert time.monotonic() < deadline, f"the terminal showed only {shown!r}"
+        if not select.select([controller], [], [], 1)[0]:
+            continue
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the command exited and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    return shown
 
 
 def test_a_drain_names_its_spool_and_says_when_it_had_to_create_it(tmp_path: Path) -> None:

@@ -74,9 +74,11 @@ def claim(
     return [event.event_id for event in taken.events] if taken else []
 
 
-def rowids(store: SpoolStore, owner: str = "a", limit: int = 100) -> tuple[int, list[int]]:
+def rowids(
+    store: SpoolStore, owner: str = "a", limit: int = 100, *, destination: str = "d"
+) -> tuple[int, list[int]]:
     """Claim what is due for ``owner``; returns the lease and the rowids."""
-    taken = take(store, owner, limit=limit)
+    taken = take(store, owner, limit=limit, destination=destination)
     assert taken is not None
     return taken.lease, [e.rowid for e in taken.events]
 
@@ -670,6 +672,41 @@ def test_expire_dead_letters_what_is_not_in_flight(store: SpoolStore) -> None:
         ("x3", "manual", "expired by an operator"),
     ]
     assert store.totals()[0] == 3
+
+
+def test_a_bound_on_the_key_leaves_out_what_came_after_it_was_read(store: SpoolStore) -> None:
+    # Given two dead letters and two queued events, and each table's last key read then
+    assert (store.last_key(dead=True), store.last_key(dead=False)) == (0, 0)
+    dead_letter(store, "b1", "b2")
+    add(store, "q1", "q2", destination="q")
+    dead_then, queued_then = store.last_key(dead=True), store.last_key(dead=False)
+    # When more events that match the same selections die, and are queued
+    dead_letter(store, "b3", "b4", "b5")
+    add(store, "q3", destination="q")
+    assert store.last_key(dead=True) > dead_then and store.last_key(dead=False) > queued_then
+    # Then each operation on a selection bounded by those keys leaves them alone
+    dead = DeadSelection(destination="d", last_key=dead_then)
+    assert store.purge(dead, dry_run=True) == 2
+    assert store.replay(dead, now=time.time(), dry_run=True) == 2
+    assert store.replay(DeadSelection(ids=("b1",), last_key=dead_then), now=time.time()) == 1
+    assert store.purge(DeadSelection(everything=True, last_key=dead_then)) == 1
+    assert [d.event_id for d in store.dead_events(ALL_DEAD)] == ["b3", "b4", "b5"]
+    queued = QueueSelection(destination="q", last_key=queued_then)
+    assert store.hold(queued, now=time.time()) == 2
+    assert store.hold(QueueSelection(destination="q"), now=time.time()) == 1
+    assert (
+        store.release_held(QueueSelection(everything=True, last_key=queued_then), now=time.time())
+        == 2
+    )
+    assert counts(store, "q")[-1] == 1  # q3 is still held
+    assert store.release_held(QueueSelection(destination="q"), now=time.time()) == 1
+    lease, waiting = rowids(store, destination="q")
+    later = time.time() + 3600
+    store.settle(lease, now=time.time(), retry=[(rowid, later, BOOM) for rowid in waiting])
+    assert store.retry_now(queued, now=time.time()).events == 2
+    assert store.expire(queued, now=time.time(), error="e") == 2
+    assert [e.event_id for e in store.dead_events(DeadSelection(reason="manual"))] == ["q1", "q2"]
+    assert counts(store, "q")[:2] == (1, 0)  # q3 is left, waiting out its backoff
 
 
 def kept(store: SpoolStore) -> dict[str, tuple[int, float | None, str | None]]:

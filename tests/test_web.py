@@ -9,10 +9,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html import unescape
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -27,19 +27,23 @@ from spooler.drain import Mode
 from spooler.records import Counts, SpoolStatus
 from spooler.testing import Receiver
 from spooler.web import Dashboard
+from spooler.web.app import NOTICE_FOR
 from spooler.web.dead import PAGE_SIZE
 from spooler.web.pages import IDLE_AFTER, overview_table
 from spooler.web.snapshots import MAX_SHOWN_AGE, MIN_AGE, Snapshot
 
 SCRIPT = "<script>window.pwned = 1</script>"
+CONFIRMATION = re.compile(r'<form method="post" action="/actions/[\w-]+">(.*?)</form>')
 
 
 class Served:
     """A dashboard of one spool, running in a thread, and a client for it."""
 
-    def __init__(self, db: Path | str, config: WebConfig) -> None:
+    def __init__(
+        self, db: Path | str, config: WebConfig, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.spool = Spool(db, create=False)
-        self.dashboard = Dashboard(self.spool, config)
+        self.dashboard = Dashboard(self.spool, config, clock=clock)
         ready = threading.Event()
         self.port = 0
 
@@ -58,6 +62,14 @@ class Served:
         found = re.search(r'name="csrf" value="([^"]+)"', self.client.get("/").text)
         assert found
         return found[1]
+
+    def confirm(self, action: str, asked: httpx.Response) -> httpx.Response:
+        """Press the button of the confirmation ``asked`` shows: its form, as it is."""
+        [form] = CONFIRMATION.findall(asked.text)
+        fields: dict[str, list[str]] = {}
+        for name, value in re.findall(r'name="([^"]+)" value="([^"]*)"', form):
+            fields.setdefault(name, []).append(unescape(value))
+        return self.client.post(f"/actions/{action}", data=fields)
 
     def close(self) -> None:
         self.client.close()
@@ -145,15 +157,15 @@ def test_an_action_asks_first_with_its_count_then_runs_the_library_call(
     assert 'data-count="3"' in asked.text and "move 3 events back to the queue" in asked.text
     assert dead_count(dead_spool) == 3
     # Then, confirmed, it runs, and the page it goes back to says what it did
-    done = served.client.post("/actions/replay", data={**form, "confirmed": "1"})
+    done = served.confirm("replay", asked)
     assert done.status_code == 303
-    assert done.headers["location"] == "/dead?done=replay&count=3"
+    assert notice_of(done) == ("/dead", "replay", 3)
     assert (dead_count(dead_spool), queued_count(dead_spool)) == (0, 3)
     assert "Replayed 3 events to the queue." in served.client.get(done.headers["location"]).text
     # Queue actions too: hold all, confirmed with the count of what it parks
     asked = served.client.post("/actions/hold", data={"csrf": csrf, "all": "1"})
     assert 'data-count="3"' in asked.text
-    served.client.post("/actions/hold", data={"csrf": csrf, "all": "1", "confirmed": "1"})
+    assert served.confirm("hold", asked).status_code == 303
     assert (
         'data-count="3"'
         in served.client.post(
@@ -180,8 +192,8 @@ def test_retry_now_from_the_page_makes_waiting_events_due(db: Path, receiver: Re
         # When retry-now is asked for, it says how many it will make due; confirmed, it does
         asked = running.client.post("/actions/retry-now", data=form)
         assert 'data-count="2"' in asked.text and "end the pause" in asked.text
-        done = running.client.post("/actions/retry-now", data={**form, "confirmed": "1"})
-        assert done.headers["location"] == "/?done=retry-now&count=2"
+        done = running.confirm("retry-now", asked)
+        assert notice_of(done) == ("/", "retry-now", 2)
     finally:
         running.close()
     with Spool(db) as spool:
@@ -209,14 +221,21 @@ def test_the_dashboard_of_a_postgresql_spool(postgres: PostgresServer, receiver:
         assert PASSWORD not in overview and quote(PASSWORD, safe="") not in overview
         assert "spooler_pw@" in overview  # the spool's URL, without its password
         # and a replay from it moves the event back
-        form = {"csrf": running.csrf(), "all": "1", "confirmed": "1"}
-        assert running.client.post("/actions/replay", data=form).status_code == 303
+        asked = running.client.post("/actions/replay", data={"csrf": running.csrf(), "all": "1"})
+        assert running.confirm("replay", asked).status_code == 303
         assert dead_count(pg_url) == 0 and queued_count(pg_url) == 1
     finally:
         running.close()
 
 
 ROW = re.compile(r'<tr data-key="(\d+)"><td><input type="checkbox" name="id" value="([\w-]+)"')
+
+
+def notice_of(done: httpx.Response) -> tuple[str, str, int]:
+    """Where an action went back to, and what it says it did: (path, action, count)."""
+    address = urlsplit(done.headers["location"])
+    query = parse_qs(address.query)
+    return address.path, query["done"][0], int(query["count"][0])
 
 
 def list_page(served: Served, address: str) -> tuple[list[tuple[int, str]], dict[str, str]]:
@@ -323,7 +342,7 @@ def test_a_summary_row_lists_and_replays_its_status_alone(db: Path, receiver: Re
         fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
         asked = running.client.post("/actions/replay", data=fields)
         assert 'data-count="3"' in asked.text and "status 422" in asked.text
-        running.client.post("/actions/replay", data={**fields, "confirmed": "1"})
+        running.confirm("replay", asked)
         statuses = [event.status for event in running.spool.dead_letters.inspect()]
     finally:
         running.close()
@@ -342,8 +361,9 @@ def test_a_confirmed_purge_of_picked_dead_letters_deletes_those_only(
     assert 'data-count="2"' in asked.text and "delete 2 events for good" in asked.text
     assert dead_count(dead_spool) == 3
     # Then, confirmed, it deletes exactly those, and the list shows the one left
-    done = served.client.post("/actions/purge", data={**form, "confirmed": "1"})
-    assert (done.status_code, done.headers["location"]) == (303, "/dead?done=purge&count=2")
+    done = served.confirm("purge", asked)
+    assert done.status_code == 303
+    assert notice_of(done) == ("/dead", "purge", 2)
     assert dead_count(dead_spool) == 1
     with Spool(dead_spool) as spool:
         [left] = spool.dead_letters.inspect()
@@ -364,8 +384,9 @@ def test_a_confirmed_release_makes_held_events_due(db: Path) -> None:
         asked = running.client.post("/actions/release", data=form)
         assert 'data-count="2"' in asked.text and "make 2 events due at once" in asked.text
         assert running.spool.status().total.held == 3
-        done = running.client.post("/actions/release", data={**form, "confirmed": "1"})
-        assert (done.status_code, done.headers["location"]) == (303, "/?done=release&count=2")
+        done = running.confirm("release", asked)
+        assert done.status_code == 303
+        assert notice_of(done) == ("/", "release", 2)
     finally:
         running.close()
     # Then "a"'s events are due, and "b"'s still held
@@ -373,6 +394,67 @@ def test_a_confirmed_release_makes_held_events_due(db: Path) -> None:
         status = spool.status()
     assert (status.destinations["a"].held, status.destinations["a"].due) == (0, 2)
     assert (status.destinations["b"].held, status.destinations["b"].due) == (1, 0)
+
+
+def test_a_confirmed_action_acts_on_no_more_than_it_counted(db: Path) -> None:
+    # Given 2 dead letters of destination "zz", and 2 events queued for "h"
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n} for n in range(2)], destination="zz")
+        assert spool.expire(destination="zz") == 2
+        spool.enqueue_many([{"n": n} for n in range(2)], destination="h")
+    running = Served(db, WebConfig(port=0))
+    try:
+        csrf = running.csrf()
+        # When the purge of all of "zz" is asked for, it counts 2
+        form = {"csrf": csrf, "destination": "zz", "back": "/dead"}
+        asked = running.client.post("/actions/purge", data=form)
+        assert 'data-count="2"' in asked.text and "delete 2 events for good" in asked.text
+        # and 3 more events of "zz" die before it is confirmed
+        running.spool.enqueue_many([{"n": n} for n in range(3)], destination="zz")
+        assert running.spool.expire(destination="zz") == 3
+        done = running.confirm("purge", asked)
+        # Then it deleted the 2 it counted, and says so; the 3 newer ones are left
+        assert notice_of(done) == ("/dead", "purge", 2)
+        assert dead_count(db) == 3
+        # The same for a replay (3 counted, 1 more dies), and a hold (2 counted, 3 more queued)
+        asked = running.client.post("/actions/replay", data=form)
+        assert 'data-count="3"' in asked.text
+        running.spool.enqueue({"n": 9}, destination="zz")
+        assert running.spool.expire(destination="zz") == 1
+        assert notice_of(running.confirm("replay", asked)) == ("/dead", "replay", 3)
+        assert dead_count(db) == 1
+        asked = running.client.post("/actions/hold", data={"csrf": csrf, "destination": "h"})
+        assert 'data-count="2"' in asked.text
+        running.spool.enqueue_many([{"n": n} for n in range(3)], destination="h")
+        assert notice_of(running.confirm("hold", asked)) == ("/", "hold", 2)
+        assert running.spool.status().destinations["h"].held == 2
+        # A form that says it is confirmed but carries no count's key is asked again
+        unbounded = {"csrf": csrf, "destination": "h", "confirmed": "1"}
+        again = running.client.post("/actions/release", data=unbounded)
+        assert again.status_code == 200 and 'data-count="2"' in again.text
+        assert running.spool.status().destinations["h"].held == 2
+    finally:
+        running.close()
+
+
+def test_the_notice_of_an_action_cannot_be_forged_by_a_link(dead_spool: Path) -> None:
+    now = [time.time()]
+    running = Served(dead_spool, WebConfig(port=0), clock=lambda: now[0])
+    try:
+        # A link that claims an action shows no notice, signed by nobody or by a guess
+        for forged in ("/?done=purge&count=99999", "/?done=purge&count=99999&at=1&sig=00"):
+            assert "Deleted" not in running.client.get(forged).text
+        # The page an action goes back to says what it did
+        form = {"csrf": running.csrf(), "id": list_page(running, "/dead")[0][0][1]}
+        asked = running.client.post("/actions/purge", data=form)
+        back = running.confirm("purge", asked).headers["location"]
+        assert "Deleted 1 event for good." in running.client.get(back).text
+        # but not with another count, nor once that address is opened again later
+        assert "Deleted" not in running.client.get(back.replace("count=1", "count=9")).text
+        now[0] += NOTICE_FOR + 1
+        assert "Deleted" not in running.client.get(back).text
+    finally:
+        running.close()
 
 
 def test_a_request_for_another_host_name_is_refused(served: Served) -> None:
@@ -387,6 +469,9 @@ def test_a_token_is_asked_for_and_opens_a_session(dead_spool: Path) -> None:
         client = running.client
         assert client.get("/").headers["location"] == "/login"
         assert client.get("/dead?part=list").status_code == 303
+        # The login page says nothing of the spool: not its path, nor its file's name
+        for login in (client.get("/login"), client.post("/login", data={"token": "wrong"})):
+            assert dead_spool.name not in login.text and 'class="spool"></span>' in login.text
         assert client.post("/actions/purge", data={"all": "1"}).status_code == 403
         assert client.post("/login", data={"token": "wrong"}).status_code == 403
         logged_in = client.post("/login", data={"token": "s3cret-token"})

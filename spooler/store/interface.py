@@ -181,6 +181,10 @@ class SpoolStore(Protocol):
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
 
+    def last_key(self, *, dead: bool) -> int:
+        """The largest key in the dead-letter table (``dead``) or the queue, 0 if empty:
+        the ``last_key`` of a selection of the rows there now (see ``QueueSelection``)."""
+
     def dead_events(
         self, selection: DeadSelection, *, limit: int | None = None
     ) -> Iterator[DeadEvent]:

@@ -6,13 +6,15 @@ destination (and, for dead letters, a reason), or everything.
 Before it runs, the dashboard shows how many events it will touch: the dead-letter
 calls count with ``dry_run``; for the queue, the count comes from the spool's status
 (the events a hold would park are the queued ones neither held nor being delivered,
-and so on).
+and so on). The confirmation carries, with the selection, the largest key of the
+table as it was counted (``last_key``): events that die or are queued after the count
+are left alone, so that a confirmed action acts on no more than it said.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
 from ..events import events_phrase
@@ -48,6 +50,7 @@ class Selection:
     reason: str | None = None
     status: int | None = None  # the HTTP status dead letters died of
     everything: bool = False
+    last_key: int | None = None  # the table's largest key when the count was shown
 
     @classmethod
     def from_form(cls, form: Mapping[str, list[str]], *, dead: bool) -> Selection:
@@ -61,12 +64,16 @@ class Selection:
         status = one("status") if dead else None
         if status is not None and not status.isdigit():
             raise ConfigError(f"status: expected an HTTP status, got {status!r}")
+        last_key = one("last_key")
+        if last_key is not None and not last_key.isdigit():
+            raise ConfigError(f"last_key: expected a key, got {last_key!r}")
         selection = cls(
             ids=tuple(value for value in form.get("id", []) if value.strip()),
             destination=one("destination"),
             reason=one("reason") if dead else None,
             status=None if status is None else int(status),
             everything=one("all") == "1",
+            last_key=None if last_key is None else int(last_key),
         )
         named = (
             bool(selection.ids)
@@ -84,6 +91,8 @@ class Selection:
         """The selection as form fields again (for the confirmation's form)."""
         fields = [("id", event_id) for event_id in self.ids]
         fields += self._filters()
+        if self.last_key is not None:
+            fields.append(("last_key", str(self.last_key)))
         return [*fields, ("all", "1")] if self.everything else fields
 
     def describe(self) -> str:
@@ -107,22 +116,29 @@ def _on_dead(spool: Spool, action: str, selection: Selection, *, dry_run: bool) 
         destination=selection.destination,
         reason=selection.reason,
         status=selection.status,
+        last_key=selection.last_key,
         dry_run=dry_run,
     )
 
 
-def preview(spool: Spool, action: str, selection: Selection) -> int:
-    """How many events ``action`` would touch now."""
+def preview(spool: Spool, action: str, selection: Selection) -> tuple[int, Selection]:
+    """How many events ``action`` would touch now, and ``selection`` bounded to the
+    events there now (what the confirmation carries)."""
     if ACTIONS[action][1]:
-        return _on_dead(spool, action, selection, dry_run=True)
+        bounded = replace(selection, last_key=spool.dead_letters.last_key())
+        return _on_dead(spool, action, bounded, dry_run=True), bounded
+    # The key is read before the counts: an event queued in between is counted but left
+    # alone, so the action still touches no more than the count.
+    bounded = replace(selection, last_key=spool.last_queued_key())
     if selection.ids:
-        return len(selection.ids)
+        return len(selection.ids), bounded
     status = spool.status()
-    return sum(
+    count = sum(
         _would_touch(action, counts)
         for name, counts in status.destinations.items()
         if selection.everything or name == selection.destination
     )
+    return count, bounded
 
 
 def _would_touch(action: str, c: Counts) -> int:
@@ -139,10 +155,13 @@ def perform(spool: Spool, action: str, selection: Selection) -> int:
     if ACTIONS[action][1]:
         return _on_dead(spool, action, selection, dry_run=False)
     ids, destination, everything = selection.ids, selection.destination, selection.everything
+    bound = selection.last_key
     if action == "retry-now":
-        return spool.retry_now(ids, destination=destination, everything=everything).events
+        return spool.retry_now(
+            ids, destination=destination, everything=everything, last_key=bound
+        ).events
     call = spool.hold if action == "hold" else spool.release
-    return call(ids, destination=destination, everything=everything)
+    return call(ids, destination=destination, everything=everything, last_key=bound)
 
 
 def confirm_page(action: str, selection: Selection, count: int, csrf: str, back: str) -> Markup:
@@ -153,14 +172,17 @@ def confirm_page(action: str, selection: Selection, count: int, csrf: str, back:
         for name, value in [*selection.fields(), ("csrf", csrf), ("back", back), ("confirmed", "1")]
     )
     question = _WHAT[action].format(events_phrase(count))
+    later = "die" if ACTIONS[action][1] else "are queued"
     return html(
-        '<p class="confirm" data-count="{}">This will {} ({}).</p>'
+        '<p class="confirm" data-count="{}">This will {} ({}). Events that {} from now on'
+        " are left alone.</p>"
         '<form method="post" action="/actions/{}">{}'
         '<button type="submit" data-confirm>{} {}</button>'
         ' <a href="{}">Cancel</a></form>',
         count,
         question,
         selection.describe(),
+        later,
         action,
         hidden,
         label,

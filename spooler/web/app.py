@@ -66,6 +66,9 @@ _STATIC = {
     "favicon.svg": "image/svg+xml",
 }
 _LOOPBACK_NAMES = {"localhost", "::1"}
+#: Seconds an action's notice is shown for, from when it ran: the page it goes back to,
+#: not that address opened again later (from the browser's history).
+NOTICE_FOR = 60
 
 
 def _text(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -249,15 +252,19 @@ class WebApp:
         if not back.startswith("/") or back.startswith("//") or "\\" in back:
             back = "/"  # only a page of this dashboard
         selection = Selection.from_form(form, dead=ACTIONS[name][1])
-        if form.get("confirmed", [""])[0] != "1":
-            count = preview(self._spool, name, selection)
-            body = confirm_page(name, selection, count, self._csrf, back)
+        # Only the confirmation's form carries the key that bounds what was counted.
+        if form.get("confirmed", [""])[0] != "1" or selection.last_key is None:
+            count, bounded = preview(self._spool, name, selection)
+            body = confirm_page(name, bounded, count, self._csrf, back)
             return self._frame(f"{ACTIONS[name][0]}?", "", body, {})
         count = perform(self._spool, name, selection)
         log.info("%s: %s (%s)", name, events_phrase(count), selection.describe())
         self.status.stale()
         self.summary.stale()
-        done = urlencode({"done": name, "count": count})
+        at = int(self._clock())
+        done = urlencode(
+            {"done": name, "count": count, "at": at, "sig": self._notice_sig(name, count, at)}
+        )
         path, _, rest = back.partition("#")
         return _redirect(
             f"{path}{'&' if '?' in path else '?'}{done}" + (f"#{rest}" if rest else "")
@@ -282,7 +289,7 @@ class WebApp:
             ' <button type="submit">Log in</button></form>',
             html('<p class="alert">That is not the token.</p>') if failed else "",
         )
-        page = frame("Log in", "", body, spool=self._spool.path)
+        page = frame("Log in", "", body, spool="")  # nothing of the spool before the token
         return _page(page, 403 if failed else 200)
 
     def _logged_in(self, request: Request) -> bool:
@@ -321,10 +328,20 @@ class WebApp:
         self, title: str, active: str, body: Markup, query: dict[str, list[str]]
     ) -> Response:
         notice = None
-        done, count = query.get("done", [""])[0], query.get("count", [""])[0]
-        if done in DONE and count.isdigit():
-            notice = DONE[done].format(events_phrase(int(count)))
+        done, count, at, sig = (query.get(name, [""])[0] for name in ("done", "count", "at", "sig"))
+        if done in DONE and count.isdigit() and at.isdigit():
+            fresh = 0 <= self._clock() - int(at) <= NOTICE_FOR
+            expected = self._notice_sig(done, int(count), int(at))
+            if fresh and hmac.compare_digest(sig.encode(), expected.encode()):
+                notice = DONE[done].format(events_phrase(int(count)))
         return _page(frame(title, active, body, spool=self._spool.path, notice=notice))
+
+    def _notice_sig(self, done: str, count: int, at: int) -> str:
+        """What signs the notice of an action this dashboard ran (``done`` on ``count``
+        events at ``at``): keyed by the CSRF token, which a link made elsewhere cannot
+        know, so that no link can make a page claim an action that was not run."""
+        message = f"{done}:{count}:{at}".encode()
+        return hmac.new(self._csrf.encode(), message, hashlib.sha256).hexdigest()[:32]
 
     def _error(self, status: int, message: str) -> Response:
         body = html('<p class="alert">{}</p><p><a href="/">Back to the overview</a></p>', message)

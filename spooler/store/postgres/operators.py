@@ -116,6 +116,15 @@ class PostgresOperators(PostgresBase):
         found = self._read(_QUEUED_ELSEWHERE, {"served": list(served)})
         return {name: int(queued) for name, queued in sorted(found)}
 
+    def last_key(self, *, dead: bool) -> int:
+        """The largest key in the dead-letter table (``dead``) or the queue, 0 if empty.
+
+        A key is drawn when its row is written: a row whose transaction commits just
+        after this read can hold a smaller key than one committed before it."""
+        table = "dead" if dead else "queue"
+        [(key,)] = self._read(f"SELECT coalesce(max(id), 0) FROM {{s}}.{table}", {})
+        return int(key)
+
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
         ages = [f"dead_at > {NOW} - 3600"]

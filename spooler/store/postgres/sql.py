@@ -97,6 +97,9 @@ def where(selection: QueueSelection, params: dict[str, Any]) -> str:
     if selection.destination is not None:
         clauses.append("destination = %(sel_destination)s")
         params["sel_destination"] = selection.destination
+    if selection.last_key is not None:
+        clauses.append("id <= %(sel_last_key)s")
+        params["sel_last_key"] = selection.last_key
     if isinstance(selection, DeadSelection):
         for value, clause, name in (
             (selection.dead_after, f"dead_at > {to_db('%(sel_after)s')}", "sel_after"),

@@ -100,6 +100,17 @@ class SQLiteOperators(SQLiteBase):
         with self._read() as conn:
             return totals(conn)
 
+    def last_key(self, *, dead: bool) -> int:
+        """The largest key in the dead-letter table (``dead``) or the queue, 0 if empty.
+
+        A new row's key is one more than the largest there: once the rows with the
+        largest keys are deleted, a new row can take a key at most this (then a
+        selection bounded by it can take in a row written later)."""
+        with self._read() as conn:
+            table = "dead" if dead else "queue"
+            (key,) = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
+        return int(key)
+
     def dead_summary(self, *, now: float) -> list[DeadGroup]:
         """Dead events grouped by destination, reason and status, the largest group first."""
         from ...records import DEAD_AGE_BUCKETS, DeadGroup

@@ -68,6 +68,9 @@ def where(selection: QueueSelection) -> tuple[str, list[object]]:
     if selection.destination is not None:
         clauses.append("destination = ?")
         params.append(selection.destination)
+    if selection.last_key is not None:
+        clauses.append("id <= ?")
+        params.append(selection.last_key)
     if isinstance(selection, DeadSelection):
         for value, clause in (
             (selection.dead_after, "dead_at > ?"),
