@@ -23,10 +23,11 @@ from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flu
 
 from spooler import Spool
 from spooler.drain import CRASH_ENV
-from spooler.records import DeadSelection, Failure, iso_utc
+from spooler.records import Counts, DeadSelection, Failure, SpoolStatus, iso_utc
 from spooler.service import JsonLogFormatter
 from spooler.testing import Receiver
 from spooler_cli.main import cli
+from spooler_cli.render import status_table
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -1129,6 +1130,17 @@ def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
     assert len(commits) == 1 + 3  # the read that checks the selection, then 10 + 10 + 5
     assert queued_count(db) == 25
     assert dead_count(db) == 0
+
+
+def test_status_rounds_what_is_left_of_a_pause_up() -> None:
+    # Given a destination paused for 0.3 s more (Counts as the spool reports them)
+    now = 1_767_323_045.0
+    paused = Counts(queued=1, retrying=1, failed_in_a_row=2, paused_until=now + 0.3)
+    status = SpoolStatus(total=paused, destinations={"default": paused}, now=now)
+    # When status shows it, Then its pause reads 1s, as doctor's and the dashboard's
+    # do: "0s" said the pause had ended while no drain would send yet
+    row = status_table(status).splitlines()[1].split()
+    assert row[0] == "default" and row[8] == "1s"
 
 
 def test_status_shows_each_destinations_last_error_and_pause(db: Path, receiver: Receiver) -> None:
