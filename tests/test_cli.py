@@ -1321,6 +1321,22 @@ def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
     assert "delivered 1 event" in plain.stderr and "draining" not in plain.stderr
 
 
+def test_a_drain_to_stdout_on_a_terminal_shows_no_progress_bar_among_the_events(
+    db: Path,
+) -> None:
+    # Given events, and a drain that writes them to its stdout (--url -), a terminal
+    assert spooler_cmd("enqueue", "--db", str(db), *['{"n":1}', '{"n":2}']).returncode == 0
+    command = [*SPOOLER, "drain", "--db", str(db), "--url", "-", "--until-empty"]
+    # When it runs until empty there (stderr too, where a bar would be drawn)
+    returncode, shown = run_on_a_terminal(command)
+    # Then each event is a line of its own, with no bar drawn into them, and the log
+    # says what was delivered instead
+    assert returncode == 0
+    lines = re.split(rb"[\r\n]+", shown)
+    assert b'{"n":1}' in lines and b'{"n":2}' in lines, shown
+    assert b"draining" not in shown and b"delivered 2 events" in shown
+
+
 def test_an_event_out_of_attempts_is_named_in_the_log(db: Path, receiver: Receiver) -> None:
     # Given one event, and a receiver that is down
     [event_id] = Spool(db).enqueue_many([{"n": 1}])
