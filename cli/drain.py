@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import sys
 from typing import Any
 
 import click
@@ -163,8 +165,13 @@ def drain(
         drain_flags={k: flags[k] for k in drain_keys},
         flag_destination=only[0] if only else DEFAULT_DESTINATION,
     )
+    selected = select_destinations(config, only)
+    to_stdout = any(dest.url == "-" for dest in selected.destinations.values())
+    if service.progress_bar and to_stdout and sys.stdout.isatty():
+        # The events go to this terminal: a bar redrawn there would break their lines.
+        service = dataclasses.replace(service, progress_bar=False)
     run_drain(
-        select_destinations(config, only),
+        selected,
         # The drain's own commits (claims, acks, reschedules, dead-letter moves) skip the
         # fsync: losing the last of them to a power cut only puts events back where they
         # were, never loses one (docs/guarantees.md). Producers keep their durability.

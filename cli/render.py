@@ -18,6 +18,7 @@ from spooler.records import (
     leases_by_drain,
     one_line,
     requests_phrase,
+    seconds_left,
     utc_clock,
 )
 
@@ -66,6 +67,12 @@ def human_age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def _pause_left(seconds: float) -> str:
+    """What is left of a pause: under a minute rounded up (``seconds_left``), as
+    ``spooler doctor`` and the dashboard show it; a pause with 0.4 s left is on."""
+    return seconds_left(seconds) if seconds < 60 else human_age(seconds)
+
+
 def status_table(status: SpoolStatus) -> str:
     """The human form of ``spooler status``."""
 
@@ -83,7 +90,7 @@ def status_table(status: SpoolStatus) -> str:
             c.held,
             c.dead,
             human_age(age),
-            human_age(paused) if (paused := (c.paused_until or 0) - status.now) > 0 else "-",
+            _pause_left(paused) if (paused := (c.paused_until or 0) - status.now) > 0 else "-",
             ago(c.last_success_at),
             ago(c.last_error_at),
             one_line(c.last_error or "", 50),

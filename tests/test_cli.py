@@ -24,10 +24,11 @@ from helpers.spools import dead_count, dead_rows, queued_count, rows, spy_on_flu
 
 from spooler import Spool
 from spooler.drain import CRASH_ENV
-from spooler.records import DeadSelection, Failure, iso_utc
+from spooler.records import Counts, DeadSelection, Failure, SpoolStatus, iso_utc
 from spooler.service import JsonLogFormatter
 from spooler.testing import Receiver
 from spooler_cli.main import cli
+from spooler_cli.render import status_table
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -1175,6 +1176,17 @@ def test_a_large_replay_is_chunked_into_transactions(db: Path) -> None:
     assert dead_count(db) == 0
 
 
+def test_status_rounds_what_is_left_of_a_pause_up() -> None:
+    # Given a destination paused for 0.3 s more (Counts as the spool reports them)
+    now = 1_767_323_045.0
+    paused = Counts(queued=1, retrying=1, failed_in_a_row=2, paused_until=now + 0.3)
+    status = SpoolStatus(total=paused, destinations={"default": paused}, now=now)
+    # When status shows it, Then its pause reads 1s, as doctor's and the dashboard's
+    # do: "0s" said the pause had ended while no drain would send yet
+    row = status_table(status).splitlines()[1].split()
+    assert row[0] == "default" and row[8] == "1s"
+
+
 def test_status_shows_each_destinations_last_error_and_pause(db: Path, receiver: Receiver) -> None:
     assert run("enqueue", "--db", str(db), "{}").exit_code == 0
     receiver.fail_next(503, headers={"Retry-After": "600"})
@@ -1351,6 +1363,22 @@ def test_drain_shows_progress_on_a_terminal_and_plain_logs_otherwise(
     assert spooler_cmd("enqueue", "--db", str(db), "{}").returncode == 0
     plain = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert "delivered 1 event" in plain.stderr and "draining" not in plain.stderr
+
+
+def test_a_drain_to_stdout_on_a_terminal_shows_no_progress_bar_among_the_events(
+    db: Path,
+) -> None:
+    # Given events, and a drain that writes them to its stdout (--url -), a terminal
+    assert spooler_cmd("enqueue", "--db", str(db), *['{"n":1}', '{"n":2}']).returncode == 0
+    command = [*SPOOLER, "drain", "--db", str(db), "--url", "-", "--until-empty"]
+    # When it runs until empty there (stderr too, where a bar would be drawn)
+    returncode, shown = run_on_a_terminal(command)
+    # Then each event is a line of its own, with no bar drawn into them, and the log
+    # says what was delivered instead
+    assert returncode == 0
+    lines = re.split(rb"[\r\n]+", shown)
+    assert b'{"n":1}' in lines and b'{"n":2}' in lines, shown
+    assert b"draining" not in shown and b"delivered 2 events" in shown
 
 
 def test_an_event_out_of_attempts_is_named_in_the_log(db: Path, receiver: Receiver) -> None:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,31 @@ def test_segment_message_id_and_oversized_messages(spool: Spool, db: Path) -> No
     ]
     with pytest.raises(InvalidEventError, match="user_id or an anonymous_id"):
         client.track(event="e")
+
+
+@pytest.mark.parametrize("value", [Decimal("9.99"), datetime(2026, 1, 2), {1, 2}])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda spool, value: Datalyr(spool).track("u1", "e", {"v": value}),
+        lambda spool, value: Amplitude(spool).track(
+            event_type="e", user_id="user_1", event_properties={"v": value}
+        ),
+        lambda spool, value: PostHog(spool).capture("e", distinct_id="u1", properties={"v": value}),
+        lambda spool, value: Segment(spool).track("u1", "e", {"v": value}),
+        lambda spool, value: Segment(spool).identify("u1", {"v": value}),
+    ],
+    ids=["datalyr", "amplitude", "posthog", "segment-track", "segment-identify"],
+)
+def test_a_property_value_that_is_not_json_is_refused_at_the_call(
+    spool: Spool, db: Path, call: Any, value: Any
+) -> None:
+    # Given a value the Python SDKs would convert (docs/destinations.md: not spooler)
+    # When a client is given it, Then the call raises InvalidEventError (Segment's size
+    # check let a bare TypeError out), and nothing is enqueued or dead-lettered.
+    with pytest.raises(InvalidEventError, match="not JSON-serialisable"):
+        call(spool, value)
+    assert stored(db) == [] and dead_rows(db, "event_id") == []
 
 
 # -- PostHog -------------------------------------------------------------------------------

@@ -190,7 +190,11 @@ class Segment(SpoolClient):
             message["messageId"] = str(message_id)
         if anonymous_last or "anonymousId" in message:
             message["anonymousId"] = _id(message.get("anonymousId"))
-        size = len(json.dumps(message, separators=(",", ":")).encode())
+        try:
+            # Measured as the SDK measures it (ASCII-escaped), before the spool encodes it.
+            size = len(json.dumps(message, separators=(",", ":")).encode())
+        except (TypeError, ValueError, RecursionError) as exc:  # a Decimal, a cycle, ...
+            raise InvalidEventError(f"event is not JSON-serialisable: {exc}") from None
         if size > MAX_MESSAGE_BYTES:
             return self.spool.dead_letters.add(
                 message,
