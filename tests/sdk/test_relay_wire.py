@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import posthog
+import pytest
 import segment.analytics as segment_sdk
 from amplitude import Amplitude as OfficialAmplitude
 from amplitude import Config
@@ -138,26 +139,6 @@ def posthog_python(url: str, calls: list[Call], sent: Callable[[], bool], **opti
         client.shutdown()
 
 
-def test_posthog_python_through_the_relay_sends_what_it_sends_to_posthog(
-    tmp_path: Path,
-) -> None:
-    run = Run()
-    # Given every call of the wire test, through the SDK to PostHog
-    with Receiver() as theirs, Receiver() as ours:
-        posthog_python(theirs.url, POSTHOG_CALLS, lambda: bool(theirs.requests))
-        # When the SDK sends them to the relay instead, and the drain delivers them
-        relayed(
-            tmp_path,
-            ours,
-            "posthog",
-            POSTHOG_KEY,
-            lambda url, stored: posthog_python(url, POSTHOG_CALLS, stored),
-            len(theirs.delivered),
-        )
-    # Then PostHog gets the SDK's request, field by field (uuids, timestamps, $lib...)
-    assert_same_wire(views(theirs), views(ours), run, POSTHOG_NAMES, POSTHOG_NAMES | SPOOLER_NAMES)
-
-
 def test_a_historical_migration_through_the_relay_stays_one(tmp_path: Path) -> None:
     run = Run()
     calls = POSTHOG_CALLS[:3]
@@ -195,25 +176,39 @@ def analytics_python(url: str, calls: list[Call], sent: Callable[[], bool]) -> N
         atexit.unregister(client.join)
 
 
-def test_analytics_python_through_the_relay_sends_what_it_sends_to_segment(
+@pytest.mark.parametrize(
+    "api, sdk, calls, key, names",
+    [
+        # PostHog: its uuids, timestamps, $lib...
+        ("posthog", posthog_python, POSTHOG_CALLS, POSTHOG_KEY, POSTHOG_NAMES),
+        # Segment: its messageIds, timestamps, context.library...; sentAt is the drain's
+        ("segment", analytics_python, SEGMENT_CALLS, SEGMENT_KEY, SEGMENT_NAMES),
+    ],
+)
+def test_a_python_sdk_through_the_relay_sends_what_it_sends_to_its_api(
     tmp_path: Path,
+    api: str,
+    sdk: Callable[[str, list[Call], Callable[[], bool]], None],
+    calls: list[Call],
+    key: str,
+    names: frozenset[str],
 ) -> None:
     run = Run()
-    # Given every call of the wire test, through the SDK to Segment
+    # Given every call of the SDK's wire test, through the SDK to its API
     with Receiver() as theirs, Receiver() as ours:
-        analytics_python(theirs.url, SEGMENT_CALLS, lambda: bool(theirs.requests))
+        sdk(theirs.url, calls, lambda: bool(theirs.requests))
         # When the SDK sends them to the relay instead, and the drain delivers them
         relayed(
             tmp_path,
             ours,
-            "segment",
-            SEGMENT_KEY,
-            lambda url, stored: analytics_python(url, SEGMENT_CALLS, stored),
+            api,
+            key,
+            lambda url, stored: sdk(url, calls, stored),
             len(theirs.delivered),
         )
-    # Then Segment gets the SDK's request, field by field (messageIds, timestamps,
-    # context.library...); sentAt is the drain's: when it sent
-    assert_same_wire(views(theirs), views(ours), run, SEGMENT_NAMES, SEGMENT_NAMES | SPOOLER_NAMES)
+    # Then the API gets the SDK's request, field by field (when the drain sent it, as
+    # Segment's sentAt and PostHog's sent_at, is the drain's)
+    assert_same_wire(views(theirs), views(ours), run, names, names | SPOOLER_NAMES)
 
 
 def test_datalyr_api_through_the_relay_sends_what_it_sends_to_datalyr(tmp_path: Path) -> None:
