@@ -553,26 +553,9 @@ def test_no_secret_reaches_a_page(db: Path, receiver: Receiver) -> None:
         assert not any(secret in page for page in pages), secret
 
 
-def test_spooler_web_stops_cleanly_when_its_terminal_closes(dead_spool: Path) -> None:
-    # Given a dashboard started by hand
-    port = free_port()
-    web = subprocess.Popen(
-        [*SPOOLER, "web", "--db", str(dead_spool), "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert web.stderr is not None
-        assert wait_for_line(web.stderr, f"dashboard on http://127.0.0.1:{port}/")
-    finally:
-        # When its terminal closes (SIGHUP, whose default kills it: exit -1)
-        web.send_signal(signal.SIGHUP)
-        _, stderr = web.communicate(timeout=30)
-    # Then it stops as on SIGTERM
-    assert web.returncode == 0, stderr
-
-
-def test_spooler_web_runs_from_the_command_line(dead_spool: Path) -> None:
+# SIGHUP too: its terminal closing (the signal's default kills it: exit -1)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_spooler_web_runs_from_the_command_line(dead_spool: Path, stop: signal.Signals) -> None:
     port = free_port()
     web = subprocess.Popen(
         [*SPOOLER, "web", "--db", str(dead_spool), "--port", str(port)],
@@ -584,7 +567,7 @@ def test_spooler_web_runs_from_the_command_line(dead_spool: Path) -> None:
         assert wait_for_line(web.stderr, f"dashboard on http://127.0.0.1:{port}/")
         assert "Dead letters" in httpx.get(f"http://127.0.0.1:{port}/dead").text
     finally:
-        web.send_signal(signal.SIGTERM)
+        web.send_signal(stop)
         _, stderr = web.communicate(timeout=30)
     assert web.returncode == 0, stderr
     missing = subprocess.run(
