@@ -72,9 +72,13 @@ class RetryPolicy:
         return max(self.backoff_cap, self.max_age)
 
     def give_up_reason(self, *, attempts: int, queued_at: float, now: float) -> str | None:
-        """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried."""
+        """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried,
+        or a claimed one not sent (``attempts``: those that ended; age: since
+        ``queued_at``)."""
         if attempts >= self.max_attempts:
             return "max_attempts"
-        if now - queued_at >= self.max_age:
+        # As the drain's check of a whole claim computes it (``Settler.settle_expired``):
+        # the two must agree to the last bit.
+        if queued_at <= now - self.max_age:
             return "max_age"
         return None
