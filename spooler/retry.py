@@ -62,7 +62,7 @@ class RetryPolicy:
     def delay(self, attempts: int, *, retry_after: float | None, rng: random.Random) -> float:
         """Seconds until the next attempt; ``Retry-After`` is honoured as the minimum, up
         to ``max_age`` (a receiver asking for a year must not park events for a year:
-        they are tried again, and die ``max_age`` if that fails too)."""
+        they are then past ``max_age``, and die ``max_age`` when next claimed)."""
         wait = compute_backoff(attempts, base=self.backoff_base, cap=self.backoff_cap, rng=rng)
         return wait if retry_after is None else max(wait, min(retry_after, self.max_age))
 
