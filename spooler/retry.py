@@ -62,7 +62,7 @@ class RetryPolicy:
     def delay(self, attempts: int, *, retry_after: float | None, rng: random.Random) -> float:
         """Seconds until the next attempt; ``Retry-After`` is honoured as the minimum, up
         to ``max_age`` (a receiver asking for a year must not park events for a year:
-        they are tried again, and die ``max_age`` if that fails too)."""
+        they are then past ``max_age``, and die ``max_age`` when next claimed)."""
         wait = compute_backoff(attempts, base=self.backoff_base, cap=self.backoff_cap, rng=rng)
         return wait if retry_after is None else max(wait, min(retry_after, self.max_age))
 
@@ -72,9 +72,13 @@ class RetryPolicy:
         return max(self.backoff_cap, self.max_age)
 
     def give_up_reason(self, *, attempts: int, queued_at: float, now: float) -> str | None:
-        """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried."""
+        """``"max_attempts"`` or ``"max_age"`` when a failed event must not be retried,
+        or a claimed one not sent (``attempts``: those that ended; age: since
+        ``queued_at``)."""
         if attempts >= self.max_attempts:
             return "max_attempts"
-        if now - queued_at >= self.max_age:
+        # As the drain's check of a whole claim computes it (``Settler.settle_expired``):
+        # the two must agree to the last bit.
+        if queued_at <= now - self.max_age:
             return "max_age"
         return None

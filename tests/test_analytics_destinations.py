@@ -94,9 +94,12 @@ def test_an_event_without_a_time_is_dated_when_enqueued_not_when_delivered(
     # /v1/events/NAME), long before the drain runs, and one with a time of its own
     with Spool(db, clock=lambda: ENQUEUED) as then:
         then.enqueue_many([event, {**event, field: own}])
-    # When the drain delivers them
+    # When the drain delivers them (its max_age longer than they waited: past it, they
+    # would die unsent)
     with Spool(db) as spool:
-        drain_once(spool, receiver.url, type=kind, api_key=key)
+        drain_once(
+            spool, receiver.url, type=kind, api_key=key, retry={"max_age": 100 * 365 * 86400}
+        )
     # Then the API is told when the first was enqueued (it would date it on arrival),
     # in its own form, and the other keeps its time
     assert sorted([e[field] for e in receiver.delivered], key=str) == sorted(

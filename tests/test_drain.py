@@ -619,6 +619,88 @@ def test_max_age_dead_letters_old_events_that_fail(db: Path, receiver: Receiver)
     assert [e["e"] for e in receiver.delivered] == ["new"]
 
 
+def cut_off(spool: Spool, times: int) -> None:
+    """End ``times`` attempts of every queued event unsettled, as a drain killed
+    mid-request does: each claim's lease is dissolved, which counts the attempt."""
+    for _ in range(times):
+        now = time.time()
+        assert spool.store.claim("default", 100, "crashed", due_by=now, lease_until=now + 60)
+        assert spool.store.release_leases("crashed", now=time.time()) > 0
+
+
+def test_an_event_out_of_attempts_before_its_claim_dies_unsent(
+    spool_location: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an event whose two attempts were both cut off (its drains crashed mid-request)
+    with Spool(spool_location) as spool:
+        [spent] = spool.enqueue_many([{"e": "spent"}])
+        cut_off(spool, 2)
+        fresh = spool.enqueue({"e": "fresh"})
+        # When a drain allowed two attempts claims it with a fresh event
+        with caplog.at_level(logging.WARNING, logger="spooler.drain"):
+            report = drain_once(spool, receiver.url, retry={"max_attempts": 2}, id_field="id")
+    # Then no request carries it: it dies of max_attempts, saying why, and the fresh
+    # event is delivered
+    assert [e["id"] for e in receiver.delivered] == [fresh]
+    assert [e["e"] for r in receiver.requests for e in r.events] == ["fresh"]
+    error = (
+        "out of attempts before this one: 2 of 2 ended (a drain stopped or crashed during"
+        " the last one, or max_attempts was lowered)"
+    )
+    assert dead_rows(spool_location, "event_id", "reason", "status", "error") == [
+        (spent, "max_attempts", None, error)
+    ]
+    assert f"dead-lettered event {spent} (max_attempts) without sending: {error}" in caplog.text
+    assert report.delivered == 1 and report.dead == 1
+
+
+def test_an_event_with_an_attempt_left_is_sent(spool: Spool, receiver: Receiver) -> None:
+    # Given an event with one of its two attempts cut off
+    [event_id] = spool.enqueue_many([{"e": 1}])
+    cut_off(spool, 1)
+    # Then its last attempt is made
+    drain_once(spool, receiver.url, retry={"max_attempts": 2}, id_field="id")
+    assert [e["id"] for e in receiver.delivered] == [event_id]
+
+
+def test_an_event_past_max_age_before_its_claim_dies_unsent(db: Path, receiver: Receiver) -> None:
+    # Given an event queued two hours ago (say, no drain ran all that time) and a new one
+    with Spool(db, clock=lambda: time.time() - 7200) as old:
+        [aged] = old.enqueue_many([{"e": "old"}])
+    with Spool(db) as spool:
+        fresh = spool.enqueue({"e": "new"})
+        # When a drain whose max_age is an hour claims them
+        report = drain_once(spool, receiver.url, retry={"max_age": 3600}, id_field="id")
+    # Then the old one dies of max_age without a request, the new one is delivered
+    assert [e["e"] for r in receiver.requests for e in r.events] == ["new"]
+    assert [e["id"] for e in receiver.delivered] == [fresh]
+    [(event_id, reason, status, error)] = dead_rows(db, "event_id", "reason", "status", "error")
+    assert (event_id, reason, status) == (aged, "max_age", None)
+    assert re.fullmatch(r"too old to send: queued 720\ds ago, over max_age \(3600s\)", error)
+    assert report.dead == 1
+
+
+def test_max_age_at_the_claim_counts_from_queued_at_on_every_backend(
+    spool_location: str, receiver: Receiver
+) -> None:
+    # Given an event just queued (PostgreSQL takes the enqueue time from its own clock)
+    with Spool(spool_location) as spool:
+        [event_id] = spool.enqueue_many([{"e": 1}])
+        # When a drain whose clock is two hours on claims it, with a max_age of an hour
+        config = build_drain_config(
+            {},
+            destination_flags={"url": receiver.url},
+            retry_flags={"max_age": 3600},
+            drain_flags={"poll_interval": 0.05},
+        )
+        Drain(spool.store, config, clock=lambda: time.time() + 7200).run(
+            Mode.UNTIL_EMPTY, max_time=30
+        )
+    # Then it dies of max_age, unsent
+    assert receiver.requests == []
+    assert dead_rows(spool_location, "event_id", "reason") == [(event_id, "max_age")]
+
+
 def test_body_shapes_ids_and_headers(spool: Spool, receiver: Receiver) -> None:
     [first] = spool.enqueue_many([{}])
     second = spool.enqueue({"a": 1})

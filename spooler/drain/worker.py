@@ -128,6 +128,13 @@ class DrainWorkers(DrainPauses):
             if claim is None:
                 return False
             self._crash_point("after_claim")
+            # Events the retry policy already gave up on die here, unsent: an attempt
+            # cut off by a crash mid-request (an event that kills the drain) settles
+            # nothing, so no failure's settle would ever stop them.
+            rest = self._settlers[name].settle_expired(claim.lease, claim.events)
+            if not rest:
+                return True
+            claim = claim._replace(events=rest)
             lease = LeaseKeeper(
                 self._store.extend_lease,
                 claim.lease,

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,5 +204,58 @@ def test_drain_killed_at_random_mid_batch_loses_nothing(
     # At most one batch per worker in flight at the kill: 4 workers x 20 events.
     assert row.lost == 0 and row.duplicated <= 4 * 20
     assert len(dead) == 6 and not {e["id"] for e in receiver.delivered} & dead
+    assert queued_count(db) == 0
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_an_event_that_kills_the_drain_dies_once_out_of_attempts(
+    db: Path, receiver: Receiver, scenario
+) -> None:
+    row = scenario(
+        "2 (poison pill)",
+        "an event whose delivery kills the drain, every time (max_attempts 2)",
+        "the receiver SIGKILLs the drain while it holds the request carrying that event",
+    )
+    # Given a spool with an event that kills the drain whenever a request carries it
+    ids = enqueue(db, 6)
+    drains: list[subprocess.Popen[str]] = []
+    carried: list[int] = []
+
+    def kill_on_poison(event: dict[str, object]) -> bool:
+        if event["n"] == 2:
+            carried.append(len(drains))
+            os.kill(drains[-1].pid, signal.SIGKILL)  # the drain never reads the answer
+            return True
+        return False
+
+    receiver.reject = kill_on_poison
+    receiver.reject_status = 500  # the receiver stored nothing of it
+    # When drains allowed two attempts run one after the other (1 s leases), each
+    # started once the last one ended
+    for _ in range(4):
+        started = time.monotonic()
+        drains.append(
+            start_drain(
+                db,
+                receiver.url,
+                *("--until-empty", "--batch-size", "1", "--concurrency", "1", "--lease", "1"),
+                *("--timeout", "0.5", "--max-attempts", "2", "--max-time", "60"),
+                stderr=subprocess.PIPE,
+            )
+        )
+        _, stderr = drains[-1].communicate(timeout=60)
+        if drains[-1].returncode == 0:
+            row.recover_s = time.monotonic() - started  # the drain that got past it
+            break
+    # Then the first two were killed by it, and the third dead-lettered it as out of
+    # attempts without sending it, and delivered the rest
+    assert [d.returncode for d in drains] == [-signal.SIGKILL, -signal.SIGKILL, 0]
+    assert carried == [1, 2]
+    assert f"dead-lettered event {ids[2]} (max_attempts) without sending" in stderr
+    assert dead_rows(db, "event_id", "reason", "status") == [(ids[2], "max_attempts", None)]
+    dead = dead_ids(db)
+    row.tally(ids, [e["id"] for e in receiver.delivered], dead)
+    assert row.lost == 0 and row.duplicated == 0
+    assert sorted(e["n"] for e in receiver.delivered) == [0, 1, 3, 4, 5]
     assert queued_count(db) == 0
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
