@@ -12,6 +12,8 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.utils import formatdate
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from helpers.processes import wait_until
 from helpers.spools import dead_rows, drain_once, leased_count, queued_count, rows
 
 from spooler import ConfigError, Spool
-from spooler.config import build_drain_config
+from spooler.config import DrainConfig, build_drain_config
 from spooler.destinations import Verdict
 from spooler.drain import CRASH_ENV, Drain, DrainReport, Mode, url_digest
 from spooler.testing import Receiver
@@ -29,6 +31,20 @@ from spooler.testing import Receiver
 
 def events(n: int, **extra: object) -> list[dict[str, object]]:
     return [{"event": "e", "n": i, **extra} for i in range(n)]
+
+
+@contextmanager
+def daemon(spool: Spool, config: DrainConfig) -> Iterator[Drain]:
+    """A drain of ``spool`` running as a daemon in a thread, stopped (and waited for)
+    when the block ends."""
+    drain = Drain(spool.store, config)
+    thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
+    thread.start()
+    try:
+        yield drain
+    finally:
+        drain.stop()
+        thread.join(timeout=30)
 
 
 def pause_over(spool: Spool) -> bool:
@@ -361,21 +377,14 @@ def test_retry_now_for_one_destination_ends_only_its_pause(
                 "destinations": {"one": {"url": receiver.url}, "two": {"url": other.url}},
             }
         )
-        drain = Drain(spool.store, config)
-        thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
-        with caplog.at_level(logging.INFO, logger="spooler.drain"):
-            thread.start()
-            try:
-                assert receiver.wait_for(lambda r: len(r.requests) == 1, timeout=10)
-                assert other.wait_for(lambda r: len(r.requests) == 1, timeout=10)
-                # When the operator says destination "one" is back
-                result = spooler_cmd("retry-now", "--db", str(db), "-d", "one")
-                assert result.returncode == 0, result.stderr
-                # Then "one" is probed at once, and "two" stays paused
-                assert receiver.wait_for(lambda r: len(r.delivered) == 1, timeout=10)
-            finally:
-                drain.stop()
-                thread.join(timeout=30)
+        with caplog.at_level(logging.INFO, logger="spooler.drain"), daemon(spool, config):
+            assert receiver.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+            assert other.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+            # When the operator says destination "one" is back
+            result = spooler_cmd("retry-now", "--db", str(db), "-d", "one")
+            assert result.returncode == 0, result.stderr
+            # Then "one" is probed at once, and "two" stays paused
+            assert receiver.wait_for(lambda r: len(r.delivered) == 1, timeout=10)
     probed = [m for m in caplog.messages if "retry-now was run" in m]
     assert probed == ["one: spooler retry-now was run: probing it at once"]
     assert other.delivered == [] and spool.store.pauses()["two"].until is not None
@@ -395,20 +404,13 @@ def test_a_summary_names_the_destination_whose_requests_fail(
                 "destinations": {"up": {"url": receiver.url}, "down": {"url": down.url}},
             }
         )
-        drain = Drain(spool.store, config)
-        thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
-        with caplog.at_level(logging.INFO, logger="spooler.drain"):
-            thread.start()
-            try:
-                assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
-                assert down.wait_for(lambda r: len(r.requests) == 1, timeout=10)
-                # When a summary comes after the failure
-                assert wait_until(
-                    lambda: any("summary:" in m and "down:" in m for m in caplog.messages)
-                )
-            finally:
-                drain.stop()
-                thread.join(timeout=30)
+        with caplog.at_level(logging.INFO, logger="spooler.drain"), daemon(spool, config):
+            assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
+            assert down.wait_for(lambda r: len(r.requests) == 1, timeout=10)
+            # When a summary comes after the failure
+            assert wait_until(
+                lambda: any("summary:" in m and "down:" in m for m in caplog.messages)
+            )
     # Then it says which destination holds the backlog, and why; not the healthy one
     summary = next(m for m in caplog.messages if "summary:" in m and "down:" in m)
     assert re.fullmatch(
@@ -430,23 +432,15 @@ def test_a_summary_gives_the_rate_since_the_one_before(
         {"drain": {"poll_interval": 0.05, "summary_interval": 0.2}},
         destination_flags={"url": receiver.url},
     )
-    drain = Drain(spool.store, config)
-    thread = threading.Thread(target=drain.run, args=(Mode.DAEMON,))
-    with caplog.at_level(logging.INFO, logger="spooler.drain"):
-        thread.start()
-        try:
-            assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
-            # Then a later summary says it delivers nothing now (its average since it
-            # started, 3 events over a few seconds, would read 0.3/s or more)
-            assert wait_until(
-                lambda: any(
-                    m.startswith("summary: delivered=3 ") and "rate=0.0/s" in m
-                    for m in caplog.messages
-                )
-            ), caplog.messages
-        finally:
-            drain.stop()
-            thread.join(timeout=30)
+    with caplog.at_level(logging.INFO, logger="spooler.drain"), daemon(spool, config):
+        assert receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=10)
+        # Then a later summary says it delivers nothing now (its average since it
+        # started, 3 events over a few seconds, would read 0.3/s or more)
+        assert wait_until(
+            lambda: any(
+                m.startswith("summary: delivered=3 ") and "rate=0.0/s" in m for m in caplog.messages
+            )
+        ), caplog.messages
     # And the last line gives the whole run's
     assert re.search(r"stopped \(signal\): delivered=3 .* rate=[0-9.]+/s", caplog.messages[-1])
 
