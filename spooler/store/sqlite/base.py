@@ -18,7 +18,7 @@ from ... import files
 from ...errors import NotDurableError, StoreError
 from .schema import check_header, prepare
 
-__all__ = ["LockedConnection", "SQLiteBase"]
+__all__ = ["LockedConnection", "SQLiteBase", "unwritable_file"]
 
 # Where "full" durability flushes the write-ahead log after each commit: fdatasync
 # where the platform has it (Linux), fsync elsewhere (macOS).
@@ -52,6 +52,16 @@ class LockedConnection:
         tb: TracebackType | None,
     ) -> None:
         self._lock.release()
+
+
+def unwritable_file(path: str) -> str | None:
+    """The first of the spool ``path``'s files (the file, its -wal, its -shm) that this
+    user may not read and write; None: none (or none that exists)."""
+    # os.access asks as the real user, which is who runs spooler (no setuid here).
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+            return name
+    return None
 
 
 class SQLiteBase:
@@ -113,8 +123,7 @@ class SQLiteBase:
         read it all the same, making its -wal and -shm files as this user's, with the
         spool file's mode, and the accounts that own the spool could then no longer
         write them (a `spooler status` run by a reader stopped every producer)."""
-        names = (self.path, self.path + "-wal", self.path + "-shm")
-        if all(os.access(name, os.R_OK | os.W_OK) for name in names if os.path.exists(name)):
+        if unwritable_file(self.path) is None:
             return
         from .errors import unwritable  # only on errors: `import spooler` stays small
 

@@ -13,6 +13,7 @@ import os
 import sqlite3
 
 from ...errors import StoreError
+from .base import unwritable_file
 
 __all__ = ["NOT_SQLITE", "damaged", "os_problem", "store_error", "unwritable"]
 
@@ -97,11 +98,8 @@ def os_problem(path: str) -> str | None:
 def unwritable(path: str) -> str | None:
     """The first of the spool ``path``'s files (the file, its -wal, its -shm) that this
     user may not read and write, said so; or None (none, or none that exists)."""
-    # os.access asks as the real user, which is who runs spooler (no setuid here).
-    for name in (path, path + "-wal", path + "-shm"):
-        if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
-            return f"no permission to read and write {name} (as user {_user()})"
-    return None
+    name = unwritable_file(path)
+    return None if name is None else f"no permission to read and write {name} (as user {_user()})"
 
 
 def _full_with_room(path: str, text: str) -> str:
