@@ -24,6 +24,7 @@ from ..spool import Spool
 from .amplitude import Amplitude
 from .apis import API, Datalyr, Events, Refused, json_response
 from .commits import Committer
+from .counted_warnings import CountedWarnings
 from .http import Answer, HttpServer, Limits, Request, Response
 from .posthog import PostHog
 from .segment import Segment
@@ -296,7 +297,7 @@ class Relay:
             if beating is not None:
                 beating.cancel()
 
-    async def _report(self, stats: ServeStats, refusals: tuple[WrongKeys, SpoolRefusals]) -> None:
+    async def _report(self, stats: ServeStats, refusals: tuple[CountedWarnings[Any], ...]) -> None:
         """Keep the report in the spool (``ServeStats.due_report``); log a summary every
         minute, and the refusals (for a wrong key, for a spool that could not take the
         events) counted since their last warning a minute ago."""
