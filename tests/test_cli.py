@@ -1326,16 +1326,10 @@ def run_on_a_terminal(command: list[str]) -> tuple[int, bytes]:
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
     os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the command exited and closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
+    try:
+        shown = read_terminal(controller)
+    finally:
+        os.close(controller)
     return proc.wait(timeout=30), shown
 
 
