@@ -77,8 +77,12 @@ class RetryPolicy:
         ``queued_at``)."""
         if attempts >= self.max_attempts:
             return "max_attempts"
-        # As the drain's check of a whole claim computes it (``Settler.settle_expired``):
-        # the two must agree to the last bit.
-        if queued_at <= now - self.max_age:
+        if queued_at <= self.too_old(now):
             return "max_age"
         return None
+
+    def too_old(self, now: float) -> float:
+        """The ``queued_at`` at or before which an event is past ``max_age`` at ``now``:
+        the one bound both :meth:`give_up_reason` and the drain's check of a whole claim
+        (``Settler.settle_expired``, inline for speed) compare with."""
+        return now - self.max_age

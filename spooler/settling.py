@@ -97,7 +97,7 @@ class Settler:
         # One pass, two comparisons an event (~20 us a batch of 500): almost always,
         # none is out. The same tests as ``give_up_reason``'s, on the attempts before
         # this one (``attempts`` counts it too).
-        most, oldest = policy.max_attempts, now - policy.max_age
+        most, oldest = policy.max_attempts, policy.too_old(now)
         for event in events:
             if event.attempts > most or event.queued_at <= oldest:
                 break
