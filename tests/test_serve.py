@@ -4,13 +4,17 @@ keys, limits, a full spool, and what ``spooler status`` and the metrics show."""
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import errno
 import gzip
 import json
 import logging
 import re
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -848,3 +852,42 @@ def test_sigterm_answers_the_requests_in_progress_and_exits_0(db: Path) -> None:
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(timeout=30) == 0
     assert len(stored(db)) == 1
+
+
+# Runs the command after it with an open-file limit of 64, soft and hard, as `ulimit -n 64`
+# as a user would (a hard limit the relay cannot raise).
+_OPEN_FILES_64 = (
+    sys.executable,
+    "-c",
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64));"
+    " os.execvp(sys.argv[1], sys.argv[1:])",
+)
+
+
+def test_connections_past_the_open_file_limit_get_503_not_a_reset(db: Path) -> None:
+    # Given a relay whose open-file limit has no room for max_connections (1024)
+    answers: collections.Counter[str] = collections.Counter()
+    with relay(db, under=_OPEN_FILES_64) as running, contextlib.ExitStack() as held:
+        port = int(running.url.rsplit(":", 1)[1])
+        # When clients keep connections open past that room, one after another
+        for _ in range(60):
+            conn = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+            answers[_status_line(conn)] += 1
+    # Then each is answered: 200 while there is room, then the 503 of too many
+    # connections, rather than a reset or a close without an answer (accept's EMFILE)
+    assert set(answers) == {"HTTP/1.1 200 OK", "HTTP/1.1 503 Service Unavailable"}, answers
+
+
+def _status_line(conn: socket.socket) -> str:
+    """The status line of the answer on ``conn``, or what came instead."""
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return "closed without an answer"
+            data += chunk
+    except ConnectionResetError:
+        return "reset"
+    return data.split(b"\r\n", 1)[0].decode("latin-1")
