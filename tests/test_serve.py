@@ -32,6 +32,7 @@ from relay import relay, write_config
 
 from spooler import Spool
 from spooler.events import OPTIONS_KEY
+from spooler.serve.apis import MAX_EVENTS_PER_REQUEST
 from spooler.serve.spool_refusals import SpoolRefusals
 from spooler.serve.stats import IDLE_REPORT_INTERVAL, ServeStats
 from spooler.serve.wrong_keys import WrongKeys
@@ -163,6 +164,37 @@ def test_a_body_over_the_apis_limit_gets_its_answer_even_by_a_client_that_sends_
     assert shape.items() <= answer.items()
     assert after.status_code == 200
     assert [event for _, event in stored(db)] == [{"a": 1}]
+
+
+def test_a_request_of_more_events_than_the_limit_gets_413_and_stores_nothing(db: Path) -> None:
+    # Given bodies well within their API's size limits, of more events than a request may
+    # carry (tiny ones: 7 million "{}" fit in the generic endpoint's 20 MB, and held
+    # the relay's event loop for most of a minute)
+    over = MAX_EVENTS_PER_REQUEST + 1
+    posthog = {"api_key": "k", "batch": [{"event": "e", "distinct_id": "u"}] * over}
+    amplitude = {"api_key": "k", "events": [{"event_type": "e", "user_id": "user1"}] * over}
+    segment = {"batch": [{"type": "track"}] * over}
+    bodies = {
+        "/v1/events/x": ("application/json", b"[" + b",".join([b"{}"] * over) + b"]"),
+        "/v1/events/y": ("application/x-ndjson", b"{}\n" * over),
+        "/batch/": ("application/json", json.dumps(posthog).encode()),
+        "/batch": ("application/json", json.dumps(amplitude).encode()),
+        "/v1/batch": ("application/json", json.dumps(segment).encode()),
+    }
+    with relay(db) as running, httpx.Client(timeout=30) as client:
+        # When each is posted
+        statuses = {
+            path: client.post(running.url + path, content=body, headers={"Content-Type": kind})
+            for path, (kind, body) in bodies.items()
+        }
+        # Then each gets its API's answer to a body too large (Segment's is its 400), and
+        # a request of as many as the limit is taken
+        at_limit = client.post(running.url + "/v1/events/x", json=[{}] * MAX_EVENTS_PER_REQUEST)
+    too_large = {**dict.fromkeys(bodies, 413), "/v1/batch": 400}
+    assert {path: r.status_code for path, r in statuses.items()} == too_large
+    assert "more than" in statuses["/v1/batch"].json()["message"]
+    assert at_limit.status_code == 200
+    assert len(stored(db)) == MAX_EVENTS_PER_REQUEST
 
 
 def test_segment_stores_messages_with_the_batch_context(db: Path) -> None:
