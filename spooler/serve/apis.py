@@ -159,14 +159,13 @@ class API:
         failing)."""
         raise NotImplementedError
 
-    def counted(self, events: list[Any]) -> list[Any]:
-        """``events``, or ``Refused`` with this API's 413 when there are more than
+    def counted(self, events: list[Any]) -> None:
+        """Raise ``Refused`` with this API's 413 when ``events`` are more than
         ``MAX_EVENTS_PER_REQUEST``."""
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise Refused(
                 self.too_large(f"more than {MAX_EVENTS_PER_REQUEST} events"), "too many events"
             )
-        return events
 
     def refuse(self, reason: str) -> Refused:
         """A ``Refused`` with this API's 400."""
