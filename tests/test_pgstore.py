@@ -31,7 +31,8 @@ from spooler.testing import Receiver
 psycopg = pytest.importorskip("psycopg")
 
 from spooler.store.postgres import SCHEMA_VERSION  # noqa: E402 (needs psycopg)
-from spooler.store.postgres.connection import _pipelined  # noqa: E402
+from spooler.store.postgres.connection import Connections, _pipelined  # noqa: E402
+from spooler.store.postgres_url import parse_url  # noqa: E402
 
 SECRET = PASSWORD
 
@@ -612,6 +613,39 @@ def test_producers_and_a_drain_through_pgbouncer_wait_while_the_server_restarts(
         if drain is not None and drain.poll() is None:
             drain.terminate()
             drain.communicate(timeout=60)
+        bouncer.close()
+
+
+def test_a_transaction_whose_server_connection_pgbouncer_lost_runs_again(
+    postgres: PostgresServer,
+) -> None:
+    # A server restart (pg_ctl restart -m fast) or an administrator's
+    # pg_terminate_backend ends the server connection PgBouncer had lent a transaction
+    # of the store's (a drain's claim or its read of when to claim next, say). PgBouncer
+    # answers the COMMIT with its error, then ends the client's connection: two
+    # results, which psycopg raises as InternalError("received 2 results from command
+    # 'COMMIT'"), with no SQL state. A drain stopped on it (exit 1) in a chaos soak.
+    require_program("pgbouncer", "pgbouncer")
+    bouncer = PgBouncer(postgres)
+    connections = Connections(
+        parse_url(bouncer.url("lost") + "&prepared_statements=off"), synchronous=True
+    )
+    tries: list[int] = []
+
+    def transaction(conn: psycopg.Connection) -> int:
+        with conn.transaction():
+            [(server_process,)] = conn.execute("SELECT pg_backend_pid()").fetchall()
+            tries.append(server_process)
+            if len(tries) == 1:  # the server connection ends before the COMMIT
+                postgres.sql(f"SELECT pg_terminate_backend({server_process}, 30000)")
+        return len(tries)
+
+    try:
+        # When the transaction's COMMIT meets the lost connection
+        # Then it runs again, on a new connection, as after any connection lost
+        assert connections.run(transaction) == 2
+    finally:
+        connections.close()
         bouncer.close()
 
 

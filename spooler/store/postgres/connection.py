@@ -106,7 +106,9 @@ class Connections:
                     self._answered()
                 return result
             except psycopg.Error as exc:
-                verdict = self._verdict(exc, connecting=conn is None)
+                verdict = self._verdict(
+                    exc, connecting=conn is None, lost=conn is not None and conn.broken
+                )
                 if verdict == "fail" or (verdict == "refused" and refused):
                     raise self._store_error(exc) from None
                 # Refused twice in a row: the server is up and refuses us. (Through a
@@ -240,14 +242,21 @@ class Connections:
         for each in [conn, *stale]:
             each.close()
 
-    def _verdict(self, exc: psycopg.Error, *, connecting: bool) -> str:
-        """``away``: the server (or a pooler's) cannot be reached; ``aborted``: the
-        server chose this transaction to abort; ``refused``: a connection failed, yet
-        the server now accepts connections (it may just have finished starting: worth
-        one more try, after which it is refusing us, over a password say); ``fail``:
-        anything else. An operation runs again on all but ``fail``."""
+    def _verdict(self, exc: psycopg.Error, *, connecting: bool, lost: bool) -> str:
+        """``away``: the server (or a pooler's) cannot be reached, or the connection
+        the operation ran on was ``lost``; ``aborted``: the server chose this
+        transaction to abort; ``refused``: a connection failed, yet the server now
+        accepts connections (it may just have finished starting: worth one more try,
+        after which it is refusing us, over a password say); ``fail``: anything else.
+        An operation runs again on all but ``fail``."""
         state = exc.sqlstate or ""
         if state in _AWAY_STATES or state[:2] in _AWAY_CLASSES:
+            return "away"
+        if lost:
+            # Whatever psycopg made of it: PgBouncer in transaction mode answers a COMMIT
+            # whose server connection ended with its error and then the connection's
+            # end, two results, which psycopg raises as an InternalError ("received 2
+            # results from command 'COMMIT'") with no SQL state.
             return "away"
         if state in _ABORTED_STATES:
             return "aborted"
