@@ -250,7 +250,7 @@ class Connections:
         after which it is refusing us, over a password say); ``fail``: anything else.
         An operation runs again on all but ``fail``."""
         state = exc.sqlstate or ""
-        if state in _AWAY_STATES or state[:2] in _AWAY_CLASSES:
+        if _says_away(exc):
             return "away"
         if lost:
             # Whatever psycopg made of it: PgBouncer in transaction mode answers a COMMIT
@@ -313,6 +313,12 @@ class Connections:
         return StoreError(f"{self.target.shown}: {_first_line(exc)}{hint}")
 
 
+def _says_away(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server's (or a pooler's) word that it went away."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state in _AWAY_STATES or state[:2] in _AWAY_CLASSES
+
+
 class _LostPipelines(logging.Filter):
     """Drops psycopg's "error ignored terminating <psycopg.Pipeline [BAD]>: the connection
     is lost", for the pipelines of ``_pipelined`` alone (in the thread that runs one).
@@ -323,8 +329,10 @@ class _LostPipelines(logging.Filter):
     ``Connections.run`` says what happened once, in its own words (and nothing if the
     next try, on a new connection, got through). So a record is dropped only if it is
     that message, logged while this thread runs a block of ``_pipelined`` whose
-    connection is lost; any other (a pipeline that failed on a connection still up,
-    another program's) passes.
+    connection is lost, or whose sync failed on the word that the server went away
+    (PgBouncer's "server conn crashed?", SQLSTATE 08P01, comes before the connection's
+    end); any other (a pipeline that failed on a connection still up, another
+    program's) passes.
     """
 
     _MESSAGE = "error ignored terminating %r: %s"  # psycopg's Pipeline.__exit__
@@ -345,7 +353,10 @@ class _LostPipelines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """False for psycopg's line about a pipeline of ours whose connection is lost."""
         conn = getattr(self._running, "conn", None)
-        return not (conn is not None and conn.broken and record.msg == self._MESSAGE)
+        if conn is None or record.msg != self._MESSAGE:
+            return True
+        sync_error = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        return not (conn.broken or _says_away(sync_error))
 
 
 # psycopg's logger is the process's: the filter is installed once, on import.
