@@ -313,8 +313,9 @@ class Connections:
         return StoreError(f"{self.target.shown}: {_first_line(exc)}{hint}")
 
 
-def _says_away(exc: BaseException) -> bool:
-    """Whether ``exc`` is the server's (or a pooler's) word that it went away."""
+def _says_away(exc: object) -> bool:
+    """Whether ``exc`` (an error, or anything else) is the server's (or a pooler's) word
+    that it went away."""
     state = getattr(exc, "sqlstate", None) or ""
     return state in _AWAY_STATES or state[:2] in _AWAY_CLASSES
 
