@@ -41,6 +41,25 @@ class LockedConnection:
         self.pid = pid
         self.wal_fd = wal_fd
 
+    def close(self) -> None:
+        """Close the connection and the log's descriptor (in the process that opened them)."""
+        with self as conn:
+            conn.close()
+        self._close_wal()
+
+    def _close_wal(self) -> None:
+        if self.wal_fd is not None:
+            os.close(self.wal_fd)
+            self.wal_fd = None
+
+    def __del__(self) -> None:
+        # A spool left to the garbage collector unclosed: SQLite's connection closes itself,
+        # the log's descriptor would stay open for the life of the process (one a spool, on
+        # a log that may be deleted, its space kept). Not in a forked child: there, the
+        # number may since have been closed and reused for a file of the child's own.
+        if self.pid == os.getpid():
+            self._close_wal()
+
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
         return self._conn
@@ -114,7 +133,7 @@ class SQLiteBase:
             try:
                 self._flush(current)
             except StoreError:
-                self._close(current)
+                current.close()
                 raise
         return current, schema == "created"
 
@@ -186,15 +205,7 @@ class SQLiteBase:
         usable afterwards."""
         self._closed = True
         if self._current.pid == os.getpid():
-            self._close(self._current)
-
-    @staticmethod
-    def _close(current: LockedConnection) -> None:
-        with current as conn:
-            conn.close()
-        if current.wal_fd is not None:
-            os.close(current.wal_fd)
-            current.wal_fd = None
+            self._current.close()
 
     def _as_store_errors(self) -> AsStoreErrors:
         """A context manager that lets SQLite's errors out only as ``StoreError``."""
