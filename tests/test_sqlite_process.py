@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from helpers.spools import rows
 
 from spooler import Spool
@@ -42,3 +45,69 @@ def test_a_spool_left_unclosed_to_the_garbage_collector_keeps_no_descriptor(db: 
     gc.collect()
     assert open_descriptors() == before
     assert rows(db, "SELECT count(*) FROM queue") == [(21,)]
+
+
+def another_process_reads(db: Path) -> int:
+    """How many events another process finds queued; it opens and closes a connection, as
+    `spooler status` or a drain that stops would."""
+    count = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; conn = sqlite3.connect(sys.argv[1]);"
+            " print(conn.execute('SELECT count(*) FROM queue').fetchone()[0]); conn.close()",
+            str(db),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(count)
+
+
+def test_a_second_spool_on_the_same_file_leaves_the_first_its_locks(db: Path) -> None:
+    with Spool(db) as first:
+        first.enqueue({"n": 0})
+        Spool(db).close()  # another part of the application opens the same spool
+        assert another_process_reads(db) == 1
+        # That process found the file still in use: the write-ahead log is still the
+        # one the first spool writes, and what it commits now is there for all to read.
+        assert os.path.exists(f"{db}-wal")
+        for n in range(1, 6):
+            first.enqueue({"n": n})
+        assert another_process_reads(db) == 6
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+@pytest.mark.parametrize("childs_spool", ["inherited", "its own"])
+def test_a_child_of_fork_keeps_its_locks_when_the_parent_closes_the_spool(
+    db: Path, childs_spool: str
+) -> None:
+    spool = Spool(db)  # opened at import, say, before a pre-fork server forks
+    spool.enqueue({"who": "parent"})
+    to_child, from_parent = os.pipe()
+    to_parent, from_child = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if childs_spool == "its own":
+                spool = Spool(db)
+            spool.enqueue({"who": "child", "n": 0})  # on a connection of the child's own
+            os.write(from_child, b"1")
+            os.read(to_child, 1)  # the parent closed, another process came and went
+            for n in range(1, 6):
+                spool.enqueue({"who": "child", "n": n})
+            os.write(from_child, b"2")
+            os.read(to_child, 1)
+        finally:
+            os._exit(0)  # as a kill -9 would: nothing closed, nothing checkpointed
+    assert os.read(to_parent, 1) == b"1"
+    spool.close()  # the parent (a daemon's first process) closes or exits
+    assert another_process_reads(db) == 2
+    os.write(from_parent, b"1")
+    assert os.read(to_parent, 1) == b"2"
+    seen_while_the_child_ran = another_process_reads(db)
+    os.write(from_parent, b"1")
+    assert os.waitpid(pid, 0)[1] == 0
+    assert seen_while_the_child_ran == 7
+    assert rows(db, "SELECT count(*) FROM queue") == [(7,)]  # none lost with the child
