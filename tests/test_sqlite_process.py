@@ -11,15 +11,18 @@ deleted file, which no drain reads and a kill -9 loses.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.spools import rows
 
-from spooler import Spool
+from spooler import Spool, SpoolerError
 
 
 def open_descriptors() -> list[str]:
@@ -111,3 +114,46 @@ def test_a_child_of_fork_keeps_its_locks_when_the_parent_closes_the_spool(
     assert os.waitpid(pid, 0)[1] == 0
     assert seen_while_the_child_ran == 7
     assert rows(db, "SELECT count(*) FROM queue") == [(7,)]  # none lost with the child
+
+
+def open_at_once(db: Path, threads: int, barrier: Any, outcomes: Any) -> None:
+    """Open the new spool ``db`` and enqueue, from ``threads`` threads at the same moment;
+    put what each got on ``outcomes``."""
+
+    def open_and_enqueue() -> None:
+        barrier.wait()
+        try:
+            with Spool(db) as spool:
+                spool.enqueue({"n": 1})
+        except SpoolerError as exc:
+            outcomes.put(f"{type(exc).__name__}: {exc}")
+        else:
+            outcomes.put("ok")
+
+    started = [threading.Thread(target=open_and_enqueue) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_many_processes_and_threads_create_one_new_spool_at_once(tmp_path: Path) -> None:
+    # A pre-fork server's workers, each with threads, take their first requests at once.
+    context = multiprocessing.get_context("fork")
+    processes, threads = 4, 4
+    outcomes = context.Queue()
+    for round_ in range(16):
+        db = tmp_path / f"spool{round_}.db"
+        barrier = context.Barrier(processes * threads)
+        workers = [
+            context.Process(target=open_at_once, args=(db, threads, barrier, outcomes))
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        got = sorted(outcomes.get(timeout=60) for _ in range(processes * threads))
+        for worker in workers:
+            worker.join()
+        assert got == ["ok"] * (processes * threads), f"round {round_}"
+        assert rows(db, "SELECT count(*) FROM queue") == [(processes * threads,)]
