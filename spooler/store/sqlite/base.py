@@ -164,27 +164,14 @@ class SQLiteBase:
                 empty = check_header(self.path)
             process_locks.count_open(file)
         try:
-            self._refuse_unwritable()
             try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self._busy_timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            except sqlite3.DatabaseError as exc:
-                raise self._store_error(exc) from None
-            try:
-                with self._as_store_errors():
-                    schema = prepare(conn, self.path, empty=empty, create=self._creates)
-                wal_fd = self._open_wal() if self._flushes_commits else None
+                conn, schema, wal_fd = self._connect(empty)
             except BaseException:
-                conn.close()
+                process_locks.count_closed(file)
                 raise
-        except BaseException:
-            process_locks.count_closed(file)
-            raise
-        current = LockedConnection(conn, os.getpid(), wal_fd, file)
+            current = LockedConnection(conn, os.getpid(), wal_fd, file)
+        finally:
+            process_locks.opened()
         if wal_fd is not None and schema != "kept":
             try:
                 self._flush(current)
@@ -192,6 +179,28 @@ class SQLiteBase:
                 current.close()
                 raise
         return current, schema == "created"
+
+    def _connect(self, empty: bool) -> tuple[sqlite3.Connection, str, int | None]:
+        """A new connection to the file, checked and set up; with what it did to the
+        schema (``prepare``), and the log's descriptor for "full" durability."""
+        self._refuse_unwritable()
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self._store_error(exc) from None
+        try:
+            with self._as_store_errors():
+                schema = prepare(conn, self.path, empty=empty, create=self._creates)
+            wal_fd = self._open_wal() if self._flushes_commits else None
+        except BaseException:
+            conn.close()
+            raise
+        return conn, schema, wal_fd
 
     def _refuse_unwritable(self) -> None:
         """Refuse a spool this user may not write before SQLite opens it: SQLite would
