@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.processes import wait_until
 from helpers.spools import rows
 
 from spooler import Spool, SpoolerError
+from spooler.store.sqlite import process_locks
 
 
 def open_descriptors() -> list[str]:
@@ -157,3 +160,81 @@ def test_many_processes_and_threads_create_one_new_spool_at_once(tmp_path: Path)
             worker.join()
         assert got == ["ok"] * (processes * threads), f"round {round_}"
         assert rows(db, "SELECT count(*) FROM queue") == [(processes * threads,)]
+
+
+def write_lock_holder(db: Path) -> subprocess.Popen[str]:
+    """Another process that holds the write lock of ``db`` until a line on its stdin."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; conn = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " conn.execute('BEGIN IMMEDIATE'); print('held', flush=True); sys.stdin.readline();"
+            " conn.execute('COMMIT')",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_fork_waits_for_a_spool_another_thread_is_opening(db: Path) -> None:
+    # A spool of an older schema: opening it upgrades it, under the write lock, which
+    # another process holds for now; so a thread's open of it is under way for a while.
+    with Spool(db) as spool:
+        spool.enqueue({"who": "before"})
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    holder = write_lock_holder(db)
+    opened: list[Spool] = []
+    opener = threading.Thread(target=lambda: opened.append(Spool(db)))
+    opener.start()
+    assert wait_until(lambda: process_locks._opening == 1)  # the opener waits for the lock
+
+    fork_waited = []
+
+    def let_the_holder_go_once_the_fork_waits() -> None:
+        waiters = process_locks._opened._waiters  # type: ignore[attr-defined]
+        fork_waited.append(wait_until(lambda: len(waiters) == 1))
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+
+    releaser = threading.Thread(target=let_the_holder_go_once_the_fork_waits)
+    releaser.start()
+    to_child, from_parent = os.pipe()
+    to_parent, from_child = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child = Spool(db)
+            child.enqueue({"who": "child", "n": 0})
+            os.write(from_child, b"1")
+            os.read(to_child, 1)  # the parent closed, another process came and went
+            for n in range(1, 6):
+                child.enqueue({"who": "child", "n": n})
+            os.write(from_child, b"2")
+            os.read(to_child, 1)
+        finally:
+            os._exit(0)  # as a kill -9 would
+    releaser.join()
+    opener.join()
+    holder.communicate(timeout=30)  # and closes its pipes
+    assert holder.returncode == 0
+    assert os.read(to_parent, 1) == b"1"
+    opened[0].close()
+    assert another_process_reads(db) == 2
+    os.write(from_parent, b"1")
+    assert os.read(to_parent, 1) == b"2"
+    seen_while_the_child_ran = another_process_reads(db)
+    os.write(from_parent, b"1")
+    assert os.waitpid(pid, 0)[1] == 0
+    assert fork_waited == [True]
+    assert seen_while_the_child_ran == 7
+    assert fork_waited == [True]  # the fork came after the open, not halfway
