@@ -746,6 +746,7 @@ def test_spooler_enqueue_loads_only_what_it_needs(db: Path) -> None:
                 "spooler.store.sqlite.history",
                 "spooler.store.sqlite.maintenance",
                 "spooler.store.sqlite.operators",
+                "spooler.store.sqlite.process_locks",
                 "spooler.store.sqlite.producers",
                 "spooler.store.sqlite.schema",
                 "spooler.store.sqlite.sql",

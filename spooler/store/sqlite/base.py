@@ -16,6 +16,7 @@ from types import TracebackType
 
 from ... import files
 from ...errors import NotDurableError, StoreError
+from . import process_locks
 from .schema import check_header, prepare
 
 __all__ = ["LockedConnection", "SQLiteBase", "unwritable_file"]
@@ -30,16 +31,24 @@ class LockedConnection:
     for the block, so no thread can run a statement while another is inside a
     transaction on it. (A PRAGMA run without the lock while a worker committed left
     the connection stuck in a transaction, and the drain dead: issue 23.) Also the
-    process that opened it and, for "full" durability, a file descriptor of the
-    write-ahead log, to flush it."""
+    process that opened it, the file it is to (``process_locks.file_key``) and, for
+    "full" durability, a file descriptor of the write-ahead log, to flush it."""
 
-    __slots__ = ("_conn", "_lock", "pid", "wal_fd")
+    __slots__ = ("__weakref__", "_conn", "_lock", "file", "pid", "wal_fd")
 
-    def __init__(self, conn: sqlite3.Connection, pid: int, wal_fd: int | None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        pid: int,
+        wal_fd: int | None,
+        file: tuple[int, int] | None,
+    ) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self.pid = pid
         self.wal_fd = wal_fd
+        self.file = file
+        process_locks.track(self)
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
@@ -52,6 +61,55 @@ class LockedConnection:
         tb: TracebackType | None,
     ) -> None:
         self._lock.release()
+
+    def close(self) -> None:
+        """Close the connection and the log's descriptor (in the process that opened them)."""
+        with self as conn:
+            conn.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Close the log's descriptor, and count the connection out of its file's."""
+        if self.wal_fd is not None:
+            os.close(self.wal_fd)
+            self.wal_fd = None
+        process_locks.count_closed(self.file)
+        self.file = None
+
+    def __del__(self) -> None:
+        # A spool left to the garbage collector unclosed: the log's descriptor would stay
+        # open for the life of the process (one a spool, on a log that may be deleted,
+        # its space kept), and the file counted open (process_locks). Not in a forked
+        # child: the fork closed the descriptor there, and the child closes the
+        # connection itself before it opens one (process_locks.close_inherited).
+        if self.pid == os.getpid():
+            self._conn.close()
+            self._forget()
+
+    def hold(self) -> None:
+        """Wait until no transaction runs on the connection, and keep it so (across a fork)."""
+        self._lock.acquire()
+
+    def let_go(self) -> None:
+        """End a ``hold``."""
+        self._lock.release()
+
+    def let_go_inherited(self) -> None:
+        """In a child of fork(), at once: end the parent's ``hold`` and close the log's
+        descriptor (its number is not reused yet). ``pid`` stays the parent's: the store
+        opens a connection of the child's own when it is next used."""
+        if self.wal_fd is not None:
+            os.close(self.wal_fd)
+            self.wal_fd = None
+        self.file = None
+        self._lock.release()
+
+    def close_inherited(self) -> None:
+        """In a child of fork(), before it opens a connection of its own: close the one it
+        inherited (idle: the parent held it across the fork), so that SQLite forgets the
+        parent's locks on the file, which the child does not have, and the child's own
+        connections take theirs."""
+        self._conn.close()
 
 
 def unwritable_file(path: str) -> str | None:
@@ -83,15 +141,48 @@ class SQLiteBase:
             files.make_folders(os.path.dirname(real), files.folder_mode(file_mode))
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from None
-        try:
-            os.close(files.open_creating(real, os.O_RDONLY, file_mode))
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path}: {exc}") from None
+        with process_locks.files_lock:
+            if os.path.exists(real):
+                return  # not opened: a connection of this process to it would lose its locks
+            try:
+                os.close(files.open_creating(real, os.O_RDONLY, file_mode))
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.path}: {exc}") from None
 
     def _open(self) -> tuple[LockedConnection, bool]:
         """Open the file, checked and set up; returns the connection and whether this
         created the spool's tables."""
-        empty = check_header(self.path)
+        with process_locks.files_lock:
+            process_locks.close_inherited()
+            file = process_locks.file_key(self.path)
+            # The header is read only where no connection of this process would lose its
+            # locks when the read closes the file; an open one checked it already (and
+            # may be making the spool in it still: whether it is empty is a stat's).
+            if process_locks.is_open(file):
+                empty = os.path.getsize(self.path) == 0
+            else:
+                empty = check_header(self.path)
+            process_locks.count_open(file)
+        try:
+            try:
+                conn, schema, wal_fd = self._connect(empty)
+            except BaseException:
+                process_locks.count_closed(file)
+                raise
+            current = LockedConnection(conn, os.getpid(), wal_fd, file)
+        finally:
+            process_locks.opened()
+        if wal_fd is not None and schema != "kept":
+            try:
+                self._flush(current)
+            except StoreError:
+                current.close()
+                raise
+        return current, schema == "created"
+
+    def _connect(self, empty: bool) -> tuple[sqlite3.Connection, str, int | None]:
+        """A new connection to the file, checked and set up; with what it did to the
+        schema (``prepare``), and the log's descriptor for "full" durability."""
         self._refuse_unwritable()
         try:
             conn = sqlite3.connect(
@@ -109,14 +200,7 @@ class SQLiteBase:
         except BaseException:
             conn.close()
             raise
-        current = LockedConnection(conn, os.getpid(), wal_fd)
-        if wal_fd is not None and schema != "kept":
-            try:
-                self._flush(current)
-            except StoreError:
-                self._close(current)
-                raise
-        return current, schema == "created"
+        return conn, schema, wal_fd
 
     def _refuse_unwritable(self) -> None:
         """Refuse a spool this user may not write before SQLite opens it: SQLite would
@@ -173,8 +257,7 @@ class SQLiteBase:
 
     def _connection(self) -> LockedConnection:
         # A connection must never be used on both sides of a fork(): the child opens its
-        # own. (The parent's log descriptor is left open: the child may have closed it
-        # and reused its number for a file of its own.)
+        # own (and closes the one it inherited first: process_locks).
         if self._closed:
             raise StoreError(f"{self.path}: this spool was closed")
         if self._current.pid != os.getpid():
@@ -186,15 +269,7 @@ class SQLiteBase:
         usable afterwards."""
         self._closed = True
         if self._current.pid == os.getpid():
-            self._close(self._current)
-
-    @staticmethod
-    def _close(current: LockedConnection) -> None:
-        with current as conn:
-            conn.close()
-        if current.wal_fd is not None:
-            os.close(current.wal_fd)
-            current.wal_fd = None
+            self._current.close()
 
     def _as_store_errors(self) -> AsStoreErrors:
         """A context manager that lets SQLite's errors out only as ``StoreError``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from ...errors import StoreError
 from ..shared import no_spool
@@ -37,6 +38,9 @@ _TABLES = frozenset({"meta", "totals", "queue", "dead", "destination_state", "hi
 _ADDED_IN = {"history": 5, "leases": 6}
 MIN_SQLITE_VERSION = (3, 35, 0)  # RETURNING, and DROP COLUMN (the upgrade to leases)
 _FULL = 1  # PRAGMA auto_vacuum's value for FULL
+# How long a new spool's switch to WAL mode waits before it tries again, while others
+# hold the file (``_switch_to_wal``).
+_WAL_SWITCH_RETRY_SECONDS = 0.002
 # The WAL file is cut back to this whenever a checkpoint empties it (it otherwise stays
 # at its high mark).
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
@@ -173,12 +177,8 @@ def prepare(conn: sqlite3.Connection, path: str, *, empty: bool, create: bool) -
     elif not create:
         raise StoreError(no_spool(path, "the file is empty" if empty else "it has no tables yet"))
     else:
-        # auto_vacuum only takes effect before the first table exists; INCREMENTAL lets
-        # a drained backlog give its pages back without a full VACUUM. (It writes
-        # nothing: set after the application id, it would come too late.)
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        _mark_new_file(conn)
+    mode = _switch_to_wal(conn)
     if mode.lower() != "wal":
         raise StoreError(f"{path}: cannot switch to WAL mode (got {mode!r})")
     # Commits never fsync on their own: "full" durability flushes the log after each
@@ -195,6 +195,43 @@ def prepare(conn: sqlite3.Connection, path: str, *, empty: bool, create: bool) -
         _migrate(conn)  # the write lock only for a spool that needs upgrading
         return "upgraded"
     return "kept"
+
+
+def _mark_new_file(conn: sqlite3.Connection) -> None:
+    """Write a new spool file's first page: marked as spooler's (``APPLICATION_ID``), in
+    INCREMENTAL auto_vacuum, which lets a drained backlog give its pages back without a
+    full VACUUM and only takes effect before the first page is written.
+
+    One transaction: ``PRAGMA auto_vacuum`` alone writes that page, unmarked, and
+    another process opening the file before the mark (or after a crash between the
+    two) took it for another application's database and refused it.
+    """
+    conn.execute("BEGIN")
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, tried again for as long as the connection's busy
+    timeout while other connections hold the file: SQLite takes the lock this needs
+    without waiting (only a new spool, not yet in WAL mode, needs it)."""
+    (timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "database is locked" or time.monotonic() >= deadline:
+                raise
+            time.sleep(_WAL_SWITCH_RETRY_SECONDS)
+        else:
+            return mode
 
 
 def _create_schema(conn: sqlite3.Connection, path: str) -> bool:
