@@ -4,13 +4,17 @@ keys, limits, a full spool, and what ``spooler status`` and the metrics show."""
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import errno
 import gzip
 import json
 import logging
 import re
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -28,6 +32,7 @@ from relay import relay, write_config
 
 from spooler import Spool
 from spooler.events import OPTIONS_KEY
+from spooler.serve.apis import MAX_EVENTS_PER_REQUEST
 from spooler.serve.spool_refusals import SpoolRefusals
 from spooler.serve.stats import IDLE_REPORT_INTERVAL, ServeStats
 from spooler.serve.wrong_keys import WrongKeys
@@ -159,6 +164,37 @@ def test_a_body_over_the_apis_limit_gets_its_answer_even_by_a_client_that_sends_
     assert shape.items() <= answer.items()
     assert after.status_code == 200
     assert [event for _, event in stored(db)] == [{"a": 1}]
+
+
+def test_a_request_of_more_events_than_the_limit_gets_413_and_stores_nothing(db: Path) -> None:
+    # Given bodies well within their API's size limits, of more events than a request may
+    # carry (tiny ones: 7 million "{}" fit in the generic endpoint's 20 MB, and held
+    # the relay's event loop for most of a minute)
+    over = MAX_EVENTS_PER_REQUEST + 1
+    posthog = {"api_key": "k", "batch": [{"event": "e", "distinct_id": "u"}] * over}
+    amplitude = {"api_key": "k", "events": [{"event_type": "e", "user_id": "user1"}] * over}
+    segment = {"batch": [{"type": "track"}] * over}
+    bodies = {
+        "/v1/events/x": ("application/json", b"[" + b",".join([b"{}"] * over) + b"]"),
+        "/v1/events/y": ("application/x-ndjson", b"{}\n" * over),
+        "/batch/": ("application/json", json.dumps(posthog).encode()),
+        "/batch": ("application/json", json.dumps(amplitude).encode()),
+        "/v1/batch": ("application/json", json.dumps(segment).encode()),
+    }
+    with relay(db) as running, httpx.Client(timeout=30) as client:
+        # When each is posted
+        statuses = {
+            path: client.post(running.url + path, content=body, headers={"Content-Type": kind})
+            for path, (kind, body) in bodies.items()
+        }
+        # Then each gets its API's answer to a body too large (Segment's is its 400), and
+        # a request of as many as the limit is taken
+        at_limit = client.post(running.url + "/v1/events/x", json=[{}] * MAX_EVENTS_PER_REQUEST)
+    too_large = {**dict.fromkeys(bodies, 413), "/v1/batch": 400}
+    assert {path: r.status_code for path, r in statuses.items()} == too_large
+    assert "more than" in statuses["/v1/batch"].json()["message"]
+    assert at_limit.status_code == 200
+    assert len(stored(db)) == MAX_EVENTS_PER_REQUEST
 
 
 def test_segment_stores_messages_with_the_batch_context(db: Path) -> None:
@@ -848,3 +884,42 @@ def test_sigterm_answers_the_requests_in_progress_and_exits_0(db: Path) -> None:
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(timeout=30) == 0
     assert len(stored(db)) == 1
+
+
+# Runs the command after it with an open-file limit of 64, soft and hard, as `ulimit -n 64`
+# as a user would (a hard limit the relay cannot raise).
+_OPEN_FILES_64 = (
+    sys.executable,
+    "-c",
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64));"
+    " os.execvp(sys.argv[1], sys.argv[1:])",
+)
+
+
+def test_connections_past_the_open_file_limit_get_503_not_a_reset(db: Path) -> None:
+    # Given a relay whose open-file limit has no room for max_connections (1024)
+    answers: collections.Counter[str] = collections.Counter()
+    with relay(db, under=_OPEN_FILES_64) as running, contextlib.ExitStack() as held:
+        port = int(running.url.rsplit(":", 1)[1])
+        # When clients keep connections open past that room, one after another
+        for _ in range(60):
+            conn = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+            answers[_status_line(conn)] += 1
+    # Then each is answered: 200 while there is room, then the 503 of too many
+    # connections, rather than a reset or a close without an answer (accept's EMFILE)
+    assert set(answers) == {"HTTP/1.1 200 OK", "HTTP/1.1 503 Service Unavailable"}, answers
+
+
+def _status_line(conn: socket.socket) -> str:
+    """The status line of the answer on ``conn``, or what came instead."""
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return "closed without an answer"
+            data += chunk
+    except ConnectionResetError:
+        return "reset"
+    return data.split(b"\r\n", 1)[0].decode("latin-1")

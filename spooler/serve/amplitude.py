@@ -51,6 +51,7 @@ class Amplitude(API):
             raise self.refuse("Invalid options")
         if request.path == "/2/httpapi" and len(events) > AMPLITUDE_EVENTS_PER_REQUEST:
             raise Refused(self.too_large("too many events"), "too large")
+        self.counted(events)  # the Batch API's
         minimum = options.get("min_id_length") or self._min_id_length or 5
         self._check_events(events, minimum)
         stamp = int(now * 1000)

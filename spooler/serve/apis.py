@@ -32,6 +32,7 @@ from .http import Request, Response
 
 __all__ = [
     "API",
+    "MAX_EVENTS_PER_REQUEST",
     "Datalyr",
     "Events",
     "Ingest",
@@ -44,6 +45,11 @@ __all__ = [
 ]
 
 MB = 1024 * 1024
+# The most events one request may carry, whatever its API. Within the body limits, a
+# body of tiny events (``[{},{},...]``: 7 million in 20 MB) held the event loop, which
+# reads and encodes each one, for most of a minute (past a systemd watchdog's 30 s),
+# and took over 2 GB; the SDKs send batches of at most a few thousand.
+MAX_EVENTS_PER_REQUEST = 10_000
 # How long a client is asked to wait when the spool cannot take its events: a full spool
 # empties as fast as the drain delivers, a failing one needs an operator.
 RETRY_AFTER_SECONDS = 10
@@ -153,6 +159,14 @@ class API:
         failing)."""
         raise NotImplementedError
 
+    def counted(self, events: list[Any]) -> None:
+        """Raise ``Refused`` with this API's 413 when ``events`` are more than
+        ``MAX_EVENTS_PER_REQUEST``."""
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise Refused(
+                self.too_large(f"more than {MAX_EVENTS_PER_REQUEST} events"), "too many events"
+            )
+
     def refuse(self, reason: str) -> Refused:
         """A ``Refused`` with this API's 400."""
         return Refused(self.malformed(reason), reason)
@@ -248,12 +262,14 @@ class Events(PlainAPI):
                     where = f"line {number}"
                     if line.strip():
                         events.append(parse_json(line))
+                        self.counted(events)  # as they come: a line is an event
             else:
                 where = "the body"
                 body = parse_json(data)
                 events = body if isinstance(body, list) else [body]
         except ValueError as exc:
             raise self.refuse(f"{where} is not valid JSON ({exc})") from None
+        self.counted(events)
         bad = [i for i, event in enumerate(events) if not isinstance(event, dict)]
         if bad:
             raise self.refuse(f"event {bad[0]}: expected a JSON object")

@@ -15,7 +15,8 @@ granian, and it lets the limits below be enforced where the bytes arrive:
 - a head not complete within ``header_timeout``, or a body within ``body_timeout``,
   of its first byte: 408, and the connection is closed (slow clients hold nothing for
   long); an idle keep-alive connection is closed after ``idle_timeout``;
-- at most ``max_connections`` at once: the next ones get a 503 and are closed.
+- at most ``max_connections`` at once (fewer where the open-file limit has no room for
+  them: ``file_limit``): the next ones get a 503 and are closed.
 
 Requests on one connection are answered in order (pipelining included). Deadlines are
 checked once a second by one timer for all connections, so a request costs no timer
@@ -34,6 +35,8 @@ from http import HTTPStatus
 from typing import Protocol, cast
 
 import httptools
+
+from .file_limit import connection_room
 
 __all__ = ["Answer", "App", "HttpServer", "Limits", "Request", "Response"]
 
@@ -173,7 +176,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A socket's transport (uvloop's is not an asyncio.Transport subclass).
         self._transport = cast(asyncio.Transport, transport)
-        if len(self._server.connections) >= self._limits.max_connections:
+        if len(self._server.connections) >= self._server.max_connections:
             self._transport.write(encode_response(_BUSY, close=True))
             self._transport.close()
             return
@@ -371,6 +374,9 @@ class HttpServer:
         self.app = app
         self.limits = limits
         self.connections: set[_Connection] = set()
+        # Set by ``start``: ``limits.max_connections``, or fewer where the open-file limit
+        # has no room for them (answered 503 beyond, rather than reset by the accept).
+        self.max_connections = limits.max_connections
         self.stopping = False
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -384,6 +390,7 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port``; raises ``OSError`` when that fails."""
+        self.max_connections = connection_room(self.limits.max_connections)
         self._server = await self.loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
         )

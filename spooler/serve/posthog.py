@@ -38,6 +38,7 @@ class PostHog(API):
             events, top = body, {}
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise self.refuse("Malformed request data: expected events as JSON objects")
+        self.counted(events)
         key = _token(top)
         # posthog-python's and posthog-node's historical_migration: kept with each event,
         # for the drain to say it of their request (spooler.destinations.posthog).

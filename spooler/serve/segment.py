@@ -42,6 +42,7 @@ class Segment(API):
             messages = body.get("batch")
             if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
                 raise self.refuse("batch must be an array of objects")
+            self.counted(messages)
             shared = {
                 k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)
             }

@@ -106,7 +106,9 @@ class Connections:
                     self._answered()
                 return result
             except psycopg.Error as exc:
-                verdict = self._verdict(exc, connecting=conn is None)
+                verdict = self._verdict(
+                    exc, connecting=conn is None, lost=conn is not None and conn.broken
+                )
                 if verdict == "fail" or (verdict == "refused" and refused):
                     raise self._store_error(exc) from None
                 # Refused twice in a row: the server is up and refuses us. (Through a
@@ -240,14 +242,21 @@ class Connections:
         for each in [conn, *stale]:
             each.close()
 
-    def _verdict(self, exc: psycopg.Error, *, connecting: bool) -> str:
-        """``away``: the server (or a pooler's) cannot be reached; ``aborted``: the
-        server chose this transaction to abort; ``refused``: a connection failed, yet
-        the server now accepts connections (it may just have finished starting: worth
-        one more try, after which it is refusing us, over a password say); ``fail``:
-        anything else. An operation runs again on all but ``fail``."""
+    def _verdict(self, exc: psycopg.Error, *, connecting: bool, lost: bool) -> str:
+        """``away``: the server (or a pooler's) cannot be reached, or the connection
+        the operation ran on was ``lost``; ``aborted``: the server chose this
+        transaction to abort; ``refused``: a connection failed, yet the server now
+        accepts connections (it may just have finished starting: worth one more try,
+        after which it is refusing us, over a password say); ``fail``: anything else.
+        An operation runs again on all but ``fail``."""
         state = exc.sqlstate or ""
-        if state in _AWAY_STATES or state[:2] in _AWAY_CLASSES:
+        if _says_away(exc):
+            return "away"
+        if lost:
+            # Whatever psycopg made of it: PgBouncer in transaction mode answers a COMMIT
+            # whose server connection ended with its error and then the connection's
+            # end, two results, which psycopg raises as an InternalError ("received 2
+            # results from command 'COMMIT'") with no SQL state.
             return "away"
         if state in _ABORTED_STATES:
             return "aborted"
@@ -304,6 +313,13 @@ class Connections:
         return StoreError(f"{self.target.shown}: {_first_line(exc)}{hint}")
 
 
+def _says_away(exc: object) -> bool:
+    """Whether ``exc`` (an error, or anything else) is the server's (or a pooler's) word
+    that it went away."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state in _AWAY_STATES or state[:2] in _AWAY_CLASSES
+
+
 class _LostPipelines(logging.Filter):
     """Drops psycopg's "error ignored terminating <psycopg.Pipeline [BAD]>: the connection
     is lost", for the pipelines of ``_pipelined`` alone (in the thread that runs one).
@@ -314,8 +330,10 @@ class _LostPipelines(logging.Filter):
     ``Connections.run`` says what happened once, in its own words (and nothing if the
     next try, on a new connection, got through). So a record is dropped only if it is
     that message, logged while this thread runs a block of ``_pipelined`` whose
-    connection is lost; any other (a pipeline that failed on a connection still up,
-    another program's) passes.
+    connection is lost, or whose sync failed on the word that the server went away
+    (PgBouncer's "server conn crashed?", SQLSTATE 08P01, comes before the connection's
+    end); any other (a pipeline that failed on a connection still up, another
+    program's) passes.
     """
 
     _MESSAGE = "error ignored terminating %r: %s"  # psycopg's Pipeline.__exit__
@@ -336,7 +354,10 @@ class _LostPipelines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """False for psycopg's line about a pipeline of ours whose connection is lost."""
         conn = getattr(self._running, "conn", None)
-        return not (conn is not None and conn.broken and record.msg == self._MESSAGE)
+        if conn is None or record.msg != self._MESSAGE:
+            return True
+        sync_error = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        return not (conn.broken or _says_away(sync_error))
 
 
 # psycopg's logger is the process's: the filter is installed once, on import.
