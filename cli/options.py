@@ -120,13 +120,33 @@ class FlagNamedOption(click.Option):
 
     def resolve_envvar_value(self, ctx: click.Context) -> str | None:
         """The flag's variable, for an option without an ``envvar`` of its own."""
-        flags = [opt for opt in self.opts if opt.startswith("--")]
-        if self.envvar or not flags or not self.allow_from_autoenv:
+        name = flag_variable(ctx, self) if self.allow_from_autoenv else None
+        if self.envvar or name is None:
             return super().resolve_envvar_value(ctx)
-        if ctx.auto_envvar_prefix is None:
-            return None
-        flag = max(flags, key=len).removeprefix("--").replace("-", "_").upper()
-        return os.environ.get(f"{ctx.auto_envvar_prefix}_{flag}") or None
+        return os.environ.get(name) or None
+
+
+def flag_variable(ctx: click.Context, option: click.Option) -> str | None:
+    """The ``SPOOLER_<COMMAND>_<FLAG>`` variable that sets ``option``, named after its
+    long flag; None for an option with no long flag or a command without the prefix."""
+    flags = [opt for opt in option.opts if opt.startswith("--")]
+    if not flags or ctx.auto_envvar_prefix is None:
+        return None
+    flag = max(flags, key=len).removeprefix("--").replace("-", "_").upper()
+    return f"{ctx.auto_envvar_prefix}_{flag}"
+
+
+def set_by_environment(ctx: click.Context) -> list[str]:
+    """What each of the command's options that a variable set was set by: told with a
+    config error, which may be theirs (a unit's environment file is easy to forget)."""
+    lines = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+            name = param.envvar if isinstance(param.envvar, str) else flag_variable(ctx, param)
+            lines.append(f"{max(param.opts, key=len)} is set by {name} in the environment")
+    return lines
 
 
 class UsageLine(click.UsageError):
@@ -242,9 +262,16 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @debug_option
     @functools.wraps(command)
     def wrapper(db: str | None, config: str | None, **kwargs: Any) -> Any:
-        return command(
-            Options(given_on_group("db", db), given_on_group("config", config)), **kwargs
-        )
+        try:
+            return command(
+                Options(given_on_group("db", db), given_on_group("config", config)), **kwargs
+            )
+        except ConfigError as exc:
+            settings = set_by_environment(click.get_current_context())
+            if not settings:
+                raise
+            *first, last = exc.problems
+            raise ConfigError(*first, f"{last} ({'; '.join(settings)})") from exc
 
     return wrapper
 

@@ -180,16 +180,27 @@ class Settler:
         self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict, elapsed: float
     ) -> None:
         name = self._config.name
-        self._store.settle(
+        settled = self._store.settle(
             lease, destination=name, now=self._clock(), delivered=list(map(_rowid, events))
         )
-        self._count(name, delivered=len(events))
+        self._count(name, delivered=settled)
         self._log.info(
             "delivered %s (%s) in %.2fs",
             events_phrase(len(events)),
             f"HTTP {verdict.status}" if verdict.status else "ok",
             elapsed,
         )
+        if settled < len(events):
+            # The lease no longer held them: it ran out (a drain stalled past it) or the
+            # spool lost the claim (a PostgreSQL server's crash): they stay queued, and
+            # are sent again, here or by another drain; counted then.
+            self._log.warning(
+                "%s of these %d were no longer leased to this drain (its lease ran out,"
+                " or the spool lost its claim): they stay queued and will be sent again,"
+                " with the same ids",
+                events_phrase(len(events) - settled),
+                len(events),
+            )
 
     def _rejected(self, lease: int, events: Sequence[ClaimedEvent], verdict: Verdict) -> None:
         name = self._config.name

@@ -956,6 +956,34 @@ def test_drain_headers_from_the_environment_one_per_line(db: Path) -> None:
     assert (request.headers["X-Source"], request.headers["X-Team"]) == ("cron", "core")
 
 
+def test_a_destination_flag_from_the_environment_is_named_when_refused(
+    db: Path, tmp_path: Path
+) -> None:
+    # Given a config that defines only "amp", and a batch size set in a unit's
+    # environment file, for destination "default" (no -d)
+    assert run("enqueue", "--db", str(db), "-d", "amp", '{"a":1}').exit_code == 0
+    config = tmp_path / "spooler.toml"
+    with Receiver() as receiver:
+        config.write_text(f'[destinations.amp]\nurl = "{receiver.url}"\n')
+        env = {"SPOOLER_DRAIN_BATCH_SIZE": "100"}
+        result = run("drain", "--db", str(db), "--config", str(config), "--once", env=env)
+        # Then the error says which flag, for which destination, the way out, and
+        # which variable set it; nothing was sent
+        assert result.exit_code == 2
+        assert "--batch-size is for destination 'default'" in result.stderr
+        assert "(it has amp); give -d NAME" in result.stderr
+        assert "--batch-size is set by SPOOLER_DRAIN_BATCH_SIZE in the environment" in (
+            result.stderr
+        )
+        assert receiver.requests == [] and queued_bodies(db) == ['{"a":1}']
+        # And the way out it names works
+        result = run(
+            "drain", "--db", str(db), "--config", str(config), "-d", "amp", "--once", env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert len(receiver.requests) == 1 and queued_bodies(db) == []
+
+
 def test_dlq_summary_groups_counts_ages_and_the_usual_error(db: Path) -> None:
     # Given dead events of two kinds, some of them old
     with Spool(db) as spool:

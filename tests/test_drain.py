@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -1041,3 +1042,37 @@ def test_a_refusal_of_the_request_itself_kills_the_batch_without_bisecting_it(
     assert len(receiver.requests) == requests
     assert report.dead == 8
     assert rows(db, "SELECT DISTINCT reason, status FROM dead") == [("rejected", status)]
+
+
+def test_a_batch_whose_lease_was_lost_in_flight_is_said_and_sent_again(
+    spool: Spool, receiver: Receiver, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a first request during which the drain's lease goes (as when a PostgreSQL
+    # server's crash loses the claim, or the lease runs out while the drain stalls)
+    ids = spool.enqueue_many(events(3))
+    lost = []
+
+    def lose_the_lease_once(
+        body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if not lost:
+            conn = sqlite3.connect(db)
+            with conn:
+                lost.extend(conn.execute("DELETE FROM leases RETURNING id").fetchall())
+            conn.close()
+        return 200, {}, b"{}"
+
+    receiver.respond = lose_the_lease_once
+    with caplog.at_level(logging.INFO, logger="spooler.drain"):
+        report = drain_once(spool, receiver.url, id_field="id", concurrency=1)
+    # Then the drain says that the events were no longer its own, and they go again
+    # (the same ids), counted delivered once
+    assert len(lost) == 1
+    said = [m for m in caplog.messages if "no longer leased to this drain" in m]
+    assert said == [
+        "default: 3 events of these 3 were no longer leased to this drain (its lease ran out,"
+        " or the spool lost its claim): they stay queued and will be sent again, with the"
+        " same ids"
+    ]
+    assert [[e["id"] for e in r.events] for r in receiver.requests] == [ids, ids]
+    assert report.delivered == 3 and queued_count(db) == 0

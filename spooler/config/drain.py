@@ -225,10 +225,7 @@ def build_drain_config(
     names = list(tables)
     if flags and flag_destination not in tables:
         if "url" not in flags and _default_url(flags.get("type")) is None:
-            problems.found.append(
-                f"destination flags need --url, or a --type with a known endpoint (or "
-                f"[destinations.{flag_destination}] in the config)"
-            )
+            problems.found.append(_flags_without_destination(flags, flag_destination, names))
             problems.raise_any()
         names.append(flag_destination)
     if not names:
@@ -252,6 +249,26 @@ def build_drain_config(
             )
     problems.raise_any()
     return DrainConfig(destinations=destinations, **drain)
+
+
+def _flags_without_destination(
+    flags: Mapping[str, Any], flag_destination: str, defined: Sequence[str]
+) -> str:
+    """The error for destination flags that describe a destination with no url: which
+    flags, and, where the config defines others, the way to apply them to one (an
+    operator who set one flag in a unit's environment file sees only this line)."""
+    given = ", ".join(
+        "--header" if key == "headers" else f"--{key}".replace("_", "-") for key in flags
+    )
+    needs = "destination flags need --url, or a --type with a known endpoint"
+    if not defined:
+        return f"{needs} (given: {given})"
+    return (
+        f"{needs}: {given} {'is' if len(flags) == 1 else 'are'} for destination"
+        f" {flag_destination!r}, which the config does not define (it has"
+        f" {', '.join(defined)}); give -d NAME to apply {'it' if len(flags) == 1 else 'them'}"
+        f" to one of those, or [destinations.{flag_destination}] in the config"
+    )
 
 
 def select_destinations(config: DrainConfig, names: Sequence[str]) -> DrainConfig:

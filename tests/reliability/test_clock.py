@@ -5,10 +5,12 @@ The drain's clock is injected; it runs at real speed and the test moves it by a 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from helpers.processes import wait_until
 from helpers.spools import FAST_RETRY, dead_rows, rows
 
@@ -52,7 +54,7 @@ def run_drain(
 
 
 def test_clock_set_back_a_day_does_not_strand_scheduled_events(
-    db: Path, receiver: Receiver, scenario
+    db: Path, receiver: Receiver, scenario, caplog: pytest.LogCaptureFixture
 ) -> None:
     row = scenario(
         "10 (back)",
@@ -68,13 +70,41 @@ def test_clock_set_back_a_day_does_not_strand_scheduled_events(
         # repair the retry would be due in a day and one second.
         assert wait_until(lambda: rows(db, "SELECT max(last_status) FROM queue") == [(503,)])
         started = time.monotonic()
-        clock.jump(-DAY)
-        thread.join(timeout=30)
+        with caplog.at_level(logging.WARNING, logger="spooler.drain"):
+            clock.jump(-DAY)
+            thread.join(timeout=30)
         row.recover_s = time.monotonic() - started
     [report] = reports
     assert report.stopped_by == "empty"  # not "max_time": nothing stayed stranded
+    assert "the wall clock went back 86400s; moved 5 events earlier by as much" in caplog.messages
     row.tally(ids, [e["id"] for e in receiver.delivered])
     assert row.lost == 0 and row.duplicated == 0
+
+
+def test_a_clock_set_back_with_nothing_scheduled_by_it_says_none_moved(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a daemon drain with nothing waiting (as on a PostgreSQL spool, whose server's
+    # clock schedules every event)
+    clock = JumpingClock()
+    config = build_drain_config(
+        {}, destination_flags={"url": "http://127.0.0.1:9/"}, drain_flags={"poll_interval": 0.05}
+    )
+    with Spool(db, clock=clock) as spool, caplog.at_level(logging.WARNING, "spooler.drain"):
+        drain = Drain(spool.store, config, clock=clock)
+        beats: list[float] = []  # its loop's heartbeats: it follows the clock from the 2nd
+        thread = threading.Thread(target=drain.run, kwargs={"heartbeat": beats.append})
+        thread.start()
+        try:
+            # When its clock goes back an hour
+            assert wait_until(lambda: len(beats) >= 2)
+            clock.jump(-3600)
+            # Then it says so, and that there was nothing to repair (not "moved 0 events")
+            said = "the wall clock went back 3600s; no event waited by it, none moved"
+            assert wait_until(lambda: said in caplog.messages)
+        finally:
+            drain.stop()
+            thread.join(timeout=30)
 
 
 def test_clock_jumping_forward_causes_no_hot_loop(db: Path, receiver: Receiver, scenario) -> None:
