@@ -13,7 +13,7 @@ from .sql import NOW, dissolve, leased, move_to_dead, with_ctes
 __all__ = ["PostgresMaintenance"]
 
 # Dead rows worth a warning: more than this, and more than the table's live rows. A
-# queue churns (each event an insert, an update and a delete), and autovacuum removes
+# queue churns (each event an insert and a delete), and autovacuum removes
 # the dead rows behind it; this many left means it cannot keep up, or is kept from it.
 DEAD_ROWS_WARNING = 10_000
 # A transaction open this long anywhere in the database keeps autovacuum from removing
