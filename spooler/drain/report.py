@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 
 from ..best_effort import best_effort
+from ..errors import StoreError
 from ..events import events_phrase
 from ..records import failing_phrase, leases_by_drain, per_destination, utc_clock
 from .base import DrainBase, DrainReport, Mode
@@ -88,20 +89,21 @@ class DrainReporting(DrainBase):
         if self._store_lost.is_set():
             # Each call would wait for the server again: the leases run out instead,
             # and what is left is for the next drain to count.
-            log.info(
-                "drain %s stopped (%s): delivered=%d retried=%d dead=%d; the spool could not"
-                " be reached to count what is left",
-                self.owner,
-                report.stopped_by,
-                report.delivered,
-                report.retried,
-                report.dead,
-            )
+            self._log_last_counts("the spool could not be reached to count what is left")
             return report
-        released = self._store.release_leases(self.owner, now=self._clock())
+        try:
+            released = self._store.release_leases(self.owner, now=self._clock())
+            counts = self._store.counts(now=self._clock())
+        except StoreError as exc:
+            # The spool that stopped the drain (a full disk, a damaged page) may refuse
+            # these too: its leases then run out by themselves, and the last line is said
+            # all the same.
+            if report.error is None:
+                log.warning("could not give the leases back: %s", exc)
+            self._log_last_counts("the spool could not be used to count what is left")
+            return report
         if released:
             log.info("released %s leased for another drain to deliver", events_phrase(released))
-        counts = self._store.counts(now=self._clock())
         report.remaining = sum(counts[name].queued for name in self._destinations if name in counts)
         self._history.flush(closing=True)
         self._reclaim_space()
@@ -109,6 +111,19 @@ class DrainReporting(DrainBase):
         self._log_summary(elapsed, heading=f"drain {self.owner} stopped ({report.stopped_by})")
         self._log_unserved(still=True)
         return report
+
+    def _log_last_counts(self, why_no_backlog: str) -> None:
+        """The run's last line where the spool cannot say what is left: the counts."""
+        report = self._report
+        log.info(
+            "drain %s stopped (%s): delivered=%d retried=%d dead=%d; %s",
+            self.owner,
+            report.stopped_by,
+            report.delivered,
+            report.retried,
+            report.dead,
+            why_no_backlog,
+        )
 
     def _log_unserved(self, *, still: bool = False) -> None:
         """Say which events wait for destinations this drain does not serve: "empty" or

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -200,6 +201,12 @@ def test_a_damaged_page_stops_the_drain_and_keeps_what_it_cannot_read(
     assert "the spool file is damaged (database disk image is malformed)" in drained.stderr
     assert f"spooler doctor --db {db}" in drained.stderr
     assert "full" not in drained.stderr
+    # ...with its last summary all the same (the spool refused to give its leases back)
+    assert re.search(
+        r"stopped \(error\): delivered=\d+ retried=0 dead=0; the spool could not be used to"
+        r" count what is left",
+        drained.stderr,
+    )
     # ...whose integrity check reports it, without writing to the file
     doctor = spooler_cmd("doctor", "--db", str(db))
     assert doctor.returncode == 1
