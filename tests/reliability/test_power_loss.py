@@ -7,6 +7,14 @@ the disk holds, as the next boot would find it. At ``durability="full"`` every
 acknowledged event must be there, and ``integrity_check`` ok; at ``"normal"`` some
 must be missing, or the harness could not see a loss at all.
 
+``spooler serve`` is cut off the same way, mid-load (14 and 15 (serve)): a real relay
+process with its spool on the mount, eight keep-alive HTTP clients in threads of the
+test (serve_clients.py), each remembering the events of every request answered 200;
+the power goes once a random number of events were answered. At ``"full"`` every
+event answered 200 must be in the spool after the cut; at ``"normal"`` some must be
+missing. With a ``spooler drain`` beside the relay (14 (serve and drain)), every event
+answered 200 must be delivered, or still queued, after the cut.
+
 Each scenario runs a few rounds in ``make test``; ``SPOOLER_POWER_LOSS_SCALE=10``
 runs ten times as many (the campaign before a release). The same cuts on a PostgreSQL
 spool, the server's data directory on LazyFS, are in test_power_loss_postgres.py.
@@ -30,6 +38,8 @@ import pytest
 from helpers.cli import SPOOLER, drain_cli, drain_command
 from helpers.processes import wait_until
 from lazyfs import LazyFS, mounted
+from relay import relay, toml_value
+from serve_clients import API_KEYS, GENERIC, Clients
 
 from spooler.testing import Receiver
 
@@ -38,6 +48,8 @@ from spooler.testing import Receiver
 SCALE = int(os.environ.get("SPOOLER_POWER_LOSS_SCALE", "1"))
 PRODUCER_CUTS = 10 * SCALE
 DRAIN_CUTS = 4 * SCALE
+SERVE_CUTS = 6 * SCALE
+SERVE_DRAIN_CUTS = 4 * SCALE
 
 # argv: mode (single, threads, many or once), spool path, ack file, durability, seed.
 # Small events and big ones (up to 40 KB, ten pages of overflow each), so that
@@ -118,6 +130,7 @@ class Boot:
     """What the next boot finds on the disk."""
 
     ids: set[str]
+    numbers: set[str]  # the field "n" of the events that have one (serve_clients.py)
     integrity: list[tuple[str]]
     body_bytes: int  # of every event in the queue
     log_bytes: int  # the size of the write-ahead log
@@ -139,14 +152,22 @@ def boot(fs: LazyFS, db: Path) -> Boot:
         # At durability="normal" a cut may take the schema too: the spool is then empty.
         has_queue = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'queue'").fetchone()
         rows = (
-            conn.execute("SELECT event_id, length(CAST(body AS BLOB)) FROM queue").fetchall()
+            conn.execute(
+                "SELECT event_id, length(CAST(body AS BLOB)), json_extract(body, '$.n') FROM queue"
+            ).fetchall()
             if has_queue
             else []
         )
         integrity = conn.execute("PRAGMA integrity_check").fetchall()
     finally:
         conn.close()
-    return Boot({row[0] for row in rows}, integrity, sum(row[1] for row in rows), log_bytes)
+    return Boot(
+        {row[0] for row in rows},
+        {row[2] for row in rows if row[2] is not None},
+        integrity,
+        sum(row[1] for row in rows),
+        log_bytes,
+    )
 
 
 @dataclass
@@ -412,3 +433,180 @@ def test_the_first_event_of_a_spool_whose_folders_did_not_exist_survives_a_power
         lost += len(set(acknowledged(acks)) - found.ids)
     row.rounds, row.at_risk, row.lost = rounds, rounds, lost
     assert lost == 0
+
+
+# -- spooler serve ------------------------------------------------------------------------
+
+
+def serve_config(path: Path, durability: str, receiver: Receiver | None = None) -> Path:
+    """A config file for ``spooler serve``, and for a drain beside it: the spool's
+    ``durability``, and with ``receiver``, the destination of each API the clients
+    post to (serve_clients.py), each delivering there with its key."""
+    lines = ["[spool]", f"durability = {toml_value(durability)}"]
+    if receiver is not None:
+        tables = {
+            "amplitude": {"type": "amplitude", "url": f"{receiver.url}/2/httpapi"},
+            "posthog": {"type": "posthog", "url": f"{receiver.url}/batch/"},
+            "datalyr": {"type": "datalyr", "url": f"{receiver.url}/track"},
+            GENERIC: {"type": "http", "url": f"{receiver.url}/{GENERIC}"},
+        }
+        for name, table in tables.items():
+            lines.append(f"[destinations.{name}]")
+            table["api_key"] = API_KEYS[name]
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class ServeRounds:
+    """The outcome of relays cut off by power cuts mid-load, round after round."""
+
+    answered: int  # events in requests answered 200
+    lost: int  # of those, neither in the spool after a cut nor delivered
+    delivered: int  # of those, delivered (to a receiver, where a drain ran)
+    largest_log: int  # bytes: the write-ahead log's largest size at a power cut
+    last: Boot
+
+
+def load_relay(
+    db: Path, config: Path, events: int, seed: int, receiver: Receiver | None
+) -> list[str]:
+    """Start a relay on ``db`` (and, with ``receiver``, a drain of it there), load it with
+    the clients of serve_clients.py, and SIGKILL both once it answered ``events`` events
+    (and the receiver took a request); the ``n`` of every event answered 200."""
+    with relay(db, "--config", str(config)) as running:
+        drain = None
+        if receiver is not None:
+            drain_args = ["--db", str(db), "--config", str(config), "--poll-interval", "0.05"]
+            drain = subprocess.Popen([*SPOOLER, "drain", *drain_args])
+        taken_before = len(receiver.requests) if receiver is not None else 0
+        with Clients(running.url, seed=seed) as clients:
+            reached = wait_until(
+                lambda: (
+                    len(clients.answered()) >= events
+                    and (receiver is None or len(receiver.requests) > taken_before)
+                ),
+                timeout=60,
+            )
+            # The power goes: every process on the mount killed at once (the clients
+            # stop at their next request)
+            on_the_mount = [p for p in (running.process, drain) if p is not None]
+            for process in on_the_mount:
+                os.kill(process.pid, signal.SIGKILL)
+            for process in on_the_mount:
+                process.wait()
+        # Every request was answered 200 until then, none refused
+        taken = len(receiver.requests) - taken_before if receiver is not None else 0
+        assert reached, (
+            f"in a minute, the relay answered {len(clients.answered())} events and the"
+            f" receiver took {taken} requests (drain: {drain and drain.returncode})"
+        )
+        assert clients.refused() == []
+        return clients.answered()
+
+
+def cut_relays(
+    fs: LazyFS,
+    db: Path,
+    config: Path,
+    rounds: int,
+    rng: random.Random,
+    *,
+    events: tuple[int, int],
+    receiver: Receiver | None = None,
+) -> ServeRounds:
+    """Run ``rounds`` relays on one spool (``load_relay``), each ended by a power cut once
+    it answered a random number of events, within ``events``."""
+    answered: set[str] = set()
+    lost: set[str] = set()
+    delivered: set[str] = set()
+    largest_log = 0
+    for round_number in range(rounds):
+        answered |= set(
+            load_relay(db, config, rng.randint(*events), seed=round_number, receiver=receiver)
+        )
+        fs.power_cut()
+        # Then the next boot finds every event answered 200 in the queue, or delivered
+        found = boot(fs, db)
+        assert found.integrity == [("ok",)]
+        if receiver is not None:
+            delivered = {e["n"] for e in receiver.delivered}
+        lost |= answered - found.numbers - delivered
+        largest_log = max(largest_log, found.log_bytes)
+    return ServeRounds(len(answered), len(lost), len(answered & delivered), largest_log, found)
+
+
+SERVE_CUT = "kill -9 {} mid-load, then LazyFS drops every byte not fsynced"
+SERVE_LOAD = (
+    "spooler serve at durability={}: 8 keep-alive clients, single events to /track and"
+    " /v1/events/NAME, batches of 100 to /2/httpapi and /batch/"
+)
+
+
+def test_a_power_cut_loses_no_event_spooler_serve_answered_at_full_durability(
+    lazyfs: LazyFS, scenario, tmp_path: Path
+) -> None:
+    rounds = SERVE_CUTS
+    row = scenario("14 (serve)", SERVE_LOAD.format("full"), SERVE_CUT.format("the relay"))
+    db = lazyfs.mnt / "spool.db"
+    config = serve_config(tmp_path / "spooler.toml", "full")
+    # Given a relay on a spool at durability="full", loaded by clients until a power cut
+    result = cut_relays(lazyfs, db, config, rounds, random.Random(19), events=(500, 2500))
+    row.rounds, row.at_risk, row.lost = rounds, result.answered, result.lost
+    # Then every event answered 200 before a cut is on the disk after it
+    assert result.lost == 0
+    # And the rounds went through checkpoints and through restarts of the log
+    assert os.path.getsize(lazyfs.disk(db)) > 4 * 2**20
+    assert result.largest_log < result.last.body_bytes
+
+
+def test_a_power_cut_loses_events_spooler_serve_answered_at_normal_durability(
+    lazyfs: LazyFS, scenario, tmp_path: Path
+) -> None:
+    rounds = SERVE_CUTS
+    row = scenario(
+        "15 (serve)",
+        SERVE_LOAD.format("normal") + " (losses expected: they show that the harness sees one)",
+        SERVE_CUT.format("the relay"),
+    )
+    row.expected_loss = True
+    config = serve_config(tmp_path / "spooler.toml", "normal")
+    result = cut_relays(
+        lazyfs, lazyfs.mnt / "spool.db", config, rounds, random.Random(20), events=(1000, 4000)
+    )
+    row.rounds, row.at_risk, row.lost = rounds, result.answered, result.lost
+    # normal commits reach the disk at checkpoints only: the last ones before a cut are
+    # lost, and those a checkpoint wrote are not
+    assert 0 < result.lost < result.answered
+
+
+def test_a_power_cut_with_a_drain_beside_spooler_serve_loses_no_answered_event(
+    lazyfs: LazyFS, scenario, tmp_path: Path
+) -> None:
+    rounds = SERVE_DRAIN_CUTS
+    row = scenario(
+        "14 (serve and drain)",
+        SERVE_LOAD.format("full") + ", a spooler drain delivering them meanwhile",
+        SERVE_CUT.format("the relay and the drain"),
+    )
+    with Receiver() as receiver:
+        config = serve_config(tmp_path / "spooler.toml", "full", receiver)
+        # Given a relay at durability="full" and a drain of its spool to a receiver
+        result = cut_relays(
+            lazyfs,
+            lazyfs.mnt / "spool.db",
+            config,
+            rounds,
+            random.Random(21),
+            events=(500, 2500),
+            receiver=receiver,
+        )
+        delivered = Counter(e["n"] for e in receiver.delivered)
+    row.rounds, row.at_risk, row.lost = rounds, result.answered, result.lost
+    row.duplicated = sum(delivered.values()) - len(delivered)
+    # Then every event answered 200 before a cut is still queued after it, or delivered
+    assert result.lost == 0
+    # And the cuts found answered events in both places: the drain had delivered some,
+    # and not all
+    assert 0 < result.delivered < result.answered
