@@ -1,17 +1,24 @@
 """The command line as shell scripts and cron jobs meet it: stdin closed (``<&-``), ids
 that cannot be written (a full disk, a reader gone), a spool behind a folder the user may
-not enter. Each runs the CLI as a real process."""
+not enter, a drain's stdout on a disk that fills up. Each runs the CLI as a real
+process."""
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers.cli import SPOOLER
+from helpers.processes import wait_until
 from helpers.spools import queued_count
+
+from spooler import Spool
 
 
 def run_with_stdout(db: Path, stdout: int, *events: str) -> subprocess.CompletedProcess[str]:
@@ -93,3 +100,37 @@ def test_a_spool_behind_a_folder_the_user_may_not_enter_is_not_called_missing(
         folder.chmod(0o700)
     assert result.stdout.startswith(f"cannot reach {db}: Permission denied (as user "), result
     assert "no spool" not in result.stdout
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="Linux's prlimit")
+def test_stdout_to_a_file_that_fills_up_and_recovers_holds_every_event_once(
+    db: Path, tmp_path: Path
+) -> None:
+    with Spool(db) as spool:
+        spool.enqueue_many([{"n": n, "pad": "p" * 200} for n in range(300)])
+    out, err = tmp_path / "events.jsonl", tmp_path / "drain.err"
+    # A line the output starts with, larger than the spool's files: the size limit below
+    # stops the output's writes past 20 KB more, not the spool's.
+    out.write_text(json.dumps({"before": "b" * 2_000_000}) + "\n")
+    limit = out.stat().st_size + 20_000
+
+    def small_files() -> None:  # the file is "full" past the limit: writes fail, EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    command = [*SPOOLER, "drain", "--db", str(db), "--url", "-", "--until-empty"]
+    with open(out, "ab") as stdout, open(err, "wb") as stderr:
+        drain = subprocess.Popen(
+            [*command, "--batch-size", "50", "--backoff-base", "0.05", "--backoff-cap", "0.2"],
+            stdout=stdout,
+            stderr=stderr,
+            preexec_fn=small_files,
+        )
+        try:
+            assert wait_until(lambda: "cannot write stdout" in err.read_text(), timeout=60)
+            resource.prlimit(drain.pid, resource.RLIMIT_FSIZE, (-1, -1))  # room again
+            assert drain.wait(timeout=60) == 0, err.read_text()
+        finally:
+            drain.kill()
+    lines = out.read_bytes().splitlines()[1:]
+    assert sorted(json.loads(line)["n"] for line in lines) == list(range(300))
