@@ -6,8 +6,10 @@ one line on stderr; ``--debug`` shows the traceback as well.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -20,6 +22,7 @@ from spooler.events import (
     DEFAULT_MAX_EVENT_BYTES,
     check_destination_name,
     encode_events,
+    events_phrase,
     new_event_ids,
 )
 
@@ -185,8 +188,25 @@ def enqueue(opts: Options, destination: str, events: tuple[str, ...]) -> None:
     ids = new_event_ids(len(bodies))
     with opts.open_spool() as spool:
         spool.commit_rows([(i, destination, body) for i, body in zip(ids, bodies, strict=True)])
-    for event_id in ids:
-        click.echo(event_id)
+    _print_ids(ids)
+
+
+def _print_ids(ids: list[str]) -> None:
+    """Print the ids of events just committed, one per line. Output that cannot be
+    written (a full disk, a reader gone: `| head -0`) is an error that says the events
+    are in the spool all the same: exit 1 alone would invite a script to enqueue them
+    again. The ids still buffered are dropped, not tried again as Python exits."""
+    try:
+        click.echo("\n".join(ids))
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            sys.stdout.close()  # closes the file even where its last flush fails
+        raise SpoolerError(
+            f"{events_phrase(len(ids))} enqueued, but {'its id' if len(ids) == 1 else 'their ids'}"
+            f" could not be written to stdout: {exc.strerror or exc}"
+        ) from None
 
 
 # -- status -------------------------------------------------------------------------------

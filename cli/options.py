@@ -299,8 +299,14 @@ def stdin_lines(max_bytes: int | None = None) -> Iterator[tuple[int, str]]:
     locale that stream raises on the first invalid byte (a traceback), under others it
     lets it through. A line that is not UTF-8 is an ``InvalidEventError`` naming it; so
     is a line longer than ``max_bytes``, as soon as that much of it is read (a line is
-    never read whole first: memory stays bounded by ``max_bytes``).
+    never read whole first: memory stays bounded by ``max_bytes``). A closed stdin
+    (``<&-``) is a usage error.
     """
+    if sys.stdin is None:  # started with stdin closed (`<&-`): Python has none to read
+        raise click.UsageError(
+            "stdin is closed, so there is nothing to read: give the input as arguments,"
+            " or on stdin (</dev/null for none)"
+        )
     stream = sys.stdin.buffer
     size = -1 if max_bytes is None else max_bytes + 1  # room for the line break
     for number, raw in enumerate(iter(lambda: stream.readline(size), b""), 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -72,10 +73,14 @@ class FileDestination:
     def __init__(self, config: DestinationConfig) -> None:
         self.config = config
         mode = options_of(config, FileOptions).file_mode
-        self._fd: int | None = None  # None: stdout
+        self._fd: int | None = None  # None: sys.stdout, which has no descriptor (a test's)
+        self._owns_fd = False  # stdout's descriptor is left open
         self._regular = False  # a regular file: fsynced, and cut back after a failed write
         if config.url == "-":
             self._path = "stdout"
+            self._fd = _stdout_fd(config.name)
+            if self._fd is not None:
+                self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
             return
         self._path = config.url.removeprefix("file://")
         try:
@@ -87,6 +92,7 @@ class FileDestination:
             # Unbuffered: a failed write must leave no bytes behind in a buffer, to be
             # written again (or fail again) by the next write or by close().
             self._fd = files.open_creating(self._path, os.O_RDWR | os.O_APPEND, mode)
+            self._owns_fd = True
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         except OSError as exc:
             raise ConfigError(
@@ -114,9 +120,25 @@ class FileDestination:
 
     def close(self) -> None:
         """Close the file (stdout stays open)."""
-        if self._fd is not None:
+        if self._fd is not None and self._owns_fd:
             os.close(self._fd)
-            self._fd = None
+        self._fd = None
+
+
+def _stdout_fd(name: str) -> int | None:
+    """The descriptor the events go to for ``-``, written to directly as a file's is:
+    through ``sys.stdout``'s buffer, a write that failed part way (a full disk) stayed
+    buffered and went out again before the retry's, cutting a line in two and garbling
+    the events of both writes, which counted as delivered. None where ``sys.stdout`` has
+    no descriptor of its own (a test's capture)."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise ConfigError(f"destinations.{name}.url: '-' writes to stdout, which is closed")
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    sys.stdout.flush()  # what was printed before goes first
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -132,7 +154,7 @@ def _append_to_file(fd: int, data: bytes) -> None:
     end = os.fstat(fd).st_size
     # A file that ends mid-line (a drain killed mid-write, or a cut-back that failed)
     # gets a newline first, so that the damaged line does not swallow the next event.
-    if end and os.pread(fd, 1, end - 1) != b"\n":
+    if end and _ends_mid_line(fd, end):
         data = b"\n" + data
     try:
         _write_all(fd, data)
@@ -141,4 +163,19 @@ def _append_to_file(fd: int, data: bytes) -> None:
         # A partial line would corrupt the JSON Lines file; the events are retried.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, end)
+            # Stdout sent to a file with `>` is not in append mode: its next write would
+            # go where this one stopped, past the end, leaving a hole of zero bytes.
+            os.lseek(fd, end, os.SEEK_SET)
         raise
+
+
+def _ends_mid_line(fd: int, end: int) -> bool:
+    """Whether the file ``fd``, ``end`` bytes long, ends in a partial line. Stdout sent to
+    a file by the shell (``>``, ``>>``) is open for writing only: it cannot be read, and
+    is taken to end whole."""
+    try:
+        return os.pread(fd, 1, end - 1) != b"\n"
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            raise
+        return False

@@ -51,12 +51,23 @@ class SQLiteStore(SQLiteProducers, SQLiteDrains, SQLiteOperators, SQLiteMaintena
         file_mode = files.check_file_mode(file_mode)
         self._busy_timeout = busy_timeout
         self._creates = create
-        if not create and not os.path.exists(self.path):
-            raise StoreError(no_spool(self.path, "no such file"))
+        if not create:
+            self._check_exists()
         if create:
             self._create_file(file_mode)
         self._closed = False
         self._current, self.created = self._open()
+
+    def _check_exists(self) -> None:
+        """Refuse a spool file that is not there, or that this user cannot look at."""
+        try:
+            os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise StoreError(no_spool(self.path, "no such file")) from None
+        except OSError as exc:  # EACCES: os.path.exists says False, as if no file were there
+            from .errors import unreachable
+
+            raise StoreError(unreachable(self.path, exc)) from None
 
     @property
     def location(self) -> str:

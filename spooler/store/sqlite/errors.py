@@ -15,7 +15,7 @@ import sqlite3
 from ...errors import StoreError
 from .base import unwritable_file
 
-__all__ = ["NOT_SQLITE", "damaged", "os_problem", "store_error", "unwritable"]
+__all__ = ["NOT_SQLITE", "damaged", "os_problem", "store_error", "unreachable", "unwritable"]
 
 NOT_SQLITE = "not a SQLite database, or its header is damaged; refusing to touch it"
 
@@ -93,6 +93,13 @@ def os_problem(path: str) -> str | None:
     if fs.f_files and not fs.f_favail:
         return f"the file system holding {directory} has no free inodes left"
     return None
+
+
+def unreachable(path: str, exc: OSError) -> str:
+    """The refusal of a spool ``path`` this user cannot look at (``os.stat`` raised
+    ``exc``): a folder on the way it may not enter, most often. Not "no such file",
+    which would send an operator looking for a spool that is there."""
+    return f"cannot reach {path}: {exc.strerror} (as user {_user()})"
 
 
 def unwritable(path: str) -> str | None:
