@@ -73,31 +73,16 @@ class FileDestination:
     def __init__(self, config: DestinationConfig) -> None:
         self.config = config
         mode = options_of(config, FileOptions).file_mode
-        self._fd: int | None = None  # None: sys.stdout, which has no descriptor (a test's)
-        self._owns_fd = False  # stdout's descriptor is left open
-        self._regular = False  # a regular file: fsynced, and cut back after a failed write
         if config.url == "-":
             self._path = "stdout"
+            # None: sys.stdout has no descriptor of its own (a test's capture)
             self._fd = _stdout_fd(config.name)
-            if self._fd is not None:
-                self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
-            return
-        self._path = config.url.removeprefix("file://")
-        try:
-            # A new file and its missing folders are private, as the spool's are: the
-            # lines hold the same payloads.
-            files.make_folders(
-                os.path.dirname(os.path.abspath(self._path)), files.folder_mode(mode)
-            )
-            # Unbuffered: a failed write must leave no bytes behind in a buffer, to be
-            # written again (or fail again) by the next write or by close().
-            self._fd = files.open_creating(self._path, os.O_RDWR | os.O_APPEND, mode)
-            self._owns_fd = True
-            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
-        except OSError as exc:
-            raise ConfigError(
-                f"destinations.{config.name}.url: cannot open {self._path}: {exc.strerror}"
-            ) from None
+        else:
+            self._path = config.url.removeprefix("file://")
+            self._fd = _open_file(self._path, mode, config.name)
+        # A regular file (stdout sent to one included): fsynced, and cut back after a
+        # failed write.
+        self._regular = self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
 
     def request_batches(self, events: list[ClaimedEvent]) -> list[list[ClaimedEvent]]:
         """``events`` in one write: lines carry no per-request options."""
@@ -120,9 +105,22 @@ class FileDestination:
 
     def close(self) -> None:
         """Close the file (stdout stays open)."""
-        if self._fd is not None and self._owns_fd:
+        if self._fd is not None and self._path != "stdout":
             os.close(self._fd)
         self._fd = None
+
+
+def _open_file(path: str, mode: int, name: str) -> int:
+    """An unbuffered descriptor appending to ``path``, created with ``mode`` if missing,
+    as are its missing folders (with the matching folder mode): the lines hold the same
+    payloads as the spool, and are as private. Unbuffered: a failed write must leave no
+    bytes behind in a buffer, to be written again (or fail again) by the next write or
+    by close()."""
+    try:
+        files.make_folders(os.path.dirname(os.path.abspath(path)), files.folder_mode(mode))
+        return files.open_creating(path, os.O_RDWR | os.O_APPEND, mode)
+    except OSError as exc:
+        raise ConfigError(f"destinations.{name}.url: cannot open {path}: {exc.strerror}") from None
 
 
 def _stdout_fd(name: str) -> int | None:
