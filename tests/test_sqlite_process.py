@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,43 @@ def test_a_second_spool_on_the_same_file_leaves_the_first_its_locks(db: Path) ->
         assert another_process_reads(db) == 6
 
 
+class EnqueuingChild:
+    """A child of fork() that enqueues an event on ``spool`` (inherited), or on a Spool
+    of its own (None), then, once its parent closed its spool, five more; it ends as a
+    kill -9 would, nothing closed, nothing checkpointed."""
+
+    def __init__(self, db: Path, spool: Spool | None) -> None:
+        self._to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                child = spool if spool is not None else Spool(db)
+                child.enqueue({"who": "child", "n": 0})  # on a connection of its own
+                os.write(from_child, b"1")
+                os.read(self._to_child, 1)  # the parent closed, another process came and went
+                for n in range(1, 6):
+                    child.enqueue({"who": "child", "n": n})
+                os.write(from_child, b"2")
+                os.read(self._to_child, 1)
+            finally:
+                os._exit(0)
+        self._db, self._to_parent, self._from_parent = db, to_parent, from_parent
+
+    def outlives(self, close: Callable[[], None]) -> int:
+        """Once the child enqueued its first event, ``close`` the parent's spool; returns
+        how many events another process saw queued once the child enqueued the rest."""
+        assert os.read(self._to_parent, 1) == b"1"
+        close()
+        assert another_process_reads(self._db) == 2
+        os.write(self._from_parent, b"1")
+        assert os.read(self._to_parent, 1) == b"2"
+        seen_while_the_child_ran = another_process_reads(self._db)
+        os.write(self._from_parent, b"1")
+        assert os.waitpid(self.pid, 0)[1] == 0
+        return seen_while_the_child_ran
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
 @pytest.mark.parametrize("childs_spool", ["inherited", "its own"])
 def test_a_child_of_fork_keeps_its_locks_when_the_parent_closes_the_spool(
@@ -91,31 +129,9 @@ def test_a_child_of_fork_keeps_its_locks_when_the_parent_closes_the_spool(
 ) -> None:
     spool = Spool(db)  # opened at import, say, before a pre-fork server forks
     spool.enqueue({"who": "parent"})
-    to_child, from_parent = os.pipe()
-    to_parent, from_child = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            if childs_spool == "its own":
-                spool = Spool(db)
-            spool.enqueue({"who": "child", "n": 0})  # on a connection of the child's own
-            os.write(from_child, b"1")
-            os.read(to_child, 1)  # the parent closed, another process came and went
-            for n in range(1, 6):
-                spool.enqueue({"who": "child", "n": n})
-            os.write(from_child, b"2")
-            os.read(to_child, 1)
-        finally:
-            os._exit(0)  # as a kill -9 would: nothing closed, nothing checkpointed
-    assert os.read(to_parent, 1) == b"1"
-    spool.close()  # the parent (a daemon's first process) closes or exits
-    assert another_process_reads(db) == 2
-    os.write(from_parent, b"1")
-    assert os.read(to_parent, 1) == b"2"
-    seen_while_the_child_ran = another_process_reads(db)
-    os.write(from_parent, b"1")
-    assert os.waitpid(pid, 0)[1] == 0
-    assert seen_while_the_child_ran == 7
+    child = EnqueuingChild(db, spool if childs_spool == "inherited" else None)
+    # the parent (a daemon's first process) closes or exits
+    assert child.outlives(spool.close) == 7
     assert rows(db, "SELECT count(*) FROM queue") == [(7,)]  # none lost with the child
 
 
@@ -208,33 +224,10 @@ def test_a_fork_waits_for_a_spool_another_thread_is_opening(db: Path) -> None:
 
     releaser = threading.Thread(target=let_the_holder_go_once_the_fork_waits)
     releaser.start()
-    to_child, from_parent = os.pipe()
-    to_parent, from_child = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child = Spool(db)
-            child.enqueue({"who": "child", "n": 0})
-            os.write(from_child, b"1")
-            os.read(to_child, 1)  # the parent closed, another process came and went
-            for n in range(1, 6):
-                child.enqueue({"who": "child", "n": n})
-            os.write(from_child, b"2")
-            os.read(to_child, 1)
-        finally:
-            os._exit(0)  # as a kill -9 would
+    child = EnqueuingChild(db, None)
     releaser.join()
     opener.join()
     holder.communicate(timeout=30)  # and closes its pipes
     assert holder.returncode == 0
-    assert os.read(to_parent, 1) == b"1"
-    opened[0].close()
-    assert another_process_reads(db) == 2
-    os.write(from_parent, b"1")
-    assert os.read(to_parent, 1) == b"2"
-    seen_while_the_child_ran = another_process_reads(db)
-    os.write(from_parent, b"1")
-    assert os.waitpid(pid, 0)[1] == 0
-    assert fork_waited == [True]
-    assert seen_while_the_child_ran == 7
+    assert child.outlives(opened[0].close) == 7
     assert fork_waited == [True]  # the fork came after the open, not halfway
