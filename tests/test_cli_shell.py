@@ -82,10 +82,13 @@ def test_a_spool_behind_a_folder_the_user_may_not_enter_is_not_called_missing(
     folder.mkdir(mode=0o700)
     db = folder / "spool.db"
     subprocess.run([*SPOOLER, "enqueue", "--db", str(db), "{}"], check=True, capture_output=True)
-    # Root enters any folder: as root, the child looks as user nobody (after its imports).
+    # Root enters any folder: as root, the child looks as user nobody (after its imports,
+    # the error's included: a checkout under a private folder, as mktemp -d makes, is
+    # unreadable to nobody, where an installed spooler is not).
     root = os.geteuid() == 0
     script = (
         "import os, sys; from spooler import Spool, StoreError\n"
+        "import spooler.store.sqlite.errors\n"
         f"{'os.setgid(65534); os.setuid(65534)' if root else ''}\n"
         "try:\n    Spool(sys.argv[1], create=False)\n"
         "except StoreError as exc:\n    print(exc)\n"
